@@ -1,0 +1,116 @@
+//! `cordon doctor`: what this kernel offers, and which profile layers it can enforce.
+
+use crate::launch::{detect_layout, Layout};
+use std::path::Path;
+
+pub struct Check {
+    pub layer: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub fn landlock_abi() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: querying the ABI version with a null attr is the documented use.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    }
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(p).unwrap_or_default().trim().to_string()
+}
+
+pub fn checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    out.push(Check {
+        layer: "privileges",
+        ok: root,
+        detail: if root {
+            "running as root: cordon can create namespaces, cgroups and idmapped mounts".into()
+        } else {
+            "not root: `cordon run` needs sudo (the agent itself never runs as root)".into()
+        },
+    });
+    let release = read("/proc/sys/kernel/osrelease");
+    out.push(Check {
+        layer: "kernel",
+        ok: true,
+        detail: format!("Linux {release}"),
+    });
+
+    let abi = landlock_abi();
+    out.push(Check {
+        layer: "landlock",
+        ok: abi >= 1,
+        detail: match abi {
+            a if a < 1 => "not available: filesystem rules cannot be enforced, so no profile can run (enable the landlock LSM at boot)".into(),
+            a if a < 4 => format!("ABI {a}: filesystem rules; no TCP rules (ABI 4) or scopes (ABI 6)"),
+            a if a < 6 => format!("ABI {a}: filesystem and TCP bind/connect rules; no abstract-socket/signal scopes (ABI 6)"),
+            a => format!("ABI {a}: filesystem rules, TCP bind/connect rules, abstract unix socket and signal scopes"),
+        },
+    });
+
+    let actions = read("/proc/sys/kernel/seccomp/actions_avail");
+    out.push(Check {
+        layer: "seccomp",
+        ok: actions.contains("kill_process") && actions.contains("errno"),
+        detail: if actions.is_empty() {
+            "not available: syscall filtering cannot be enforced".into()
+        } else {
+            format!("filters available (actions: {actions})")
+        },
+    });
+
+    let ns: Vec<&str> = ["user", "pid", "mnt", "net", "ipc", "uts", "cgroup", "time"]
+        .into_iter()
+        .filter(|n| Path::new("/proc/self/ns").join(n).exists())
+        .collect();
+    let max_userns = read("/proc/sys/user/max_user_namespaces");
+    out.push(Check {
+        layer: "namespaces",
+        ok: ns.len() >= 7 && max_userns != "0",
+        detail: format!(
+            "{} available; user namespaces allowed: {}",
+            ns.join(", "),
+            if max_userns == "0" {
+                "no (user.max_user_namespaces = 0)".to_string()
+            } else {
+                format!("yes (max {max_userns})")
+            }
+        ),
+    });
+
+    let layout = detect_layout();
+    out.push(Check {
+        layer: "cgroups",
+        ok: layout.is_some(),
+        detail: match layout {
+            Some(Layout::Hybrid) => "hybrid: v1 controllers for memory, cpu, pids + cgroup2 at /sys/fs/cgroup/unified for placement and kill".into(),
+            Some(Layout::Unified) => "cgroup v2: memory, cpu, pids limits need those controllers enabled for cordon's cgroup's children".into(),
+            None => "no cgroup2 hierarchy: limits cannot be enforced".into(),
+        },
+    });
+
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let bpffs = read("/proc/mounts")
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf"));
+    out.push(Check {
+        layer: "ebpf",
+        ok: btf,
+        detail: format!(
+            "BTF {}; bpffs {}; probes are not part of this build yet (egress allowlists are refused until they are)",
+            if btf { "present" } else { "missing" },
+            if bpffs { "mounted" } else { "not mounted" }
+        ),
+    });
+    out
+}

@@ -1,0 +1,146 @@
+//! The typed channel between the supervisor and the sandbox's init process.
+//! A panic after clone is invisible, so the child reports every failure here instead.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// Parent → child: maps written and cgroups joined; go on.
+    Release,
+    /// Child → parent: every layer is in place; the agent is being started.
+    Ready,
+    /// Child → parent: a setup step failed; nothing of the agent ran.
+    SetupFailed {
+        step: String,
+        errno: i32,
+        detail: String,
+    },
+    /// Agent → parent: execve failed.
+    ExecFailed { errno: i32, program: String },
+    /// Child → parent: the agent ended with this wait status.
+    AgentExited { status: i32 },
+}
+
+impl Msg {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Msg::Release => b"R".to_vec(),
+            Msg::Ready => b"Y".to_vec(),
+            Msg::SetupFailed { step, errno, detail } => format!("S{errno}\0{step}\0{detail}").into_bytes(),
+            Msg::ExecFailed { errno, program } => format!("X{errno}\0{program}").into_bytes(),
+            Msg::AgentExited { status } => format!("E{status}").into_bytes(),
+        }
+    }
+
+    fn decode(b: &[u8]) -> Option<Msg> {
+        let (&tag, rest) = b.split_first()?;
+        let text = String::from_utf8_lossy(rest);
+        let mut parts = text.splitn(3, '\0');
+        Some(match tag {
+            b'R' => Msg::Release,
+            b'Y' => Msg::Ready,
+            b'S' => Msg::SetupFailed {
+                errno: parts.next()?.parse().ok()?,
+                step: parts.next()?.to_string(),
+                detail: parts.next().unwrap_or("").to_string(),
+            },
+            b'X' => Msg::ExecFailed {
+                errno: parts.next()?.parse().ok()?,
+                program: parts.next().unwrap_or("").to_string(),
+            },
+            b'E' => Msg::AgentExited {
+                status: parts.next()?.parse().ok()?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+pub struct Channel(pub OwnedFd);
+
+pub fn pair() -> io::Result<(Channel, Channel)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair returned two new descriptors we now own.
+    Ok(unsafe {
+        (
+            Channel(OwnedFd::from_raw_fd(fds[0])),
+            Channel(OwnedFd::from_raw_fd(fds[1])),
+        )
+    })
+}
+
+impl Channel {
+    pub fn send(&self, m: &Msg) -> io::Result<()> {
+        let b = m.encode();
+        // SAFETY: b is a valid buffer of b.len() bytes.
+        let r = unsafe { libc::send(self.0.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Blocking receive; `Ok(None)` when the other side is gone.
+    pub fn recv(&self) -> io::Result<Option<Msg>> {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: buf is valid for buf.len() bytes.
+            let r = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let n = usize::try_from(r).unwrap_or(0);
+            if n == 0 {
+                return Ok(None);
+            }
+            return Ok(Msg::decode(&buf[..n]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let (a, b) = pair().unwrap();
+        for m in [
+            Msg::Release,
+            Msg::Ready,
+            Msg::SetupFailed {
+                step: "landlock".into(),
+                errno: 38,
+                detail: "x y".into(),
+            },
+            Msg::ExecFailed {
+                errno: 2,
+                program: "nope".into(),
+            },
+            Msg::AgentExited { status: 9 },
+        ] {
+            a.send(&m).unwrap();
+            assert_eq!(b.recv().unwrap(), Some(m));
+        }
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
+    }
+}

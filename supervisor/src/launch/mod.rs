@@ -1,0 +1,241 @@
+//! The launch sequence. The parent's steps are in `run`, top to bottom; the child's are in
+//! `child::setup`. docs in README.md ("How a run is built") list the same steps in order.
+
+mod cgroup;
+mod channel;
+mod child;
+mod confine;
+mod mounts;
+mod pty;
+mod supervise;
+pub mod sys;
+
+pub use cgroup::{detect_layout, Layout};
+pub use confine::LANDLOCK_ABI;
+
+use crate::policy::Policy;
+use crate::profile::NetworkMode;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A failed step, named so the user knows which layer could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub step: String,
+    pub errno: i32,
+    pub detail: String,
+}
+
+impl StepError {
+    pub fn errno(step: &str, errno: i32, detail: &str) -> Self {
+        StepError {
+            step: step.into(),
+            errno,
+            detail: detail.into(),
+        }
+    }
+    pub fn io(step: &str, e: &io::Error, detail: &str) -> Self {
+        Self::errno(
+            step,
+            e.raw_os_error().unwrap_or(0),
+            &if detail.is_empty() {
+                e.to_string()
+            } else {
+                format!("{detail}: {e}")
+            },
+        )
+    }
+    pub fn msg(step: &str, detail: &str) -> Self {
+        Self::errno(step, 0, detail)
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.step)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        if self.errno != 0 && !self.detail.contains("os error") {
+            write!(f, " ({})", io::Error::from_raw_os_error(self.errno))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot apply layer {0}; no agent was started")]
+    Step(StepError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Seccomp(#[from] confine::SeccompError),
+    #[error("network: {0}; no agent was started")]
+    Network(String),
+    #[error("command not found: {0} (searched PATH={1})")]
+    NotFound(String, String),
+    #[error("{0}")]
+    Argument(String),
+}
+
+impl From<StepError> for LaunchError {
+    fn from(e: StepError) -> Self {
+        LaunchError::Step(e)
+    }
+}
+
+pub struct Options {
+    pub sandbox_id: String,
+    pub command: Vec<String>,
+    /// Give the agent its own pty (decided by the caller from whether stdio is a terminal).
+    pub interactive: bool,
+}
+
+/// How the run ended, for the CLI to report and turn into an exit status.
+#[derive(Debug)]
+pub struct Outcome {
+    pub exit_code: i32,
+    /// Plain-words notes: limits hit, wall clock, signals.
+    pub notes: Vec<String>,
+}
+
+/// Find the program the way execvp would, on the host paths the sandbox will see.
+pub fn resolve_program(cmd: &str, env_path: Option<&str>) -> Result<PathBuf, LaunchError> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(LaunchError::NotFound(
+                cmd.into(),
+                "(not searched: path given)".into(),
+            ))
+        };
+    }
+    let path = env_path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| is_exec(p))
+        .ok_or_else(|| LaunchError::NotFound(cmd.into(), path.into()))
+}
+
+fn cstring(s: &str) -> Result<CString, LaunchError> {
+    CString::new(s).map_err(|_| LaunchError::Argument(format!("argument contains a NUL byte: {s:?}")))
+}
+
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// Run one agent under `policy`. Blocks until the sandbox is gone.
+pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
+    // 1. Refuse what cannot be enforced, before anything is created.
+    if policy.network.mode == NetworkMode::Allowlist {
+        return Err(LaunchError::Network(
+            "an allowlist needs the in-kernel egress filter (eBPF cgroup hooks), which this build does not have yet; \
+             use network.mode = \"none\" or \"loopback\""
+                .into(),
+        ));
+    }
+    let program = resolve_program(&opts.command[0], policy.env.get("PATH").map(String::as_str))?;
+    let argv = opts
+        .command
+        .iter()
+        .map(|a| cstring(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = policy
+        .env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let program = cstring(&program.to_string_lossy())?;
+
+    // 2. Compile the seccomp filter here; the child only loads it.
+    let seccomp_bpf = confine::compile_seccomp(policy)?;
+    // 3. cgroups beneath our own, with the profile's limits.
+    let cgroup = cgroup::Cgroup::create(&opts.sandbox_id, &policy.limits)?;
+    // 4. Detached bind trees, idmapped where the invoking user's files must look like the agent's.
+    let idmap_ns = match (&policy.idmap_uid_map, &policy.idmap_gid_map) {
+        (Some(u), Some(g)) => Some(mounts::idmap_userns(u, g)?),
+        _ => None,
+    };
+    let trees = mounts::prepare(policy, idmap_ns.as_ref())?;
+    drop(idmap_ns);
+    // 5. The agent's terminal: a pty of its own when interactive, never the user's tty.
+    let pty = if opts.interactive {
+        Some(pty::Pty::open().map_err(|e| StepError::io("terminal: openpty", &e, ""))?)
+    } else {
+        None
+    };
+    // 6. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
+    let sigset = child::signal_set(&[libc::SIGCHLD]);
+    // SAFETY: blocking signals in this (single) thread.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
+    let (parent_ch, child_ch) =
+        channel::pair().map_err(|e| StepError::io("handshake: socketpair", &e, ""))?;
+    let cg_fd = cgroup.v2_dir_fd()?;
+
+    // 7. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
+    let forked = sys::clone3(NAMESPACES as u64, Some(cg_fd.as_raw_fd()))
+        .map_err(|e| StepError::io("namespaces: clone3", &e, ""))?;
+    let (pid, pidfd) = match forked {
+        sys::Forked::Child => {
+            drop(parent_ch);
+            let plan = child::ChildPlan {
+                policy,
+                trees: &trees,
+                seccomp_bpf: &seccomp_bpf,
+                program,
+                argv,
+                envp,
+                pty_slave: pty.as_ref().map(|p| &p.slave),
+                pty_master: pty.as_ref().map(|p| p.master.as_raw_fd()),
+            };
+            child::main(&child_ch, &plan)
+        }
+        sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(child_ch);
+    drop(trees);
+    let guard = supervise::KillOnDrop(&pidfd);
+
+    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), v1 cgroups, release.
+    let write_maps = || -> io::Result<()> {
+        std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
+    };
+    write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
+    cgroup.add_v1(pid)?;
+    parent_ch
+        .send(&channel::Msg::Release)
+        .map_err(|e| StepError::io("handshake: release", &e, ""))?;
+
+    // 9. Supervise until the sandbox is gone.
+    let outcome = supervise::run(supervise::Running {
+        pid,
+        pidfd: &pidfd,
+        channel: &parent_ch,
+        cgroup: &cgroup,
+        pty: pty.as_ref(),
+        wall_clock_ms: policy.limits.wall_clock_ms,
+    });
+    std::mem::forget(guard);
+    // SAFETY: restoring the signal mask of this thread.
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &sigset, std::ptr::null_mut()) };
+    let mut outcome = outcome?;
+    outcome.notes.extend(cgroup.limit_reports(&policy.limits));
+    Ok(outcome)
+}

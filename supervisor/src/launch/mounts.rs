@@ -1,0 +1,358 @@
+//! The sandbox's root filesystem. The parent (host root) clones and marks each bind tree as a
+//! detached mount, because only it can traverse every source and create idmapped mounts; the
+//! child attaches them to a fresh tmpfs root, adds /dev, /proc, /tmp and masks, and pivots.
+
+use super::sys;
+use super::StepError;
+use crate::policy::{Access, Bind, Policy};
+use std::fs;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where the new root is assembled inside the child's private mount namespace.
+const STAGING: &str = "/tmp";
+/// An empty, read-only file in the new root, bound over hidden files.
+const EMPTY_FILE: &str = "/.cordon-empty";
+
+pub struct Tree {
+    pub bind: Bind,
+    pub is_dir: bool,
+    pub fd: OwnedFd,
+}
+
+/// Parent side: detached, attribute-marked copies of every bind source.
+pub fn prepare(policy: &Policy, idmap_ns: Option<&OwnedFd>) -> Result<Vec<Tree>, StepError> {
+    let mut trees = Vec::new();
+    for bind in &policy.binds {
+        let meta = match fs::metadata(&bind.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !bind.required => continue,
+            Err(e) => {
+                return Err(StepError::io(
+                    "filesystem: bind source",
+                    &e,
+                    &bind.path.display().to_string(),
+                ))
+            }
+        };
+        let fd = sys::open_tree_clone(&bind.path)
+            .map_err(|e| StepError::io("filesystem: open_tree", &e, &bind.path.display().to_string()))?;
+        let idmap = if bind.idmap { idmap_ns } else { None };
+        sys::set_tree_attrs(&fd, bind.access == Access::ReadOnly, idmap).map_err(|e| {
+            let what = if idmap.is_some() {
+                "filesystem: idmapped mount"
+            } else {
+                "filesystem: mount_setattr"
+            };
+            StepError::io(what, &e, &bind.path.display().to_string())
+        })?;
+        trees.push(Tree {
+            bind: bind.clone(),
+            is_dir: meta.is_dir(),
+            fd,
+        });
+    }
+    Ok(trees)
+}
+
+fn under(root: &Path, p: &Path) -> PathBuf {
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn mkdirs(p: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(p)
+}
+
+fn touch(p: &Path) -> io::Result<()> {
+    if let Some(parent) = p.parent() {
+        mkdirs(parent)?;
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o444)
+        .open(p)
+        .map(drop)
+}
+
+fn step<'a>(name: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> StepError + 'a {
+    move |e| StepError::io(name, &e, &p.display().to_string())
+}
+
+const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+/// Bind `src` on `dst` and make that bind read-only.
+fn bind_ro(src: &Path, dst: &Path, extra: libc::c_ulong) -> io::Result<()> {
+    sys::mount(&src.to_string_lossy(), dst, "", libc::MS_BIND | libc::MS_REC, "")?;
+    sys::mount(
+        "",
+        dst,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | extra,
+        "",
+    )
+}
+
+/// Child side, in its own user and mount namespaces: build the root and pivot into it.
+pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
+    let root = Path::new(STAGING);
+    // ORDER: make every mount private first so nothing below propagates back to the host.
+    sys::mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
+        .map_err(step("filesystem: make / private", root))?;
+    sys::mount("tmpfs", root, "tmpfs", NOSUID_NODEV, "mode=0755,size=1m")
+        .map_err(step("filesystem: root tmpfs", root))?;
+    touch(&under(root, Path::new(EMPTY_FILE))).map_err(step("filesystem: empty file", root))?;
+
+    let has_tmp_bind = trees.iter().any(|t| t.bind.path == Path::new("/tmp"));
+    let mut tmp_done = has_tmp_bind;
+    for tree in trees {
+        // /tmp (depth 1) goes in before any bind beneath it.
+        if !tmp_done && tree.bind.path.components().count() > 2 {
+            mount_tmp(root, policy.tmp_size)?;
+            tmp_done = true;
+        }
+        let target = under(root, &tree.bind.path);
+        if tree.is_dir {
+            mkdirs(&target)
+        } else {
+            touch(&target)
+        }
+        .map_err(step("filesystem: mountpoint", &tree.bind.path))?;
+        sys::move_mount_to(&tree.fd, &target).map_err(step("filesystem: attach bind", &tree.bind.path))?;
+    }
+    if !tmp_done {
+        mount_tmp(root, policy.tmp_size)?;
+    }
+
+    for hidden in &policy.hidden {
+        let target = under(root, hidden);
+        match fs::metadata(&target) {
+            Ok(m) if m.is_dir() => sys::mount(
+                "tmpfs",
+                &target,
+                "tmpfs",
+                NOSUID_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+                "size=4k,nr_inodes=1,mode=0755",
+            ),
+            Ok(_) => bind_ro(
+                &under(root, Path::new(EMPTY_FILE)),
+                &target,
+                NOSUID_NODEV | libc::MS_NOEXEC,
+            ),
+            // Absent, or unreachable with the agent's own credentials: nothing to hide.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR)
+                ) =>
+            {
+                continue
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(step("filesystem: hide", hidden))?;
+    }
+
+    for protected in &policy.protected {
+        let target = under(root, protected);
+        match fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StepError::msg(
+                    "filesystem: protect",
+                    &format!(
+                        "{} is a symlink; refusing to guess what to protect",
+                        protected.display()
+                    ),
+                ))
+            }
+            Ok(_) => {
+                bind_ro(&target, &target, NOSUID_NODEV).map_err(step("filesystem: protect", protected))?
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR)
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(step("filesystem: protect", protected)(e)),
+        }
+    }
+
+    build_dev(root)?;
+    // ORDER: proc is mounted before pivot_root: the kernel only lets a user namespace mount
+    // proc while a fully visible proc mount exists in its mount namespace (the host's).
+    build_proc(root)?;
+
+    std::env::set_current_dir(root).map_err(step("filesystem: chdir new root", root))?;
+    sys::pivot_root_here().map_err(step("filesystem: pivot_root", root))?;
+    std::env::set_current_dir("/").map_err(step("filesystem: chdir /", root))?;
+    // The root tmpfs only holds mountpoints: nothing may be created beside them.
+    sys::mount(
+        "",
+        Path::new("/"),
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV,
+        "",
+    )
+    .map_err(step("filesystem: read-only root", Path::new("/")))?;
+    Ok(())
+}
+
+fn mount_tmp(root: &Path, size: u64) -> Result<(), StepError> {
+    let tmp = under(root, Path::new("/tmp"));
+    mkdirs(&tmp).map_err(step("filesystem: /tmp", &tmp))?;
+    sys::mount(
+        "tmpfs",
+        &tmp,
+        "tmpfs",
+        NOSUID_NODEV,
+        &format!("mode=1777,size={size}"),
+    )
+    .map_err(step("filesystem: /tmp", &tmp))
+}
+
+fn build_dev(root: &Path) -> Result<(), StepError> {
+    let dev = under(root, Path::new("/dev"));
+    mkdirs(&dev).map_err(step("filesystem: /dev", &dev))?;
+    sys::mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0755,size=64k",
+    )
+    .map_err(step("filesystem: /dev", &dev))?;
+    // mknod is refused in a user namespace, so device nodes are bound from the host.
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        touch(&target).map_err(step("filesystem: /dev node", &target))?;
+        let src = Path::new("/dev").join(node);
+        sys::mount(&src.to_string_lossy(), &target, "", libc::MS_BIND, "")
+            .map_err(step("filesystem: /dev node", &src))?;
+    }
+    let pts = dev.join("pts");
+    mkdirs(&pts).map_err(step("filesystem: /dev/pts", &pts))?;
+    sys::mount(
+        "devpts",
+        &pts,
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )
+    .map_err(step("filesystem: /dev/pts", &pts))?;
+    let shm = dev.join("shm");
+    mkdirs(&shm).map_err(step("filesystem: /dev/shm", &shm))?;
+    sys::mount(
+        "tmpfs",
+        &shm,
+        "tmpfs",
+        NOSUID_NODEV | libc::MS_NOEXEC,
+        "mode=1777,size=64m",
+    )
+    .map_err(step("filesystem: /dev/shm", &shm))?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link)).map_err(step("filesystem: /dev link", &dev))?;
+    }
+    sys::mount(
+        "",
+        &dev,
+        "",
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        "",
+    )
+    .map_err(step("filesystem: /dev read-only", &dev))
+}
+
+/// Writable kernel interfaces under /proc that are made read-only or blanked.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+const PROC_BLANKED: &[&str] = &[
+    "kcore",
+    "kmsg",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "kallsyms",
+    "kpagecount",
+    "kpageflags",
+];
+
+fn build_proc(root: &Path) -> Result<(), StepError> {
+    let proc = under(root, Path::new("/proc"));
+    mkdirs(&proc).map_err(step("filesystem: /proc", &proc))?;
+    sys::mount("proc", &proc, "proc", NOSUID_NODEV | libc::MS_NOEXEC, "")
+        .map_err(step("filesystem: mount /proc", &proc))?;
+    let flags = NOSUID_NODEV | libc::MS_NOEXEC;
+    for name in PROC_READ_ONLY {
+        let p = proc.join(name);
+        if p.exists() {
+            bind_ro(&p, &p, flags).map_err(step("filesystem: read-only /proc entry", &p))?;
+        }
+    }
+    let empty = under(root, Path::new(EMPTY_FILE));
+    for name in PROC_BLANKED {
+        let p = proc.join(name);
+        if p.exists() {
+            bind_ro(&empty, &p, flags).map_err(step("filesystem: blank /proc entry", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// A user namespace whose only mapping is `owner -> agent`, for idmapped mounts. It is held
+/// by a short-lived helper process that exits as soon as the namespace fd is open.
+pub fn idmap_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepError> {
+    let mut pipe = [0; 2];
+    // SAFETY: pipe is a valid out array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(StepError::errno("identity: idmap pipe", sys::last_errno(), ""));
+    }
+    let (r, w) = (pipe[0], pipe[1]);
+    let forked = sys::clone3(libc::CLONE_NEWUSER as u64, None);
+    match forked {
+        Ok(sys::Forked::Child) => {
+            let mut b = [0u8; 1];
+            // SAFETY: the helper only waits for the parent to close the pipe, then exits.
+            unsafe {
+                libc::close(w);
+                libc::read(r, b.as_mut_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        Err(e) => {
+            // SAFETY: closing the pipe we created.
+            unsafe {
+                libc::close(r);
+                libc::close(w);
+            }
+            Err(StepError::io("identity: idmap user namespace", &e, ""))
+        }
+        Ok(sys::Forked::Parent { pid, pidfd: _pidfd }) => {
+            // SAFETY: our read end is not needed in the parent.
+            unsafe { libc::close(r) };
+            let base = PathBuf::from(format!("/proc/{pid}"));
+            let res = (|| -> io::Result<OwnedFd> {
+                fs::write(base.join("uid_map"), uid_map)?;
+                fs::write(base.join("setgroups"), "deny")?;
+                fs::write(base.join("gid_map"), gid_map)?;
+                Ok(fs::File::open(base.join("ns/user"))?.into())
+            })();
+            // SAFETY: closing the write end releases the helper; then reap it.
+            unsafe {
+                libc::close(w);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            res.map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! cordon: launch an AI agent's command in a kernel-confined sandbox.
+//!
+//! Data flow: `profile` (parse, resolve) → `policy` (pure compilation) → `launch` (the ordered
+//! kernel steps, parent and child) → exit status and plain-words reports.
+
+pub mod doctor;
+pub mod identity;
+pub mod launch;
+pub mod policy;
+pub mod profile;

@@ -1,0 +1,307 @@
+//! The `cordon` command line.
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use cordon::{doctor, identity::Identity, launch, policy, profile};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// cordon runs an AI agent's command in a sandbox the kernel enforces: it can read the
+/// system, write only its workspace, reach no network and see no secrets unless its profile
+/// says so.
+#[derive(Parser)]
+#[command(name = "cordon", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command in a sandbox: `sudo cordon run -- python3 agent.py`
+    #[command(after_help = "Exit status: the agent's own, 128+N if a signal N killed it, \
+        127 if the command was not found, 125 if cordon could not build the sandbox \
+        (then no agent was started).\n\nExamples:\n  sudo cordon run -- python3 agent.py\n  \
+        sudo cordon run --profile offline-analyst --workspace ~/src/app -- claude\n  \
+        sudo cordon run --profile ./my-profile.toml -- npx some-mcp-server")]
+    Run {
+        /// Preset name (see `cordon profile list`) or path to a profile file.
+        #[arg(long, short, default_value = "default")]
+        profile: String,
+        /// The directory the agent may work in. Default: the current directory.
+        #[arg(long, short)]
+        workspace: Option<PathBuf>,
+        /// The person or principal the agent acts for (recorded and printed at start).
+        #[arg(long, value_name = "NAME")]
+        on_behalf_of: Option<String>,
+        /// Do not print the identity line and end-of-run notes.
+        #[arg(long, short)]
+        quiet: bool,
+        /// The agent's command and its arguments, after `--`.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List, show and check profiles.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+    /// Show what this kernel offers and which profile layers it can enforce.
+    Doctor,
+}
+
+#[derive(Subcommand)]
+enum ProfileCmd {
+    /// List the preset profiles built into cordon.
+    List,
+    /// Print the fully resolved policy of a profile for the current directory and user.
+    Show {
+        /// Preset name or file.
+        profile: String,
+        #[arg(long, short)]
+        workspace: Option<PathBuf>,
+    },
+    /// Validate a profile file; print every error with file:line:column.
+    Check {
+        /// Profile file(s).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+}
+
+const EXIT_CORDON_ERROR: i32 = 125;
+const EXIT_NOT_FOUND: i32 = 127;
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            let not_found = e
+                .downcast_ref::<launch::LaunchError>()
+                .is_some_and(|l| matches!(l, launch::LaunchError::NotFound(..)));
+            eprintln!("cordon: error: {e:#}");
+            if not_found {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CORDON_ERROR
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Run {
+            profile,
+            workspace,
+            on_behalf_of,
+            quiet,
+            command,
+        } => run(&profile, workspace, on_behalf_of, quiet, command),
+        Cmd::Profile(ProfileCmd::List) => {
+            for (name, _) in profile::PRESETS {
+                let p = profile::load(name)?;
+                println!("{name:<16} {}", p.description);
+            }
+            Ok(0)
+        }
+        Cmd::Profile(ProfileCmd::Show { profile, workspace }) => {
+            let p = profile::load(&profile)?;
+            let id = Identity::detect(None);
+            let pol = compile(&p, &id, workspace)?;
+            print!("{}", render_policy(&p, &pol));
+            Ok(0)
+        }
+        Cmd::Profile(ProfileCmd::Check { files }) => {
+            let mut bad = 0;
+            for f in &files {
+                match profile::load(f) {
+                    Ok(p) => println!("{f}: ok (sha256 {})", &p.hash[..16]),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+            }
+            Ok(if bad > 0 { 1 } else { 0 })
+        }
+        Cmd::Doctor => {
+            let checks = doctor::checks();
+            for c in &checks {
+                println!(
+                    "{:<12} {:<4} {}",
+                    c.layer,
+                    if c.ok { "ok" } else { "NO" },
+                    c.detail
+                );
+            }
+            Ok(if checks.iter().all(|c| c.ok) { 0 } else { 1 })
+        }
+    }
+}
+
+fn compile(p: &profile::Profile, id: &Identity, workspace: Option<PathBuf>) -> Result<policy::Policy> {
+    let ws = match workspace {
+        Some(w) => w,
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let ws = ws
+        .canonicalize()
+        .with_context(|| format!("workspace {} does not exist or cannot be resolved", ws.display()))?;
+    if !ws.is_dir() {
+        bail!("workspace {} is not a directory", ws.display());
+    }
+    let (agent_uid, agent_gid) = id.agent_ids();
+    let ctx = policy::Context {
+        workspace: ws,
+        home: id.home.clone(),
+        owner_uid: id.owner_uid,
+        owner_gid: id.owner_gid,
+        agent_uid,
+        agent_gid,
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    Ok(policy::compile(p, &ctx, &env)?)
+}
+
+fn run(
+    profile_name: &str,
+    workspace: Option<PathBuf>,
+    on_behalf_of: Option<String>,
+    quiet: bool,
+    command: Vec<String>,
+) -> Result<i32> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "cordon needs root to build the sandbox (namespaces, cgroups, idmapped mounts): \
+             run it with sudo. The agent itself never runs as root."
+        );
+    }
+    let p = profile::load(profile_name)?;
+    let id = Identity::detect(on_behalf_of);
+    let pol = compile(&p, &id, workspace)?;
+    let sandbox_id = sandbox_id();
+    if !quiet {
+        eprintln!(
+            "cordon: sandbox {sandbox_id} {} — profile {} ({}) workspace {}",
+            id.line(),
+            p.name,
+            &p.hash[..12],
+            pol.context.workspace.display()
+        );
+    }
+    // SAFETY: isatty only inspects the descriptor.
+    let interactive = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
+    let outcome = launch::run(
+        &pol,
+        &launch::Options {
+            sandbox_id,
+            command,
+            interactive,
+        },
+    )?;
+    if !quiet {
+        for n in &outcome.notes {
+            eprintln!("cordon: {n}");
+        }
+    }
+    Ok(outcome.exit_code)
+}
+
+fn sandbox_id() -> String {
+    let mut b = [0u8; 6];
+    // SAFETY: b is a valid buffer of its length.
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn render_policy(p: &profile::Profile, pol: &policy::Policy) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "profile      {} (sha256 {})", p.name, p.hash);
+    let _ = writeln!(s, "from         {}", p.sources.join(" <- "));
+    let _ = writeln!(s, "workspace    {}", pol.context.workspace.display());
+    let _ = writeln!(
+        s,
+        "identity     agent = host uid {} gid {} (inside uid {})",
+        pol.context.agent_uid,
+        pol.context.agent_gid,
+        policy::INSIDE_ID
+    );
+    let _ = writeln!(s, "\n[filesystem] (missing read-only paths are skipped)");
+    for b in &pol.binds {
+        let _ = writeln!(
+            s,
+            "  {:<10} {}{}{}",
+            match b.access {
+                policy::Access::ReadOnly => "read-only",
+                policy::Access::ReadWrite => "read-write",
+            },
+            b.path.display(),
+            if b.exec { "  +exec" } else { "" },
+            if b.idmap {
+                "  (your files appear as the agent's)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  tmpfs      /tmp ({} MiB), /dev (minimal), /proc (own pid namespace, /proc/sys read-only)",
+        pol.tmp_size >> 20
+    );
+    for h in &pol.hidden {
+        let _ = writeln!(s, "  hidden     {}", h.display());
+    }
+    for h in &pol.protected {
+        let _ = writeln!(s, "  protected  {} (read-only)", h.display());
+    }
+    let _ = writeln!(s, "\n[network]\n  mode       {:?}", pol.network.mode);
+    for d in &pol.network.allow {
+        let _ = writeln!(s, "  allow      {}/{}:{}", d.addr, d.prefix, d.port);
+    }
+    let l = &pol.limits;
+    let _ = writeln!(s, "\n[limits]");
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+    let _ = writeln!(
+        s,
+        "  memory     {}",
+        opt(l.memory.map(|m| format!("{} MiB", m >> 20)))
+    );
+    let _ = writeln!(s, "  cpu        {}", opt(l.cpu.map(|c| format!("{c} cores"))));
+    let _ = writeln!(s, "  pids       {}", opt(l.pids.map(|v| v.to_string())));
+    let _ = writeln!(s, "  open_files {}", opt(l.open_files.map(|v| v.to_string())));
+    let _ = writeln!(
+        s,
+        "  file_size  {}",
+        opt(l.file_size.map(|m| format!("{} MiB", m >> 20)))
+    );
+    let _ = writeln!(
+        s,
+        "  wall_clock {}",
+        opt(l.wall_clock_ms.map(|m| format!("{} s", m / 1000)))
+    );
+    let _ = writeln!(s, "\n[environment] (everything else is removed)");
+    for (k, v) in &pol.env {
+        let _ = writeln!(s, "  {k}={v}");
+    }
+    let _ = writeln!(
+        s,
+        "\n[syscalls] (default allow; non-native ABIs kill the process)"
+    );
+    for r in &pol.seccomp {
+        let action = match r.action {
+            policy::syscalls::Action::Errno(e) => format!("{}", std::io::Error::from_raw_os_error(e)),
+            policy::syscalls::Action::KillProcess => "kill".into(),
+        };
+        let when = match r.when {
+            policy::syscalls::When::Always => String::new(),
+            policy::syscalls::When::ArgMasked { index, mask, .. } => format!(" if arg{index} & {mask:#x}"),
+            policy::syscalls::When::ArgEq { index, value } => format!(" if arg{index} == {value:#x}"),
+        };
+        let _ = writeln!(s, "  {:<18} -> {action}{when}: {}", r.name, r.reason);
+    }
+    s
+}

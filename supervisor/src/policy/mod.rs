@@ -1,0 +1,427 @@
+//! Policy compilation: a resolved `Profile` plus the run's context become the exact set of
+//! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
+
+pub mod syscalls;
+
+use crate::profile::{NetworkMode, Profile, SyscallRule};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Facts about this run that a profile's variables and identity mapping depend on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Context {
+    /// Canonical absolute path of the workspace.
+    pub workspace: PathBuf,
+    /// Home directory of the invoking user.
+    pub home: PathBuf,
+    /// The invoking user's host ids: files the agent creates in the workspace belong to them.
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+    /// Unprivileged host ids the agent runs as.
+    pub agent_uid: u32,
+    pub agent_gid: u32,
+}
+
+/// The uid and gid the agent sees for itself inside its user namespace.
+pub const INSIDE_ID: u32 = 1000;
+
+/// Host uid/gid for agents started by root without `sudo`: never 0, outside the ranges
+/// distributions hand to people and services, so the agent owns nothing on the host.
+pub const ROOT_CALLER_AGENT_ID: u32 = 2_147_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// One bind of a host tree into the sandbox, at the same absolute path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Bind {
+    pub path: PathBuf,
+    pub access: Access,
+    pub exec: bool,
+    /// Whether the invoking user's files appear as the agent's (idmapped mount).
+    pub idmap: bool,
+    /// Missing sources are an error for read-write binds (the agent was promised them) and
+    /// skipped for read-only ones (nothing to expose).
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    pub profile: String,
+    pub profile_hash: String,
+    pub context: Context,
+    /// Binds, parents before children.
+    pub binds: Vec<Bind>,
+    /// Paths replaced by empty, read-only stand-ins.
+    pub hidden: Vec<PathBuf>,
+    /// Paths inside writable binds that are made read-only.
+    pub protected: Vec<PathBuf>,
+    /// Paths exec is allowed from that are not already binds with `exec`.
+    pub exec_only: Vec<PathBuf>,
+    pub tmp_size: u64,
+    pub network: NetworkPolicy,
+    pub limits: crate::profile::Limits,
+    pub env: BTreeMap<String, String>,
+    pub seccomp: Vec<syscalls::Rule>,
+    pub uid_map: String,
+    pub gid_map: String,
+    /// Maps for the idmapped mounts: on-disk owner id -> agent host id.
+    pub idmap_uid_map: Option<String>,
+    pub idmap_gid_map: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkPolicy {
+    pub mode: NetworkMode,
+    pub allow: Vec<Destination>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("workspace {0} must not be the root directory")]
+    RootWorkspace(PathBuf),
+    #[error("home {0} must not be the root directory")]
+    RootHome(PathBuf),
+    #[error("filesystem path {0:?}: {1}")]
+    Path(String, String),
+}
+
+/// Check a path template without a context: absolute, known variables only.
+pub fn check_path_template(p: &str) -> Result<(), String> {
+    let expanded = expand(p, Path::new("/w"), Path::new("/h"))?;
+    if !expanded.is_absolute() {
+        return Err("must be an absolute path or start with {workspace} or {home}".into());
+    }
+    if expanded.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err("must not contain `..`".into());
+    }
+    Ok(())
+}
+
+fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, String> {
+    let mut out = String::new();
+    let mut rest = p;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| "unclosed `{` in path".to_string())?;
+        let var = &rest[start + 1..start + end];
+        match var {
+            "workspace" => out.push_str(&workspace.to_string_lossy()),
+            "home" => out.push_str(&home.to_string_lossy()),
+            other => {
+                return Err(format!(
+                    "unknown variable {{{other}}} (known: {{workspace}}, {{home}})"
+                ))
+            }
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(normalize(Path::new(&out)))
+}
+
+/// Lexical normalisation: drop `.` and trailing slashes, keep it absolute.
+fn normalize(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
+}
+
+pub fn parse_destination(s: &str) -> Result<Destination, String> {
+    let (host, port) = s.rsplit_once(':').filter(|(h, _)| !h.is_empty()).ok_or_else(|| {
+        "expected IP[/PREFIX]:port, e.g. \"10.0.0.0/8:443\" (a port is required)".to_string()
+    })?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    let (ip, prefix) = match host.split_once('/') {
+        Some((ip, prefix)) => (ip, Some(prefix)),
+        None => (host, None),
+    };
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address (domain names are not supported yet)"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("prefix {p:?} must be 0..={max}"))?,
+        None => max,
+    };
+    Ok(Destination { addr, prefix, port })
+}
+
+pub fn errno_by_name(name: &str) -> Option<i32> {
+    Some(match name {
+        "EPERM" => libc::EPERM,
+        "EACCES" => libc::EACCES,
+        "ENOSYS" => libc::ENOSYS,
+        "EINVAL" => libc::EINVAL,
+        "ENOENT" => libc::ENOENT,
+        "EROFS" => libc::EROFS,
+        "ENOTSUP" | "EOPNOTSUPP" => libc::EOPNOTSUPP,
+        _ => return None,
+    })
+}
+
+/// Compile a resolved profile for one run. `caller_env` is the environment cordon was
+/// started with; only what the profile passes survives.
+pub fn compile(
+    profile: &Profile,
+    ctx: &Context,
+    caller_env: &BTreeMap<String, String>,
+) -> Result<Policy, CompileError> {
+    if ctx.workspace == Path::new("/") {
+        return Err(CompileError::RootWorkspace(ctx.workspace.clone()));
+    }
+    if ctx.home == Path::new("/") {
+        return Err(CompileError::RootHome(ctx.home.clone()));
+    }
+    let fs = &profile.filesystem;
+    let ex = |list: &[String]| -> Result<Vec<PathBuf>, CompileError> {
+        list.iter()
+            .map(|p| expand(p, &ctx.workspace, &ctx.home).map_err(|e| CompileError::Path(p.clone(), e)))
+            .collect()
+    };
+    let executable = ex(&fs.executable)?;
+    let is_exec = |p: &Path| executable.iter().any(|e| p.starts_with(e));
+    let needs_idmap = ctx.owner_uid != ctx.agent_uid || ctx.owner_gid != ctx.agent_gid;
+    let owned = |p: &Path| needs_idmap && (p.starts_with(&ctx.workspace) || p.starts_with(&ctx.home));
+
+    // A later, more specific entry wins over an earlier one for the same path; read-write
+    // wins over read-only when a path is listed as both.
+    let mut by_path: BTreeMap<PathBuf, Bind> = BTreeMap::new();
+    for (list, access) in [
+        (&fs.read_only, Access::ReadOnly),
+        (&fs.read_write, Access::ReadWrite),
+    ] {
+        for path in ex(list)? {
+            by_path.insert(
+                path.clone(),
+                Bind {
+                    exec: is_exec(&path),
+                    idmap: owned(&path),
+                    required: access == Access::ReadWrite,
+                    access,
+                    path,
+                },
+            );
+        }
+    }
+    let mut binds: Vec<Bind> = by_path.into_values().collect();
+    binds.sort_by_key(|b| depth(&b.path));
+
+    let exec_only = executable
+        .iter()
+        .filter(|e| !binds.iter().any(|b| b.exec && e.starts_with(&b.path)))
+        .cloned()
+        .collect();
+
+    let mut env = BTreeMap::new();
+    for key in &profile.environment.pass {
+        if let Some(v) = caller_env.get(key) {
+            env.insert(key.clone(), v.clone());
+        }
+    }
+    for (k, v) in &profile.environment.set {
+        let v = expand(v, &ctx.workspace, &ctx.home)
+            .map_or_else(|_| v.clone(), |p| p.to_string_lossy().into_owned());
+        env.insert(k.clone(), v);
+    }
+
+    let mut seccomp = syscalls::baseline();
+    seccomp.extend(
+        profile
+            .syscalls
+            .iter()
+            .map(|SyscallRule { name, errno, reason }| syscalls::Rule {
+                name: name.clone(),
+                action: syscalls::Action::Errno(errno_by_name(errno).unwrap_or(libc::EPERM)),
+                when: syscalls::When::Always,
+                reason: reason.clone(),
+            }),
+    );
+
+    Ok(Policy {
+        profile: profile.name.clone(),
+        profile_hash: profile.hash.clone(),
+        context: ctx.clone(),
+        binds,
+        hidden: ex(&fs.hidden)?,
+        protected: ex(&fs.protected)?,
+        exec_only,
+        tmp_size: fs.tmp_size,
+        network: NetworkPolicy {
+            mode: profile.network.mode,
+            allow: profile
+                .network
+                .allow
+                .iter()
+                .filter_map(|d| parse_destination(d).ok())
+                .collect(),
+        },
+        limits: profile.limits.clone(),
+        env,
+        seccomp,
+        uid_map: format!("{INSIDE_ID} {} 1\n", ctx.agent_uid),
+        gid_map: format!("{INSIDE_ID} {} 1\n", ctx.agent_gid),
+        idmap_uid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_uid, ctx.agent_uid)),
+        idmap_gid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_gid, ctx.agent_gid)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::load;
+
+    fn ctx(owner: u32, agent: u32) -> Context {
+        Context {
+            workspace: "/home/alice/proj".into(),
+            home: "/home/alice".into(),
+            owner_uid: owner,
+            owner_gid: owner,
+            agent_uid: agent,
+            agent_gid: agent,
+        }
+    }
+
+    fn env() -> BTreeMap<String, String> {
+        [
+            ("PATH", "/usr/bin:/bin"),
+            ("SECRET_TOKEN", "hunter2"),
+            ("TERM", "xterm"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn default_preset_snapshot() {
+        let p = compile(&load("default").unwrap(), &ctx(0, ROOT_CALLER_AGENT_ID), &env()).unwrap();
+        let rw: Vec<_> = p
+            .binds
+            .iter()
+            .filter(|b| b.access == Access::ReadWrite)
+            .map(|b| b.path.clone())
+            .collect();
+        assert_eq!(rw, vec![PathBuf::from("/home/alice/proj")]);
+        let home = p
+            .binds
+            .iter()
+            .find(|b| b.path == Path::new("/home/alice"))
+            .unwrap();
+        assert_eq!(
+            (home.access, home.exec, home.idmap),
+            (Access::ReadOnly, true, true)
+        );
+        let etc = p.binds.iter().find(|b| b.path == Path::new("/etc")).unwrap();
+        assert_eq!(
+            (etc.access, etc.exec, etc.idmap),
+            (Access::ReadOnly, false, false)
+        );
+        // Parents are mounted before the trees inside them.
+        let pos = |x: &str| p.binds.iter().position(|b| b.path == Path::new(x)).unwrap();
+        assert!(pos("/home/alice") < pos("/home/alice/proj"));
+        assert!(p.hidden.contains(&PathBuf::from("/home/alice/.ssh")));
+        assert!(p
+            .protected
+            .contains(&PathBuf::from("/home/alice/proj/.git/hooks")));
+        assert_eq!(p.network.mode, NetworkMode::None);
+        assert_eq!(p.limits.memory, Some(4 << 30));
+        assert_eq!(p.env.get("SECRET_TOKEN"), None);
+        assert_eq!(p.env.get("PATH").map(String::as_str), Some("/usr/bin:/bin"));
+        assert_eq!(p.env.get("HOME").map(String::as_str), Some("/home/alice"));
+        assert_eq!(p.uid_map, "1000 2147000000 1\n");
+        assert_eq!(p.idmap_uid_map.as_deref(), Some("0 2147000000 1\n"));
+        assert!(p.exec_only.is_empty(), "{:?}", p.exec_only);
+        assert!(p
+            .seccomp
+            .iter()
+            .any(|r| r.name == "clone3" && r.action == syscalls::Action::Errno(libc::ENOSYS)));
+    }
+
+    #[test]
+    fn sudo_caller_needs_no_idmap() {
+        let p = compile(&load("default").unwrap(), &ctx(1000, 1000), &env()).unwrap();
+        assert!(p.binds.iter().all(|b| !b.idmap));
+        assert_eq!(p.idmap_uid_map, None);
+    }
+
+    #[test]
+    fn offline_analyst_has_no_writable_path() {
+        let p = compile(&load("offline-analyst").unwrap(), &ctx(0, 5), &env()).unwrap();
+        assert!(p.binds.iter().all(|b| b.access == Access::ReadOnly));
+        assert!(p.binds.iter().any(|b| b.path == Path::new("/home/alice/proj")));
+    }
+
+    #[test]
+    fn strict_exposes_only_the_workspace() {
+        let p = compile(&load("strict").unwrap(), &ctx(0, 5), &env()).unwrap();
+        assert_eq!(p.binds.len(), 1);
+        assert_eq!(p.env.keys().collect::<Vec<_>>(), vec!["HOME", "PATH"]);
+        assert_eq!(p.limits.pids, Some(16));
+    }
+
+    #[test]
+    fn networked_parses_allowlist() {
+        let p = compile(&load("networked").unwrap(), &ctx(0, 5), &env()).unwrap();
+        assert_eq!(p.network.mode, NetworkMode::Allowlist);
+        assert_eq!(p.network.allow[0].port, 8080);
+    }
+
+    #[test]
+    fn root_workspace_refused() {
+        let mut c = ctx(0, 5);
+        c.workspace = "/".into();
+        assert_eq!(
+            compile(&load("default").unwrap(), &c, &env()).unwrap_err(),
+            CompileError::RootWorkspace("/".into())
+        );
+    }
+
+    #[test]
+    fn destinations() {
+        let d = parse_destination("10.0.0.0/8:443").unwrap();
+        assert_eq!((d.prefix, d.port), (8, 443));
+        assert_eq!(parse_destination("[::1]:22").unwrap().prefix, 128);
+        assert!(parse_destination("example.com:443")
+            .unwrap_err()
+            .contains("domain"));
+        assert!(parse_destination("1.2.3.4/33:1").is_err());
+        assert!(parse_destination("1.2.3.4:99999").is_err());
+    }
+
+    #[test]
+    fn templates() {
+        assert!(check_path_template("{workspace}/x").is_ok());
+        assert!(check_path_template("rel").is_err());
+        assert!(check_path_template("/a/../b").unwrap_err().contains(".."));
+        assert!(check_path_template("{nope}").unwrap_err().contains("variable"));
+        assert_eq!(
+            expand("{home}/.ssh/", Path::new("/w"), Path::new("/h")).unwrap(),
+            PathBuf::from("/h/.ssh")
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! Confinement profiles: TOML files that say what an agent may touch.
+//!
+//! A profile is parsed strictly (unknown keys and bad values are errors with file, line and
+//! column), then resolved: `extends` chains are followed and every key a profile sets replaces
+//! the value it inherits. Variables such as `{workspace}` stay unexpanded here; they are
+//! expanded by `policy::compile`, which knows the run's context.
+
+mod presets;
+pub mod units;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use units::{Bytes, Millis};
+
+pub use presets::{preset, PRESETS};
+
+#[derive(Debug, Error)]
+pub enum ProfileError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("profile {name:?} not found: not a preset ({presets}) and no file at {path}")]
+    NotFound {
+        name: String,
+        presets: String,
+        path: String,
+    },
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("profile {0}: `extends` forms a cycle")]
+    Cycle(String),
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// One profile file as written. Every field is optional so that `extends` can tell what a
+/// profile sets from what it inherits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub extends: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub filesystem: RawFilesystem,
+    #[serde(default)]
+    pub network: RawNetwork,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub environment: RawEnvironment,
+    #[serde(default)]
+    pub syscalls: RawSyscalls,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilesystem {
+    pub read_only: Option<Vec<String>>,
+    pub read_write: Option<Vec<String>>,
+    pub hidden: Option<Vec<String>>,
+    pub protected: Option<Vec<String>>,
+    pub executable: Option<Vec<String>>,
+    pub tmp_size: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A network namespace with no interface up: every socket operation that needs a route fails.
+    None,
+    /// A network namespace of its own with only `lo` up (not the host's loopback).
+    Loopback,
+    /// Egress only to the listed IP/CIDR:port destinations.
+    Allowlist,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub mode: Option<NetworkMode>,
+    pub allow: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub memory: Option<Bytes>,
+    pub cpu: Option<f64>,
+    pub pids: Option<u32>,
+    pub open_files: Option<u32>,
+    pub file_size: Option<Bytes>,
+    pub wall_clock: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironment {
+    pub pass: Option<Vec<String>>,
+    pub set: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSyscalls {
+    pub deny: Option<Vec<SyscallRule>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyscallRule {
+    pub name: String,
+    #[serde(default = "default_errno")]
+    pub errno: String,
+    pub reason: String,
+}
+
+fn default_errno() -> String {
+    "EPERM".into()
+}
+
+/// A profile with its `extends` chain resolved. Variables are still unexpanded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    /// Where each layer of the chain came from, most derived first.
+    pub sources: Vec<String>,
+    /// SHA-256 over the text of every file in the chain, most derived first.
+    pub hash: String,
+    pub filesystem: Filesystem,
+    pub network: Network,
+    pub limits: Limits,
+    pub environment: Environment,
+    pub syscalls: Vec<SyscallRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Filesystem {
+    pub read_only: Vec<String>,
+    pub read_write: Vec<String>,
+    pub hidden: Vec<String>,
+    pub protected: Vec<String>,
+    pub executable: Vec<String>,
+    pub tmp_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Network {
+    pub mode: NetworkMode,
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub cpu: Option<f64>,
+    pub pids: Option<u32>,
+    pub open_files: Option<u32>,
+    pub file_size: Option<u64>,
+    pub wall_clock_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Environment {
+    pub pass: Vec<String>,
+    pub set: BTreeMap<String, String>,
+}
+
+/// Where profile text came from: a preset embedded in the binary or a file.
+struct Source {
+    label: String,
+    text: String,
+    dir: Option<PathBuf>,
+}
+
+/// Parse one profile text strictly, reporting the first error with line and column.
+pub fn parse(label: &str, text: &str) -> Result<RawProfile, ProfileError> {
+    toml::from_str::<RawProfile>(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        ProfileError::Syntax {
+            file: label.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn locate(name: &str, relative_to: Option<&Path>) -> Result<Source, ProfileError> {
+    let looks_like_path = name.contains('/') || name.ends_with(".toml");
+    if !looks_like_path {
+        if let Some(text) = preset(name) {
+            return Ok(Source {
+                label: format!("preset:{name}"),
+                text: text.to_string(),
+                dir: None,
+            });
+        }
+    }
+    let path = match relative_to {
+        Some(dir) if !Path::new(name).is_absolute() => dir.join(name),
+        _ => PathBuf::from(name),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Source {
+            label: path.display().to_string(),
+            text,
+            dir: path.parent().map(Path::to_path_buf),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProfileError::NotFound {
+            name: name.to_string(),
+            presets: PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            path: path.display().to_string(),
+        }),
+        Err(source) => Err(ProfileError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Load a profile by preset name or file path and resolve its `extends` chain.
+pub fn load(name: &str) -> Result<Profile, ProfileError> {
+    let mut chain: Vec<(Source, RawProfile)> = Vec::new();
+    let mut next = Some((name.to_string(), None::<PathBuf>));
+    while let Some((n, dir)) = next.take() {
+        let src = locate(&n, dir.as_deref())?;
+        if chain.iter().any(|(s, _)| s.label == src.label) {
+            return Err(ProfileError::Cycle(src.label));
+        }
+        let raw = parse(&src.label, &src.text)?;
+        next = raw.extends.clone().map(|e| (e, src.dir.clone()));
+        chain.push((src, raw));
+    }
+    resolve(name, &chain)
+}
+
+macro_rules! pick {
+    ($chain:expr, $($field:ident).+) => {
+        $chain.iter().find_map(|(_, r)| r.$($field).+.clone())
+    };
+}
+
+fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, ProfileError> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for (src, _) in chain {
+        hasher.update(src.text.as_bytes());
+    }
+    let label = chain[0].0.label.clone();
+    let invalid = |message: String| ProfileError::Invalid {
+        file: label.clone(),
+        message,
+    };
+    let network = Network {
+        mode: pick!(chain, network.mode).unwrap_or(NetworkMode::None),
+        allow: pick!(chain, network.allow).unwrap_or_default(),
+    };
+    if network.mode != NetworkMode::Allowlist && !network.allow.is_empty() {
+        return Err(invalid(
+            "network.allow is set but network.mode is not \"allowlist\"".into(),
+        ));
+    }
+    for entry in &network.allow {
+        crate::policy::parse_destination(entry)
+            .map_err(|e| invalid(format!("network.allow entry {entry:?}: {e}")))?;
+    }
+    let limits = Limits {
+        memory: pick!(chain, limits.memory).map(|b| b.0),
+        cpu: pick!(chain, limits.cpu),
+        pids: pick!(chain, limits.pids),
+        open_files: pick!(chain, limits.open_files),
+        file_size: pick!(chain, limits.file_size).map(|b| b.0),
+        wall_clock_ms: pick!(chain, limits.wall_clock).map(|m| m.0),
+    };
+    if let Some(cpu) = limits.cpu {
+        if !(cpu > 0.0 && cpu <= 1024.0) {
+            return Err(invalid(format!(
+                "limits.cpu must be a number of cores in (0, 1024], found {cpu}"
+            )));
+        }
+    }
+    if limits.memory.is_some_and(|m| m < (8 << 20)) {
+        return Err(invalid("limits.memory below 8M cannot start a process".into()));
+    }
+    if limits.pids == Some(0) || limits.open_files.is_some_and(|n| n < 8) {
+        return Err(invalid(
+            "limits.pids must be at least 1 and limits.open_files at least 8".into(),
+        ));
+    }
+    let syscalls = pick!(chain, syscalls.deny).unwrap_or_default();
+    for rule in &syscalls {
+        crate::policy::errno_by_name(&rule.errno).ok_or_else(|| {
+            invalid(format!(
+                "syscalls.deny {:?}: unknown errno {:?}",
+                rule.name, rule.errno
+            ))
+        })?;
+        if libseccomp::ScmpSyscall::from_name(&rule.name).is_err() {
+            return Err(invalid(format!("syscalls.deny: unknown syscall {:?}", rule.name)));
+        }
+    }
+    let environment = Environment {
+        pass: pick!(chain, environment.pass).unwrap_or_default(),
+        set: pick!(chain, environment.set).unwrap_or_default(),
+    };
+    for key in environment.pass.iter().chain(environment.set.keys()) {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(invalid(format!(
+                "environment: {key:?} is not a valid variable name"
+            )));
+        }
+    }
+    let filesystem = Filesystem {
+        read_only: pick!(chain, filesystem.read_only).unwrap_or_default(),
+        read_write: pick!(chain, filesystem.read_write).unwrap_or_default(),
+        hidden: pick!(chain, filesystem.hidden).unwrap_or_default(),
+        protected: pick!(chain, filesystem.protected).unwrap_or_default(),
+        executable: pick!(chain, filesystem.executable).unwrap_or_default(),
+        tmp_size: pick!(chain, filesystem.tmp_size).map_or(256 << 20, |b| b.0),
+    };
+    for p in filesystem
+        .read_only
+        .iter()
+        .chain(&filesystem.read_write)
+        .chain(&filesystem.hidden)
+        .chain(&filesystem.protected)
+        .chain(&filesystem.executable)
+    {
+        crate::policy::check_path_template(p).map_err(|e| invalid(format!("filesystem path {p:?}: {e}")))?;
+    }
+    Ok(Profile {
+        name: name.to_string(),
+        description: pick!(chain, description).unwrap_or_default(),
+        sources: chain.iter().map(|(s, _)| s.label.clone()).collect(),
+        hash: format!("{:x}", hasher.finalize()),
+        filesystem,
+        network,
+        limits,
+        environment,
+        syscalls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syntax(text: &str) -> (usize, usize, String) {
+        match parse("t.toml", text) {
+            Err(ProfileError::Syntax {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let (line, col, msg) = syntax("[filesystem]\nread_only = []\nreed_write = [\"/x\"]\n");
+        assert_eq!((line, col), (3, 1));
+        assert!(msg.contains("unknown field `reed_write`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_located() {
+        let (line, col, msg) = syntax("[limits]\nmemory = \"12Q\"\n");
+        assert_eq!((line, col), (2, 10));
+        assert!(msg.contains("suffix"), "{msg}");
+        let (line, _, msg) = syntax("[network]\nmode = \"internet\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("none") && msg.contains("loopback"), "{msg}");
+    }
+
+    #[test]
+    fn every_preset_resolves() {
+        for (name, _) in PRESETS {
+            let p = load(name).unwrap_or_else(|e| panic!("preset {name}: {e}"));
+            assert_eq!(p.hash.len(), 64);
+        }
+    }
+
+    #[test]
+    fn extends_replaces_keys_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("child.toml");
+        std::fs::write(&f, "extends = \"default\"\n[limits]\npids = 7\n").unwrap();
+        let child = load(f.to_str().unwrap()).unwrap();
+        let parent = load("default").unwrap();
+        assert_eq!(child.limits.pids, Some(7));
+        assert_eq!(child.limits.memory, parent.limits.memory);
+        assert_eq!(child.filesystem, parent.filesystem);
+        assert_eq!(child.sources.len(), 2);
+        assert_ne!(child.hash, parent.hash);
+    }
+
+    #[test]
+    fn extends_cycle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "extends = \"b.toml\"\n").unwrap();
+        std::fs::write(dir.path().join("b.toml"), "extends = \"a.toml\"\n").unwrap();
+        let err = load(dir.path().join("a.toml").to_str().unwrap()).unwrap_err();
+        assert!(matches!(err, ProfileError::Cycle(_)), "{err}");
+    }
+
+    #[test]
+    fn missing_profile_lists_presets() {
+        let err = load("no-such-profile").unwrap_err().to_string();
+        assert!(err.contains("default") && err.contains("strict"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.toml");
+        for (text, needle) in [
+            ("[network]\nallow = [\"1.2.3.4:80\"]\n", "not \"allowlist\""),
+            ("[network]\nmode = \"allowlist\"\nallow = [\"1.2.3.4\"]\n", "port"),
+            ("[limits]\ncpu = -1.0\n", "limits.cpu"),
+            (
+                "[[syscalls.deny]]\nname = \"nosuchcall\"\nreason = \"x\"\n",
+                "unknown syscall",
+            ),
+            (
+                "[[syscalls.deny]]\nname = \"chroot\"\nerrno = \"EWHAT\"\nreason = \"x\"\n",
+                "unknown errno",
+            ),
+            ("[filesystem]\nread_only = [\"relative/path\"]\n", "absolute"),
+            ("[filesystem]\nread_only = [\"{nope}/x\"]\n", "variable"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let err = load(f.to_str().unwrap()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err}");
+        }
+    }
+}

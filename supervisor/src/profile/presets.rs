@@ -1,0 +1,16 @@
+//! Preset profiles, embedded so `--profile default` works from any directory.
+
+pub const PRESETS: &[(&str, &str)] = &[
+    ("default", include_str!("../../../profiles/default.toml")),
+    (
+        "offline-analyst",
+        include_str!("../../../profiles/offline-analyst.toml"),
+    ),
+    ("networked", include_str!("../../../profiles/networked.toml")),
+    ("mcp-server", include_str!("../../../profiles/mcp-server.toml")),
+    ("strict", include_str!("../../../profiles/strict.toml")),
+];
+
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}

@@ -1,0 +1,116 @@
+//! Human units in profiles: byte sizes ("512M", "4G") and durations ("90s", "2h").
+
+use serde::de::{self, Deserializer, Visitor};
+use std::fmt;
+
+/// A byte count written as an integer or as a string with a binary suffix (K, M, G, T).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Bytes(pub u64);
+
+/// A duration written as integer seconds or as a string with a suffix (ms, s, m, h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Millis(pub u64);
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as \"512M\" or \"4G\", found {s:?}"))?;
+    let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => return Err(format!("unknown size suffix {other:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+pub fn parse_millis(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as \"90s\" or \"2h\", found {s:?}"))?;
+    let mult: u64 = match suffix.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown duration suffix {other:?} (use ms, s, m or h)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+struct UnitVisitor {
+    what: &'static str,
+    int_mult: u64,
+    parse: fn(&str) -> Result<u64, String>,
+}
+
+impl Visitor<'_> for UnitVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.what)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        let v = u64::try_from(v).map_err(|_| E::custom(format!("{} must not be negative", self.what)))?;
+        v.checked_mul(self.int_mult)
+            .ok_or_else(|| E::custom("value is too large"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UnitVisitor {
+            what: "a size in bytes (integer) or a string such as \"512M\"",
+            int_mult: 1,
+            parse: parse_bytes,
+        })
+        .map(Bytes)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UnitVisitor {
+            what: "a duration in seconds (integer) or a string such as \"90s\"",
+            int_mult: 1000,
+            parse: parse_millis,
+        })
+        .map(Millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4G"), Ok(4 << 30));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("4Q").unwrap_err().contains("suffix"));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999T").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_millis("90s"), Ok(90_000));
+        assert_eq!(parse_millis("2h"), Ok(7_200_000));
+        assert_eq!(parse_millis("250ms"), Ok(250));
+        assert_eq!(parse_millis("5"), Ok(5000));
+        assert!(parse_millis("5d").is_err());
+    }
+}
