@@ -1,1 +1,262 @@
-//! placeholder
+//! The escape suite: more than 80 hostile probes run inside the `default` profile, once with
+//! cordon started by root and once by an unprivileged user through sudo. Every probe must
+//! end with the exact errno (or signal) listed here, and the host must show no effect.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::path::Path;
+use std::process::Command;
+
+fn expected() -> BTreeMap<&'static str, String> {
+    let e = |s: &str| format!("errno:{s}");
+    let host_has = |p: &str| Path::new(p).exists();
+    let mut m: BTreeMap<&'static str, String> = BTreeMap::new();
+    for (name, errno) in [
+        ("write_etc", "EROFS"),
+        ("write_usr", "EROFS"),
+        ("write_root_dir", "EROFS"),
+        ("write_home", "EROFS"),
+        ("write_bashrc", "EROFS"),
+        ("write_via_symlink", "EROFS"),
+        ("write_via_symlink_unmounted", "ENOENT"),
+        ("hardlink_etc_passwd", "EXDEV"),
+        ("rename_out_of_workspace", "EXDEV"),
+        ("chmod_system_binary", "EROFS"),
+        ("write_git_hook", "EROFS"),
+        ("write_git_config", "EROFS"),
+        ("hardlink_git_hook", "EXDEV"),
+        ("rename_git_hooks", "EBUSY"),
+        ("write_dev", "EROFS"),
+        ("write_proc_core_pattern", "EROFS"),
+        ("write_proc_hostname", "EROFS"),
+        ("sysfs_cgroup", "ENOENT"),
+        ("dev_mem", "ENOENT"),
+        ("mknod_char_device", "EPERM"),
+        // landlock: nothing outside the profile's executable paths may be executed.
+        ("exec_from_tmp", "EACCES"),
+        ("read_ssh_key", "ENOENT"),
+        ("read_aws_credentials", "ENOENT"),
+        ("read_gh_token", "ENOENT"),
+        ("read_etc_shadow", "EACCES"),
+        ("read_root_home", "ENOENT"),
+        ("proc_init_environ", "EACCES"),
+        ("proc_init_mem", "EACCES"),
+        ("see_host_pid", "ENOENT"),
+        ("kill_host_pid", "ESRCH"),
+        ("ptrace_attach_init", "EPERM"),
+        ("ptrace_traceme", "EPERM"),
+        ("process_vm_readv", "EPERM"),
+        ("kcmp", "EPERM"),
+        ("pidfd_getfd", "EPERM"),
+        ("tcp_connect_loopback", "EACCES"),
+        ("tcp_connect_remote", "EACCES"),
+        ("tcp6_connect_loopback", "EACCES"),
+        ("tcp_bind_listen", "EACCES"),
+        ("udp_sendto_remote", "ENETUNREACH"),
+        ("udp_sendto_loopback", "ENETUNREACH"),
+        ("raw_socket", "EPERM"),
+        ("packet_socket", "EPERM"),
+        ("abstract_unix_host", "ECONNREFUSED"),
+        ("docker_socket", "ENOENT"),
+        ("interface_up", "EPERM"),
+        ("bpf", "EPERM"),
+        ("perf_event_open", "EPERM"),
+        ("keyctl", "EPERM"),
+        ("add_key", "EPERM"),
+        ("io_uring_setup", "EPERM"),
+        ("userfaultfd", "EPERM"),
+        ("unshare_user", "EPERM"),
+        ("unshare_mount", "EPERM"),
+        ("clone_newuser", "EPERM"),
+        ("clone3", "ENOSYS"),
+        ("setns", "EPERM"),
+        ("mount_tmpfs", "EPERM"),
+        ("umount_hidden", "EPERM"),
+        ("chroot", "EPERM"),
+        ("pivot_root", "EPERM"),
+        ("open_tree", "EPERM"),
+        ("open_by_handle_at", "EPERM"),
+        ("init_module", "EPERM"),
+        ("finit_module", "EPERM"),
+        ("kexec_load", "EPERM"),
+        ("reboot", "EPERM"),
+        ("swapon", "EPERM"),
+        ("syslog_read", "EPERM"),
+        ("settimeofday", "EPERM"),
+        ("iopl", "EPERM"),
+        ("sethostname", "EPERM"),
+        // uid 0 is not mapped in the sandbox's user namespace at all.
+        ("setuid_root", "EINVAL"),
+        ("capset_all", "EPERM"),
+        ("personality_no_aslr", "EPERM"),
+        ("tiocsti", "EPERM"),
+        ("file_size_limit", "EFBIG"),
+        ("fill_tmp", "ENOSPC"),
+        ("fork_bomb", "EAGAIN"),
+    ] {
+        m.insert(name, e(errno));
+    }
+    // Kernel files this host may not have at all; where it has them they are read-only/blank.
+    m.insert(
+        "write_sysrq_trigger",
+        e(if host_has("/proc/sysrq-trigger") {
+            "EROFS"
+        } else {
+            "ENOENT"
+        }),
+    );
+    m.insert(
+        "read_kcore",
+        if host_has("/proc/kcore") {
+            "ok:0".into()
+        } else {
+            e("ENOENT")
+        },
+    );
+    m.insert("read_bash_history", "ok:0".into());
+    m.insert("env_secret", "ok:absent".into());
+    m.insert("proc_self_environ_secret", "ok:absent".into());
+    m.insert("count_visible_pids", "ok:few".into());
+    // Non-native ABIs kill the process with SIGSYS (31).
+    m.insert("int80_i386", "signal:31".into());
+    m.insert("x32_syscall", "signal:31".into());
+    // The kernel's OOM killer ends the hog inside the sandbox's memory limit.
+    m.insert("memory_hog", "ok:returncode=-9".into());
+    m
+}
+
+fn escape_suite(caller: Caller, abstract_name: &str) {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/.ssh/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----");
+    s.file("home/.aws/credentials", "aws_secret_access_key = AKIA");
+    s.file("home/.config/gh/hosts.yml", "oauth_token: gho_");
+    s.file("home/.bash_history", "mysql -p hunter2");
+    let bashrc = s.file("home/.bashrc", "alias ll='ls -l'\n");
+    let ws = s.dir("ws");
+    s.file("ws/.git/hooks/post-checkout", "#!/bin/sh\n");
+    let git_config = s.file("ws/.git/config", "[core]\n");
+    let helper = ws.join("helper");
+    let gcc = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&helper)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/probes/helper.c"))
+        .status()
+        .expect("gcc");
+    assert!(gcc.success());
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/probes/escape.py"),
+        ws.join("escape.py"),
+    )
+    .unwrap();
+    chown_tree(s.path(), caller.owner());
+
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(abstract_name).unwrap()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let core_pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+
+    let mut c = run_cmd(
+        "default",
+        &ws,
+        &["--home", home.to_str().unwrap()],
+        &[
+            "python3",
+            "escape.py",
+            &sleeper.id().to_string(),
+            home.to_str().unwrap(),
+            ws.to_str().unwrap(),
+            helper.to_str().unwrap(),
+            abstract_name,
+        ],
+    );
+    caller.apply(&mut c);
+    c.env("SECRET_TOKEN", "hunter2-canary");
+    let out = output(c);
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe script failed:\n{text}\n{}",
+        stderr(&out)
+    );
+
+    let got: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('\t')).collect();
+    let want = expected();
+    let mut failures = Vec::new();
+    for (name, w) in &want {
+        match got.get(name) {
+            Some(g) if g == w => {}
+            Some(g) => failures.push(format!("{name}: expected {w}, got {g}")),
+            None => failures.push(format!("{name}: did not run")),
+        }
+    }
+    for name in got.keys() {
+        if !want.contains_key(name) {
+            failures.push(format!("{name}: no expectation"));
+        }
+    }
+    assert!(want.len() >= 80, "the suite shrank to {} probes", want.len());
+
+    // What the host must still look like.
+    let alive = sleeper.try_wait().unwrap().is_none();
+    sleeper.kill().ok();
+    sleeper.wait().ok();
+    if !alive {
+        failures.push("host process was killed".into());
+    }
+    for p in [
+        "/etc/cordon-escape",
+        "/etc/cordon-escape-link",
+        "/usr/cordon-escape",
+        "/etc/mv",
+        "/cordon-escape",
+    ] {
+        if Path::new(p).exists() {
+            failures.push(format!("{p} appeared on the host"));
+        }
+    }
+    for p in [home.join("cordon-escape"), ws.join(".git/hooks/pre-commit")] {
+        if p.exists() {
+            failures.push(format!("{} appeared on the host", p.display()));
+        }
+    }
+    if std::fs::read_to_string(&bashrc).unwrap() != "alias ll='ls -l'\n" {
+        failures.push(".bashrc changed".into());
+    }
+    if std::fs::read_to_string(&git_config).unwrap() != "[core]\n" {
+        failures.push(".git/config changed".into());
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap() != core_pattern {
+        failures.push("core_pattern changed".into());
+    }
+    if std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap() != hostname {
+        failures.push("host name changed".into());
+    }
+    if listener.accept().is_ok() {
+        failures.push("the host's abstract socket accepted a connection".into());
+    }
+    // Files the agent made in the workspace belong to the invoking user on the host.
+    assert_eq!(owner_of(&ws.join("big")), caller.owner());
+    assert!(
+        failures.is_empty(),
+        "{caller:?}: {} escapes not blocked as expected:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+#[test]
+fn escapes_are_blocked_for_a_root_caller() {
+    escape_suite(Caller::Root, "cordon-escape-root");
+}
+
+#[test]
+fn escapes_are_blocked_for_a_sudo_caller() {
+    escape_suite(Caller::Sudo(SUDO_TEST_UID), "cordon-escape-sudo");
+}

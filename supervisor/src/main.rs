@@ -34,6 +34,9 @@ enum Cmd {
         /// The person or principal the agent acts for (recorded and printed at start).
         #[arg(long, value_name = "NAME")]
         on_behalf_of: Option<String>,
+        /// The home directory the agent sees as {home}. Default: the invoking user's.
+        #[arg(long, value_name = "DIR")]
+        home: Option<PathBuf>,
         /// Do not print the identity line and end-of-run notes.
         #[arg(long, short)]
         quiet: bool,
@@ -95,9 +98,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             profile,
             workspace,
             on_behalf_of,
+            home,
             quiet,
             command,
-        } => run(&profile, workspace, on_behalf_of, quiet, command),
+        } => run(&profile, workspace, on_behalf_of, home, quiet, command),
         Cmd::Profile(ProfileCmd::List) => {
             for (name, _) in profile::PRESETS {
                 let p = profile::load(name)?;
@@ -168,6 +172,7 @@ fn run(
     profile_name: &str,
     workspace: Option<PathBuf>,
     on_behalf_of: Option<String>,
+    home: Option<PathBuf>,
     quiet: bool,
     command: Vec<String>,
 ) -> Result<i32> {
@@ -179,7 +184,12 @@ fn run(
         );
     }
     let p = profile::load(profile_name)?;
-    let id = Identity::detect(on_behalf_of);
+    let mut id = Identity::detect(on_behalf_of);
+    if let Some(h) = home {
+        id.home = h
+            .canonicalize()
+            .with_context(|| format!("home {} does not exist or cannot be resolved", h.display()))?;
+    }
     let pol = compile(&p, &id, workspace)?;
     let sandbox_id = sandbox_id();
     if !quiet {

@@ -103,6 +103,12 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<(), StepError> {
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
         return Err(StepError::errno("lifecycle: PR_SET_PDEATHSIG", errno(), ""));
     }
+    // init holds a copy of the supervisor's memory (its environment included): nobody in the
+    // sandbox may read it through /proc/1/{mem,environ}.
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } < 0 {
+        return Err(StepError::errno("lifecycle: PR_SET_DUMPABLE", errno(), ""));
+    }
     // The supervisor may have died before PDEATHSIG was armed: its end of the channel tells.
     let mut pfd = libc::pollfd {
         fd: ch.0.as_raw_fd(),

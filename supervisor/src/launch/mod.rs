@@ -102,21 +102,24 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
-/// Find the program the way execvp would, on the host paths the sandbox will see.
-pub fn resolve_program(cmd: &str, env_path: Option<&str>) -> Result<PathBuf, LaunchError> {
+/// Find the program the way execvp would, among the host paths the sandbox will see (binds
+/// are mounted at the same absolute paths). Relative paths start in the workspace.
+pub fn resolve_program(cmd: &str, env_path: Option<&str>, policy: &Policy) -> Result<PathBuf, LaunchError> {
     use std::os::unix::fs::PermissionsExt;
+    let visible = |p: &Path| policy.binds.iter().any(|b| p.starts_with(&b.path));
     let is_exec = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        visible(p)
+            && p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if cmd.contains('/') {
-        let p = PathBuf::from(cmd);
-        return if p.exists() {
+        let p = policy.context.workspace.join(cmd);
+        return if p.exists() && visible(&p) {
             Ok(p)
         } else {
             Err(LaunchError::NotFound(
                 cmd.into(),
-                "(not searched: path given)".into(),
+                "(a path: not present in the sandbox)".into(),
             ))
         };
     }
@@ -150,7 +153,11 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
                 .into(),
         ));
     }
-    let program = resolve_program(&opts.command[0], policy.env.get("PATH").map(String::as_str))?;
+    let program = resolve_program(
+        &opts.command[0],
+        policy.env.get("PATH").map(String::as_str),
+        policy,
+    )?;
     let argv = opts
         .command
         .iter()

@@ -1,0 +1,185 @@
+//! Shared helpers for the real-kernel integration tests. They run the real `cordon` binary;
+//! they need root (CI runs as root) and fail loudly without it rather than pass vacuously.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn cordon() -> &'static str {
+    env!("CARGO_BIN_EXE_cordon")
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests run the real sandbox and need root: run `sudo scripts/test`"
+    );
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub tempfile::TempDir);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let d = tempfile::Builder::new()
+            .prefix("cordon-test.")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Scratch(d)
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+    pub fn file(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// Who starts cordon: root directly, or an unprivileged user through sudo (simulated with
+/// the SUDO_UID/SUDO_GID that sudo sets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Root,
+    Sudo(u32),
+}
+
+pub const SUDO_TEST_UID: u32 = 4242;
+
+impl Caller {
+    pub fn owner(self) -> u32 {
+        match self {
+            Caller::Root => 0,
+            Caller::Sudo(u) => u,
+        }
+    }
+    pub fn apply(self, cmd: &mut Command) {
+        cmd.env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .env_remove("SUDO_USER");
+        if let Caller::Sudo(u) = self {
+            cmd.env("SUDO_UID", u.to_string()).env("SUDO_GID", u.to_string());
+        }
+    }
+}
+
+pub fn chown_tree(p: &Path, uid: u32) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{uid}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Build a `cordon run` command.
+pub fn run_cmd(profile: &str, ws: &Path, extra: &[&str], argv: &[&str]) -> Command {
+    let mut c = Command::new(cordon());
+    c.arg("run")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--workspace")
+        .arg(ws);
+    c.args(extra).arg("--").args(argv);
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn output(mut c: Command) -> Output {
+    c.output().expect("spawn cordon")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run `sh -c SCRIPT` in `profile`; return the output.
+pub fn sh(profile: &str, ws: &Path, script: &str) -> Output {
+    output(run_cmd(profile, ws, &[], &["/bin/sh", "-c", script]))
+}
+
+pub fn owner_of(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().uid()
+}
+
+/// Processes on the host whose command line contains `needle`.
+pub fn host_pids_with(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Poll `f` every 20 ms for at most `ms`; true as soon as it holds.
+pub fn eventually(ms: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A profile file extending `default` with extra TOML.
+pub fn profile_file(s: &Scratch, name: &str, body: &str) -> String {
+    s.file(
+        &format!("profiles/{name}.toml"),
+        &format!("extends = \"default\"\n{body}"),
+    )
+    .to_string_lossy()
+    .into_owned()
+}
+
+/// The cgroup leaves cordon process `pid` created (they carry its pid in their name).
+pub fn cgroup_leaves_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("cordon-{pid}-");
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+    let mut budget = 20_000;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            budget -= 1;
+            if budget == 0 {
+                return out;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                out.push(e.path());
+            } else {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
