@@ -1,1 +1,399 @@
-//! placeholder
+//! One real-kernel test per layer and per lifecycle promise of `cordon run`.
+
+mod common;
+use common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[test]
+fn agent_runs_as_unprivileged_host_uid_and_files_belong_to_the_caller() {
+    require_root();
+    for caller in [Caller::Root, Caller::Sudo(SUDO_TEST_UID)] {
+        let s = Scratch::new();
+        let ws = s.dir("ws");
+        chown_tree(&ws, caller.owner());
+        let mut c = run_cmd(
+            "default",
+            &ws,
+            &["--on-behalf-of", "alice@example.com"],
+            &[
+                "/bin/sh",
+                "-c",
+                "cat /proc/self/uid_map; id -u; id -G; echo hi > made-by-agent",
+            ],
+        );
+        caller.apply(&mut c);
+        let out = output(c);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let agent_uid = if caller == Caller::Root {
+            2_147_000_000
+        } else {
+            SUDO_TEST_UID
+        };
+        let lines: Vec<String> = stdout(&out)
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(lines[0], format!("1000 {agent_uid} 1"), "{caller:?}");
+        assert_eq!(lines[1], "1000");
+        // No supplementary groups survive (host root's group 0 in particular).
+        assert_eq!(lines[2], "1000");
+        assert_eq!(owner_of(&ws.join("made-by-agent")), caller.owner(), "{caller:?}");
+        let err = stderr(&out);
+        assert!(err.contains("acting for alice@example.com"), "{err}");
+        assert!(
+            err.contains(&format!("agent runs as host uid {agent_uid}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_is_the_agents() {
+    require_root();
+    let s = Scratch::new();
+    assert_eq!(sh("default", s.path(), "exit 3").status.code(), Some(3));
+    assert_eq!(
+        sh("default", s.path(), "kill -TERM $$").status.code(),
+        Some(128 + 15)
+    );
+    assert_eq!(
+        sh("default", s.path(), "kill -KILL $$").status.code(),
+        Some(128 + 9)
+    );
+}
+
+#[test]
+fn stdio_passes_through_for_pipelines() {
+    require_root();
+    let s = Scratch::new();
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &["/bin/sh", "-c", "tr a-z A-Z; echo err >&2"],
+    );
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello pipeline\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "HELLO PIPELINE\n");
+    assert_eq!(stderr(&out), "err\n");
+}
+
+#[test]
+fn environment_is_scrubbed() {
+    require_root();
+    let s = Scratch::new();
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &["--home", s.path().to_str().unwrap()],
+        &["/usr/bin/env"],
+    );
+    c.env("SECRET_TOKEN", "hunter2")
+        .env("AWS_SECRET_ACCESS_KEY", "AKIA")
+        .env("TERM", "xterm-test");
+    let out = output(c);
+    let env = stdout(&out);
+    assert!(!env.contains("hunter2") && !env.contains("SECRET_TOKEN"), "{env}");
+    assert!(!env.contains("AWS_SECRET"), "{env}");
+    assert!(env.lines().any(|l| l == "TERM=xterm-test"), "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("HOME={}", s.path().display())),
+        "{env}"
+    );
+}
+
+#[test]
+fn signals_are_forwarded_to_the_agent() {
+    require_root();
+    let s = Scratch::new();
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done",
+        ],
+    );
+    let mut child = c.spawn().unwrap();
+    assert!(
+        eventually(10_000, || s.path().join("ready").exists()),
+        "agent never started"
+    );
+    // SAFETY: signalling the cordon process we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = wait_within(&mut child, 10_000);
+    assert_eq!(st.code(), Some(42));
+}
+
+#[test]
+fn the_sandbox_dies_when_cordon_is_killed() {
+    require_root();
+    let s = Scratch::new();
+    let marker = "987001";
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &["/bin/sh", "-c", &format!("sleep {marker} & touch ready; wait")],
+    );
+    let mut child = c.spawn().unwrap();
+    assert!(
+        eventually(10_000, || s.path().join("ready").exists()),
+        "agent never started"
+    );
+    assert!(
+        !host_pids_with(&format!("sleep {marker}")).is_empty(),
+        "the agent's process should be visible from the host"
+    );
+    // SAFETY: SIGKILL to the cordon process we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(
+        eventually(5_000, || host_pids_with(&format!("sleep {marker}")).is_empty()),
+        "sandbox processes outlived cordon: {:?}",
+        host_pids_with(&format!("sleep {marker}"))
+    );
+}
+
+#[test]
+fn wall_clock_limit_ends_the_run() {
+    require_root();
+    let s = Scratch::new();
+    let p = profile_file(&s, "short", "[limits]\nwall_clock = \"1s\"\n");
+    let start = Instant::now();
+    let out = output(run_cmd(&p, s.path(), &[], &["/bin/sleep", "60"]));
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(128 + 9));
+    assert!(
+        stderr(&out).contains("wall-clock limit of 1s was reached"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb_and_is_reported() {
+    require_root();
+    let s = Scratch::new();
+    let p = profile_file(&s, "few-pids", "[limits]\npids = 16\n");
+    let out = output(run_cmd(
+        &p,
+        s.path(),
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "n=0; for i in $(seq 60); do sleep 3 & n=$((n+1)); done 2>/dev/null; echo started",
+        ],
+    ));
+    let err = stderr(&out);
+    assert!(err.contains("hit its process limit of 16"), "{err}");
+}
+
+#[test]
+fn memory_limit_ends_a_hog_and_is_reported() {
+    require_root();
+    let s = Scratch::new();
+    let p = profile_file(&s, "small-mem", "[limits]\nmemory = \"64M\"\n");
+    let out = output(run_cmd(
+        &p,
+        s.path(),
+        &[],
+        &["python3", "-c", "b = bytearray(512 << 20); print(len(b))"],
+    ));
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("ran out of memory: its limit is 64 MiB"), "{err}");
+}
+
+#[test]
+fn cpu_limit_caps_cpu_time() {
+    require_root();
+    let s = Scratch::new();
+    let burn = "import os, time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nt = os.times()\nprint(t.user + t.system)";
+    let cpu_for = |cores: &str| -> f64 {
+        let p = profile_file(
+            &s,
+            &format!("cpu{}", cores.replace('.', "_")),
+            &format!("[limits]\ncpu = {cores}\n"),
+        );
+        let out = output(run_cmd(&p, s.path(), &["-q"], &["python3", "-c", burn]));
+        stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{} {}", stdout(&out), stderr(&out)))
+    };
+    let limited = cpu_for("0.2");
+    let free = cpu_for("2.0");
+    assert!(limited < 0.6, "0.2 cores used {limited} s of CPU in 1.5 s");
+    assert!(free > 1.0, "2 cores used only {free} s of CPU in 1.5 s");
+}
+
+#[test]
+fn rlimits_apply() {
+    require_root();
+    let s = Scratch::new();
+    let out = sh("default", s.path(), "ulimit -n; ulimit -f; ulimit -c");
+    // sh reports -f in 512-byte blocks: 2 GiB = 4194304.
+    assert_eq!(stdout(&out), "4096\n4194304\n0\n");
+}
+
+#[test]
+fn cgroups_are_created_beneath_cordon_and_removed_at_exit() {
+    require_root();
+    let s = Scratch::new();
+    let mut child = run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &["/bin/sh", "-c", "touch ready; sleep 2"],
+    )
+    .spawn()
+    .unwrap();
+    assert!(eventually(10_000, || s.path().join("ready").exists()));
+    let leaves = cgroup_leaves_of(child.id());
+    assert!(
+        !leaves.is_empty(),
+        "no cgroup leaves found for cordon {}",
+        child.id()
+    );
+    let memory = leaves
+        .iter()
+        .find(|l| l.starts_with("/sys/fs/cgroup/memory") || l.join("memory.max").exists());
+    let memory = memory.expect("a memory cgroup");
+    let limit = ["memory.limit_in_bytes", "memory.max"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(memory.join(f)).ok())
+        .unwrap();
+    assert_eq!(limit.trim(), (4u64 << 30).to_string());
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for leaf in &leaves {
+        let ctrl = leaf
+            .strip_prefix("/sys/fs/cgroup")
+            .unwrap()
+            .components()
+            .next()
+            .unwrap();
+        let ctrl = ctrl.as_os_str().to_string_lossy();
+        let mine = own
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                let matches = if ctrl == "unified" {
+                    c.is_empty()
+                } else {
+                    c.split(',').any(|x| x == ctrl)
+                };
+                matches.then(|| path.to_string())
+            })
+            .unwrap_or_else(|| "/".into());
+        let parent = leaf.parent().unwrap().to_string_lossy().into_owned();
+        assert!(
+            parent.ends_with(mine.trim_end_matches('/')),
+            "{leaf:?} is not beneath our own {ctrl} cgroup {mine}"
+        );
+    }
+    assert!(wait_within(&mut child, 10_000).success());
+    assert!(
+        cgroup_leaves_of(child.id()).is_empty(),
+        "left behind: {:?}",
+        cgroup_leaves_of(child.id())
+    );
+}
+
+#[test]
+fn interactive_agent_gets_its_own_pty() {
+    require_root();
+    let s = Scratch::new();
+    let script = "python3 -c 'import fcntl, termios\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b\"x\")\n print(\"TIOCSTI allowed\")\nexcept OSError as e:\n print(\"TIOCSTI errno\", e.errno)'; \
+                  tty; read line; echo got:$line";
+    let (mut child, mut pty) =
+        spawn_on_pty(run_cmd("default", s.path(), &["-q"], &["/bin/sh", "-c", script]));
+    let first = pty.read_until("/dev/pts/", 10_000);
+    assert!(first.contains("TIOCSTI errno 1"), "{first}");
+    // The agent's terminal is a pty from the sandbox's own devpts instance.
+    assert!(first.contains("/dev/pts/0"), "{first}");
+    pty.send("hello\r");
+    let rest = pty.read_until("got:hello", 10_000);
+    assert!(rest.contains("got:hello"), "{first}{rest}");
+    assert!(wait_within(&mut child, 10_000).success());
+}
+
+#[test]
+fn loopback_profile_has_its_own_loopback() {
+    require_root();
+    let s = Scratch::new();
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    host.set_nonblocking(true).unwrap();
+    let p = profile_file(&s, "lo", "[network]\nmode = \"loopback\"\n");
+    let script = format!(
+        "import socket, threading\n\
+         srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(1)\n\
+         c = socket.create_connection(srv.getsockname()); a, _ = srv.accept(); c.send(b'ping'); print(a.recv(4).decode())\n\
+         try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('host reached')\n\
+         except OSError as e:\n    print('host errno', e.errno)\n"
+    );
+    let out = output(run_cmd(&p, s.path(), &["-q"], &["python3", "-c", &script]));
+    assert_eq!(
+        stdout(&out),
+        format!("ping\nhost errno {}\n", libc::ECONNREFUSED),
+        "{}",
+        stderr(&out)
+    );
+    assert!(host.accept().is_err(), "the host's loopback listener was reached");
+}
+
+#[test]
+fn offline_analyst_cannot_write_the_workspace() {
+    require_root();
+    let s = Scratch::new();
+    let out = sh(
+        "offline-analyst",
+        s.path(),
+        "cat /dev/null > f 2>/dev/null; echo $?; ls",
+    );
+    assert_eq!(stdout(&out), "2\n");
+    assert!(!s.path().join("f").exists());
+}
+
+#[test]
+fn strict_runs_a_static_binary_and_nothing_else() {
+    require_root();
+    let s = Scratch::new();
+    s.file("hello.c", "#include <stdio.h>\n#include <errno.h>\nint main(){FILE*f=fopen(\"/bin/sh\",\"r\");printf(\"hello %d\\n\", f?0:errno);return 0;}\n");
+    let st = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(s.path().join("hello"))
+        .arg(s.path().join("hello.c"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static failed (is libc6-dev installed?)");
+    let out = output(run_cmd("strict", s.path(), &["-q"], &["./hello"]));
+    assert_eq!(
+        stdout(&out),
+        format!("hello {}\n", libc::ENOENT),
+        "{}",
+        stderr(&out)
+    );
+    let _ = ExitStatusExt::signal(&out.status);
+}

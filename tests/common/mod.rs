@@ -12,9 +12,9 @@ pub fn cordon() -> &'static str {
 
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "integration tests run the real sandbox and need root: run `sudo scripts/test`"
     );
 }
@@ -182,4 +182,71 @@ pub fn cgroup_leaves_of(pid: u32) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A terminal for tests of interactive runs: cordon gets the slave as stdin/stdout/stderr.
+pub struct TestPty {
+    pub master: std::fs::File,
+}
+
+pub fn spawn_on_pty(mut c: Command) -> (std::process::Child, TestPty) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut m, mut s) = (0, 0);
+    // SAFETY: openpty fills two descriptors; the optional arguments are null.
+    let r = unsafe {
+        libc::openpty(
+            &mut m,
+            &mut s,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: openpty returned two new descriptors we now own.
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+    c.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let child = c.spawn().expect("spawn cordon on a pty");
+    // SAFETY: making our own master non-blocking.
+    unsafe { libc::fcntl(m, libc::F_SETFL, libc::O_NONBLOCK) };
+    (child, TestPty { master })
+}
+
+impl TestPty {
+    pub fn send(&mut self, s: &str) {
+        use std::io::Write;
+        self.master.write_all(s.as_bytes()).unwrap();
+    }
+    /// Read until `needle` shows up or `ms` pass; returns everything read.
+    pub fn read_until(&mut self, needle: &str, ms: u64) -> String {
+        use std::io::Read;
+        let mut all = String::new();
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < end && !all.contains(needle) {
+            match self.master.read(&mut buf) {
+                Ok(n) if n > 0 => all.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        all
+    }
+}
+
+/// Wait for a child with a deadline; kill it and fail if it overruns.
+pub fn wait_within(child: &mut std::process::Child, ms: u64) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if std::time::Instant::now() > end {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("cordon did not finish within {ms} ms");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -2,7 +2,7 @@
 //! A panic after clone is invisible, so the child reports every failure here instead.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
@@ -20,6 +20,8 @@ pub enum Msg {
     ExecFailed { errno: i32, program: String },
     /// Child → parent: the agent ended with this wait status.
     AgentExited { status: i32 },
+    /// Child → parent: the master side of the agent's pty (carried as SCM_RIGHTS).
+    PtyMaster,
 }
 
 impl Msg {
@@ -30,6 +32,7 @@ impl Msg {
             Msg::SetupFailed { step, errno, detail } => format!("S{errno}\0{step}\0{detail}").into_bytes(),
             Msg::ExecFailed { errno, program } => format!("X{errno}\0{program}").into_bytes(),
             Msg::AgentExited { status } => format!("E{status}").into_bytes(),
+            Msg::PtyMaster => b"P".to_vec(),
         }
     }
 
@@ -52,6 +55,7 @@ impl Msg {
             b'E' => Msg::AgentExited {
                 status: parts.next()?.parse().ok()?,
             },
+            b'P' => Msg::PtyMaster,
             _ => return None,
         })
     }
@@ -94,12 +98,61 @@ impl Channel {
         }
     }
 
+    /// Send a message with one descriptor attached.
+    pub fn send_fd(&self, m: &Msg, fd: RawFd) -> io::Result<()> {
+        let mut b = m.encode();
+        let mut iov = libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        };
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let mut cbuf = vec![0u8; space];
+        // SAFETY: zeroed msghdr is valid; we point it at live buffers below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg has a control buffer large enough for one fd; CMSG_* walk inside it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+        }
+        // SAFETY: msg describes valid buffers.
+        if unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Blocking receive; `Ok(None)` when the other side is gone.
     pub fn recv(&self) -> io::Result<Option<Msg>> {
+        self.recv_fd().map(|r| r.map(|(m, _)| m))
+    }
+
+    /// Blocking receive of a message and the descriptor it may carry.
+    pub fn recv_fd(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = [0u8; 4096];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let mut cbuf = vec![0u8; space];
         loop {
-            // SAFETY: buf is valid for buf.len() bytes.
-            let r = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // SAFETY: zeroed msghdr is valid; it points at live buffers.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = space;
+            // SAFETY: msg describes valid buffers.
+            let r = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -111,7 +164,16 @@ impl Channel {
             if n == 0 {
                 return Ok(None);
             }
-            return Ok(Msg::decode(&buf[..n]));
+            let mut fd = None;
+            // SAFETY: walking the control messages the kernel wrote into cbuf.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
+                    fd = Some(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            return Ok(Msg::decode(&buf[..n]).map(|m| (m, fd)));
         }
     }
 }
@@ -136,10 +198,16 @@ mod tests {
                 program: "nope".into(),
             },
             Msg::AgentExited { status: 9 },
+            Msg::PtyMaster,
         ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }
+        let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.send_fd(&Msg::PtyMaster, r.as_raw_fd()).unwrap();
+        let (m, fd) = b.recv_fd().unwrap().unwrap();
+        assert_eq!(m, Msg::PtyMaster);
+        assert!(fd.is_some());
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
     }

@@ -5,10 +5,11 @@
 use super::channel::{Channel, Msg};
 use super::confine;
 use super::mounts::{self, Tree};
+use super::pty;
 use super::StepError;
 use crate::policy::{Policy, INSIDE_ID};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 pub struct ChildPlan<'a> {
     pub policy: &'a Policy,
@@ -17,9 +18,8 @@ pub struct ChildPlan<'a> {
     pub program: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
-    /// The pty slave when the agent is interactive.
-    pub pty_slave: Option<&'a OwnedFd>,
-    pub pty_master: Option<RawFd>,
+    /// Give the agent a pty of its own (the supervisor relays it to the user's terminal).
+    pub interactive: bool,
 }
 
 /// Signals init forwards to the agent. They stay blocked in init and are taken with
@@ -52,12 +52,8 @@ fn errno() -> i32 {
 
 /// Entered right after clone3 in the child. Never returns.
 pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
-    if let Some(m) = plan.pty_master {
-        // SAFETY: the master belongs to the supervisor; the sandbox must not hold it.
-        unsafe { libc::close(m) };
-    }
-    match setup(ch, plan) {
-        Ok(()) => {}
+    let pty_slave = match setup(ch, plan) {
+        Ok(slave) => slave,
         Err(e) => {
             let _ = ch.send(&Msg::SetupFailed {
                 step: e.step,
@@ -67,8 +63,8 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
             // SAFETY: leaving the child without running the parent's destructors.
             unsafe { libc::_exit(125) }
         }
-    }
-    let agent = spawn_agent(ch, plan);
+    };
+    let agent = spawn_agent(ch, plan, pty_slave.as_ref());
     let status = reap_until(agent);
     let _ = ch.send(&Msg::AgentExited { status });
     // SAFETY: as above.
@@ -76,7 +72,7 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
 }
 
 /// The launch sequence inside the sandbox, in the order that works (DESIGN.md).
-fn setup(ch: &Channel, plan: &ChildPlan) -> Result<(), StepError> {
+fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     let policy = plan.policy;
     // 1. Wait until the parent has written our uid/gid maps and placed us in the cgroups.
     match ch.recv() {
@@ -130,12 +126,22 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<(), StepError> {
             &policy.context.workspace.display().to_string(),
         )
     })?;
-    // 6. A session of our own: no controlling terminal shared with the user.
+    // 6. The agent's own terminal: a pty of the sandbox's devpts, master sent to the supervisor.
+    let pty_slave = if plan.interactive {
+        let (master, slave) =
+            pty::open_in_sandbox().map_err(|e| StepError::io("terminal: open pty", &e, ""))?;
+        ch.send_fd(&Msg::PtyMaster, master.as_raw_fd())
+            .map_err(|e| StepError::io("terminal: hand pty to supervisor", &e, ""))?;
+        Some(slave)
+    } else {
+        None
+    };
+    // 7. A session of our own: no controlling terminal shared with the user.
     // SAFETY: setsid has no arguments.
     if unsafe { libc::setsid() } < 0 {
         return Err(StepError::errno("session: setsid", errno(), ""));
     }
-    // 7. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
+    // 8. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
     // capabilities (bounding set while CAP_SETPCAP is still effective), seccomp last.
     confine::rlimits(policy)?;
     confine::landlock(policy)?;
@@ -143,10 +149,10 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<(), StepError> {
     confine::load_seccomp(plan.seccomp_bpf)?;
     ch.send(&Msg::Ready)
         .map_err(|e| StepError::io("handshake: ready", &e, ""))?;
-    Ok(())
+    Ok(pty_slave)
 }
 
-fn spawn_agent(ch: &Channel, plan: &ChildPlan) -> libc::pid_t {
+fn spawn_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> libc::pid_t {
     // SAFETY: init is single-threaded; fork semantics as in the parent.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -159,13 +165,13 @@ fn spawn_agent(ch: &Channel, plan: &ChildPlan) -> libc::pid_t {
         unsafe { libc::_exit(125) }
     }
     if pid > 0 {
-        if plan.pty_slave.is_some() {
+        if pty_slave.is_some() {
             // init keeps nothing of the user's terminal.
             quiet_stdio();
         }
         return pid;
     }
-    exec_agent(ch, plan)
+    exec_agent(ch, plan, pty_slave)
 }
 
 fn quiet_stdio() {
@@ -181,13 +187,13 @@ fn quiet_stdio() {
     }
 }
 
-fn exec_agent(ch: &Channel, plan: &ChildPlan) -> ! {
+fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! {
     // SAFETY: everything below runs in the freshly forked agent process before execve.
     unsafe {
         let empty = signal_set(&[libc::SIGCHLD]);
         libc::sigprocmask(libc::SIG_UNBLOCK, &empty, std::ptr::null_mut());
         libc::setsid();
-        if let Some(slave) = plan.pty_slave {
+        if let Some(slave) = pty_slave {
             let s = slave.as_raw_fd();
             libc::ioctl(s, libc::TIOCSCTTY, 0);
             for fd in 0..3 {

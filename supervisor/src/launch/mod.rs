@@ -181,12 +181,6 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     };
     let trees = mounts::prepare(policy, idmap_ns.as_ref())?;
     drop(idmap_ns);
-    // 5. The agent's terminal: a pty of its own when interactive, never the user's tty.
-    let pty = if opts.interactive {
-        Some(pty::Pty::open().map_err(|e| StepError::io("terminal: openpty", &e, ""))?)
-    } else {
-        None
-    };
     // 6. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
     let sigset = child::signal_set(&[libc::SIGCHLD]);
     // SAFETY: blocking signals in this (single) thread.
@@ -208,8 +202,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
                 program,
                 argv,
                 envp,
-                pty_slave: pty.as_ref().map(|p| &p.slave),
-                pty_master: pty.as_ref().map(|p| p.master.as_raw_fd()),
+                interactive: opts.interactive,
             };
             child::main(&child_ch, &plan)
         }
@@ -236,7 +229,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
         pidfd: &pidfd,
         channel: &parent_ch,
         cgroup: &cgroup,
-        pty: pty.as_ref(),
+        interactive: opts.interactive,
         wall_clock_ms: policy.limits.wall_clock_ms,
     });
     std::mem::forget(guard);

@@ -2,52 +2,50 @@
 //! never holds a descriptor of the user's tty, so it cannot inject input into it (TIOCSTI).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-pub struct Pty {
-    pub master: OwnedFd,
-    pub slave: OwnedFd,
-}
-
-impl Pty {
-    pub fn open() -> io::Result<Pty> {
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty fills two descriptors; name, termios and winsize are optional.
-        let r = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
+/// Child side: a pty from the sandbox's own devpts instance, so that inside the sandbox
+/// `tty` names it (/dev/pts/0). ORDER: after /dev/pts is mounted and before landlock, which
+/// restricts ioctls on device files opened after it.
+pub fn open_in_sandbox() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: opening the multiplexer of our own devpts instance.
+    let m = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: m is new and ours.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: ioctls on our own master.
+    let s = unsafe {
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: openpty returned two new descriptors we now own.
-        let pty = unsafe {
-            Pty {
-                master: OwnedFd::from_raw_fd(m),
-                slave: OwnedFd::from_raw_fd(s),
-            }
-        };
-        for fd in [m, s] {
-            // SAFETY: setting FD_CLOEXEC on our own descriptors.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-        pty.copy_window_size();
-        Ok(pty)
+        libc::ioctl(
+            m,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: s is new and ours.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(s) }))
+}
 
-    /// Copy the user's window size to the agent's terminal (at start and on SIGWINCH).
-    pub fn copy_window_size(&self) {
-        // SAFETY: zeroed winsize is a valid out buffer; ioctls on our own fds.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
+/// Copy the user's window size to the agent's terminal (at start and on SIGWINCH).
+pub fn copy_window_size(master: RawFd) {
+    // SAFETY: zeroed winsize is a valid out buffer; ioctls on our own fds.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
         }
     }
 }

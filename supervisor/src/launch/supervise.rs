@@ -2,7 +2,7 @@
 //! init process's pidfd, the child channel and (interactive runs) the pty relay.
 
 use super::channel::{Channel, Msg};
-use super::pty::{pump, Pty, RawMode};
+use super::pty::{copy_window_size, pump, RawMode};
 use super::{cgroup::Cgroup, sys, LaunchError, Outcome, StepError};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub struct Running<'a> {
     pub pidfd: &'a OwnedFd,
     pub channel: &'a Channel,
     pub cgroup: &'a Cgroup,
-    pub pty: Option<&'a Pty>,
+    pub interactive: bool,
     pub wall_clock_ms: Option<u64>,
 }
 
@@ -53,7 +53,13 @@ fn read_signal(fd: &OwnedFd) -> Option<libc::c_int> {
 
 pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let sigfd = signalfd().map_err(|e| StepError::io("lifecycle: signalfd", &e, ""))?;
-    let _raw = r.pty.and_then(|_| RawMode::enter(libc::STDIN_FILENO));
+    let _raw = if r.interactive {
+        RawMode::enter(libc::STDIN_FILENO)
+    } else {
+        None
+    };
+    // The agent's pty master arrives from the child once its devpts exists.
+    let mut master: Option<OwnedFd> = None;
     let deadline = r
         .wall_clock_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -61,8 +67,8 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let mut setup_error: Option<StepError> = None;
     let mut agent_status: Option<i32> = None;
     let mut channel_open = true;
-    let mut stdin_open = r.pty.is_some();
-    let mut master_open = r.pty.is_some();
+    let mut stdin_open = r.interactive;
+    let mut master_open = r.interactive;
     let mut timed_out = false;
 
     loop {
@@ -83,14 +89,14 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                 revents: 0,
             },
         ];
-        if let Some(p) = r.pty {
+        if let Some(m) = &master {
             fds.push(libc::pollfd {
                 fd: if stdin_open { libc::STDIN_FILENO } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
             });
             fds.push(libc::pollfd {
-                fd: if master_open { p.master.as_raw_fd() } else { -1 },
+                fd: if master_open { m.as_raw_fd() } else { -1 },
                 events: libc::POLLIN,
                 revents: 0,
             });
@@ -121,9 +127,9 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
         }
         if fds[0].revents & libc::POLLIN != 0 {
             while let Some(sig) = read_signal(&sigfd) {
-                match (sig, r.pty) {
+                match (sig, &master) {
                     (libc::SIGCHLD, _) => {}
-                    (libc::SIGWINCH, Some(p)) => p.copy_window_size(),
+                    (libc::SIGWINCH, Some(m)) => copy_window_size(m.as_raw_fd()),
                     (s, _) => {
                         let _ = sys::pidfd_send_signal(r.pidfd, s);
                     }
@@ -131,24 +137,28 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             }
         }
         if fds[2].revents != 0 {
-            match r.channel.recv() {
-                Ok(Some(Msg::SetupFailed { step, errno, detail })) => {
+            match r.channel.recv_fd() {
+                Ok(Some((Msg::PtyMaster, Some(fd)))) => {
+                    copy_window_size(fd.as_raw_fd());
+                    master = Some(fd);
+                }
+                Ok(Some((Msg::SetupFailed { step, errno, detail }, _))) => {
                     setup_error = Some(StepError { step, errno, detail })
                 }
-                Ok(Some(Msg::ExecFailed { errno, program })) => notes.push(format!(
+                Ok(Some((Msg::ExecFailed { errno, program }, _))) => notes.push(format!(
                     "cannot execute {program}: {}",
                     std::io::Error::from_raw_os_error(errno)
                 )),
-                Ok(Some(Msg::AgentExited { status })) => agent_status = Some(status),
+                Ok(Some((Msg::AgentExited { status }, _))) => agent_status = Some(status),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => channel_open = false,
             }
         }
-        if let Some(p) = r.pty {
-            if fds[3].revents != 0 && !pump(libc::STDIN_FILENO, p.master.as_raw_fd()) {
+        if let (Some(m), true) = (&master, fds.len() == 5) {
+            if fds[3].revents != 0 && !pump(libc::STDIN_FILENO, m.as_raw_fd()) {
                 stdin_open = false;
             }
-            if fds[4].revents != 0 && !pump(p.master.as_raw_fd(), libc::STDOUT_FILENO) {
+            if fds[4].revents != 0 && !pump(m.as_raw_fd(), libc::STDOUT_FILENO) {
                 master_open = false;
             }
         }
@@ -172,10 +182,10 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             _ => channel_open = false,
         }
     }
-    if let Some(p) = r.pty {
+    if let Some(m) = &master {
         // SAFETY: making our master non-blocking for the final drain.
-        unsafe { libc::fcntl(p.master.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        while master_open && pump(p.master.as_raw_fd(), libc::STDOUT_FILENO) {}
+        unsafe { libc::fcntl(m.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        while master_open && pump(m.as_raw_fd(), libc::STDOUT_FILENO) {}
     }
     if let Some(e) = setup_error {
         return Err(LaunchError::Step(e));
