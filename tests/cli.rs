@@ -1,1 +1,179 @@
-//! placeholder
+//! Bad input gets a clear error, and no agent is started.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn cordon_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(cordon()).args(args).output().unwrap()
+}
+
+#[test]
+fn missing_profile_names_the_presets() {
+    require_root();
+    let s = Scratch::new();
+    let out = output(run_cmd("no-such-profile", s.path(), &[], &["/bin/touch", "ran"]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("profile \"no-such-profile\" not found") && err.contains("default, offline-analyst"),
+        "{err}"
+    );
+    assert!(!s.path().join("ran").exists());
+}
+
+#[test]
+fn unknown_key_and_bad_value_are_located() {
+    require_root();
+    let s = Scratch::new();
+    let bad_key = s.file(
+        "bad-key.toml",
+        "extends = \"default\"\n[filesystem]\nread_only = []\nwritable = [\"/\"]\n",
+    );
+    let out = output(run_cmd(
+        bad_key.to_str().unwrap(),
+        s.path(),
+        &[],
+        &["/bin/touch", "ran"],
+    ));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:4:1: unknown field `writable`", bad_key.display())),
+        "{err}"
+    );
+    assert!(!s.path().join("ran").exists());
+
+    let bad_value = s.file("bad-value.toml", "[limits]\nmemory = \"lots\"\n");
+    let out = cordon_cmd(&[
+        "profile",
+        "check",
+        bad_key.to_str().unwrap(),
+        bad_value.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    // Every file's error is reported, not just the first.
+    assert!(err.contains("bad-key.toml:4:1"), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:10: expected a size", bad_value.display())),
+        "{err}"
+    );
+
+    let good = s.file("good.toml", "extends = \"strict\"\n[limits]\npids = 8\n");
+    let out = cordon_cmd(&["profile", "check", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn nonexistent_workspace_is_refused() {
+    require_root();
+    let out = output(run_cmd(
+        "default",
+        std::path::Path::new("/nonexistent/cordon-ws"),
+        &[],
+        &["/bin/true"],
+    ));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("workspace /nonexistent/cordon-ws does not exist"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn command_not_found_is_127_with_a_message() {
+    require_root();
+    let s = Scratch::new();
+    let out = output(run_cmd("default", s.path(), &["-q"], &["no-such-agent-cmd"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("command not found: no-such-agent-cmd"),
+        "{}",
+        stderr(&out)
+    );
+    // A program that exists on the host but not in the sandbox's view is not found either.
+    let hidden = s.file("hidden/tool", "#!/bin/sh\necho ran\n");
+    std::fs::set_permissions(&hidden, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ws = s.dir("ws");
+    let out = output(run_cmd("strict", &ws, &["-q"], &[hidden.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+}
+
+#[test]
+fn unenforceable_network_allowlist_is_refused() {
+    require_root();
+    let s = Scratch::new();
+    let out = output(run_cmd("networked", s.path(), &[], &["/bin/touch", "ran"]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("network: an allowlist needs the in-kernel egress filter"),
+        "{err}"
+    );
+    assert!(err.contains("no agent was started"), "{err}");
+    assert!(!s.path().join("ran").exists());
+}
+
+#[test]
+fn without_root_cordon_says_so_and_starts_nothing() {
+    require_root();
+    let s = Scratch::new();
+    std::fs::set_permissions(s.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            cordon(),
+            "run",
+            "--workspace",
+        ])
+        .arg(s.path())
+        .args(["--", "/bin/touch", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("cordon needs root") && stderr(&out).contains("sudo"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.path().join("ran").exists());
+}
+
+#[test]
+fn profile_list_show_and_doctor() {
+    let out = cordon_cmd(&["profile", "list"]);
+    let text = stdout(&out);
+    for p in ["default", "offline-analyst", "networked", "mcp-server", "strict"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(p)),
+            "{p} missing from:\n{text}"
+        );
+    }
+    let s = Scratch::new();
+    let out = cordon_cmd(&[
+        "profile",
+        "show",
+        "default",
+        "--workspace",
+        s.path().to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("read-write {}", s.path().display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("/.ssh") && text.contains("clone3") && text.contains("memory     4096 MiB"),
+        "{text}"
+    );
+    let out = cordon_cmd(&["doctor"]);
+    let text = stdout(&out);
+    assert!(text.contains("landlock") && text.contains("ABI"), "{text}");
+    assert!(text.contains("cgroups"), "{text}");
+    let out = cordon_cmd(&["run", "--help"]);
+    assert!(stdout(&out).contains("Examples"), "{}", stdout(&out));
+}

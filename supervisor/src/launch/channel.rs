@@ -63,6 +63,10 @@ impl Msg {
 
 pub struct Channel(pub OwnedFd);
 
+/// Size of one descriptor in an SCM_RIGHTS payload.
+const FD_SIZE: u32 = 4;
+const _: () = assert!(std::mem::size_of::<RawFd>() == FD_SIZE as usize);
+
 pub fn pair() -> io::Result<(Channel, Channel)> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid out array of two ints.
@@ -106,7 +110,7 @@ impl Channel {
             iov_len: b.len(),
         };
         // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(FD_SIZE) } as usize;
         let mut cbuf = vec![0u8; space];
         // SAFETY: zeroed msghdr is valid; we point it at live buffers below.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -119,7 +123,7 @@ impl Channel {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+            (*c).cmsg_len = libc::CMSG_LEN(FD_SIZE) as usize;
             std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
         }
         // SAFETY: msg describes valid buffers.
@@ -142,7 +146,7 @@ impl Channel {
             iov_len: buf.len(),
         };
         // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let space = unsafe { libc::CMSG_SPACE(FD_SIZE) } as usize;
         let mut cbuf = vec![0u8; space];
         loop {
             // SAFETY: zeroed msghdr is valid; it points at live buffers.
