@@ -11,7 +11,7 @@ mod supervise;
 pub mod sys;
 
 pub use cgroup::{detect_layout, Layout};
-pub use confine::LANDLOCK_ABI;
+pub use confine::{compile_seccomp, LANDLOCK_ABI};
 
 use crate::policy::Policy;
 use crate::profile::NetworkMode;
