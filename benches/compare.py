@@ -4,7 +4,7 @@ import os, statistics, subprocess, sys, tempfile, time
 
 CORDON = sys.argv[1]
 RUNS = int(os.environ.get("RUNS", "40"))
-WORK_RUNS = int(os.environ.get("WORK_RUNS", "5"))
+WORK_RUNS = int(os.environ.get("WORK_RUNS", "11"))
 HOME = os.path.expanduser("~")
 WS = tempfile.mkdtemp(prefix="cordon-bench.")
 os.chmod(WS, 0o755)
@@ -31,35 +31,34 @@ def bare(cmd):
 
 WRAPPERS = [("bare", bare), ("cordon", cordon), ("bwrap", bwrap), ("firejail", firejail)]
 
-def median_time(argv, runs):
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        r = subprocess.run(argv, cwd=WS, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        times.append(time.perf_counter() - t)
-        if r.returncode != 0:
-            raise SystemExit(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
-    return statistics.median(times)
-
 WORKLOADS = [
     ("wrap /bin/true", ["/bin/true"], RUNS),
     ("1M os.stat loop", [PY, "-c", "import os\nfor _ in range(1000000): os.stat('.')"], WORK_RUNS),
     ("find /usr -type f | wc -l", ["/bin/sh", "-c", "find /usr -type f | wc -l"], WORK_RUNS),
 ]
 
-print(f"cordon {subprocess.run([CORDON, '--version'], capture_output=True, text=True).stdout.strip()}, "
+print(f"{subprocess.run([CORDON, '--version'], capture_output=True, text=True).stdout.strip()}, "
       f"{RUNS} launches / {WORK_RUNS} workload runs each, medians")
+def once(argv):
+    t = time.perf_counter()
+    r = subprocess.run(argv, cwd=WS, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
+    return time.perf_counter() - t
+
 results = {}
 for name, cmd, runs in WORKLOADS:
-    row = {}
+    samples = {w: [] for w, _ in WRAPPERS}
     for wname, wrap in WRAPPERS:
-        # Warm up once (page cache, dentries), then measure; interleave is not needed at
-        # these run counts on an otherwise idle machine.
-        median_time(wrap(cmd), 1)
-        row[wname] = median_time(wrap(cmd), runs)
+        once(wrap(cmd))  # warm-up: page cache, dentries
+    # Interleave the wrappers run by run so drift on a shared VM hits all of them alike.
+    for _ in range(runs):
+        for wname, wrap in WRAPPERS:
+            samples[wname].append(once(wrap(cmd)))
+    row = {w: statistics.median(v) for w, v in samples.items()}
     results[name] = row
     cells = "  ".join(f"{w:>8} {row[w]*1000:9.2f} ms" for w, _ in WRAPPERS)
-    print(f"{name:<28} {cells}")
+    print(f"{name:<28} {cells}", flush=True)
 
 print()
 t = results["wrap /bin/true"]

@@ -251,12 +251,25 @@ impl Cgroup {
         Ok(f.into())
     }
 
-    /// Hybrid hosts: place a process in the v1 leaves (v2 placement happened at clone).
-    pub fn add_v1(&self, pid: i32) -> Result<(), CgroupError> {
-        for (_, dir) in &self.v1 {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
+    /// Hybrid hosts: the v1 leaves' `tasks` files, opened here (as host root) for the child
+    /// to join by writing "0" through them. Moving *the writing thread itself* is the one
+    /// cgroup v1 move that skips the global threadgroup rwsem, whose first writer waits a full
+    /// RCU grace period (10–20 ms on an idle host); writing the child's pid to cgroup.procs
+    /// from the parent paid that on every launch. (v2 placement is CLONE_INTO_CGROUP.)
+    pub fn v1_join_fds(&self) -> Result<Vec<(PathBuf, OwnedFd)>, CgroupError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.v1
+            .iter()
+            .map(|(_, dir)| {
+                let tasks = dir.join("tasks");
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&tasks)
+                    .map_err(io_err("open", &tasks))?;
+                Ok((tasks, f.into()))
+            })
+            .collect()
     }
 
     /// Plain-words reports of limits the sandbox ran into.

@@ -20,6 +20,8 @@ pub struct ChildPlan<'a> {
     pub envp: Vec<CString>,
     /// Give the agent a pty of its own (the supervisor relays it to the user's terminal).
     pub interactive: bool,
+    /// Hybrid hosts: `tasks` files of the v1 leaves (memory, pids, cpu), opened by the parent.
+    pub v1_join: &'a [(std::path::PathBuf, OwnedFd)],
 }
 
 /// Signals init forwards to the agent. They stay blocked in init and are taken with
@@ -74,6 +76,20 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
 /// The launch sequence inside the sandbox, in the order that works (DESIGN.md).
 fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     let policy = plan.policy;
+    // 0. Join the v1 cgroups (hybrid hosts). ORDER: first, so that everything the sandbox
+    // does from here on is charged to and limited by them.
+    for (tasks, fd) in plan.v1_join {
+        // SAFETY: writing two bytes to a descriptor we hold.
+        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(StepError::errno(
+                "cgroups: join v1 controller",
+                errno(),
+                &tasks.display().to_string(),
+            ));
+        }
+        // SAFETY: closing our copy; nothing in the sandbox may keep a host cgroupfs handle.
+        unsafe { libc::close(fd.as_raw_fd()) };
+    }
     // 1. Wait until the parent has written our uid/gid maps and placed us in the cgroups.
     match ch.recv() {
         Ok(Some(Msg::Release)) => {}

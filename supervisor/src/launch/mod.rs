@@ -188,6 +188,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     let (parent_ch, child_ch) =
         channel::pair().map_err(|e| StepError::io("handshake: socketpair", &e, ""))?;
     let cg_fd = cgroup.v2_dir_fd()?;
+    let v1_join = cgroup.v1_join_fds()?;
 
     // 7. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
     let forked = sys::clone3(NAMESPACES as u64, Some(cg_fd.as_raw_fd()))
@@ -203,6 +204,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
                 argv,
                 envp,
                 interactive: opts.interactive,
+                v1_join: &v1_join,
             };
             child::main(&child_ch, &plan)
         }
@@ -212,13 +214,13 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     drop(trees);
     let guard = supervise::KillOnDrop(&pidfd);
 
-    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), v1 cgroups, release.
+    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
     let write_maps = || -> io::Result<()> {
         std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
         std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
     };
     write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
-    cgroup.add_v1(pid)?;
+    drop(v1_join);
     parent_ch
         .send(&channel::Msg::Release)
         .map_err(|e| StepError::io("handshake: release", &e, ""))?;
