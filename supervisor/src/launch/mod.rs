@@ -153,6 +153,21 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
                 .into(),
         ));
     }
+    // The kernel must offer every layer; say which one is missing rather than run weaker.
+    if crate::doctor::landlock_abi() < 1 {
+        return Err(StepError::msg(
+            "landlock",
+            "this kernel does not offer landlock (not built in, or not enabled at boot: add landlock to the `lsm=` kernel parameter)",
+        )
+        .into());
+    }
+    if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() == "0") {
+        return Err(StepError::msg(
+            "namespaces",
+            "user namespaces are disabled on this host (user.max_user_namespaces = 0)",
+        )
+        .into());
+    }
     let program = resolve_program(
         &opts.command[0],
         policy.env.get("PATH").map(String::as_str),
