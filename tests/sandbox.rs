@@ -243,8 +243,10 @@ fn cpu_limit_caps_cpu_time() {
     };
     let limited = cpu_for("0.2");
     let free = cpu_for("2.0");
-    assert!(limited < 0.6, "0.2 cores used {limited} s of CPU in 1.5 s");
-    assert!(free > 1.0, "2 cores used only {free} s of CPU in 1.5 s");
+    // 0.2 cores for 1.5 s is 0.3 s; without the quota one core is ~1.5 s (other tests may
+    // share the machine, hence the margin).
+    assert!(limited < 0.5, "0.2 cores used {limited} s of CPU in 1.5 s");
+    assert!(free > 0.8, "2 cores used only {free} s of CPU in 1.5 s");
 }
 
 #[test]
