@@ -91,6 +91,37 @@ fn stdio_passes_through_for_pipelines() {
 }
 
 #[test]
+fn the_agent_starts_with_default_signal_dispositions() {
+    require_root();
+    let s = Scratch::new();
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "yes | head -1; grep -E 'SigIgn|SigBlk' /proc/self/status",
+        ],
+    );
+    // Whatever cordon's caller ignores must not reach the agent either.
+    // SAFETY: pre_exec only changes signal dispositions in the forked child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = output(c);
+    assert_eq!(
+        stdout(&out),
+        "y\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+}
+
+#[test]
 fn environment_is_scrubbed() {
     require_root();
     let s = Scratch::new();

@@ -206,6 +206,34 @@ fn quiet_stdio() {
 fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! {
     // SAFETY: everything below runs in the freshly forked agent process before execve.
     unsafe {
+        // The Rust runtime ignores SIGPIPE, callers may ignore more, and ignored signals
+        // survive execve: give the agent default dispositions for every signal (else
+        // `yes | head` reports EPIPE instead of dying quietly). The raw syscall also reaches
+        // the real-time signals glibc reserves for itself.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    0usize,
+                    8usize,
+                );
+            }
+        }
         let empty = signal_set(&[libc::SIGCHLD]);
         libc::sigprocmask(libc::SIG_UNBLOCK, &empty, std::ptr::null_mut());
         libc::setsid();

@@ -135,6 +135,13 @@ fn cstring(s: &str) -> Result<CString, LaunchError> {
     CString::new(s).map_err(|_| LaunchError::Argument(format!("argument contains a NUL byte: {s:?}")))
 }
 
+fn is_ignored(sig: libc::c_int) -> bool {
+    // SAFETY: zeroed sigaction is a valid out buffer; a null new action only queries.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN }
+}
+
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
@@ -197,6 +204,12 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     let trees = mounts::prepare(policy, idmap_ns.as_ref())?;
     drop(idmap_ns);
     // 6. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
+    // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
+    let ignored: Vec<libc::c_int> = child::FORWARDED
+        .iter()
+        .copied()
+        .filter(|s| is_ignored(*s))
+        .collect();
     let sigset = child::signal_set(&[libc::SIGCHLD]);
     // SAFETY: blocking signals in this (single) thread.
     unsafe { libc::sigprocmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
@@ -248,6 +261,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
         cgroup: &cgroup,
         interactive: opts.interactive,
         wall_clock_ms: policy.limits.wall_clock_ms,
+        ignored: &ignored,
     });
     std::mem::forget(guard);
     // SAFETY: restoring the signal mask of this thread.

@@ -23,6 +23,8 @@ pub struct Running<'a> {
     pub cgroup: &'a Cgroup,
     pub interactive: bool,
     pub wall_clock_ms: Option<u64>,
+    /// Signals cordon's caller ignores: they are not forwarded.
+    pub ignored: &'a [libc::c_int],
 }
 
 fn signalfd() -> std::io::Result<OwnedFd> {
@@ -130,6 +132,7 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                 match (sig, &master) {
                     (libc::SIGCHLD, _) => {}
                     (libc::SIGWINCH, Some(m)) => copy_window_size(m.as_raw_fd()),
+                    (s, _) if r.ignored.contains(&s) => {}
                     (s, _) => {
                         let _ = sys::pidfd_send_signal(r.pidfd, s);
                     }
