@@ -430,3 +430,40 @@ fn strict_runs_a_static_binary_and_nothing_else() {
     );
     let _ = ExitStatusExt::signal(&out.status);
 }
+
+/// Pure cgroup v2 hosts: simulated by mounting cgroup2 over /sys/fs/cgroup in a private mount
+/// namespace. This host binds every controller to v1, so there the v2 hierarchy has none:
+/// a profile with limits must be refused (fail closed), one without runs in a v2 leaf.
+#[test]
+fn pure_cgroup_v2_layout() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let unlimited = s.file(
+        "unlimited.toml",
+        "[filesystem]\nread_only = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc\"]\nread_write = [\"{workspace}\"]\n\
+         executable = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n[environment]\nset = { PATH = \"/usr/bin:/bin\" }\n",
+    );
+    let in_v2 = |profile: &str| {
+        let script = format!(
+            "mount -t cgroup2 none /sys/fs/cgroup && exec {} run -q --profile {profile} --workspace {} -- /bin/sh -c 'cat /proc/self/cgroup'",
+            cordon(),
+            ws.display()
+        );
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let out = in_v2("default");
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the memory controller is not available beneath"),
+        "{}",
+        stderr(&out)
+    );
+    let out = in_v2(unlimited.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The agent's cgroup namespace is rooted at its own v2 leaf (the host's v1 lines remain).
+    assert!(stdout(&out).ends_with("\n0::/\n"), "{}", stdout(&out));
+}
