@@ -36,6 +36,14 @@ fn git_init_and_commit() {
     );
     assert_eq!(out, "first\n");
     assert!(s.path().join(".git/HEAD").exists());
+    // A second run works in the existing repository, whose hooks and config are now protected.
+    s.file("more", "x\n");
+    let out = ok(
+        "default",
+        s.path(),
+        "git add more && git -c user.name=agent -c user.email=agent@example.com commit -qm second && git log --format=%s",
+    );
+    assert_eq!(out, "second\nfirst\n");
 }
 
 #[test]

@@ -29,6 +29,14 @@ fn expected() -> BTreeMap<&'static str, String> {
         ("write_git_config", "EROFS"),
         ("hardlink_git_hook", "EXDEV"),
         ("rename_git_hooks", "EBUSY"),
+        // .git is pinned (bound onto itself): it cannot be swapped for an agent-made one.
+        ("swap_git_dir", "EBUSY"),
+        ("remove_git_dir", "EBUSY"),
+        ("chmod_setuid", "EPERM"),
+        ("chmod_setgid", "EPERM"),
+        ("create_setuid", "EPERM"),
+        ("fchmodat2_setuid", "EPERM"),
+        ("openat2", "ENOSYS"),
         ("write_dev", "EROFS"),
         ("write_proc_core_pattern", "EROFS"),
         ("write_proc_hostname", "EROFS"),
@@ -39,6 +47,8 @@ fn expected() -> BTreeMap<&'static str, String> {
         ("exec_from_tmp", "EACCES"),
         ("read_ssh_key", "ENOENT"),
         ("read_aws_credentials", "ENOENT"),
+        // ~/.aws is a symlink: the mask lands on its target inside the sandbox.
+        ("read_aws_via_symlink_target", "ENOENT"),
         ("read_gh_token", "ENOENT"),
         ("read_etc_shadow", "EACCES"),
         ("read_root_home", "ENOENT"),
@@ -93,6 +103,8 @@ fn expected() -> BTreeMap<&'static str, String> {
         ("capset_all", "EPERM"),
         ("personality_no_aslr", "EPERM"),
         ("tiocsti", "EPERM"),
+        // The kernel truncates the request to 32 bits; the filter must too (else ENOTTY).
+        ("tiocsti_high_bits", "EPERM"),
         ("file_size_limit", "EFBIG"),
         ("fill_tmp", "ENOSPC"),
         ("fork_bomb", "EAGAIN"),
@@ -133,7 +145,8 @@ fn escape_suite(caller: Caller, abstract_name: &str) {
     let s = Scratch::new();
     let home = s.dir("home");
     s.file("home/.ssh/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----");
-    s.file("home/.aws/credentials", "aws_secret_access_key = AKIA");
+    s.file("home/aws-real/credentials", "aws_secret_access_key = AKIA");
+    std::os::unix::fs::symlink("aws-real", home.join(".aws")).unwrap();
     s.file("home/.config/gh/hosts.yml", "oauth_token: gho_");
     s.file("home/.bash_history", "mysql -p hunter2");
     let bashrc = s.file("home/.bashrc", "alias ll='ls -l'\n");
@@ -240,6 +253,13 @@ fn escape_suite(caller: Caller, abstract_name: &str) {
     }
     if listener.accept().is_ok() {
         failures.push("the host's abstract socket accepted a connection".into());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["suid", "suid2"] {
+        let p = ws.join(f);
+        if p.exists() && std::fs::metadata(&p).unwrap().permissions().mode() & 0o6000 != 0 {
+            failures.push(format!("{} is setuid/setgid on the host", p.display()));
+        }
     }
     // Files the agent made in the workspace belong to the invoking user on the host.
     assert_eq!(owner_of(&ws.join("big")), caller.owner());

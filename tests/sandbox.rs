@@ -467,3 +467,25 @@ fn pure_cgroup_v2_layout() {
     // The agent's cgroup namespace is rooted at its own v2 leaf (the host's v1 lines remain).
     assert!(stdout(&out).ends_with("\n0::/\n"), "{}", stdout(&out));
 }
+
+#[test]
+fn creating_a_protected_path_is_reported() {
+    require_root();
+    let s = Scratch::new();
+    let out = sh(
+        "default",
+        s.path(),
+        "mkdir .vscode && echo '{\"tasks\": []}' > .vscode/tasks.json && git init -q",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "WARNING: the agent created {}/.vscode",
+            s.path().display()
+        )),
+        "{err}"
+    );
+    // `git init` only writes *.sample hooks: not reported.
+    assert!(!err.contains(".git/hooks"), "{err}");
+}

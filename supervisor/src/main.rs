@@ -309,7 +309,9 @@ fn render_policy(p: &profile::Profile, pol: &policy::Policy) -> String {
         let when = match r.when {
             policy::syscalls::When::Always => String::new(),
             policy::syscalls::When::ArgMasked { index, mask, .. } => format!(" if arg{index} & {mask:#x}"),
-            policy::syscalls::When::ArgEq { index, value } => format!(" if arg{index} == {value:#x}"),
+            policy::syscalls::When::Both([(i, m, _), (j, n, _)]) => {
+                format!(" if arg{i} & {m:#x} and arg{j} & {n:#x}")
+            }
         };
         let _ = writeln!(s, "  {:<18} -> {action}{when}: {}", r.name, r.reason);
     }

@@ -9,7 +9,7 @@ use landlock::{
     Access as _, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use std::path::Path;
 
 /// The highest landlock ABI this build knows; the kernel may offer less (`doctor` says).
@@ -238,7 +238,8 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
         .map_err(|x| e("bad-arch action", x))?;
     ctx.set_ctl_nnp(true).map_err(|x| e("no_new_privs", x))?;
     for rule in &policy.seccomp {
-        let sc = ScmpSyscall::from_name(&rule.name).map_err(|x| e(&rule.name, x))?;
+        let sc = crate::policy::syscalls::resolve(&rule.name)
+            .ok_or_else(|| SeccompError(format!("unknown syscall {}", rule.name)))?;
         let action = match rule.action {
             Action::Errno(n) => ScmpAction::Errno(n),
             Action::KillProcess => ScmpAction::KillProcess,
@@ -254,10 +255,12 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
                     value,
                 )],
             ),
-            When::ArgEq { index, value } => ctx.add_rule_conditional_exact(
+            When::Both(conds) => ctx.add_rule_conditional_exact(
                 action,
                 sc,
-                &[ScmpArgCompare::new(index, ScmpCompareOp::Equal, value)],
+                &conds.map(|(index, mask, value)| {
+                    ScmpArgCompare::new(index, ScmpCompareOp::MaskedEqual(mask), value)
+                }),
             ),
         };
         res.map_err(|x| e(&format!("rule for {}", rule.name), x))?;

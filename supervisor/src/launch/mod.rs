@@ -135,6 +135,41 @@ fn cstring(s: &str) -> Result<CString, LaunchError> {
     CString::new(s).map_err(|_| LaunchError::Argument(format!("argument contains a NUL byte: {s:?}")))
 }
 
+/// Protected paths that do not exist at start cannot be mounted read-only; the agent could
+/// create them. They are checked after the run.
+fn absent_protected(policy: &Policy) -> Vec<PathBuf> {
+    policy
+        .protected
+        .iter()
+        .filter(|p| std::fs::symlink_metadata(p).is_err())
+        .cloned()
+        .collect()
+}
+
+/// Warnings for protected paths the agent created with live content (git's `*.sample` hooks
+/// from `git init` are not live).
+fn created_protected(absent: &[PathBuf]) -> Vec<String> {
+    let live = |p: &Path| -> bool {
+        match std::fs::symlink_metadata(p) {
+            Err(_) => false,
+            Ok(m) if m.is_dir() => std::fs::read_dir(p).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().ends_with(".sample")))
+            }),
+            Ok(_) => true,
+        }
+    };
+    absent
+        .iter()
+        .filter(|p| live(p))
+        .map(|p| {
+            format!(
+                "WARNING: the agent created {}, a path the profile protects (it can run code outside                  the sandbox: git hooks/config, editor tasks, .envrc). Inspect it before you use this workspace.",
+                p.display()
+            )
+        })
+        .collect()
+}
+
 fn is_ignored(sig: libc::c_int) -> bool {
     // SAFETY: zeroed sigaction is a valid out buffer; a null new action only queries.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -192,6 +227,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
         .collect::<Result<Vec<_>, _>>()?;
     let program = cstring(&program.to_string_lossy())?;
 
+    let absent = absent_protected(policy);
     // 2. Compile the seccomp filter here; the child only loads it.
     let seccomp_bpf = confine::compile_seccomp(policy)?;
     // 3. cgroups beneath our own, with the profile's limits.
@@ -268,5 +304,6 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &sigset, std::ptr::null_mut()) };
     let mut outcome = outcome?;
     outcome.notes.extend(cgroup.limit_reports(&policy.limits));
+    outcome.notes.extend(created_protected(&absent));
     Ok(outcome)
 }

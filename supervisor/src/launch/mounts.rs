@@ -84,16 +84,127 @@ fn step<'a>(name: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> StepEr
 
 const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
 
-/// Bind `src` on `dst` and make that bind read-only.
+/// Bind `src` on `dst` and make that bind read-only, keeping the flags the source mount has
+/// (a remount that drops a locked flag is refused, and dropping noexec would weaken it).
 fn bind_ro(src: &Path, dst: &Path, extra: libc::c_ulong) -> io::Result<()> {
+    let inherited = mount_flags(src)?;
     sys::mount(&src.to_string_lossy(), dst, "", libc::MS_BIND | libc::MS_REC, "")?;
     sys::mount(
         "",
         dst,
         "",
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | extra,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | inherited | extra,
         "",
     )
+}
+
+/// The per-mount flags of the mount holding `p`, as MS_* bits for a bind remount.
+fn mount_flags(p: &Path) -> io::Result<libc::c_ulong> {
+    let c = sys::cstr(p)?;
+    // SAFETY: zeroed statvfs is a valid out buffer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid path and st a valid buffer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+fn unreachable_errno(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR)
+    )
+}
+
+/// Replace hidden paths with empty, read-only stand-ins: an empty tmpfs for a directory, an
+/// empty file for anything else. Runs after pivot_root, so symlinks resolve in the sandbox.
+fn hide(policy: &Policy) -> Result<(), StepError> {
+    for hidden in &policy.hidden {
+        match fs::metadata(hidden) {
+            Ok(m) if m.is_dir() => sys::mount(
+                "tmpfs",
+                hidden,
+                "tmpfs",
+                NOSUID_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+                "size=4k,nr_inodes=1,mode=0755",
+            ),
+            Ok(_) => bind_ro(Path::new(EMPTY_FILE), hidden, NOSUID_NODEV | libc::MS_NOEXEC),
+            // Absent, or unreachable with the agent's own credentials: nothing to hide.
+            Err(e) if unreachable_errno(&e) => continue,
+            Err(e) => Err(e),
+        }
+        .map_err(step("filesystem: hide", hidden))?;
+    }
+    Ok(())
+}
+
+/// Make protected paths read-only inside writable binds. Every directory between the
+/// writable bind and the protected path is pinned (bound onto itself): a mountpoint cannot be
+/// renamed or removed, so `mv .git .git.old && mkdir .git` cannot swap the protection away.
+/// Paths that do not exist are skipped here; the supervisor reports any the agent creates.
+fn protect(policy: &Policy) -> Result<(), StepError> {
+    let mut pinned: Vec<PathBuf> = Vec::new();
+    for target in &policy.protected {
+        let Some(base) = policy
+            .binds
+            .iter()
+            .filter(|b| b.access == Access::ReadWrite && target.starts_with(&b.path))
+            .map(|b| b.path.clone())
+            .max_by_key(|p| p.components().count())
+        else {
+            continue; // inside nothing writable: already read-only, or absent
+        };
+        let mut chain = Vec::new();
+        let mut cur = base.clone();
+        let mut present = true;
+        for comp in target.strip_prefix(&base).unwrap_or(Path::new("")).components() {
+            cur.push(comp);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StepError::msg(
+                        "filesystem: protect",
+                        &format!(
+                            "{} is a symlink inside the protected path {}; refusing to guess what to protect",
+                            cur.display(),
+                            target.display()
+                        ),
+                    ))
+                }
+                Ok(_) => chain.push(cur.clone()),
+                Err(e) if unreachable_errno(&e) => {
+                    present = false;
+                    break;
+                }
+                Err(e) => return Err(step("filesystem: protect", target)(e)),
+            }
+        }
+        if !present {
+            continue;
+        }
+        for dir in &chain[..chain.len().saturating_sub(1)] {
+            if !pinned.contains(dir) {
+                sys::mount(&dir.to_string_lossy(), dir, "", libc::MS_BIND | libc::MS_REC, "")
+                    .map_err(step("filesystem: pin protected parent", dir))?;
+                pinned.push(dir.clone());
+            }
+        }
+        bind_ro(target, target, 0).map_err(step("filesystem: protect", target))?;
+    }
+    Ok(())
 }
 
 /// Child side, in its own user and mount namespaces: build the root and pivot into it.
@@ -127,62 +238,6 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
         mount_tmp(root, policy.tmp_size)?;
     }
 
-    for hidden in &policy.hidden {
-        let target = under(root, hidden);
-        match fs::metadata(&target) {
-            Ok(m) if m.is_dir() => sys::mount(
-                "tmpfs",
-                &target,
-                "tmpfs",
-                NOSUID_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
-                "size=4k,nr_inodes=1,mode=0755",
-            ),
-            Ok(_) => bind_ro(
-                &under(root, Path::new(EMPTY_FILE)),
-                &target,
-                NOSUID_NODEV | libc::MS_NOEXEC,
-            ),
-            // Absent, or unreachable with the agent's own credentials: nothing to hide.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR)
-                ) =>
-            {
-                continue
-            }
-            Err(e) => Err(e),
-        }
-        .map_err(step("filesystem: hide", hidden))?;
-    }
-
-    for protected in &policy.protected {
-        let target = under(root, protected);
-        match fs::symlink_metadata(&target) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(StepError::msg(
-                    "filesystem: protect",
-                    &format!(
-                        "{} is a symlink; refusing to guess what to protect",
-                        protected.display()
-                    ),
-                ))
-            }
-            Ok(_) => {
-                bind_ro(&target, &target, NOSUID_NODEV).map_err(step("filesystem: protect", protected))?
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR)
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(step("filesystem: protect", protected)(e)),
-        }
-    }
-
     build_dev(root)?;
     // ORDER: proc is mounted before pivot_root: the kernel only lets a user namespace mount
     // proc while a fully visible proc mount exists in its mount namespace (the host's).
@@ -191,6 +246,10 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
     std::env::set_current_dir(root).map_err(step("filesystem: chdir new root", root))?;
     sys::pivot_root_here().map_err(step("filesystem: pivot_root", root))?;
     std::env::set_current_dir("/").map_err(step("filesystem: chdir /", root))?;
+    // ORDER: masks and protections after pivot_root, so that symlinks among those paths
+    // resolve inside the sandbox's view rather than the host's.
+    protect(policy)?;
+    hide(policy)?;
     // The root tmpfs only holds mountpoints: nothing may be created beside them.
     sys::mount(
         "",

@@ -313,7 +313,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
                 rule.name, rule.errno
             ))
         })?;
-        if libseccomp::ScmpSyscall::from_name(&rule.name).is_err() {
+        if crate::policy::syscalls::resolve(&rule.name).is_none() {
             return Err(invalid(format!("syscalls.deny: unknown syscall {:?}", rule.name)));
         }
     }
