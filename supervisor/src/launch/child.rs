@@ -22,6 +22,8 @@ pub struct ChildPlan<'a> {
     pub interactive: bool,
     /// Hybrid hosts: `tasks` files of the v1 leaves (memory, pids, cpu), opened by the parent.
     pub v1_join: &'a [(std::path::PathBuf, OwnedFd)],
+    /// Host handles (bind trees, the cgroup2 directory) init drops once the root is built.
+    pub close_after_root: Vec<std::os::fd::RawFd>,
 }
 
 /// Signals init forwards to the agent. They stay blocked in init and are taken with
@@ -133,6 +135,11 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     }
     // 4. The root filesystem, then pivot into it.
     mounts::build_root(policy, plan.trees)?;
+    for fd in &plan.close_after_root {
+        // SAFETY: closing copies of the parent's descriptors; nothing in the child uses them
+        // again and the child never runs their owners' destructors (it leaves by _exit).
+        unsafe { libc::close(*fd) };
+    }
     // 5. UTS and network namespaces.
     confine::hostname_and_loopback(policy.network.mode)?;
     std::env::set_current_dir(&policy.context.workspace).map_err(|e| {

@@ -246,9 +246,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
         .copied()
         .filter(|s| is_ignored(*s))
         .collect();
-    let sigset = child::signal_set(&[libc::SIGCHLD]);
-    // SAFETY: blocking signals in this (single) thread.
-    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
+    let _blocked = supervise::BlockedSignals::block(child::signal_set(&[libc::SIGCHLD]));
     let (parent_ch, child_ch) =
         channel::pair().map_err(|e| StepError::io("handshake: socketpair", &e, ""))?;
     let cg_fd = cgroup.v2_dir_fd()?;
@@ -269,6 +267,12 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
                 envp,
                 interactive: opts.interactive,
                 v1_join: &v1_join,
+                // init closes these once the root is built: the sandbox keeps no host handles.
+                close_after_root: trees
+                    .iter()
+                    .map(|t| t.fd.as_raw_fd())
+                    .chain(std::iter::once(cg_fd.as_raw_fd()))
+                    .collect(),
             };
             child::main(&child_ch, &plan)
         }
@@ -279,15 +283,29 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     let guard = supervise::KillOnDrop(&pidfd);
 
     // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
-    let write_maps = || -> io::Result<()> {
-        std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
-        std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
+    let release = || -> Result<(), StepError> {
+        let write_maps = || -> io::Result<()> {
+            std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
+            std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
+        };
+        write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
+        parent_ch
+            .send(&channel::Msg::Release)
+            .map_err(|e| StepError::io("handshake: release", &e, ""))
     };
-    write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
+    if let Err(e) = release() {
+        // The child may have failed first (it joins the v1 cgroups before waiting for us):
+        // its own report names the real cause. Kill it so the channel closes, then read.
+        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let first = match parent_ch.recv() {
+            Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => StepError { step, errno, detail },
+            _ => e,
+        };
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(first.into());
+    }
     drop(v1_join);
-    parent_ch
-        .send(&channel::Msg::Release)
-        .map_err(|e| StepError::io("handshake: release", &e, ""))?;
 
     // 9. Supervise until the sandbox is gone.
     let outcome = supervise::run(supervise::Running {
@@ -300,8 +318,6 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
         ignored: &ignored,
     });
     std::mem::forget(guard);
-    // SAFETY: restoring the signal mask of this thread.
-    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &sigset, std::ptr::null_mut()) };
     let mut outcome = outcome?;
     outcome.notes.extend(cgroup.limit_reports(&policy.limits));
     outcome.notes.extend(created_protected(&absent));

@@ -16,6 +16,25 @@ impl Drop for KillOnDrop<'_> {
     }
 }
 
+/// Signals blocked for the length of a run (they arrive through the signalfd, and the child
+/// inherits them blocked); unblocked on every way out.
+pub struct BlockedSignals(libc::sigset_t);
+
+impl BlockedSignals {
+    pub fn block(set: libc::sigset_t) -> BlockedSignals {
+        // SAFETY: blocking signals in this (single) thread.
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        BlockedSignals(set)
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        // SAFETY: restoring the signal mask of this thread.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 pub struct Running<'a> {
     pub pid: libc::pid_t,
     pub pidfd: &'a OwnedFd,
