@@ -237,6 +237,10 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
     ctx.set_act_badarch(ScmpAction::KillProcess)
         .map_err(|x| e("bad-arch action", x))?;
     ctx.set_ctl_nnp(true).map_err(|x| e("no_new_privs", x))?;
+    // A binary tree of syscall numbers instead of a linear chain: syscalls whose rules read
+    // arguments (openat, ioctl, clone, chmod…) run the filter on every call, so its depth
+    // matters; the rest are answered by the kernel's per-filter allow cache.
+    ctx.set_ctl_optimize(2).map_err(|x| e("optimize", x))?;
     for rule in &policy.seccomp {
         let sc = crate::policy::syscalls::resolve(&rule.name)
             .ok_or_else(|| SeccompError(format!("unknown syscall {}", rule.name)))?;
