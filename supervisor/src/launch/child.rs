@@ -136,8 +136,8 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     // 4. The root filesystem, then pivot into it.
     mounts::build_root(policy, plan.trees)?;
     for fd in &plan.close_after_root {
-        // SAFETY: closing copies of the parent's descriptors; nothing in the child uses them
-        // again and the child never runs their owners' destructors (it leaves by _exit).
+        // The child never runs the owners' destructors (it leaves by _exit), so no double close.
+        // SAFETY: closing copies of the parent's descriptors that nothing here uses again.
         unsafe { libc::close(*fd) };
     }
     // 5. UTS and network namespaces.

@@ -70,8 +70,8 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = u64::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
-    // SAFETY: args is a valid clone_args of the size we pass; without CLONE_VM the child runs
-    // on a copy of our address space, like fork.
+    // Without CLONE_VM the child runs on a copy of our address space, like fork.
+    // SAFETY: args is a valid clone_args of the size we pass.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
