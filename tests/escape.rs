@@ -102,6 +102,7 @@ fn expected() -> BTreeMap<&'static str, String> {
         ("setuid_root", "EINVAL"),
         ("capset_all", "EPERM"),
         ("personality_no_aslr", "EPERM"),
+        ("personality_read_implies_exec", "EPERM"),
         ("tiocsti", "EPERM"),
         // The kernel truncates the request to 32 bits; the filter must too (else ENOTTY).
         ("tiocsti_high_bits", "EPERM"),

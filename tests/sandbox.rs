@@ -489,3 +489,26 @@ fn creating_a_protected_path_is_reported() {
     // `git init` only writes *.sample hooks: not reported.
     assert!(!err.contains(".git/hooks"), "{err}");
 }
+
+#[test]
+fn harmless_personality_calls_still_work() {
+    require_root();
+    let s = Scratch::new();
+    // The query form (0xffffffff) and PER_LINUX (0) are allowed; `setarch -R` (no ASLR) is not.
+    let script = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+        print(libc.personality(0xffffffff), libc.personality(0))";
+    let out = output(run_cmd("default", s.path(), &["-q"], &["python3", "-c", script]));
+    assert_eq!(stdout(&out), "0 0\n", "{}", stderr(&out));
+    let out = output(run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &["setarch", "-R", "/bin/true"],
+    ));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
+}

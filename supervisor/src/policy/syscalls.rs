@@ -175,6 +175,8 @@ const CLONE_NS_FLAGS: &[(u64, &str)] = &[
     (libc::CLONE_NEWTIME as u64, "CLONE_NEWTIME"),
 ];
 
+const PERSONALITY_QUERY_BIT: u64 = 0x8000_0000;
+
 /// personality(2) flags that weaken memory protections.
 const PERSONALITY_FLAGS: &[(u64, &str)] = &[
     (0x0040000, "ADDR_NO_RANDOMIZE disables ASLR"),
@@ -226,9 +228,11 @@ pub fn baseline() -> Vec<Rule> {
         rules.push(Rule {
             name: "personality".into(),
             action: EPERM,
+            // Bit 31 is no personality flag; it is set only in the query form 0xffffffff,
+            // which must keep working.
             when: When::ArgMasked {
                 index: 0,
-                mask: *flag,
+                mask: *flag | PERSONALITY_QUERY_BIT,
                 value: *flag,
             },
             reason: why.to_string(),
