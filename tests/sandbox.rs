@@ -512,3 +512,25 @@ fn harmless_personality_calls_still_work() {
         stderr(&out)
     );
 }
+
+#[test]
+fn home_persistence_points_stay_read_only_when_the_workspace_is_home() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    let bashrc = s.file("home/.bashrc", "# mine\n");
+    let out = output(run_cmd(
+        "default",
+        &home,
+        &["-q", "--home", home.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo evil >> .bashrc 2>/dev/null; echo $?; mv .bashrc x 2>/dev/null; echo $?; echo ok > notes",
+        ],
+    ));
+    // 2: the shell could not open it (EROFS); 1: mv failed (EBUSY on a mountpoint).
+    assert_eq!(stdout(&out), "2\n1\n", "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "# mine\n");
+    assert!(home.join("notes").exists());
+}
