@@ -149,20 +149,10 @@ fn environment_is_scrubbed() {
 fn signals_are_forwarded_to_the_agent() {
     require_root();
     let s = Scratch::new();
-    let mut c = run_cmd(
+    let mut child = spawn_until_ready(
         "default",
         s.path(),
-        &["-q"],
-        &[
-            "/bin/sh",
-            "-c",
-            "trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done",
-        ],
-    );
-    let mut child = c.spawn().unwrap();
-    assert!(
-        eventually(10_000, || s.path().join("ready").exists()),
-        "agent never started"
+        "trap 'exit 42' TERM; touch ready; while :; do sleep 0.05; done",
     );
     // SAFETY: signalling the cordon process we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -175,16 +165,10 @@ fn the_sandbox_dies_when_cordon_is_killed() {
     require_root();
     let s = Scratch::new();
     let marker = "987001";
-    let mut c = run_cmd(
+    let mut child = spawn_until_ready(
         "default",
         s.path(),
-        &["-q"],
-        &["/bin/sh", "-c", &format!("sleep {marker} & touch ready; wait")],
-    );
-    let mut child = c.spawn().unwrap();
-    assert!(
-        eventually(10_000, || s.path().join("ready").exists()),
-        "agent never started"
+        &format!("sleep {marker} & touch ready; wait"),
     );
     assert!(
         !host_pids_with(&format!("sleep {marker}")).is_empty(),
@@ -293,15 +277,7 @@ fn rlimits_apply() {
 fn cgroups_are_created_beneath_cordon_and_removed_at_exit() {
     require_root();
     let s = Scratch::new();
-    let mut child = run_cmd(
-        "default",
-        s.path(),
-        &["-q"],
-        &["/bin/sh", "-c", "touch ready; sleep 2"],
-    )
-    .spawn()
-    .unwrap();
-    assert!(eventually(10_000, || s.path().join("ready").exists()));
+    let mut child = spawn_until_ready("default", s.path(), "touch ready; sleep 2");
     let leaves = cgroup_leaves_of(child.id());
     assert!(
         !leaves.is_empty(),

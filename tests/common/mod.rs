@@ -250,3 +250,16 @@ pub fn wait_within(child: &mut std::process::Child, ms: u64) -> std::process::Ex
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// Start `sh -c SCRIPT` in `profile` with the workspace `ws` and wait until the script has
+/// created the file `ready` there (so the sandbox is up); panics after 10 s.
+pub fn spawn_until_ready(profile: &str, ws: &Path, script: &str) -> std::process::Child {
+    let child = run_cmd(profile, ws, &["-q"], &["/bin/sh", "-c", script])
+        .spawn()
+        .expect("spawn cordon");
+    assert!(
+        eventually(10_000, || ws.join("ready").exists()),
+        "the agent never started"
+    );
+    child
+}

@@ -72,6 +72,38 @@ fn read_signal(fd: &OwnedFd) -> Option<libc::c_int> {
     (usize::try_from(n).ok() == Some(size)).then(|| libc::c_int::try_from(info.ssi_signo).unwrap_or(0))
 }
 
+/// What the child reported over the channel.
+#[derive(Default)]
+struct Reports {
+    setup_error: Option<StepError>,
+    agent_status: Option<i32>,
+    notes: Vec<String>,
+    pty_master: Option<OwnedFd>,
+}
+
+impl Reports {
+    /// Take one message; false once the channel is closed.
+    fn take(&mut self, received: std::io::Result<Option<(Msg, Option<OwnedFd>)>>) -> bool {
+        match received {
+            Ok(Some((Msg::PtyMaster, Some(fd)))) => {
+                copy_window_size(fd.as_raw_fd());
+                self.pty_master = Some(fd);
+            }
+            Ok(Some((Msg::SetupFailed { step, errno, detail }, _))) => {
+                self.setup_error = Some(StepError { step, errno, detail })
+            }
+            Ok(Some((Msg::ExecFailed { errno, program }, _))) => self.notes.push(format!(
+                "cannot execute {program}: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )),
+            Ok(Some((Msg::AgentExited { status }, _))) => self.agent_status = Some(status),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+        true
+    }
+}
+
 pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let sigfd = signalfd().map_err(|e| StepError::io("lifecycle: signalfd", &e, ""))?;
     let _raw = if r.interactive {
@@ -85,8 +117,7 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
         .wall_clock_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
     let mut notes = Vec::new();
-    let mut setup_error: Option<StepError> = None;
-    let mut agent_status: Option<i32> = None;
+    let mut reports = Reports::default();
     let mut channel_open = true;
     let mut stdin_open = r.interactive;
     let mut master_open = r.interactive;
@@ -159,21 +190,9 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             }
         }
         if fds[2].revents != 0 {
-            match r.channel.recv_fd() {
-                Ok(Some((Msg::PtyMaster, Some(fd)))) => {
-                    copy_window_size(fd.as_raw_fd());
-                    master = Some(fd);
-                }
-                Ok(Some((Msg::SetupFailed { step, errno, detail }, _))) => {
-                    setup_error = Some(StepError { step, errno, detail })
-                }
-                Ok(Some((Msg::ExecFailed { errno, program }, _))) => notes.push(format!(
-                    "cannot execute {program}: {}",
-                    std::io::Error::from_raw_os_error(errno)
-                )),
-                Ok(Some((Msg::AgentExited { status }, _))) => agent_status = Some(status),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => channel_open = false,
+            channel_open = reports.take(r.channel.recv_fd());
+            if master.is_none() {
+                master = reports.pty_master.take();
             }
         }
         if let (Some(m), true) = (&master, fds.len() == 5) {
@@ -195,20 +214,20 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     unsafe { libc::waitpid(r.pid, &mut init_status, 0) };
     // Drain what the agent's last words left in the channel and the pty.
     while channel_open {
-        match r.channel.recv() {
-            Ok(Some(Msg::AgentExited { status })) => agent_status = Some(status),
-            Ok(Some(Msg::SetupFailed { step, errno, detail })) => {
-                setup_error = Some(StepError { step, errno, detail })
-            }
-            Ok(Some(_)) => {}
-            _ => channel_open = false,
-        }
+        channel_open = reports.take(r.channel.recv_fd());
     }
     if let Some(m) = &master {
         // SAFETY: making our master non-blocking for the final drain.
         unsafe { libc::fcntl(m.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
         while master_open && pump(m.as_raw_fd(), libc::STDOUT_FILENO) {}
     }
+    let Reports {
+        setup_error,
+        agent_status,
+        notes: reported,
+        ..
+    } = reports;
+    notes.extend(reported);
     if let Some(e) = setup_error {
         return Err(LaunchError::Step(e));
     }

@@ -11,41 +11,46 @@ pub struct Bytes(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Millis(pub u64);
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+/// A number followed by a unit suffix, scaled by the suffix's multiplier.
+fn parse_scaled(
+    s: &str,
+    what: &str,
+    example: &str,
+    unit: fn(&str) -> Result<u64, String>,
+) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("expected a size such as \"512M\" or \"4G\", found {s:?}"))?;
-    let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        other => return Err(format!("unknown size suffix {other:?} (use K, M, G or T)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .map_err(|_| format!("expected a {what} such as {example}, found {s:?}"))?;
+    n.checked_mul(unit(suffix.trim())?)
+        .ok_or_else(|| format!("{what} {s:?} is too large"))
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_scaled(s, "size", "\"512M\" or \"4G\"", |suffix| {
+        Ok(match suffix.to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1 << 10,
+            "M" | "MB" | "MIB" => 1 << 20,
+            "G" | "GB" | "GIB" => 1 << 30,
+            "T" | "TB" | "TIB" => 1 << 40,
+            other => return Err(format!("unknown size suffix {other:?} (use K, M, G or T)")),
+        })
+    })
 }
 
 pub fn parse_millis(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration such as \"90s\" or \"2h\", found {s:?}"))?;
-    let mult: u64 = match suffix.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        other => return Err(format!("unknown duration suffix {other:?} (use ms, s, m or h)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("duration {s:?} is too large"))
+    parse_scaled(s, "duration", "\"90s\" or \"2h\"", |suffix| {
+        Ok(match suffix {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            other => return Err(format!("unknown duration suffix {other:?} (use ms, s, m or h)")),
+        })
+    })
 }
 
 struct UnitVisitor {
