@@ -78,7 +78,7 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
 /// The launch sequence inside the sandbox, in the order that works (DESIGN.md).
 fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     let policy = plan.policy;
-    // 0. Join the v1 cgroups (hybrid hosts). ORDER: first, so that everything the sandbox
+    // 1. Join the v1 cgroups (hybrid hosts). ORDER: first, so that everything the sandbox
     // does from here on is charged to and limited by them.
     for (tasks, fd) in plan.v1_join {
         // SAFETY: writing two bytes to a descriptor we hold.
@@ -92,12 +92,12 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
         // SAFETY: closing our copy; nothing in the sandbox may keep a host cgroupfs handle.
         unsafe { libc::close(fd.as_raw_fd()) };
     }
-    // 1. Wait until the parent has written our uid/gid maps and placed us in the cgroups.
+    // 2. Wait until the parent has written our uid/gid maps.
     match ch.recv() {
         Ok(Some(Msg::Release)) => {}
         _ => return Err(StepError::msg("handshake", "supervisor went away before release")),
     }
-    // 2. Become the agent's identity. ORDER: before any file is created (unmapped ids give
+    // 3. Become the agent's identity. ORDER: before any file is created (unmapped ids give
     // EOVERFLOW). Host root's supplementary groups are dropped; capabilities in our own user
     // namespace survive because inside-root is unmapped.
     // SAFETY: plain id syscalls.
@@ -112,7 +112,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
             return Err(StepError::errno("identity: setresuid", errno(), ""));
         }
     }
-    // 3. Die with the supervisor. ORDER: after the id change, which clears PDEATHSIG.
+    // 4. Die with the supervisor. ORDER: after the id change, which clears PDEATHSIG.
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
         return Err(StepError::errno("lifecycle: PR_SET_PDEATHSIG", errno(), ""));
@@ -133,14 +133,14 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
         return Err(StepError::msg("lifecycle", "supervisor died during setup"));
     }
-    // 4. The root filesystem, then pivot into it.
+    // 5. The root filesystem, then pivot into it.
     mounts::build_root(policy, plan.trees)?;
     for fd in &plan.close_after_root {
         // The child never runs the owners' destructors (it leaves by _exit), so no double close.
         // SAFETY: closing copies of the parent's descriptors that nothing here uses again.
         unsafe { libc::close(*fd) };
     }
-    // 5. UTS and network namespaces.
+    // 6. UTS and network namespaces.
     confine::hostname_and_loopback(policy.network.mode)?;
     std::env::set_current_dir(&policy.context.workspace).map_err(|e| {
         StepError::io(
@@ -149,7 +149,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
             &policy.context.workspace.display().to_string(),
         )
     })?;
-    // 6. The agent's own terminal: a pty of the sandbox's devpts, master sent to the supervisor.
+    // 7. The agent's own terminal: a pty of the sandbox's devpts, master sent to the supervisor.
     let pty_slave = if plan.interactive {
         let (master, slave) =
             pty::open_in_sandbox().map_err(|e| StepError::io("terminal: open pty", &e, ""))?;
@@ -159,12 +159,12 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     } else {
         None
     };
-    // 7. A session of our own: no controlling terminal shared with the user.
+    // 8. A session of our own: no controlling terminal shared with the user.
     // SAFETY: setsid has no arguments.
     if unsafe { libc::setsid() } < 0 {
         return Err(StepError::errno("session: setsid", errno(), ""));
     }
-    // 8. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
+    // 9. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
     // capabilities (bounding set while CAP_SETPCAP is still effective), seccomp last.
     confine::rlimits(policy)?;
     confine::landlock(policy)?;

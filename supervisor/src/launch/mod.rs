@@ -163,7 +163,7 @@ fn created_protected(absent: &[PathBuf]) -> Vec<String> {
         .filter(|p| live(p))
         .map(|p| {
             format!(
-                "WARNING: the agent created {}, a path the profile protects (it can run code outside                  the sandbox: git hooks/config, editor tasks, .envrc). Inspect it before you use this workspace.",
+                "WARNING: the agent created {}, a path the profile protects (it can run code outside the sandbox: git hooks/config, editor tasks, .envrc). Inspect it before you use this workspace.",
                 p.display()
             )
         })
@@ -239,7 +239,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     };
     let trees = mounts::prepare(policy, idmap_ns.as_ref())?;
     drop(idmap_ns);
-    // 6. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
+    // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
     // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
     let ignored: Vec<libc::c_int> = child::FORWARDED
         .iter()
@@ -252,7 +252,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     let cg_fd = cgroup.v2_dir_fd()?;
     let v1_join = cgroup.v1_join_fds()?;
 
-    // 7. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
+    // 6. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
     let forked = sys::clone3(NAMESPACES as u64, Some(cg_fd.as_raw_fd()))
         .map_err(|e| StepError::io("namespaces: clone3", &e, ""))?;
     let (pid, pidfd) = match forked {
@@ -282,7 +282,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     drop(trees);
     let guard = supervise::KillOnDrop(&pidfd);
 
-    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
+    // 7. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
     let release = || -> Result<(), StepError> {
         let write_maps = || -> io::Result<()> {
             std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
@@ -307,7 +307,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     }
     drop(v1_join);
 
-    // 9. Supervise until the sandbox is gone.
+    // 8. Supervise until the sandbox is gone.
     let outcome = supervise::run(supervise::Running {
         pid,
         pidfd: &pidfd,
