@@ -102,21 +102,6 @@ fn command_not_found_is_127_with_a_message() {
 }
 
 #[test]
-fn unenforceable_network_allowlist_is_refused() {
-    require_root();
-    let s = Scratch::new();
-    let out = output(run_cmd("networked", s.path(), &[], &["/bin/touch", "ran"]));
-    assert_eq!(out.status.code(), Some(125));
-    let err = stderr(&out);
-    assert!(
-        err.contains("network: an allowlist needs the in-kernel egress filter"),
-        "{err}"
-    );
-    assert!(err.contains("no agent was started"), "{err}");
-    assert!(!s.path().join("ran").exists());
-}
-
-#[test]
 fn without_root_cordon_says_so_and_starts_nothing() {
     require_root();
     let s = Scratch::new();

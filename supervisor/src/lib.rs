@@ -4,7 +4,9 @@
 //! kernel steps, parent and child) → exit status and plain-words reports.
 
 pub mod doctor;
+pub mod events;
 pub mod identity;
 pub mod launch;
 pub mod policy;
+pub mod probes;
 pub mod profile;

@@ -40,6 +40,13 @@ enum Cmd {
         /// Do not print the identity line and end-of-run notes.
         #[arg(long, short)]
         quiet: bool,
+        /// Stream this run's events as JSON lines to FILE ("-": standard output) while it runs.
+        #[arg(long, value_name = "FILE")]
+        events: Option<String>,
+        /// Run without the eBPF probes: nothing is recorded and network allowlists cannot be
+        /// enforced. Said so at start and in --events.
+        #[arg(long)]
+        no_probes: bool,
         /// The agent's command and its arguments, after `--`.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -47,8 +54,38 @@ enum Cmd {
     /// List, show and check profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Show a running sandbox's events: `cordon events --follow 3f2a`
+    #[command(
+        after_help = "Kinds for --kind: process, exec, file, net, syscall, denied, counts, loss, lifecycle"
+    )]
+    Events {
+        /// Sandbox id (or a unique prefix of it), as `cordon ps` lists it.
+        sandbox: String,
+        /// Keep printing events as they happen until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Output format.
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+        /// Only these kinds, comma-separated.
+        #[arg(long, value_name = "KINDS")]
+        kind: Option<String>,
+    },
+    /// List running sandboxes with their command, profile, identity and event counts.
+    Ps,
+    /// Manage the eBPF probes shared by all sandboxes on this host.
+    #[command(subcommand)]
+    Probes(ProbesCmd),
     /// Show what this kernel offers and which profile layers it can enforce.
     Doctor,
+}
+
+#[derive(Subcommand)]
+enum ProbesCmd {
+    /// Load and pin the probes now (otherwise the first `cordon run` does); print the time.
+    Load,
+    /// Detach and unpin this build's probes (running sandboxes keep theirs until they end).
+    Unload,
 }
 
 #[derive(Subcommand)]
@@ -100,8 +137,68 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             on_behalf_of,
             home,
             quiet,
+            events,
+            no_probes,
             command,
-        } => run(&profile, workspace, on_behalf_of, home, quiet, command),
+        } => run(
+            &profile,
+            workspace,
+            on_behalf_of,
+            home,
+            RunOutput {
+                quiet,
+                events,
+                no_probes,
+            },
+            command,
+        ),
+        Cmd::Events {
+            sandbox,
+            follow,
+            format,
+            kind,
+        } => tail(&sandbox, follow, &format, kind.as_deref()),
+        Cmd::Ps => {
+            let running = cordon::events::tail::list();
+            println!(
+                "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} COMMAND",
+                "SANDBOX", "PID", "PROFILE", "EVENTS", "SYSCALLS", "DENIED", "IDENTITY"
+            );
+            for r in running {
+                println!(
+                    "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} {}",
+                    r.meta.sandbox,
+                    r.meta.cordon_pid,
+                    r.meta.profile,
+                    r.stats.events,
+                    r.stats.syscalls,
+                    r.stats.denied,
+                    r.meta.identity,
+                    r.meta.command.join(" ")
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Probes(ProbesCmd::Load) => {
+            let p = cordon::probes::Probes::ready()?;
+            match p.loaded_in {
+                Some(d) => println!("probes loaded and pinned in {:.1} ms", d.as_secs_f64() * 1e3),
+                None => println!("probes were already loaded"),
+            }
+            Ok(0)
+        }
+        Cmd::Probes(ProbesCmd::Unload) => {
+            let removed = cordon::probes::Probes::unload()?;
+            println!(
+                "{}",
+                if removed {
+                    "probes unpinned"
+                } else {
+                    "no probes of this build were loaded"
+                }
+            );
+            Ok(0)
+        }
         Cmd::Profile(ProfileCmd::List) => {
             for (name, _) in profile::PRESETS {
                 let p = profile::load(name)?;
@@ -168,14 +265,50 @@ fn compile(p: &profile::Profile, id: &Identity, workspace: Option<PathBuf>) -> R
     Ok(policy::compile(p, &ctx, &env)?)
 }
 
+struct RunOutput {
+    quiet: bool,
+    events: Option<String>,
+    no_probes: bool,
+}
+
+fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Result<i32> {
+    use cordon::events;
+    let kinds = kinds
+        .map(events::parse_kinds)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let id = events::tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
+    // SAFETY: isatty only inspects the descriptor.
+    let color = unsafe { libc::isatty(1) == 1 };
+    let mut out = std::io::stdout().lock();
+    events::tail::events(&id, follow, |e| {
+        use std::io::Write;
+        if kinds
+            .as_ref()
+            .is_some_and(|ks| !ks.iter().any(|k| events::is_kind(&e, k)))
+        {
+            return true;
+        }
+        let line = if format == "json" {
+            events::json(&e)
+        } else {
+            events::text(&e, color)
+        };
+        writeln!(out, "{line}").is_ok()
+    })
+    .with_context(|| format!("reading the events of sandbox {id}"))?;
+    Ok(0)
+}
+
 fn run(
     profile_name: &str,
     workspace: Option<PathBuf>,
     on_behalf_of: Option<String>,
     home: Option<PathBuf>,
-    quiet: bool,
+    output: RunOutput,
     command: Vec<String>,
 ) -> Result<i32> {
+    let quiet = output.quiet;
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -203,10 +336,44 @@ fn run(
     }
     // SAFETY: isatty only inspects the descriptor.
     let interactive = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
+    let out = output
+        .events
+        .as_deref()
+        .map(cordon::events::live::Output::open)
+        .transpose()
+        .with_context(|| {
+            format!(
+                "cannot open the events file {:?}",
+                output.events.as_deref().unwrap_or("")
+            )
+        })?;
+    let monitoring = if output.no_probes {
+        eprintln!("cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded");
+        if let Some(out) = out {
+            record_unmonitored(out, &sandbox_id, &p, &command);
+        }
+        launch::Monitoring::Off
+    } else {
+        launch::Monitoring::On {
+            meta: cordon::events::live::Meta {
+                sandbox: sandbox_id.clone(),
+                profile: p.name.clone(),
+                profile_sha256: p.hash.clone(),
+                command: command.clone(),
+                identity: id.line(),
+                cordon_pid: std::process::id(),
+                started_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
+            out,
+        }
+    };
     let outcome = launch::run(
         &pol,
-        &launch::Options {
+        launch::Options {
             sandbox_id,
+            monitoring,
             command,
             interactive,
         },
@@ -215,8 +382,47 @@ fn run(
         for n in &outcome.notes {
             eprintln!("cordon: {n}");
         }
+        if let Some(ev) = &outcome.events {
+            eprintln!(
+                "cordon: {} events; {} lost in the kernel (ring buffer full){}",
+                ev.events,
+                ev.kernel_drops,
+                if ev.stream_losses > 0 {
+                    format!(", {} lost by the --events writer", ev.stream_losses)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(outcome.exit_code)
+}
+
+/// `--no-probes` with `--events`: the stream says the run was not monitored.
+fn record_unmonitored(out: cordon::events::live::Output, id: &str, p: &profile::Profile, command: &[String]) {
+    use cordon::events::pb;
+    use std::io::Write;
+    let e = pb::Event {
+        seq: 1,
+        sandbox: id.into(),
+        time_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        kind: Some(pb::event::Kind::Lifecycle(pb::Lifecycle {
+            phase: "unmonitored".into(),
+            detail: "--no-probes: no events are recorded for this run".into(),
+            profile: p.name.clone(),
+            profile_sha256: p.hash.clone(),
+            command: command.to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let line = cordon::events::json(&e);
+    let _ = match out {
+        cordon::events::live::Output::Stdout => writeln!(std::io::stdout(), "{line}"),
+        cordon::events::live::Output::File(mut f) => writeln!(f, "{line}"),
+    };
 }
 
 fn sandbox_id() -> String {

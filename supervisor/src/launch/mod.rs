@@ -75,6 +75,8 @@ pub enum LaunchError {
     Seccomp(#[from] confine::SeccompError),
     #[error("network: {0}; no agent was started")]
     Network(String),
+    #[error("{0}; no agent was started (run `cordon doctor`; `--no-probes` runs unmonitored)")]
+    Probes(#[from] crate::probes::ProbeError),
     #[error("command not found: {0} (searched PATH={1})")]
     NotFound(String, String),
     #[error("{0}")]
@@ -87,8 +89,19 @@ impl From<StepError> for LaunchError {
     }
 }
 
+/// Whether the run is watched by the eBPF probes, and where its events go.
+pub enum Monitoring {
+    /// `--no-probes`: nothing is recorded (said so at start).
+    Off,
+    On {
+        meta: crate::events::live::Meta,
+        out: Option<crate::events::live::Output>,
+    },
+}
+
 pub struct Options {
     pub sandbox_id: String,
+    pub monitoring: Monitoring,
     pub command: Vec<String>,
     /// Give the agent its own pty (decided by the caller from whether stdio is a terminal).
     pub interactive: bool,
@@ -100,6 +113,8 @@ pub struct Outcome {
     pub exit_code: i32,
     /// Plain-words notes: limits hit, wall clock, signals.
     pub notes: Vec<String>,
+    /// Events recorded (None: the run was not monitored).
+    pub events: Option<crate::events::live::Summary>,
 }
 
 /// Find the program the way execvp would, among the host paths the sandbox will see (binds
@@ -177,6 +192,33 @@ fn is_ignored(sig: libc::c_int) -> bool {
     unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN }
 }
 
+/// Register the sandbox with the probes (see `probes::watch`).
+fn watch(
+    probes: crate::probes::Probes,
+    cg_fd: &std::os::fd::OwnedFd,
+    pid: libc::pid_t,
+    policy: &Policy,
+) -> Result<crate::probes::Watch, LaunchError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map_err(|e| StepError::io("probes: pid namespace of the sandbox", &e, ""))?;
+    let cg = std::fs::File::from(
+        cg_fd
+            .try_clone()
+            .map_err(|e| StepError::io("probes: cgroup", &e, ""))?,
+    )
+    .metadata()
+    .map_err(|e| StepError::io("probes: cgroup id", &e, ""))?;
+    let rules = crate::probes::net_rules(&policy.network);
+    Ok(crate::probes::Watch::start(
+        probes,
+        cg_fd,
+        cg.ino(),
+        (ns.dev(), ns.ino()),
+        rules,
+    )?)
+}
+
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
@@ -186,15 +228,19 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWCGROUP;
 
 /// Run one agent under `policy`. Blocks until the sandbox is gone.
-pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
+pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     // 1. Refuse what cannot be enforced, before anything is created.
-    if policy.network.mode == NetworkMode::Allowlist {
-        return Err(LaunchError::Network(
-            "an allowlist needs the in-kernel egress filter (eBPF cgroup hooks), which this build does not have yet; \
-             use network.mode = \"none\" or \"loopback\""
-                .into(),
-        ));
-    }
+    let (probes, monitor_plan) = match opts.monitoring {
+        Monitoring::Off if policy.network.mode == NetworkMode::Allowlist => {
+            return Err(LaunchError::Network(
+                "an allowlist is enforced by the eBPF egress hooks, which --no-probes turns off".into(),
+            ));
+        }
+        Monitoring::Off => (None, None),
+        // The probes are loaded (or opened, if another cordon loaded them) before anything
+        // else: if the kernel cannot run them, nothing has been created yet.
+        Monitoring::On { meta, out } => (Some(crate::probes::Probes::ready()?), Some((meta, out))),
+    };
     // The kernel must offer every layer; say which one is missing rather than run weaker.
     if crate::doctor::landlock_abi() < 1 {
         return Err(StepError::msg(
@@ -253,7 +299,13 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     let v1_join = cgroup.v1_join_fds()?;
 
     // 6. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
-    let forked = sys::clone3(NAMESPACES as u64, Some(cg_fd.as_raw_fd()))
+    // With an allowlist the sandbox shares the host's network; the egress hooks on its cgroup
+    // decide every connect, sendmsg and bind.
+    let namespaces = match policy.network.mode {
+        NetworkMode::Allowlist => NAMESPACES & !libc::CLONE_NEWNET,
+        _ => NAMESPACES,
+    };
+    let forked = sys::clone3(namespaces as u64, Some(cg_fd.as_raw_fd()))
         .map_err(|e| StepError::io("namespaces: clone3", &e, ""))?;
     let (pid, pidfd) = match forked {
         sys::Forked::Child => {
@@ -282,7 +334,26 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     drop(trees);
     let guard = supervise::KillOnDrop(&pidfd);
 
-    // 7. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
+    // 7. Watch the sandbox: its cgroup id and pid namespace go into the probes' maps, its
+    //    egress hooks are attached. ORDER: before release, so the agent's first syscall is
+    //    already recorded and its first connect already judged.
+    let monitor = match (probes, monitor_plan) {
+        (Some(probes), Some((meta, out))) => match watch(probes, &cg_fd, pid, policy).and_then(|w| {
+            crate::events::live::Monitor::start(w, meta, out)
+                .map_err(|e| StepError::io("events: live stream", &e, "").into())
+        }) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
+
+    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
     let release = || -> Result<(), StepError> {
         let write_maps = || -> io::Result<()> {
             std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
@@ -307,7 +378,7 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     }
     drop(v1_join);
 
-    // 8. Supervise until the sandbox is gone.
+    // 9. Supervise until the sandbox is gone.
     let outcome = supervise::run(supervise::Running {
         pid,
         pidfd: &pidfd,
@@ -319,6 +390,8 @@ pub fn run(policy: &Policy, opts: &Options) -> Result<Outcome, LaunchError> {
     });
     std::mem::forget(guard);
     let mut outcome = outcome?;
+    // 10. The sandbox is gone: the stream drains and ends with the final counts.
+    outcome.events = monitor.and_then(|m| m.finish(outcome.exit_code));
     outcome.notes.extend(cgroup.limit_reports(&policy.limits));
     outcome.notes.extend(created_protected(&absent));
     Ok(outcome)

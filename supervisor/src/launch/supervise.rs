@@ -242,7 +242,11 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     if agent_status.is_none() && !timed_out {
         notes.push("the sandbox's init ended before the agent reported: the whole sandbox was killed".into());
     }
-    Ok(Outcome { exit_code, notes })
+    Ok(Outcome {
+        exit_code,
+        notes,
+        events: None,
+    })
 }
 
 fn human_ms(ms: u64) -> String {

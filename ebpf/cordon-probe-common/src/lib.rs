@@ -1,0 +1,281 @@
+//! Record layouts and map keys shared by cordon's eBPF probes and the supervisor.
+//!
+//! Everything here is `#[repr(C)]` plain data: the probes write these bytes into a ring buffer
+//! or a map, the supervisor reads them back. Sizes and alignments are asserted at compile time
+//! so a change on one side cannot silently shift fields on the other. x86_64 syscall numbers.
+#![no_std]
+
+/// Sandboxes that can be watched at once on one host (slots in the per-slot maps).
+pub const MAX_SANDBOXES: u32 = 256;
+/// Syscall numbers counted per sandbox; higher numbers are counted in the last bucket.
+pub const MAX_SYSCALL: u32 = 512;
+/// Bytes of a path argument kept in a record (longer paths are cut and flagged).
+pub const PATH_LEN: usize = 256;
+/// Bytes of the auxiliary buffer: second path, socket address or NUL-separated argv.
+pub const AUX_LEN: usize = 256;
+/// argv entries copied for an exec (the rest is counted as cut).
+pub const ARGV_MAX: usize = 16;
+/// Size of one sandbox's ring buffer.
+pub const RING_BYTES: u32 = 8 << 20;
+/// Egress rules per sandbox.
+pub const MAX_NET_RULES: usize = 16;
+
+/// Value of the `SANDBOXES` map, keyed by the sandbox's cgroup2 id (the leaf's inode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sandbox {
+    /// Index into the per-slot maps (ring buffers, counters, drops, egress rules).
+    pub slot: u32,
+    pub _pad: u32,
+    /// The sandbox's pid namespace (device and inode of `/proc/PID/ns/pid`), so records carry
+    /// pids as the agent sees them.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
+}
+
+/// Record kinds (first field of every record).
+pub mod kind {
+    pub const SYS_ENTER: u32 = 1;
+    pub const SYS_EXIT: u32 = 2;
+    pub const FORK: u32 = 3;
+    pub const EXEC: u32 = 4;
+    pub const EXIT: u32 = 5;
+    pub const NET: u32 = 6;
+}
+
+/// Common head of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Header {
+    pub kind: u32,
+    /// Host process id (thread group) and thread id.
+    pub tgid: u32,
+    pub tid: u32,
+    /// The same two as seen inside the sandbox's pid namespace (0 if unknown).
+    pub ns_tgid: u32,
+    pub ns_tid: u32,
+    pub _pad: u32,
+    /// `CLOCK_BOOTTIME` in nanoseconds.
+    pub time_ns: u64,
+}
+
+/// Flags of [`SyscallRecord::flags`].
+pub mod sysflag {
+    /// `path` was longer than the buffer.
+    pub const PATH_CUT: u32 = 1;
+    /// `aux` was longer than the buffer (or argv had more than `ARGV_MAX` entries).
+    pub const AUX_CUT: u32 = 2;
+    /// `aux` holds a socket address (`aux_len` bytes of `struct sockaddr`).
+    pub const AUX_SOCKADDR: u32 = 4;
+    /// `aux` holds NUL-separated argv strings.
+    pub const AUX_ARGV: u32 = 8;
+    /// `aux` holds a second path.
+    pub const AUX_PATH: u32 = 16;
+}
+
+/// A security-relevant syscall at entry (arguments, strings read from the caller's memory at
+/// entry) or a denied syscall at exit (arguments and result).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallRecord {
+    pub hdr: Header,
+    pub nr: u32,
+    pub flags: u32,
+    pub path_len: u32,
+    pub aux_len: u32,
+    /// Return value at exit (`SYS_EXIT`); 0 at entry.
+    pub ret: i64,
+    pub args: [u64; 6],
+    pub path: [u8; PATH_LEN],
+    pub aux: [u8; AUX_LEN],
+}
+
+/// The result of a syscall whose entry was recorded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitRecord {
+    pub hdr: Header,
+    pub nr: u32,
+    pub _pad: u32,
+    pub ret: i64,
+}
+
+/// fork/clone (`FORK`), a successful exec (`EXEC`), or a thread/process end (`EXIT`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProcRecord {
+    pub hdr: Header,
+    /// FORK: the child's host tid and tgid (equal for a new process, not for a new thread).
+    pub child_tid: u32,
+    pub child_tgid: u32,
+    /// EXIT: the kernel's exit code (status << 8 | signal) and whether the whole process ends.
+    pub exit_code: u32,
+    pub group_dead: u32,
+    pub comm: [u8; 16],
+    /// EXEC: the file executed.
+    pub filename_len: u32,
+    pub _pad: u32,
+    pub filename: [u8; PATH_LEN],
+}
+
+/// Socket operations seen by the cgroup hooks (`NetRecord::op`).
+pub mod netop {
+    pub const CONNECT4: u32 = 1;
+    pub const CONNECT6: u32 = 2;
+    pub const SENDMSG4: u32 = 3;
+    pub const SENDMSG6: u32 = 4;
+    pub const BIND4: u32 = 5;
+    pub const BIND6: u32 = 6;
+}
+
+/// A connect, sendmsg with a destination, or bind, and the verdict the probe gave it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetRecord {
+    pub hdr: Header,
+    pub op: u32,
+    /// 1 allowed, 0 denied.
+    pub allowed: u32,
+    /// IPPROTO_TCP/UDP/… of the socket.
+    pub protocol: u32,
+    /// Host byte order.
+    pub port: u32,
+    /// IPv4 in `addr[0]` or IPv6 in all four words, network byte order.
+    pub addr: [u32; 4],
+    /// Index of the allowlist rule that matched, or `u32::MAX`.
+    pub rule: u32,
+    /// 4 or 6: how `addr` is to be read (an IPv4-mapped IPv6 address is reported as 4).
+    pub family: u32,
+}
+
+/// How a sandbox's egress is decided (`NetPolicy::mode`).
+pub mod netmode {
+    /// The sandbox has its own network namespace: the kernel isolates it; hooks only report.
+    pub const OWN_NAMESPACE: u32 = 0;
+    /// The sandbox shares the host's network: only destinations matching a rule are allowed,
+    /// and binds only to loopback addresses.
+    pub const ALLOWLIST: u32 = 1;
+}
+
+/// One egress rule: destination prefix, port (0 = any), protocol (0 = any).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetRule {
+    /// 4 or 6.
+    pub family: u32,
+    pub protocol: u32,
+    pub port: u32,
+    pub prefix_len: u32,
+    /// Network byte order, like `NetRecord::addr`.
+    pub addr: [u32; 4],
+}
+
+/// A sandbox's egress policy, indexed by slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetPolicy {
+    pub mode: u32,
+    pub count: u32,
+    pub rules: [NetRule; MAX_NET_RULES],
+}
+
+/// Byte offsets of kernel struct fields the probes read, found in the running kernel's BTF
+/// at load time (there are no CO-RE relocations in Rust eBPF).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_comm: u32,
+    pub binprm_filename: u32,
+    pub _pad: u32,
+}
+
+/// What the syscall probes do for one syscall number (`syscall_spec`).
+pub mod spec {
+    /// Record this syscall at entry and its result at exit.
+    pub const RECORD: u32 = 1 << 15;
+    /// Bits 0-2: 1 + index of the path argument (0: none).
+    pub const PATH_SHIFT: u32 = 0;
+    /// Bits 3-5: 1 + index of a second path argument.
+    pub const PATH2_SHIFT: u32 = 3;
+    /// Bits 6-8: 1 + index of a `struct sockaddr *` argument (its length is the next one).
+    pub const SOCKADDR_SHIFT: u32 = 6;
+    /// Bits 9-11: 1 + index of an argv argument.
+    pub const ARGV_SHIFT: u32 = 9;
+    /// Record only when the sockaddr argument is non-NULL (sendto on a connected socket is
+    /// ordinary I/O, not a new destination).
+    pub const ONLY_WITH_SOCKADDR: u32 = 1 << 14;
+
+    /// 1 + argument index stored at `shift`, or 0.
+    pub const fn arg(spec: u32, shift: u32) -> u32 {
+        (spec >> shift) & 7
+    }
+}
+
+const fn s(path: u32, path2: u32, sockaddr: u32, argv: u32) -> u32 {
+    spec::RECORD
+        | (path << spec::PATH_SHIFT)
+        | (path2 << spec::PATH2_SHIFT)
+        | (sockaddr << spec::SOCKADDR_SHIFT)
+        | (argv << spec::ARGV_SHIFT)
+}
+
+/// The security-relevant syscalls (x86_64 numbers) and which of their arguments are read.
+/// Everything else is only counted — and recorded at exit if it failed with EPERM/EACCES.
+pub const fn syscall_spec(nr: u32) -> u32 {
+    match nr {
+        // Files: path is argument 0 (open, creat, …) or 1 (the *at forms).
+        2 | 85 | 87 | 83 | 84 | 90 | 92 | 94 | 76 | 133 | 161 | 166 => s(1, 0, 0, 0),
+        257 | 437 | 263 | 258 | 268 | 452 | 260 | 259 => s(2, 0, 0, 0),
+        // Two paths: rename/link/symlink and their *at forms; mount(source, target).
+        82 | 86 | 88 | 165 | 155 => s(1, 2, 0, 0),
+        264 | 316 | 265 => s(2, 4, 0, 0),
+        266 => s(1, 3, 0, 0),
+        // exec: path and argv.
+        59 => s(1, 0, 0, 2),
+        322 => s(2, 0, 0, 3),
+        // Network: connect/bind(fd, addr, len), sendto(fd, buf, len, flags, addr, len).
+        42 | 49 => s(0, 0, 2, 0),
+        44 => s(0, 0, 5, 0) | spec::ONLY_WITH_SOCKADDR,
+        // listen, accept, accept4; signals, ptrace and other processes' memory.
+        50 | 43 | 288 | 62 | 200 | 234 | 101 | 310 | 311 | 434 | 424 => s(0, 0, 0, 0),
+        // Credentials, namespaces, modules, bpf, fchmod/fchown, personality, exit_group.
+        105 | 106 | 113 | 114 | 116 | 117 | 119 | 122 | 123 | 126 | 272 | 308 | 175 | 313 | 321 | 91 | 93
+        | 135 | 231 | 425 => s(0, 0, 0, 0),
+        _ => 0,
+    }
+}
+
+/// Syscall numbers the userspace decoder names (x86_64).
+pub mod nr {
+    pub const EXECVE: u32 = 59;
+    pub const EXECVEAT: u32 = 322;
+    pub const EXIT_GROUP: u32 = 231;
+    pub const GETPPID: u32 = 110;
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == 32);
+    assert!(core::mem::size_of::<SyscallRecord>() == 32 + 24 + 48 + PATH_LEN + AUX_LEN);
+    assert!(core::mem::size_of::<ExitRecord>() == 48);
+    assert!(core::mem::size_of::<ProcRecord>() == 32 + 16 + 16 + 8 + PATH_LEN);
+    assert!(core::mem::size_of::<NetRecord>() == 32 + 16 + 16 + 8);
+    assert!(core::mem::size_of::<Sandbox>() == 24);
+    assert!(core::mem::size_of::<NetRule>() == 32);
+    assert!(core::mem::size_of::<NetPolicy>() == 8 + 32 * MAX_NET_RULES);
+    assert!(core::mem::align_of::<SyscallRecord>() == 8);
+    assert!(core::mem::size_of::<KernelOffsets>() == 24);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: these are #[repr(C)] structs of integers with explicit padding fields, valid for
+    // any bit pattern, as aya's Pod requires.
+    unsafe impl aya::Pod for super::Sandbox {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

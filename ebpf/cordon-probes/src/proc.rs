@@ -1,0 +1,120 @@
+//! Process lifecycle from the sched raw tracepoints: fork/clone, exec, exit. Task fields are
+//! read at offsets the loader found in the kernel's BTF.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str},
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use cordon_probe_common::{kind, ProcRecord, Sandbox, PATH_LEN};
+
+use crate::shared::{count_drop, current_sandbox, header, offsets, ring};
+
+#[inline(always)]
+fn read_u32(base: *const u8, off: u32) -> u32 {
+    let mut v: u32 = 0;
+    // SAFETY: reads kernel memory through the helper, which faults safely.
+    unsafe {
+        bpf_probe_read_kernel(
+            (&mut v as *mut u32).cast(),
+            4,
+            base.wrapping_add(off as usize).cast(),
+        )
+    };
+    v
+}
+
+#[inline(always)]
+fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
+    let Some(ring) = ring(sandbox.slot) else { return };
+    let Some(mut entry) = ring.reserve_untyped::<ProcRecord>(0) else {
+        count_drop(sandbox.slot);
+        return;
+    };
+    let rec: *mut ProcRecord = entry.as_mut_ptr();
+    // SAFETY: `rec` is a reserved, exclusively owned record; written field by field.
+    unsafe {
+        (*rec).hdr = header(kind, sandbox);
+        (*rec).child_tid = 0;
+        (*rec).child_tgid = 0;
+        (*rec).exit_code = 0;
+        (*rec).group_dead = 0;
+        (*rec).filename_len = 0;
+        (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    fill(rec);
+    entry.submit(0);
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
+    let Some(sandbox) = current_sandbox() else {
+        return 0;
+    };
+    let Some(off) = offsets() else { return 0 };
+    let child = ctx.arg::<*const u8>(1);
+    let (tid, tgid) = (read_u32(child, off.task_pid), read_u32(child, off.task_tgid));
+    emit(sandbox, kind::FORK, |rec| {
+        // SAFETY: see emit.
+        unsafe {
+            (*rec).child_tid = tid;
+            (*rec).child_tgid = tgid;
+        }
+    });
+    0
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
+    let Some(sandbox) = current_sandbox() else {
+        return 0;
+    };
+    let Some(off) = offsets() else { return 0 };
+    let bprm = ctx.arg::<*const u8>(2);
+    let mut filename: u64 = 0;
+    // SAFETY: as in read_u32.
+    unsafe {
+        bpf_probe_read_kernel(
+            (&mut filename as *mut u64).cast(),
+            8,
+            bprm.wrapping_add(off.binprm_filename as usize).cast(),
+        )
+    };
+    emit(sandbox, kind::EXEC, |rec| {
+        // SAFETY: see emit; the string is read through the helper into the record.
+        unsafe {
+            let n = bpf_probe_read_kernel_str(
+                (*rec).filename.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+                filename as *const _,
+            );
+            (*rec).filename_len = if n > 0 { n as u32 } else { 0 };
+        }
+    });
+    0
+}
+
+/// `sched_process_exit(struct task_struct *p, bool group_dead)`
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_exit(ctx: RawTracePointContext) -> i32 {
+    let Some(sandbox) = current_sandbox() else {
+        return 0;
+    };
+    let Some(off) = offsets() else { return 0 };
+    let task = ctx.arg::<*const u8>(0);
+    let group_dead = ctx.arg::<u64>(1) as u32 & 1;
+    let code = read_u32(task, off.task_exit_code);
+    emit(sandbox, kind::EXIT, |rec| {
+        // SAFETY: see emit.
+        unsafe {
+            (*rec).exit_code = code;
+            (*rec).group_dead = group_dead;
+        }
+    });
+    0
+}

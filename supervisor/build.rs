@@ -1,0 +1,42 @@
+//! Builds the eBPF programs (ebpf/cordon-probes) for the BPF target with aya-build, and the
+//! event schema (proto/) with prost-build. Both land in OUT_DIR and are embedded in cordon.
+
+use anyhow::{anyhow, Context as _};
+
+fn main() -> anyhow::Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let probes = metadata
+        .packages
+        .iter()
+        .find(|p| p.name.as_str() == "cordon-probes")
+        .ok_or_else(|| anyhow!("the cordon-probes package is missing from the workspace"))?;
+    let root = probes
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("cordon-probes has no directory"))?;
+    // The eBPF crate needs `-Z build-std=core`; RUSTC_BOOTSTRAP is set for that child build
+    // only (this process and its children), so cordon itself stays on stable rules.
+    // SAFETY: build scripts are single-threaded at this point.
+    unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "1.98.0".into());
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "cordon-probes",
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(&toolchain),
+    )?;
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("RUSTC_BOOTSTRAP") };
+
+    println!("cargo::rerun-if-changed=../proto");
+    prost_build::Config::new()
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .compile_protos(&["../proto/cordon/events/v1/events.proto"], &["../proto"])
+        .context("compiling the event schema (needs protoc: apt-get install protobuf-compiler)")?;
+    Ok(())
+}

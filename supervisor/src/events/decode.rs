@@ -1,0 +1,579 @@
+//! Raw probe records → typed events. Pure: no syscalls, so it is unit-tested on synthetic
+//! records and benchmarked on its own.
+//!
+//! A recorded syscall arrives as two records (entry with arguments, exit with the result);
+//! they are joined per thread into one `Syscall` event. A denial that never entered (seccomp
+//! refuses before `sys_enter`) arrives as one full record at exit.
+
+use std::collections::HashMap;
+
+use cordon_probe_common::{
+    kind, netop, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, MAX_SYSCALL,
+};
+
+use super::pb::{self, event::Kind};
+
+/// What the decoder knows about a process of the sandbox (keyed by host tgid).
+#[derive(Debug, Clone, Default)]
+struct Proc {
+    ns_pid: u32,
+    parent: u32,
+    comm: String,
+}
+
+pub struct Decoder {
+    sandbox: String,
+    seq: u64,
+    /// Added to CLOCK_BOOTTIME ns to get Unix ns.
+    boot_to_unix_ns: i64,
+    pending: HashMap<u32, pb::Event>,
+    procs: HashMap<u32, Proc>,
+    names: Vec<String>,
+    rule_texts: Vec<String>,
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; T is a #[repr(C)] plain-data record valid for any bytes;
+    // read_unaligned because ring buffer data is only 8-byte aligned by contract.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn cstr(buf: &[u8], len: u32) -> String {
+    let b = &buf[..(len as usize).min(buf.len())];
+    let b = b.split(|&c| c == 0).next().unwrap_or(&[]);
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn errno_name(e: i64) -> String {
+    let name = match e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        18 => "EXDEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        32 => "EPIPE",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        39 => "ENOTEMPTY",
+        40 => "ELOOP",
+        95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        115 => "EINPROGRESS",
+        _ => return format!("E{e}"),
+    };
+    name.into()
+}
+
+/// A `struct sockaddr` as bytes → a readable address.
+pub fn sockaddr(b: &[u8]) -> Option<pb::SocketAddress> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    let port = || u16::from_be_bytes([b[2], b[3]]) as u32;
+    Some(match family as i32 {
+        libc::AF_INET if b.len() >= 8 => pb::SocketAddress {
+            family: "inet".into(),
+            ip: std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]).to_string(),
+            port: port(),
+            path: String::new(),
+        },
+        libc::AF_INET6 if b.len() >= 24 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[8..24]);
+            pb::SocketAddress {
+                family: "inet6".into(),
+                ip: std::net::Ipv6Addr::from(a).to_string(),
+                port: port(),
+                path: String::new(),
+            }
+        }
+        libc::AF_UNIX => {
+            let p = &b[2.min(b.len())..];
+            let path = match p.first() {
+                Some(0) => format!(
+                    "@{}",
+                    String::from_utf8_lossy(p[1..].split(|&c| c == 0).next().unwrap_or(&[]))
+                ),
+                _ => String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[])).into_owned(),
+            };
+            pb::SocketAddress {
+                family: "unix".into(),
+                ip: String::new(),
+                port: 0,
+                path,
+            }
+        }
+        f => pb::SocketAddress {
+            family: format!("other({f})"),
+            ..Default::default()
+        },
+    })
+}
+
+impl Decoder {
+    /// `names[nr]` names syscall numbers; `rule_texts[i]` is the profile's text of egress rule i.
+    pub fn new(sandbox: &str, boot_to_unix_ns: i64, names: Vec<String>, rule_texts: Vec<String>) -> Self {
+        Self {
+            sandbox: sandbox.into(),
+            seq: 0,
+            boot_to_unix_ns,
+            pending: HashMap::new(),
+            procs: HashMap::new(),
+            names,
+            rule_texts,
+        }
+    }
+
+    pub fn events_so_far(&self) -> u64 {
+        self.seq
+    }
+
+    fn name(&self, nr: u32) -> String {
+        self.names
+            .get(nr as usize)
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| format!("syscall_{nr}"))
+    }
+
+    /// A new envelope (sequence number assigned when emitted).
+    fn envelope(&mut self, h: &Header, kind: Kind) -> pb::Event {
+        let p = self.procs.entry(h.tgid).or_default();
+        if h.ns_tgid != 0 {
+            p.ns_pid = h.ns_tgid;
+        }
+        let comm = p.comm.clone();
+        let mut ancestry = Vec::new();
+        let mut at = self.procs.get(&h.tgid).map_or(0, |p| p.parent);
+        while at != 0 && ancestry.len() < 32 {
+            let Some(p) = self.procs.get(&at) else { break };
+            ancestry.push(p.ns_pid);
+            at = p.parent;
+        }
+        pb::Event {
+            seq: 0,
+            time_unix_ns: (h.time_ns as i64 + self.boot_to_unix_ns).max(0) as u64,
+            sandbox: self.sandbox.clone(),
+            pid: h.ns_tgid,
+            tid: h.ns_tid,
+            host_pid: h.tgid,
+            host_tid: h.tid,
+            comm,
+            ancestry,
+            kind: Some(kind),
+        }
+    }
+
+    /// Stamp the next sequence number and hand the event out.
+    pub fn emit(&mut self, mut e: pb::Event, out: &mut Vec<pb::Event>) {
+        self.seq += 1;
+        e.seq = self.seq;
+        out.push(e);
+    }
+
+    /// Decode one ring-buffer record, appending finished events to `out`.
+    pub fn record(&mut self, bytes: &[u8], out: &mut Vec<pb::Event>) {
+        let Some(h) = read::<Header>(bytes) else { return };
+        match h.kind {
+            kind::SYS_ENTER => {
+                let Some(r) = read::<SyscallRecord>(bytes) else {
+                    return;
+                };
+                if let Some(old) = self.pending.remove(&h.tid) {
+                    self.emit(old, out);
+                }
+                let e = self.syscall(&r);
+                self.pending.insert(h.tid, e);
+            }
+            kind::SYS_EXIT if bytes.len() >= std::mem::size_of::<SyscallRecord>() => {
+                let Some(r) = read::<SyscallRecord>(bytes) else {
+                    return;
+                };
+                let e = match self.pending.remove(&h.tid) {
+                    Some(e) => finish(e, r.nr, r.ret),
+                    None => {
+                        let e = self.syscall(&r);
+                        finish(e, r.nr, r.ret)
+                    }
+                };
+                self.emit(e, out);
+            }
+            kind::SYS_EXIT => {
+                let Some(r) = read::<ExitRecord>(bytes) else {
+                    return;
+                };
+                let e = match self.pending.remove(&h.tid) {
+                    Some(e) => e,
+                    None => {
+                        let name = self.name(r.nr);
+                        self.envelope(
+                            &h,
+                            Kind::Syscall(pb::Syscall {
+                                nr: r.nr,
+                                name,
+                                ..Default::default()
+                            }),
+                        )
+                    }
+                };
+                let e = finish(e, r.nr, r.ret);
+                self.emit(e, out);
+            }
+            kind::FORK | kind::EXEC | kind::EXIT => {
+                if let Some(r) = read::<ProcRecord>(bytes) {
+                    self.proc(&r, out);
+                }
+            }
+            kind::NET => {
+                if let Some(r) = read::<NetRecord>(bytes) {
+                    self.net(&r, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn syscall(&mut self, r: &SyscallRecord) -> pb::Event {
+        let aux = &r.aux[..(r.aux_len as usize).min(r.aux.len())];
+        let mut s = pb::Syscall {
+            nr: r.nr,
+            name: self.name(r.nr),
+            args: r.args.to_vec(),
+            path: cstr(&r.path, r.path_len),
+            truncated: r.flags & (sysflag::PATH_CUT | sysflag::AUX_CUT) != 0,
+            ..Default::default()
+        };
+        if r.flags & sysflag::AUX_PATH != 0 {
+            s.path2 = cstr(aux, r.aux_len);
+        } else if r.flags & sysflag::AUX_SOCKADDR != 0 {
+            s.addr = sockaddr(aux);
+        } else if r.flags & sysflag::AUX_ARGV != 0 {
+            s.argv = aux
+                .split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+        }
+        self.envelope(&r.hdr, Kind::Syscall(s))
+    }
+
+    fn proc(&mut self, r: &ProcRecord, out: &mut Vec<pb::Event>) {
+        let h = r.hdr;
+        let comm = cstr(&r.comm, 16);
+        self.procs.entry(h.tgid).or_default().comm = comm;
+        match h.kind {
+            kind::FORK => {
+                let thread = r.child_tid != r.child_tgid;
+                if !thread {
+                    let parent_comm = self
+                        .procs
+                        .get(&h.tgid)
+                        .map(|p| p.comm.clone())
+                        .unwrap_or_default();
+                    self.procs.insert(
+                        r.child_tgid,
+                        Proc {
+                            ns_pid: 0,
+                            parent: h.tgid,
+                            comm: parent_comm,
+                        },
+                    );
+                }
+                let e = self.envelope(
+                    &h,
+                    Kind::Fork(pb::ProcessFork {
+                        child_pid: 0,
+                        child_host_pid: r.child_tid,
+                        thread,
+                    }),
+                );
+                self.emit(e, out);
+            }
+            kind::EXEC => {
+                let argv = match self.pending.remove(&h.tid) {
+                    Some(pending) => {
+                        let argv = match &pending.kind {
+                            Some(Kind::Syscall(s)) => s.argv.clone(),
+                            _ => Vec::new(),
+                        };
+                        // The execve itself completes in the new program; keep it pending.
+                        self.pending.insert(h.tid, pending);
+                        argv
+                    }
+                    None => Vec::new(),
+                };
+                let filename = cstr(&r.filename, r.filename_len);
+                let e = self.envelope(&h, Kind::Exec(pb::ProcessExec { filename, argv }));
+                self.emit(e, out);
+            }
+            _ => {
+                if let Some(p) = self.pending.remove(&h.tid) {
+                    self.emit(p, out);
+                }
+                if r.group_dead == 1 {
+                    let (status, signal) = if r.exit_code & 0x7f != 0 {
+                        (0, (r.exit_code & 0x7f) as i32)
+                    } else {
+                        (((r.exit_code >> 8) & 0xff) as i32, 0)
+                    };
+                    let e = self.envelope(
+                        &h,
+                        Kind::Exit(pb::ProcessExit {
+                            status,
+                            signal,
+                            process: true,
+                        }),
+                    );
+                    self.emit(e, out);
+                    self.procs.remove(&h.tgid);
+                }
+            }
+        }
+    }
+
+    fn net(&mut self, r: &NetRecord, out: &mut Vec<pb::Event>) {
+        let op = match r.op {
+            netop::CONNECT4 | netop::CONNECT6 => "connect",
+            netop::SENDMSG4 | netop::SENDMSG6 => "sendmsg",
+            _ => "bind",
+        };
+        let ip = if r.family == 4 {
+            std::net::Ipv4Addr::from(u32::from_be(r.addr[0])).to_string()
+        } else {
+            let mut b = [0u8; 16];
+            for (i, w) in r.addr.iter().enumerate() {
+                b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+            std::net::Ipv6Addr::from(b).to_string()
+        };
+        let protocol = match r.protocol as i32 {
+            libc::IPPROTO_TCP => "tcp".into(),
+            libc::IPPROTO_UDP => "udp".into(),
+            p => format!("proto({p})"),
+        };
+        let rule = self.rule_texts.get(r.rule as usize).cloned().unwrap_or_default();
+        let e = self.envelope(
+            &r.hdr,
+            Kind::Net(pb::Network {
+                op: op.into(),
+                protocol,
+                ip,
+                port: r.port,
+                allowed: r.allowed == 1,
+                rule,
+            }),
+        );
+        self.emit(e, out);
+    }
+
+    /// Emit what is still waiting for a result (the run ended first).
+    pub fn flush(&mut self, out: &mut Vec<pb::Event>) {
+        let mut left: Vec<pb::Event> = self.pending.drain().map(|(_, e)| e).collect();
+        left.sort_by_key(|e| e.time_unix_ns);
+        for e in left {
+            self.emit(e, out);
+        }
+    }
+
+    /// A summary event of syscall counts (by number) since the start.
+    pub fn counts(&mut self, counts: &[(u32, u64)], last: bool, out: &mut Vec<pb::Event>) {
+        let mut map = HashMap::new();
+        let mut total = 0;
+        for &(nr, n) in counts {
+            let name = if nr == MAX_SYSCALL - 1 {
+                "other".into()
+            } else {
+                self.name(nr)
+            };
+            *map.entry(name).or_insert(0) += n;
+            total += n;
+        }
+        let e = self.bare(Kind::Counts(pb::SyscallCounts {
+            counts: map,
+            total,
+            last,
+        }));
+        self.emit(e, out);
+    }
+
+    /// An event not tied to a process (losses, lifecycle, summaries).
+    pub fn bare(&self, kind: Kind) -> pb::Event {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        pb::Event {
+            time_unix_ns: now,
+            sandbox: self.sandbox.clone(),
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+}
+
+fn finish(mut e: pb::Event, nr: u32, ret: i64) -> pb::Event {
+    if let Some(Kind::Syscall(s)) = &mut e.kind {
+        if s.nr == nr {
+            s.ret = ret;
+            s.completed = true;
+            s.denied = ret == -(libc::EPERM as i64) || ret == -(libc::EACCES as i64);
+            if ret < 0 && ret > -4096 {
+                s.errno = errno_name(-ret);
+            }
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_probe_common::{AUX_LEN, PATH_LEN};
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain-data record.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    fn hdr(kind: u32, tgid: u32, tid: u32) -> Header {
+        Header {
+            kind,
+            tgid,
+            tid,
+            ns_tgid: tgid - 1000,
+            ns_tid: tid - 1000,
+            _pad: 0,
+            time_ns: 5,
+        }
+    }
+
+    fn open_record(kind: u32, ret: i64) -> SyscallRecord {
+        let mut r = SyscallRecord {
+            hdr: hdr(kind, 1002, 1002),
+            nr: 257,
+            flags: 0,
+            path_len: 12,
+            aux_len: 0,
+            ret,
+            args: [0; 6],
+            path: [0; PATH_LEN],
+            aux: [0; AUX_LEN],
+        };
+        r.path[..11].copy_from_slice(b"/etc/shadow");
+        r
+    }
+
+    fn decoder() -> Decoder {
+        let mut names = vec![String::new(); 512];
+        names[257] = "openat".into();
+        Decoder::new("sb", 0, names, vec![])
+    }
+
+    #[test]
+    fn enter_and_exit_join_into_one_denied_syscall() {
+        let mut d = decoder();
+        let mut out = vec![];
+        d.record(&bytes(&open_record(kind::SYS_ENTER, 0)), &mut out);
+        assert!(out.is_empty(), "waits for the result");
+        let exit = ExitRecord {
+            hdr: hdr(kind::SYS_EXIT, 1002, 1002),
+            nr: 257,
+            _pad: 0,
+            ret: -13,
+        };
+        d.record(&bytes(&exit), &mut out);
+        assert_eq!(out.len(), 1);
+        let e = &out[0];
+        assert_eq!((e.seq, e.pid, e.host_pid), (1, 2, 1002));
+        let Some(Kind::Syscall(s)) = &e.kind else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (s.name.as_str(), s.path.as_str(), s.ret),
+            ("openat", "/etc/shadow", -13)
+        );
+        assert!(s.completed && s.denied);
+        assert_eq!(s.errno, "EACCES");
+    }
+
+    #[test]
+    fn denial_without_entry_is_one_full_record() {
+        let mut d = decoder();
+        let mut out = vec![];
+        d.record(&bytes(&open_record(kind::SYS_EXIT, -1)), &mut out);
+        let Some(Kind::Syscall(s)) = &out[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (s.path.as_str(), s.errno.as_str(), s.denied),
+            ("/etc/shadow", "EPERM", true)
+        );
+    }
+
+    #[test]
+    fn fork_builds_ancestry_and_exit_reports_status() {
+        let mut d = decoder();
+        let mut out = vec![];
+        let proc_rec = |kind, tgid, child, code| ProcRecord {
+            hdr: hdr(kind, tgid, tgid),
+            child_tid: child,
+            child_tgid: child,
+            exit_code: code,
+            group_dead: 1,
+            comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            filename_len: 0,
+            _pad: 0,
+            filename: [0; PATH_LEN],
+        };
+        d.record(&bytes(&proc_rec(kind::FORK, 1001, 1002, 0)), &mut out);
+        d.record(&bytes(&proc_rec(kind::FORK, 1002, 1003, 0)), &mut out);
+        d.record(&bytes(&proc_rec(kind::EXIT, 1003, 0, 3 << 8)), &mut out);
+        let exit = out.last().unwrap();
+        assert_eq!(exit.ancestry, vec![2, 1]);
+        let Some(Kind::Exit(x)) = &exit.kind else { panic!() };
+        assert_eq!((x.status, x.signal, x.process), (3, 0, true));
+        assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn truncated_bytes_are_ignored() {
+        let mut d = decoder();
+        let mut out = vec![];
+        d.record(&[1, 0, 0], &mut out);
+        d.record(&bytes(&open_record(kind::SYS_ENTER, 0))[..100], &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn sockaddr_forms() {
+        let mut v4 = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
+        v4.extend([0; 8]);
+        let a = sockaddr(&v4).unwrap();
+        assert_eq!(
+            (a.family.as_str(), a.ip.as_str(), a.port),
+            ("inet", "127.0.0.1", 8080)
+        );
+        let un = [1u8, 0, 0, b'x', b'y', 0];
+        assert_eq!(sockaddr(&un).unwrap().path, "@xy");
+    }
+}

@@ -1,0 +1,402 @@
+//! The live pipeline of one sandbox, on its own thread with a tokio runtime:
+//! ring buffer → decoder → bounded broadcast bus → consumers (the `--events` writer and
+//! `cordon events` clients on the sandbox's socket).
+//!
+//! The bus never blocks the reader: a consumer that falls behind by more than the bus holds
+//! is skipped ahead and told how many events it lost, as a `Loss` event. Records the probes
+//! could not even put in the ring buffer are counted in the kernel and reported the same way.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message as _;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, oneshot};
+
+use super::decode::Decoder;
+use super::pb::{self, event::Kind};
+use crate::probes::Watch;
+
+/// Events the bus holds for consumers that are behind.
+pub const BUS_CAPACITY: usize = 1 << 16;
+/// Recent events kept for `cordon events` (without --follow) and for clients that join late.
+const HISTORY: usize = 8192;
+pub const RUN_DIR: &str = "/run/cordon/sandboxes";
+
+/// What `cordon ps` shows about a run, written next to its socket.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+pub struct Meta {
+    pub sandbox: String,
+    pub profile: String,
+    pub profile_sha256: String,
+    pub command: Vec<String>,
+    pub identity: String,
+    pub cordon_pid: u32,
+    pub started_unix: u64,
+}
+
+/// Live counters, answered to `stat` requests.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    pub events: u64,
+    pub kernel_drops: u64,
+    pub syscalls: u64,
+    pub denied: u64,
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub events: u64,
+    pub kernel_drops: u64,
+    pub stream_losses: u64,
+}
+
+pub struct Monitor {
+    stop: Option<oneshot::Sender<i32>>,
+    thread: Option<std::thread::JoinHandle<Summary>>,
+    files: Vec<PathBuf>,
+}
+
+/// Where `--events` goes.
+pub enum Output {
+    Stdout,
+    File(std::fs::File),
+}
+
+impl Output {
+    pub fn open(spec: &str) -> std::io::Result<Self> {
+        if spec == "-" {
+            return Ok(Self::Stdout);
+        }
+        std::fs::File::create(spec).map(Self::File)
+    }
+}
+
+pub fn socket_path(id: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{id}.sock"))
+}
+
+pub fn meta_path(id: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{id}.json"))
+}
+
+fn syscall_names() -> Vec<String> {
+    (0..cordon_probe_common::MAX_SYSCALL as i32)
+        .map(|nr| libseccomp::ScmpSyscall::from(nr).get_name().unwrap_or_default())
+        .collect()
+}
+
+fn boot_to_unix_ns() -> i64 {
+    let now = |clock| {
+        // SAFETY: zeroed timespec is a valid out buffer.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
+
+impl Monitor {
+    /// Start reading `watch`'s records. Events are numbered from 1; the first is `started`.
+    pub fn start(watch: Watch, meta: Meta, out: Option<Output>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(RUN_DIR)?;
+        let sock = socket_path(&meta.sandbox);
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock)?;
+        listener.set_nonblocking(true)?;
+        let meta_file = meta_path(&meta.sandbox);
+        std::fs::write(&meta_file, serde_json::to_vec(&meta).unwrap_or_default())?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("cordon-events".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(pipeline(watch, meta, out, listener, stopped))
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+            files: vec![sock, meta_file],
+        })
+    }
+
+    /// The sandbox is gone: drain what is left, write the final summary, stop.
+    pub fn finish(mut self, exit_code: i32) -> Option<Summary> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(exit_code);
+        }
+        self.thread.take()?.join().ok()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(-1);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+struct Shared {
+    history: Mutex<VecDeque<Arc<pb::Event>>>,
+    stats: Mutex<Stats>,
+    meta: Meta,
+}
+
+fn publish(tx: &broadcast::Sender<Arc<pb::Event>>, shared: &Shared, events: &mut Vec<pb::Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let mut history = shared.history.lock().expect("history lock");
+    let mut stats = shared.stats.lock().expect("stats lock");
+    for e in events.drain(..) {
+        stats.events = e.seq;
+        if matches!(&e.kind, Some(Kind::Syscall(s)) if s.denied)
+            || matches!(&e.kind, Some(Kind::Net(n)) if !n.allowed)
+        {
+            stats.denied += 1;
+        }
+        if let Some(Kind::Counts(c)) = &e.kind {
+            stats.syscalls = c.total;
+        }
+        let e = Arc::new(e);
+        if history.len() == HISTORY {
+            history.pop_front();
+        }
+        history.push_back(e.clone());
+        let _ = tx.send(e);
+    }
+}
+
+async fn pipeline(
+    watch: Watch,
+    meta: Meta,
+    out: Option<Output>,
+    listener: std::os::unix::net::UnixListener,
+    mut stopped: oneshot::Receiver<i32>,
+) -> Summary {
+    let (tx, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
+    let shared = Arc::new(Shared {
+        history: Mutex::new(VecDeque::with_capacity(HISTORY)),
+        stats: Mutex::new(Stats::default()),
+        meta: meta.clone(),
+    });
+    let writer = out.map(|o| tokio::spawn(write_json(tx.subscribe(), o)));
+    let server = tokio::net::UnixListener::from_std(listener)
+        .ok()
+        .map(|l| tokio::spawn(serve(l, tx.clone(), shared.clone())));
+
+    let mut dec = Decoder::new(
+        &meta.sandbox,
+        boot_to_unix_ns(),
+        syscall_names(),
+        watch.rules.texts.clone(),
+    );
+    let mut events = Vec::new();
+    let lifecycle = |phase: &str, detail: String, exit_code: i32| {
+        Kind::Lifecycle(pb::Lifecycle {
+            phase: phase.into(),
+            detail,
+            profile: meta.profile.clone(),
+            profile_sha256: meta.profile_sha256.clone(),
+            command: meta.command.clone(),
+            identity: meta.identity.clone(),
+            exit_code,
+        })
+    };
+    let load = watch.load_time().map_or("probes already loaded".into(), |d| {
+        format!("probes loaded in {} ms", d.as_millis())
+    });
+    let e = dec.bare(lifecycle("started", load, 0));
+    dec.emit(e, &mut events);
+    publish(&tx, &shared, &mut events);
+
+    let mut watch = watch;
+    let mut drops_seen = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks = 0u64;
+    let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
+        .try_clone_to_owned()
+        .expect("duplicate the ring buffer fd");
+    // SAFETY: the AsyncFd owns `ring_dup`, a duplicate of the ring's fd, so the descriptor
+    // stays open exactly as long as it is registered.
+    let ring_fd =
+        unsafe { tokio::io::unix::AsyncFd::register(ring_dup) }.expect("ring buffer fd is pollable");
+    let exit_code = loop {
+        tokio::select! {
+            ready = ring_fd.readable() => {
+                if let Ok(mut g) = ready {
+                    g.clear_ready();
+                }
+                drain(&mut watch, &mut dec, &mut events);
+                publish(&tx, &shared, &mut events);
+            }
+            _ = tick.tick() => {
+                drain(&mut watch, &mut dec, &mut events);
+                ticks += 1;
+                report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
+                if ticks.is_multiple_of(20) {
+                    dec.counts(&watch.counts(), false, &mut events);
+                }
+                publish(&tx, &shared, &mut events);
+            }
+            code = &mut stopped => break code.unwrap_or(-1),
+        }
+    };
+    drain(&mut watch, &mut dec, &mut events);
+    dec.flush(&mut events);
+    report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
+    dec.counts(&watch.counts(), true, &mut events);
+    let e = dec.bare(lifecycle("exited", format!("exit status {exit_code}"), exit_code));
+    dec.emit(e, &mut events);
+    publish(&tx, &shared, &mut events);
+    drop(watch);
+    // ORDER: the server holds a sender; stop it first so the bus closes and consumers end.
+    if let Some(s) = server {
+        s.abort();
+        let _ = s.await;
+    }
+    drop(tx);
+    let mut stream_losses = 0;
+    if let Some(w) = writer {
+        stream_losses = w.await.unwrap_or(0);
+    }
+    Summary {
+        events: dec.events_so_far(),
+        kernel_drops: drops_seen,
+        stream_losses,
+    }
+}
+
+fn drain(watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+    while let Some(item) = watch.ring.next() {
+        dec.record(&item, events);
+    }
+}
+
+fn report_drops(watch: &Watch, dec: &mut Decoder, seen: &mut u64, events: &mut Vec<pb::Event>) {
+    let total = watch.drops();
+    if total > *seen {
+        let e = dec.bare(Kind::Loss(pb::Loss {
+            source: "kernel".into(),
+            count: total - *seen,
+            total,
+        }));
+        dec.emit(e, events);
+        *seen = total;
+    }
+}
+
+/// A consumer's view of the bus: events in order, with a `Loss` event where it fell behind.
+pub async fn next_or_loss(
+    rx: &mut broadcast::Receiver<Arc<pb::Event>>,
+    lost_total: &mut u64,
+) -> Option<Arc<pb::Event>> {
+    match rx.recv().await {
+        Ok(e) => Some(e),
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            *lost_total += n;
+            Some(Arc::new(pb::Event {
+                kind: Some(Kind::Loss(pb::Loss {
+                    source: "stream".into(),
+                    count: n,
+                    total: *lost_total,
+                })),
+                ..Default::default()
+            }))
+        }
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+async fn write_json(mut rx: broadcast::Receiver<Arc<pb::Event>>, out: Output) -> u64 {
+    let mut lost = 0;
+    let mut buf: Box<dyn std::io::Write + Send> = match out {
+        Output::Stdout => Box::new(std::io::BufWriter::new(std::io::stdout())),
+        Output::File(f) => Box::new(std::io::BufWriter::new(f)),
+    };
+    while let Some(e) = next_or_loss(&mut rx, &mut lost).await {
+        let _ = writeln!(buf, "{}", super::json(&e));
+        if rx.is_empty() {
+            let _ = buf.flush();
+        }
+    }
+    let _ = buf.flush();
+    lost
+}
+
+/// The sandbox's socket: one request line, then the answer.
+/// `stat` → one JSON line (meta and counters); `events` → recent events as length-delimited
+/// protobuf; `follow` → the same, then live events until the run ends.
+async fn serve(
+    listener: tokio::net::UnixListener,
+    tx: broadcast::Sender<Arc<pb::Event>>,
+    shared: Arc<Shared>,
+) {
+    while let Ok((conn, _)) = listener.accept().await {
+        let rx = tx.subscribe();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = client(conn, rx, shared).await;
+        });
+    }
+}
+
+async fn client(
+    conn: tokio::net::UnixStream,
+    mut rx: broadcast::Receiver<Arc<pb::Event>>,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(r).read_line(&mut line).await?;
+    match line.trim() {
+        "stat" => {
+            let stats = shared.stats.lock().expect("stats lock").clone();
+            let v = serde_json::json!({ "meta": shared.meta, "stats": stats });
+            w.write_all(format!("{v}\n").as_bytes()).await
+        }
+        req @ ("events" | "follow") => {
+            let recent: Vec<Arc<pb::Event>> = shared
+                .history
+                .lock()
+                .expect("history lock")
+                .iter()
+                .cloned()
+                .collect();
+            let mut last = 0;
+            for e in &recent {
+                w.write_all(&e.encode_length_delimited_to_vec()).await?;
+                last = e.seq;
+            }
+            if req == "events" {
+                return Ok(());
+            }
+            let mut lost = 0;
+            while let Some(e) = next_or_loss(&mut rx, &mut lost).await {
+                if e.seq != 0 && e.seq <= last {
+                    continue;
+                }
+                w.write_all(&e.encode_length_delimited_to_vec()).await?;
+            }
+            Ok(())
+        }
+        other => {
+            w.write_all(format!("unknown request {other:?}\n").as_bytes())
+                .await
+        }
+    }
+}

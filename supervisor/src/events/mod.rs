@@ -1,0 +1,198 @@
+//! The event stream: typed events (proto/cordon/events/v1/events.proto), their two renderings
+//! (JSON lines for programs, aligned text for people) and the kind filter of `--kind`.
+
+pub mod decode;
+pub mod live;
+pub mod tail;
+
+/// Types generated from the `.proto` schema.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/cordon.events.v1.rs"));
+}
+
+use pb::event::Kind;
+
+/// The `--kind` names and what each selects.
+pub const KINDS: &[(&str, &str)] = &[
+    ("process", "fork, exec and exit"),
+    ("exec", "programs executed"),
+    ("file", "syscalls on a path (open, unlink, rename, chmod, …)"),
+    ("net", "connect/sendmsg/bind decisions and network syscalls"),
+    ("syscall", "every recorded syscall"),
+    (
+        "denied",
+        "anything refused: syscalls with EPERM/EACCES and blocked network",
+    ),
+    ("counts", "syscall count summaries"),
+    ("loss", "events lost (ring buffer full, slow consumer)"),
+    ("lifecycle", "start and end of the run"),
+];
+
+/// Does `e` belong to kind `k` (one of `KINDS`)?
+pub fn is_kind(e: &pb::Event, k: &str) -> bool {
+    match (&e.kind, k) {
+        (Some(Kind::Fork(_) | Kind::Exec(_) | Kind::Exit(_)), "process") => true,
+        (Some(Kind::Exec(_)), "exec") => true,
+        (Some(Kind::Syscall(s)), "file") => !s.path.is_empty() && s.addr.is_none(),
+        (Some(Kind::Syscall(s)), "net") => s.addr.is_some(),
+        (Some(Kind::Net(_)), "net") => true,
+        (Some(Kind::Syscall(_)), "syscall") => true,
+        (Some(Kind::Syscall(s)), "denied") => s.denied,
+        (Some(Kind::Net(n)), "denied") => !n.allowed,
+        (Some(Kind::Counts(_)), "counts") => true,
+        (Some(Kind::Loss(_)), "loss") => true,
+        (Some(Kind::Lifecycle(_)), "lifecycle") => true,
+        _ => false,
+    }
+}
+
+/// Check a `--kind` list; return the names.
+pub fn parse_kinds(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            if KINDS.iter().any(|(n, _)| *n == k) {
+                Ok(k.to_string())
+            } else {
+                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+                Err(format!(
+                    "unknown event kind {k:?}; known kinds: {}",
+                    known.join(", ")
+                ))
+            }
+        })
+        .collect()
+}
+
+pub fn json(e: &pb::Event) -> String {
+    serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
+}
+
+/// One aligned line for a person. Denials are marked `DENIED` (and red on a terminal).
+pub fn text(e: &pb::Event, color: bool) -> String {
+    let secs = e.time_unix_ns / 1_000_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let ms = (e.time_unix_ns / 1_000_000) % 1000;
+    let who = if e.host_pid == 0 {
+        String::new()
+    } else {
+        format!("{:>6} {:<15}", e.pid, e.comm)
+    };
+    let (what, denied) = match &e.kind {
+        Some(Kind::Syscall(s)) => {
+            let mut d = s.path.clone();
+            if !s.path2.is_empty() {
+                d = format!("{d} -> {}", s.path2);
+            }
+            if let Some(a) = &s.addr {
+                d = if a.family == "unix" {
+                    a.path.clone()
+                } else {
+                    format!("{}:{}", a.ip, a.port)
+                };
+            }
+            if !s.argv.is_empty() {
+                d = format!("{d} [{}]", s.argv.join(" "));
+            }
+            let res = if !s.completed {
+                "(no result)".to_string()
+            } else if s.ret < 0 && !s.errno.is_empty() {
+                s.errno.clone()
+            } else {
+                format!("= {}", s.ret)
+            };
+            (format!("{:<10} {d} {res}", s.name), s.denied)
+        }
+        Some(Kind::Fork(f)) => (
+            format!(
+                "{:<10} host pid {}",
+                if f.thread { "thread" } else { "fork" },
+                f.child_host_pid
+            ),
+            false,
+        ),
+        Some(Kind::Exec(x)) => (
+            format!("{:<10} {} [{}]", "exec", x.filename, x.argv.join(" ")),
+            false,
+        ),
+        Some(Kind::Exit(x)) if x.signal != 0 => {
+            (format!("{:<10} killed by signal {}", "exit", x.signal), false)
+        }
+        Some(Kind::Exit(x)) => (format!("{:<10} status {}", "exit", x.status), false),
+        Some(Kind::Net(n)) => (
+            format!(
+                "{:<10} {} {}:{} {}{}",
+                n.op,
+                n.protocol,
+                n.ip,
+                n.port,
+                if n.allowed { "allowed" } else { "blocked" },
+                if n.rule.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", n.rule)
+                }
+            ),
+            !n.allowed,
+        ),
+        Some(Kind::Counts(c)) => {
+            let mut top: Vec<_> = c.counts.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let top: Vec<String> = top.iter().take(6).map(|(k, v)| format!("{k}={v}")).collect();
+            (
+                format!("{:<10} {} syscalls: {}", "counts", c.total, top.join(" ")),
+                false,
+            )
+        }
+        Some(Kind::Loss(l)) => (
+            format!(
+                "{:<10} {} events lost ({}), {} in total",
+                "LOSS", l.count, l.source, l.total
+            ),
+            false,
+        ),
+        Some(Kind::Lifecycle(l)) => (
+            format!("{:<10} {} {}", l.phase, l.detail, l.command.join(" ")),
+            false,
+        ),
+        None => (String::from("?"), false),
+    };
+    let mark = if denied { "DENIED " } else { "" };
+    let line = format!("{h:02}:{m:02}:{s:02}.{ms:03} {:>6} {who} {mark}{what}", e.seq);
+    if denied && color {
+        format!("\x1b[1;31m{line}\x1b[0m")
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_checked() {
+        assert_eq!(parse_kinds("exec, net").unwrap(), vec!["exec", "net"]);
+        assert!(parse_kinds("exec,bogus").unwrap_err().contains("bogus"));
+    }
+
+    #[test]
+    fn denied_lines_are_marked() {
+        let e = pb::Event {
+            seq: 7,
+            host_pid: 10,
+            pid: 3,
+            kind: Some(Kind::Net(pb::Network {
+                op: "connect".into(),
+                allowed: false,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert!(text(&e, false).contains("DENIED connect"));
+        assert!(is_kind(&e, "denied") && is_kind(&e, "net") && !is_kind(&e, "file"));
+        assert!(json(&e).contains("\"allowed\":false"));
+    }
+}

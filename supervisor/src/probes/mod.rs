@@ -1,0 +1,299 @@
+//! The eBPF probes: loaded once per host and kept in bpffs, shared by every `cordon run`.
+//!
+//! Loading and verifying the programs costs ~100 ms or more; a sandbox must start in a few. So
+//! the first `cordon` on a host loads them, attaches the tracepoints and pins programs, links
+//! and maps under `/sys/fs/bpf/cordon/<build>/`; every later `cordon` of the same build only
+//! opens the pins. Each sandbox then claims a slot (see `watch`), which gives it its own ring
+//! buffer inside the shared `RINGS` map-of-maps, so every `cordon` reads only its own
+//! sandbox's records and no daemon is needed.
+
+mod btf;
+mod watch;
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::programs::{CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox};
+
+pub use watch::{NetRules, Watch};
+
+/// The compiled programs, embedded at build time (see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cordon-probes"));
+
+const BPFFS: &str = "/sys/fs/bpf";
+const STATE: &str = "/run/cordon";
+const RAW_TRACEPOINTS: [(&str, &str); 5] = [
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sched_fork", "sched_process_fork"),
+    ("sched_exec", "sched_process_exec"),
+    ("sched_exit", "sched_process_exit"),
+];
+const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 6] = [
+    ("connect4", CgroupSockAddrAttachType::Connect4),
+    ("connect6", CgroupSockAddrAttachType::Connect6),
+    ("sendmsg4", CgroupSockAddrAttachType::UDPSendMsg4),
+    ("sendmsg6", CgroupSockAddrAttachType::UDPSendMsg6),
+    ("bind4", CgroupSockAddrAttachType::Bind4),
+    ("bind6", CgroupSockAddrAttachType::Bind6),
+];
+const MAPS: [&str; 6] = ["SANDBOXES", "RINGS", "COUNTS", "DROPS", "NET", "OFFSETS"];
+
+/// Why the probes could not be made ready, naming the kernel feature involved.
+#[derive(Debug, thiserror::Error)]
+#[error("eBPF probes: {what}: {detail}")]
+pub struct ProbeError {
+    pub what: String,
+    pub detail: String,
+}
+
+fn err(what: &str, detail: impl std::fmt::Display) -> ProbeError {
+    ProbeError {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Handles on the shared, pinned probe set.
+pub struct Probes {
+    pub(crate) sandboxes: HashMap<MapData, u64, Sandbox>,
+    pub(crate) rings: ArrayOfMaps<MapData, RingBuf<MapData>>,
+    pub(crate) counts: PerCpuArray<MapData, u64>,
+    pub(crate) drops: PerCpuArray<MapData, u64>,
+    pub(crate) net: Array<MapData, NetPolicy>,
+    pub(crate) pin_dir: PathBuf,
+    /// How long this process spent loading the programs (None: they were already loaded).
+    pub loaded_in: Option<Duration>,
+}
+
+/// Directory of this build's pins: a hash of the object, so a rebuilt cordon never reuses
+/// programs or map layouts of another build.
+fn pin_dir() -> PathBuf {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(OBJECT);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(BPFFS).join("cordon").join(hex)
+}
+
+fn ensure_bpffs() -> Result<(), ProbeError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let c = std::ffi::CString::new(BPFFS).expect("static path");
+    // SAFETY: zeroed statfs is a valid out buffer; path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let fstype = std::ffi::CString::new("bpf").expect("static");
+    // SAFETY: mounting bpffs at its conventional place, arguments NUL-terminated.
+    let r = unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if r != 0 {
+        return Err(err(
+            "bpffs",
+            format!("mount at {BPFFS}: {}", std::io::Error::last_os_error()),
+        ));
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` held until drop.
+pub(crate) struct FileLock(std::fs::File);
+
+impl FileLock {
+    pub(crate) fn acquire(path: &Path, block: bool) -> std::io::Result<Option<Self>> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        let op = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        Ok(Some(Self(f)))
+    }
+
+    pub(crate) fn file(&self) -> &std::fs::File {
+        &self.0
+    }
+}
+
+impl Probes {
+    /// Open this build's pinned probes, loading and pinning them first if no `cordon` has yet.
+    pub fn ready() -> Result<Self, ProbeError> {
+        ensure_bpffs()?;
+        std::fs::create_dir_all(STATE).map_err(|e| err("state directory", format!("{STATE}: {e}")))?;
+        let _lock = FileLock::acquire(&Path::new(STATE).join("probes.lock"), true)
+            .map_err(|e| err("lock", e))?
+            .expect("blocking lock");
+        let dir = pin_dir();
+        let complete = dir
+            .join("links")
+            .join(RAW_TRACEPOINTS[RAW_TRACEPOINTS.len() - 1].0)
+            .exists();
+        let loaded_in = if complete {
+            None
+        } else {
+            let started = Instant::now();
+            let _ = std::fs::remove_dir_all(&dir);
+            load_and_pin(&dir)?;
+            remove_other_builds(&dir);
+            Some(started.elapsed())
+        };
+        let map = |name: &str| -> Result<Map, ProbeError> {
+            let data = MapData::from_pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
+            Map::from_map_data(data).map_err(|e| err(name, e))
+        };
+        Ok(Self {
+            sandboxes: map("SANDBOXES")?.try_into().map_err(|e| err("SANDBOXES", e))?,
+            rings: map("RINGS")?.try_into().map_err(|e| err("RINGS", e))?,
+            counts: map("COUNTS")?.try_into().map_err(|e| err("COUNTS", e))?,
+            drops: map("DROPS")?.try_into().map_err(|e| err("DROPS", e))?,
+            net: map("NET")?.try_into().map_err(|e| err("NET", e))?,
+            pin_dir: dir,
+            loaded_in,
+        })
+    }
+
+    /// The egress programs, opened from their pins, ready to attach to one sandbox's cgroup.
+    pub(crate) fn sock_addr_programs(&self) -> Result<Vec<CgroupSockAddr>, ProbeError> {
+        SOCK_ADDR
+            .iter()
+            .map(|(name, ty)| {
+                CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty).map_err(|e| err(name, e))
+            })
+            .collect()
+    }
+
+    /// Unpin everything of this build (`cordon probes unload`): the tracepoints detach.
+    pub fn unload() -> Result<bool, ProbeError> {
+        let dir = pin_dir();
+        if !dir.exists() {
+            return Ok(false);
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| err("unpin", format!("{}: {e}", dir.display())))?;
+        Ok(true)
+    }
+}
+
+fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
+    for sub in ["maps", "progs", "links"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| err("bpffs", format!("{}: {e}", dir.display())))?;
+    }
+    let offsets = btf::kernel_offsets().map_err(|e| err("BTF", e))?;
+    let mut ebpf: Ebpf = EbpfLoader::new()
+        .load(OBJECT)
+        .map_err(|e| err("load (maps and BTF)", e))?;
+    let mut off: Array<&mut MapData, KernelOffsets> = ebpf
+        .map_mut("OFFSETS")
+        .ok_or_else(|| err("OFFSETS", "missing from the object"))?
+        .try_into()
+        .map_err(|e| err("OFFSETS", e))?;
+    off.set(0, &offsets, 0).map_err(|e| err("OFFSETS", e))?;
+    for name in MAPS {
+        let m = ebpf
+            .map(name)
+            .ok_or_else(|| err(name, "missing from the object"))?;
+        m.pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
+    }
+    for (prog, _) in SOCK_ADDR {
+        let p: &mut CgroupSockAddr = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| err(prog, "missing from the object"))?
+            .try_into()
+            .map_err(|e| err(prog, e))?;
+        p.load()
+            .map_err(|e| err(&format!("{prog} (cgroup sock_addr hook)"), verifier(e)))?;
+        p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+    }
+    // The tracepoint links last: the last link's pin marks the set complete (see `ready`).
+    for (prog, tracepoint) in RAW_TRACEPOINTS {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| err(prog, "missing from the object"))?
+            .try_into()
+            .map_err(|e| err(prog, e))?;
+        p.load()
+            .map_err(|e| err(&format!("{prog} (raw tracepoint)"), verifier(e)))?;
+        let id = p
+            .attach(tracepoint)
+            .map_err(|e| err(&format!("raw tracepoint {tracepoint}"), e))?;
+        let link = p.take_link(id).map_err(|e| err(prog, e))?;
+        let link: aya::programs::links::FdLink = link.into();
+        link.pin(dir.join("links").join(prog)).map_err(|e| err(prog, e))?;
+    }
+    Ok(())
+}
+
+/// The verifier's log is long; keep its end, which names the rejected instruction.
+fn verifier(e: aya::programs::ProgramError) -> String {
+    let s = format!("{e:#}");
+    if s.len() > 2000 {
+        format!("…{}", &s[s.len() - 2000..])
+    } else {
+        s
+    }
+}
+
+/// Builds of cordon other than this one left pins behind; remove those no sandbox uses.
+fn remove_other_builds(current: &Path) {
+    let Ok(entries) = std::fs::read_dir(Path::new(BPFFS).join("cordon")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path == current {
+            continue;
+        }
+        let in_use = MapData::from_pin(path.join("maps").join("SANDBOXES"))
+            .ok()
+            .and_then(|m| HashMap::<MapData, u64, Sandbox>::try_from(Map::from_map_data(m).ok()?).ok())
+            .is_some_and(|m| m.keys().next().is_some());
+        if !in_use {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// The probes' form of a profile's egress allowlist, with each rule's text for events.
+pub fn net_rules(net: &crate::policy::NetworkPolicy) -> NetRules {
+    use cordon_probe_common::{netmode, NetRule, MAX_NET_RULES};
+    let mut r = NetRules::default();
+    if net.mode != crate::profile::NetworkMode::Allowlist {
+        r.policy.mode = netmode::OWN_NAMESPACE;
+        return r;
+    }
+    r.policy.mode = netmode::ALLOWLIST;
+    for (i, d) in net.allow.iter().take(MAX_NET_RULES).enumerate() {
+        let (family, addr) = match d.addr {
+            std::net::IpAddr::V4(a) => (4, [u32::from_ne_bytes(a.octets()), 0, 0, 0]),
+            std::net::IpAddr::V6(a) => {
+                let o = a.octets();
+                let w = |k: usize| u32::from_ne_bytes([o[k], o[k + 1], o[k + 2], o[k + 3]]);
+                (6, [w(0), w(4), w(8), w(12)])
+            }
+        };
+        r.policy.rules[i] = NetRule {
+            family,
+            protocol: 0,
+            port: u32::from(d.port),
+            prefix_len: u32::from(d.prefix),
+            addr,
+        };
+        r.texts.push(format!("{}/{}:{}", d.addr, d.prefix, d.port));
+    }
+    r.policy.count = u32::try_from(r.texts.len()).unwrap_or(0);
+    r
+}

@@ -1,0 +1,222 @@
+//! Watching one sandbox: claim a slot, give it a ring buffer and an egress policy, attach the
+//! egress hooks to its cgroup, then (last) add its cgroup id to `SANDBOXES`, which is what
+//! makes the probes record it. Undone in reverse on drop.
+//!
+//! Slots are claimed with an `flock` on `/run/cordon/slots/N`: the kernel releases the lock
+//! when a `cordon` dies, however it dies, so a slot is never leaked. The file says "clean"
+//! when its last owner zeroed the slot's counters on the way out; otherwise the next owner
+//! zeroes them first.
+
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
+use aya::programs::{links::CgroupAttachMode, CgroupSockAddr};
+use cordon_probe_common::{NetPolicy, Sandbox, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES};
+
+use super::{err, FileLock, ProbeError, Probes, STATE};
+
+/// A sandbox's egress policy and the profile text of each rule (for events).
+#[derive(Debug, Clone, Default)]
+pub struct NetRules {
+    pub policy: NetPolicy,
+    pub texts: Vec<String>,
+}
+
+/// One watched sandbox. Dropping it stops the recording and frees the slot.
+pub struct Watch {
+    pub slot: u32,
+    pub cgroup_id: u64,
+    pub ring: RingBuf<MapData>,
+    pub rules: NetRules,
+    probes: Probes,
+    /// Owns the cgroup links of the egress hooks: dropped, they detach.
+    _egress: Vec<CgroupSockAddr>,
+    lock: FileLock,
+}
+
+fn claim_slot() -> Result<(u32, FileLock), ProbeError> {
+    let dir = Path::new(STATE).join("slots");
+    std::fs::create_dir_all(&dir).map_err(|e| err("state directory", format!("{}: {e}", dir.display())))?;
+    for slot in 0..MAX_SANDBOXES {
+        if let Some(lock) =
+            FileLock::acquire(&dir.join(slot.to_string()), false).map_err(|e| err("slot lock", e))?
+        {
+            return Ok((slot, lock));
+        }
+    }
+    Err(err(
+        "slots",
+        format!("all {MAX_SANDBOXES} sandbox slots are in use on this host"),
+    ))
+}
+
+impl Watch {
+    /// Start watching the sandbox in cgroup `cgroup_id` (directory `cgroup_dir`), whose pid
+    /// namespace is `pidns` (device, inode).
+    pub fn start(
+        mut probes: Probes,
+        cgroup_dir: impl AsFd,
+        cgroup_id: u64,
+        pidns: (u64, u64),
+        rules: NetRules,
+    ) -> Result<Self, ProbeError> {
+        let (slot, lock) = claim_slot()?;
+        let mut state = String::new();
+        let _ = lock.file().read_to_string(&mut state);
+        // A dead owner may have left its cgroup registered: forget any entry using this slot.
+        let stale: Vec<u64> = probes
+            .sandboxes
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, sb)| sb.slot == slot)
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = probes.sandboxes.remove(&k);
+        }
+        if !state.is_empty() && state.trim() != "clean" {
+            zero_slot(&mut probes, slot)?;
+        }
+        mark(&lock, "in use");
+
+        let ring_map = MapData::create(
+            aya_obj::Map::new_from_params(
+                aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+                0,
+                0,
+                RING_BYTES,
+                0,
+            ),
+            "cordon_ring",
+            None,
+        )
+        .map_err(|e| err("ring buffer", e))?;
+        let ring: RingBuf<MapData> = Map::from_map_data(ring_map)
+            .map_err(|e| err("ring buffer", e))?
+            .try_into()
+            .map_err(|e| err("ring buffer", e))?;
+        probes.rings.set(slot, &ring, 0).map_err(|e| err("RINGS", e))?;
+        probes
+            .net
+            .set(slot, &rules.policy, 0)
+            .map_err(|e| err("NET", e))?;
+
+        // ORDER: the egress hooks are attached before the agent is released, so its first
+        // connect is already judged; a failure here stops the run (fail closed).
+        let mut egress = probes.sock_addr_programs()?;
+        for p in &mut egress {
+            p.attach(&cgroup_dir, CgroupAttachMode::Single)
+                .map_err(|e| err("egress hook (cgroup sock_addr attach)", e))?;
+        }
+        let sandbox = Sandbox {
+            slot,
+            _pad: 0,
+            pidns_dev: pidns.0,
+            pidns_ino: pidns.1,
+        };
+        probes
+            .sandboxes
+            .insert(&cgroup_id, &sandbox, 0)
+            .map_err(|e| err("SANDBOXES", e))?;
+        Ok(Self {
+            slot,
+            cgroup_id,
+            ring,
+            rules,
+            probes,
+            _egress: egress,
+            lock,
+        })
+    }
+
+    /// Syscall counts since the start, by number (non-zero only), summed over CPUs.
+    pub fn counts(&self) -> Vec<(u32, u64)> {
+        (0..MAX_SYSCALL)
+            .filter_map(|nr| {
+                let v = self.probes.counts.get(&(self.slot * MAX_SYSCALL + nr), 0).ok()?;
+                let n: u64 = v.iter().sum();
+                (n > 0).then_some((nr, n))
+            })
+            .collect()
+    }
+
+    /// Records the probes could not deliver (ring buffer full), summed over CPUs.
+    pub fn drops(&self) -> u64 {
+        self.probes
+            .drops
+            .get(&self.slot, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// How long this process spent loading the probes (None: already loaded).
+    pub fn load_time(&self) -> Option<std::time::Duration> {
+        self.probes.loaded_in
+    }
+}
+
+fn mark(lock: &FileLock, state: &str) {
+    let mut f = lock.file();
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = f.write_all(state.as_bytes());
+}
+
+fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?;
+    let zeros = || PerCpuValues::try_from(vec![0u64; cpus.get() as usize]).expect("one value per cpu");
+    for nr in 0..MAX_SYSCALL {
+        probes
+            .counts
+            .set(slot * MAX_SYSCALL + nr, zeros(), 0)
+            .map_err(|e| err("COUNTS", e))?;
+    }
+    probes.drops.set(slot, zeros(), 0).map_err(|e| err("DROPS", e))
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.probes.sandboxes.remove(&self.cgroup_id);
+        let clean = zero_slot(&mut self.probes, self.slot).is_ok();
+        delete_ring(&self.probes, self.slot);
+        if clean {
+            mark(&self.lock, "clean");
+        }
+    }
+}
+
+/// Drop the outer map's reference to this slot's ring so its memory is freed now (aya has no
+/// delete for arrays of maps; the kernel supports it).
+fn delete_ring(probes: &Probes, slot: u32) {
+    use std::os::fd::AsRawFd;
+    let Ok(outer) = MapData::from_pin(probes.pin_dir.join("maps").join("RINGS")) else {
+        return;
+    };
+    #[repr(C)]
+    struct DeleteAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        _rest: [u64; 2],
+    }
+    let fd = outer.fd().as_fd().as_raw_fd();
+    let attr = DeleteAttr {
+        map_fd: fd as u32,
+        _pad: 0,
+        key: &slot as *const u32 as u64,
+        _rest: [0; 2],
+    };
+    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+    // SAFETY: bpf(2) with a correctly laid out attr for BPF_MAP_DELETE_ELEM; `slot` outlives
+    // the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &attr as *const DeleteAttr,
+            std::mem::size_of::<DeleteAttr>(),
+        )
+    };
+}

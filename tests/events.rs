@@ -1,0 +1,339 @@
+//! The eBPF probes and the live event stream, against the real kernel: known actions give
+//! exactly the expected events, egress is enforced per sandbox, nothing outside a sandbox is
+//! recorded, two sandboxes are told apart, and a syscall storm is counted exactly.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+fn events_of(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("events file")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// (kind name, body) of an event.
+fn kind(e: &Value) -> (&str, &Value) {
+    let (k, v) = e["kind"]
+        .as_object()
+        .expect("kind")
+        .iter()
+        .next()
+        .expect("one kind");
+    (k.as_str(), v)
+}
+
+fn of_kind<'a>(events: &'a [Value], k: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| kind(e).0 == k).collect()
+}
+
+fn agent_pid(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("agent did not print its pid: {stdout}"))
+}
+
+const AGENT: &str = r#"
+import os, socket, subprocess, sys
+print("pid", os.getpid(), flush=True)
+subprocess.run(["/bin/true"])
+open("known.txt").read()
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5); s.close()
+print("allowed ok", flush=True)
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=5)
+    print("blocked connected")
+except OSError as e:
+    print("blocked errno", e.errno)
+try:
+    os.chmod("known.txt", 0o4755)
+    print("chmod ok")
+except OSError as e:
+    print("chmod errno", e.errno)
+"#;
+
+#[test]
+fn known_actions_give_exactly_the_expected_events() {
+    require_root();
+    let s = Scratch::new();
+    s.file("known.txt", "hello\n");
+    s.file("agent.py", AGENT);
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pa, pb) = (
+        allowed.local_addr().unwrap().port(),
+        blocked.local_addr().unwrap().port(),
+    );
+    let prof = profile_file(
+        &s,
+        "egress",
+        &format!("[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{pa}\"]\n"),
+    );
+    let ev = s.path().join("events.jsonl");
+    let out = output(run_cmd(
+        &prof,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "agent.py", &pa.to_string(), &pb.to_string()],
+    ));
+    let so = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{so}\n{}", stderr(&out));
+    assert!(so.contains("allowed ok"), "{so}");
+    assert!(
+        so.contains("blocked errno 1\n"),
+        "the blocked connect must fail with EPERM: {so}"
+    );
+    assert!(so.contains("chmod errno 1\n"), "{so}");
+    let pid = agent_pid(&so);
+    let events = events_of(&ev);
+
+    // Sequence numbers start at 1 and have no gaps; one sandbox id throughout.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "{e}");
+        assert_eq!(e["sandbox"], events[0]["sandbox"]);
+    }
+    assert_eq!(kind(&events[0]).1["phase"], "started");
+    let last = kind(events.last().unwrap());
+    assert_eq!(
+        (last.0, last.1["phase"].as_str(), last.1["exit_code"].as_i64()),
+        ("Lifecycle", Some("exited"), Some(0))
+    );
+
+    // exec of /bin/true by a child of the agent, with its argv and ancestry.
+    let execs: Vec<_> = of_kind(&events, "Exec")
+        .into_iter()
+        .filter(|e| kind(e).1["filename"] == "/bin/true")
+        .collect();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!(kind(execs[0]).1["argv"], serde_json::json!(["/bin/true"]));
+    assert_eq!(execs[0]["ancestry"][0].as_u64(), Some(pid), "{}", execs[0]);
+
+    // The open of the known file, by the agent, succeeded.
+    let opens: Vec<_> = of_kind(&events, "Syscall")
+        .into_iter()
+        .filter(|e| kind(e).1["path"] == "known.txt" && kind(e).1["name"] == "openat")
+        .collect();
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert_eq!(opens[0]["pid"].as_u64(), Some(pid));
+    assert!(kind(opens[0]).1["ret"].as_i64().unwrap() >= 0, "{}", opens[0]);
+
+    // One allowed and one blocked connect, with the rule that allowed the first.
+    let conns: Vec<_> = of_kind(&events, "Net")
+        .into_iter()
+        .filter(|e| kind(e).1["op"] == "connect")
+        .collect();
+    assert_eq!(conns.len(), 2, "{conns:?}");
+    let c = |e: &Value| {
+        let n = kind(e).1;
+        (
+            n["ip"].as_str().unwrap().to_string(),
+            n["port"].as_u64().unwrap(),
+            n["allowed"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(c(conns[0]), ("127.0.0.1".into(), u64::from(pa), true));
+    assert_eq!(kind(conns[0]).1["rule"], format!("127.0.0.1/32:{pa}"));
+    assert_eq!(c(conns[1]), ("127.0.0.1".into(), u64::from(pb), false));
+    assert!(conns.iter().all(|e| e["pid"].as_u64() == Some(pid)));
+    // The blocked connect is also a denied syscall with the address.
+    assert!(of_kind(&events, "Syscall").iter().any(|e| {
+        let s = kind(e).1;
+        s["name"] == "connect"
+            && s["denied"] == true
+            && s["errno"] == "EPERM"
+            && s["addr"]["port"] == u64::from(pb)
+    }));
+
+    // The setuid chmod was refused by seccomp before sys_enter: recorded at exit, whole.
+    let chmods: Vec<_> = of_kind(&events, "Syscall")
+        .into_iter()
+        .filter(|e| kind(e).1["path"] == "known.txt" && kind(e).1["name"].as_str().unwrap().contains("chmod"))
+        .collect();
+    assert_eq!(chmods.len(), 1, "{chmods:?}");
+    let ch = kind(chmods[0]).1;
+    assert_eq!(
+        (ch["errno"].as_str(), ch["denied"].as_bool()),
+        (Some("EPERM"), Some(true))
+    );
+    assert_eq!(chmods[0]["pid"].as_u64(), Some(pid));
+
+    // Every process event comes from inside the sandbox's pid namespace.
+    assert!(events
+        .iter()
+        .filter(|e| e["host_pid"].as_u64() != Some(0))
+        .all(|e| e["pid"].as_u64().unwrap() > 0 && e["pid"].as_u64() != e["host_pid"].as_u64()));
+}
+
+/// A sandbox that opens `marker` files for a while, recording to `ev`.
+fn marker_run(s: &Scratch, marker: &str, ev: &Path) -> std::process::Child {
+    run_cmd(
+        "default",
+        s.path(),
+        &["-q", "--events", ev.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("for i in 1 2 3 4 5 6 7 8 9 10; do cat {marker}-$i 2>/dev/null; sleep 0.05; done"),
+        ],
+    )
+    .spawn()
+    .unwrap()
+}
+
+#[test]
+fn two_sandboxes_are_told_apart_and_the_host_is_not_recorded() {
+    require_root();
+    let (a, b) = (Scratch::new(), Scratch::new());
+    let (ea, eb) = (a.path().join("a.jsonl"), b.path().join("b.jsonl"));
+    let mut ra = marker_run(&a, "marker-aaa", &ea);
+    let mut rb = marker_run(&b, "marker-bbb", &eb);
+    // Meanwhile the host opens its own marker files.
+    let host = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do cat /tmp/marker-host-$i 2>/dev/null; sleep 0.05; done",
+        ])
+        .status()
+        .unwrap();
+    assert!(host.success());
+    assert!(ra.wait().unwrap().success() && rb.wait().unwrap().success());
+    let (va, vb) = (events_of(&ea), events_of(&eb));
+    let opens = |v: &[Value], m: &str| {
+        of_kind(v, "Syscall")
+            .iter()
+            .filter(|e| kind(e).1["path"].as_str().unwrap().starts_with(m))
+            .count()
+    };
+    assert_eq!(opens(&va, "marker-aaa-"), 10, "all ten opens of sandbox a");
+    assert_eq!(opens(&vb, "marker-bbb-"), 10, "all ten opens of sandbox b");
+    let text = |v: &[Value]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+    let (ta, tb) = (text(&va), text(&vb));
+    assert!(
+        !ta.contains("marker-bbb") && !tb.contains("marker-aaa"),
+        "sandboxes mixed up"
+    );
+    assert!(
+        !ta.contains("marker-host") && !tb.contains("marker-host"),
+        "host activity recorded"
+    );
+    assert_ne!(va[0]["sandbox"], vb[0]["sandbox"]);
+}
+
+#[test]
+fn a_syscall_storm_is_counted_exactly() {
+    require_root();
+    let s = Scratch::new();
+    let src = s.file(
+        "storm.c",
+        "#include <unistd.h>\n#include <sys/syscall.h>\nint main(void){for(long i=0;i<10000000;i++)syscall(SYS_getppid);return 0;}\n",
+    );
+    let bin = s.path().join("storm");
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ev = s.path().join("storm.jsonl");
+    let out = output(run_cmd(
+        "default",
+        s.path(),
+        &["-q", "--events", ev.to_str().unwrap()],
+        &["./storm"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = events_of(&ev);
+    let last_counts = of_kind(&events, "Counts")
+        .into_iter()
+        .rfind(|e| kind(e).1["last"] == true)
+        .expect("final counts");
+    let counts = kind(last_counts).1;
+    // Counts live in per-CPU kernel maps: none are lost, so the count is exact.
+    assert_eq!(counts["counts"]["getppid"].as_u64(), Some(10_000_000), "{counts}");
+    let kernel_losses: u64 = of_kind(&events, "Loss")
+        .iter()
+        .filter(|e| kind(e).1["source"] == "kernel")
+        .map(|e| kind(e).1["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(kernel_losses, 0, "getppid is only counted, never recorded");
+}
+
+#[test]
+fn running_sandboxes_are_listed_and_tailed() {
+    require_root();
+    let s = Scratch::new();
+    let mut run = spawn_until_ready("default", s.path(), "touch ready; cat /etc/hostname; sleep 30");
+    let ps = output({
+        let mut c = Command::new(cordon());
+        c.arg("ps");
+        c
+    });
+    let listing = stdout(&ps);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&run.id().to_string()))
+        .unwrap_or_else(|| panic!("cordon ps does not list our run: {listing}"));
+    assert!(line.contains("default") && line.contains("sleep 30"), "{line}");
+    let id = line.split_whitespace().next().unwrap().to_string();
+    let tail = output({
+        let mut c = Command::new(cordon());
+        c.args(["events", "--format", "json", "--kind", "file", &id[..6]]);
+        c
+    });
+    let text = stdout(&tail);
+    assert!(tail.status.success(), "{}", stderr(&tail));
+    assert!(text.contains("\"/etc/hostname\""), "{text}");
+    assert!(
+        text.lines().all(|l| l.contains("\"Syscall\"")),
+        "--kind file shows only syscalls on paths: {text}"
+    );
+    let human = output({
+        let mut c = Command::new(cordon());
+        c.args(["events", "--kind", "exec", &id]);
+        c
+    });
+    assert!(
+        stdout(&human).contains("exec       /usr/bin/cat"),
+        "{}",
+        stdout(&human)
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
+#[test]
+fn unmonitored_runs_are_asked_for_and_recorded_as_such() {
+    require_root();
+    let s = Scratch::new();
+    let ev = s.path().join("e.jsonl");
+    let out = output(run_cmd(
+        "default",
+        s.path(),
+        &["--no-probes", "--events", ev.to_str().unwrap()],
+        &["/bin/true"],
+    ));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("NOT monitored"), "{}", stderr(&out));
+    let events = events_of(&ev);
+    assert_eq!(events.len(), 1);
+    assert_eq!(kind(&events[0]).1["phase"], "unmonitored");
+    // An allowlist cannot be enforced without the probes: refused, nothing runs.
+    let out = output(run_cmd(
+        "networked",
+        s.path(),
+        &["--no-probes"],
+        &["/bin/touch", "ran"],
+    ));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("--no-probes turns off"), "{}", stderr(&out));
+    assert!(!s.path().join("ran").exists());
+}
