@@ -13,6 +13,9 @@ PY = "/usr/bin/python3"
 def cordon(cmd):
     return [CORDON, "run", "-q", "--profile", "default", "--workspace", WS, "--"] + cmd
 
+def cordon_unmonitored(cmd):
+    return [CORDON, "run", "-q", "--no-probes", "--profile", "default", "--workspace", WS, "--"] + cmd
+
 def bwrap(cmd):
     return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", WS, WS,
             "--tmpfs", f"{HOME}/.ssh", "--unshare-all", "--unshare-user", "--disable-userns",
@@ -29,7 +32,9 @@ def firejail(cmd):
 def bare(cmd):
     return cmd
 
-WRAPPERS = [("bare", bare), ("cordon", cordon), ("bwrap", bwrap), ("firejail", firejail)]
+# "cordon" has the eBPF probes attached (the default); "cordon-np" is --no-probes.
+WRAPPERS = [("bare", bare), ("cordon", cordon), ("cordon-np", cordon_unmonitored), ("bwrap", bwrap),
+            ("firejail", firejail)]
 
 WORKLOADS = [
     ("wrap /bin/true", ["/bin/true"], RUNS),
@@ -37,6 +42,8 @@ WORKLOADS = [
     ("find /usr -type f | wc -l", ["/bin/sh", "-c", "find /usr -type f | wc -l"], WORK_RUNS),
 ]
 
+# The probes are loaded once per host; load them before timing (their load time is printed).
+print(subprocess.run([CORDON, "probes", "load"], capture_output=True, text=True).stdout.strip())
 print(f"{subprocess.run([CORDON, '--version'], capture_output=True, text=True).stdout.strip()}, "
       f"{RUNS} launches / {WORK_RUNS} workload runs each, medians")
 def once(argv):
@@ -57,16 +64,17 @@ for name, cmd, runs in WORKLOADS:
             samples[wname].append(once(wrap(cmd)))
     row = {w: statistics.median(v) for w, v in samples.items()}
     results[name] = row
-    cells = "  ".join(f"{w:>8} {row[w]*1000:9.2f} ms" for w, _ in WRAPPERS)
+    cells = "  ".join(f"{w:>9} {row[w]*1000:8.2f} ms" for w, _ in WRAPPERS)
     print(f"{name:<28} {cells}", flush=True)
 
 print()
 t = results["wrap /bin/true"]
+print(f"probes' share of a launch (attach + register + stream): {1000*(t['cordon']-t['cordon-np']):.2f} ms")
 print(f"launch overhead (minus bare): cordon {1000*(t['cordon']-t['bare']):.2f} ms, "
       f"bwrap {1000*(t['bwrap']-t['bare']):.2f} ms, firejail {1000*(t['firejail']-t['bare']):.2f} ms")
 print(f"wrap /bin/true: cordon/bwrap = {t['cordon']/t['bwrap']:.2f}x   cordon/firejail = {t['cordon']/t['firejail']:.2f}x")
 for name in ["1M os.stat loop", "find /usr -type f | wc -l"]:
     r = results[name]
-    print(f"{name}: vs bare  cordon {r['cordon']/r['bare']:.3f}x  bwrap {r['bwrap']/r['bare']:.3f}x  "
+    print(f"{name}: vs bare  cordon {r['cordon']/r['bare']:.3f}x  cordon --no-probes {r['cordon-np']/r['bare']:.3f}x  bwrap {r['bwrap']/r['bare']:.3f}x  "
           f"firejail {r['firejail']/r['bare']:.3f}x")
 subprocess.run(["rm", "-rf", WS])

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# What the probes add per syscall: an unrecorded one (getppid: counted only) and a recorded
+# one (openat of /dev/null: a full record with its path). Timed inside the sandbox with the
+# probes and with --no-probes, and on the host (outside any sandbox, where the probes only
+# look up the cgroup id) with the probes loaded and unloaded.
+#
+#   sudo benches/syscall_cost.sh          # N=2000000 iterations, best of 5
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup >/dev/null
+cargo build --release --locked --bins -q
+cordon=$PWD/target/release/cordon
+N=${N:-2000000}
+ws=$(mktemp -d /tmp/cordon-syscost.XXXXXX)
+trap 'rm -rf "$ws"' EXIT
+chmod 755 "$ws"
+cat > "$ws/cost.c" <<'C'
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    double best_ppid = 1e18, best_open = 1e18;
+    for (int r = 0; r < 5; r++) {
+        double t = now();
+        for (long i = 0; i < n; i++) syscall(SYS_getppid);
+        double d = (now() - t) / n; if (d < best_ppid) best_ppid = d;
+        t = now();
+        for (long i = 0; i < n / 4; i++) { int fd = openat(AT_FDCWD, "/dev/null", O_RDONLY); close(fd); }
+        d = (now() - t) / (n / 4); if (d < best_open) best_open = d;
+    }
+    printf("%.1f %.1f\n", best_ppid, best_open);
+    return 0;
+}
+C
+gcc -O2 -o "$ws/cost" "$ws/cost.c"
+run() { (cd "$ws" && "$@" ./cost "$N"); }
+"$cordon" probes load >/dev/null
+read -r in_p in_o < <(run "$cordon" run -q --workspace "$ws" --)
+read -r np_p np_o < <(run "$cordon" run -q --no-probes --workspace "$ws" --)
+read -r host_p host_o < <(run env)
+"$cordon" probes unload >/dev/null
+read -r off_p off_o < <(run env)
+"$cordon" probes load >/dev/null
+printf '%-44s %10s %16s\n' "ns per syscall (best of 5)" "getppid" "openat+close"
+printf '%-44s %10s %16s\n' "sandbox, probes attached" "$in_p" "$in_o"
+printf '%-44s %10s %16s\n' "sandbox, --no-probes" "$np_p" "$np_o"
+printf '%-44s %10s %16s\n' "host process, probes loaded (not watched)" "$host_p" "$host_o"
+printf '%-44s %10s %16s\n' "host process, probes unloaded" "$off_p" "$off_o"
+python3 - "$in_p" "$np_p" "$in_o" "$np_o" "$host_p" "$off_p" <<'PY'
+import sys
+a = [float(x) for x in sys.argv[1:]]
+print(f"added by the probes in a sandbox: getppid {a[0]-a[1]:+.1f} ns (counted), openat+close {a[2]-a[3]:+.1f} ns (openat recorded)")
+print(f"added to every other process on the host: getppid {a[4]-a[5]:+.1f} ns")
+PY
