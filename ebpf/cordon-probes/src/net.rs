@@ -5,7 +5,7 @@
 use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
 use cordon_probe_common::{kind, netmode, netop, NetPolicy, NetRecord, MAX_NET_RULES};
 
-use crate::shared::{count_drop, current_sandbox, header, ring, NET};
+use crate::shared::{count_drop, current_sandbox, header, ring, submit_flags, NET};
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -88,7 +88,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
                     rule,
                     family,
                 });
-                entry.submit(0);
+                entry.submit(submit_flags(ring));
             }
             None => count_drop(sandbox.slot),
         }

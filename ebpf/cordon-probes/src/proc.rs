@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use cordon_probe_common::{kind, ProcRecord, Sandbox, PATH_LEN};
 
-use crate::shared::{count_drop, current_sandbox, header, offsets, ring};
+use crate::shared::{count_drop, current_sandbox, header, offsets, ring, submit_flags};
 
 #[inline(always)]
 fn read_u32(base: *const u8, off: u32) -> u32 {
@@ -46,7 +46,7 @@ fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
         (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     fill(rec);
-    entry.submit(0);
+    entry.submit(submit_flags(ring));
 }
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`

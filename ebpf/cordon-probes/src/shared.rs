@@ -2,18 +2,22 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    btf_maps::{Array, ArrayOfMaps, HashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, PerCpuArray, RingBuf},
     helpers::bpf_get_current_pid_tgid,
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_ns_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::generated::{
+        bpf_get_current_cgroup_id, bpf_get_ns_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ringbuf_query,
+    },
     macros::btf_map,
 };
 use cordon_probe_common::{
     Header, KernelOffsets, NetPolicy, Sandbox, SyscallRecord, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES,
+    SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
-/// Watched sandboxes by cgroup2 id. Written by the supervisor before the agent starts.
+/// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
+/// before the agent starts.
 #[btf_map]
-pub static SANDBOXES: HashMap<u64, Sandbox, 1024> = HashMap::new();
+pub static SANDBOXES: Array<Sandbox, { SANDBOX_TABLE as usize }> = Array::new();
 
 /// One ring buffer per slot, created by the supervisor that owns the slot, so each `cordon`
 /// process reads only its own sandbox's records.
@@ -42,9 +46,15 @@ pub static OFFSETS: Array<KernelOffsets, 1> = Array::new();
 pub fn current_sandbox() -> Option<&'static Sandbox> {
     // SAFETY: helper without arguments.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: the value is plain data; a concurrent delete by the supervisor can only make us
-    // read the slot of a sandbox that is being torn down, which the ring lookup then misses.
-    unsafe { SANDBOXES.get(&cgroup) }
+    let base = cgroup as u32;
+    for i in 0..SANDBOX_WAYS {
+        if let Some(sb) = SANDBOXES.get(base.wrapping_add(i) & (SANDBOX_TABLE - 1)) {
+            if sb.cgroup_id == cgroup {
+                return Some(sb);
+            }
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -100,4 +110,27 @@ pub fn header(kind: u32, sandbox: &Sandbox) -> Header {
 #[inline(always)]
 pub fn offsets() -> Option<&'static KernelOffsets> {
     OFFSETS.get(0)
+}
+
+/// Submit flags: do not wake the reader for each record (a wakeup per record costs more than
+/// the record); it drains on a short timer, and is woken only when the ring is a quarter full.
+#[inline(always)]
+pub fn submit_flags(ring: &RingBuf<SyscallRecord, { RING_BYTES as usize }>) -> u64 {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    // SAFETY: `ring` is the map pointer the outer-map lookup returned.
+    let avail = unsafe {
+        bpf_ringbuf_query(
+            (ring as *const RingBuf<SyscallRecord, { RING_BYTES as usize }>)
+                .cast_mut()
+                .cast(),
+            BPF_RB_AVAIL_DATA,
+        )
+    };
+    if avail > u64::from(RING_BYTES / 4) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }

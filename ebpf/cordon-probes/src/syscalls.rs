@@ -11,7 +11,7 @@ use cordon_probe_common::{
     kind, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallRecord, ARGV_MAX, AUX_LEN, PATH_LEN,
 };
 
-use crate::shared::{count_drop, count_syscall, current_sandbox, header, ring};
+use crate::shared::{count_drop, count_syscall, current_sandbox, header, ring, submit_flags};
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
@@ -93,7 +93,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         _pad: 0,
         ret,
     });
-    entry.submit(0);
+    entry.submit(submit_flags(ring));
     0
 }
 
@@ -183,7 +183,7 @@ fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], s
         (*rec).aux_len = aux_len;
         (*rec).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags(ring));
 }
 
 /// Copies argv strings NUL-separated into `aux`: each cut to `ARGV_PIECE` bytes, at most

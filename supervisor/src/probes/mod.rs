@@ -14,7 +14,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox};
@@ -60,7 +60,7 @@ fn err(what: &str, detail: impl std::fmt::Display) -> ProbeError {
 
 /// Handles on the shared, pinned probe set.
 pub struct Probes {
-    pub(crate) sandboxes: HashMap<MapData, u64, Sandbox>,
+    pub(crate) sandboxes: Array<MapData, Sandbox>,
     pub(crate) rings: ArrayOfMaps<MapData, RingBuf<MapData>>,
     pub(crate) counts: PerCpuArray<MapData, u64>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
@@ -247,6 +247,14 @@ fn verifier(e: aya::programs::ProgramError) -> String {
     }
 }
 
+fn any_slot_held() -> bool {
+    let Ok(dir) = std::fs::read_dir(Path::new(STATE).join("slots")) else {
+        return false;
+    };
+    dir.flatten()
+        .any(|e| matches!(FileLock::acquire(&e.path(), false), Ok(None)))
+}
+
 /// Builds of cordon other than this one left pins behind; remove those no sandbox uses.
 fn remove_other_builds(current: &Path) {
     let Ok(entries) = std::fs::read_dir(Path::new(BPFFS).join("cordon")) else {
@@ -257,11 +265,8 @@ fn remove_other_builds(current: &Path) {
         if path == current {
             continue;
         }
-        let in_use = MapData::from_pin(path.join("maps").join("SANDBOXES"))
-            .ok()
-            .and_then(|m| HashMap::<MapData, u64, Sandbox>::try_from(Map::from_map_data(m).ok()?).ok())
-            .is_some_and(|m| m.keys().next().is_some());
-        if !in_use {
+        // A cordon of that build may still be running: keep its pins while any slot is held.
+        if !any_slot_held() {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

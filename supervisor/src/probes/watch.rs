@@ -13,7 +13,9 @@ use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
 use aya::programs::{links::CgroupAttachMode, CgroupSockAddr};
-use cordon_probe_common::{NetPolicy, Sandbox, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES};
+use cordon_probe_common::{
+    NetPolicy, Sandbox, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
+};
 
 use super::{err, FileLock, ProbeError, Probes, STATE};
 
@@ -28,6 +30,8 @@ pub struct NetRules {
 pub struct Watch {
     pub slot: u32,
     pub cgroup_id: u64,
+    /// Where the sandbox sits in the `SANDBOXES` table.
+    index: u32,
     pub ring: RingBuf<MapData>,
     pub rules: NetRules,
     probes: Probes,
@@ -65,21 +69,25 @@ impl Watch {
         let (slot, lock) = claim_slot()?;
         let mut state = String::new();
         let _ = lock.file().read_to_string(&mut state);
-        // A dead owner may have left its cgroup registered: forget any entry using this slot.
-        let stale: Vec<u64> = probes
-            .sandboxes
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, sb)| sb.slot == slot)
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = probes.sandboxes.remove(&k);
+        // A dead owner ("in use INDEX") may have left its cgroup registered and its counters
+        // dirty.
+        if let Some(index) = state
+            .trim()
+            .strip_prefix("in use ")
+            .and_then(|i| i.parse::<u32>().ok())
+        {
+            if probes.sandboxes.get(&index, 0).is_ok_and(|sb| sb.slot == slot) {
+                let _ = probes.sandboxes.set(index, &Sandbox::default(), 0);
+            }
         }
         if !state.is_empty() && state.trim() != "clean" {
             zero_slot(&mut probes, slot)?;
         }
-        mark(&lock, "in use");
+        let index = (0..SANDBOX_WAYS)
+            .map(|i| (cgroup_id as u32).wrapping_add(i) & (SANDBOX_TABLE - 1))
+            .find(|&i| probes.sandboxes.get(&i, 0).is_ok_and(|sb| sb.cgroup_id == 0))
+            .ok_or_else(|| err("SANDBOXES", "no free entry for this cgroup id (table collision)"))?;
+        mark(&lock, &format!("in use {index}"));
 
         let ring_map = MapData::create(
             aya_obj::Map::new_from_params(
@@ -111,6 +119,7 @@ impl Watch {
                 .map_err(|e| err("egress hook (cgroup sock_addr attach)", e))?;
         }
         let sandbox = Sandbox {
+            cgroup_id,
             slot,
             _pad: 0,
             pidns_dev: pidns.0,
@@ -118,11 +127,12 @@ impl Watch {
         };
         probes
             .sandboxes
-            .insert(&cgroup_id, &sandbox, 0)
+            .set(index, &sandbox, 0)
             .map_err(|e| err("SANDBOXES", e))?;
         Ok(Self {
             slot,
             cgroup_id,
+            index,
             ring,
             rules,
             probes,
@@ -178,7 +188,7 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let _ = self.probes.sandboxes.remove(&self.cgroup_id);
+        let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
         let clean = zero_slot(&mut self.probes, self.slot).is_ok();
         delete_ring(&self.probes, self.slot);
         if clean {
