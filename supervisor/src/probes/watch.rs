@@ -84,7 +84,12 @@ impl Watch {
             zero_slot(&mut probes, slot)?;
         }
         let index = (0..SANDBOX_WAYS)
-            .map(|i| (cgroup_id as u32).wrapping_add(i) & (SANDBOX_TABLE - 1))
+            .map(|i| {
+                u32::try_from(cgroup_id & u64::from(SANDBOX_TABLE - 1))
+                    .unwrap_or(0)
+                    .wrapping_add(i)
+                    & (SANDBOX_TABLE - 1)
+            })
             .find(|&i| probes.sandboxes.get(&i, 0).is_ok_and(|sb| sb.cgroup_id == 0))
             .ok_or_else(|| err("SANDBOXES", "no free entry for this cgroup id (table collision)"))?;
         mark(&lock, &format!("in use {index}"));
