@@ -28,7 +28,9 @@ pub struct Decoder {
     boot_to_unix_ns: i64,
     pending: HashMap<u32, pb::Event>,
     procs: HashMap<u32, Proc>,
-    names: Vec<String>,
+    /// Syscall names, resolved on first use.
+    names: HashMap<u32, String>,
+    resolve: fn(u32) -> String,
     rule_texts: Vec<String>,
 }
 
@@ -132,15 +134,21 @@ pub fn sockaddr(b: &[u8]) -> Option<pb::SocketAddress> {
 }
 
 impl Decoder {
-    /// `names[nr]` names syscall numbers; `rule_texts[i]` is the profile's text of egress rule i.
-    pub fn new(sandbox: &str, boot_to_unix_ns: i64, names: Vec<String>, rule_texts: Vec<String>) -> Self {
+    /// `resolve` names syscall numbers; `rule_texts[i]` is the profile's text of egress rule i.
+    pub fn new(
+        sandbox: &str,
+        boot_to_unix_ns: i64,
+        resolve: fn(u32) -> String,
+        rule_texts: Vec<String>,
+    ) -> Self {
         Self {
             sandbox: sandbox.into(),
             seq: 0,
             boot_to_unix_ns,
             pending: HashMap::new(),
             procs: HashMap::new(),
-            names,
+            names: HashMap::new(),
+            resolve,
             rule_texts,
         }
     }
@@ -149,12 +157,19 @@ impl Decoder {
         self.seq
     }
 
-    fn name(&self, nr: u32) -> String {
+    fn name(&mut self, nr: u32) -> String {
+        let resolve = self.resolve;
         self.names
-            .get(nr as usize)
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| format!("syscall_{nr}"))
+            .entry(nr)
+            .or_insert_with(|| {
+                let n = resolve(nr);
+                if n.is_empty() {
+                    format!("syscall_{nr}")
+                } else {
+                    n
+                }
+            })
+            .clone()
     }
 
     /// A new envelope (sequence number assigned when emitted).
@@ -484,9 +499,12 @@ mod tests {
     }
 
     fn decoder() -> Decoder {
-        let mut names = vec![String::new(); 512];
-        names[257] = "openat".into();
-        Decoder::new("sb", 0, names, vec![])
+        Decoder::new(
+            "sb",
+            0,
+            |nr| if nr == 257 { "openat".into() } else { String::new() },
+            vec![],
+        )
     }
 
     #[test]

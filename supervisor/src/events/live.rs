@@ -85,10 +85,11 @@ pub fn meta_path(id: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{id}.json"))
 }
 
-fn syscall_names() -> Vec<String> {
-    (0..cordon_probe_common::MAX_SYSCALL as i32)
-        .map(|nr| libseccomp::ScmpSyscall::from(nr).get_name().unwrap_or_default())
-        .collect()
+fn syscall_name(nr: u32) -> String {
+    i32::try_from(nr)
+        .ok()
+        .and_then(|nr| libseccomp::ScmpSyscall::from(nr).get_name().ok())
+        .unwrap_or_default()
 }
 
 fn boot_to_unix_ns() -> i64 {
@@ -204,7 +205,7 @@ async fn pipeline(
     let mut dec = Decoder::new(
         &meta.sandbox,
         boot_to_unix_ns(),
-        syscall_names(),
+        syscall_name,
         watch.rules.texts.clone(),
     );
     let mut events = Vec::new();

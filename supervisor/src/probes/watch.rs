@@ -94,23 +94,9 @@ impl Watch {
             .ok_or_else(|| err("SANDBOXES", "no free entry for this cgroup id (table collision)"))?;
         mark(&lock, &format!("in use {index}"));
 
-        let ring_map = MapData::create(
-            aya_obj::Map::new_from_params(
-                aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
-                0,
-                0,
-                RING_BYTES,
-                0,
-            ),
-            "cordon_ring",
-            None,
-        )
-        .map_err(|e| err("ring buffer", e))?;
-        let ring: RingBuf<MapData> = Map::from_map_data(ring_map)
-            .map_err(|e| err("ring buffer", e))?
-            .try_into()
-            .map_err(|e| err("ring buffer", e))?;
-        probes.rings.set(slot, &ring, 0).map_err(|e| err("RINGS", e))?;
+        let mut ring = slot_ring(&mut probes, slot)?;
+        // Records a previous owner of the slot left unread (it was killed) are not ours.
+        while ring.next().is_some() {}
         probes
             .net
             .set(slot, &rules.policy, 0)
@@ -172,6 +158,42 @@ impl Watch {
     }
 }
 
+/// The slot's ring buffer. Created and put in `RINGS` by the first sandbox that uses the slot,
+/// pinned, and reused by later ones: replacing an entry of a map-of-maps waits for an RCU
+/// grace period (~10 ms here, measured), which a launch must not pay.
+fn slot_ring(probes: &mut Probes, slot: u32) -> Result<RingBuf<MapData>, ProbeError> {
+    let dir = probes.pin_dir.join("rings");
+    let pin = dir.join(slot.to_string());
+    let data = match MapData::from_pin(&pin) {
+        Ok(d) => d,
+        Err(_) => {
+            let d = MapData::create(
+                aya_obj::Map::new_from_params(
+                    aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+                    0,
+                    0,
+                    RING_BYTES,
+                    0,
+                ),
+                "cordon_ring",
+                None,
+            )
+            .map_err(|e| err("ring buffer", e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| err("bpffs", e))?;
+            d.pin(&pin).map_err(|e| err("ring buffer pin", e))?;
+            d
+        }
+    };
+    let ring: RingBuf<MapData> = Map::from_map_data(data)
+        .map_err(|e| err("ring buffer", e))?
+        .try_into()
+        .map_err(|e| err("ring buffer", e))?;
+    if probes.rings.get(&slot, 0).is_err() {
+        probes.rings.set(slot, &ring, 0).map_err(|e| err("RINGS", e))?;
+    }
+    Ok(ring)
+}
+
 fn mark(lock: &FileLock, state: &str) {
     let mut f = lock.file();
     let _ = f.set_len(0);
@@ -183,6 +205,13 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?;
     let zeros = || PerCpuValues::try_from(vec![0u64; cpus.get() as usize]).expect("one value per cpu");
     for nr in 0..MAX_SYSCALL {
+        let used = probes
+            .counts
+            .get(&(slot * MAX_SYSCALL + nr), 0)
+            .map_or(true, |v| v.iter().any(|&n| n != 0));
+        if !used {
+            continue;
+        }
         probes
             .counts
             .set(slot * MAX_SYSCALL + nr, zeros(), 0)
@@ -195,43 +224,8 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
         let clean = zero_slot(&mut self.probes, self.slot).is_ok();
-        delete_ring(&self.probes, self.slot);
         if clean {
             mark(&self.lock, "clean");
         }
     }
-}
-
-/// Drop the outer map's reference to this slot's ring so its memory is freed now (aya has no
-/// delete for arrays of maps; the kernel supports it).
-fn delete_ring(probes: &Probes, slot: u32) {
-    use std::os::fd::AsRawFd;
-    let Ok(outer) = MapData::from_pin(probes.pin_dir.join("maps").join("RINGS")) else {
-        return;
-    };
-    #[repr(C)]
-    struct DeleteAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        _rest: [u64; 2],
-    }
-    let fd = outer.fd().as_fd().as_raw_fd();
-    let attr = DeleteAttr {
-        map_fd: fd as u32,
-        _pad: 0,
-        key: &slot as *const u32 as u64,
-        _rest: [0; 2],
-    };
-    const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-    // SAFETY: bpf(2) with a correctly laid out attr for BPF_MAP_DELETE_ELEM; `slot` outlives
-    // the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_DELETE_ELEM,
-            &attr as *const DeleteAttr,
-            std::mem::size_of::<DeleteAttr>(),
-        )
-    };
 }
