@@ -347,27 +347,24 @@ fn run(
                 output.events.as_deref().unwrap_or("")
             )
         })?;
+    let meta = cordon::events::live::Meta {
+        sandbox: sandbox_id.clone(),
+        profile: p.name.clone(),
+        profile_sha256: p.hash.clone(),
+        command: command.clone(),
+        identity: id.line(),
+        cordon_pid: std::process::id(),
+        started_unix: cordon::events::unix_now_ns() / 1_000_000_000,
+    };
     let monitoring = if output.no_probes {
         eprintln!("cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded");
         if let Some(out) = out {
-            record_unmonitored(out, &sandbox_id, &p, &command);
+            meta.record_unmonitored(out)
+                .context("cannot write the events file")?;
         }
         launch::Monitoring::Off
     } else {
-        launch::Monitoring::On {
-            meta: cordon::events::live::Meta {
-                sandbox: sandbox_id.clone(),
-                profile: p.name.clone(),
-                profile_sha256: p.hash.clone(),
-                command: command.clone(),
-                identity: id.line(),
-                cordon_pid: std::process::id(),
-                started_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            },
-            out,
-        }
+        launch::Monitoring::On { meta, out }
     };
     let outcome = launch::run(
         &pol,
@@ -396,33 +393,6 @@ fn run(
         }
     }
     Ok(outcome.exit_code)
-}
-
-/// `--no-probes` with `--events`: the stream says the run was not monitored.
-fn record_unmonitored(out: cordon::events::live::Output, id: &str, p: &profile::Profile, command: &[String]) {
-    use cordon::events::pb;
-    use std::io::Write;
-    let e = pb::Event {
-        seq: 1,
-        sandbox: id.into(),
-        time_unix_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
-        kind: Some(pb::event::Kind::Lifecycle(pb::Lifecycle {
-            phase: "unmonitored".into(),
-            detail: "--no-probes: no events are recorded for this run".into(),
-            profile: p.name.clone(),
-            profile_sha256: p.hash.clone(),
-            command: command.to_vec(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
-    let line = cordon::events::json(&e);
-    let _ = match out {
-        cordon::events::live::Output::Stdout => writeln!(std::io::stdout(), "{line}"),
-        cordon::events::live::Output::File(mut f) => writeln!(f, "{line}"),
-    };
 }
 
 fn sandbox_id() -> String {

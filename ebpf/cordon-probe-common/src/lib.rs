@@ -287,4 +287,14 @@ mod pod {
     unsafe impl aya::Pod for super::NetPolicy {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above (records the probes write; the decoder reads them from raw bytes).
+    unsafe impl aya::Pod for super::Header {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SyscallRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExitRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetRecord {}
 }

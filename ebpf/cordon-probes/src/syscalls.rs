@@ -139,8 +139,9 @@ fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], s
         return;
     };
     let rec: *mut SyscallRecord = entry.as_mut_ptr();
-    // SAFETY: `rec` is a reserved, exclusively owned record of the right size; fields are
-    // written through raw pointers without creating references to uninitialised memory.
+    // Fields are written through raw pointers, never through references to uninitialised
+    // memory.
+    // SAFETY: `rec` is a reserved, exclusively owned record of the right size.
     unsafe {
         (*rec).hdr = header(kind, sandbox);
         (*rec).nr = nr;

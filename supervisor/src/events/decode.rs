@@ -34,12 +34,12 @@ pub struct Decoder {
     rule_texts: Vec<String>,
 }
 
-fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
-    // SAFETY: length checked; T is a #[repr(C)] plain-data record valid for any bytes;
-    // read_unaligned because ring buffer data is only 8-byte aligned by contract.
+    // read_unaligned: ring buffer data is only 8-byte aligned by contract.
+    // SAFETY: length checked; `Pod` types are valid for any bit pattern.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
@@ -326,17 +326,10 @@ impl Decoder {
                 self.emit(e, out);
             }
             kind::EXEC => {
-                let argv = match self.pending.remove(&h.tid) {
-                    Some(pending) => {
-                        let argv = match &pending.kind {
-                            Some(Kind::Syscall(s)) => s.argv.clone(),
-                            _ => Vec::new(),
-                        };
-                        // The execve itself completes in the new program; keep it pending.
-                        self.pending.insert(h.tid, pending);
-                        argv
-                    }
-                    None => Vec::new(),
+                // The execve that led here is still pending (it completes in the new program).
+                let argv = match self.pending.get(&h.tid).and_then(|p| p.kind.as_ref()) {
+                    Some(Kind::Syscall(s)) => s.argv.clone(),
+                    _ => Vec::new(),
                 };
                 let filename = cstr(&r.filename, r.filename_len);
                 let e = self.envelope(&h, Kind::Exec(pb::ProcessExec { filename, argv }));
@@ -434,11 +427,8 @@ impl Decoder {
 
     /// An event not tied to a process (losses, lifecycle, summaries).
     pub fn bare(&self, kind: Kind) -> pb::Event {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         pb::Event {
-            time_unix_ns: now,
+            time_unix_ns: super::unix_now_ns(),
             sandbox: self.sandbox.clone(),
             kind: Some(kind),
             ..Default::default()

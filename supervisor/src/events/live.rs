@@ -40,6 +40,39 @@ pub struct Meta {
     pub started_unix: u64,
 }
 
+impl Meta {
+    /// A lifecycle event body for this run.
+    pub fn lifecycle(&self, phase: &str, detail: String, exit_code: i32) -> Kind {
+        Kind::Lifecycle(pb::Lifecycle {
+            phase: phase.into(),
+            detail,
+            profile: self.profile.clone(),
+            profile_sha256: self.profile_sha256.clone(),
+            command: self.command.clone(),
+            identity: self.identity.clone(),
+            exit_code,
+        })
+    }
+
+    /// `--no-probes` with `--events`: the stream's only event says the run was not monitored.
+    pub fn record_unmonitored(&self, out: Output) -> std::io::Result<()> {
+        let e = pb::Event {
+            seq: 1,
+            sandbox: self.sandbox.clone(),
+            time_unix_ns: super::unix_now_ns(),
+            kind: Some(self.lifecycle(
+                "unmonitored",
+                "--no-probes: no events are recorded for this run".into(),
+                0,
+            )),
+            ..Default::default()
+        };
+        let mut w = out.into_writer();
+        writeln!(w, "{}", super::json(&e))?;
+        w.flush()
+    }
+}
+
 /// Live counters, answered to `stat` requests.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
@@ -74,6 +107,13 @@ impl Output {
             return Ok(Self::Stdout);
         }
         std::fs::File::create(spec).map(Self::File)
+    }
+
+    fn into_writer(self) -> Box<dyn std::io::Write + Send> {
+        match self {
+            Self::Stdout => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            Self::File(f) => Box::new(std::io::BufWriter::new(f)),
+        }
     }
 }
 
@@ -197,7 +237,7 @@ async fn pipeline(
         stats: Mutex::new(Stats::default()),
         meta: meta.clone(),
     });
-    let writer = out.map(|o| tokio::spawn(write_json(tx.subscribe(), o)));
+    let writer = out.map(|o| tokio::spawn(write_json(tx.subscribe(), meta.sandbox.clone(), o)));
     let server = tokio::net::UnixListener::from_std(listener)
         .ok()
         .map(|l| tokio::spawn(serve(l, tx.clone(), shared.clone())));
@@ -209,21 +249,10 @@ async fn pipeline(
         watch.rules.texts.clone(),
     );
     let mut events = Vec::new();
-    let lifecycle = |phase: &str, detail: String, exit_code: i32| {
-        Kind::Lifecycle(pb::Lifecycle {
-            phase: phase.into(),
-            detail,
-            profile: meta.profile.clone(),
-            profile_sha256: meta.profile_sha256.clone(),
-            command: meta.command.clone(),
-            identity: meta.identity.clone(),
-            exit_code,
-        })
-    };
     let load = watch.load_time().map_or("probes already loaded".into(), |d| {
         format!("probes loaded in {} ms", d.as_millis())
     });
-    let e = dec.bare(lifecycle("started", load, 0));
+    let e = dec.bare(meta.lifecycle("started", load, 0));
     dec.emit(e, &mut events);
     publish(&tx, &shared, &mut events);
 
@@ -236,8 +265,8 @@ async fn pipeline(
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
         .try_clone_to_owned()
         .expect("duplicate the ring buffer fd");
-    // SAFETY: the AsyncFd owns `ring_dup`, a duplicate of the ring's fd, so the descriptor
-    // stays open exactly as long as it is registered.
+    // The AsyncFd owns `ring_dup`, a duplicate of the ring's fd.
+    // SAFETY: so the descriptor stays open exactly as long as it is registered.
     let ring_fd =
         unsafe { tokio::io::unix::AsyncFd::register(ring_dup) }.expect("ring buffer fd is pollable");
     let exit_code = loop {
@@ -266,8 +295,8 @@ async fn pipeline(
     drain(&mut watch, &mut dec, &mut events);
     dec.flush(&mut events);
     report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
-    dec.counts(&watch.counts(), true, &mut events);
-    let e = dec.bare(lifecycle("exited", format!("exit status {exit_code}"), exit_code));
+    dec.counts(&watch.final_counts(), true, &mut events);
+    let e = dec.bare(meta.lifecycle("exited", format!("exit status {exit_code}"), exit_code));
     dec.emit(e, &mut events);
     publish(&tx, &shared, &mut events);
     drop(watch);
@@ -310,6 +339,7 @@ fn report_drops(watch: &Watch, dec: &mut Decoder, seen: &mut u64, events: &mut V
 /// A consumer's view of the bus: events in order, with a `Loss` event where it fell behind.
 pub async fn next_or_loss(
     rx: &mut broadcast::Receiver<Arc<pb::Event>>,
+    sandbox: &str,
     lost_total: &mut u64,
 ) -> Option<Arc<pb::Event>> {
     match rx.recv().await {
@@ -317,6 +347,8 @@ pub async fn next_or_loss(
         Err(broadcast::error::RecvError::Lagged(n)) => {
             *lost_total += n;
             Some(Arc::new(pb::Event {
+                sandbox: sandbox.into(),
+                time_unix_ns: super::unix_now_ns(),
                 kind: Some(Kind::Loss(pb::Loss {
                     source: "stream".into(),
                     count: n,
@@ -329,13 +361,10 @@ pub async fn next_or_loss(
     }
 }
 
-async fn write_json(mut rx: broadcast::Receiver<Arc<pb::Event>>, out: Output) -> u64 {
+async fn write_json(mut rx: broadcast::Receiver<Arc<pb::Event>>, sandbox: String, out: Output) -> u64 {
     let mut lost = 0;
-    let mut buf: Box<dyn std::io::Write + Send> = match out {
-        Output::Stdout => Box::new(std::io::BufWriter::new(std::io::stdout())),
-        Output::File(f) => Box::new(std::io::BufWriter::new(f)),
-    };
-    while let Some(e) = next_or_loss(&mut rx, &mut lost).await {
+    let mut buf = out.into_writer();
+    while let Some(e) = next_or_loss(&mut rx, &sandbox, &mut lost).await {
         let _ = writeln!(buf, "{}", super::json(&e));
         if rx.is_empty() {
             let _ = buf.flush();
@@ -393,7 +422,7 @@ async fn client(
                 return Ok(());
             }
             let mut lost = 0;
-            while let Some(e) = next_or_loss(&mut rx, &mut lost).await {
+            while let Some(e) = next_or_loss(&mut rx, &shared.meta.sandbox, &mut lost).await {
                 if e.seq != 0 && e.seq <= last {
                     continue;
                 }

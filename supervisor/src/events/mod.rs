@@ -66,6 +66,13 @@ pub fn parse_kinds(list: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// Wall-clock now, in nanoseconds since the Unix epoch.
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 pub fn json(e: &pb::Event) -> String {
     serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }

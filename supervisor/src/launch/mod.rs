@@ -337,20 +337,13 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     // 7. Watch the sandbox: its cgroup id and pid namespace go into the probes' maps, its
     //    egress hooks are attached. ORDER: before release, so the agent's first syscall is
     //    already recorded and its first connect already judged.
-    let monitor = match (probes, monitor_plan) {
-        (Some(probes), Some((meta, out))) => match watch(probes, &cg_fd, pid, policy).and_then(|w| {
+    let watched = match (probes, monitor_plan) {
+        (Some(probes), Some((meta, out))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
             crate::events::live::Monitor::start(w, meta, out)
+                .map(Some)
                 .map_err(|e| StepError::io("events: live stream", &e, "").into())
-        }) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
-                // SAFETY: reaping our own child.
-                unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-                return Err(e);
-            }
-        },
-        _ => None,
+        }),
+        _ => Ok(None),
     };
 
     // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
@@ -364,18 +357,24 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
             .send(&channel::Msg::Release)
             .map_err(|e| StepError::io("handshake: release", &e, ""))
     };
-    if let Err(e) = release() {
-        // The child may have failed first (it joins the v1 cgroups before waiting for us):
-        // its own report names the real cause. Kill it so the channel closes, then read.
-        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
-        let first = match parent_ch.recv() {
-            Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => StepError { step, errno, detail },
-            _ => e,
-        };
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(first.into());
-    }
+    let monitor = match watched.and_then(|m| release().map(|()| m).map_err(LaunchError::from)) {
+        Ok(m) => m,
+        Err(e) => {
+            // The child may have failed first (it joins the v1 cgroups before waiting for
+            // us): its own report names the real cause. Kill it so the channel closes, then
+            // read.
+            let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+            let first = match parent_ch.recv() {
+                Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => {
+                    StepError { step, errno, detail }.into()
+                }
+                _ => e,
+            };
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            return Err(first);
+        }
+    };
     drop(v1_join);
 
     // 9. Supervise until the sandbox is gone.

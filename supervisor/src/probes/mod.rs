@@ -88,16 +88,8 @@ fn ensure_bpffs() -> Result<(), ProbeError> {
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == BPF_FS_MAGIC {
         return Ok(());
     }
-    let fstype = std::ffi::CString::new("bpf").expect("static");
-    // SAFETY: mounting bpffs at its conventional place, arguments NUL-terminated.
-    let r = unsafe { libc::mount(fstype.as_ptr(), c.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
-    if r != 0 {
-        return Err(err(
-            "bpffs",
-            format!("mount at {BPFFS}: {}", std::io::Error::last_os_error()),
-        ));
-    }
-    Ok(())
+    crate::launch::sys::mount("bpf", Path::new(BPFFS), "bpf", 0, "")
+        .map_err(|e| err("bpffs", format!("mount at {BPFFS}: {e}")))
 }
 
 /// An exclusive `flock` held until drop.
@@ -151,16 +143,12 @@ impl Probes {
             remove_other_builds(&dir);
             Some(started.elapsed())
         };
-        let map = |name: &str| -> Result<Map, ProbeError> {
-            let data = MapData::from_pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
-            Map::from_map_data(data).map_err(|e| err(name, e))
-        };
         Ok(Self {
-            sandboxes: map("SANDBOXES")?.try_into().map_err(|e| err("SANDBOXES", e))?,
-            rings: map("RINGS")?.try_into().map_err(|e| err("RINGS", e))?,
-            counts: map("COUNTS")?.try_into().map_err(|e| err("COUNTS", e))?,
-            drops: map("DROPS")?.try_into().map_err(|e| err("DROPS", e))?,
-            net: map("NET")?.try_into().map_err(|e| err("NET", e))?,
+            sandboxes: pinned_map(&dir, "SANDBOXES")?,
+            rings: pinned_map(&dir, "RINGS")?,
+            counts: pinned_map(&dir, "COUNTS")?,
+            drops: pinned_map(&dir, "DROPS")?,
+            net: pinned_map(&dir, "NET")?,
             pin_dir: dir,
             loaded_in,
         })
@@ -185,6 +173,14 @@ impl Probes {
         std::fs::remove_dir_all(&dir).map_err(|e| err("unpin", format!("{}: {e}", dir.display())))?;
         Ok(true)
     }
+}
+
+/// Open one of this build's pinned maps as its typed form.
+fn pinned_map<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T, ProbeError> {
+    let data = MapData::from_pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
+    Map::from_map_data(data)
+        .and_then(T::try_from)
+        .map_err(|e| err(name, e))
 }
 
 fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {

@@ -35,6 +35,8 @@ pub struct Watch {
     pub ring: RingBuf<MapData>,
     pub rules: NetRules,
     probes: Probes,
+    /// Counters known to be non-zero at the end (see `final_counts`).
+    used: Option<Vec<u32>>,
     /// Owns the cgroup links of the egress hooks: dropped, they detach.
     _egress: Vec<CgroupSockAddr>,
     lock: FileLock,
@@ -81,7 +83,7 @@ impl Watch {
             }
         }
         if !state.is_empty() && state.trim() != "clean" {
-            zero_slot(&mut probes, slot)?;
+            zero_slot(&mut probes, slot, None)?;
         }
         let index = (0..SANDBOX_WAYS)
             .map(|i| {
@@ -127,6 +129,7 @@ impl Watch {
             ring,
             rules,
             probes,
+            used: None,
             _egress: egress,
             lock,
         })
@@ -141,6 +144,14 @@ impl Watch {
                 (n > 0).then_some((nr, n))
             })
             .collect()
+    }
+
+    /// The counts once the sandbox is gone. The counters read non-zero are the only ones
+    /// dropping the watch has to clear.
+    pub fn final_counts(&mut self) -> Vec<(u32, u64)> {
+        let counts = self.counts();
+        self.used = Some(counts.iter().map(|&(nr, _)| nr).collect());
+        counts
     }
 
     /// Records the probes could not deliver (ring buffer full), summed over CPUs.
@@ -201,17 +212,12 @@ fn mark(lock: &FileLock, state: &str) {
     let _ = f.write_all(state.as_bytes());
 }
 
-fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
+/// Clear a slot's counters: those in `used`, or all of them when unknown.
+fn zero_slot(probes: &mut Probes, slot: u32, used: Option<&[u32]>) -> Result<(), ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?;
     let zeros = || PerCpuValues::try_from(vec![0u64; cpus.get() as usize]).expect("one value per cpu");
-    for nr in 0..MAX_SYSCALL {
-        let used = probes
-            .counts
-            .get(&(slot * MAX_SYSCALL + nr), 0)
-            .map_or(true, |v| v.iter().any(|&n| n != 0));
-        if !used {
-            continue;
-        }
+    let all: Vec<u32> = (0..MAX_SYSCALL).collect();
+    for &nr in used.unwrap_or(&all) {
         probes
             .counts
             .set(slot * MAX_SYSCALL + nr, zeros(), 0)
@@ -223,7 +229,7 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
-        let clean = zero_slot(&mut self.probes, self.slot).is_ok();
+        let clean = zero_slot(&mut self.probes, self.slot, self.used.as_deref()).is_ok();
         if clean {
             mark(&self.lock, "clean");
         }
