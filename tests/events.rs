@@ -172,6 +172,49 @@ fn known_actions_give_exactly_the_expected_events() {
         .all(|e| e["pid"].as_u64().unwrap() > 0 && e["pid"].as_u64() != e["host_pid"].as_u64()));
 }
 
+#[test]
+fn an_allowlist_rule_for_udp_does_not_open_tcp() {
+    require_root();
+    let s = Scratch::new();
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (pt, pu) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+    let prof = profile_file(
+        &s,
+        "udp-only",
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{pt}/udp\", \"127.0.0.1:{pu}/udp\"]\n"
+        ),
+    );
+    let script = format!(
+        "import socket\n\
+         try:\n    socket.create_connection(('127.0.0.1', {pt}), timeout=5); print('tcp connected')\n\
+         except OSError as e:\n    print('tcp errno', e.errno)\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         print('udp sent', u.sendto(b'x', ('127.0.0.1', {pu})))\n"
+    );
+    let out = output(run_cmd(
+        &prof,
+        s.path(),
+        &["-q"],
+        &["/usr/bin/python3", "-c", &script],
+    ));
+    let so = stdout(&out);
+    assert!(
+        so.contains("tcp errno 1\n"),
+        "TCP to a UDP-only rule must fail with EPERM: {so}"
+    );
+    assert!(so.contains("udp sent 1\n"), "{so}\n{}", stderr(&out));
+    let mut buf = [0u8; 4];
+    udp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        udp.recv(&mut buf).unwrap(),
+        1,
+        "the datagram reached the host listener"
+    );
+}
+
 /// A sandbox that opens `marker` files for a while, recording to `ev`.
 fn marker_run(s: &Scratch, marker: &str, ev: &Path) -> std::process::Child {
     run_cmd(

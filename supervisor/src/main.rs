@@ -446,7 +446,7 @@ fn render_policy(p: &profile::Profile, pol: &policy::Policy) -> String {
     }
     let _ = writeln!(s, "\n[network]\n  mode       {:?}", pol.network.mode);
     for d in &pol.network.allow {
-        let _ = writeln!(s, "  allow      {}/{}:{}", d.addr, d.prefix, d.port);
+        let _ = writeln!(s, "  allow      {d}");
     }
     let l = &pol.limits;
     let _ = writeln!(s, "\n[limits]");

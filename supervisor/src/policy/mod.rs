@@ -85,6 +85,20 @@ pub struct Destination {
     pub addr: std::net::IpAddr,
     pub prefix: u8,
     pub port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP when the rule names one (`…:443/tcp`); None: either.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.addr, self.prefix, self.port)?;
+        match self.protocol.map(i32::from) {
+            Some(libc::IPPROTO_TCP) => write!(f, "/tcp"),
+            Some(libc::IPPROTO_UDP) => write!(f, "/udp"),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,8 +160,14 @@ fn depth(p: &Path) -> usize {
 
 pub fn parse_destination(s: &str) -> Result<Destination, String> {
     let (host, port) = s.rsplit_once(':').filter(|(h, _)| !h.is_empty()).ok_or_else(|| {
-        "expected IP[/PREFIX]:port, e.g. \"10.0.0.0/8:443\" (a port is required)".to_string()
+        "expected IP[/PREFIX]:port[/tcp|/udp], e.g. \"10.0.0.0/8:443/tcp\" (a port is required)".to_string()
     })?;
+    let (port, protocol) = match port.split_once('/') {
+        Some((port, "tcp")) => (port, Some(6)),  // IPPROTO_TCP
+        Some((port, "udp")) => (port, Some(17)), // IPPROTO_UDP
+        Some((_, other)) => return Err(format!("protocol {other:?} must be \"tcp\" or \"udp\"")),
+        None => (port, None),
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port: u16 = port
         .parse()
@@ -168,7 +188,12 @@ pub fn parse_destination(s: &str) -> Result<Destination, String> {
             .ok_or_else(|| format!("prefix {p:?} must be 0..={max}"))?,
         None => max,
     };
-    Ok(Destination { addr, prefix, port })
+    Ok(Destination {
+        addr,
+        prefix,
+        port,
+        protocol,
+    })
 }
 
 pub fn errno_by_name(name: &str) -> Option<i32> {
@@ -411,6 +436,11 @@ mod tests {
             .contains("domain"));
         assert!(parse_destination("1.2.3.4/33:1").is_err());
         assert!(parse_destination("1.2.3.4:99999").is_err());
+        let udp = parse_destination("127.0.0.53:53/udp").unwrap();
+        assert_eq!((udp.port, udp.protocol), (53, Some(17)));
+        assert_eq!(udp.to_string(), "127.0.0.53/32:53/udp");
+        assert_eq!(parse_destination("10.0.0.0/8:443").unwrap().protocol, None);
+        assert!(parse_destination("1.2.3.4:1/icmp").unwrap_err().contains("tcp"));
     }
 
     #[test]

@@ -288,12 +288,12 @@ pub fn net_rules(net: &crate::policy::NetworkPolicy) -> NetRules {
         };
         r.policy.rules[i] = NetRule {
             family,
-            protocol: 0,
+            protocol: d.protocol.map_or(0, u32::from),
             port: u32::from(d.port),
             prefix_len: u32::from(d.prefix),
             addr,
         };
-        r.texts.push(format!("{}/{}:{}", d.addr, d.prefix, d.port));
+        r.texts.push(d.to_string());
     }
     r.policy.count = u32::try_from(r.texts.len()).unwrap_or(0);
     r
