@@ -9,6 +9,26 @@ use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::RwLock;
+
+/// Tests that look at host-wide probe state take this exclusively; the others share it.
+static HOST_STATE: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    HOST_STATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pins of the syscall tracepoints' links, of any cordon build.
+fn syscall_link_pins() -> Vec<std::path::PathBuf> {
+    let Ok(builds) = std::fs::read_dir("/sys/fs/bpf/cordon") else {
+        return Vec::new();
+    };
+    builds
+        .flatten()
+        .flat_map(|b| ["sys_enter", "sys_exit"].map(|n| b.path().join("links").join(n)))
+        .filter(|p| p.exists())
+        .collect()
+}
 
 fn events_of(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -63,6 +83,7 @@ except OSError as e:
 #[test]
 fn known_actions_give_exactly_the_expected_events() {
     require_root();
+    let _host = shared();
     let s = Scratch::new();
     s.file("known.txt", "hello\n");
     s.file("agent.py", AGENT);
@@ -175,6 +196,7 @@ fn known_actions_give_exactly_the_expected_events() {
 #[test]
 fn an_allowlist_rule_for_udp_does_not_open_tcp() {
     require_root();
+    let _host = shared();
     let s = Scratch::new();
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -234,6 +256,7 @@ fn marker_run(s: &Scratch, marker: &str, ev: &Path) -> std::process::Child {
 #[test]
 fn two_sandboxes_are_told_apart_and_the_host_is_not_recorded() {
     require_root();
+    let _host = shared();
     let (a, b) = (Scratch::new(), Scratch::new());
     let (ea, eb) = (a.path().join("a.jsonl"), b.path().join("b.jsonl"));
     let mut ra = marker_run(&a, "marker-aaa", &ea);
@@ -273,6 +296,7 @@ fn two_sandboxes_are_told_apart_and_the_host_is_not_recorded() {
 #[test]
 fn a_syscall_storm_is_counted_exactly() {
     require_root();
+    let _host = shared();
     let s = Scratch::new();
     let src = s.file(
         "storm.c",
@@ -313,6 +337,7 @@ fn a_syscall_storm_is_counted_exactly() {
 #[test]
 fn running_sandboxes_are_listed_and_tailed() {
     require_root();
+    let _host = shared();
     let s = Scratch::new();
     let mut run = spawn_until_ready("default", s.path(), "touch ready; cat /etc/hostname; sleep 30");
     let ps = output({
@@ -356,6 +381,7 @@ fn running_sandboxes_are_listed_and_tailed() {
 #[test]
 fn unmonitored_runs_are_asked_for_and_recorded_as_such() {
     require_root();
+    let _host = shared();
     let s = Scratch::new();
     let ev = s.path().join("e.jsonl");
     let out = output(run_cmd(
@@ -379,4 +405,27 @@ fn unmonitored_runs_are_asked_for_and_recorded_as_such() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("--no-probes turns off"), "{}", stderr(&out));
     assert!(!s.path().join("ran").exists());
+}
+
+#[test]
+fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
+    require_root();
+    let _host = HOST_STATE.write().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new();
+    let mut run = spawn_until_ready(
+        "default",
+        s.path(),
+        "touch ready; i=0; while [ ! -e stop ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done",
+    );
+    let while_running = syscall_link_pins();
+    std::fs::write(s.path().join("stop"), "").unwrap();
+    let status = wait_within(&mut run, 15_000);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        while_running.len(),
+        2,
+        "sys_enter and sys_exit are attached while a sandbox runs: {while_running:?}"
+    );
+    // The last sandbox gone, every process on the host is off the slow syscall path again.
+    assert_eq!(syscall_link_pins(), Vec::<std::path::PathBuf>::new());
 }

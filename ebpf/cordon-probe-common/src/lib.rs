@@ -188,6 +188,21 @@ pub struct NetPolicy {
     pub rules: [NetRule; MAX_NET_RULES],
 }
 
+/// One sandbox slot's syscall counters, by syscall number (the last bucket takes numbers
+/// beyond the table). One map value per slot, so the supervisor reads or clears all of a
+/// slot's counters with a single lookup or update.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotCounts {
+    pub n: [u64; MAX_SYSCALL as usize],
+}
+
+impl SlotCounts {
+    pub const ZERO: Self = Self {
+        n: [0; MAX_SYSCALL as usize],
+    };
+}
+
 /// Byte offsets of kernel struct fields the probes read, found in the running kernel's BTF
 /// at load time (there are no CO-RE relocations in Rust eBPF).
 #[repr(C)]
@@ -276,6 +291,7 @@ const _: () = {
     assert!(core::mem::size_of::<NetPolicy>() == 8 + 32 * MAX_NET_RULES);
     assert!(core::mem::align_of::<SyscallRecord>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 24);
+    assert!(core::mem::size_of::<SlotCounts>() == 8 * MAX_SYSCALL as usize);
 };
 
 #[cfg(feature = "user")]
@@ -287,6 +303,8 @@ mod pod {
     unsafe impl aya::Pod for super::NetPolicy {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlotCounts {}
     // SAFETY: as above (records the probes write; the decoder reads them from raw bytes).
     unsafe impl aya::Pod for super::Header {}
     // SAFETY: as above.

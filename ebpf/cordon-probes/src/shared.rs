@@ -10,8 +10,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use cordon_probe_common::{
-    Header, KernelOffsets, NetPolicy, Sandbox, SyscallRecord, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES,
-    SANDBOX_TABLE, SANDBOX_WAYS,
+    Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, MAX_SANDBOXES, MAX_SYSCALL,
+    RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
 /// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
@@ -25,9 +25,9 @@ pub static SANDBOXES: Array<Sandbox, { SANDBOX_TABLE as usize }> = Array::new();
 pub static RINGS: ArrayOfMaps<RingBuf<SyscallRecord, { RING_BYTES as usize }>, { MAX_SANDBOXES as usize }> =
     ArrayOfMaps::new();
 
-/// Syscall counts: index `slot * MAX_SYSCALL + nr`, one copy per CPU (no atomics needed).
+/// Syscall counts per slot, one copy per CPU (no atomics needed).
 #[btf_map]
-pub static COUNTS: PerCpuArray<u64, { (MAX_SANDBOXES * MAX_SYSCALL) as usize }> = PerCpuArray::new();
+pub static COUNTS: PerCpuArray<SlotCounts, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
 
 /// Records lost because a slot's ring buffer was full, per slot and CPU.
 #[btf_map]
@@ -68,9 +68,13 @@ pub fn count_drop(slot: u32) {
 #[inline(always)]
 pub fn count_syscall(slot: u32, nr: u32) {
     let bucket = if nr < MAX_SYSCALL { nr } else { MAX_SYSCALL - 1 };
-    if let Some(n) = COUNTS.get_ptr_mut(slot.wrapping_mul(MAX_SYSCALL).wrapping_add(bucket)) {
-        // SAFETY: per-CPU slot, as in count_drop.
-        unsafe { *n += 1 };
+    if let Some(c) = COUNTS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value, as in count_drop; `bucket` is below the array's length.
+        unsafe {
+            if let Some(n) = (*c).n.get_mut(bucket as usize) {
+                *n += 1;
+            }
+        }
     }
 }
 

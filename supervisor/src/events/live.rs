@@ -295,7 +295,7 @@ async fn pipeline(
     drain(&mut watch, &mut dec, &mut events);
     dec.flush(&mut events);
     report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
-    dec.counts(&watch.final_counts(), true, &mut events);
+    dec.counts(&watch.counts(), true, &mut events);
     let e = dec.bare(meta.lifecycle("exited", format!("exit status {exit_code}"), exit_code));
     dec.emit(e, &mut events);
     publish(&tx, &shared, &mut events);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::{CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox};
+use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox, SlotCounts};
 
 pub use watch::{NetRules, Watch};
 
@@ -26,9 +26,12 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/co
 
 const BPFFS: &str = "/sys/fs/bpf";
 const STATE: &str = "/run/cordon";
-const RAW_TRACEPOINTS: [(&str, &str); 5] = [
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
+/// Attached while at least one sandbox is watched (see `Probes::attach_syscalls`): a program
+/// on `sys_enter`/`sys_exit` puts every task on the host on the kernel's slow syscall path
+/// (measured: +57 ns per syscall for every process), which an idle host must not pay.
+const SYSCALL_TRACEPOINTS: [(&str, &str); 2] = [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")];
+/// Attached for as long as the probes are loaded: they run only on fork, exec and exit.
+const PROC_TRACEPOINTS: [(&str, &str); 3] = [
     ("sched_fork", "sched_process_fork"),
     ("sched_exec", "sched_process_exec"),
     ("sched_exit", "sched_process_exit"),
@@ -62,7 +65,7 @@ fn err(what: &str, detail: impl std::fmt::Display) -> ProbeError {
 pub struct Probes {
     pub(crate) sandboxes: Array<MapData, Sandbox>,
     pub(crate) rings: ArrayOfMaps<MapData, RingBuf<MapData>>,
-    pub(crate) counts: PerCpuArray<MapData, u64>,
+    pub(crate) counts: PerCpuArray<MapData, SlotCounts>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
     pub(crate) net: Array<MapData, NetPolicy>,
     pub(crate) pin_dir: PathBuf,
@@ -126,13 +129,11 @@ impl Probes {
     pub fn ready() -> Result<Self, ProbeError> {
         ensure_bpffs()?;
         std::fs::create_dir_all(STATE).map_err(|e| err("state directory", format!("{STATE}: {e}")))?;
-        let _lock = FileLock::acquire(&Path::new(STATE).join("probes.lock"), true)
-            .map_err(|e| err("lock", e))?
-            .expect("blocking lock");
+        let _lock = lock_probes()?;
         let dir = pin_dir();
         let complete = dir
             .join("links")
-            .join(RAW_TRACEPOINTS[RAW_TRACEPOINTS.len() - 1].0)
+            .join(PROC_TRACEPOINTS[PROC_TRACEPOINTS.len() - 1].0)
             .exists();
         let loaded_in = if complete {
             None
@@ -164,6 +165,22 @@ impl Probes {
             .collect()
     }
 
+    /// Attach the syscall tracepoints unless another sandbox already has. Called by a sandbox
+    /// holding its slot, so a concurrent `detach_syscalls_if_idle` sees it and keeps them.
+    pub(crate) fn attach_syscalls(&self) -> Result<(), ProbeError> {
+        let _lock = lock_probes()?;
+        for (prog, tracepoint) in SYSCALL_TRACEPOINTS {
+            let pin = self.pin_dir.join("links").join(prog);
+            if pin.exists() {
+                continue;
+            }
+            let mut p =
+                RawTracePoint::from_pin(self.pin_dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+            pin_raw_tracepoint(&mut p, prog, tracepoint, &pin)?;
+        }
+        Ok(())
+    }
+
     /// Unpin everything of this build (`cordon probes unload`): the tracepoints detach.
     pub fn unload() -> Result<bool, ProbeError> {
         let dir = pin_dir();
@@ -172,6 +189,27 @@ impl Probes {
         }
         std::fs::remove_dir_all(&dir).map_err(|e| err("unpin", format!("{}: {e}", dir.display())))?;
         Ok(true)
+    }
+}
+
+/// Serialises loading, attaching and detaching between `cordon` processes.
+fn lock_probes() -> Result<FileLock, ProbeError> {
+    std::fs::create_dir_all(STATE).map_err(|e| err("state directory", format!("{STATE}: {e}")))?;
+    Ok(FileLock::acquire(&Path::new(STATE).join("probes.lock"), true)
+        .map_err(|e| err("lock", e))?
+        .expect("blocking lock"))
+}
+
+/// Detach the syscall tracepoints when no sandbox is watched any more. Called by a sandbox
+/// after giving up its slot; a `cordon` killed before it could leaves them attached until the
+/// next one ends (or `cordon probes unload`).
+pub(crate) fn detach_syscalls_if_idle(pin_dir: &Path) {
+    let Ok(_lock) = lock_probes() else { return };
+    if any_slot_held() {
+        return;
+    }
+    for (prog, _) in SYSCALL_TRACEPOINTS {
+        let _ = std::fs::remove_file(pin_dir.join("links").join(prog));
     }
 }
 
@@ -214,22 +252,43 @@ fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
             .map_err(|e| err(&format!("{prog} (cgroup sock_addr hook)"), verifier(e)))?;
         p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
     }
-    // The tracepoint links last: the last link's pin marks the set complete (see `ready`).
-    for (prog, tracepoint) in RAW_TRACEPOINTS {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| err(prog, "missing from the object"))?
-            .try_into()
+    for (prog, _) in SYSCALL_TRACEPOINTS {
+        load_raw_tracepoint(&mut ebpf, prog)?
+            .pin(dir.join("progs").join(prog))
             .map_err(|e| err(prog, e))?;
-        p.load()
-            .map_err(|e| err(&format!("{prog} (raw tracepoint)"), verifier(e)))?;
-        let id = p
-            .attach(tracepoint)
-            .map_err(|e| err(&format!("raw tracepoint {tracepoint}"), e))?;
-        let link = p.take_link(id).map_err(|e| err(prog, e))?;
-        let link: aya::programs::links::FdLink = link.into();
-        link.pin(dir.join("links").join(prog)).map_err(|e| err(prog, e))?;
     }
+    // The process tracepoints' links last: the last link's pin marks the set complete (see
+    // `ready`).
+    for (prog, tracepoint) in PROC_TRACEPOINTS {
+        let p = load_raw_tracepoint(&mut ebpf, prog)?;
+        pin_raw_tracepoint(p, prog, tracepoint, &dir.join("links").join(prog))?;
+    }
+    Ok(())
+}
+
+fn load_raw_tracepoint<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut RawTracePoint, ProbeError> {
+    let p: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| err(prog, "missing from the object"))?
+        .try_into()
+        .map_err(|e| err(prog, e))?;
+    p.load()
+        .map_err(|e| err(&format!("{prog} (raw tracepoint)"), verifier(e)))?;
+    Ok(p)
+}
+
+/// Attach a loaded raw tracepoint program and pin its link: the pin keeps it attached.
+fn pin_raw_tracepoint(
+    p: &mut RawTracePoint,
+    prog: &str,
+    tracepoint: &str,
+    pin: &Path,
+) -> Result<(), ProbeError> {
+    let id = p
+        .attach(tracepoint)
+        .map_err(|e| err(&format!("raw tracepoint {tracepoint}"), e))?;
+    let link: aya::programs::links::FdLink = p.take_link(id).map_err(|e| err(prog, e))?.into();
+    link.pin(pin).map_err(|e| err(prog, e))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
 use aya::programs::{links::CgroupAttachMode, CgroupSockAddr};
 use cordon_probe_common::{
-    NetPolicy, Sandbox, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
+    NetPolicy, Sandbox, SlotCounts, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
 use super::{err, FileLock, ProbeError, Probes, STATE};
@@ -35,11 +35,10 @@ pub struct Watch {
     pub ring: RingBuf<MapData>,
     pub rules: NetRules,
     probes: Probes,
-    /// Counters known to be non-zero at the end (see `final_counts`).
-    used: Option<Vec<u32>>,
     /// Owns the cgroup links of the egress hooks: dropped, they detach.
     _egress: Vec<CgroupSockAddr>,
-    lock: FileLock,
+    /// The slot's lock; taken on drop so the slot is free before `detach_syscalls_if_idle`.
+    lock: Option<FileLock>,
 }
 
 fn claim_slot() -> Result<(u32, FileLock), ProbeError> {
@@ -83,7 +82,7 @@ impl Watch {
             }
         }
         if !state.is_empty() && state.trim() != "clean" {
-            zero_slot(&mut probes, slot, None)?;
+            zero_slot(&mut probes, slot)?;
         }
         let index = (0..SANDBOX_WAYS)
             .map(|i| {
@@ -107,6 +106,7 @@ impl Watch {
         // ORDER: the egress hooks are attached before the agent is released, so its first
         // connect is already judged; a failure here stops the run (fail closed).
         let mut egress = probes.sock_addr_programs()?;
+        probes.attach_syscalls()?;
         for p in &mut egress {
             p.attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|e| err("egress hook (cgroup sock_addr attach)", e))?;
@@ -129,29 +129,23 @@ impl Watch {
             ring,
             rules,
             probes,
-            used: None,
             _egress: egress,
-            lock,
+            lock: Some(lock),
         })
     }
 
-    /// Syscall counts since the start, by number (non-zero only), summed over CPUs.
+    /// Syscall counts since the start, by number (non-zero only), summed over CPUs: one
+    /// lookup of the slot's per-CPU counter block.
     pub fn counts(&self) -> Vec<(u32, u64)> {
+        let Ok(per_cpu) = self.probes.counts.get(&self.slot, 0) else {
+            return Vec::new();
+        };
         (0..MAX_SYSCALL)
             .filter_map(|nr| {
-                let v = self.probes.counts.get(&(self.slot * MAX_SYSCALL + nr), 0).ok()?;
-                let n: u64 = v.iter().sum();
+                let n: u64 = per_cpu.iter().map(|c| c.n[nr as usize]).sum();
                 (n > 0).then_some((nr, n))
             })
             .collect()
-    }
-
-    /// The counts once the sandbox is gone. The counters read non-zero are the only ones
-    /// dropping the watch has to clear.
-    pub fn final_counts(&mut self) -> Vec<(u32, u64)> {
-        let counts = self.counts();
-        self.used = Some(counts.iter().map(|&(nr, _)| nr).collect());
-        counts
     }
 
     /// Records the probes could not deliver (ring buffer full), summed over CPUs.
@@ -212,26 +206,24 @@ fn mark(lock: &FileLock, state: &str) {
     let _ = f.write_all(state.as_bytes());
 }
 
-/// Clear a slot's counters: those in `used`, or all of them when unknown.
-fn zero_slot(probes: &mut Probes, slot: u32, used: Option<&[u32]>) -> Result<(), ProbeError> {
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?;
-    let zeros = || PerCpuValues::try_from(vec![0u64; cpus.get() as usize]).expect("one value per cpu");
-    let all: Vec<u32> = (0..MAX_SYSCALL).collect();
-    for &nr in used.unwrap_or(&all) {
-        probes
-            .counts
-            .set(slot * MAX_SYSCALL + nr, zeros(), 0)
-            .map_err(|e| err("COUNTS", e))?;
-    }
-    probes.drops.set(slot, zeros(), 0).map_err(|e| err("DROPS", e))
+/// Clear a slot's counters.
+fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize;
+    let counts = PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).expect("one value per cpu");
+    probes.counts.set(slot, counts, 0).map_err(|e| err("COUNTS", e))?;
+    let drops = PerCpuValues::try_from(vec![0u64; cpus]).expect("one value per cpu");
+    probes.drops.set(slot, drops, 0).map_err(|e| err("DROPS", e))
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
-        let clean = zero_slot(&mut self.probes, self.slot, self.used.as_deref()).is_ok();
-        if clean {
-            mark(&self.lock, "clean");
+        let clean = zero_slot(&mut self.probes, self.slot).is_ok();
+        if let Some(lock) = self.lock.take() {
+            if clean {
+                mark(&lock, "clean");
+            }
         }
+        super::detach_syscalls_if_idle(&self.probes.pin_dir);
     }
 }
