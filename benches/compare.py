@@ -16,9 +16,13 @@ def cordon(cmd):
 def cordon_unmonitored(cmd):
     return [CORDON, "run", "-q", "--no-probes", "--profile", "default", "--workspace", WS, "--"] + cmd
 
+# bwrap cannot hide a directory that does not exist (it would have to create it on the
+# read-only root).
+HIDE_SSH = ["--tmpfs", f"{HOME}/.ssh"] if os.path.isdir(f"{HOME}/.ssh") else []
+
 def bwrap(cmd):
     return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", WS, WS,
-            "--tmpfs", f"{HOME}/.ssh", "--unshare-all", "--unshare-user", "--disable-userns",
+            *HIDE_SSH, "--unshare-all", "--unshare-user", "--disable-userns",
             "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
             "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", HOME,
             "--chdir", WS, "--"] + cmd

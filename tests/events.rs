@@ -429,3 +429,89 @@ fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
     // The last sandbox gone, every process on the host is off the slow syscall path again.
     assert_eq!(syscall_link_pins(), Vec::<std::path::PathBuf>::new());
 }
+
+const TALKER: &str = r#"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"y" * 100000); s.shutdown(socket.SHUT_WR)
+got = 0
+while True:
+    d = s.recv(65536)
+    if not d: break
+    got += len(d)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b"z" * 500, ("127.0.0.1", int(sys.argv[2])))
+print("got", got, flush=True)
+"#;
+
+#[test]
+fn traffic_is_counted_per_remote() {
+    require_root();
+    let _host = shared();
+    let s = Scratch::new();
+    s.file("talker.py", TALKER);
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (pt, pu) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = tcp.accept().unwrap();
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        c.write_all(&[b'x'; 1000]).unwrap();
+        all.len()
+    });
+    let prof = profile_file(
+        &s,
+        "talk",
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{pt}/tcp\", \"127.0.0.1:{pu}/udp\"]\n"
+        ),
+    );
+    let ev = s.path().join("events.jsonl");
+    let out = output(run_cmd(
+        &prof,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "talker.py", &pt.to_string(), &pu.to_string()],
+    ));
+    assert!(
+        stdout(&out).contains("got 1000"),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(server.join().unwrap(), 100_000);
+    let events = events_of(&ev);
+    let last = of_kind(&events, "Traffic")
+        .into_iter()
+        .map(|e| kind(e).1)
+        .find(|t| t["last"] == true)
+        .expect("a final traffic summary");
+    let remote = |port: u16, proto: &str| {
+        last["remotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["ip"] == "127.0.0.1" && r["port"] == port && r["protocol"] == proto)
+            .unwrap_or_else(|| panic!("no {proto} remote on port {port}: {last}"))
+            .clone()
+    };
+    let u = remote(pu, "udp");
+    // One datagram: 500 bytes of payload, 8 of UDP header, 20 of IPv4 header.
+    assert_eq!(
+        (u["bytes_out"].as_u64(), u["packets_out"].as_u64()),
+        (Some(528), Some(1)),
+        "{u}"
+    );
+    let t = remote(pt, "tcp");
+    let (bytes, packets) = (
+        t["bytes_out"].as_u64().unwrap(),
+        t["packets_out"].as_u64().unwrap(),
+    );
+    // The payload plus at most 80 bytes of IP and TCP headers per packet.
+    assert!((100_000..=100_000 + 80 * packets).contains(&bytes), "{t}");
+    let (bytes_in, packets_in) = (t["bytes_in"].as_u64().unwrap(), t["packets_in"].as_u64().unwrap());
+    assert!((1000..=1000 + 80 * packets_in).contains(&bytes_in), "{t}");
+    assert_eq!(last["untracked_packets"].as_u64(), Some(0));
+}

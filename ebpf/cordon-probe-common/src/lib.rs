@@ -188,6 +188,35 @@ pub struct NetPolicy {
     pub rules: [NetRule; MAX_NET_RULES],
 }
 
+/// Remotes tracked for traffic counts, over all sandboxes of the host.
+pub const TRAFFIC_ENTRIES: u32 = 16384;
+
+/// A remote end of a sandbox's traffic: the destination of what it sends, the source of what
+/// it receives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TrafficKey {
+    pub slot: u32,
+    /// 4 or 6.
+    pub family: u32,
+    /// IPPROTO_TCP, IPPROTO_UDP, … (0 when the packet was too short to tell).
+    pub protocol: u32,
+    /// The remote port for TCP and UDP, else 0.
+    pub port: u32,
+    /// IPv4 in `addr[0]`; network byte order.
+    pub addr: [u32; 4],
+}
+
+/// Bytes (IP packet lengths) and packets to and from one remote.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes_out: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub packets_in: u64,
+}
+
 /// One sandbox slot's syscall counters, by syscall number (the last bucket takes numbers
 /// beyond the table). One map value per slot, so the supervisor reads or clears all of a
 /// slot's counters with a single lookup or update.
@@ -292,6 +321,8 @@ const _: () = {
     assert!(core::mem::align_of::<SyscallRecord>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 24);
     assert!(core::mem::size_of::<SlotCounts>() == 8 * MAX_SYSCALL as usize);
+    assert!(core::mem::size_of::<TrafficKey>() == 32);
+    assert!(core::mem::size_of::<Traffic>() == 32);
 };
 
 #[cfg(feature = "user")]
@@ -305,6 +336,10 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SlotCounts {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TrafficKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Traffic {}
     // SAFETY: as above (records the probes write; the decoder reads them from raw bytes).
     unsafe impl aya::Pod for super::Header {}
     // SAFETY: as above.

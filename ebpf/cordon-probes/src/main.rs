@@ -15,6 +15,8 @@ mod proc;
 mod shared;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod traffic;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}

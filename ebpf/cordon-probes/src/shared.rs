@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    btf_maps::{Array, ArrayOfMaps, PerCpuArray, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, RingBuf},
     helpers::bpf_get_current_pid_tgid,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_ns_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ringbuf_query,
@@ -10,8 +10,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use cordon_probe_common::{
-    Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, MAX_SANDBOXES, MAX_SYSCALL,
-    RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
+    Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic, TrafficKey, MAX_SANDBOXES,
+    MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
 };
 
 /// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
@@ -37,6 +37,14 @@ pub static DROPS: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::ne
 #[btf_map]
 pub static NET: Array<NetPolicy, { MAX_SANDBOXES as usize }> = Array::new();
 
+/// Bytes and packets per remote address, port and protocol, per slot, one copy per CPU.
+#[btf_map]
+pub static TRAFFIC: PerCpuHashMap<TrafficKey, Traffic, { TRAFFIC_ENTRIES as usize }> = PerCpuHashMap::new();
+
+/// Packets of a slot whose remote could not be added to `TRAFFIC` (the table was full).
+#[btf_map]
+pub static UNTRACKED: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
+
 /// Kernel struct offsets found in BTF by the loader (index 0).
 #[btf_map]
 pub static OFFSETS: Array<KernelOffsets, 1> = Array::new();
@@ -45,7 +53,12 @@ pub static OFFSETS: Array<KernelOffsets, 1> = Array::new();
 #[inline(always)]
 pub fn current_sandbox() -> Option<&'static Sandbox> {
     // SAFETY: helper without arguments.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    sandbox_of(unsafe { bpf_get_current_cgroup_id() })
+}
+
+/// The watched sandbox whose cgroup2 id is `cgroup`, if any.
+#[inline(always)]
+pub fn sandbox_of(cgroup: u64) -> Option<&'static Sandbox> {
     let base = cgroup as u32;
     for i in 0..SANDBOX_WAYS {
         if let Some(sb) = SANDBOXES.get(base.wrapping_add(i) & (SANDBOX_TABLE - 1)) {

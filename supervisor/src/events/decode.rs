@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use cordon_probe_common::{
-    kind, netop, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, MAX_SYSCALL,
+    kind, netop, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, Traffic, TrafficKey,
+    MAX_SYSCALL,
 };
 
 use super::pb::{self, event::Kind};
@@ -90,6 +91,27 @@ pub fn errno_name(e: i64) -> String {
 }
 
 /// A `struct sockaddr` as bytes → a readable address.
+/// An address the probes copied in network byte order (IPv4 in the first word).
+fn ip_text(family: u32, addr: &[u32; 4]) -> String {
+    if family == 4 {
+        std::net::Ipv4Addr::from(u32::from_be(addr[0])).to_string()
+    } else {
+        let mut b = [0u8; 16];
+        for (i, w) in addr.iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        std::net::Ipv6Addr::from(b).to_string()
+    }
+}
+
+fn protocol_name(p: u32) -> String {
+    match i32::try_from(p) {
+        Ok(libc::IPPROTO_TCP) => "tcp".into(),
+        Ok(libc::IPPROTO_UDP) => "udp".into(),
+        _ => format!("proto({p})"),
+    }
+}
+
 pub fn sockaddr(b: &[u8]) -> Option<pb::SocketAddress> {
     let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
     let port = || u16::from_be_bytes([b[2], b[3]]) as u32;
@@ -366,20 +388,8 @@ impl Decoder {
             netop::SENDMSG4 | netop::SENDMSG6 => "sendmsg",
             _ => "bind",
         };
-        let ip = if r.family == 4 {
-            std::net::Ipv4Addr::from(u32::from_be(r.addr[0])).to_string()
-        } else {
-            let mut b = [0u8; 16];
-            for (i, w) in r.addr.iter().enumerate() {
-                b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
-            }
-            std::net::Ipv6Addr::from(b).to_string()
-        };
-        let protocol = match r.protocol as i32 {
-            libc::IPPROTO_TCP => "tcp".into(),
-            libc::IPPROTO_UDP => "udp".into(),
-            p => format!("proto({p})"),
-        };
+        let ip = ip_text(r.family, &r.addr);
+        let protocol = protocol_name(r.protocol);
         let rule = self.rule_texts.get(r.rule as usize).cloned().unwrap_or_default();
         let e = self.envelope(
             &r.hdr,
@@ -420,6 +430,35 @@ impl Decoder {
         let e = self.bare(Kind::Counts(pb::SyscallCounts {
             counts: map,
             total,
+            last,
+        }));
+        self.emit(e, out);
+    }
+
+    /// A summary event of traffic per remote end since the start.
+    pub fn traffic(
+        &mut self,
+        remotes: &[(TrafficKey, Traffic)],
+        untracked: u64,
+        last: bool,
+        out: &mut Vec<pb::Event>,
+    ) {
+        let mut remotes: Vec<pb::Remote> = remotes
+            .iter()
+            .map(|(k, t)| pb::Remote {
+                protocol: protocol_name(k.protocol),
+                ip: ip_text(k.family, &k.addr),
+                port: k.port,
+                bytes_out: t.bytes_out,
+                packets_out: t.packets_out,
+                bytes_in: t.bytes_in,
+                packets_in: t.packets_in,
+            })
+            .collect();
+        remotes.sort_by_key(|a| std::cmp::Reverse(a.bytes_out + a.bytes_in));
+        let e = self.bare(Kind::Traffic(pb::TrafficCounts {
+            remotes,
+            untracked_packets: untracked,
             last,
         }));
         self.emit(e, out);

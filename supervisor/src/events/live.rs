@@ -286,6 +286,10 @@ async fn pipeline(
                 }
                 if ticks.is_multiple_of(500) {
                     dec.counts(&watch.counts(), false, &mut events);
+                    let (remotes, untracked) = watch.traffic();
+                    if !remotes.is_empty() || untracked > 0 {
+                        dec.traffic(&remotes, untracked, false, &mut events);
+                    }
                 }
                 publish(&tx, &shared, &mut events);
             }
@@ -296,6 +300,8 @@ async fn pipeline(
     dec.flush(&mut events);
     report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
     dec.counts(&watch.counts(), true, &mut events);
+    let (remotes, untracked) = watch.traffic();
+    dec.traffic(&remotes, untracked, true, &mut events);
     let e = dec.bare(meta.lifecycle("exited", format!("exit status {exit_code}"), exit_code));
     dec.emit(e, &mut events);
     publish(&tx, &shared, &mut events);

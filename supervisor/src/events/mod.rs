@@ -25,6 +25,7 @@ pub const KINDS: &[(&str, &str)] = &[
         "anything refused: syscalls with EPERM/EACCES and blocked network",
     ),
     ("counts", "syscall count summaries"),
+    ("traffic", "bytes and packets per remote address and port"),
     ("loss", "events lost (ring buffer full, slow consumer)"),
     ("lifecycle", "start and end of the run"),
 ];
@@ -41,6 +42,7 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Syscall(s)), "denied") => s.denied,
         (Some(Kind::Net(n)), "denied") => !n.allowed,
         (Some(Kind::Counts(_)), "counts") => true,
+        (Some(Kind::Traffic(_)), "traffic" | "net") => true,
         (Some(Kind::Loss(_)), "loss") => true,
         (Some(Kind::Lifecycle(_)), "lifecycle") => true,
         _ => false,
@@ -150,6 +152,33 @@ pub fn text(e: &pb::Event, color: bool) -> String {
             let top: Vec<String> = top.iter().take(6).map(|(k, v)| format!("{k}={v}")).collect();
             (
                 format!("{:<10} {} syscalls: {}", "counts", c.total, top.join(" ")),
+                false,
+            )
+        }
+        Some(Kind::Traffic(t)) => {
+            let top: Vec<String> = t
+                .remotes
+                .iter()
+                .take(4)
+                .map(|r| {
+                    format!(
+                        "{}:{}/{} out {} B in {} B",
+                        r.ip, r.port, r.protocol, r.bytes_out, r.bytes_in
+                    )
+                })
+                .collect();
+            let untracked = if t.untracked_packets > 0 {
+                format!(" ({} packets untracked)", t.untracked_packets)
+            } else {
+                String::new()
+            };
+            (
+                format!(
+                    "{:<10} {} remotes: {}{untracked}",
+                    "traffic",
+                    t.remotes.len(),
+                    top.join(", ")
+                ),
                 false,
             )
         }

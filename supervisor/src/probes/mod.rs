@@ -14,10 +14,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::{CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint};
+use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{
+    CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint,
+};
 use aya::{Ebpf, EbpfLoader};
-use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox, SlotCounts};
+use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey};
 
 pub use watch::{NetRules, Watch};
 
@@ -44,7 +46,20 @@ const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 6] = [
     ("bind4", CgroupSockAddrAttachType::Bind4),
     ("bind6", CgroupSockAddrAttachType::Bind6),
 ];
-const MAPS: [&str; 6] = ["SANDBOXES", "RINGS", "COUNTS", "DROPS", "NET", "OFFSETS"];
+const SKB: [(&str, CgroupSkbAttachType); 2] = [
+    ("skb_egress", CgroupSkbAttachType::Egress),
+    ("skb_ingress", CgroupSkbAttachType::Ingress),
+];
+const MAPS: [&str; 8] = [
+    "SANDBOXES",
+    "RINGS",
+    "COUNTS",
+    "DROPS",
+    "NET",
+    "OFFSETS",
+    "TRAFFIC",
+    "UNTRACKED",
+];
 
 /// Why the probes could not be made ready, naming the kernel feature involved.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +83,8 @@ pub struct Probes {
     pub(crate) counts: PerCpuArray<MapData, SlotCounts>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
     pub(crate) net: Array<MapData, NetPolicy>,
+    pub(crate) traffic: PerCpuHashMap<MapData, TrafficKey, Traffic>,
+    pub(crate) untracked: PerCpuArray<MapData, u64>,
     pub(crate) pin_dir: PathBuf,
     /// How long this process spent loading the programs (None: they were already loaded).
     pub loaded_in: Option<Duration>,
@@ -150,6 +167,8 @@ impl Probes {
             counts: pinned_map(&dir, "COUNTS")?,
             drops: pinned_map(&dir, "DROPS")?,
             net: pinned_map(&dir, "NET")?,
+            traffic: pinned_map(&dir, "TRAFFIC")?,
+            untracked: pinned_map(&dir, "UNTRACKED")?,
             pin_dir: dir,
             loaded_in,
         })
@@ -161,6 +180,17 @@ impl Probes {
             .iter()
             .map(|(name, ty)| {
                 CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty).map_err(|e| err(name, e))
+            })
+            .collect()
+    }
+
+    /// The traffic counters, opened from their pins, ready to attach to one sandbox's cgroup.
+    pub(crate) fn skb_programs(&self) -> Result<Vec<(CgroupSkb, CgroupSkbAttachType)>, ProbeError> {
+        SKB.iter()
+            .map(|(name, ty)| {
+                let p = CgroupSkb::from_pin(self.pin_dir.join("progs").join(name), *ty)
+                    .map_err(|e| err(name, e))?;
+                Ok((p, *ty))
             })
             .collect()
     }
@@ -250,6 +280,16 @@ fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
             .map_err(|e| err(prog, e))?;
         p.load()
             .map_err(|e| err(&format!("{prog} (cgroup sock_addr hook)"), verifier(e)))?;
+        p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+    }
+    for (prog, ty) in SKB {
+        let p: &mut CgroupSkb = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| err(prog, "missing from the object"))?
+            .try_into()
+            .map_err(|e| err(prog, e))?;
+        p.load()
+            .map_err(|e| err(&format!("{prog} (cgroup skb {ty:?} hook)"), verifier(e)))?;
         p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
     }
     for (prog, _) in SYSCALL_TRACEPOINTS {

@@ -12,9 +12,10 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
-use aya::programs::{links::CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{links::CgroupAttachMode, CgroupSkb, CgroupSockAddr};
 use cordon_probe_common::{
-    NetPolicy, Sandbox, SlotCounts, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS,
+    NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES,
+    SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
 use super::{err, FileLock, ProbeError, Probes, STATE};
@@ -37,6 +38,8 @@ pub struct Watch {
     probes: Probes,
     /// Owns the cgroup links of the egress hooks: dropped, they detach.
     _egress: Vec<CgroupSockAddr>,
+    /// Likewise for the traffic counters.
+    _skb: Vec<CgroupSkb>,
     /// The slot's lock; taken on drop so the slot is free before `detach_syscalls_if_idle`.
     lock: Option<FileLock>,
 }
@@ -111,6 +114,12 @@ impl Watch {
             p.attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|e| err("egress hook (cgroup sock_addr attach)", e))?;
         }
+        clear_traffic(&mut probes, slot);
+        let mut skb = probes.skb_programs()?;
+        for (p, ty) in &mut skb {
+            p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
+                .map_err(|e| err("traffic counter (cgroup skb attach)", e))?;
+        }
         let sandbox = Sandbox {
             cgroup_id,
             slot,
@@ -130,6 +139,7 @@ impl Watch {
             rules,
             probes,
             _egress: egress,
+            _skb: skb.into_iter().map(|(p, _)| p).collect(),
             lock: Some(lock),
         })
     }
@@ -155,6 +165,31 @@ impl Watch {
             .get(&self.slot, 0)
             .map(|v| v.iter().sum())
             .unwrap_or(0)
+    }
+
+    /// Bytes and packets per remote end (summed over CPUs), and the packets that could not be
+    /// attributed to a remote.
+    pub fn traffic(&self) -> (Vec<(TrafficKey, Traffic)>, u64) {
+        let remotes = slot_traffic_keys(&self.probes, self.slot)
+            .into_iter()
+            .filter_map(|k| {
+                let per_cpu = self.probes.traffic.get(&k, 0).ok()?;
+                let t = per_cpu.iter().fold(Traffic::default(), |a, c| Traffic {
+                    bytes_out: a.bytes_out + c.bytes_out,
+                    packets_out: a.packets_out + c.packets_out,
+                    bytes_in: a.bytes_in + c.bytes_in,
+                    packets_in: a.packets_in + c.packets_in,
+                });
+                Some((k, t))
+            })
+            .collect();
+        let untracked = self
+            .probes
+            .untracked
+            .get(&self.slot, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0);
+        (remotes, untracked)
     }
 
     /// How long this process spent loading the probes (None: already loaded).
@@ -215,9 +250,33 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     probes.drops.set(slot, drops, 0).map_err(|e| err("DROPS", e))
 }
 
+/// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a
+/// sandbox has a handful of remotes, the whole table at most `TRAFFIC_ENTRIES`.
+fn slot_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
+    probes
+        .traffic
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.slot == slot)
+        .collect()
+}
+
+/// Forget a slot's traffic (a previous owner's, or ours at the end).
+fn clear_traffic(probes: &mut Probes, slot: u32) {
+    for k in slot_traffic_keys(probes, slot) {
+        let _ = probes.traffic.remove(&k);
+    }
+    if let Ok(cpus) = aya::util::nr_cpus() {
+        if let Ok(zeros) = PerCpuValues::try_from(vec![0u64; cpus.get() as usize]) {
+            let _ = probes.untracked.set(slot, zeros, 0);
+        }
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
+        clear_traffic(&mut self.probes, self.slot);
         let clean = zero_slot(&mut self.probes, self.slot).is_ok();
         if let Some(lock) = self.lock.take() {
             if clean {
