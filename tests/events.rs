@@ -515,3 +515,49 @@ fn traffic_is_counted_per_remote() {
     assert!((1000..=1000 + 80 * packets_in).contains(&bytes_in), "{t}");
     assert_eq!(last["untracked_packets"].as_u64(), Some(0));
 }
+
+/// A kernel without the bpf() syscall, as seen by one process: a preloaded `syscall()` that
+/// fails `SYS_bpf` with ENOSYS, which is what such a kernel returns.
+const NO_BPF: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/syscall.h>
+long syscall(long nr, ...) {
+    va_list ap; va_start(ap, nr);
+    long a[6]; for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (nr == SYS_bpf) { errno = ENOSYS; return -1; }
+    static long (*real)(long, ...);
+    if (!real) real = dlsym(RTLD_NEXT, "syscall");
+    return real(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+"#;
+
+#[test]
+fn probes_that_cannot_load_stop_the_run_naming_the_missing_feature() {
+    require_root();
+    let _host = shared();
+    let s = Scratch::new();
+    s.file("nobpf.c", NO_BPF);
+    let cc = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(s.path().join("nobpf.so"))
+        .arg(s.path().join("nobpf.c"))
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler");
+    assert!(cc.success());
+    let mut c = run_cmd("default", s.path(), &[], &["/bin/sh", "-c", "touch ran"]);
+    c.env("LD_PRELOAD", s.path().join("nobpf.so"));
+    let out = output(c);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("eBPF probes") && err.contains("no bpf() system call") && err.contains("--no-probes"),
+        "{err}"
+    );
+    assert_eq!(err.matches("no bpf() system call").count(), 1, "said once: {err}");
+    assert!(!s.path().join("ran").exists(), "no agent may run unmonitored");
+}

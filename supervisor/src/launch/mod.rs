@@ -65,6 +65,13 @@ impl std::fmt::Display for StepError {
     }
 }
 
+/// Not `#[from]`: that would make the probe error the source too, printed twice.
+impl From<crate::probes::ProbeError> for LaunchError {
+    fn from(e: crate::probes::ProbeError) -> Self {
+        Self::Probes(e)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot apply layer {0}; no agent was started")]
@@ -76,7 +83,7 @@ pub enum LaunchError {
     #[error("network: {0}; no agent was started")]
     Network(String),
     #[error("{0}; no agent was started (run `cordon doctor`; `--no-probes` runs unmonitored)")]
-    Probes(#[from] crate::probes::ProbeError),
+    Probes(crate::probes::ProbeError),
     #[error("command not found: {0} (searched PATH={1})")]
     NotFound(String, String),
     #[error("{0}")]

@@ -76,6 +76,35 @@ fn err(what: &str, detail: impl std::fmt::Display) -> ProbeError {
     }
 }
 
+/// An error from the kernel, with its causes and, where the errno says which, the kernel
+/// feature or permission that is missing.
+pub(crate) fn kerr(what: &str, e: &(dyn std::error::Error + 'static)) -> ProbeError {
+    let mut detail = e.to_string();
+    let mut errno = None;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if !detail.contains(&c.to_string()) {
+            detail.push_str(&format!(": {c}"));
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            errno = io.raw_os_error();
+        }
+        cause = c.source();
+    }
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        errno = errno.or(io.raw_os_error());
+    }
+    let hint = match errno {
+        Some(libc::ENOSYS) => " — this kernel has no bpf() system call (built without CONFIG_BPF_SYSCALL)",
+        Some(libc::EPERM) => {
+            " — the kernel refused bpf(): it needs CAP_BPF with CAP_PERFMON or CAP_SYS_ADMIN, and lockdown or a security module can forbid it"
+        }
+        Some(libc::EINVAL | libc::EOPNOTSUPP) => " — this kernel does not support this program, map or attach type",
+        _ => "",
+    };
+    err(what, format!("{detail}{hint}"))
+}
+
 /// Handles on the shared, pinned probe set.
 pub struct Probes {
     pub(crate) sandboxes: Array<MapData, Sandbox>,
@@ -179,7 +208,8 @@ impl Probes {
         SOCK_ADDR
             .iter()
             .map(|(name, ty)| {
-                CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty).map_err(|e| err(name, e))
+                CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty)
+                    .map_err(|e| kerr(name, &e))
             })
             .collect()
     }
@@ -189,7 +219,7 @@ impl Probes {
         SKB.iter()
             .map(|(name, ty)| {
                 let p = CgroupSkb::from_pin(self.pin_dir.join("progs").join(name), *ty)
-                    .map_err(|e| err(name, e))?;
+                    .map_err(|e| kerr(name, &e))?;
                 Ok((p, *ty))
             })
             .collect()
@@ -205,7 +235,7 @@ impl Probes {
                 continue;
             }
             let mut p =
-                RawTracePoint::from_pin(self.pin_dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+                RawTracePoint::from_pin(self.pin_dir.join("progs").join(prog)).map_err(|e| kerr(prog, &e))?;
             pin_raw_tracepoint(&mut p, prog, tracepoint, &pin)?;
         }
         Ok(())
@@ -245,10 +275,10 @@ pub(crate) fn detach_syscalls_if_idle(pin_dir: &Path) {
 
 /// Open one of this build's pinned maps as its typed form.
 fn pinned_map<T: TryFrom<Map, Error = aya::maps::MapError>>(dir: &Path, name: &str) -> Result<T, ProbeError> {
-    let data = MapData::from_pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
+    let data = MapData::from_pin(dir.join("maps").join(name)).map_err(|e| kerr(name, &e))?;
     Map::from_map_data(data)
         .and_then(T::try_from)
-        .map_err(|e| err(name, e))
+        .map_err(|e| kerr(name, &e))
 }
 
 fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
@@ -259,43 +289,43 @@ fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
     let offsets = btf::kernel_offsets().map_err(|e| err("BTF", e))?;
     let mut ebpf: Ebpf = EbpfLoader::new()
         .load(OBJECT)
-        .map_err(|e| err("load (maps and BTF)", e))?;
+        .map_err(|e| kerr("load (maps and BTF)", &e))?;
     let mut off: Array<&mut MapData, KernelOffsets> = ebpf
         .map_mut("OFFSETS")
         .ok_or_else(|| err("OFFSETS", "missing from the object"))?
         .try_into()
-        .map_err(|e| err("OFFSETS", e))?;
-    off.set(0, &offsets, 0).map_err(|e| err("OFFSETS", e))?;
+        .map_err(|e| kerr("OFFSETS", &e))?;
+    off.set(0, &offsets, 0).map_err(|e| kerr("OFFSETS", &e))?;
     for name in MAPS {
         let m = ebpf
             .map(name)
             .ok_or_else(|| err(name, "missing from the object"))?;
-        m.pin(dir.join("maps").join(name)).map_err(|e| err(name, e))?;
+        m.pin(dir.join("maps").join(name)).map_err(|e| kerr(name, &e))?;
     }
     for (prog, _) in SOCK_ADDR {
         let p: &mut CgroupSockAddr = ebpf
             .program_mut(prog)
             .ok_or_else(|| err(prog, "missing from the object"))?
             .try_into()
-            .map_err(|e| err(prog, e))?;
+            .map_err(|e| kerr(prog, &e))?;
         p.load()
             .map_err(|e| err(&format!("{prog} (cgroup sock_addr hook)"), verifier(e)))?;
-        p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+        p.pin(dir.join("progs").join(prog)).map_err(|e| kerr(prog, &e))?;
     }
     for (prog, ty) in SKB {
         let p: &mut CgroupSkb = ebpf
             .program_mut(prog)
             .ok_or_else(|| err(prog, "missing from the object"))?
             .try_into()
-            .map_err(|e| err(prog, e))?;
+            .map_err(|e| kerr(prog, &e))?;
         p.load()
             .map_err(|e| err(&format!("{prog} (cgroup skb {ty:?} hook)"), verifier(e)))?;
-        p.pin(dir.join("progs").join(prog)).map_err(|e| err(prog, e))?;
+        p.pin(dir.join("progs").join(prog)).map_err(|e| kerr(prog, &e))?;
     }
     for (prog, _) in SYSCALL_TRACEPOINTS {
         load_raw_tracepoint(&mut ebpf, prog)?
             .pin(dir.join("progs").join(prog))
-            .map_err(|e| err(prog, e))?;
+            .map_err(|e| kerr(prog, &e))?;
     }
     // The process tracepoints' links last: the last link's pin marks the set complete (see
     // `ready`).
@@ -311,7 +341,7 @@ fn load_raw_tracepoint<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut Raw
         .program_mut(prog)
         .ok_or_else(|| err(prog, "missing from the object"))?
         .try_into()
-        .map_err(|e| err(prog, e))?;
+        .map_err(|e| kerr(prog, &e))?;
     p.load()
         .map_err(|e| err(&format!("{prog} (raw tracepoint)"), verifier(e)))?;
     Ok(p)
@@ -326,9 +356,9 @@ fn pin_raw_tracepoint(
 ) -> Result<(), ProbeError> {
     let id = p
         .attach(tracepoint)
-        .map_err(|e| err(&format!("raw tracepoint {tracepoint}"), e))?;
-    let link: aya::programs::links::FdLink = p.take_link(id).map_err(|e| err(prog, e))?.into();
-    link.pin(pin).map_err(|e| err(prog, e))?;
+        .map_err(|e| kerr(&format!("raw tracepoint {tracepoint}"), &e))?;
+    let link: aya::programs::links::FdLink = p.take_link(id).map_err(|e| kerr(prog, &e))?.into();
+    link.pin(pin).map_err(|e| kerr(prog, &e))?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use cordon_probe_common::{
     SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
-use super::{err, FileLock, ProbeError, Probes, STATE};
+use super::{err, kerr, FileLock, ProbeError, Probes, STATE};
 
 /// A sandbox's egress policy and the profile text of each rule (for events).
 #[derive(Debug, Clone, Default)]
@@ -104,7 +104,7 @@ impl Watch {
         probes
             .net
             .set(slot, &rules.policy, 0)
-            .map_err(|e| err("NET", e))?;
+            .map_err(|e| kerr("NET", &e))?;
 
         // ORDER: the egress hooks are attached before the agent is released, so its first
         // connect is already judged; a failure here stops the run (fail closed).
@@ -112,13 +112,13 @@ impl Watch {
         probes.attach_syscalls()?;
         for p in &mut egress {
             p.attach(&cgroup_dir, CgroupAttachMode::Single)
-                .map_err(|e| err("egress hook (cgroup sock_addr attach)", e))?;
+                .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
         }
         clear_traffic(&mut probes, slot);
         let mut skb = probes.skb_programs()?;
         for (p, ty) in &mut skb {
             p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
-                .map_err(|e| err("traffic counter (cgroup skb attach)", e))?;
+                .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
         }
         let sandbox = Sandbox {
             cgroup_id,
@@ -130,7 +130,7 @@ impl Watch {
         probes
             .sandboxes
             .set(index, &sandbox, 0)
-            .map_err(|e| err("SANDBOXES", e))?;
+            .map_err(|e| kerr("SANDBOXES", &e))?;
         Ok(Self {
             slot,
             cgroup_id,
@@ -218,18 +218,18 @@ fn slot_ring(probes: &mut Probes, slot: u32) -> Result<RingBuf<MapData>, ProbeEr
                 "cordon_ring",
                 None,
             )
-            .map_err(|e| err("ring buffer", e))?;
+            .map_err(|e| kerr("ring buffer", &e))?;
             std::fs::create_dir_all(&dir).map_err(|e| err("bpffs", e))?;
-            d.pin(&pin).map_err(|e| err("ring buffer pin", e))?;
+            d.pin(&pin).map_err(|e| kerr("ring buffer pin", &e))?;
             d
         }
     };
     let ring: RingBuf<MapData> = Map::from_map_data(data)
-        .map_err(|e| err("ring buffer", e))?
+        .map_err(|e| kerr("ring buffer", &e))?
         .try_into()
-        .map_err(|e| err("ring buffer", e))?;
+        .map_err(|e| kerr("ring buffer", &e))?;
     if probes.rings.get(&slot, 0).is_err() {
-        probes.rings.set(slot, &ring, 0).map_err(|e| err("RINGS", e))?;
+        probes.rings.set(slot, &ring, 0).map_err(|e| kerr("RINGS", &e))?;
     }
     Ok(ring)
 }
@@ -245,9 +245,12 @@ fn mark(lock: &FileLock, state: &str) {
 fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize;
     let counts = PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).expect("one value per cpu");
-    probes.counts.set(slot, counts, 0).map_err(|e| err("COUNTS", e))?;
+    probes
+        .counts
+        .set(slot, counts, 0)
+        .map_err(|e| kerr("COUNTS", &e))?;
     let drops = PerCpuValues::try_from(vec![0u64; cpus]).expect("one value per cpu");
-    probes.drops.set(slot, drops, 0).map_err(|e| err("DROPS", e))
+    probes.drops.set(slot, drops, 0).map_err(|e| kerr("DROPS", &e))
 }
 
 /// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a
