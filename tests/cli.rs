@@ -162,3 +162,42 @@ fn profile_list_show_and_doctor() {
     let out = cordon_cmd(&["run", "--help"]);
     assert!(stdout(&out).contains("Examples"), "{}", stdout(&out));
 }
+
+#[test]
+fn the_signing_key_is_created_once_root_only_and_refused_when_exposed() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require_root();
+    let s = Scratch::new();
+    let dir = s.path().join("keys");
+    let d = dir.to_str().unwrap();
+    let show = cordon_cmd(&["key", "show", "--dir", d]);
+    assert!(!show.status.success());
+    assert!(stderr(&show).contains("cordon key init"), "{}", stderr(&show));
+
+    let first = cordon_cmd(&["key", "init", "--dir", d]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let public = stdout(&first);
+    assert!(
+        public.starts_with("ed25519:") && public.trim().len() == 8 + 64,
+        "{public}"
+    );
+    let key = std::fs::metadata(dir.join("signing.key")).unwrap();
+    assert_eq!((key.mode() & 0o777, key.uid(), key.len()), (0o600, 0, 32));
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+
+    // A second init keeps the key; show prints the same public key.
+    let again = cordon_cmd(&["key", "init", "--dir", d]);
+    assert_eq!(stdout(&again), public);
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert_eq!(stdout(&cordon_cmd(&["key", "show", "--dir", d])), public);
+
+    // A key others can read is refused, not used.
+    std::fs::set_permissions(dir.join("signing.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = cordon_cmd(&["key", "show", "--dir", d]);
+    assert!(!exposed.status.success());
+    assert!(
+        stderr(&exposed).contains("lets others in"),
+        "{}",
+        stderr(&exposed)
+    );
+}

@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod events;
 pub mod identity;
+pub mod keys;
 pub mod launch;
 pub mod policy;
 pub mod probes;

@@ -76,8 +76,27 @@ enum Cmd {
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
+    /// Manage the host key that signs traces.
+    #[command(subcommand)]
+    Key(KeyCmd),
     /// Show what this kernel offers and which profile layers it can enforce.
     Doctor,
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Create the host signing key (ed25519, root-only) unless it exists; print its public key.
+    Init {
+        /// Key directory.
+        #[arg(long, default_value = cordon::keys::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
+    /// Print the public key, to verify traces elsewhere (`cordon trace verify --pubkey`).
+    Show {
+        /// Key directory.
+        #[arg(long, default_value = cordon::keys::DEFAULT_DIR)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +196,23 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                     r.meta.command.join(" ")
                 );
             }
+            Ok(0)
+        }
+        Cmd::Key(KeyCmd::Init { dir }) => {
+            let (key, created) = cordon::keys::init(&dir)?;
+            if created {
+                eprintln!("cordon: created the signing key in {}", dir.display());
+            } else {
+                eprintln!("cordon: a signing key already exists in {} (kept)", dir.display());
+            }
+            println!("{}", cordon::keys::public_text(&key.public()));
+            Ok(0)
+        }
+        Cmd::Key(KeyCmd::Show { dir }) => {
+            println!(
+                "{}",
+                cordon::keys::public_text(&cordon::keys::load(&dir)?.public())
+            );
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Load) => {
