@@ -18,6 +18,29 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     HOST_STATE.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Processes with a sandbox slot file open (they may hold its lock), with their command.
+fn slot_holders() -> Vec<String> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            if target.starts_with("/run/cordon/slots") {
+                let cmd = std::fs::read_to_string(p.path().join("cmdline")).unwrap_or_default();
+                found.push(format!(
+                    "{} {} {}",
+                    p.file_name().to_string_lossy(),
+                    target.display(),
+                    cmd.replace('\0', " ")
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// Pins of the syscall tracepoints' links, of any cordon build.
 fn syscall_link_pins() -> Vec<std::path::PathBuf> {
     let Ok(builds) = std::fs::read_dir("/sys/fs/bpf/cordon") else {
@@ -339,7 +362,13 @@ fn running_sandboxes_are_listed_and_tailed() {
     require_root();
     let _host = shared();
     let s = Scratch::new();
-    let mut run = spawn_until_ready("default", s.path(), "touch ready; cat /etc/hostname; sleep 30");
+    // Ready once the file was opened; its event reaches the stream within a drain tick.
+    let run = Killed(spawn_until_ready(
+        "default",
+        s.path(),
+        "cat /etc/hostname; touch ready; sleep 30",
+    ));
+    let run = &run.0;
     let ps = output({
         let mut c = Command::new(cordon());
         c.arg("ps");
@@ -352,13 +381,20 @@ fn running_sandboxes_are_listed_and_tailed() {
         .unwrap_or_else(|| panic!("cordon ps does not list our run: {listing}"));
     assert!(line.contains("default") && line.contains("sleep 30"), "{line}");
     let id = line.split_whitespace().next().unwrap().to_string();
-    let tail = output({
-        let mut c = Command::new(cordon());
-        c.args(["events", "--format", "json", "--kind", "file", &id[..6]]);
-        c
+    let tail = || {
+        output({
+            let mut c = Command::new(cordon());
+            c.args(["events", "--format", "json", "--kind", "file", &id[..6]]);
+            c
+        })
+    };
+    let mut last = tail();
+    eventually(5_000, || {
+        last = tail();
+        stdout(&last).contains("\"/etc/hostname\"")
     });
-    let text = stdout(&tail);
-    assert!(tail.status.success(), "{}", stderr(&tail));
+    let text = stdout(&last);
+    assert!(last.status.success(), "{}", stderr(&last));
     assert!(text.contains("\"/etc/hostname\""), "{text}");
     assert!(
         text.lines().all(|l| l.contains("\"Syscall\"")),
@@ -374,8 +410,17 @@ fn running_sandboxes_are_listed_and_tailed() {
         "{}",
         stdout(&human)
     );
-    let _ = run.kill();
-    let _ = run.wait();
+}
+
+/// A cordon ended (SIGKILL) however the test ends, so a failed assertion leaves no sandbox
+/// holding a slot for the tests after it.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -427,7 +472,12 @@ fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
         "sys_enter and sys_exit are attached while a sandbox runs: {while_running:?}"
     );
     // The last sandbox gone, every process on the host is off the slow syscall path again.
-    assert_eq!(syscall_link_pins(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        syscall_link_pins(),
+        Vec::<std::path::PathBuf>::new(),
+        "slot files open in: {:?}",
+        slot_holders()
+    );
 }
 
 const TALKER: &str = r#"

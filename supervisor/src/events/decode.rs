@@ -12,6 +12,7 @@ use cordon_probe_common::{
     MAX_SYSCALL,
 };
 
+use super::names::{errno_name, ip_text, protocol_name, sockaddr};
 use super::pb::{self, event::Kind};
 
 /// What the decoder knows about a process of the sandbox (keyed by host tgid).
@@ -48,111 +49,6 @@ fn cstr(buf: &[u8], len: u32) -> String {
     let b = &buf[..(len as usize).min(buf.len())];
     let b = b.split(|&c| c == 0).next().unwrap_or(&[]);
     String::from_utf8_lossy(b).into_owned()
-}
-
-pub fn errno_name(e: i64) -> String {
-    let name = match e {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        18 => "EXDEV",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        27 => "EFBIG",
-        28 => "ENOSPC",
-        30 => "EROFS",
-        32 => "EPIPE",
-        36 => "ENAMETOOLONG",
-        38 => "ENOSYS",
-        39 => "ENOTEMPTY",
-        40 => "ELOOP",
-        95 => "EOPNOTSUPP",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        101 => "ENETUNREACH",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        115 => "EINPROGRESS",
-        _ => return format!("E{e}"),
-    };
-    name.into()
-}
-
-/// A `struct sockaddr` as bytes → a readable address.
-/// An address the probes copied in network byte order (IPv4 in the first word).
-fn ip_text(family: u32, addr: &[u32; 4]) -> String {
-    if family == 4 {
-        std::net::Ipv4Addr::from(u32::from_be(addr[0])).to_string()
-    } else {
-        let mut b = [0u8; 16];
-        for (i, w) in addr.iter().enumerate() {
-            b[4 * i..4 * i + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        std::net::Ipv6Addr::from(b).to_string()
-    }
-}
-
-fn protocol_name(p: u32) -> String {
-    match i32::try_from(p) {
-        Ok(libc::IPPROTO_TCP) => "tcp".into(),
-        Ok(libc::IPPROTO_UDP) => "udp".into(),
-        _ => format!("proto({p})"),
-    }
-}
-
-pub fn sockaddr(b: &[u8]) -> Option<pb::SocketAddress> {
-    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
-    let port = || u16::from_be_bytes([b[2], b[3]]) as u32;
-    Some(match family as i32 {
-        libc::AF_INET if b.len() >= 8 => pb::SocketAddress {
-            family: "inet".into(),
-            ip: std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7]).to_string(),
-            port: port(),
-            path: String::new(),
-        },
-        libc::AF_INET6 if b.len() >= 24 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&b[8..24]);
-            pb::SocketAddress {
-                family: "inet6".into(),
-                ip: std::net::Ipv6Addr::from(a).to_string(),
-                port: port(),
-                path: String::new(),
-            }
-        }
-        libc::AF_UNIX => {
-            let p = &b[2.min(b.len())..];
-            let path = match p.first() {
-                Some(0) => format!(
-                    "@{}",
-                    String::from_utf8_lossy(p[1..].split(|&c| c == 0).next().unwrap_or(&[]))
-                ),
-                _ => String::from_utf8_lossy(p.split(|&c| c == 0).next().unwrap_or(&[])).into_owned(),
-            };
-            pb::SocketAddress {
-                family: "unix".into(),
-                ip: String::new(),
-                port: 0,
-                path,
-            }
-        }
-        f => pb::SocketAddress {
-            family: format!("other({f})"),
-            ..Default::default()
-        },
-    })
 }
 
 impl Decoder {
@@ -609,18 +505,5 @@ mod tests {
         d.record(&[1, 0, 0], &mut out);
         d.record(&bytes(&open_record(kind::SYS_ENTER, 0))[..100], &mut out);
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn sockaddr_forms() {
-        let mut v4 = vec![2u8, 0, 0x1f, 0x90, 127, 0, 0, 1];
-        v4.extend([0; 8]);
-        let a = sockaddr(&v4).unwrap();
-        assert_eq!(
-            (a.family.as_str(), a.ip.as_str(), a.port),
-            ("inet", "127.0.0.1", 8080)
-        );
-        let un = [1u8, 0, 0, b'x', b'y', 0];
-        assert_eq!(sockaddr(&un).unwrap().path, "@xy");
     }
 }

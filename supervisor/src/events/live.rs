@@ -265,10 +265,10 @@ async fn pipeline(
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
         .try_clone_to_owned()
         .expect("duplicate the ring buffer fd");
-    // The AsyncFd owns `ring_dup`, a duplicate of the ring's fd.
-    // SAFETY: so the descriptor stays open exactly as long as it is registered.
-    let ring_fd =
-        unsafe { tokio::io::unix::AsyncFd::register(ring_dup) }.expect("ring buffer fd is pollable");
+    // SAFETY: the AsyncFd owns `ring_dup`, a duplicate of the ring's fd, so the descriptor
+    // stays open exactly as long as it is registered.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
+    let ring_fd = registered.expect("ring buffer fd is pollable");
     let exit_code = loop {
         tokio::select! {
             ready = ring_fd.readable() => {

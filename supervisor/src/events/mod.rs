@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod live;
+pub mod names;
 pub mod tail;
 
 /// Types generated from the `.proto` schema.

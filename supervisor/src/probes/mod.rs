@@ -303,21 +303,13 @@ fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
         m.pin(dir.join("maps").join(name)).map_err(|e| kerr(name, &e))?;
     }
     for (prog, _) in SOCK_ADDR {
-        let p: &mut CgroupSockAddr = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| err(prog, "missing from the object"))?
-            .try_into()
-            .map_err(|e| kerr(prog, &e))?;
+        let p: &mut CgroupSockAddr = program(&mut ebpf, prog)?;
         p.load()
             .map_err(|e| err(&format!("{prog} (cgroup sock_addr hook)"), verifier(e)))?;
         p.pin(dir.join("progs").join(prog)).map_err(|e| kerr(prog, &e))?;
     }
     for (prog, ty) in SKB {
-        let p: &mut CgroupSkb = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| err(prog, "missing from the object"))?
-            .try_into()
-            .map_err(|e| kerr(prog, &e))?;
+        let p: &mut CgroupSkb = program(&mut ebpf, prog)?;
         p.load()
             .map_err(|e| err(&format!("{prog} (cgroup skb {ty:?} hook)"), verifier(e)))?;
         p.pin(dir.join("progs").join(prog)).map_err(|e| kerr(prog, &e))?;
@@ -336,12 +328,19 @@ fn load_and_pin(dir: &Path) -> Result<(), ProbeError> {
     Ok(())
 }
 
-fn load_raw_tracepoint<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut RawTracePoint, ProbeError> {
-    let p: &mut RawTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or_else(|| err(prog, "missing from the object"))?
+/// A program of the object, as its typed form.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| err(name, "missing from the object"))?
         .try_into()
-        .map_err(|e| kerr(prog, &e))?;
+        .map_err(|e| kerr(name, &e))
+}
+
+fn load_raw_tracepoint<'a>(ebpf: &'a mut Ebpf, prog: &str) -> Result<&'a mut RawTracePoint, ProbeError> {
+    let p: &mut RawTracePoint = program(ebpf, prog)?;
     p.load()
         .map_err(|e| err(&format!("{prog} (raw tracepoint)"), verifier(e)))?;
     Ok(p)

@@ -241,7 +241,7 @@ fn mark(lock: &FileLock, state: &str) {
     let _ = f.write_all(state.as_bytes());
 }
 
-/// Clear a slot's counters.
+/// Clear a slot's counters: syscalls, ring drops, untracked packets.
 fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize;
     let counts = PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).expect("one value per cpu");
@@ -249,8 +249,15 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
         .counts
         .set(slot, counts, 0)
         .map_err(|e| kerr("COUNTS", &e))?;
-    let drops = PerCpuValues::try_from(vec![0u64; cpus]).expect("one value per cpu");
-    probes.drops.set(slot, drops, 0).map_err(|e| kerr("DROPS", &e))
+    let zeros = || PerCpuValues::try_from(vec![0u64; cpus]).expect("one value per cpu");
+    probes
+        .drops
+        .set(slot, zeros(), 0)
+        .map_err(|e| kerr("DROPS", &e))?;
+    probes
+        .untracked
+        .set(slot, zeros(), 0)
+        .map_err(|e| kerr("UNTRACKED", &e))
 }
 
 /// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a
@@ -268,11 +275,6 @@ fn slot_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
 fn clear_traffic(probes: &mut Probes, slot: u32) {
     for k in slot_traffic_keys(probes, slot) {
         let _ = probes.traffic.remove(&k);
-    }
-    if let Ok(cpus) = aya::util::nr_cpus() {
-        if let Ok(zeros) = PerCpuValues::try_from(vec![0u64; cpus.get() as usize]) {
-            let _ = probes.untracked.set(slot, zeros, 0);
-        }
     }
 }
 
