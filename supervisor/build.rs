@@ -38,5 +38,11 @@ fn main() -> anyhow::Result<()> {
         .type_attribute(".", "#[derive(serde::Serialize)]")
         .compile_protos(&["../proto/cordon/events/v1/events.proto"], &["../proto"])
         .context("compiling the event schema (needs protoc: apt-get install protobuf-compiler)")?;
+    // The trace schema embeds the event schema's `Event`: point it at the types above.
+    prost_build::Config::new()
+        .type_attribute(".", "#[derive(serde::Serialize)]")
+        .extern_path(".cordon.events.v1", "crate::events::pb")
+        .compile_protos(&["../proto/cordon/trace/v1/trace.proto"], &["../proto"])
+        .context("compiling the trace schema")?;
     Ok(())
 }

@@ -11,3 +11,4 @@ pub mod launch;
 pub mod policy;
 pub mod probes;
 pub mod profile;
+pub mod trace;

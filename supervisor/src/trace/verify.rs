@@ -1,0 +1,578 @@
+//! Reading a trace back: every complete record is recovered, and the first damage is named
+//! with its kind and the record it concerns.
+//!
+//! How damage is told apart (each frame carries its own hash, and each record the hash of
+//! the record before it):
+//! - a frame whose content does not match its own hash, or whose length field does not match
+//!   its complement: **modified**;
+//! - an intact frame that does not follow the one before it but follows the one before that:
+//!   the one in between was **inserted**; an intact frame repeating an earlier sequence number:
+//!   **inserted** (a copy);
+//! - an intact frame with the expected sequence number that does not follow its predecessor:
+//!   the predecessor was **modified** and re-hashed;
+//! - a sequence number ahead of the expected one: **reordered** if the expected record comes
+//!   later, else **deleted**;
+//! - a chain that links but a checkpoint or seal whose signature does not verify: records
+//!   after the last good checkpoint were **modified** and re-hashed without the key;
+//! - a frame cut short at the end: **truncated**; a trace that ends on a record boundary
+//!   without a seal: **unsealed** (cordon was killed, or the file was cut there: a head
+//!   stored elsewhere, `--head`, tells which).
+
+use std::fmt;
+
+use ed25519_dalek::VerifyingKey;
+use prost::Message as _;
+
+use super::{hash, pb, Hash, FRAME_OVERHEAD, MAGIC, MAX_RECORD};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    NotATrace,
+    Modified,
+    Inserted,
+    Deleted,
+    Reordered,
+    Truncated,
+    Unsealed,
+    WrongKey,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Kind::NotATrace => "not a trace",
+            Kind::Modified => "modified",
+            Kind::Inserted => "inserted",
+            Kind::Deleted => "deleted",
+            Kind::Reordered => "reordered",
+            Kind::Truncated => "truncated",
+            Kind::Unsealed => "unsealed",
+            Kind::WrongKey => "wrong key",
+        })
+    }
+}
+
+/// The first damage found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub kind: Kind,
+    /// The record it concerns, by position (= its sequence number in an intact trace).
+    pub record: u64,
+    /// Byte offset of that record's frame in the file.
+    pub offset: u64,
+    pub detail: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{} at record {} (byte {}): {}",
+            self.kind, self.record, self.offset, self.detail
+        )
+    }
+}
+
+/// One frame as found in the file.
+struct Frame {
+    offset: u64,
+    stored: Hash,
+    intact: bool,
+    record: Option<pb::Record>,
+}
+
+/// How the frames end: cleanly, cut short, or with a damaged length field.
+enum Tail {
+    Clean,
+    Torn { offset: u64, have: usize, need: usize },
+    BadLength { offset: u64 },
+}
+
+fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
+    let mut out = Vec::new();
+    let mut pos = MAGIC.len();
+    loop {
+        let rest = &bytes[pos..];
+        let offset = pos as u64;
+        if rest.is_empty() {
+            return (out, Tail::Clean);
+        }
+        if rest.len() < 8 {
+            return (
+                out,
+                Tail::Torn {
+                    offset,
+                    have: rest.len(),
+                    need: 8,
+                },
+            );
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let check = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if check != !len || len as usize > MAX_RECORD {
+            return (out, Tail::BadLength { offset });
+        }
+        let need = len as usize + FRAME_OVERHEAD;
+        if rest.len() < need {
+            return (
+                out,
+                Tail::Torn {
+                    offset,
+                    have: rest.len(),
+                    need,
+                },
+            );
+        }
+        let payload = &rest[8..8 + len as usize];
+        let mut stored = [0; 32];
+        stored.copy_from_slice(&rest[8 + len as usize..need]);
+        let intact = hash(payload) == stored;
+        out.push(Frame {
+            offset,
+            stored,
+            intact,
+            record: pb::Record::decode(payload).ok(),
+        });
+        pos += need;
+    }
+}
+
+/// What a trace holds and whether it is whole.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub header: Option<pb::Header>,
+    /// Records recovered, in order, up to the first damage (header and seal included).
+    pub records: Vec<pb::Record>,
+    pub events: u64,
+    pub checkpoints: u64,
+    /// The latest checkpoint that verified.
+    pub last_head: Option<pb::Checkpoint>,
+    pub seal: Option<pb::Seal>,
+    /// The key signatures were checked against, and whether it came from `--pubkey`.
+    pub key: Option<VerifyingKey>,
+    pub key_given: bool,
+    pub damage: Option<Damage>,
+}
+
+impl Report {
+    pub fn valid(&self) -> bool {
+        self.damage.is_none()
+    }
+}
+
+fn damage(kind: Kind, record: u64, offset: u64, detail: impl Into<String>) -> Option<Damage> {
+    Some(Damage {
+        kind,
+        record,
+        offset,
+        detail: detail.into(),
+    })
+}
+
+/// Read and check a whole trace. `key`: the expected signer (else the header's key);
+/// `head`: a signed head stored elsewhere that the trace must still contain.
+pub fn verify(bytes: &[u8], key: Option<VerifyingKey>, head: Option<&pb::Checkpoint>) -> Report {
+    let mut r = Report {
+        key,
+        key_given: key.is_some(),
+        ..Default::default()
+    };
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC[..] {
+        let differing = MAGIC.iter().zip(bytes).filter(|(a, b)| a != b).count();
+        r.damage = if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+            damage(
+                Kind::Truncated,
+                0,
+                0,
+                format!("the file ends after {} bytes", bytes.len()),
+            )
+        } else if bytes.len() >= MAGIC.len() && differing <= 2 {
+            damage(
+                Kind::Modified,
+                0,
+                0,
+                "the trace magic at the start of the file is damaged",
+            )
+        } else {
+            damage(
+                Kind::NotATrace,
+                0,
+                0,
+                "the file does not start with \"cordon-trace-v1\"",
+            )
+        };
+        return r;
+    }
+    let (frames, tail) = frames(bytes);
+    r.damage = walk(&frames, &mut r);
+    if r.damage.is_some() {
+        return r;
+    }
+    let end = frames.len() as u64;
+    r.damage = match tail {
+        Tail::Clean => None,
+        Tail::Torn { offset, have, need } => damage(
+            Kind::Truncated,
+            end,
+            offset,
+            format!(
+                "the file ends inside record {end} ({have} of {} bytes present); the {end} records before it are complete; the trace is unsealed",
+                if need == 8 { "≥8".to_string() } else { need.to_string() }
+            ),
+        ),
+        Tail::BadLength { offset } => damage(
+            Kind::Modified,
+            end,
+            offset,
+            "its length field does not match its check value",
+        ),
+    };
+    if r.damage.is_none() {
+        if let Some(h) = head {
+            r.damage = check_head(&frames, &r, h);
+        }
+    }
+    if r.damage.is_none() && r.seal.is_none() {
+        let last = end.saturating_sub(1);
+        let offset = frames.last().map_or(MAGIC.len() as u64, |f| f.offset);
+        r.damage = damage(
+            Kind::Unsealed,
+            last,
+            offset,
+            format!(
+                "the trace ends after record {last} without a seal: cordon was killed, the machine stopped, or the file was cut at a record boundary (verify --head with a head stored elsewhere tells which); {} records up to the last checkpoint are signed",
+                r.last_head.as_ref().map_or(0, |h| h.seq + 1)
+            ),
+        );
+    }
+    r
+}
+
+fn check_head(frames: &[Frame], r: &Report, h: &pb::Checkpoint) -> Option<Damage> {
+    let key = r.key?;
+    let sandbox = r.header.as_ref().map(|h| h.sandbox.as_str()).unwrap_or_default();
+    if !super::head_signed_by(&key, h) || h.sandbox != sandbox {
+        return damage(
+            Kind::WrongKey,
+            h.seq,
+            0,
+            format!(
+                "the head given is not a head of this trace signed by its key (head of sandbox {})",
+                h.sandbox
+            ),
+        );
+    }
+    match frames.get(usize::try_from(h.seq).unwrap_or(usize::MAX)) {
+        None => {
+            let end = frames.len() as u64;
+            damage(
+                Kind::Truncated,
+                end,
+                frames.last().map_or(0, |f| f.offset),
+                format!(
+                    "the head says records 0..={} existed, the trace ends after record {}: records {end}..={} were cut off",
+                    h.seq,
+                    end.saturating_sub(1),
+                    h.seq
+                ),
+            )
+        }
+        Some(f) if f.stored[..] != h.chain[..] => damage(
+            Kind::Modified,
+            h.seq,
+            f.offset,
+            "the trace does not extend the head given: records up to it were changed and re-hashed",
+        ),
+        Some(_) => None,
+    }
+}
+
+/// Follow the chain frame by frame; fill `r` with what is intact; return the first damage.
+fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
+    let mut prev: Hash = [0; 32];
+    let mut prevprev: Option<Hash> = None;
+    let mut last_good_checkpoint = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        let expected = i as u64;
+        let at = |kind, record, detail: String| damage(kind, record, f.offset, detail);
+        let rec = match (&f.record, f.intact) {
+            (Some(rec), true) => rec,
+            (_, false) => {
+                return at(
+                    Kind::Modified,
+                    expected,
+                    "its content does not match its hash".into(),
+                )
+            }
+            (None, true) => return at(Kind::Modified, expected, "it is not a record".into()),
+        };
+        if rec.prev[..] != prev[..] {
+            if prevprev.is_some_and(|pp| rec.prev[..] == pp[..]) {
+                let before = &frames[i - 1];
+                return damage(
+                    Kind::Inserted,
+                    expected - 1,
+                    before.offset,
+                    format!(
+                        "record {} is not part of the chain: record {expected} follows the one before it",
+                        expected - 1
+                    ),
+                );
+            }
+            if rec.seq < expected {
+                return at(
+                    Kind::Inserted,
+                    expected,
+                    format!(
+                        "a second record {} appears where record {expected} belongs",
+                        rec.seq
+                    ),
+                );
+            }
+            if rec.seq == expected {
+                let before = &frames[i - 1];
+                return damage(
+                    Kind::Modified,
+                    expected - 1,
+                    before.offset,
+                    format!(
+                        "record {} was changed and re-hashed: record {expected} does not follow it",
+                        expected - 1
+                    ),
+                );
+            }
+            if let Some(j) = frames[i + 1..]
+                .iter()
+                .position(|g| g.record.as_ref().is_some_and(|g| g.seq == expected))
+            {
+                return at(
+                    Kind::Reordered,
+                    expected,
+                    format!(
+                        "record {} stands where record {expected} belongs; record {expected} comes {} frame(s) later",
+                        rec.seq,
+                        j + 1
+                    ),
+                );
+            }
+            return at(
+                Kind::Deleted,
+                expected,
+                format!("records {expected}..={} are missing", rec.seq - 1),
+            );
+        }
+        if rec.seq != expected {
+            // The chain links, so the file was re-hashed after records were renumbered.
+            let kind = if rec.seq > expected {
+                Kind::Deleted
+            } else {
+                Kind::Inserted
+            };
+            return at(
+                kind,
+                expected,
+                format!("record {} stands where record {expected} belongs", rec.seq),
+            );
+        }
+        use pb::record::Body;
+        match (&rec.body, i) {
+            (Some(Body::Header(h)), 0) => {
+                let declared = crate::keys::parse_public(&h.public_key).ok();
+                match (r.key, declared) {
+                    (None, Some(k)) => r.key = Some(k),
+                    (None, None) => {
+                        return at(Kind::Modified, 0, "the header names no valid signing key".into())
+                    }
+                    (Some(given), d) if d != Some(given) => {
+                        return at(
+                            Kind::WrongKey,
+                            0,
+                            format!(
+                                "the trace says it is signed by {}, not by the key given",
+                                h.public_key
+                            ),
+                        )
+                    }
+                    _ => {}
+                }
+                r.header = Some(h.clone());
+            }
+            (_, 0) => return at(Kind::Modified, 0, "record 0 is not a header".into()),
+            (Some(Body::Header(_)), _) => return at(Kind::Inserted, expected, "a second header".into()),
+            (Some(Body::Event(_)), _) => r.events += 1,
+            (Some(Body::Checkpoint(c)), _) => {
+                let ok = c.seq + 1 == expected
+                    && c.chain[..] == prev[..]
+                    && r.header.as_ref().is_some_and(|h| h.sandbox == c.sandbox)
+                    && r.key.is_some_and(|k| super::head_signed_by(&k, c));
+                if !ok {
+                    return forged(f, last_good_checkpoint, expected, "checkpoint");
+                }
+                r.checkpoints += 1;
+                last_good_checkpoint = expected;
+                r.last_head = Some(c.clone());
+            }
+            (Some(Body::Seal(s)), _) => {
+                let ok = s.seq + 1 == expected
+                    && s.chain[..] == prev[..]
+                    && s.records == expected
+                    && s.events == r.events
+                    && r.header.as_ref().is_some_and(|h| h.sandbox == s.sandbox)
+                    && r.key.is_some_and(|k| super::seal_signed_by(&k, s));
+                if !ok {
+                    return forged(f, last_good_checkpoint, expected, "seal");
+                }
+                if let Some(next) = frames.get(i + 1) {
+                    return damage(
+                        Kind::Inserted,
+                        expected + 1,
+                        next.offset,
+                        "records follow the seal".to_string(),
+                    );
+                }
+                r.seal = Some(s.clone());
+            }
+            (None, _) => return at(Kind::Modified, expected, "the record has no body".into()),
+        }
+        r.records.push(rec.clone());
+        prevprev = Some(prev);
+        prev = f.stored;
+    }
+    None
+}
+
+fn forged(f: &Frame, last_good: u64, at: u64, what: &str) -> Option<Damage> {
+    damage(
+        Kind::Modified,
+        last_good + 1,
+        f.offset,
+        format!(
+            "the {what} at record {at} does not verify with the signing key: records {}..{at} were changed and re-hashed by someone without the key",
+            last_good + 1
+        ),
+    )
+}
+
+/// The latest signed head in a trace (the writer puts a checkpoint right before its seal).
+pub fn latest_head(r: &Report) -> Option<&pb::Checkpoint> {
+    r.last_head.as_ref()
+}
+
+/// Byte ranges of the frames of a trace (magic excluded), as far as they can be read: for
+/// tools and tests that cut or splice traces.
+pub fn frame_bounds(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let (frames, _) = frames(bytes);
+    let mut ends: Vec<usize> = frames.iter().skip(1).map(|f| f.offset as usize).collect();
+    if let Some(last) = frames.last() {
+        let len = u32::from_le_bytes(
+            bytes[last.offset as usize..last.offset as usize + 4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        ends.push(last.offset as usize + len as usize + FRAME_OVERHEAD);
+    }
+    frames
+        .iter()
+        .zip(ends)
+        .map(|(f, end)| f.offset as usize..end)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::pb as ev;
+    use crate::trace::writer::Chain;
+    use ed25519_dalek::SigningKey;
+
+    const KEY: [u8; 32] = [5; 32];
+
+    /// A sealed trace of `n` events (checkpoint every 4096 records, so one before the seal).
+    fn trace(n: u64) -> Vec<u8> {
+        let key = SigningKey::from_bytes(&KEY);
+        let header = pb::Header {
+            sandbox: "t1".into(),
+            public_key: crate::keys::public_text(&key.verifying_key()),
+            ..Default::default()
+        };
+        let mut c = Chain::new(key, &header);
+        for i in 0..n {
+            c.event(&ev::Event {
+                seq: i + 1,
+                comm: format!("proc{i}"),
+                ..Default::default()
+            });
+            if i == n / 2 {
+                c.checkpoint();
+            }
+        }
+        c.seal(0, String::new());
+        c.pending().to_vec()
+    }
+
+    fn check(bytes: &[u8]) -> Option<(Kind, u64)> {
+        verify(bytes, None, None).damage.map(|d| (d.kind, d.record))
+    }
+
+    fn splice(bytes: &[u8], parts: &[std::ops::Range<usize>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for p in parts {
+            out.extend_from_slice(&bytes[p.clone()]);
+        }
+        out
+    }
+
+    #[test]
+    fn an_untouched_trace_verifies() {
+        let t = trace(20);
+        let r = verify(&t, None, None);
+        assert!(r.valid(), "{:?}", r.damage);
+        assert_eq!(r.events, 20);
+        assert_eq!(r.checkpoints, 2);
+        assert_eq!(r.seal.as_ref().unwrap().records, r.records.len() as u64 - 1);
+        let head = latest_head(&r).unwrap();
+        assert!(verify(&t, None, Some(head)).valid());
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_named_with_its_record() {
+        let t = trace(20);
+        let f = frame_bounds(&t);
+        let n = f.len();
+        // Delete record 5.
+        let mut parts: Vec<_> = f.clone();
+        parts.remove(5);
+        assert_eq!(check(&splice(&t, &parts)), Some((Kind::Deleted, 5)));
+        // Swap 7 and 8.
+        let mut parts = f.clone();
+        parts.swap(7, 8);
+        assert_eq!(check(&splice(&t, &parts)), Some((Kind::Reordered, 7)));
+        // Insert a copy of record 3 after record 9.
+        let mut parts = f.clone();
+        parts.insert(10, f[3].clone());
+        assert_eq!(check(&splice(&t, &parts)), Some((Kind::Inserted, 10)));
+        // Cut at every record boundary: unsealed after the last whole record.
+        for k in 1..n {
+            let cut = &t[..f[k].start];
+            assert_eq!(check(cut), Some((Kind::Unsealed, k as u64 - 1)), "cut before {k}");
+        }
+        // Cut inside every record: truncated at that record.
+        for (k, r) in f.iter().enumerate() {
+            for at in [r.start + 1, r.start + 7, r.start + 9, r.end - 1] {
+                assert_eq!(check(&t[..at]), Some((Kind::Truncated, k as u64)), "cut at {at}");
+            }
+        }
+        // Flip a byte anywhere in a frame: that record is modified.
+        for (k, r) in f.iter().enumerate() {
+            for at in (r.start..r.end).step_by(3) {
+                let mut m = t.clone();
+                m[at] ^= 0x40;
+                assert_eq!(
+                    check(&m),
+                    Some((Kind::Modified, k as u64)),
+                    "flip at {at} in record {k}"
+                );
+            }
+        }
+    }
+}
