@@ -6,6 +6,8 @@ use cordon::{doctor, identity::Identity, launch, policy, profile};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use cordon::trace::writer::TraceFile;
+
 /// cordon runs an AI agent's command in a sandbox the kernel enforces: it can read the
 /// system, write only its workspace, reach no network and see no secrets unless its profile
 /// says so.
@@ -43,6 +45,10 @@ enum Cmd {
         /// Stream this run's events as JSON lines to FILE ("-": standard output) while it runs.
         #[arg(long, value_name = "FILE")]
         events: Option<String>,
+        /// Write the run's trace to FILE (a new file) instead of
+        /// /var/lib/cordon/traces/SANDBOX.trace.
+        #[arg(long, value_name = "FILE")]
+        trace: Option<PathBuf>,
         /// Run without the eBPF probes: nothing is recorded and network allowlists cannot be
         /// enforced. Said so at start and in --events.
         #[arg(long)]
@@ -54,12 +60,13 @@ enum Cmd {
     /// List, show and check profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
-    /// Show a running sandbox's events: `cordon events --follow 3f2a`
+    /// Show a running sandbox's events (`cordon events --follow 3f2a`), or a finished run's
+    /// from its trace file (`cordon events /var/lib/cordon/traces/3f2a….trace`)
     #[command(
-        after_help = "Kinds for --kind: process, exec, file, net, syscall, denied, counts, loss, lifecycle"
+        after_help = "Kinds for --kind: process, exec, file, net, syscall, denied, counts, traffic, loss, lifecycle"
     )]
     Events {
-        /// Sandbox id (or a unique prefix of it), as `cordon ps` lists it.
+        /// Sandbox id (or a unique prefix of it), as `cordon ps` lists it, or a trace file.
         sandbox: String,
         /// Keep printing events as they happen until the run ends.
         #[arg(long, short)]
@@ -76,11 +83,39 @@ enum Cmd {
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
+    /// Verify, print and show the trace a run left.
+    #[command(subcommand)]
+    Trace(TraceCmd),
     /// Manage the host key that signs traces.
     #[command(subcommand)]
     Key(KeyCmd),
     /// Show what this kernel offers and which profile layers it can enforce.
     Doctor,
+}
+
+#[derive(Subcommand)]
+enum TraceCmd {
+    /// Check the hash chain, the signatures and the seal; name the first damage (exit 1).
+    Verify {
+        file: PathBuf,
+        /// The signer's public key (`ed25519:<hex>`, or a file holding it), as
+        /// `cordon key show` prints it on the host that ran the agent. Default: the key the
+        /// trace's header names.
+        #[arg(long, value_name = "KEY")]
+        pubkey: Option<String>,
+        /// A head stored earlier (`cordon trace head`; the text or a file holding it): the
+        /// trace must still contain it. This is what catches a cut after the last checkpoint.
+        #[arg(long, value_name = "HEAD")]
+        head: Option<String>,
+    },
+    /// Print the latest signed head (sequence, hash, signature), to store elsewhere.
+    Head { file: PathBuf },
+    /// Print every record: header, events (as the live stream shows them), checkpoints, seal.
+    Show {
+        file: PathBuf,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,7 +161,7 @@ enum ProfileCmd {
     },
 }
 
-const EXIT_CORDON_ERROR: i32 = 125;
+use launch::EXIT_CORDON_ERROR;
 const EXIT_NOT_FOUND: i32 = 127;
 
 fn main() {
@@ -157,6 +192,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             home,
             quiet,
             events,
+            trace,
             no_probes,
             command,
         } => run(
@@ -167,6 +203,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             RunOutput {
                 quiet,
                 events,
+                trace,
                 no_probes,
             },
             command,
@@ -198,6 +235,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Trace(t) => trace_cmd(t),
         Cmd::Key(KeyCmd::Init { dir }) => {
             let (key, created) = cordon::keys::init(&dir)?;
             if created {
@@ -246,7 +284,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             let p = profile::load(&profile)?;
             let id = Identity::detect(None);
             let pol = compile(&p, &id, workspace)?;
-            print!("{}", render_policy(&p, &pol));
+            print!("{}", policy::render(&p, &pol));
             Ok(0)
         }
         Cmd::Profile(ProfileCmd::Check { files }) => {
@@ -304,6 +342,7 @@ fn compile(p: &profile::Profile, id: &Identity, workspace: Option<PathBuf>) -> R
 struct RunOutput {
     quiet: bool,
     events: Option<String>,
+    trace: Option<PathBuf>,
     no_probes: bool,
 }
 
@@ -313,26 +352,43 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
         .map(events::parse_kinds)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let id = events::tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
     // SAFETY: isatty only inspects the descriptor.
     let color = unsafe { libc::isatty(1) == 1 };
     let mut out = std::io::stdout().lock();
-    events::tail::events(&id, follow, |e| {
+    let mut print = |e: &events::pb::Event| {
         use std::io::Write;
         if kinds
             .as_ref()
-            .is_some_and(|ks| !ks.iter().any(|k| events::is_kind(&e, k)))
+            .is_some_and(|ks| !ks.iter().any(|k| events::is_kind(e, k)))
         {
             return true;
         }
         let line = if format == "json" {
-            events::json(&e)
+            events::json(e)
         } else {
-            events::text(&e, color)
+            events::text(e, color)
         };
         writeln!(out, "{line}").is_ok()
-    })
-    .with_context(|| format!("reading the events of sandbox {id}"))?;
+    };
+    // A finished run: its trace file.
+    let file = std::path::Path::new(sandbox);
+    if file.is_file() {
+        use cordon::trace::{show, verify};
+        let bytes = show::read(file).map_err(anyhow::Error::msg)?;
+        let r = verify::verify(&bytes, None, None);
+        for e in show::events(&r) {
+            if !print(e) {
+                break;
+            }
+        }
+        if let Some(d) = &r.damage {
+            eprintln!("cordon: {}: {d}", file.display());
+        }
+        return Ok(if r.valid() { 0 } else { 1 });
+    }
+    let id = events::tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
+    events::tail::events(&id, follow, |e| print(&e))
+        .with_context(|| format!("reading the events of sandbox {id}"))?;
     Ok(0)
 }
 
@@ -392,17 +448,43 @@ fn run(
         cordon_pid: std::process::id(),
         started_unix: cordon::events::unix_now_ns() / 1_000_000_000,
     };
+    // The trace is started (header on disk) before the sandbox: no trace, no run.
+    let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))
+        .context("the trace signing key")?
+        .0;
+    let trace_path = output.trace.clone().unwrap_or_else(|| {
+        cordon::trace::default_dir().join(format!("{sandbox_id}.trace"))
+    });
+    let header = cordon::trace::header(&cordon::trace::Start {
+        sandbox: &sandbox_id,
+        command: &command,
+        identity: &id,
+        profile: &p,
+        policy: &pol,
+        key: &key.public(),
+        monitored: !output.no_probes,
+    });
+    let mut trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
+    let mut unmonitored_trace = None;
     let monitoring = if output.no_probes {
         eprintln!("cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded");
+        let e = meta.unmonitored_event();
+        trace.chain.event(&e);
+        trace.write()?;
+        unmonitored_trace = Some(trace);
         if let Some(out) = out {
-            meta.record_unmonitored(out)
+            meta.record_unmonitored(&e, out)
                 .context("cannot write the events file")?;
         }
         launch::Monitoring::Off
     } else {
-        launch::Monitoring::On { meta, out }
+        launch::Monitoring::On {
+            meta,
+            out,
+            trace: Some(trace),
+        }
     };
-    let outcome = launch::run(
+    let mut outcome = launch::run(
         &pol,
         launch::Options {
             sandbox_id,
@@ -411,6 +493,21 @@ fn run(
             interactive,
         },
     )?;
+    let traced = match unmonitored_trace {
+        Some(t) => Some(match t.seal(outcome.exit_code, String::new()) {
+            Ok(path) => cordon::trace::record::TraceOutcome {
+                path,
+                records: 0,
+                error: None,
+            },
+            Err(e) => cordon::trace::record::TraceOutcome {
+                path: trace_path.clone(),
+                records: 0,
+                error: Some(e.to_string()),
+            },
+        }),
+        None => outcome.events.as_mut().and_then(|ev| ev.trace.take()),
+    };
     if !quiet {
         for n in &outcome.notes {
             eprintln!("cordon: {n}");
@@ -428,7 +525,72 @@ fn run(
             );
         }
     }
+    match traced {
+        Some(t) if t.error.is_some() => {
+            eprintln!(
+                "cordon: error: the trace {} is incomplete: {}",
+                t.path.display(),
+                t.error.unwrap_or_default()
+            );
+        }
+        Some(t) if !quiet => eprintln!(
+            "cordon: trace {} (sealed; check it with `cordon trace verify {}`)",
+            t.path.display(),
+            t.path.display()
+        ),
+        _ => {}
+    }
     Ok(outcome.exit_code)
+}
+
+fn trace_cmd(cmd: TraceCmd) -> Result<i32> {
+    use cordon::trace::{parse_head, show, verify};
+    match cmd {
+        TraceCmd::Verify { file, pubkey, head } => {
+            let key = pubkey
+                .map(|k| cordon::keys::parse_public(show::text_or_file(&k).trim()))
+                .transpose()?;
+            let head = head
+                .map(|h| parse_head(&show::text_or_file(&h)))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
+            let r = verify::verify(&bytes, key, head.as_ref());
+            print!("{}", show::describe(&file, &r));
+            Ok(if r.valid() { 0 } else { 1 })
+        }
+        TraceCmd::Head { file } => {
+            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
+            let r = verify::verify(&bytes, None, None);
+            match verify::latest_head(&r) {
+                Some(h) => println!("{}", cordon::trace::head_text(h)),
+                None => bail!("{}: no signed checkpoint yet", file.display()),
+            }
+            if let Some(d) = &r.damage {
+                eprintln!("cordon: note: {d}");
+            }
+            Ok(0)
+        }
+        TraceCmd::Show { file, format } => {
+            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
+            let r = verify::verify(&bytes, None, None);
+            // SAFETY: isatty only inspects the descriptor.
+            let color = unsafe { libc::isatty(1) == 1 };
+            let mut out = std::io::stdout().lock();
+            for rec in &r.records {
+                if let Some(l) = show::line(rec, format == "json", color) {
+                    use std::io::Write;
+                    if writeln!(out, "{l}").is_err() {
+                        break;
+                    }
+                }
+            }
+            if let Some(d) = &r.damage {
+                eprintln!("cordon: {}: {d}", file.display());
+            }
+            Ok(if r.valid() { 0 } else { 1 })
+        }
+    }
 }
 
 fn sandbox_id() -> String {
@@ -436,96 +598,4 @@ fn sandbox_id() -> String {
     // SAFETY: b is a valid buffer of its length.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn render_policy(p: &profile::Profile, pol: &policy::Policy) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let _ = writeln!(s, "profile      {} (sha256 {})", p.name, p.hash);
-    let _ = writeln!(s, "from         {}", p.sources.join(" <- "));
-    let _ = writeln!(s, "workspace    {}", pol.context.workspace.display());
-    let _ = writeln!(
-        s,
-        "identity     agent = host uid {} gid {} (inside uid {})",
-        pol.context.agent_uid,
-        pol.context.agent_gid,
-        policy::INSIDE_ID
-    );
-    let _ = writeln!(s, "\n[filesystem] (missing read-only paths are skipped)");
-    for b in &pol.binds {
-        let _ = writeln!(
-            s,
-            "  {:<10} {}{}{}",
-            match b.access {
-                policy::Access::ReadOnly => "read-only",
-                policy::Access::ReadWrite => "read-write",
-            },
-            b.path.display(),
-            if b.exec { "  +exec" } else { "" },
-            if b.idmap {
-                "  (your files appear as the agent's)"
-            } else {
-                ""
-            }
-        );
-    }
-    let _ = writeln!(
-        s,
-        "  tmpfs      /tmp ({} MiB), /dev (minimal), /proc (own pid namespace, /proc/sys read-only)",
-        pol.tmp_size >> 20
-    );
-    for h in &pol.hidden {
-        let _ = writeln!(s, "  hidden     {}", h.display());
-    }
-    for h in &pol.protected {
-        let _ = writeln!(s, "  protected  {} (read-only)", h.display());
-    }
-    let _ = writeln!(s, "\n[network]\n  mode       {:?}", pol.network.mode);
-    for d in &pol.network.allow {
-        let _ = writeln!(s, "  allow      {d}");
-    }
-    let l = &pol.limits;
-    let _ = writeln!(s, "\n[limits]");
-    let opt = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
-    let _ = writeln!(
-        s,
-        "  memory     {}",
-        opt(l.memory.map(|m| format!("{} MiB", m >> 20)))
-    );
-    let _ = writeln!(s, "  cpu        {}", opt(l.cpu.map(|c| format!("{c} cores"))));
-    let _ = writeln!(s, "  pids       {}", opt(l.pids.map(|v| v.to_string())));
-    let _ = writeln!(s, "  open_files {}", opt(l.open_files.map(|v| v.to_string())));
-    let _ = writeln!(
-        s,
-        "  file_size  {}",
-        opt(l.file_size.map(|m| format!("{} MiB", m >> 20)))
-    );
-    let _ = writeln!(
-        s,
-        "  wall_clock {}",
-        opt(l.wall_clock_ms.map(|m| format!("{} s", m / 1000)))
-    );
-    let _ = writeln!(s, "\n[environment] (everything else is removed)");
-    for (k, v) in &pol.env {
-        let _ = writeln!(s, "  {k}={v}");
-    }
-    let _ = writeln!(
-        s,
-        "\n[syscalls] (default allow; non-native ABIs kill the process)"
-    );
-    for r in &pol.seccomp {
-        let action = match r.action {
-            policy::syscalls::Action::Errno(e) => format!("{}", std::io::Error::from_raw_os_error(e)),
-            policy::syscalls::Action::KillProcess => "kill".into(),
-        };
-        let when = match r.when {
-            policy::syscalls::When::Always => String::new(),
-            policy::syscalls::When::ArgMasked { index, mask, .. } => format!(" if arg{index} & {mask:#x}"),
-            policy::syscalls::When::Both([(i, m, _), (j, n, _)]) => {
-                format!(" if arg{i} & {m:#x} and arg{j} & {n:#x}")
-            }
-        };
-        let _ = writeln!(s, "  {:<18} -> {action}{when}: {}", r.name, r.reason);
-    }
-    s
 }

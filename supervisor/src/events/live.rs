@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::decode::Decoder;
 use super::pb::{self, event::Kind};
 use crate::probes::Watch;
+use crate::trace::record::Recording;
 
 /// Events the bus holds for consumers that are behind.
 pub const BUS_CAPACITY: usize = 1 << 16;
@@ -54,9 +55,9 @@ impl Meta {
         })
     }
 
-    /// `--no-probes` with `--events`: the stream's only event says the run was not monitored.
-    pub fn record_unmonitored(&self, out: Output) -> std::io::Result<()> {
-        let e = pb::Event {
+    /// `--no-probes`: the only event of the run says it was not monitored.
+    pub fn unmonitored_event(&self) -> pb::Event {
+        pb::Event {
             seq: 1,
             sandbox: self.sandbox.clone(),
             time_unix_ns: super::unix_now_ns(),
@@ -66,9 +67,13 @@ impl Meta {
                 0,
             )),
             ..Default::default()
-        };
+        }
+    }
+
+    /// `--no-probes` with `--events`: that event is the whole stream.
+    pub fn record_unmonitored(&self, e: &pb::Event, out: Output) -> std::io::Result<()> {
         let mut w = out.into_writer();
-        writeln!(w, "{}", super::json(&e))?;
+        writeln!(w, "{}", super::json(e))?;
         w.flush()
     }
 }
@@ -87,6 +92,7 @@ pub struct Summary {
     pub events: u64,
     pub kernel_drops: u64,
     pub stream_losses: u64,
+    pub trace: Option<crate::trace::record::TraceOutcome>,
 }
 
 pub struct Monitor {
@@ -145,7 +151,13 @@ fn boot_to_unix_ns() -> i64 {
 
 impl Monitor {
     /// Start reading `watch`'s records. Events are numbered from 1; the first is `started`.
-    pub fn start(watch: Watch, meta: Meta, out: Option<Output>) -> std::io::Result<Self> {
+    /// Every event goes to `trace` (if any) before anything else sees it.
+    pub fn start(
+        watch: Watch,
+        meta: Meta,
+        out: Option<Output>,
+        trace: Option<Recording>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(RUN_DIR)?;
         let sock = socket_path(&meta.sandbox);
         let _ = std::fs::remove_file(&sock);
@@ -161,7 +173,7 @@ impl Monitor {
                     .enable_all()
                     .build()
                     .expect("tokio runtime");
-                rt.block_on(pipeline(watch, meta, out, listener, stopped))
+                rt.block_on(pipeline(watch, meta, out, trace, listener, stopped))
             })?;
         Ok(Self {
             stop: Some(stop),
@@ -199,9 +211,17 @@ struct Shared {
     meta: Meta,
 }
 
-fn publish(tx: &broadcast::Sender<Arc<pb::Event>>, shared: &Shared, events: &mut Vec<pb::Event>) {
+fn publish(
+    tx: &broadcast::Sender<Arc<pb::Event>>,
+    shared: &Shared,
+    trace: &mut Option<Recording>,
+    events: &mut Vec<pb::Event>,
+) {
     if events.is_empty() {
         return;
+    }
+    if let Some(t) = trace {
+        t.record(events);
     }
     let mut history = shared.history.lock().expect("history lock");
     let mut stats = shared.stats.lock().expect("stats lock");
@@ -228,6 +248,7 @@ async fn pipeline(
     watch: Watch,
     meta: Meta,
     out: Option<Output>,
+    mut trace: Option<Recording>,
     listener: std::os::unix::net::UnixListener,
     mut stopped: oneshot::Receiver<i32>,
 ) -> Summary {
@@ -254,7 +275,7 @@ async fn pipeline(
     });
     let e = dec.bare(meta.lifecycle("started", load, 0));
     dec.emit(e, &mut events);
-    publish(&tx, &shared, &mut events);
+    publish(&tx, &shared, &mut trace, &mut events);
 
     let mut watch = watch;
     let mut drops_seen = 0u64;
@@ -276,7 +297,7 @@ async fn pipeline(
                     g.clear_ready();
                 }
                 drain(&mut watch, &mut dec, &mut events);
-                publish(&tx, &shared, &mut events);
+                publish(&tx, &shared, &mut trace, &mut events);
             }
             _ = tick.tick() => {
                 drain(&mut watch, &mut dec, &mut events);
@@ -291,7 +312,10 @@ async fn pipeline(
                         dec.traffic(&remotes, untracked, false, &mut events);
                     }
                 }
-                publish(&tx, &shared, &mut events);
+                publish(&tx, &shared, &mut trace, &mut events);
+                if let Some(t) = &mut trace {
+                    t.tick();
+                }
             }
             code = &mut stopped => break code.unwrap_or(-1),
         }
@@ -304,7 +328,7 @@ async fn pipeline(
     dec.traffic(&remotes, untracked, true, &mut events);
     let e = dec.bare(meta.lifecycle("exited", format!("exit status {exit_code}"), exit_code));
     dec.emit(e, &mut events);
-    publish(&tx, &shared, &mut events);
+    publish(&tx, &shared, &mut trace, &mut events);
     drop(watch);
     // ORDER: the server holds a sender; stop it first so the bus closes and consumers end.
     if let Some(s) = server {
@@ -320,6 +344,7 @@ async fn pipeline(
         events: dec.events_so_far(),
         kernel_drops: drops_seen,
         stream_losses,
+        trace: trace.map(|t| t.finish(exit_code)),
     }
 }
 

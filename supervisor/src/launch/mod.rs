@@ -20,6 +20,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+/// cordon's own exit status when it could not build the sandbox (then no agent ran).
+pub const EXIT_CORDON_ERROR: i32 = 125;
+
 /// A failed step, named so the user knows which layer could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepError {
@@ -103,6 +106,8 @@ pub enum Monitoring {
     On {
         meta: crate::events::live::Meta,
         out: Option<crate::events::live::Output>,
+        /// The run's trace, header already written; sealed when the run ends.
+        trace: Option<crate::trace::writer::TraceFile>,
     },
 }
 
@@ -246,7 +251,10 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
         Monitoring::Off => (None, None),
         // The probes are loaded (or opened, if another cordon loaded them) before anything
         // else: if the kernel cannot run them, nothing has been created yet.
-        Monitoring::On { meta, out } => (Some(crate::probes::Probes::ready()?), Some((meta, out))),
+        Monitoring::On { meta, out, trace } => (
+            Some(crate::probes::Probes::ready()?),
+            Some((meta, out, trace)),
+        ),
     };
     // The kernel must offer every layer; say which one is missing rather than run weaker.
     if crate::doctor::landlock_abi() < 1 {
@@ -345,8 +353,9 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     //    egress hooks are attached. ORDER: before release, so the agent's first syscall is
     //    already recorded and its first connect already judged.
     let watched = match (probes, monitor_plan) {
-        (Some(probes), Some((meta, out))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
-            crate::events::live::Monitor::start(w, meta, out)
+        (Some(probes), Some((meta, out, trace))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
+            let trace = trace.map(|t| crate::trace::record::Recording::new(t, cgroup.v2.clone()));
+            crate::events::live::Monitor::start(w, meta, out, trace)
                 .map(Some)
                 .map_err(|e| StepError::io("events: live stream", &e, "").into())
         }),

@@ -2,6 +2,8 @@
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
 pub mod syscalls;
+mod render;
+pub use render::render;
 
 use crate::profile::{NetworkMode, Profile, SyscallRule};
 use serde::Serialize;

@@ -137,6 +137,9 @@ pub struct Profile {
     pub sources: Vec<String>,
     /// SHA-256 over the text of every file in the chain, most derived first.
     pub hash: String,
+    /// Those texts, in the same order (recorded whole in the trace header).
+    #[serde(skip)]
+    pub texts: Vec<String>,
     pub filesystem: Filesystem,
     pub network: Network,
     pub limits: Limits,
@@ -351,6 +354,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         description: pick!(chain, description).unwrap_or_default(),
         sources: chain.iter().map(|(s, _)| s.label.clone()).collect(),
         hash: format!("{:x}", hasher.finalize()),
+        texts: chain.iter().map(|(s, _)| s.text.clone()).collect(),
         filesystem,
         network,
         limits,

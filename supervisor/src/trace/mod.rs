@@ -4,6 +4,8 @@
 //! `writer` appends records (hash chain, signed checkpoints, seal) for one sandbox; `verify`
 //! reads a trace back, recovers every complete record and names the first damage.
 
+pub mod record;
+pub mod show;
 pub mod verify;
 pub mod writer;
 
@@ -126,6 +128,68 @@ pub fn parse_head(text: &str) -> Result<pb::Checkpoint, String> {
         chain,
         signature,
     })
+}
+
+/// Record 0 of a run's trace. The append-only outcome and the checkpoint and durability
+/// policies are filled in by `TraceFile::create`.
+pub struct Start<'a> {
+    pub sandbox: &'a str,
+    pub command: &'a [String],
+    pub identity: &'a crate::identity::Identity,
+    pub profile: &'a crate::profile::Profile,
+    pub policy: &'a crate::policy::Policy,
+    pub key: &'a VerifyingKey,
+    pub monitored: bool,
+}
+
+fn uname() -> (String, String) {
+    // SAFETY: zeroed utsname is a valid out buffer.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return (String::new(), String::new());
+    }
+    let text = |f: &[libc::c_char]| {
+        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    (
+        text(&u.nodename),
+        format!("{} {} {}", text(&u.release), text(&u.version), text(&u.machine)),
+    )
+}
+
+pub fn header(s: &Start) -> pb::Header {
+    let (host, kernel) = uname();
+    pb::Header {
+        format_version: FORMAT_VERSION,
+        sandbox: s.sandbox.into(),
+        host,
+        kernel,
+        cordon_version: env!("CARGO_PKG_VERSION").into(),
+        start_unix_ns: crate::events::unix_now_ns(),
+        command: s.command.to_vec(),
+        identity: s.identity.line(),
+        invoking_uid: s.identity.owner_uid,
+        on_behalf_of: s.identity.on_behalf_of.clone().unwrap_or_default(),
+        workspace: s.policy.context.workspace.display().to_string(),
+        profile_name: s.profile.name.clone(),
+        profile_sha256: s.profile.hash.clone(),
+        profile_sources: s
+            .profile
+            .sources
+            .iter()
+            .zip(&s.profile.texts)
+            .map(|(label, text)| pb::ProfileSource {
+                label: label.clone(),
+                text: text.clone(),
+            })
+            .collect(),
+        policy: crate::policy::render(s.profile, s.policy),
+        public_key: crate::keys::public_text(s.key),
+        monitored: s.monitored,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -210,6 +210,8 @@ pub struct TraceFile {
     pub chain: Chain,
     last_sync: Instant,
     unsynced: bool,
+    /// Sealed, or abandoned after a write failed: nothing more is written.
+    done: bool,
 }
 
 impl TraceFile {
@@ -253,6 +255,7 @@ impl TraceFile {
             chain: Chain::new(key, &header),
             last_sync: Instant::now(),
             unsynced: false,
+            done: false,
         };
         // The header is on disk before the agent runs: a trace that cannot start stops the run.
         t.write().map_err(|e| match e {
@@ -296,17 +299,43 @@ impl TraceFile {
 
     /// Seal, write, and make it durable with the directory entry.
     pub fn seal(mut self, exit_code: i32, detail: String) -> Result<PathBuf, TraceError> {
+        self.seal_io(exit_code, detail)?;
+        Ok(self.path.clone())
+    }
+
+    fn seal_io(&mut self, exit_code: i32, detail: String) -> Result<(), TraceError> {
+        self.done = true;
         self.chain.seal(exit_code, detail);
         self.write()?;
-        let path = self.path.clone();
-        let err = |source| TraceError::Write { path, source };
         let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
         let synced = self.file.sync_all().and_then(|()| match dir {
             Some(d) => File::open(d).and_then(|d| d.sync_all()),
             None => Ok(()),
         });
-        synced.map_err(err)?;
-        Ok(self.path)
+        synced.map_err(|source| TraceError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Stop writing after a failure: appending after a partial write would corrupt what is
+    /// already there. The file keeps every complete record; readers report the torn tail.
+    pub fn abandon(mut self) {
+        self.done = true;
+    }
+}
+
+/// A trace nobody sealed (the sandbox could not be built after the trace was started, or
+/// the pipeline ended abnormally) is sealed here, saying so, rather than left looking like a
+/// crash.
+impl Drop for TraceFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.seal_io(
+                crate::launch::EXIT_CORDON_ERROR,
+                "cordon stopped before the run ended normally: the sandbox was not built, or the event pipeline failed (see cordon's error message)".into(),
+            );
+        }
     }
 }
 

@@ -1,0 +1,98 @@
+//! The resolved policy in words: what `cordon profile show` prints and the trace header
+//! records.
+
+use super::Policy;
+use crate::profile::Profile;
+
+/// Every layer of `pol`, as the agent will meet it.
+pub fn render(p: &Profile, pol: &Policy) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "profile      {} (sha256 {})", p.name, p.hash);
+    let _ = writeln!(s, "from         {}", p.sources.join(" <- "));
+    let _ = writeln!(s, "workspace    {}", pol.context.workspace.display());
+    let _ = writeln!(
+        s,
+        "identity     agent = host uid {} gid {} (inside uid {})",
+        pol.context.agent_uid,
+        pol.context.agent_gid,
+        super::INSIDE_ID
+    );
+    let _ = writeln!(s, "\n[filesystem] (missing read-only paths are skipped)");
+    for b in &pol.binds {
+        let _ = writeln!(
+            s,
+            "  {:<10} {}{}{}",
+            match b.access {
+                super::Access::ReadOnly => "read-only",
+                super::Access::ReadWrite => "read-write",
+            },
+            b.path.display(),
+            if b.exec { "  +exec" } else { "" },
+            if b.idmap {
+                "  (your files appear as the agent's)"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  tmpfs      /tmp ({} MiB), /dev (minimal), /proc (own pid namespace, /proc/sys read-only)",
+        pol.tmp_size >> 20
+    );
+    for h in &pol.hidden {
+        let _ = writeln!(s, "  hidden     {}", h.display());
+    }
+    for h in &pol.protected {
+        let _ = writeln!(s, "  protected  {} (read-only)", h.display());
+    }
+    let _ = writeln!(s, "\n[network]\n  mode       {:?}", pol.network.mode);
+    for d in &pol.network.allow {
+        let _ = writeln!(s, "  allow      {d}");
+    }
+    let l = &pol.limits;
+    let _ = writeln!(s, "\n[limits]");
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());
+    let _ = writeln!(
+        s,
+        "  memory     {}",
+        opt(l.memory.map(|m| format!("{} MiB", m >> 20)))
+    );
+    let _ = writeln!(s, "  cpu        {}", opt(l.cpu.map(|c| format!("{c} cores"))));
+    let _ = writeln!(s, "  pids       {}", opt(l.pids.map(|v| v.to_string())));
+    let _ = writeln!(s, "  open_files {}", opt(l.open_files.map(|v| v.to_string())));
+    let _ = writeln!(
+        s,
+        "  file_size  {}",
+        opt(l.file_size.map(|m| format!("{} MiB", m >> 20)))
+    );
+    let _ = writeln!(
+        s,
+        "  wall_clock {}",
+        opt(l.wall_clock_ms.map(|m| format!("{} s", m / 1000)))
+    );
+    let _ = writeln!(s, "\n[environment] (everything else is removed)");
+    for (k, v) in &pol.env {
+        let _ = writeln!(s, "  {k}={v}");
+    }
+    let _ = writeln!(
+        s,
+        "\n[syscalls] (default allow; non-native ABIs kill the process)"
+    );
+    for r in &pol.seccomp {
+        let action = match r.action {
+            super::syscalls::Action::Errno(e) => format!("{}", std::io::Error::from_raw_os_error(e)),
+            super::syscalls::Action::KillProcess => "kill".into(),
+        };
+        let when = match r.when {
+            super::syscalls::When::Always => String::new(),
+            super::syscalls::When::ArgMasked { index, mask, .. } => format!(" if arg{index} & {mask:#x}"),
+            super::syscalls::When::Both([(i, m, _), (j, n, _)]) => {
+                format!(" if arg{i} & {m:#x} and arg{j} & {n:#x}")
+            }
+        };
+        let _ = writeln!(s, "  {:<18} -> {action}{when}: {}", r.name, r.reason);
+    }
+    s
+}

@@ -1,0 +1,147 @@
+//! `cordon trace verify|head|show` and `cordon events FILE`: finished runs' traces, in words.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::pb::{self, record::Body};
+use super::verify::{self, Report};
+use crate::events::pb as ev;
+
+/// A key or head given on the command line: the text itself, or a file holding it.
+pub fn text_or_file(arg: &str) -> String {
+    let p = Path::new(arg);
+    if p.is_file() {
+        std::fs::read_to_string(p).unwrap_or_else(|_| arg.to_string())
+    } else {
+        arg.to_string()
+    }
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read the trace {}: {e}", path.display()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What `cordon trace verify` prints: what the trace is, then the verdict.
+pub fn describe(path: &Path, r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "trace     {}", path.display());
+    if let Some(h) = &r.header {
+        let _ = writeln!(s, "sandbox   {} on {} ({})", h.sandbox, h.host, h.kernel);
+        let _ = writeln!(s, "command   {}", h.command.join(" "));
+        let _ = writeln!(s, "identity  {}", h.identity);
+        let _ = writeln!(
+            s,
+            "profile   {} (sha256 {}){}",
+            h.profile_name,
+            h.profile_sha256,
+            if h.monitored { "" } else { ", NOT monitored (--no-probes)" }
+        );
+        let _ = writeln!(
+            s,
+            "file      {}",
+            if h.append_only {
+                "append-only (FS_APPEND_FL)".to_string()
+            } else {
+                format!("not append-only: {}", h.append_only_detail)
+            }
+        );
+    }
+    if let Some(k) = &r.key {
+        let _ = writeln!(
+            s,
+            "signer    {} ({})",
+            crate::keys::public_text(k),
+            if r.key_given {
+                "the key given"
+            } else {
+                "as the trace's header says; pass --pubkey to check it is the host's"
+            }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "records   {} intact ({} events, {} signed checkpoints; last signed head at record {})",
+        r.records.len(),
+        r.events,
+        r.checkpoints,
+        verify::latest_head(r).map_or_else(|| "none".into(), |h| h.seq.to_string())
+    );
+    if let Some(seal) = &r.seal {
+        let _ = writeln!(
+            s,
+            "sealed    exit status {}; {} events, {} lost in the kernel{}",
+            seal.exit_code,
+            seal.events,
+            seal.kernel_drops,
+            if seal.detail.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", seal.detail)
+            }
+        );
+    }
+    match &r.damage {
+        None => {
+            let _ = writeln!(s, "VALID: chain, signatures and seal check out");
+        }
+        Some(d) => {
+            let _ = writeln!(s, "INVALID: {d}");
+        }
+    }
+    s
+}
+
+/// One line per record for `cordon trace show` (events formatted as in the live stream).
+pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
+    Some(match (&rec.body, json) {
+        (Some(Body::Event(e)), false) => crate::events::text(e, color),
+        (Some(Body::Event(e)), true) => crate::events::json(e),
+        (Some(Body::Header(h)), false) => format!(
+            "# trace of sandbox {} on {}: {} — profile {} ({}) — {} — signed by {}",
+            h.sandbox,
+            h.host,
+            h.command.join(" "),
+            h.profile_name,
+            &h.profile_sha256[..h.profile_sha256.len().min(12)],
+            h.identity,
+            h.public_key
+        ),
+        (Some(Body::Header(h)), true) => serde_json::json!({ "header": h }).to_string(),
+        (Some(Body::Checkpoint(c)), false) => {
+            format!("# checkpoint: records 0..={} signed ({})", c.seq, &hex(&c.chain)[..16])
+        }
+        (Some(Body::Checkpoint(c)), true) => serde_json::json!({ "checkpoint": {
+            "seq": c.seq, "chain": hex(&c.chain), "signature": hex(&c.signature) } })
+        .to_string(),
+        (Some(Body::Seal(x)), false) => format!(
+            "# seal: exit status {}; {} records, {} events, {} lost in the kernel{}",
+            x.exit_code,
+            x.records,
+            x.events,
+            x.kernel_drops,
+            if x.detail.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", x.detail)
+            }
+        ),
+        (Some(Body::Seal(x)), true) => serde_json::json!({ "seal": {
+            "seq": x.seq, "chain": hex(&x.chain), "exit_code": x.exit_code, "records": x.records,
+            "events": x.events, "kernel_drops": x.kernel_drops, "detail": x.detail,
+            "signature": hex(&x.signature) } })
+        .to_string(),
+        (None, _) => return None,
+    })
+}
+
+/// The events of a finished run's trace, in order.
+pub fn events(r: &Report) -> impl Iterator<Item = &ev::Event> {
+    r.records.iter().filter_map(|rec| match &rec.body {
+        Some(Body::Event(e)) => Some(e),
+        _ => None,
+    })
+}
