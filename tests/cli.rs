@@ -5,7 +5,7 @@ use common::*;
 use std::process::Command;
 
 fn cordon_cmd(args: &[&str]) -> std::process::Output {
-    Command::new(cordon()).args(args).output().unwrap()
+    cordon_command().args(args).output().unwrap()
 }
 
 #[test]

@@ -370,7 +370,7 @@ fn running_sandboxes_are_listed_and_tailed() {
     ));
     let run = &run.0;
     let ps = output({
-        let mut c = Command::new(cordon());
+        let mut c = cordon_command();
         c.arg("ps");
         c
     });
@@ -383,7 +383,7 @@ fn running_sandboxes_are_listed_and_tailed() {
     let id = line.split_whitespace().next().unwrap().to_string();
     let tail = || {
         output({
-            let mut c = Command::new(cordon());
+            let mut c = cordon_command();
             c.args(["events", "--format", "json", "--kind", "file", &id[..6]]);
             c
         })
@@ -401,7 +401,7 @@ fn running_sandboxes_are_listed_and_tailed() {
         "--kind file shows only syscalls on paths: {text}"
     );
     let human = output({
-        let mut c = Command::new(cordon());
+        let mut c = cordon_command();
         c.args(["events", "--kind", "exec", &id]);
         c
     });

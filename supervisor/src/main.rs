@@ -452,9 +452,10 @@ fn run(
     let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))
         .context("the trace signing key")?
         .0;
-    let trace_path = output.trace.clone().unwrap_or_else(|| {
-        cordon::trace::default_dir().join(format!("{sandbox_id}.trace"))
-    });
+    let trace_path = output
+        .trace
+        .clone()
+        .unwrap_or_else(|| cordon::trace::default_dir().join(format!("{sandbox_id}.trace")));
     let header = cordon::trace::header(&cordon::trace::Start {
         sandbox: &sandbox_id,
         command: &command,
@@ -481,7 +482,7 @@ fn run(
         launch::Monitoring::On {
             meta,
             out,
-            trace: Some(trace),
+            trace: Some(Box::new(trace)),
         }
     };
     let mut outcome = launch::run(

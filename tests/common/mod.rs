@@ -10,6 +10,40 @@ pub fn cordon() -> &'static str {
     env!("CARGO_BIN_EXE_cordon")
 }
 
+/// Where the tests' runs leave their traces (not the host's /var/lib/cordon/traces);
+/// scripts/test empties it before a run (the files are append-only: `chattr -R -a` first).
+pub const TEST_TRACE_DIR: &str = "/tmp/cordon-test-traces";
+
+/// The cordon binary, with default traces going to `TEST_TRACE_DIR`.
+pub fn cordon_command() -> Command {
+    let mut c = Command::new(cordon());
+    c.env("CORDON_TRACE_DIR", TEST_TRACE_DIR);
+    c
+}
+
+/// Clear the append-only attribute of every file under `dir` so it can be removed.
+pub fn clear_append_only(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            clear_append_only(&p);
+        } else if let Ok(f) = std::fs::File::open(&p) {
+            let mut flags: libc::c_long = 0;
+            // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long.
+            unsafe {
+                if libc::ioctl(f.as_raw_fd(), 0x8008_6601, &mut flags) == 0 && flags & 0x20 != 0 {
+                    flags &= !0x20;
+                    libc::ioctl(f.as_raw_fd(), 0x4008_6602, &flags);
+                }
+            }
+        }
+    }
+}
+
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -44,6 +78,12 @@ impl Scratch {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
         p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        clear_append_only(self.path());
     }
 }
 
@@ -86,7 +126,7 @@ pub fn chown_tree(p: &Path, uid: u32) {
 
 /// Build a `cordon run` command.
 pub fn run_cmd(profile: &str, ws: &Path, extra: &[&str], argv: &[&str]) -> Command {
-    let mut c = Command::new(cordon());
+    let mut c = cordon_command();
     c.arg("run")
         .arg("--profile")
         .arg(profile)

@@ -107,7 +107,7 @@ pub enum Monitoring {
         meta: crate::events::live::Meta,
         out: Option<crate::events::live::Output>,
         /// The run's trace, header already written; sealed when the run ends.
-        trace: Option<crate::trace::writer::TraceFile>,
+        trace: Option<Box<crate::trace::writer::TraceFile>>,
     },
 }
 
@@ -251,10 +251,9 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
         Monitoring::Off => (None, None),
         // The probes are loaded (or opened, if another cordon loaded them) before anything
         // else: if the kernel cannot run them, nothing has been created yet.
-        Monitoring::On { meta, out, trace } => (
-            Some(crate::probes::Probes::ready()?),
-            Some((meta, out, trace)),
-        ),
+        Monitoring::On { meta, out, trace } => {
+            (Some(crate::probes::Probes::ready()?), Some((meta, out, trace)))
+        }
     };
     // The kernel must offer every layer; say which one is missing rather than run weaker.
     if crate::doctor::landlock_abi() < 1 {
@@ -354,7 +353,7 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     //    already recorded and its first connect already judged.
     let watched = match (probes, monitor_plan) {
         (Some(probes), Some((meta, out, trace))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
-            let trace = trace.map(|t| crate::trace::record::Recording::new(t, cgroup.v2.clone()));
+            let trace = trace.map(|t| crate::trace::record::Recording::new(*t, cgroup.v2.clone()));
             crate::events::live::Monitor::start(w, meta, out, trace)
                 .map(Some)
                 .map_err(|e| StepError::io("events: live stream", &e, "").into())

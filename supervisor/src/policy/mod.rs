@@ -1,8 +1,8 @@
 //! Policy compilation: a resolved `Profile` plus the run's context become the exact set of
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
-pub mod syscalls;
 mod render;
+pub mod syscalls;
 pub use render::render;
 
 use crate::profile::{NetworkMode, Profile, SyscallRule};

@@ -38,7 +38,11 @@ pub fn describe(path: &Path, r: &Report) -> String {
             "profile   {} (sha256 {}){}",
             h.profile_name,
             h.profile_sha256,
-            if h.monitored { "" } else { ", NOT monitored (--no-probes)" }
+            if h.monitored {
+                ""
+            } else {
+                ", NOT monitored (--no-probes)"
+            }
         );
         let _ = writeln!(
             s,
@@ -112,7 +116,11 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
         ),
         (Some(Body::Header(h)), true) => serde_json::json!({ "header": h }).to_string(),
         (Some(Body::Checkpoint(c)), false) => {
-            format!("# checkpoint: records 0..={} signed ({})", c.seq, &hex(&c.chain)[..16])
+            format!(
+                "# checkpoint: records 0..={} signed ({})",
+                c.seq,
+                &hex(&c.chain)[..16]
+            )
         }
         (Some(Body::Checkpoint(c)), true) => serde_json::json!({ "checkpoint": {
             "seq": c.seq, "chain": hex(&c.chain), "signature": hex(&c.signature) } })

@@ -75,7 +75,8 @@ impl fmt::Display for Damage {
 
 /// One frame as found in the file.
 struct Frame {
-    offset: u64,
+    offset: usize,
+    end: usize,
     stored: Hash,
     intact: bool,
     record: Option<pb::Record>,
@@ -84,8 +85,8 @@ struct Frame {
 /// How the frames end: cleanly, cut short, or with a damaged length field.
 enum Tail {
     Clean,
-    Torn { offset: u64, have: usize, need: usize },
-    BadLength { offset: u64 },
+    Torn { offset: usize, have: usize, need: usize },
+    BadLength { offset: usize },
 }
 
 fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
@@ -93,7 +94,7 @@ fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
     let mut pos = MAGIC.len();
     loop {
         let rest = &bytes[pos..];
-        let offset = pos as u64;
+        let offset = pos;
         if rest.is_empty() {
             return (out, Tail::Clean);
         }
@@ -129,6 +130,7 @@ fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
         let intact = hash(payload) == stored;
         out.push(Frame {
             offset,
+            end: offset + need,
             stored,
             intact,
             record: pb::Record::decode(payload).ok(),
@@ -160,11 +162,11 @@ impl Report {
     }
 }
 
-fn damage(kind: Kind, record: u64, offset: u64, detail: impl Into<String>) -> Option<Damage> {
+fn damage(kind: Kind, record: u64, offset: usize, detail: impl Into<String>) -> Option<Damage> {
     Some(Damage {
         kind,
         record,
-        offset,
+        offset: offset as u64,
         detail: detail.into(),
     })
 }
@@ -234,7 +236,7 @@ pub fn verify(bytes: &[u8], key: Option<VerifyingKey>, head: Option<&pb::Checkpo
     }
     if r.damage.is_none() && r.seal.is_none() {
         let last = end.saturating_sub(1);
-        let offset = frames.last().map_or(MAGIC.len() as u64, |f| f.offset);
+        let offset = frames.last().map_or(MAGIC.len(), |f| f.offset);
         r.damage = damage(
             Kind::Unsealed,
             last,
@@ -338,6 +340,21 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                     format!(
                         "record {} was changed and re-hashed: record {expected} does not follow it",
                         expected - 1
+                    ),
+                );
+            }
+            let later = |seq: u64| {
+                frames[i + 1..]
+                    .iter()
+                    .position(|g| g.record.as_ref().is_some_and(|g| g.seq == seq))
+            };
+            if later(rec.seq).is_some() {
+                return at(
+                    Kind::Inserted,
+                    expected,
+                    format!(
+                        "a copy of record {} appears where record {expected} belongs",
+                        rec.seq
                     ),
                 );
             }
@@ -461,21 +478,7 @@ pub fn latest_head(r: &Report) -> Option<&pb::Checkpoint> {
 /// Byte ranges of the frames of a trace (magic excluded), as far as they can be read: for
 /// tools and tests that cut or splice traces.
 pub fn frame_bounds(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let (frames, _) = frames(bytes);
-    let mut ends: Vec<usize> = frames.iter().skip(1).map(|f| f.offset as usize).collect();
-    if let Some(last) = frames.last() {
-        let len = u32::from_le_bytes(
-            bytes[last.offset as usize..last.offset as usize + 4]
-                .try_into()
-                .expect("4 bytes"),
-        );
-        ends.push(last.offset as usize + len as usize + FRAME_OVERHEAD);
-    }
-    frames
-        .iter()
-        .zip(ends)
-        .map(|(f, end)| f.offset as usize..end)
-        .collect()
+    frames(bytes).0.iter().map(|f| f.offset..f.end).collect()
 }
 
 #[cfg(test)]

@@ -356,8 +356,9 @@ mod tests {
         });
         let b = c.pending().to_vec();
         assert_eq!(&b[..16], MAGIC);
-        let len = u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
-        assert_eq!(u32::from_le_bytes(b[20..24].try_into().unwrap()), !(len as u32));
+        let len32 = u32::from_le_bytes(b[16..20].try_into().unwrap());
+        assert_eq!(u32::from_le_bytes(b[20..24].try_into().unwrap()), !len32);
+        let len = len32 as usize;
         let payload = &b[24..24 + len];
         assert_eq!(&b[24 + len..24 + len + 32], &hash(payload));
         let second = 24 + len + 32;
