@@ -376,7 +376,8 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
         use cordon::trace::{show, verify};
         let bytes = show::read(file).map_err(anyhow::Error::msg)?;
         let r = verify::verify(&bytes, None, None);
-        for e in show::events(&r) {
+        let records = verify::records(&bytes, &r);
+        for e in show::events(&records) {
             if !print(e) {
                 break;
             }
@@ -578,7 +579,7 @@ fn trace_cmd(cmd: TraceCmd) -> Result<i32> {
             // SAFETY: isatty only inspects the descriptor.
             let color = unsafe { libc::isatty(1) == 1 };
             let mut out = std::io::stdout().lock();
-            for rec in &r.records {
+            for rec in &verify::records(&bytes, &r) {
                 if let Some(l) = show::line(rec, format == "json", color) {
                     use std::io::Write;
                     if writeln!(out, "{l}").is_err() {

@@ -69,7 +69,7 @@ pub fn describe(path: &Path, r: &Report) -> String {
     let _ = writeln!(
         s,
         "records   {} intact ({} events, {} signed checkpoints; last signed head at record {})",
-        r.records.len(),
+        r.intact,
         r.events,
         r.checkpoints,
         verify::latest_head(r).map_or_else(|| "none".into(), |h| h.seq.to_string())
@@ -146,9 +146,9 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
     })
 }
 
-/// The events of a finished run's trace, in order.
-pub fn events(r: &Report) -> impl Iterator<Item = &ev::Event> {
-    r.records.iter().filter_map(|rec| match &rec.body {
+/// The events among a finished run's records (`verify::records`), in order.
+pub fn events(records: &[pb::Record]) -> impl Iterator<Item = &ev::Event> {
+    records.iter().filter_map(|rec| match &rec.body {
         Some(Body::Event(e)) => Some(e),
         _ => None,
     })

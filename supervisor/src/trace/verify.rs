@@ -73,13 +73,55 @@ impl fmt::Display for Damage {
     }
 }
 
+/// What verification reads of a record. An event's content is skipped, not decoded: the
+/// chain and signatures are checked without building every event (`records` decodes them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Link {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(bytes = "vec", tag = "4")]
+    prev: Vec<u8>,
+    #[prost(message, optional, tag = "10")]
+    header: Option<pb::Header>,
+    #[prost(message, optional, tag = "11")]
+    event: Option<Skipped>,
+    #[prost(message, optional, tag = "12")]
+    checkpoint: Option<pb::Checkpoint>,
+    #[prost(message, optional, tag = "13")]
+    seal: Option<pb::Seal>,
+}
+
+#[derive(Clone, Copy, PartialEq, prost::Message)]
+struct Skipped {}
+
+enum Body<'a> {
+    Header(&'a pb::Header),
+    Event,
+    Checkpoint(&'a pb::Checkpoint),
+    Seal(&'a pb::Seal),
+    /// None, or more than one.
+    Invalid,
+}
+
+impl Link {
+    fn body(&self) -> Body<'_> {
+        match (&self.header, &self.event, &self.checkpoint, &self.seal) {
+            (Some(h), None, None, None) => Body::Header(h),
+            (None, Some(_), None, None) => Body::Event,
+            (None, None, Some(c), None) => Body::Checkpoint(c),
+            (None, None, None, Some(s)) => Body::Seal(s),
+            _ => Body::Invalid,
+        }
+    }
+}
+
 /// One frame as found in the file.
 struct Frame {
     offset: usize,
     end: usize,
     stored: Hash,
     intact: bool,
-    record: Option<pb::Record>,
+    record: Option<Link>,
 }
 
 /// How the frames end: cleanly, cut short, or with a damaged length field.
@@ -133,7 +175,7 @@ fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
             end: offset + need,
             stored,
             intact,
-            record: pb::Record::decode(payload).ok(),
+            record: Link::decode(payload).ok(),
         });
         pos += need;
     }
@@ -143,8 +185,9 @@ fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
 #[derive(Debug, Default)]
 pub struct Report {
     pub header: Option<pb::Header>,
-    /// Records recovered, in order, up to the first damage (header and seal included).
-    pub records: Vec<pb::Record>,
+    /// Records intact, in order, up to the first damage (header and seal included);
+    /// `records` decodes them.
+    pub intact: usize,
     pub events: u64,
     pub checkpoints: u64,
     /// The latest checkpoint that verified.
@@ -391,9 +434,8 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 format!("record {} stands where record {expected} belongs", rec.seq),
             );
         }
-        use pb::record::Body;
-        match (&rec.body, i) {
-            (Some(Body::Header(h)), 0) => {
+        match (rec.body(), i) {
+            (Body::Header(h), 0) => {
                 let declared = crate::keys::parse_public(&h.public_key).ok();
                 match (r.key, declared) {
                     (None, Some(k)) => r.key = Some(k),
@@ -415,9 +457,9 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 r.header = Some(h.clone());
             }
             (_, 0) => return at(Kind::Modified, 0, "record 0 is not a header".into()),
-            (Some(Body::Header(_)), _) => return at(Kind::Inserted, expected, "a second header".into()),
-            (Some(Body::Event(_)), _) => r.events += 1,
-            (Some(Body::Checkpoint(c)), _) => {
+            (Body::Header(_), _) => return at(Kind::Inserted, expected, "a second header".into()),
+            (Body::Event, _) => r.events += 1,
+            (Body::Checkpoint(c), _) => {
                 let ok = c.seq + 1 == expected
                     && c.chain[..] == prev[..]
                     && r.header.as_ref().is_some_and(|h| h.sandbox == c.sandbox)
@@ -429,7 +471,7 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 last_good_checkpoint = expected;
                 r.last_head = Some(c.clone());
             }
-            (Some(Body::Seal(s)), _) => {
+            (Body::Seal(s), _) => {
                 let ok = s.seq + 1 == expected
                     && s.chain[..] == prev[..]
                     && s.records == expected
@@ -449,9 +491,15 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 }
                 r.seal = Some(s.clone());
             }
-            (None, _) => return at(Kind::Modified, expected, "the record has no body".into()),
+            (Body::Invalid, _) => {
+                return at(
+                    Kind::Modified,
+                    expected,
+                    "the record has no body, or more than one".into(),
+                )
+            }
         }
-        r.records.push(rec.clone());
+        r.intact += 1;
         prevprev = Some(prev);
         prev = f.stored;
     }
@@ -477,6 +525,16 @@ pub fn latest_head(r: &Report) -> Option<&pb::Checkpoint> {
 
 /// Byte ranges of the frames of a trace (magic excluded), as far as they can be read: for
 /// tools and tests that cut or splice traces.
+/// The intact records of a verified trace, decoded (events whole).
+pub fn records(bytes: &[u8], r: &Report) -> Vec<pb::Record> {
+    frames(bytes)
+        .0
+        .iter()
+        .take(r.intact)
+        .filter_map(|f| pb::Record::decode(&bytes[f.offset + 8..f.end - 32]).ok())
+        .collect()
+}
+
 pub fn frame_bounds(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     frames(bytes).0.iter().map(|f| f.offset..f.end).collect()
 }
@@ -532,7 +590,8 @@ mod tests {
         assert!(r.valid(), "{:?}", r.damage);
         assert_eq!(r.events, 20);
         assert_eq!(r.checkpoints, 2);
-        assert_eq!(r.seal.as_ref().unwrap().records, r.records.len() as u64 - 1);
+        assert_eq!(r.seal.as_ref().unwrap().records, r.intact as u64 - 1);
+        assert_eq!(records(&t, &r).len(), r.intact);
         let head = latest_head(&r).unwrap();
         assert!(verify(&t, None, Some(head)).valid());
     }
@@ -575,6 +634,42 @@ mod tests {
                     Some((Kind::Modified, k as u64)),
                     "flip at {at} in record {k}"
                 );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The reader never panics, whatever it is given.
+        #[test]
+        fn any_bytes_are_read_without_panic(bytes in proptest::collection::vec(0u8..=255, 0..600)) {
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = verify(&bytes, None, None);
+            let r = verify(&with_magic, None, None);
+            proptest::prop_assert!(r.damage.is_some() || r.seal.is_some());
+        }
+
+        /// Any change to a sealed trace — a byte replaced, bytes inserted or removed — is
+        /// reported, never passed as valid, and never panics.
+        #[test]
+        fn any_edit_of_a_sealed_trace_is_detected(
+            at in 0usize..10_000,
+            value in 0u8..=255,
+            op in 0u8..3,
+            len in 1usize..40,
+        ) {
+            let t = trace(6);
+            let at = at % t.len();
+            let mut m = t.clone();
+            match op {
+                0 => m[at] = value,
+                1 => { m.splice(at..at, std::iter::repeat_n(value, len)); }
+                _ => { m.drain(at..(at + len).min(t.len())); }
+            }
+            if m != t {
+                proptest::prop_assert!(verify(&m, None, None).damage.is_some());
             }
         }
     }
