@@ -427,6 +427,7 @@ fn pure_cgroup_v2_layout() {
             ws.display()
         );
         std::process::Command::new("unshare")
+            .env("CORDON_TRACE_DIR", TEST_TRACE_DIR)
             .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &script])
             .output()
             .unwrap()
