@@ -139,11 +139,37 @@ fn a_run_leaves_a_sealed_trace_that_verifies_and_replays() {
     let seal = r.seal.as_ref().unwrap();
     assert_eq!(seal.exit_code, 3);
     assert_eq!(seal.events, r.events);
-    // Every event of the live stream is in the trace, numbered without gaps.
-    let seqs: Vec<u64> = cordon::trace::show::events(&verify::records(&bytes, &r))
-        .map(|e| e.seq)
+    // Every event of the live stream is in the trace — whole, or as a routine read in a
+    // summary — and the numbers have no gaps.
+    let recs = verify::records(&bytes, &r);
+    let mut seqs: Vec<u64> = cordon::trace::show::events(&recs).map(|e| e.seq).collect();
+    let summaries: Vec<&pb::ReadSummary> = recs
+        .iter()
+        .filter_map(|rec| match &rec.body {
+            Some(pb::record::Body::Reads(x)) => Some(x),
+            _ => None,
+        })
         .collect();
+    seqs.extend(summaries.iter().flat_map(|x| x.seqs.iter().copied()));
+    seqs.sort_unstable();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        seal.summarised,
+        summaries.iter().map(|x| x.seqs.len() as u64).sum::<u64>()
+    );
+    // cat's read of /etc/hostname is a routine read: its path is in a summary…
+    let read = summaries
+        .iter()
+        .flat_map(|x| &x.paths)
+        .find(|p| p.path == "/etc/hostname")
+        .expect("/etc/hostname in a read summary");
+    assert!(read.opened >= 1 && !read.host_pids.is_empty());
+    // …the shell's `> f` (O_WRONLY|O_CREAT|O_TRUNC) is recorded whole.
+    let created = cordon::trace::show::events(&recs).any(|e| {
+        matches!(&e.kind, Some(cordon::events::pb::event::Kind::Syscall(sc))
+            if (sc.path == "f" || sc.path.ends_with("/f")) && sc.name.starts_with("open"))
+    });
+    assert!(created, "the write-open of f is an event");
 
     // Replayed with the live stream's formatting.
     let mut ev = cordon_command();

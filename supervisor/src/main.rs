@@ -382,6 +382,14 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
                 break;
             }
         }
+        if r.read_summaries > 0 {
+            eprintln!(
+                "cordon: routine reads (read-only opens that succeeded or found no file) are \
+                 summarised per interval in this trace, not listed here: `cordon trace show {}` \
+                 lists their paths",
+                file.display()
+            );
+        }
         if let Some(d) = &r.damage {
             eprintln!("cordon: {}: {d}", file.display());
         }

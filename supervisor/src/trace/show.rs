@@ -68,18 +68,20 @@ pub fn describe(path: &Path, r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "records   {} intact ({} events, {} signed checkpoints; last signed head at record {})",
+        "records   {} intact ({} events, {} summaries of routine reads, {} signed checkpoints; last signed head at record {})",
         r.intact,
         r.events,
+        r.read_summaries,
         r.checkpoints,
         verify::latest_head(r).map_or_else(|| "none".into(), |h| h.seq.to_string())
     );
     if let Some(seal) = &r.seal {
         let _ = writeln!(
             s,
-            "sealed    exit status {}; {} events, {} lost in the kernel{}",
+            "sealed    exit status {}; {} events recorded whole, {} summarised as routine reads, {} lost in the kernel{}",
             seal.exit_code,
             seal.events,
+            seal.summarised,
             seal.kernel_drops,
             if seal.detail.is_empty() {
                 String::new()
@@ -142,8 +144,54 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
             "events": x.events, "kernel_drops": x.kernel_drops, "detail": x.detail,
             "signature": hex(&x.signature) } })
         .to_string(),
+        (Some(Body::Reads(x)), false) => reads_text(x),
+        (Some(Body::Reads(x)), true) => serde_json::json!({ "reads": x }).to_string(),
         (None, _) => return None,
     })
+}
+
+/// A read summary: one line, then one per path.
+fn reads_text(x: &pb::ReadSummary) -> String {
+    let t = |ns: u64| {
+        let secs = ns / 1_000_000_000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            (ns / 1_000_000) % 1000
+        )
+    };
+    let mut s = format!(
+        "# routine reads {}–{}: {} opens of {} paths (events {}…{})",
+        t(x.first_unix_ns),
+        t(x.last_unix_ns),
+        x.seqs.len(),
+        x.paths.len(),
+        x.seqs.first().copied().unwrap_or(0),
+        x.seqs.last().copied().unwrap_or(0)
+    );
+    for p in &x.paths {
+        let pids: Vec<String> = p.host_pids.iter().map(u32::to_string).collect();
+        let _ = write!(
+            s,
+            "\n#   {} {}{} (host pids {}{})",
+            p.path,
+            if p.opened > 0 {
+                format!("opened ×{}", p.opened)
+            } else {
+                String::new()
+            },
+            if p.missing > 0 {
+                format!(" missing ×{}", p.missing)
+            } else {
+                String::new()
+            },
+            pids.join(","),
+            if p.more_pids { ",…" } else { "" }
+        );
+    }
+    s
 }
 
 /// The events among a finished run's records (`verify::records`), in order.

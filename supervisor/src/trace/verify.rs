@@ -89,6 +89,8 @@ struct Link {
     checkpoint: Option<pb::Checkpoint>,
     #[prost(message, optional, tag = "13")]
     seal: Option<pb::Seal>,
+    #[prost(message, optional, tag = "14")]
+    reads: Option<Skipped>,
 }
 
 #[derive(Clone, Copy, PartialEq, prost::Message)]
@@ -99,18 +101,29 @@ enum Body<'a> {
     Event,
     Checkpoint(&'a pb::Checkpoint),
     Seal(&'a pb::Seal),
+    Reads,
     /// None, or more than one.
     Invalid,
 }
 
 impl Link {
     fn body(&self) -> Body<'_> {
-        match (&self.header, &self.event, &self.checkpoint, &self.seal) {
-            (Some(h), None, None, None) => Body::Header(h),
-            (None, Some(_), None, None) => Body::Event,
-            (None, None, Some(c), None) => Body::Checkpoint(c),
-            (None, None, None, Some(s)) => Body::Seal(s),
-            _ => Body::Invalid,
+        let bodies = [
+            self.header.is_some(),
+            self.event.is_some(),
+            self.checkpoint.is_some(),
+            self.seal.is_some(),
+            self.reads.is_some(),
+        ];
+        if bodies.iter().filter(|b| **b).count() != 1 {
+            return Body::Invalid;
+        }
+        match (&self.header, &self.checkpoint, &self.seal) {
+            (Some(h), _, _) => Body::Header(h),
+            (_, Some(c), _) => Body::Checkpoint(c),
+            (_, _, Some(s)) => Body::Seal(s),
+            _ if self.event.is_some() => Body::Event,
+            _ => Body::Reads,
         }
     }
 }
@@ -189,6 +202,8 @@ pub struct Report {
     /// `records` decodes them.
     pub intact: usize,
     pub events: u64,
+    /// `ReadSummary` records (routine reads summarised per interval).
+    pub read_summaries: u64,
     pub checkpoints: u64,
     /// The latest checkpoint that verified.
     pub last_head: Option<pb::Checkpoint>,
@@ -459,6 +474,7 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
             (_, 0) => return at(Kind::Modified, 0, "record 0 is not a header".into()),
             (Body::Header(_), _) => return at(Kind::Inserted, expected, "a second header".into()),
             (Body::Event, _) => r.events += 1,
+            (Body::Reads, _) => r.read_summaries += 1,
             (Body::Checkpoint(c), _) => {
                 let ok = c.seq + 1 == expected
                     && c.chain[..] == prev[..]

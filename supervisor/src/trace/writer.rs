@@ -56,6 +56,8 @@ pub struct Chain {
     first_uncovered: Option<Instant>,
     pub events: u64,
     pub kernel_drops: u64,
+    /// Events summarised in `ReadSummary` records.
+    pub summarised: u64,
     last_head: Option<pb::Checkpoint>,
 }
 
@@ -72,6 +74,7 @@ impl Chain {
             first_uncovered: None,
             events: 0,
             kernel_drops: 0,
+            summarised: 0,
             last_head: None,
         };
         c.push(|b| encoding::message::encode(10, header, b));
@@ -118,6 +121,15 @@ impl Chain {
         }
     }
 
+    /// Append a summary of routine reads (see `record::Reads`).
+    pub fn reads(&mut self, r: &pb::ReadSummary) {
+        self.push(|b| encoding::message::encode(14, r, b));
+        self.summarised += r.seqs.len() as u64;
+        if self.since_checkpoint >= CHECKPOINT_RECORDS {
+            self.checkpoint();
+        }
+    }
+
     /// A checkpoint if records have waited `CHECKPOINT_MS` for one.
     pub fn tick(&mut self) {
         if self
@@ -155,6 +167,7 @@ impl Chain {
             records: self.next_seq,
             events: self.events,
             kernel_drops: self.kernel_drops,
+            summarised: self.summarised,
             detail,
             signature: Vec::new(),
         };
