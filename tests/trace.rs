@@ -562,3 +562,28 @@ fn a_full_disk_stops_the_sandbox_and_keeps_what_was_written() {
     );
     assert!(!marker.exists());
 }
+
+#[test]
+fn the_seal_records_what_cordon_decided_about_the_run() {
+    require_root();
+    let s = Scratch::new();
+    let p = profile_file(&s, "short", "[limits]\nwall_clock = \"1s\"\n");
+    let t = s.path().join("run.trace");
+    let out = output(run_cmd(
+        &p,
+        s.path(),
+        &["--trace", &t.to_string_lossy()],
+        &["/bin/sleep", "30"],
+    ));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", stderr(&out));
+    let bytes = std::fs::read(&t).unwrap();
+    let r = verify::verify(&bytes, None, None);
+    assert!(r.valid(), "{:?}", r.damage);
+    let seal = r.seal.unwrap();
+    assert_eq!(seal.exit_code, 128 + libc::SIGKILL);
+    assert!(
+        seal.detail.contains("wall-clock limit of 1s was reached"),
+        "{}",
+        seal.detail
+    );
+}

@@ -504,7 +504,7 @@ fn run(
         },
     )?;
     let traced = match unmonitored_trace {
-        Some(t) => Some(match t.seal(outcome.exit_code, String::new()) {
+        Some(t) => Some(match t.seal(outcome.exit_code, outcome.notes.join("; ")) {
             Ok(path) => cordon::trace::record::TraceOutcome {
                 path,
                 records: 0,

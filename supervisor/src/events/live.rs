@@ -96,7 +96,7 @@ pub struct Summary {
 }
 
 pub struct Monitor {
-    stop: Option<oneshot::Sender<i32>>,
+    stop: Option<oneshot::Sender<(i32, String)>>,
     thread: Option<std::thread::JoinHandle<Summary>>,
     files: Vec<PathBuf>,
 }
@@ -182,10 +182,11 @@ impl Monitor {
         })
     }
 
-    /// The sandbox is gone: drain what is left, write the final summary, stop.
-    pub fn finish(mut self, exit_code: i32) -> Option<Summary> {
+    /// The sandbox is gone: drain what is left, write the final summary, seal the trace with
+    /// the exit status and cordon's notes about the run (limits hit, wall clock, …), stop.
+    pub fn finish(mut self, exit_code: i32, notes: &[String]) -> Option<Summary> {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(exit_code);
+            let _ = s.send((exit_code, notes.join("; ")));
         }
         self.thread.take()?.join().ok()
     }
@@ -194,7 +195,7 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(-1);
+            let _ = s.send((-1, "cordon ended the pipeline without an exit status".into()));
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -250,7 +251,7 @@ async fn pipeline(
     out: Option<Output>,
     mut trace: Option<Recording>,
     listener: std::os::unix::net::UnixListener,
-    mut stopped: oneshot::Receiver<i32>,
+    mut stopped: oneshot::Receiver<(i32, String)>,
 ) -> Summary {
     let (tx, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let shared = Arc::new(Shared {
@@ -290,7 +291,7 @@ async fn pipeline(
     // stays open exactly as long as it is registered.
     let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
     let ring_fd = registered.expect("ring buffer fd is pollable");
-    let exit_code = loop {
+    let (exit_code, notes) = loop {
         tokio::select! {
             ready = ring_fd.readable() => {
                 if let Ok(mut g) = ready {
@@ -317,7 +318,7 @@ async fn pipeline(
                     t.tick();
                 }
             }
-            code = &mut stopped => break code.unwrap_or(-1),
+            end = &mut stopped => break end.unwrap_or((-1, "cordon's supervisor ended without an exit status".into())),
         }
     };
     drain(&mut watch, &mut dec, &mut events);
@@ -326,7 +327,12 @@ async fn pipeline(
     dec.counts(&watch.counts(), true, &mut events);
     let (remotes, untracked) = watch.traffic();
     dec.traffic(&remotes, untracked, true, &mut events);
-    let e = dec.bare(meta.lifecycle("exited", format!("exit status {exit_code}"), exit_code));
+    let detail = if notes.is_empty() {
+        format!("exit status {exit_code}")
+    } else {
+        format!("exit status {exit_code}; {notes}")
+    };
+    let e = dec.bare(meta.lifecycle("exited", detail, exit_code));
     dec.emit(e, &mut events);
     publish(&tx, &shared, &mut trace, &mut events);
     drop(watch);
@@ -344,7 +350,7 @@ async fn pipeline(
         events: dec.events_so_far(),
         kernel_drops: drops_seen,
         stream_losses,
-        trace: trace.map(|t| t.finish(exit_code)),
+        trace: trace.map(|t| t.finish(exit_code, notes)),
     }
 }
 

@@ -405,8 +405,8 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     std::mem::forget(guard);
     let mut outcome = outcome?;
     // 10. The sandbox is gone: the stream drains and ends with the final counts.
-    outcome.events = monitor.and_then(|m| m.finish(outcome.exit_code));
     outcome.notes.extend(cgroup.limit_reports(&policy.limits));
     outcome.notes.extend(created_protected(&absent));
+    outcome.events = monitor.and_then(|m| m.finish(outcome.exit_code, &outcome.notes));
     Ok(outcome)
 }

@@ -173,14 +173,15 @@ impl Recording {
         self.error = Some(msg);
     }
 
-    /// The run is over: seal with the exit status (or report why the trace is incomplete).
-    pub fn finish(mut self, exit_code: i32) -> TraceOutcome {
+    /// The run is over: seal with the exit status and `detail` (cordon's notes about the run),
+    /// or report why the trace is incomplete.
+    pub fn finish(mut self, exit_code: i32, detail: String) -> TraceOutcome {
         if let (Some(f), Some(r)) = (&mut self.file, self.reads.take()) {
             f.chain.reads(&r);
         }
         let records = self.file.as_ref().map_or(0, |f| f.chain.records() + 2);
         if let Some(f) = self.file.take() {
-            if let Err(e) = f.seal(exit_code, String::new()) {
+            if let Err(e) = f.seal(exit_code, detail) {
                 self.error = Some(e.to_string());
             }
         }
