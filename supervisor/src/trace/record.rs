@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::pb as pb_trace;
 use super::writer::TraceFile;
 use crate::events::pb::{self, event::Kind};
 
@@ -41,8 +42,6 @@ struct Reads {
     summary: pb_trace::ReadSummary,
     paths: BTreeMap<String, pb_trace::PathReads>,
 }
-
-use super::pb as pb_trace;
 
 impl Reads {
     fn add(&mut self, e: &pb::Event) {
