@@ -2,7 +2,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 fn cordon_cmd(args: &[&str]) -> std::process::Output {
     cordon_command().args(args).output().unwrap()
@@ -106,15 +105,8 @@ fn without_root_cordon_says_so_and_starts_nothing() {
     require_root();
     let s = Scratch::new();
     std::fs::set_permissions(s.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            cordon(),
-            "run",
-            "--workspace",
-        ])
+    let out = cordon_as_nobody()
+        .args(["run", "--workspace"])
         .arg(s.path())
         .args(["--", "/bin/touch", "ran"])
         .output()

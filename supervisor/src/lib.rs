@@ -11,4 +11,5 @@ pub mod launch;
 pub mod policy;
 pub mod probes;
 pub mod profile;
+pub mod respond;
 pub mod trace;

@@ -63,7 +63,7 @@ enum Cmd {
     /// Show a running sandbox's events (`cordon events --follow 3f2a`), or a finished run's
     /// from its trace file (`cordon events /var/lib/cordon/traces/3f2a….trace`)
     #[command(
-        after_help = "Kinds for --kind: process, exec, file, net, syscall, denied, counts, traffic, loss, lifecycle"
+        after_help = "Kinds for --kind: process, exec, file, net, syscall, denied, counts, traffic, loss, lifecycle, response"
     )]
     Events {
         /// Sandbox id (or a unique prefix of it), as `cordon ps` lists it, or a trace file.
@@ -80,6 +80,15 @@ enum Cmd {
     },
     /// List running sandboxes with their command, profile, identity and event counts.
     Ps,
+    /// Freeze a running sandbox: every process in it stops at once (cgroup freezer).
+    Freeze {
+        /// Sandbox id (or a unique prefix), as `cordon ps` lists it.
+        sandbox: String,
+    },
+    /// Let a frozen sandbox run again.
+    Thaw { sandbox: String },
+    /// Kill every process of a running sandbox; the run ends (status 137).
+    Kill { sandbox: String },
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
@@ -236,6 +245,9 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Trace(t) => trace_cmd(t),
+        Cmd::Freeze { sandbox } => respond(&sandbox, cordon::respond::Action::Freeze),
+        Cmd::Thaw { sandbox } => respond(&sandbox, cordon::respond::Action::Thaw),
+        Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),
         Cmd::Key(KeyCmd::Init { dir }) => {
             let (key, created) = cordon::keys::init(&dir)?;
             if created {
@@ -551,6 +563,14 @@ fn run(
         _ => {}
     }
     Ok(outcome.exit_code)
+}
+
+fn respond(sandbox: &str, action: cordon::respond::Action) -> Result<i32> {
+    use cordon::events::tail;
+    let id = tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
+    let done = tail::control(&id, action).map_err(anyhow::Error::msg)?;
+    println!("sandbox {id}: {} — {done}", action.name());
+    Ok(0)
 }
 
 fn trace_cmd(cmd: TraceCmd) -> Result<i32> {

@@ -21,6 +21,13 @@ pub fn cordon_command() -> Command {
     c
 }
 
+/// cordon run as user `nobody` (65534, no groups).
+pub fn cordon_as_nobody() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", cordon()]);
+    c
+}
+
 /// Clear the append-only attribute of every file under `dir` so it can be removed.
 pub fn clear_append_only(dir: &Path) {
     use std::os::fd::AsRawFd;

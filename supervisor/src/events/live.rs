@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::decode::Decoder;
 use super::pb::{self, event::Kind};
 use crate::probes::Watch;
+use crate::respond::Action;
 use crate::trace::record::Recording;
 
 /// Events the bus holds for consumers that are behind.
@@ -157,6 +158,7 @@ impl Monitor {
         meta: Meta,
         out: Option<Output>,
         trace: Option<Recording>,
+        cgroup: PathBuf,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(RUN_DIR)?;
         let sock = socket_path(&meta.sandbox);
@@ -173,7 +175,17 @@ impl Monitor {
                     .enable_all()
                     .build()
                     .expect("tokio runtime");
-                rt.block_on(pipeline(watch, meta, out, trace, listener, stopped))
+                rt.block_on(pipeline(
+                    Run {
+                        watch,
+                        meta,
+                        out,
+                        trace,
+                        cgroup,
+                    },
+                    listener,
+                    stopped,
+                ))
             })?;
         Ok(Self {
             stop: Some(stop),
@@ -245,15 +257,37 @@ fn publish(
     }
 }
 
-async fn pipeline(
+/// What the pipeline works on.
+struct Run {
     watch: Watch,
     meta: Meta,
     out: Option<Output>,
-    mut trace: Option<Recording>,
+    trace: Option<Recording>,
+    /// The sandbox's cgroup2 directory, for freeze, thaw and kill.
+    cgroup: PathBuf,
+}
+
+/// A freeze, thaw or kill asked for on the sandbox's socket; the answer goes to `reply`.
+struct Control {
+    action: Action,
+    uid: u32,
+    reply: oneshot::Sender<String>,
+}
+
+async fn pipeline(
+    run: Run,
     listener: std::os::unix::net::UnixListener,
     mut stopped: oneshot::Receiver<(i32, String)>,
 ) -> Summary {
+    let Run {
+        watch,
+        meta,
+        out,
+        mut trace,
+        cgroup,
+    } = run;
     let (tx, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Control>(8);
     let shared = Arc::new(Shared {
         history: Mutex::new(VecDeque::with_capacity(HISTORY)),
         stats: Mutex::new(Stats::default()),
@@ -262,7 +296,7 @@ async fn pipeline(
     let writer = out.map(|o| tokio::spawn(write_json(tx.subscribe(), meta.sandbox.clone(), o)));
     let server = tokio::net::UnixListener::from_std(listener)
         .ok()
-        .map(|l| tokio::spawn(serve(l, tx.clone(), shared.clone())));
+        .map(|l| tokio::spawn(serve(l, tx.clone(), ctl_tx, shared.clone())));
 
     let mut dec = Decoder::new(
         &meta.sandbox,
@@ -317,6 +351,23 @@ async fn pipeline(
                 if let Some(t) = &mut trace {
                     t.tick();
                 }
+            }
+            Some(c) = ctl_rx.recv() => {
+                drain(&mut watch, &mut dec, &mut events);
+                let result = crate::respond::apply(&cgroup, c.action);
+                let (done, detail) = match &result {
+                    Ok(d) => (true, d.clone()),
+                    Err(e) => (false, e.clone()),
+                };
+                let e = dec.bare(Kind::Response(pb::Response {
+                    action: c.action.name().into(),
+                    reason: format!("cordon {} by uid {}", c.action.name(), c.uid),
+                    done,
+                    detail: detail.clone(),
+                }));
+                dec.emit(e, &mut events);
+                publish(&tx, &shared, &mut trace, &mut events);
+                let _ = c.reply.send(if done { format!("ok {detail}") } else { format!("error {detail}") });
             }
             end = &mut stopped => break end.unwrap_or((-1, "cordon's supervisor ended without an exit status".into())),
         }
@@ -417,13 +468,15 @@ async fn write_json(mut rx: broadcast::Receiver<Arc<pb::Event>>, sandbox: String
 async fn serve(
     listener: tokio::net::UnixListener,
     tx: broadcast::Sender<Arc<pb::Event>>,
+    ctl: tokio::sync::mpsc::Sender<Control>,
     shared: Arc<Shared>,
 ) {
     while let Ok((conn, _)) = listener.accept().await {
         let rx = tx.subscribe();
         let shared = shared.clone();
+        let ctl = ctl.clone();
         tokio::spawn(async move {
-            let _ = client(conn, rx, shared).await;
+            let _ = client(conn, rx, ctl, shared).await;
         });
     }
 }
@@ -431,11 +484,29 @@ async fn serve(
 async fn client(
     conn: tokio::net::UnixStream,
     mut rx: broadcast::Receiver<Arc<pb::Event>>,
+    ctl: tokio::sync::mpsc::Sender<Control>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
+    let uid = conn.peer_cred().map_or(u32::MAX, |c| c.uid());
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     tokio::io::BufReader::new(r).read_line(&mut line).await?;
+    if let Some(action) = Action::parse(line.trim()) {
+        let answer = if uid == 0 {
+            let (reply, answer) = oneshot::channel();
+            let sent = ctl.send(Control { action, uid, reply }).await;
+            match (sent, answer.await) {
+                (Ok(()), Ok(a)) => a,
+                _ => "error the run is ending".into(),
+            }
+        } else {
+            format!(
+                "error only root may {} a sandbox (uid {uid} asked)",
+                action.name()
+            )
+        };
+        return w.write_all(format!("{answer}\n").as_bytes()).await;
+    }
     match line.trim() {
         "stat" => {
             let stats = shared.stats.lock().expect("stats lock").clone();

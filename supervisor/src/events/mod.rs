@@ -29,6 +29,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("traffic", "bytes and packets per remote address and port"),
     ("loss", "events lost (ring buffer full, slow consumer)"),
     ("lifecycle", "start and end of the run"),
+    ("response", "the sandbox frozen, thawed or killed, and why"),
 ];
 
 /// Does `e` belong to kind `k` (one of `KINDS`)?
@@ -46,6 +47,7 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Traffic(_)), "traffic" | "net") => true,
         (Some(Kind::Loss(_)), "loss") => true,
         (Some(Kind::Lifecycle(_)), "lifecycle") => true,
+        (Some(Kind::Response(_)), "response" | "lifecycle") => true,
         _ => false,
     }
 }
@@ -192,6 +194,20 @@ pub fn text(e: &pb::Event, color: bool) -> String {
         ),
         Some(Kind::Lifecycle(l)) => (
             format!("{:<10} {} {}", l.phase, l.detail, l.command.join(" ")),
+            false,
+        ),
+        Some(Kind::Response(r)) => (
+            format!(
+                "{:<10} {}: {}{}",
+                r.action,
+                r.reason,
+                if r.done { "done" } else { "FAILED" },
+                if r.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.detail)
+                }
+            ),
             false,
         ),
         None => (String::from("?"), false),

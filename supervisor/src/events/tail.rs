@@ -54,6 +54,24 @@ pub fn stat(id: &str) -> std::io::Result<Running> {
     })
 }
 
+/// Ask a running sandbox's cordon to freeze, thaw or kill it (recorded as a `Response`
+/// event). Returns cordon's answer.
+pub fn control(id: &str, action: crate::respond::Action) -> Result<String, String> {
+    let talk = || -> std::io::Result<String> {
+        let mut s = connect(id)?;
+        s.write_all(format!("{}\n", action.name()).as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line.trim().to_string())
+    };
+    let answer = talk().map_err(|e| format!("sandbox {id}: {e}"))?;
+    match answer.split_once(' ') {
+        Some(("ok", rest)) => Ok(rest.to_string()),
+        Some(("error", rest)) => Err(rest.to_string()),
+        _ => Err(format!("sandbox {id}: unexpected answer {answer:?}")),
+    }
+}
+
 /// Resolve a sandbox given by id or by a unique prefix of it.
 pub fn resolve(given: &str) -> Result<String, String> {
     let running = list();

@@ -157,14 +157,15 @@ impl Recording {
         if let Some(f) = self.file.take() {
             f.abandon();
         }
-        let freeze = std::fs::write(self.cgroup.join("cgroup.freeze"), "1");
-        let kill = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        use crate::respond::{apply, Action};
+        let freeze = apply(&self.cgroup, Action::Freeze);
+        let kill = apply(&self.cgroup, Action::Kill);
         let how = match (freeze, kill) {
-            (Ok(()), Ok(())) => "the sandbox was frozen, then killed".to_string(),
+            (Ok(_), Ok(_)) => "the sandbox was frozen, then killed".to_string(),
             (f, k) => format!(
                 "stopping the sandbox: freeze {}, kill {}",
-                f.map_or_else(|e| e.to_string(), |()| "ok".into()),
-                k.map_or_else(|e| e.to_string(), |()| "ok".into())
+                f.unwrap_or_else(|e| e),
+                k.unwrap_or_else(|e| e)
             ),
         };
         let msg = format!("{why}; {how} so the agent would not run unrecorded");
