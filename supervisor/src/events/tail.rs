@@ -32,14 +32,26 @@ pub fn list() -> Vec<Running> {
         };
         match stat(id) {
             Ok(r) => out.push(r),
-            Err(_) => {
+            // Only a dead cordon's entry is removed: a live one may just be busy.
+            Err(_) if !cordon_alive(id) => {
                 let _ = std::fs::remove_file(meta_path(id));
                 let _ = std::fs::remove_file(socket_path(id));
             }
+            Err(_) => {}
         }
     }
     out.sort_by_key(|r| r.meta.started_unix);
     out
+}
+
+/// Is the cordon that wrote sandbox `id`'s meta file still running?
+fn cordon_alive(id: &str) -> bool {
+    let pid = std::fs::read(meta_path(id))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+        .map_or(0, |m| m.cordon_pid);
+    // SAFETY: signal 0 only checks that the process exists.
+    pid != 0 && i32::try_from(pid).is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0)
 }
 
 pub fn stat(id: &str) -> std::io::Result<Running> {
