@@ -13,8 +13,10 @@ cargo build --release --locked --bins -q
 cordon=$PWD/target/release/cordon
 N=${N:-2000000}
 ws=$(mktemp -d /tmp/cordon-syscost.XXXXXX)
-trap 'rm -rf "$ws"' EXIT
+trap 'chattr -R -a "$ws" 2>/dev/null || true; rm -rf "$ws"' EXIT
 chmod 755 "$ws"
+# The runs' traces (append-only) go to the scratch directory, not the host's state directory.
+export CORDON_TRACE_DIR=$ws/traces
 cat > "$ws/cost.c" <<'C'
 #include <fcntl.h>
 #include <stdio.h>
