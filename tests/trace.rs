@@ -18,6 +18,15 @@ fn traced(s: &Scratch, trace: &Path, extra: &[&str], script: &str) -> Output {
     output(run_cmd("default", s.path(), &args, &["/bin/sh", "-c", script]))
 }
 
+/// A run whose trace cannot be started: exit 125 with `why` on stderr, and no agent ran.
+fn refused_before_any_agent(s: &Scratch, trace: &Path, why: &str) {
+    let marker = s.path().join("ran");
+    let out = traced(s, trace, &[], &format!("touch {}", marker.display()));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    assert!(!marker.exists(), "an agent ran");
+}
+
 fn verify_cli(trace: &Path, extra: &[&str]) -> Output {
     let mut c = cordon_command();
     c.args(["trace", "verify"]).arg(trace).args(extra);
@@ -217,16 +226,8 @@ fn traces_go_to_a_root_only_directory_by_default_and_are_never_overwritten() {
     let rewrite = std::fs::OpenOptions::new().write(true).open(&files[0]);
     assert_eq!(rewrite.unwrap_err().raw_os_error(), Some(libc::EPERM));
 
-    // An existing file is never a trace target: refused before any agent runs.
-    let marker = s.path().join("ran");
-    let out = traced(&s, &files[0], &[], &format!("touch {}", marker.display()));
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot create the trace"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!marker.exists());
+    // An existing file is never a trace target.
+    refused_before_any_agent(&s, &files[0], "cannot create the trace");
 }
 
 #[test]
@@ -547,20 +548,7 @@ fn a_full_disk_stops_the_sandbox_and_keeps_what_was_written() {
 
     // A disk too small for even the header: no agent runs.
     let tiny = Tmpfs::mount(s.path().join("tiny"), "4k");
-    let marker = s.path().join("ran");
-    let out = traced(
-        &s,
-        &tiny.0.join("t.trace"),
-        &[],
-        &format!("touch {}", marker.display()),
-    );
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("No space left on device"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!marker.exists());
+    refused_before_any_agent(&s, &tiny.0.join("t.trace"), "No space left on device");
 }
 
 #[test]

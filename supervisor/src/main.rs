@@ -385,15 +385,11 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
     // A finished run: its trace file.
     let file = std::path::Path::new(sandbox);
     if file.is_file() {
-        use cordon::trace::{show, verify};
-        let bytes = show::read(file).map_err(anyhow::Error::msg)?;
-        let r = verify::verify(&bytes, None, None);
-        let records = verify::records(&bytes, &r);
-        for e in show::events(&records) {
-            if !print(e) {
-                break;
-            }
-        }
+        let r = cordon::trace::show::replay(file, |rec| match &rec.body {
+            Some(cordon::trace::pb::record::Body::Event(e)) => print(e),
+            _ => true,
+        })
+        .map_err(anyhow::Error::msg)?;
         if r.read_summaries > 0 {
             eprintln!(
                 "cordon: routine reads (read-only opens that succeeded or found no file) are \
@@ -401,9 +397,6 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
                  lists their paths",
                 file.display()
             );
-        }
-        if let Some(d) = &r.damage {
-            eprintln!("cordon: {}: {d}", file.display());
         }
         return Ok(if r.valid() { 0 } else { 1 });
     }
@@ -517,14 +510,9 @@ fn run(
     )?;
     let traced = match unmonitored_trace {
         Some(t) => Some(match t.seal(outcome.exit_code, outcome.notes.join("; ")) {
-            Ok(path) => cordon::trace::record::TraceOutcome {
-                path,
-                records: 0,
-                error: None,
-            },
+            Ok(path) => cordon::trace::record::TraceOutcome { path, error: None },
             Err(e) => cordon::trace::record::TraceOutcome {
                 path: trace_path.clone(),
-                records: 0,
                 error: Some(e.to_string()),
             },
         }),
@@ -574,50 +562,26 @@ fn respond(sandbox: &str, action: cordon::respond::Action) -> Result<i32> {
 }
 
 fn trace_cmd(cmd: TraceCmd) -> Result<i32> {
-    use cordon::trace::{parse_head, show, verify};
+    use cordon::trace::show;
     match cmd {
         TraceCmd::Verify { file, pubkey, head } => {
-            let key = pubkey
-                .map(|k| cordon::keys::parse_public(show::text_or_file(&k).trim()))
-                .transpose()?;
-            let head = head
-                .map(|h| parse_head(&show::text_or_file(&h)))
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
-            let r = verify::verify(&bytes, key, head.as_ref());
-            print!("{}", show::describe(&file, &r));
-            Ok(if r.valid() { 0 } else { 1 })
+            let valid =
+                show::verify_file(&file, pubkey.as_deref(), head.as_deref()).map_err(anyhow::Error::msg)?;
+            Ok(if valid { 0 } else { 1 })
         }
         TraceCmd::Head { file } => {
-            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
-            let r = verify::verify(&bytes, None, None);
-            match verify::latest_head(&r) {
-                Some(h) => println!("{}", cordon::trace::head_text(h)),
-                None => bail!("{}: no signed checkpoint yet", file.display()),
-            }
-            if let Some(d) = &r.damage {
-                eprintln!("cordon: note: {d}");
-            }
+            println!("{}", show::head(&file).map_err(anyhow::Error::msg)?);
             Ok(0)
         }
         TraceCmd::Show { file, format } => {
-            let bytes = show::read(&file).map_err(anyhow::Error::msg)?;
-            let r = verify::verify(&bytes, None, None);
             // SAFETY: isatty only inspects the descriptor.
             let color = unsafe { libc::isatty(1) == 1 };
             let mut out = std::io::stdout().lock();
-            for rec in &verify::records(&bytes, &r) {
-                if let Some(l) = show::line(rec, format == "json", color) {
-                    use std::io::Write;
-                    if writeln!(out, "{l}").is_err() {
-                        break;
-                    }
-                }
-            }
-            if let Some(d) = &r.damage {
-                eprintln!("cordon: {}: {d}", file.display());
-            }
+            let r = show::replay(&file, |rec| {
+                use std::io::Write;
+                show::line(rec, format == "json", color).is_none_or(|l| writeln!(out, "{l}").is_ok())
+            })
+            .map_err(anyhow::Error::msg)?;
             Ok(if r.valid() { 0 } else { 1 })
         }
     }

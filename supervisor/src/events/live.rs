@@ -321,8 +321,8 @@ async fn pipeline(
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
         .try_clone_to_owned()
         .expect("duplicate the ring buffer fd");
-    // SAFETY: the AsyncFd owns `ring_dup`, a duplicate of the ring's fd, so the descriptor
-    // stays open exactly as long as it is registered.
+    // The AsyncFd owns `ring_dup`, a duplicate of the ring's fd.
+    // SAFETY: the registered descriptor is owned by the AsyncFd, so it stays open while registered.
     let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
     let ring_fd = registered.expect("ring buffer fd is pollable");
     let (exit_code, notes) = loop {

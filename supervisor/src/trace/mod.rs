@@ -4,6 +4,7 @@
 //! `writer` appends records (hash chain, signed checkpoints, seal) for one sandbox; `verify`
 //! reads a trace back, recovers every complete record and names the first damage.
 
+mod frames;
 pub mod record;
 pub mod show;
 pub mod verify;

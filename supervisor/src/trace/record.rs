@@ -101,7 +101,6 @@ pub struct Recording {
 #[derive(Debug, Clone)]
 pub struct TraceOutcome {
     pub path: PathBuf,
-    pub records: u64,
     /// Why the trace could not be completed (then the sandbox was frozen and killed).
     pub error: Option<String>,
 }
@@ -118,7 +117,7 @@ impl Recording {
     }
 
     /// Append `events` (routine reads to the pending summary) and write them out (group
-    /// commit).
+    /// commit). Summaries and checkpoints that fall due are the pipeline tick's (`tick`).
     pub fn record(&mut self, events: &[pb::Event]) {
         if let Some(f) = &mut self.file {
             for e in events {
@@ -129,7 +128,7 @@ impl Recording {
                 }
             }
         }
-        self.tick();
+        self.write();
     }
 
     /// The pending read summary and a checkpoint when due; write.
@@ -179,7 +178,6 @@ impl Recording {
         if let (Some(f), Some(r)) = (&mut self.file, self.reads.take()) {
             f.chain.reads(&r);
         }
-        let records = self.file.as_ref().map_or(0, |f| f.chain.records() + 2);
         if let Some(f) = self.file.take() {
             if let Err(e) = f.seal(exit_code, detail) {
                 self.error = Some(e.to_string());
@@ -187,7 +185,6 @@ impl Recording {
         }
         TraceOutcome {
             path: self.path,
-            records,
             error: self.error,
         }
     }

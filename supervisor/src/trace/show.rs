@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::pb::{self, record::Body};
-use super::verify::{self, Report};
+use super::verify::Report;
 use crate::events::pb as ev;
 
 /// A key or head given on the command line: the text itself, or a file holding it.
@@ -19,6 +19,46 @@ pub fn text_or_file(arg: &str) -> String {
 
 pub fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the trace {}: {e}", path.display()))
+}
+
+/// `cordon trace verify`: print what the trace is and the verdict; true if it is valid.
+/// `pubkey` and `head` are given as text or as files holding it.
+pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Result<bool, String> {
+    let key = pubkey
+        .map(|k| crate::keys::parse_public(text_or_file(k).trim()).map_err(|e| e.to_string()))
+        .transpose()?;
+    let head = head.map(|h| super::parse_head(&text_or_file(h))).transpose()?;
+    let r = super::verify::verify(&read(path)?, key, head.as_ref());
+    print!("{}", describe(path, &r));
+    Ok(r.valid())
+}
+
+/// `cordon trace head`: the latest signed head as text (damage after it is noted on stderr).
+pub fn head(path: &Path) -> Result<String, String> {
+    let r = super::verify::verify(&read(path)?, None, None);
+    if let Some(d) = &r.damage {
+        eprintln!("cordon: note: {d}");
+    }
+    r.last_head
+        .as_ref()
+        .map(super::head_text)
+        .ok_or_else(|| format!("{}: no signed checkpoint yet", path.display()))
+}
+
+/// Read `path`, hand its intact records to `each` in order (until it returns false), name any
+/// damage on stderr, and return the verification report.
+pub fn replay(path: &Path, mut each: impl FnMut(&pb::Record) -> bool) -> Result<Report, String> {
+    let bytes = read(path)?;
+    let r = super::verify::verify(&bytes, None, None);
+    for rec in &super::verify::records(&bytes, &r) {
+        if !each(rec) {
+            break;
+        }
+    }
+    if let Some(d) = &r.damage {
+        eprintln!("cordon: {}: {d}", path.display());
+    }
+    Ok(r)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -73,7 +113,7 @@ pub fn describe(path: &Path, r: &Report) -> String {
         r.events,
         r.read_summaries,
         r.checkpoints,
-        verify::latest_head(r).map_or_else(|| "none".into(), |h| h.seq.to_string())
+        r.last_head.as_ref().map_or_else(|| "none".into(), |h| h.seq.to_string())
     );
     if let Some(seal) = &r.seal {
         let _ = writeln!(

@@ -21,9 +21,10 @@
 use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
-use prost::Message as _;
 
-use super::{hash, pb, Hash, FRAME_OVERHEAD, MAGIC, MAX_RECORD};
+pub use super::frames::{frame_bounds, records};
+use super::frames::{frames, Body, Frame, Tail};
+use super::{pb, Hash, MAGIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -73,127 +74,6 @@ impl fmt::Display for Damage {
     }
 }
 
-/// What verification reads of a record. An event's content is skipped, not decoded: the
-/// chain and signatures are checked without building every event (`records` decodes them).
-#[derive(Clone, PartialEq, prost::Message)]
-struct Link {
-    #[prost(uint64, tag = "1")]
-    seq: u64,
-    #[prost(bytes = "vec", tag = "4")]
-    prev: Vec<u8>,
-    #[prost(message, optional, tag = "10")]
-    header: Option<pb::Header>,
-    #[prost(message, optional, tag = "11")]
-    event: Option<Skipped>,
-    #[prost(message, optional, tag = "12")]
-    checkpoint: Option<pb::Checkpoint>,
-    #[prost(message, optional, tag = "13")]
-    seal: Option<pb::Seal>,
-    #[prost(message, optional, tag = "14")]
-    reads: Option<Skipped>,
-}
-
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-struct Skipped {}
-
-enum Body<'a> {
-    Header(&'a pb::Header),
-    Event,
-    Checkpoint(&'a pb::Checkpoint),
-    Seal(&'a pb::Seal),
-    Reads,
-    /// None, or more than one.
-    Invalid,
-}
-
-impl Link {
-    fn body(&self) -> Body<'_> {
-        let bodies = [
-            self.header.is_some(),
-            self.event.is_some(),
-            self.checkpoint.is_some(),
-            self.seal.is_some(),
-            self.reads.is_some(),
-        ];
-        if bodies.iter().filter(|b| **b).count() != 1 {
-            return Body::Invalid;
-        }
-        match (&self.header, &self.checkpoint, &self.seal) {
-            (Some(h), _, _) => Body::Header(h),
-            (_, Some(c), _) => Body::Checkpoint(c),
-            (_, _, Some(s)) => Body::Seal(s),
-            _ if self.event.is_some() => Body::Event,
-            _ => Body::Reads,
-        }
-    }
-}
-
-/// One frame as found in the file.
-struct Frame {
-    offset: usize,
-    end: usize,
-    stored: Hash,
-    intact: bool,
-    record: Option<Link>,
-}
-
-/// How the frames end: cleanly, cut short, or with a damaged length field.
-enum Tail {
-    Clean,
-    Torn { offset: usize, have: usize, need: usize },
-    BadLength { offset: usize },
-}
-
-fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
-    let mut out = Vec::new();
-    let mut pos = MAGIC.len();
-    loop {
-        let rest = &bytes[pos..];
-        let offset = pos;
-        if rest.is_empty() {
-            return (out, Tail::Clean);
-        }
-        if rest.len() < 8 {
-            return (
-                out,
-                Tail::Torn {
-                    offset,
-                    have: rest.len(),
-                    need: 8,
-                },
-            );
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let check = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if check != !len || len as usize > MAX_RECORD {
-            return (out, Tail::BadLength { offset });
-        }
-        let need = len as usize + FRAME_OVERHEAD;
-        if rest.len() < need {
-            return (
-                out,
-                Tail::Torn {
-                    offset,
-                    have: rest.len(),
-                    need,
-                },
-            );
-        }
-        let payload = &rest[8..8 + len as usize];
-        let mut stored = [0; 32];
-        stored.copy_from_slice(&rest[8 + len as usize..need]);
-        let intact = hash(payload) == stored;
-        out.push(Frame {
-            offset,
-            end: offset + need,
-            stored,
-            intact,
-            record: Link::decode(payload).ok(),
-        });
-        pos += need;
-    }
-}
-
 /// What a trace holds and whether it is whole.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -205,7 +85,8 @@ pub struct Report {
     /// `ReadSummary` records (routine reads summarised per interval).
     pub read_summaries: u64,
     pub checkpoints: u64,
-    /// The latest checkpoint that verified.
+    /// The latest checkpoint that verified: the head `cordon trace head` prints (the writer
+    /// puts one right before the seal, so in a sealed trace it covers every event).
     pub last_head: Option<pb::Checkpoint>,
     pub seal: Option<pb::Seal>,
     /// The key signatures were checked against, and whether it came from `--pubkey`.
@@ -366,13 +247,15 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
             }
             (None, true) => return at(Kind::Modified, expected, "it is not a record".into()),
         };
+        if rec.prev[..] != prev[..] && i == 0 && rec.seq == 0 {
+            return at(Kind::Modified, 0, "record 0 does not start the chain".into());
+        }
         if rec.prev[..] != prev[..] {
+            // Damage of the record before this one (for record 0, the case above).
+            let at_previous = |kind, detail: String| damage(kind, expected - 1, frames[i - 1].offset, detail);
             if prevprev.is_some_and(|pp| rec.prev[..] == pp[..]) {
-                let before = &frames[i - 1];
-                return damage(
+                return at_previous(
                     Kind::Inserted,
-                    expected - 1,
-                    before.offset,
                     format!(
                         "record {} is not part of the chain: record {expected} follows the one before it",
                         expected - 1
@@ -390,11 +273,8 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 );
             }
             if rec.seq == expected {
-                let before = &frames[i - 1];
-                return damage(
+                return at_previous(
                     Kind::Modified,
-                    expected - 1,
-                    before.offset,
                     format!(
                         "record {} was changed and re-hashed: record {expected} does not follow it",
                         expected - 1
@@ -416,10 +296,7 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                     ),
                 );
             }
-            if let Some(j) = frames[i + 1..]
-                .iter()
-                .position(|g| g.record.as_ref().is_some_and(|g| g.seq == expected))
-            {
+            if let Some(j) = later(expected) {
                 return at(
                     Kind::Reordered,
                     expected,
@@ -534,27 +411,6 @@ fn forged(f: &Frame, last_good: u64, at: u64, what: &str) -> Option<Damage> {
     )
 }
 
-/// The latest signed head in a trace (the writer puts a checkpoint right before its seal).
-pub fn latest_head(r: &Report) -> Option<&pb::Checkpoint> {
-    r.last_head.as_ref()
-}
-
-/// Byte ranges of the frames of a trace (magic excluded), as far as they can be read: for
-/// tools and tests that cut or splice traces.
-/// The intact records of a verified trace, decoded (events whole).
-pub fn records(bytes: &[u8], r: &Report) -> Vec<pb::Record> {
-    frames(bytes)
-        .0
-        .iter()
-        .take(r.intact)
-        .filter_map(|f| pb::Record::decode(&bytes[f.offset + 8..f.end - 32]).ok())
-        .collect()
-}
-
-pub fn frame_bounds(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-    frames(bytes).0.iter().map(|f| f.offset..f.end).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,7 +464,7 @@ mod tests {
         assert_eq!(r.checkpoints, 2);
         assert_eq!(r.seal.as_ref().unwrap().records, r.intact as u64 - 1);
         assert_eq!(records(&t, &r).len(), r.intact);
-        let head = latest_head(&r).unwrap();
+        let head = r.last_head.as_ref().unwrap();
         assert!(verify(&t, None, Some(head)).valid());
     }
 
@@ -652,6 +508,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_first_record_that_does_not_start_the_chain_is_modified_not_a_panic() {
+        let rec = pb::Record {
+            prev: vec![1; 32],
+            body: Some(pb::record::Body::Header(pb::Header::default())),
+            ..Default::default()
+        };
+        let payload = prost::Message::encode_to_vec(&rec);
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut t = MAGIC.to_vec();
+        t.extend_from_slice(&len.to_le_bytes());
+        t.extend_from_slice(&(!len).to_le_bytes());
+        t.extend_from_slice(&payload);
+        t.extend_from_slice(&crate::trace::hash(&payload));
+        assert_eq!(check(&t), Some((Kind::Modified, 0)));
     }
 
     proptest::proptest! {

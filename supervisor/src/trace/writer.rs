@@ -271,15 +271,10 @@ impl TraceFile {
             done: false,
         };
         // The header is on disk before the agent runs: a trace that cannot start stops the run.
-        t.write().map_err(|e| match e {
-            TraceError::Write { path, source } | TraceError::Create { path, source } => {
-                TraceError::Create { path, source }
-            }
-        })?;
-        t.sync().map_err(|source| TraceError::Create {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        if let Err(e) = t.write_io().and_then(|()| t.sync()) {
+            t.abandon();
+            return Err(err(e));
+        }
         Ok(t)
     }
 
