@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: as above.
     unsafe { std::env::remove_var("RUSTC_BOOTSTRAP") };
 
+    // aya-build watches the probe crate; the record layouts and syscall table it shares with
+    // the supervisor live in cordon-probe-common.
+    println!("cargo::rerun-if-changed=../ebpf/cordon-probe-common/src");
     println!("cargo::rerun-if-changed=../proto");
     prost_build::Config::new()
         .type_attribute(".", "#[derive(serde::Serialize)]")

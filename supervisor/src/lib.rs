@@ -3,6 +3,7 @@
 //! Data flow: `profile` (parse, resolve) → `policy` (pure compilation) → `launch` (the ordered
 //! kernel steps, parent and child) → exit status and plain-words reports.
 
+pub mod detect;
 pub mod doctor;
 pub mod events;
 pub mod identity;

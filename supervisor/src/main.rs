@@ -482,7 +482,10 @@ fn run(
     let mut trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
     let mut unmonitored_trace = None;
     let monitoring = if output.no_probes {
-        eprintln!("cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded");
+        eprintln!(
+            "cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded and the profile's {} monitor rules do not run",
+            pol.monitor.rules.len()
+        );
         let e = meta.unmonitored_event();
         trace.chain.event(&e);
         trace.write()?;

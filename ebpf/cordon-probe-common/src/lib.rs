@@ -280,7 +280,9 @@ const fn s(path: u32, path2: u32, sockaddr: u32, argv: u32) -> u32 {
 pub const fn syscall_spec(nr: u32) -> u32 {
     match nr {
         // Files: path is argument 0 (open, creat, …) or 1 (the *at forms).
-        2 | 85 | 87 | 83 | 84 | 90 | 92 | 94 | 76 | 133 | 161 | 166 => s(1, 0, 0, 0),
+        // chdir too: the monitor follows each process's working directory to resolve
+        // relative paths.
+        2 | 85 | 87 | 83 | 84 | 90 | 92 | 94 | 76 | 133 | 161 | 166 | 80 => s(1, 0, 0, 0),
         257 | 437 | 263 | 258 | 268 | 452 | 260 | 259 => s(2, 0, 0, 0),
         // Two paths: rename/link/symlink and their *at forms; mount(source, target).
         82 | 86 | 88 | 165 | 155 => s(1, 2, 0, 0),
@@ -293,7 +295,7 @@ pub const fn syscall_spec(nr: u32) -> u32 {
         42 | 49 => s(0, 0, 2, 0),
         44 => s(0, 0, 5, 0) | spec::ONLY_WITH_SOCKADDR,
         // listen, accept, accept4; signals, ptrace and other processes' memory.
-        50 | 43 | 288 | 62 | 200 | 234 | 101 | 310 | 311 | 434 | 424 => s(0, 0, 0, 0),
+        50 | 43 | 288 | 62 | 200 | 234 | 101 | 310 | 311 | 434 | 424 | 81 => s(0, 0, 0, 0),
         // Credentials, namespaces, modules, bpf, fchmod/fchown, personality, exit_group.
         105 | 106 | 113 | 114 | 116 | 117 | 119 | 122 | 123 | 126 | 272 | 308 | 175 | 313 | 321 | 91 | 93
         | 135 | 231 | 425 => s(0, 0, 0, 0),

@@ -33,6 +33,11 @@ pub static COUNTS: PerCpuArray<SlotCounts, { MAX_SANDBOXES as usize }> = PerCpuA
 #[btf_map]
 pub static DROPS: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
 
+/// Bytes the slot's processes wrote with write(2) and its vectored and positional forms, per
+/// slot and CPU (the `written` monitor rule).
+#[btf_map]
+pub static WRITTEN: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
+
 /// Egress policy per slot.
 #[btf_map]
 pub static NET: Array<NetPolicy, { MAX_SANDBOXES as usize }> = Array::new();
@@ -75,6 +80,14 @@ pub fn count_drop(slot: u32) {
     if let Some(n) = DROPS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, only this CPU writes it while preemption is off in BPF.
         unsafe { *n += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_written(slot: u32, bytes: u64) {
+    if let Some(n) = WRITTEN.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, as in count_drop.
+        unsafe { *n += bytes };
     }
 }
 

@@ -11,7 +11,7 @@ use cordon_probe_common::{
     kind, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallRecord, ARGV_MAX, AUX_LEN, PATH_LEN,
 };
 
-use crate::shared::{count_drop, count_syscall, current_sandbox, header, ring, submit_flags};
+use crate::shared::{count_drop, count_syscall, count_written, current_sandbox, header, ring, submit_flags};
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
@@ -68,6 +68,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // SAFETY: as in read_args.
     unsafe { bpf_probe_read_kernel((&mut nr as *mut u64).cast(), 8, regs.wrapping_add(ORIG_AX).cast()) };
     let nr = nr as u32;
+    // write, pwrite64, writev, pwritev, pwritev2: bytes written, for the monitor's budget.
+    if ret > 0 && matches!(nr, 1 | 18 | 20 | 296 | 328) {
+        count_written(sandbox.slot, ret as u64);
+        return 0;
+    }
     let sp = syscall_spec(nr);
     if ret == -EPERM || ret == -EACCES {
         // Denials are recorded whole: seccomp denies before sys_enter runs, so this may be the

@@ -28,7 +28,7 @@ pub const BUS_CAPACITY: usize = 1 << 16;
 const HISTORY: usize = 8192;
 pub const RUN_DIR: &str = "/run/cordon/sandboxes";
 /// How often the reader drains the ring buffer when the probes have not woken it.
-const DRAIN_MS: u64 = 10;
+const DRAIN_MS: u64 = 5;
 
 /// What `cordon ps` shows about a run, written next to its socket.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
@@ -159,7 +159,22 @@ impl Monitor {
         out: Option<Output>,
         trace: Option<Recording>,
         cgroup: PathBuf,
+        monitor: crate::detect::Config,
     ) -> std::io::Result<Self> {
+        let baseline = match monitor.rule("baseline") {
+            Some(r) => {
+                let path = r.file.clone().unwrap_or_default();
+                let model = crate::detect::baseline::Model::load(std::path::Path::new(&path))
+                    .map_err(std::io::Error::other)?;
+                if model.alphabet() != crate::detect::baseline::Alphabet::Events {
+                    return Err(std::io::Error::other(format!(
+                        "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
+                    )));
+                }
+                Some(crate::detect::baseline::Live::new(model, r.threshold))
+            }
+            None => None,
+        };
         std::fs::create_dir_all(RUN_DIR)?;
         let sock = socket_path(&meta.sandbox);
         let _ = std::fs::remove_file(&sock);
@@ -182,6 +197,8 @@ impl Monitor {
                         out,
                         trace,
                         cgroup,
+                        monitor,
+                        baseline,
                     },
                     listener,
                     stopped,
@@ -265,6 +282,8 @@ struct Run {
     trace: Option<Recording>,
     /// The sandbox's cgroup2 directory, for freeze, thaw and kill.
     cgroup: PathBuf,
+    monitor: crate::detect::Config,
+    baseline: Option<crate::detect::baseline::Live>,
 }
 
 /// A freeze, thaw or kill asked for on the sandbox's socket; the answer goes to `reply`.
@@ -285,7 +304,18 @@ async fn pipeline(
         out,
         mut trace,
         cgroup,
+        monitor,
+        baseline,
     } = run;
+    let mut rules = crate::detect::Detector::new(&monitor, crate::detect::cwd::proc_lookup());
+    if let (Some(b), Some(r)) = (baseline, monitor.rule("baseline")) {
+        rules.set_baseline(b, r);
+    }
+    let mut detect = Detect {
+        rules,
+        actor: crate::detect::act::Actor::new(&monitor, cgroup.clone(), meta.sandbox.clone()),
+        findings: Vec::new(),
+    };
     let (tx, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Control>(8);
     let shared = Arc::new(Shared {
@@ -315,7 +345,7 @@ async fn pipeline(
     let mut watch = watch;
     let mut drops_seen = 0u64;
     // The probes wake this reader only when a ring is a quarter full (see submit_flags), so it
-    // drains on this tick: at most ~10 ms between a syscall and its event.
+    // drains on this tick: at most ~5 ms between a syscall and its event.
     let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_MS));
     let mut ticks = 0u64;
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
@@ -332,6 +362,7 @@ async fn pipeline(
                     g.clear_ready();
                 }
                 drain(&mut watch, &mut dec, &mut events);
+                detect.run(&mut watch, &mut dec, &mut events);
                 publish(&tx, &shared, &mut trace, &mut events);
             }
             _ = tick.tick() => {
@@ -347,6 +378,11 @@ async fn pipeline(
                         dec.traffic(&remotes, untracked, false, &mut events);
                     }
                 }
+                detect.run(&mut watch, &mut dec, &mut events);
+                if let Some(kind) = detect.actor.tick() {
+                    let e = dec.bare(kind);
+                    dec.emit(e, &mut events);
+                }
                 publish(&tx, &shared, &mut trace, &mut events);
                 if let Some(t) = &mut trace {
                     t.tick();
@@ -354,7 +390,11 @@ async fn pipeline(
             }
             Some(c) = ctl_rx.recv() => {
                 drain(&mut watch, &mut dec, &mut events);
+                detect.run(&mut watch, &mut dec, &mut events);
                 let result = crate::respond::apply(&cgroup, c.action);
+                if c.action != Action::Freeze && result.is_ok() {
+                    detect.actor.decided();
+                }
                 let (done, detail) = match &result {
                     Ok(d) => (true, d.clone()),
                     Err(e) => (false, e.clone()),
@@ -378,6 +418,8 @@ async fn pipeline(
     dec.counts(&watch.counts(), true, &mut events);
     let (remotes, untracked) = watch.traffic();
     dec.traffic(&remotes, untracked, true, &mut events);
+    detect.run(&mut watch, &mut dec, &mut events);
+    let notes = detect.notes(notes);
     let detail = if notes.is_empty() {
         format!("exit status {exit_code}")
     } else {
@@ -402,6 +444,54 @@ async fn pipeline(
         kernel_drops: drops_seen,
         stream_losses,
         trace: trace.map(|t| t.finish(exit_code, notes)),
+    }
+}
+
+/// The monitor's rules, the live baseline and the responses, run over each batch of events
+/// before it is published (so a freeze is not delayed by the trace's writes).
+struct Detect {
+    rules: crate::detect::Detector,
+    actor: crate::detect::act::Actor,
+    findings: Vec<crate::detect::Finding>,
+}
+
+impl Detect {
+    fn run(&mut self, watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+        if self.rules.is_idle() {
+            return;
+        }
+        for e in events.iter() {
+            self.rules.observe(e, &mut self.findings);
+        }
+        if self.rules.wants_written() {
+            let now = crate::events::unix_now_ns();
+            self.rules.written(watch.written(), now, &mut self.findings);
+        }
+        for f in std::mem::take(&mut self.findings) {
+            let e = dec.bare(f.event());
+            dec.emit(e, events);
+            let seq = events.last().map_or(0, |e| e.seq);
+            let mut deny = || watch.deny_egress();
+            if let Some(kind) = self.actor.act(&f, seq, &mut deny) {
+                let e = dec.bare(kind);
+                dec.emit(e, events);
+            }
+        }
+    }
+
+    /// cordon's notes about the run with what the rules did added.
+    fn notes(&self, notes: String) -> String {
+        let mut all: Vec<String> = Vec::new();
+        if !notes.is_empty() {
+            all.push(notes);
+        }
+        all.extend(self.actor.notes.iter().cloned());
+        for (rule, n) in self.rules.unreported() {
+            all.push(format!(
+                "{n} further detections of rule {rule} not reported one by one"
+            ));
+        }
+        all.join("; ")
     }
 }
 

@@ -30,6 +30,10 @@ pub const KINDS: &[(&str, &str)] = &[
     ("loss", "events lost (ring buffer full, slow consumer)"),
     ("lifecycle", "start and end of the run"),
     ("response", "the sandbox frozen, thawed or killed, and why"),
+    (
+        "detection",
+        "a monitor rule fired: what was seen and the evidence",
+    ),
 ];
 
 /// Does `e` belong to kind `k` (one of `KINDS`)?
@@ -48,6 +52,7 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Loss(_)), "loss") => true,
         (Some(Kind::Lifecycle(_)), "lifecycle") => true,
         (Some(Kind::Response(_)), "response" | "lifecycle") => true,
+        (Some(Kind::Detection(_)), "detection" | "response") => true,
         _ => false,
     }
 }
@@ -209,6 +214,26 @@ pub fn text(e: &pb::Event, color: bool) -> String {
                 }
             ),
             false,
+        ),
+        Some(Kind::Detection(d)) => (
+            format!(
+                "{:<10} {}: {}{}{} -> {}",
+                "DETECTED",
+                d.rule,
+                d.summary,
+                if d.window.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", d.window)
+                },
+                if d.suppressed > 0 {
+                    format!(" (+{} similar)", d.suppressed)
+                } else {
+                    String::new()
+                },
+                d.response
+            ),
+            true,
         ),
         None => (String::from("?"), false),
     };

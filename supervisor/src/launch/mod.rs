@@ -354,9 +354,16 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     let watched = match (probes, monitor_plan) {
         (Some(probes), Some((meta, out, trace))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
             let trace = trace.map(|t| crate::trace::record::Recording::new(*t, cgroup.v2.clone()));
-            crate::events::live::Monitor::start(w, meta, out, trace, cgroup.v2.clone())
-                .map(Some)
-                .map_err(|e| StepError::io("events: live stream", &e, "").into())
+            crate::events::live::Monitor::start(
+                w,
+                meta,
+                out,
+                trace,
+                cgroup.v2.clone(),
+                policy.monitor.clone(),
+            )
+            .map(Some)
+            .map_err(|e| StepError::io("events: live stream", &e, "").into())
         }),
         _ => Ok(None),
     };

@@ -74,6 +74,8 @@ pub struct Policy {
     /// Maps for the idmapped mounts: on-disk owner id -> agent host id.
     pub idmap_uid_map: Option<String>,
     pub idmap_gid_map: Option<String>,
+    /// The `[monitor]` rules, patterns expanded.
+    pub monitor: crate::detect::Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -111,6 +113,8 @@ pub enum CompileError {
     RootHome(PathBuf),
     #[error("filesystem path {0:?}: {1}")]
     Path(String, String),
+    #[error("{0}")]
+    Monitor(String),
 }
 
 /// Check a path template without a context: absolute, known variables only.
@@ -289,6 +293,14 @@ pub fn compile(
             }),
     );
 
+    let mut monitor =
+        crate::detect::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
+            expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
+        })
+        .map_err(CompileError::Monitor)?;
+    monitor.hook_uid = ctx.owner_uid;
+    monitor.hook_gid = ctx.owner_gid;
+
     Ok(Policy {
         profile: profile.name.clone(),
         profile_hash: profile.hash.clone(),
@@ -314,6 +326,7 @@ pub fn compile(
         gid_map: format!("{INSIDE_ID} {} 1\n", ctx.agent_gid),
         idmap_uid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_uid, ctx.agent_uid)),
         idmap_gid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_gid, ctx.agent_gid)),
+        monitor,
     })
 }
 

@@ -50,7 +50,7 @@ const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
     ("skb_ingress", CgroupSkbAttachType::Ingress),
 ];
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 9] = [
     "SANDBOXES",
     "RINGS",
     "COUNTS",
@@ -59,6 +59,7 @@ const MAPS: [&str; 8] = [
     "OFFSETS",
     "TRAFFIC",
     "UNTRACKED",
+    "WRITTEN",
 ];
 
 /// Why the probes could not be made ready, naming the kernel feature involved.
@@ -114,6 +115,7 @@ pub struct Probes {
     pub(crate) net: Array<MapData, NetPolicy>,
     pub(crate) traffic: PerCpuHashMap<MapData, TrafficKey, Traffic>,
     pub(crate) untracked: PerCpuArray<MapData, u64>,
+    pub(crate) written: PerCpuArray<MapData, u64>,
     pub(crate) pin_dir: PathBuf,
     /// How long this process spent loading the programs (None: they were already loaded).
     pub loaded_in: Option<Duration>,
@@ -198,6 +200,7 @@ impl Probes {
             net: pinned_map(&dir, "NET")?,
             traffic: pinned_map(&dir, "TRAFFIC")?,
             untracked: pinned_map(&dir, "UNTRACKED")?,
+            written: pinned_map(&dir, "WRITTEN")?,
             pin_dir: dir,
             loaded_in,
         })

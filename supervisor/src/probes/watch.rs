@@ -167,6 +167,31 @@ impl Watch {
             .unwrap_or(0)
     }
 
+    /// Bytes the sandbox wrote so far (write and its forms), summed over CPUs.
+    pub fn written(&self) -> u64 {
+        self.probes
+            .written
+            .get(&self.slot, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Refuse every further connect and send to an address (and binds beyond loopback): the
+    /// slot's egress policy becomes an empty allowlist. The hooks are attached to the
+    /// sandbox's cgroup whatever its network mode, so this holds in its own namespace too.
+    pub fn deny_egress(&mut self) -> Result<String, String> {
+        let policy = NetPolicy {
+            mode: cordon_probe_common::netmode::ALLOWLIST,
+            count: 0,
+            ..Default::default()
+        };
+        self.probes
+            .net
+            .set(self.slot, &policy, 0)
+            .map(|()| "every further connect and send is refused".into())
+            .map_err(|e| format!("NET map: {e}"))
+    }
+
     /// Bytes and packets per remote end (summed over CPUs), and the packets that could not be
     /// attributed to a remote.
     pub fn traffic(&self) -> (Vec<(TrafficKey, Traffic)>, u64) {
@@ -257,7 +282,11 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     probes
         .untracked
         .set(slot, zeros(), 0)
-        .map_err(|e| kerr("UNTRACKED", &e))
+        .map_err(|e| kerr("UNTRACKED", &e))?;
+    probes
+        .written
+        .set(slot, zeros(), 0)
+        .map_err(|e| kerr("WRITTEN", &e))
 }
 
 /// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a

@@ -5,6 +5,7 @@
 //! the value it inherits. Variables such as `{workspace}` stay unexpanded here; they are
 //! expanded by `policy::compile`, which knows the run's context.
 
+pub mod monitor;
 mod presets;
 pub mod units;
 
@@ -60,6 +61,8 @@ pub struct RawProfile {
     pub environment: RawEnvironment,
     #[serde(default)]
     pub syscalls: RawSyscalls,
+    #[serde(default)]
+    pub monitor: monitor::RawMonitor,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -145,6 +148,7 @@ pub struct Profile {
     pub limits: Limits,
     pub environment: Environment,
     pub syscalls: Vec<SyscallRule>,
+    pub monitor: monitor::Monitor,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -349,6 +353,14 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     {
         crate::policy::check_path_template(p).map_err(|e| invalid(format!("filesystem path {p:?}: {e}")))?;
     }
+    let raws: Vec<&RawProfile> = chain.iter().map(|(_, r)| r).collect();
+    let monitor = monitor::resolve(&raws, &invalid)?;
+    for p in monitor.rules.iter().filter(|r| r.name != "syscalls") {
+        for pat in p.patterns.iter().flatten() {
+            crate::detect::glob::check(pat)
+                .map_err(|e| invalid(format!("monitor.{} pattern {pat:?}: {e}", p.name)))?;
+        }
+    }
     Ok(Profile {
         name: name.to_string(),
         description: pick!(chain, description).unwrap_or_default(),
@@ -360,6 +372,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         limits,
         environment,
         syscalls,
+        monitor,
     })
 }
 

@@ -1,0 +1,188 @@
+//! Carrying out a rule's response, from the pipeline thread: the `Detection` event is already
+//! out; this freezes, kills or cuts the network, tells the person at the terminal, runs the
+//! hook, and kills a sandbox a rule froze once nobody has decided for `frozen_limit`.
+
+use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Config, Finding};
+use crate::events::pb::{self, event::Kind};
+use crate::profile::monitor::Response;
+use crate::respond::{self, Action};
+
+/// Hooks running at once; further alerts skip the hook (and say so).
+const MAX_HOOKS: usize = 8;
+
+pub struct Actor {
+    cgroup: PathBuf,
+    sandbox: String,
+    hook: Vec<String>,
+    hook_ids: (u32, u32),
+    frozen_limit: Duration,
+    /// A rule froze the sandbox at this time, and nobody has thawed it since.
+    frozen_by_rule: Option<(Instant, &'static str)>,
+    egress_denied: bool,
+    hooks: Vec<Child>,
+    /// What the rules did, for the end of the run ("killed by rule processes").
+    pub notes: Vec<String>,
+    /// Print alerts on stderr (off in tests of the pipeline).
+    pub stderr: bool,
+}
+
+impl Actor {
+    pub fn new(cfg: &Config, cgroup: PathBuf, sandbox: String) -> Self {
+        Self {
+            cgroup,
+            sandbox,
+            hook: cfg.hook.clone(),
+            hook_ids: (cfg.hook_uid, cfg.hook_gid),
+            frozen_limit: Duration::from_millis(cfg.frozen_limit_ms),
+            frozen_by_rule: None,
+            egress_denied: false,
+            hooks: Vec::new(),
+            notes: Vec::new(),
+            stderr: true,
+        }
+    }
+
+    /// Carry out `f`'s response; `detection` is the seq of its Detection event, `deny_egress`
+    /// cuts the sandbox's network. The Response event to emit, if the response acts.
+    pub fn act(
+        &mut self,
+        f: &Finding,
+        detection: u64,
+        deny_egress: &mut dyn FnMut() -> Result<String, String>,
+    ) -> Option<Kind> {
+        if f.response == Response::Log {
+            return None;
+        }
+        let reason = format!("rule {} (event {detection})", f.rule);
+        let result = match f.response {
+            Response::Log | Response::Off | Response::Alert => None,
+            Response::Freeze => Some((
+                Action::Freeze.name(),
+                respond::apply(&self.cgroup, Action::Freeze),
+            )),
+            Response::Kill => Some((Action::Kill.name(), respond::apply(&self.cgroup, Action::Kill))),
+            Response::Deny if self.egress_denied => None,
+            Response::Deny => Some(("deny", deny_egress())),
+        };
+        let what = match (&f.response, &result) {
+            (Response::Freeze, Some((_, Ok(_)))) => {
+                self.frozen_by_rule.get_or_insert((Instant::now(), f.rule));
+                format!(
+                    "froze the sandbox: `cordon thaw {id}` resumes it, `cordon kill {id}` ends it (killed in {} if nobody decides)",
+                    super::fmt_ms(u64::try_from(self.frozen_limit.as_millis()).unwrap_or(u64::MAX)),
+                    id = self.sandbox
+                )
+            }
+            (Response::Kill, Some((_, Ok(_)))) => {
+                self.notes.push(format!("killed by rule {}", f.rule));
+                "killed every process of the sandbox".into()
+            }
+            (Response::Deny, Some((_, Ok(_)))) => {
+                self.egress_denied = true;
+                self.notes.push(format!("network cut by rule {}", f.rule));
+                "refuses every further connect and send of the sandbox".into()
+            }
+            (_, Some((_, Err(e)))) => format!("could not {}: {e}", f.response.name()),
+            _ => "the agent goes on".into(),
+        };
+        if self.stderr {
+            eprintln!(
+                "cordon: ALERT {}: rule {}: {} — {what}",
+                self.sandbox, f.rule, f.summary
+            );
+        }
+        self.run_hook(f);
+        result.map(|(action, r)| {
+            let (done, detail) = match r {
+                Ok(d) => (true, d),
+                Err(e) => (false, e),
+            };
+            Kind::Response(pb::Response {
+                action: action.into(),
+                reason,
+                done,
+                detail,
+            })
+        })
+    }
+
+    /// Someone thawed or killed the sandbox: the rule's freeze is decided.
+    pub fn decided(&mut self) {
+        self.frozen_by_rule = None;
+    }
+
+    /// Reap finished hooks; kill a sandbox a rule froze once `frozen_limit` has passed.
+    pub fn tick(&mut self) -> Option<Kind> {
+        self.hooks.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        let (since, rule) = self.frozen_by_rule?;
+        if since.elapsed() < self.frozen_limit {
+            return None;
+        }
+        self.frozen_by_rule = None;
+        let r = respond::apply(&self.cgroup, Action::Kill);
+        self.notes.push(format!(
+            "killed: frozen by rule {rule} and not decided within {}",
+            super::fmt_ms(u64::try_from(self.frozen_limit.as_millis()).unwrap_or(u64::MAX))
+        ));
+        if self.stderr {
+            eprintln!(
+                "cordon: {}: frozen by rule {rule} and nobody decided; killed",
+                self.sandbox
+            );
+        }
+        let (done, detail) = match r {
+            Ok(d) => (true, d),
+            Err(e) => (false, e),
+        };
+        Some(Kind::Response(pb::Response {
+            action: "kill".into(),
+            reason: format!("frozen by rule {rule} for the whole frozen_limit"),
+            done,
+            detail,
+        }))
+    }
+
+    fn run_hook(&mut self, f: &Finding) {
+        let Some((program, args)) = self.hook.split_first() else {
+            return;
+        };
+        if self.hooks.len() >= MAX_HOOKS {
+            self.notes.push(format!(
+                "hook skipped for rule {} ({MAX_HOOKS} still running)",
+                f.rule
+            ));
+            return;
+        }
+        let e = pb::Event {
+            sandbox: self.sandbox.clone(),
+            time_unix_ns: crate::events::unix_now_ns(),
+            kind: Some(f.event()),
+            ..Default::default()
+        };
+        let child = Command::new(program)
+            .args(args)
+            .env("CORDON_SANDBOX", &self.sandbox)
+            .env("CORDON_RULE", f.rule)
+            .env("CORDON_RESPONSE", f.response.name())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .uid(self.hook_ids.0)
+            .gid(self.hook_ids.1)
+            .spawn();
+        match child {
+            Ok(mut c) => {
+                if let Some(mut stdin) = c.stdin.take() {
+                    let _ = writeln!(stdin, "{}", crate::events::json(&e));
+                }
+                self.hooks.push(c);
+            }
+            Err(err) => self.notes.push(format!("hook {program} could not start: {err}")),
+        }
+    }
+}

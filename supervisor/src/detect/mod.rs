@@ -1,0 +1,634 @@
+//! Live detection: the profile's `[monitor]` rules, run over every event of a sandbox in the
+//! pipeline thread (before the trace and the bus, so nothing is missed), and the learned
+//! baseline of normal syscall sequences (`baseline`).
+//!
+//! A rule that fires gives a [`Finding`]; the pipeline turns it into a `Detection` event and
+//! carries out the rule's response (see `act`).
+
+pub mod act;
+pub mod baseline;
+pub mod cwd;
+pub mod glob;
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::events::pb::{self, event::Kind};
+use crate::profile::monitor::{Monitor, Response, Rule};
+use crate::profile::NetworkMode;
+
+/// Detections of one rule reported per second; the rest are counted and the count goes with
+/// the next one reported (or with the last, at the end of the run).
+const REPORTS_PER_SECOND: u32 = 20;
+
+/// The monitor of one run, with variables expanded.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Config {
+    pub hook: Vec<String>,
+    pub frozen_limit_ms: u64,
+    pub rules: Vec<Rule>,
+    pub net_mode: Option<NetworkMode>,
+    /// Host uid and gid the hook runs as (the invoking user).
+    pub hook_uid: u32,
+    pub hook_gid: u32,
+}
+
+impl Config {
+    /// Expand `{home}` and `{workspace}` in the monitor's patterns; the exec rule's default
+    /// allowlist is the profile's `filesystem.executable` places.
+    pub fn compile(
+        m: &Monitor,
+        executable: &[std::path::PathBuf],
+        net_mode: NetworkMode,
+        expand: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Config, String> {
+        let mut rules = m.rules.clone();
+        for r in &mut rules {
+            if r.name == "syscalls" {
+                continue;
+            }
+            if r.name == "exec" && r.patterns.is_none() {
+                r.patterns = Some(executable.iter().map(|p| format!("{}/**", p.display())).collect());
+            }
+            if let Some(ps) = &mut r.patterns {
+                for p in ps.iter_mut() {
+                    let (bang, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
+                    let expanded = if body.starts_with("**") {
+                        body.to_string()
+                    } else {
+                        expand(body).map_err(|e| format!("monitor.{} {p:?}: {e}", r.name))?
+                    };
+                    *p = format!("{bang}{expanded}");
+                }
+            }
+        }
+        Ok(Config {
+            hook: m.hook.clone(),
+            frozen_limit_ms: m.frozen_limit_ms,
+            rules,
+            net_mode: Some(net_mode),
+            hook_uid: 0,
+            hook_gid: 0,
+        })
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// A rule fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub response: Response,
+    pub summary: String,
+    pub evidence: Vec<u64>,
+    pub score: f64,
+    pub threshold: f64,
+    pub window: String,
+    pub offending_ns: u64,
+    pub suppressed: u64,
+}
+
+impl Finding {
+    pub fn event(&self) -> Kind {
+        Kind::Detection(pb::Detection {
+            rule: self.rule.into(),
+            summary: self.summary.clone(),
+            response: self.response.name().into(),
+            evidence: self.evidence.clone(),
+            score: self.score,
+            threshold: self.threshold,
+            window: self.window.clone(),
+            offending_time_unix_ns: self.offending_ns,
+            suppressed: self.suppressed,
+        })
+    }
+}
+
+struct Window {
+    rule: Rule,
+    what: &'static str,
+    times: VecDeque<(u64, u64)>,
+}
+
+impl Window {
+    fn new(rule: &Rule, what: &'static str) -> Self {
+        Self {
+            rule: rule.clone(),
+            what,
+            times: VecDeque::new(),
+        }
+    }
+
+    /// Count one event; fire when more than `limit` fall within the window (then start over).
+    fn push(&mut self, t: u64, seq: u64, label: &str) -> Option<Finding> {
+        let window_ns = self.rule.window_ms * 1_000_000;
+        while self
+            .times
+            .front()
+            .is_some_and(|&(t0, _)| t.saturating_sub(t0) > window_ns)
+        {
+            self.times.pop_front();
+        }
+        self.times.push_back((t, seq));
+        if (self.times.len() as u64) <= self.rule.limit {
+            return None;
+        }
+        let n = self.times.len();
+        let span = t.saturating_sub(self.times[0].0);
+        let evidence: Vec<u64> = self.times.iter().map(|&(_, s)| s).collect();
+        self.times.clear();
+        Some(Finding {
+            rule: self.rule.name,
+            response: self.rule.response,
+            summary: format!(
+                "{n} {}{label} within {:.2} s (limit {} per {})",
+                self.what,
+                span as f64 / 1e9,
+                self.rule.limit,
+                fmt_ms(self.rule.window_ms)
+            ),
+            evidence: keep_ends(evidence),
+            score: n as f64,
+            threshold: self.rule.limit as f64,
+            window: format!("{n} in {:.2} s", span as f64 / 1e9),
+            offending_ns: t,
+            suppressed: 0,
+        })
+    }
+}
+
+fn fmt_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
+/// Evidence of a rate: the first 8 and the last 8 events (the offending one last).
+fn keep_ends(mut v: Vec<u64>) -> Vec<u64> {
+    if v.len() > 16 {
+        let tail = v.split_off(v.len() - 8);
+        v.truncate(8);
+        v.extend(tail);
+    }
+    v
+}
+
+#[derive(Default)]
+struct Throttle {
+    second: u64,
+    reported: u32,
+    suppressed: u64,
+}
+
+/// The rule detectors of one run.
+pub struct Detector {
+    read: Option<(Rule, glob::Set)>,
+    write: Option<(Rule, glob::Set)>,
+    exec: Option<(Rule, glob::Set)>,
+    syscalls: Option<(Rule, Vec<String>)>,
+    egress: Option<Rule>,
+    net_mode: Option<NetworkMode>,
+    connects: Option<Window>,
+    execs: Option<Window>,
+    deletions: Option<Window>,
+    denials: Option<Window>,
+    processes: Option<Window>,
+    repeated: Option<(Rule, HashMap<String, Window>)>,
+    written: Option<Rule>,
+    written_fired: bool,
+    baseline: Option<(Rule, baseline::Live)>,
+    cwds: cwd::Cwds,
+    throttle: HashMap<&'static str, Throttle>,
+}
+
+/// Syscall numbers (x86_64) the rules look at.
+mod nr {
+    pub const OPEN: u32 = 2;
+    pub const OPENAT: u32 = 257;
+    pub const OPENAT2: u32 = 437;
+    pub const UNLINK: u32 = 87;
+    pub const UNLINKAT: u32 = 263;
+    pub const RMDIR: u32 = 84;
+    pub const EXECVE: u32 = 59;
+    pub const EXECVEAT: u32 = 322;
+    /// Syscalls that change what is at their path (first path argument).
+    pub const CHANGE_PATH: &[u32] = &[85, 87, 263, 84, 76, 83, 258, 90, 268, 452, 92, 94, 260, 133, 259];
+    /// rename, renameat, renameat2: both paths change.
+    pub const RENAME: &[u32] = &[82, 264, 316];
+    /// link, linkat, symlink, symlinkat: the second path is created.
+    pub const CREATE_SECOND: &[u32] = &[86, 265, 88, 266];
+    /// link, linkat: the first path is read (a new name for a secret).
+    pub const LINK: &[u32] = &[86, 265];
+}
+
+fn write_intent(flags: u64) -> bool {
+    // The flags are an int: the upper half of the register is not part of them.
+    #[allow(clippy::cast_possible_truncation)]
+    let flags = flags as i32;
+    flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) != 0
+}
+
+impl Detector {
+    pub fn new(cfg: &Config, lookup: cwd::Lookup) -> Self {
+        let set = |name: &str| {
+            cfg.rule(name).map(|r| {
+                (
+                    r.clone(),
+                    glob::Set::new(r.patterns.as_deref().unwrap_or_default()),
+                )
+            })
+        };
+        let window = |name: &str, what: &'static str| cfg.rule(name).map(|r| Window::new(r, what));
+        Self {
+            read: set("sensitive_read"),
+            write: set("sensitive_write"),
+            exec: set("exec"),
+            syscalls: cfg
+                .rule("syscalls")
+                .map(|r| (r.clone(), r.patterns.clone().unwrap_or_default())),
+            egress: cfg.rule("egress").cloned(),
+            net_mode: cfg.net_mode,
+            connects: window("connects", "connects"),
+            execs: window("execs", "programs started"),
+            deletions: window("deletions", "deletions"),
+            denials: window("denials", "refused operations"),
+            processes: window("processes", "processes created"),
+            repeated: cfg.rule("repeated_denials").map(|r| (r.clone(), HashMap::new())),
+            written: cfg.rule("written").cloned(),
+            written_fired: false,
+            baseline: None,
+            cwds: cwd::Cwds::new(lookup),
+            throttle: HashMap::new(),
+        }
+    }
+
+    /// Score each process's syscall sequence against a learned baseline (the `baseline` rule).
+    pub fn set_baseline(&mut self, live: baseline::Live, rule: &Rule) {
+        self.baseline = Some((rule.clone(), live));
+    }
+
+    /// The written rule runs: the pipeline reads the probes' counter for it.
+    pub fn wants_written(&self) -> bool {
+        self.written.is_some() && !self.written_fired
+    }
+
+    /// Nothing to do: no rule looks at events.
+    pub fn is_idle(&self) -> bool {
+        self.baseline.is_none()
+            && self.written.is_none()
+            && self.read.is_none()
+            && self.write.is_none()
+            && self.exec.is_none()
+            && self.syscalls.is_none()
+            && self.egress.is_none()
+            && self.connects.is_none()
+            && self.execs.is_none()
+            && self.deletions.is_none()
+            && self.denials.is_none()
+            && self.processes.is_none()
+            && self.repeated.is_none()
+    }
+
+    /// Look at one event; findings go to `out`.
+    pub fn observe(&mut self, e: &pb::Event, out: &mut Vec<Finding>) {
+        let mut found = Vec::new();
+        self.cwds.observe(e);
+        match &e.kind {
+            Some(Kind::Syscall(s)) => self.syscall(e, s, &mut found),
+            Some(Kind::Exec(x)) => {
+                if let Some(f) = self
+                    .execs
+                    .as_mut()
+                    .and_then(|w| w.push(e.time_unix_ns, e.seq, ""))
+                {
+                    found.push(f);
+                }
+                self.exec_check(e, &x.filename, "exec", &mut found);
+            }
+            Some(Kind::Fork(f)) if !f.thread => {
+                if let Some(f) = self
+                    .processes
+                    .as_mut()
+                    .and_then(|w| w.push(e.time_unix_ns, e.seq, ""))
+                {
+                    found.push(f);
+                }
+            }
+            Some(Kind::Net(n)) => self.net(e, n, &mut found),
+            Some(Kind::Counts(c)) => self.frequencies(e, c, &mut found),
+            _ => {}
+        }
+        if let Some((rule, live)) = &mut self.baseline {
+            if let Some(hit) = live.observe(e) {
+                found.push(Finding {
+                    rule: rule.name,
+                    response: rule.response,
+                    summary: format!(
+                        "pid {} ({}) made a run of syscalls unlike the baseline: score {:.2} over its last {} recorded syscalls",
+                        e.pid,
+                        e.comm,
+                        hit.score,
+                        baseline::FRAME
+                    ),
+                    evidence: hit.evidence,
+                    score: hit.score,
+                    threshold: rule.threshold,
+                    window: hit.window,
+                    offending_ns: e.time_unix_ns,
+                    suppressed: 0,
+                });
+            }
+        }
+        for f in found {
+            self.report(f, out);
+        }
+    }
+
+    /// Bytes the sandbox wrote so far (from the probes' counter), checked against the budget.
+    pub fn written(&mut self, bytes: u64, now_ns: u64, out: &mut Vec<Finding>) {
+        let Some(r) = &self.written else { return };
+        if self.written_fired || bytes <= r.limit {
+            return;
+        }
+        self.written_fired = true;
+        let f = Finding {
+            rule: r.name,
+            response: r.response,
+            summary: format!("{bytes} bytes written, over the budget of {}", r.limit),
+            evidence: Vec::new(),
+            score: bytes as f64,
+            threshold: r.limit as f64,
+            window: "whole run".into(),
+            offending_ns: now_ns,
+            suppressed: 0,
+        };
+        self.report(f, out);
+    }
+
+    /// At the end of the run: a count of detections that were suppressed and never reported.
+    pub fn unreported(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<_> = self
+            .throttle
+            .iter()
+            .filter(|(_, t)| t.suppressed > 0)
+            .map(|(r, t)| (*r, t.suppressed))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn report(&mut self, mut f: Finding, out: &mut Vec<Finding>) {
+        let t = self.throttle.entry(f.rule).or_default();
+        let second = f.offending_ns / 1_000_000_000;
+        if second != t.second {
+            t.second = second;
+            t.reported = 0;
+        }
+        // Freeze and kill are always reported: each may follow a thaw.
+        if t.reported >= REPORTS_PER_SECOND
+            && matches!(f.response, Response::Log | Response::Alert | Response::Deny)
+        {
+            t.suppressed += 1;
+            return;
+        }
+        t.reported += 1;
+        f.suppressed = std::mem::take(&mut t.suppressed);
+        out.push(f);
+    }
+
+    /// Does `path` match `set`? The matching pattern and the path as resolved.
+    fn path_hit(
+        cwds: &mut cwd::Cwds,
+        set: &glob::Set,
+        e: &pb::Event,
+        dirfd: i64,
+        path: &str,
+    ) -> Option<(String, String)> {
+        if path.is_empty() {
+            return None;
+        }
+        match cwds.absolute(e, dirfd, path) {
+            Some(abs) => set.matches(&abs).map(|p| (p.to_string(), abs)),
+            None => set
+                .matches_relative(path)
+                .map(|p| (p.to_string(), path.to_string())),
+        }
+    }
+
+    fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
+        let t = e.time_unix_ns;
+        let failed_enoent = s.completed && s.errno == "ENOENT";
+        let dirfd = |i: usize| {
+            if matches!(s.nr, nr::OPENAT | nr::OPENAT2 | nr::UNLINKAT)
+                || [258, 260, 268, 452, 259].contains(&s.nr)
+            {
+                // A dirfd is an int: AT_FDCWD arrives as its 32-bit pattern.
+                #[allow(clippy::cast_possible_truncation)]
+                s.args
+                    .get(i)
+                    .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
+            } else {
+                i64::from(libc::AT_FDCWD)
+            }
+        };
+        let (reads, writes) = match s.nr {
+            nr::OPEN => (
+                !write_intent(s.args.get(1).copied().unwrap_or(0)),
+                write_intent(s.args.get(1).copied().unwrap_or(0)),
+            ),
+            nr::OPENAT => (
+                !write_intent(s.args.get(2).copied().unwrap_or(0)),
+                write_intent(s.args.get(2).copied().unwrap_or(0)),
+            ),
+            // openat2's flags are behind a pointer the probes do not read: both.
+            nr::OPENAT2 => (true, true),
+            n => (
+                nr::LINK.contains(&n) || nr::RENAME.contains(&n),
+                nr::CHANGE_PATH.contains(&n) || nr::RENAME.contains(&n),
+            ),
+        };
+        if reads {
+            if let Some((rule, set)) = &self.read {
+                if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
+                    found.push(self.instant(
+                        rule,
+                        e,
+                        format!("{} of {abs} ({}; pattern {pat})", s.name, result(s)),
+                    ));
+                }
+            }
+        }
+        if writes {
+            if let Some((rule, set)) = &self.write {
+                let second = nr::RENAME.contains(&s.nr) || nr::CREATE_SECOND.contains(&s.nr);
+                let firsts = nr::CHANGE_PATH.contains(&s.nr)
+                    || nr::RENAME.contains(&s.nr)
+                    || matches!(s.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2);
+                let candidates = [(firsts, &s.path), (second, &s.path2)];
+                if let Some((pat, abs)) = candidates
+                    .iter()
+                    .filter(|(on, p)| *on && !p.is_empty())
+                    .find_map(|(_, p)| Self::path_hit(&mut self.cwds, set, e, dirfd(0), p))
+                {
+                    found.push(self.instant(
+                        rule,
+                        e,
+                        format!("{} of {abs} ({}; pattern {pat})", s.name, result(s)),
+                    ));
+                }
+            }
+        }
+        if matches!(s.nr, nr::UNLINK | nr::UNLINKAT | nr::RMDIR) && !failed_enoent {
+            if let Some(f) = self.deletions.as_mut().and_then(|w| w.push(t, e.seq, "")) {
+                found.push(f);
+            }
+        }
+        if matches!(s.nr, nr::EXECVE | nr::EXECVEAT)
+            && s.completed
+            && s.ret < 0
+            && !failed_enoent
+            && s.errno != "ENOTDIR"
+        {
+            self.exec_check(e, &s.path, &format!("{} ({})", s.name, s.errno), found);
+        }
+        if let Some((rule, names)) = &self.syscalls {
+            if names.contains(&s.name) {
+                found.push(self.instant(rule, e, format!("{} ({})", s.name, result(s))));
+            }
+        }
+        if s.denied {
+            self.denied(e, &s.name, found);
+        }
+    }
+
+    fn exec_check(&mut self, e: &pb::Event, filename: &str, what: &str, found: &mut Vec<Finding>) {
+        let Some((rule, allow)) = &self.exec else { return };
+        if filename.is_empty() {
+            return;
+        }
+        let abs = self.cwds.absolute(e, i64::from(libc::AT_FDCWD), filename);
+        let allowed = match &abs {
+            Some(a) => allow.matches(a).is_some(),
+            None => false,
+        };
+        if !allowed {
+            let shown =
+                abs.unwrap_or_else(|| format!("{filename} (relative to a directory cordon could not tell)"));
+            found.push(self.instant(rule, e, format!("{what} of {shown}, outside the allowed places")));
+        }
+    }
+
+    fn net(&mut self, e: &pb::Event, n: &pb::Network, found: &mut Vec<Finding>) {
+        if n.op == "bind" {
+            if !n.allowed {
+                self.denied(e, "bind", found);
+            }
+            return;
+        }
+        if n.op == "connect" {
+            if let Some(f) = self
+                .connects
+                .as_mut()
+                .and_then(|w| w.push(e.time_unix_ns, e.seq, ""))
+            {
+                found.push(f);
+            }
+        }
+        if !n.allowed {
+            self.denied(e, &n.op, found);
+        }
+        let Some(rule) = &self.egress else { return };
+        let loopback = n.ip.starts_with("127.") || n.ip == "::1";
+        let outside = match self.net_mode {
+            Some(NetworkMode::Allowlist) => !n.allowed,
+            Some(NetworkMode::Loopback) => !loopback,
+            Some(NetworkMode::None) | None => true,
+        };
+        if outside {
+            let verdict = if n.allowed {
+                "not refused: the sandbox has its own network namespace"
+            } else {
+                "refused"
+            };
+            found.push(self.instant(
+                rule,
+                e,
+                format!(
+                    "{} {} {}:{} outside the allowlist ({verdict})",
+                    n.op, n.protocol, n.ip, n.port
+                ),
+            ));
+        }
+    }
+
+    /// The per-sandbox frequency check of the baseline: syscalls the sandbox made that no
+    /// training run made (reported once each).
+    fn frequencies(&mut self, e: &pb::Event, c: &pb::SyscallCounts, found: &mut Vec<Finding>) {
+        let Some((rule, live)) = &mut self.baseline else {
+            return;
+        };
+        let new = live.new_syscalls(&c.counts);
+        if new.is_empty() {
+            return;
+        }
+        let list: Vec<String> = new.iter().map(|(n, c)| format!("{n} x{c}")).collect();
+        found.push(Finding {
+            rule: rule.name,
+            response: rule.response,
+            summary: format!("syscalls no baseline run made: {}", list.join(", ")),
+            evidence: vec![e.seq],
+            score: 1.0,
+            threshold: rule.threshold,
+            window: "syscall counts".into(),
+            offending_ns: e.time_unix_ns,
+            suppressed: 0,
+        });
+    }
+
+    fn denied(&mut self, e: &pb::Event, what: &str, found: &mut Vec<Finding>) {
+        let t = e.time_unix_ns;
+        if let Some(f) = self.denials.as_mut().and_then(|w| w.push(t, e.seq, "")) {
+            found.push(f);
+        }
+        if let Some((rule, by_kind)) = &mut self.repeated {
+            let w = by_kind
+                .entry(what.to_string())
+                .or_insert_with(|| Window::new(rule, "refusals"));
+            if let Some(mut f) = w.push(t, e.seq, &format!(" of {what}")) {
+                f.window = format!("{what}: {}", f.window);
+                found.push(f);
+            }
+        }
+    }
+
+    fn instant(&self, rule: &Rule, e: &pb::Event, summary: String) -> Finding {
+        Finding {
+            rule: rule.name,
+            response: rule.response,
+            summary: format!("{summary} by pid {} ({})", e.pid, e.comm),
+            evidence: vec![e.seq],
+            score: 1.0,
+            threshold: 1.0,
+            window: String::new(),
+            offending_ns: e.time_unix_ns,
+            suppressed: 0,
+        }
+    }
+}
+
+fn result(s: &pb::Syscall) -> String {
+    if !s.completed {
+        "no result".into()
+    } else if s.ret < 0 {
+        s.errno.clone()
+    } else {
+        "succeeded".into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

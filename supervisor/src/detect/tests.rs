@@ -1,0 +1,301 @@
+//! The rules on synthetic events (pure logic; the kernel side is in tests/detect.rs).
+
+use super::*;
+use crate::profile::monitor::Response;
+
+fn config(profile: &str) -> Config {
+    let p = crate::profile::load(profile).unwrap();
+    let exec: Vec<std::path::PathBuf> = vec!["/usr".into(), "/home/u".into(), "/w".into()];
+    Config::compile(&p.monitor, &exec, p.network.mode, |s| {
+        Ok(s.replace("{home}", "/home/u").replace("{workspace}", "/w"))
+    })
+    .unwrap()
+}
+
+fn detector(profile: &str) -> Detector {
+    Detector::new(&config(profile), Box::new(|_, _| Some("/w".to_string())))
+}
+
+fn ev(seq: u64, ms: u64, kind: Kind) -> pb::Event {
+    pb::Event {
+        seq,
+        time_unix_ns: 1_000_000_000_000 + ms * 1_000_000,
+        pid: 7,
+        host_pid: 700,
+        comm: "agent".into(),
+        kind: Some(kind),
+        ..Default::default()
+    }
+}
+
+fn sys(name: &str, nr: u32, path: &str, args: &[u64], ret: i64, errno: &str) -> Kind {
+    Kind::Syscall(pb::Syscall {
+        nr,
+        name: name.into(),
+        args: args.to_vec(),
+        ret,
+        completed: true,
+        denied: errno == "EPERM" || errno == "EACCES",
+        errno: errno.into(),
+        path: path.into(),
+        ..Default::default()
+    })
+}
+
+fn run(d: &mut Detector, events: &[pb::Event]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for e in events {
+        d.observe(e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn sensitive_reads_fire_even_when_the_file_is_hidden() {
+    let mut d = detector("default");
+    let f = run(
+        &mut d,
+        &[ev(
+            1,
+            0,
+            sys(
+                "openat",
+                257,
+                "/home/u/.ssh/id_rsa",
+                &[u64::MAX - 99, "/".len() as u64, 0],
+                -2,
+                "ENOENT",
+            ),
+        )],
+    );
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "sensitive_read");
+    assert_eq!(f[0].response, Response::Freeze);
+    assert!(f[0].summary.contains("/home/u/.ssh/id_rsa"), "{}", f[0].summary);
+    assert_eq!(f[0].evidence, vec![1]);
+    // A read of an ordinary file does not.
+    assert!(run(
+        &mut d,
+        &[ev(2, 1, sys("openat", 257, "/w/src/main.rs", &[0, 0, 0], 3, ""))]
+    )
+    .is_empty());
+}
+
+#[test]
+fn relative_paths_are_resolved_and_write_intent_is_told_from_reads() {
+    let mut d = detector("default");
+    let o_wronly_creat = (libc::O_WRONLY | libc::O_CREAT) as u64;
+    let f = run(
+        &mut d,
+        &[ev(
+            1,
+            0,
+            sys(
+                "openat",
+                257,
+                ".git/hooks/pre-commit",
+                &[u64::MAX - 99, 0, o_wronly_creat],
+                -30,
+                "EROFS",
+            ),
+        )],
+    );
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "sensitive_write");
+    assert!(
+        f[0].summary.contains("/w/.git/hooks/pre-commit"),
+        "{}",
+        f[0].summary
+    );
+    // git init's sample hooks are exceptions; reading a hook is not a write.
+    assert!(run(
+        &mut d,
+        &[ev(
+            2,
+            1,
+            sys(
+                "openat",
+                257,
+                "/w/.git/hooks/pre-commit.sample",
+                &[0, 0, o_wronly_creat],
+                3,
+                ""
+            )
+        )]
+    )
+    .is_empty());
+    assert!(run(
+        &mut d,
+        &[ev(
+            3,
+            2,
+            sys("openat", 257, "/w/.git/hooks/pre-commit", &[0, 0, 0], 3, "")
+        )]
+    )
+    .is_empty());
+}
+
+#[test]
+fn rates_fire_once_per_window_over_the_limit() {
+    let mut d = detector("default");
+    let limit = config("default").rule("deletions").unwrap().limit;
+    let events: Vec<pb::Event> = (0..limit + 1)
+        .map(|i| {
+            ev(
+                i + 1,
+                i,
+                sys("unlinkat", 263, &format!("/w/f{i}"), &[0, 0, 0], 0, ""),
+            )
+        })
+        .collect();
+    let f = run(&mut d, &events);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "deletions");
+    assert_eq!(f[0].score, (limit + 1) as f64);
+    assert_eq!(*f[0].evidence.last().unwrap(), limit + 1);
+    // The same number spread over more than the window does not fire.
+    let mut d = detector("default");
+    let window = config("default").rule("deletions").unwrap().window_ms;
+    let slow: Vec<pb::Event> = (0..limit + 1)
+        .map(|i| {
+            ev(
+                i + 1,
+                i * (window / limit + 1),
+                sys("unlinkat", 263, "/w/f", &[0, 0, 0], 0, ""),
+            )
+        })
+        .collect();
+    assert!(run(&mut d, &slow).is_empty());
+}
+
+#[test]
+fn egress_outside_the_allowlist_fires_in_every_mode() {
+    let net = |ip: &str, allowed: bool| {
+        Kind::Net(pb::Network {
+            op: "connect".into(),
+            protocol: "tcp".into(),
+            ip: ip.into(),
+            port: 4444,
+            allowed,
+            rule: String::new(),
+        })
+    };
+    let mut d = detector("default");
+    let f = run(&mut d, &[ev(1, 0, net("127.0.0.1", true))]);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].rule, "egress");
+    let mut d = detector("networked");
+    assert!(run(&mut d, &[ev(1, 0, net("10.1.2.3", true))]).is_empty());
+    let f = run(&mut d, &[ev(2, 1, net("10.1.2.3", false))]);
+    assert!(f.iter().any(|f| f.rule == "egress"), "{f:?}");
+}
+
+#[test]
+fn exec_outside_the_allowed_places_fires_even_when_refused() {
+    let mut d = detector("default");
+    let f = run(
+        &mut d,
+        &[ev(
+            1,
+            0,
+            sys("execve", 59, "/tmp/payload", &[0, 0, 0], -13, "EACCES"),
+        )],
+    );
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "exec" && f.summary.contains("/tmp/payload")),
+        "{f:?}"
+    );
+    let ok = Kind::Exec(pb::ProcessExec {
+        filename: "/usr/bin/git".into(),
+        argv: vec![],
+    });
+    assert!(run(&mut d, &[ev(2, 1, ok)]).is_empty());
+    // PATH search misses are not attempts.
+    assert!(run(
+        &mut d,
+        &[ev(3, 2, sys("execve", 59, "/tmp/x", &[0, 0, 0], -2, "ENOENT"))]
+    )
+    .is_empty());
+}
+
+#[test]
+fn repeated_denials_of_one_syscall_fire_and_mixed_ones_do_not() {
+    let mut d = detector("default");
+    let limit = config("default").rule("repeated_denials").unwrap().limit;
+    let same: Vec<pb::Event> = (0..=limit)
+        .map(|i| ev(i + 1, i, sys("mount", 165, "/proc", &[0, 0, 0], -1, "EPERM")))
+        .collect();
+    let f = run(&mut d, &same);
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "repeated_denials" && f.window.starts_with("mount")),
+        "{f:?}"
+    );
+    let mut d = detector("default");
+    let names = [
+        "mount",
+        "chroot",
+        "setns",
+        "umount2",
+        "pivot_root",
+        "swapon",
+        "reboot",
+        "sethostname",
+    ];
+    let mixed: Vec<pb::Event> = (0..limit)
+        .map(|i| {
+            ev(
+                i + 1,
+                i,
+                sys(
+                    names[usize::try_from(i).unwrap() % names.len()],
+                    1000,
+                    "",
+                    &[0, 0, 0],
+                    -1,
+                    "EPERM",
+                ),
+            )
+        })
+        .collect();
+    assert!(!run(&mut d, &mixed).iter().any(|f| f.rule == "repeated_denials"));
+}
+
+#[test]
+fn a_flood_is_throttled_and_counted() {
+    let mut cfg = config("default");
+    for r in &mut cfg.rules {
+        r.response = Response::Log;
+    }
+    let mut d = Detector::new(&cfg, Box::new(|_, _| None));
+    let events: Vec<pb::Event> = (0..100)
+        .map(|i| {
+            ev(
+                i + 1,
+                i / 10,
+                sys("openat", 257, "/etc/shadow", &[0, 0, 0], -13, "EACCES"),
+            )
+        })
+        .collect();
+    let f = run(&mut d, &events);
+    let reads = f.iter().filter(|f| f.rule == "sensitive_read").count();
+    assert_eq!(u32::try_from(reads).unwrap(), REPORTS_PER_SECOND);
+    assert_eq!(
+        d.unreported(),
+        vec![("sensitive_read", 100 - u64::from(REPORTS_PER_SECOND))]
+    );
+}
+
+#[test]
+fn written_budget() {
+    let mut d = detector("default");
+    let limit = config("default").rule("written").unwrap().limit;
+    let mut out = Vec::new();
+    d.written(limit, 1, &mut out);
+    assert!(out.is_empty());
+    d.written(limit + 1, 2, &mut out);
+    d.written(limit + 2, 3, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].rule, "written");
+}
