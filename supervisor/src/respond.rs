@@ -60,7 +60,7 @@ pub fn apply(cg: &Path, action: Action) -> Result<String, String> {
                         SETTLE.as_secs()
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_micros(100));
             }
             Ok(format!(
                 "{} in {:.1} ms",

@@ -25,6 +25,8 @@ pub struct Actor {
     /// A rule froze the sandbox at this time, and nobody has thawed it since.
     frozen_by_rule: Option<(Instant, &'static str)>,
     egress_denied: bool,
+    /// A rule killed the sandbox: nothing is left to act on.
+    killed: bool,
     hooks: Vec<Child>,
     /// What the rules did, for the end of the run ("killed by rule processes").
     pub notes: Vec<String>,
@@ -42,6 +44,7 @@ impl Actor {
             frozen_limit: Duration::from_millis(cfg.frozen_limit_ms),
             frozen_by_rule: None,
             egress_denied: false,
+            killed: false,
             hooks: Vec::new(),
             notes: Vec::new(),
             stderr: true,
@@ -60,7 +63,11 @@ impl Actor {
             return None;
         }
         let reason = format!("rule {} (event {detection})", f.rule);
+        // Events recorded before the sandbox stopped keep arriving: a sandbox a rule already
+        // froze (and nobody thawed) or killed is not acted on again.
+        let stopped = self.killed || (self.frozen_by_rule.is_some() && f.response == Response::Freeze);
         let result = match f.response {
+            _ if stopped => None,
             Response::Log | Response::Off | Response::Alert => None,
             Response::Freeze => Some((
                 Action::Freeze.name(),
@@ -80,6 +87,7 @@ impl Actor {
                 )
             }
             (Response::Kill, Some((_, Ok(_)))) => {
+                self.killed = true;
                 self.notes.push(format!("killed by rule {}", f.rule));
                 "killed every process of the sandbox".into()
             }
@@ -89,6 +97,7 @@ impl Actor {
                 "refuses every further connect and send of the sandbox".into()
             }
             (_, Some((_, Err(e)))) => format!("could not {}: {e}", f.response.name()),
+            _ if stopped => "the sandbox is already stopped".into(),
             _ => "the agent goes on".into(),
         };
         if self.stderr {
@@ -113,8 +122,9 @@ impl Actor {
     }
 
     /// Someone thawed or killed the sandbox: the rule's freeze is decided.
-    pub fn decided(&mut self) {
+    pub fn decided(&mut self, action: Action) {
         self.frozen_by_rule = None;
+        self.killed |= action == Action::Kill;
     }
 
     /// Reap finished hooks; kill a sandbox a rule froze once `frozen_limit` has passed.

@@ -202,6 +202,9 @@ pub struct Detector {
     written_fired: bool,
     baseline: Option<(Rule, baseline::Live)>,
     cwds: cwd::Cwds,
+    /// The last connect or send the egress hooks reported (host tid, ip, port): the syscall's
+    /// own event that follows is the same attempt.
+    last_net: Option<(u32, String, u32)>,
     throttle: HashMap<&'static str, Throttle>,
 }
 
@@ -262,6 +265,7 @@ impl Detector {
             written_fired: false,
             baseline: None,
             cwds: cwd::Cwds::new(lookup),
+            last_net: None,
             throttle: HashMap::new(),
         }
     }
@@ -388,10 +392,7 @@ impl Detector {
             t.second = second;
             t.reported = 0;
         }
-        // Freeze and kill are always reported: each may follow a thaw.
-        if t.reported >= REPORTS_PER_SECOND
-            && matches!(f.response, Response::Log | Response::Alert | Response::Deny)
-        {
+        if t.reported >= REPORTS_PER_SECOND {
             t.suppressed += 1;
             return;
         }
@@ -503,6 +504,33 @@ impl Detector {
         if s.denied {
             self.denied(e, &s.name, found);
         }
+        if let Some(a) = s
+            .addr
+            .as_ref()
+            .filter(|a| a.family == "inet" || a.family == "inet6")
+        {
+            let same = self
+                .last_net
+                .take()
+                .is_some_and(|(tid, ip, port)| tid == e.host_tid && ip == a.ip && port == a.port);
+            if !same && matches!(s.name.as_str(), "connect" | "sendto" | "sendmsg") {
+                let n = pb::Network {
+                    op: if s.name == "connect" {
+                        "connect".into()
+                    } else {
+                        "sendmsg".into()
+                    },
+                    protocol: String::new(),
+                    ip: a.ip.clone(),
+                    port: a.port,
+                    // Refused or failed: it did not get out.
+                    allowed: s.completed && s.ret >= 0,
+                    rule: String::new(),
+                };
+                // Its refusal is already counted above.
+                self.egress_seen(e, &n, found);
+            }
+        }
     }
 
     fn exec_check(&mut self, e: &pb::Event, filename: &str, what: &str, found: &mut Vec<Finding>) {
@@ -529,6 +557,17 @@ impl Detector {
             }
             return;
         }
+        self.last_net = Some((e.host_tid, n.ip.clone(), n.port));
+        if !n.allowed {
+            self.denied(e, &n.op, found);
+        }
+        self.egress_seen(e, n, found);
+    }
+
+    /// A connect or send to an address: from the egress hooks (`Net`), or from the syscall
+    /// itself when it was refused before the hooks ran (seccomp, or no route in an empty
+    /// network namespace).
+    fn egress_seen(&mut self, e: &pb::Event, n: &pb::Network, found: &mut Vec<Finding>) {
         if n.op == "connect" {
             if let Some(f) = self
                 .connects
@@ -537,9 +576,6 @@ impl Detector {
             {
                 found.push(f);
             }
-        }
-        if !n.allowed {
-            self.denied(e, &n.op, found);
         }
         let Some(rule) = &self.egress else { return };
         let loopback = n.ip.starts_with("127.") || n.ip == "::1";
@@ -552,14 +588,19 @@ impl Detector {
             let verdict = if n.allowed {
                 "not refused: the sandbox has its own network namespace"
             } else {
-                "refused"
+                "it did not get out"
+            };
+            let proto = if n.protocol.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", n.protocol)
             };
             found.push(self.instant(
                 rule,
                 e,
                 format!(
-                    "{} {} {}:{} outside the allowlist ({verdict})",
-                    n.op, n.protocol, n.ip, n.port
+                    "{} {proto}{}:{} outside the allowlist ({verdict})",
+                    n.op, n.ip, n.port
                 ),
             ));
         }

@@ -393,7 +393,7 @@ async fn pipeline(
                 detect.run(&mut watch, &mut dec, &mut events);
                 let result = crate::respond::apply(&cgroup, c.action);
                 if c.action != Action::Freeze && result.is_ok() {
-                    detect.actor.decided();
+                    detect.actor.decided(c.action);
                 }
                 let (done, detail) = match &result {
                     Ok(d) => (true, d.clone()),
