@@ -116,9 +116,11 @@ fn known_actions_give_exactly_the_expected_events() {
         allowed.local_addr().unwrap().port(),
         blocked.local_addr().unwrap().port(),
     );
-    let prof = profile_file(
+    // Refused egress is what is under test: the monitor (which would freeze on it) only logs.
+    let prof = log_only_profile(
         &s,
         "egress",
+        "default",
         &format!("[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{pa}\"]\n"),
     );
     let ev = s.path().join("events.jsonl");
@@ -224,9 +226,11 @@ fn an_allowlist_rule_for_udp_does_not_open_tcp() {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (pt, pu) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
-    let prof = profile_file(
+    // Refused egress is what is under test: the monitor (which would freeze on it) only logs.
+    let prof = log_only_profile(
         &s,
         "udp-only",
+        "default",
         &format!(
             "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{pt}/udp\", \"127.0.0.1:{pu}/udp\"]\n"
         ),

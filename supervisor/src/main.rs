@@ -60,6 +60,14 @@ enum Cmd {
     /// List, show and check profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Learn a baseline of normal behaviour: from benign runs of CMD (`--profile P -- CMD`),
+    /// from their traces (`--from TRACE…`), or from syscall files (`--from-syscalls DIR`).
+    #[command(after_help = cordon::detect::offline::LEARN_HELP)]
+    Learn(cordon::detect::offline::LearnArgs),
+    /// Score finished traces or syscall files against a baseline: one line per input with the
+    /// anomaly score (0 to 1, higher is more anomalous; comparable across lengths) and the
+    /// most anomalous window.
+    Score(cordon::detect::offline::ScoreArgs),
     /// Show a running sandbox's events (`cordon events --follow 3f2a`), or a finished run's
     /// from its trace file (`cordon events /var/lib/cordon/traces/3f2a….trace`)
     #[command(
@@ -245,6 +253,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Trace(t) => trace_cmd(t),
+        Cmd::Learn(a) => cordon::detect::offline::learn_main(a).map_err(anyhow::Error::msg),
+        Cmd::Score(a) => cordon::detect::offline::score_main(&a).map_err(anyhow::Error::msg),
         Cmd::Freeze { sandbox } => respond(&sandbox, cordon::respond::Action::Freeze),
         Cmd::Thaw { sandbox } => respond(&sandbox, cordon::respond::Action::Thaw),
         Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),

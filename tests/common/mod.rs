@@ -204,6 +204,31 @@ pub fn profile_file(s: &Scratch, name: &str, body: &str) -> String {
     .into_owned()
 }
 
+/// A profile extending `base` whose monitor rules only log: for tests of the kernel layers,
+/// whose hostile probes the default monitor would otherwise freeze at the first one.
+pub fn log_only_profile(s: &Scratch, name: &str, base: &str, body: &str) -> String {
+    let mut text = format!("extends = \"{base}\"\n{body}\n");
+    for rule in [
+        "sensitive_read",
+        "sensitive_write",
+        "egress",
+        "exec",
+        "syscalls",
+        "connects",
+        "execs",
+        "deletions",
+        "denials",
+        "repeated_denials",
+        "processes",
+        "written",
+    ] {
+        text.push_str(&format!("[monitor.{rule}]\nresponse = \"log\"\n"));
+    }
+    s.file(&format!("profiles/{name}.toml"), &text)
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The cgroup leaves cordon process `pid` created (they carry its pid in their name).
 pub fn cgroup_leaves_of(pid: u32) -> Vec<PathBuf> {
     let prefix = format!("cordon-{pid}-");

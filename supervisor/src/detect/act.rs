@@ -131,15 +131,23 @@ impl Actor {
     pub fn tick(&mut self) -> Option<Kind> {
         self.hooks.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
         let (since, rule) = self.frozen_by_rule?;
-        if since.elapsed() < self.frozen_limit {
+        // Only the sandbox's init is left (the agent ended before the freeze landed): there is
+        // nothing to decide about, and a frozen init would hold the run until the limit.
+        let only_init =
+            std::fs::read_to_string(self.cgroup.join("cgroup.procs")).is_ok_and(|p| p.lines().count() <= 1);
+        if since.elapsed() < self.frozen_limit && !only_init {
             return None;
         }
         self.frozen_by_rule = None;
         let r = respond::apply(&self.cgroup, Action::Kill);
-        self.notes.push(format!(
-            "killed: frozen by rule {rule} and not decided within {}",
-            super::fmt_ms(u64::try_from(self.frozen_limit.as_millis()).unwrap_or(u64::MAX))
-        ));
+        self.notes.push(if only_init {
+            format!("frozen by rule {rule} after the agent had ended; the sandbox was closed")
+        } else {
+            format!(
+                "killed: frozen by rule {rule} and not decided within {}",
+                super::fmt_ms(u64::try_from(self.frozen_limit.as_millis()).unwrap_or(u64::MAX))
+            )
+        });
         if self.stderr {
             eprintln!(
                 "cordon: {}: frozen by rule {rule} and nobody decided; killed",
@@ -152,7 +160,11 @@ impl Actor {
         };
         Some(Kind::Response(pb::Response {
             action: "kill".into(),
-            reason: format!("frozen by rule {rule} for the whole frozen_limit"),
+            reason: if only_init {
+                format!("frozen by rule {rule}; the agent had already ended")
+            } else {
+                format!("frozen by rule {rule} for the whole frozen_limit")
+            },
             done,
             detail,
         }))

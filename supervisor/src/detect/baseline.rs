@@ -252,13 +252,9 @@ impl Model {
         }
     }
 
-    /// Symbols of `counts` (symbol → occurrences) that training never saw.
-    pub fn unseen(&self, counts: &[(u32, u64)]) -> Vec<(u32, u64)> {
-        counts
-            .iter()
-            .filter(|(s, n)| *n > 0 && !self.freq.contains_key(s))
-            .copied()
-            .collect()
+    /// Did any training run make this syscall (by name)?
+    pub fn knows_syscall(&self, name: &str) -> bool {
+        self.header.syscalls.is_empty() || self.header.syscalls.contains_key(name)
     }
 
     pub fn save(&self, path: &Path) -> Result<(), String> {

@@ -7,182 +7,24 @@
 
 pub mod act;
 pub mod baseline;
+mod config;
 pub mod cwd;
 pub mod glob;
+pub mod offline;
+mod window;
 
-use std::collections::{HashMap, VecDeque};
+pub use config::{Config, Finding};
+use window::{fmt_ms, Throttle, Window};
+
+use std::collections::HashMap;
 
 use crate::events::pb::{self, event::Kind};
-use crate::profile::monitor::{Monitor, Response, Rule};
+use crate::profile::monitor::Rule;
 use crate::profile::NetworkMode;
 
 /// Detections of one rule reported per second; the rest are counted and the count goes with
 /// the next one reported (or with the last, at the end of the run).
 const REPORTS_PER_SECOND: u32 = 20;
-
-/// The monitor of one run, with variables expanded.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Config {
-    pub hook: Vec<String>,
-    pub frozen_limit_ms: u64,
-    pub rules: Vec<Rule>,
-    pub net_mode: Option<NetworkMode>,
-    /// Host uid and gid the hook runs as (the invoking user).
-    pub hook_uid: u32,
-    pub hook_gid: u32,
-}
-
-impl Config {
-    /// Expand `{home}` and `{workspace}` in the monitor's patterns; the exec rule's default
-    /// allowlist is the profile's `filesystem.executable` places.
-    pub fn compile(
-        m: &Monitor,
-        executable: &[std::path::PathBuf],
-        net_mode: NetworkMode,
-        expand: impl Fn(&str) -> Result<String, String>,
-    ) -> Result<Config, String> {
-        let mut rules = m.rules.clone();
-        for r in &mut rules {
-            if r.name == "syscalls" {
-                continue;
-            }
-            if r.name == "exec" && r.patterns.is_none() {
-                r.patterns = Some(executable.iter().map(|p| format!("{}/**", p.display())).collect());
-            }
-            if let Some(ps) = &mut r.patterns {
-                for p in ps.iter_mut() {
-                    let (bang, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
-                    let expanded = if body.starts_with("**") {
-                        body.to_string()
-                    } else {
-                        expand(body).map_err(|e| format!("monitor.{} {p:?}: {e}", r.name))?
-                    };
-                    *p = format!("{bang}{expanded}");
-                }
-            }
-        }
-        Ok(Config {
-            hook: m.hook.clone(),
-            frozen_limit_ms: m.frozen_limit_ms,
-            rules,
-            net_mode: Some(net_mode),
-            hook_uid: 0,
-            hook_gid: 0,
-        })
-    }
-
-    pub fn rule(&self, name: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.name == name)
-    }
-}
-
-/// A rule fired.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub rule: &'static str,
-    pub response: Response,
-    pub summary: String,
-    pub evidence: Vec<u64>,
-    pub score: f64,
-    pub threshold: f64,
-    pub window: String,
-    pub offending_ns: u64,
-    pub suppressed: u64,
-}
-
-impl Finding {
-    pub fn event(&self) -> Kind {
-        Kind::Detection(pb::Detection {
-            rule: self.rule.into(),
-            summary: self.summary.clone(),
-            response: self.response.name().into(),
-            evidence: self.evidence.clone(),
-            score: self.score,
-            threshold: self.threshold,
-            window: self.window.clone(),
-            offending_time_unix_ns: self.offending_ns,
-            suppressed: self.suppressed,
-        })
-    }
-}
-
-struct Window {
-    rule: Rule,
-    what: &'static str,
-    times: VecDeque<(u64, u64)>,
-}
-
-impl Window {
-    fn new(rule: &Rule, what: &'static str) -> Self {
-        Self {
-            rule: rule.clone(),
-            what,
-            times: VecDeque::new(),
-        }
-    }
-
-    /// Count one event; fire when more than `limit` fall within the window (then start over).
-    fn push(&mut self, t: u64, seq: u64, label: &str) -> Option<Finding> {
-        let window_ns = self.rule.window_ms * 1_000_000;
-        while self
-            .times
-            .front()
-            .is_some_and(|&(t0, _)| t.saturating_sub(t0) > window_ns)
-        {
-            self.times.pop_front();
-        }
-        self.times.push_back((t, seq));
-        if (self.times.len() as u64) <= self.rule.limit {
-            return None;
-        }
-        let n = self.times.len();
-        let span = t.saturating_sub(self.times[0].0);
-        let evidence: Vec<u64> = self.times.iter().map(|&(_, s)| s).collect();
-        self.times.clear();
-        Some(Finding {
-            rule: self.rule.name,
-            response: self.rule.response,
-            summary: format!(
-                "{n} {}{label} within {:.2} s (limit {} per {})",
-                self.what,
-                span as f64 / 1e9,
-                self.rule.limit,
-                fmt_ms(self.rule.window_ms)
-            ),
-            evidence: keep_ends(evidence),
-            score: n as f64,
-            threshold: self.rule.limit as f64,
-            window: format!("{n} in {:.2} s", span as f64 / 1e9),
-            offending_ns: t,
-            suppressed: 0,
-        })
-    }
-}
-
-fn fmt_ms(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{ms} ms")
-    }
-}
-
-/// Evidence of a rate: the first 8 and the last 8 events (the offending one last).
-fn keep_ends(mut v: Vec<u64>) -> Vec<u64> {
-    if v.len() > 16 {
-        let tail = v.split_off(v.len() - 8);
-        v.truncate(8);
-        v.extend(tail);
-    }
-    v
-}
-
-#[derive(Default)]
-struct Throttle {
-    second: u64,
-    reported: u32,
-    suppressed: u64,
-}
 
 /// The rule detectors of one run.
 pub struct Detector {
@@ -301,6 +143,11 @@ impl Detector {
     pub fn observe(&mut self, e: &pb::Event, out: &mut Vec<Finding>) {
         let mut found = Vec::new();
         self.cwds.observe(e);
+        // The sandbox's init (pid 1) is cordon's own code: it builds the sandbox (its probing
+        // of paths it may not reach is refused by design), forks the agent and reaps.
+        if e.pid == 1 && !matches!(e.kind, Some(Kind::Counts(_))) {
+            return;
+        }
         match &e.kind {
             Some(Kind::Syscall(s)) => self.syscall(e, s, &mut found),
             Some(Kind::Exec(x)) => {

@@ -1,0 +1,91 @@
+//! The monitor of one run as the pipeline uses it, and what a rule reports when it fires.
+
+use crate::events::pb::{self, event::Kind};
+use crate::profile::monitor::{Monitor, Response, Rule};
+use crate::profile::NetworkMode;
+
+/// The monitor of one run, with variables expanded.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Config {
+    pub hook: Vec<String>,
+    pub frozen_limit_ms: u64,
+    pub rules: Vec<Rule>,
+    pub net_mode: Option<NetworkMode>,
+    /// Host uid and gid the hook runs as (the invoking user).
+    pub hook_uid: u32,
+    pub hook_gid: u32,
+}
+
+impl Config {
+    /// Expand `{home}` and `{workspace}` in the monitor's patterns; the exec rule's default
+    /// allowlist is the profile's `filesystem.executable` places.
+    pub fn compile(
+        m: &Monitor,
+        executable: &[std::path::PathBuf],
+        net_mode: NetworkMode,
+        expand: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Config, String> {
+        let mut rules = m.rules.clone();
+        for r in &mut rules {
+            if r.name == "syscalls" {
+                continue;
+            }
+            if r.name == "exec" && r.patterns.is_none() {
+                r.patterns = Some(executable.iter().map(|p| format!("{}/**", p.display())).collect());
+            }
+            if let Some(ps) = &mut r.patterns {
+                for p in ps.iter_mut() {
+                    let (bang, body) = p.strip_prefix('!').map_or(("", p.as_str()), |b| ("!", b));
+                    let expanded = if body.starts_with("**") {
+                        body.to_string()
+                    } else {
+                        expand(body).map_err(|e| format!("monitor.{} {p:?}: {e}", r.name))?
+                    };
+                    *p = format!("{bang}{expanded}");
+                }
+            }
+        }
+        Ok(Config {
+            hook: m.hook.clone(),
+            frozen_limit_ms: m.frozen_limit_ms,
+            rules,
+            net_mode: Some(net_mode),
+            hook_uid: 0,
+            hook_gid: 0,
+        })
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// A rule fired.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub response: Response,
+    pub summary: String,
+    pub evidence: Vec<u64>,
+    pub score: f64,
+    pub threshold: f64,
+    pub window: String,
+    pub offending_ns: u64,
+    pub suppressed: u64,
+}
+
+impl Finding {
+    pub fn event(&self) -> Kind {
+        Kind::Detection(pb::Detection {
+            rule: self.rule.into(),
+            summary: self.summary.clone(),
+            response: self.response.name().into(),
+            evidence: self.evidence.clone(),
+            score: self.score,
+            threshold: self.threshold,
+            window: self.window.clone(),
+            offending_time_unix_ns: self.offending_ns,
+            suppressed: self.suppressed,
+        })
+    }
+}
