@@ -128,7 +128,7 @@ def latency_figures():
               "    except OSError: pass\n")
     with open(os.path.join(ws, "agent.py"), "w") as f:
         f.write(script)
-    evfile = os.path.join(ws, "..", os.path.basename(ws) + ".ev.jsonl")
+    evfile = ws + ".ev.jsonl"
     p = subprocess.Popen([CORDON, "run", "-q", "--profile", "default", "--workspace", ws,
                           "--events", evfile, "--", "/usr/bin/python3", "agent.py"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
