@@ -70,6 +70,15 @@ mod nr {
     pub const LINK: &[u32] = &[86, 265];
 }
 
+/// (reads, writes) of an open with these flags. Opening a directory reads no secret (listing
+/// one is not hunting yet, and `find` opens thousands): only files count as reads.
+fn open_intent(flags: u64) -> (bool, bool) {
+    let w = write_intent(flags);
+    #[allow(clippy::cast_possible_truncation)]
+    let dir = (flags as i32) & libc::O_DIRECTORY != 0;
+    (!w && !dir, w)
+}
+
 fn write_intent(flags: u64) -> bool {
     // The flags are an int: the upper half of the register is not part of them.
     #[allow(clippy::cast_possible_truncation)]
@@ -284,14 +293,8 @@ impl Detector {
             }
         };
         let (reads, writes) = match s.nr {
-            nr::OPEN => (
-                !write_intent(s.args.get(1).copied().unwrap_or(0)),
-                write_intent(s.args.get(1).copied().unwrap_or(0)),
-            ),
-            nr::OPENAT => (
-                !write_intent(s.args.get(2).copied().unwrap_or(0)),
-                write_intent(s.args.get(2).copied().unwrap_or(0)),
-            ),
+            nr::OPEN => open_intent(s.args.get(1).copied().unwrap_or(0)),
+            nr::OPENAT => open_intent(s.args.get(2).copied().unwrap_or(0)),
             // openat2's flags are behind a pointer the probes do not read: both.
             nr::OPENAT2 => (true, true),
             n => (
