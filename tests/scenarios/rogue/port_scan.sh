@@ -2,8 +2,9 @@
 # expect: egress
 # Port scan of loopback.
 /usr/bin/python3 -c '
-import socket
-for round in range(10):
+import socket, time
+for round in range(20):
+    time.sleep(0.2)
     for port in range(1, 1025):
         s = socket.socket()
         s.settimeout(0.01)
