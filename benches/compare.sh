@@ -6,10 +6,5 @@
 #   RUNS=100 WORK_RUNS=9 sudo benches/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup >/dev/null
-cargo build --release --locked --bins -q
-# The runs' traces (append-only) go to a scratch directory, not the host's state directory.
-traces=$(mktemp -d /tmp/cordon-bench-traces.XXXXXX)
-trap 'chattr -R -a "$traces" 2>/dev/null || true; rm -rf "$traces"' EXIT
-export CORDON_TRACE_DIR=$traces
+. benches/prepare.sh
 python3 benches/compare.py "$PWD/target/release/cordon"

@@ -7,10 +7,5 @@
 #   ROUNDS=3 FREEZES=300 ONLY=latency sudo benches/detect.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup >/dev/null
-cargo build --release --locked --bins -q
-# The runs' traces (append-only) go to a scratch directory, not the host's state directory.
-traces=$(mktemp -d /tmp/cordon-bench-traces.XXXXXX)
-trap 'chattr -R -a "$traces" 2>/dev/null || true; rm -rf "$traces"' EXIT
-export CORDON_TRACE_DIR=$traces
+. benches/prepare.sh
 /usr/bin/python3 benches/detect.py "$PWD/target/release/cordon"

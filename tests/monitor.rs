@@ -322,3 +322,40 @@ fn a_baseline_learned_from_runs_flags_a_different_workload_live() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("0.0000 "), "{}", stdout(&o));
 }
+
+#[test]
+fn a_missing_baseline_stops_the_run_before_the_agent() {
+    require_root();
+    let s = Scratch::new();
+    let out = Scratch::new();
+    let missing = out.path().join("nope.baseline");
+    let profile = profile_file(
+        &out,
+        "missing",
+        &format!("[monitor.baseline]\nfile = \"{}\"\n", missing.display()),
+    );
+    let o = output(run_cmd(&profile, s.path(), &["-q"], &["/bin/touch", "ran"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read the baseline"), "{}", stderr(&o));
+    assert!(!s.path().join("ran").exists());
+    // A baseline of the other alphabet is refused the same way.
+    s.file("n/1", "1 2 3 4 5 6 7");
+    let b = out.path().join("plain.baseline");
+    let l = cordon_out(&[
+        "learn",
+        "--from-syscalls",
+        s.path().join("n").to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    assert!(l.status.success(), "{}", stderr(&l));
+    let profile = profile_file(
+        &out,
+        "plain",
+        &format!("[monitor.baseline]\nfile = \"{}\"\n", b.display()),
+    );
+    let o = output(run_cmd(&profile, s.path(), &["-q"], &["/bin/touch", "ran"]));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plain syscall files"), "{}", stderr(&o));
+    assert!(!s.path().join("ran").exists());
+}

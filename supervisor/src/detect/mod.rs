@@ -11,6 +11,7 @@ mod config;
 pub mod cwd;
 pub mod glob;
 pub mod offline;
+pub mod pipeline;
 mod window;
 
 pub use config::{Config, Finding};

@@ -161,20 +161,10 @@ impl Monitor {
         cgroup: PathBuf,
         monitor: crate::detect::Config,
     ) -> std::io::Result<Self> {
-        let baseline = match monitor.rule("baseline") {
-            Some(r) => {
-                let path = r.file.clone().unwrap_or_default();
-                let model = crate::detect::baseline::Model::load(std::path::Path::new(&path))
-                    .map_err(std::io::Error::other)?;
-                if model.alphabet() != crate::detect::baseline::Alphabet::Events {
-                    return Err(std::io::Error::other(format!(
-                        "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
-                    )));
-                }
-                Some(crate::detect::baseline::Live::new(model, r.threshold))
-            }
-            None => None,
-        };
+        // A baseline the profile names is read now: a missing one stops the run before the
+        // agent starts.
+        let detect = crate::detect::pipeline::Detect::new(&monitor, cgroup.clone(), meta.sandbox.clone())
+            .map_err(std::io::Error::other)?;
         std::fs::create_dir_all(RUN_DIR)?;
         let sock = socket_path(&meta.sandbox);
         let _ = std::fs::remove_file(&sock);
@@ -197,8 +187,7 @@ impl Monitor {
                         out,
                         trace,
                         cgroup,
-                        monitor,
-                        baseline,
+                        detect,
                     },
                     listener,
                     stopped,
@@ -282,8 +271,7 @@ struct Run {
     trace: Option<Recording>,
     /// The sandbox's cgroup2 directory, for freeze, thaw and kill.
     cgroup: PathBuf,
-    monitor: crate::detect::Config,
-    baseline: Option<crate::detect::baseline::Live>,
+    detect: crate::detect::pipeline::Detect,
 }
 
 /// A freeze, thaw or kill asked for on the sandbox's socket; the answer goes to `reply`.
@@ -304,18 +292,8 @@ async fn pipeline(
         out,
         mut trace,
         cgroup,
-        monitor,
-        baseline,
+        mut detect,
     } = run;
-    let mut rules = crate::detect::Detector::new(&monitor, crate::detect::cwd::proc_lookup());
-    if let (Some(b), Some(r)) = (baseline, monitor.rule("baseline")) {
-        rules.set_baseline(b, r);
-    }
-    let mut detect = Detect {
-        rules,
-        actor: crate::detect::act::Actor::new(&monitor, cgroup.clone(), meta.sandbox.clone()),
-        findings: Vec::new(),
-    };
     let (tx, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel::<Control>(8);
     let shared = Arc::new(Shared {
@@ -379,10 +357,7 @@ async fn pipeline(
                     }
                 }
                 detect.run(&mut watch, &mut dec, &mut events);
-                if let Some(kind) = detect.actor.tick() {
-                    let e = dec.bare(kind);
-                    dec.emit(e, &mut events);
-                }
+                detect.tick(&mut dec, &mut events);
                 publish(&tx, &shared, &mut trace, &mut events);
                 if let Some(t) = &mut trace {
                     t.tick();
@@ -393,7 +368,7 @@ async fn pipeline(
                 detect.run(&mut watch, &mut dec, &mut events);
                 let result = crate::respond::apply(&cgroup, c.action);
                 if c.action != Action::Freeze && result.is_ok() {
-                    detect.actor.decided(c.action);
+                    detect.decided(c.action);
                 }
                 let (done, detail) = match &result {
                     Ok(d) => (true, d.clone()),
@@ -444,54 +419,6 @@ async fn pipeline(
         kernel_drops: drops_seen,
         stream_losses,
         trace: trace.map(|t| t.finish(exit_code, notes)),
-    }
-}
-
-/// The monitor's rules, the live baseline and the responses, run over each batch of events
-/// before it is published (so a freeze is not delayed by the trace's writes).
-struct Detect {
-    rules: crate::detect::Detector,
-    actor: crate::detect::act::Actor,
-    findings: Vec<crate::detect::Finding>,
-}
-
-impl Detect {
-    fn run(&mut self, watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
-        if self.rules.is_idle() {
-            return;
-        }
-        for e in events.iter() {
-            self.rules.observe(e, &mut self.findings);
-        }
-        if self.rules.wants_written() {
-            let now = crate::events::unix_now_ns();
-            self.rules.written(watch.written(), now, &mut self.findings);
-        }
-        for f in std::mem::take(&mut self.findings) {
-            let e = dec.bare(f.event());
-            dec.emit(e, events);
-            let seq = events.last().map_or(0, |e| e.seq);
-            let mut deny = || watch.deny_egress();
-            if let Some(kind) = self.actor.act(&f, seq, &mut deny) {
-                let e = dec.bare(kind);
-                dec.emit(e, events);
-            }
-        }
-    }
-
-    /// cordon's notes about the run with what the rules did added.
-    fn notes(&self, notes: String) -> String {
-        let mut all: Vec<String> = Vec::new();
-        if !notes.is_empty() {
-            all.push(notes);
-        }
-        all.extend(self.actor.notes.iter().cloned());
-        for (rule, n) in self.rules.unreported() {
-            all.push(format!(
-                "{n} further detections of rule {rule} not reported one by one"
-            ));
-        }
-        all.join("; ")
     }
 }
 

@@ -400,6 +400,19 @@ mod tests {
     }
 
     #[test]
+    fn monitor_mistakes_are_located() {
+        let (line, col, msg) = syntax("[monitor.egres]\nresponse = \"freeze\"\n");
+        assert_eq!((line, col), (1, 10));
+        assert!(
+            msg.contains("unknown field `egres`") && msg.contains("egress"),
+            "{msg}"
+        );
+        let (line, _, msg) = syntax("[monitor.egress]\nresponse = \"block\"\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("freeze") && msg.contains("deny"), "{msg}");
+    }
+
+    #[test]
     fn bad_value_is_located() {
         let (line, col, msg) = syntax("[limits]\nmemory = \"12Q\"\n");
         assert_eq!((line, col), (2, 10));
@@ -464,6 +477,32 @@ mod tests {
             ),
             ("[filesystem]\nread_only = [\"relative/path\"]\n", "absolute"),
             ("[filesystem]\nread_only = [\"{nope}/x\"]\n", "variable"),
+            (
+                "[monitor.egress]\nlimit = 3\n",
+                "monitor.egress: `limit` does not apply",
+            ),
+            (
+                "[monitor.execs]\nresponse = \"deny\"\nlimit = 1\nwindow = \"1s\"\n",
+                "applies only to egress",
+            ),
+            (
+                "[monitor.execs]\nresponse = \"kill\"\n",
+                "monitor.execs: `limit` is required",
+            ),
+            (
+                "[monitor.syscalls]\nnames = [\"nosuchcall\"]\n",
+                "unknown syscall",
+            ),
+            (
+                "[monitor.sensitive_read]\npaths = [\"etc/shadow\"]\n",
+                "must be absolute",
+            ),
+            ("[monitor.baseline]\nthreshold = 0.5\n", "`file` is required"),
+            (
+                "[monitor.baseline]\nfile = \"/b\"\nthreshold = 2.0\n",
+                "threshold must be in (0, 1]",
+            ),
+            ("[monitor]\nhook = [\"notify-send\"]\n", "absolute path"),
         ] {
             std::fs::write(&f, text).unwrap();
             let err = load(f.to_str().unwrap()).unwrap_err().to_string();

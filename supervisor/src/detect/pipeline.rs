@@ -1,0 +1,93 @@
+//! The monitor inside a sandbox's live pipeline: the rules (and the live baseline) run over
+//! each batch of events before it is published — so a freeze is not delayed by the trace's
+//! writes — and their findings become `Detection` events and responses.
+
+use std::path::PathBuf;
+
+use super::baseline::{Alphabet, Live, Model};
+use super::{act::Actor, cwd, Config, Detector, Finding};
+use crate::events::decode::Decoder;
+use crate::events::pb;
+use crate::probes::Watch;
+use crate::respond::Action;
+
+pub struct Detect {
+    rules: Detector,
+    actor: Actor,
+    findings: Vec<Finding>,
+}
+
+impl Detect {
+    /// The run's monitor; the baseline the profile names, if any, is read here.
+    pub fn new(cfg: &Config, cgroup: PathBuf, sandbox: String) -> Result<Self, String> {
+        let mut rules = Detector::new(cfg, cwd::proc_lookup());
+        if let Some(r) = cfg.rule("baseline") {
+            let path = r.file.clone().unwrap_or_default();
+            let model = Model::load(std::path::Path::new(&path))?;
+            if model.alphabet() != Alphabet::Events {
+                return Err(format!(
+                    "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
+                ));
+            }
+            rules.set_baseline(Live::new(model, r.threshold), r);
+        }
+        Ok(Self {
+            rules,
+            actor: Actor::new(cfg, cgroup, sandbox),
+            findings: Vec::new(),
+        })
+    }
+
+    /// Judge `events` (a drained batch); detections and responses are appended to it.
+    pub fn run(&mut self, watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+        if self.rules.is_idle() {
+            return;
+        }
+        for e in events.iter() {
+            self.rules.observe(e, &mut self.findings);
+        }
+        if self.rules.wants_written() {
+            let now = crate::events::unix_now_ns();
+            self.rules.written(watch.written(), now, &mut self.findings);
+        }
+        for f in std::mem::take(&mut self.findings) {
+            let e = dec.bare(f.event());
+            dec.emit(e, events);
+            let seq = events.last().map_or(0, |e| e.seq);
+            let mut deny = || watch.deny_egress();
+            if let Some(kind) = self.actor.act(&f, seq, &mut deny) {
+                let e = dec.bare(kind);
+                dec.emit(e, events);
+            }
+        }
+    }
+
+    /// The pipeline tick: a rule's freeze that has run out (or has only init left) becomes a
+    /// kill, emitted into `events`.
+    pub fn tick(&mut self, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+        if let Some(kind) = self.actor.tick() {
+            let e = dec.bare(kind);
+            dec.emit(e, events);
+        }
+    }
+
+    /// Someone thawed or killed the sandbox through its socket.
+    pub fn decided(&mut self, action: Action) {
+        self.actor.decided(action);
+    }
+
+    /// cordon's notes about the run with what the rules did added.
+    pub fn notes(&self, notes: String) -> String {
+        let mut all: Vec<String> = Vec::new();
+        if !notes.is_empty() {
+            all.push(notes);
+        }
+        all.extend(self.actor.notes.iter().cloned());
+        for (rule, n) in self.rules.unreported() {
+            all.push(format!(
+                "{n} further detections of rule {rule} not reported one by one"
+            ));
+        }
+        all.join("; ")
+    }
+}
