@@ -1,25 +1,12 @@
 //! `cordon doctor`: what this kernel offers, and which profile layers it can enforce.
 
-use crate::launch::{detect_layout, Layout};
+use crate::launch::{detect_layout, landlock_abi, Layout};
 use std::path::Path;
 
 pub struct Check {
     pub layer: &'static str,
     pub ok: bool,
     pub detail: String,
-}
-
-pub fn landlock_abi() -> i64 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: querying the ABI version with a null attr is the documented use.
-    unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    }
 }
 
 fn read(p: &str) -> String {

@@ -1,7 +1,8 @@
 //! cordon: launch an AI agent's command in a kernel-confined sandbox.
 //!
 //! Data flow: `profile` (parse, resolve) → `policy` (pure compilation) → `launch` (the ordered
-//! kernel steps, parent and child) → exit status and plain-words reports.
+//! kernel steps, parent and child) while the `session` (probes, event pipeline, monitor,
+//! trace, control socket) watches the sandbox from clone to exit. See docs/architecture.md.
 
 pub mod detect;
 pub mod doctor;
@@ -13,4 +14,5 @@ pub mod policy;
 pub mod probes;
 pub mod profile;
 pub mod respond;
+pub mod session;
 pub mod trace;

@@ -232,7 +232,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             kind,
         } => tail(&sandbox, follow, &format, kind.as_deref()),
         Cmd::Ps => {
-            let running = cordon::events::tail::list();
+            let running = cordon::session::control::list();
             println!(
                 "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} COMMAND",
                 "SANDBOX", "PID", "PROFILE", "EVENTS", "SYSCALLS", "DENIED", "IDENTITY"
@@ -410,8 +410,8 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
         }
         return Ok(if r.valid() { 0 } else { 1 });
     }
-    let id = events::tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
-    events::tail::events(&id, follow, |e| print(&e))
+    let id = cordon::session::control::resolve(sandbox)?;
+    cordon::session::control::events(&id, follow, |e| print(&e))
         .with_context(|| format!("reading the events of sandbox {id}"))?;
     Ok(0)
 }
@@ -455,7 +455,7 @@ fn run(
     let out = output
         .events
         .as_deref()
-        .map(cordon::events::live::Output::open)
+        .map(cordon::session::Output::open)
         .transpose()
         .with_context(|| {
             format!(
@@ -463,7 +463,7 @@ fn run(
                 output.events.as_deref().unwrap_or("")
             )
         })?;
-    let meta = cordon::events::live::Meta {
+    let meta = cordon::session::Meta {
         sandbox: sandbox_id.clone(),
         profile: p.name.clone(),
         profile_sha256: p.hash.clone(),
@@ -489,87 +489,85 @@ fn run(
         key: &key.public(),
         monitored: !output.no_probes,
     });
-    let mut trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
-    let mut unmonitored_trace = None;
-    let monitoring = if output.no_probes {
+    let trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
+    if output.no_probes {
         eprintln!(
             "cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded and the profile's {} monitor rules do not run",
             pol.monitor.rules.len()
         );
-        let e = meta.unmonitored_event();
-        trace.chain.event(&e);
-        trace.write()?;
-        unmonitored_trace = Some(trace);
-        if let Some(out) = out {
-            meta.record_unmonitored(&e, out)
-                .context("cannot write the events file")?;
-        }
-        launch::Monitoring::Off
-    } else {
-        launch::Monitoring::On {
+    }
+    let mut session = cordon::session::Session::prepare(
+        &pol,
+        cordon::session::Setup {
             meta,
             out,
-            trace: Some(Box::new(trace)),
-        }
-    };
-    let mut outcome = launch::run(
+            trace,
+            monitored: !output.no_probes,
+        },
+    )?;
+    let launched = launch::run(
         &pol,
         launch::Options {
             sandbox_id,
-            monitoring,
             command,
             interactive,
         },
-    )?;
-    let traced = match unmonitored_trace {
-        Some(t) => Some(match t.seal(outcome.exit_code, outcome.notes.join("; ")) {
-            Ok(path) => cordon::trace::record::TraceOutcome { path, error: None },
-            Err(e) => cordon::trace::record::TraceOutcome {
-                path: trace_path.clone(),
-                error: Some(e.to_string()),
-            },
-        }),
-        None => outcome.events.as_mut().and_then(|ev| ev.trace.take()),
+        &mut session,
+    );
+    let outcome = match launched {
+        Ok(o) => o,
+        Err(e) => {
+            // The trace says the run never started (sealed with cordon's error status).
+            let _ = session.finish(&launch::Outcome {
+                exit_code: EXIT_CORDON_ERROR,
+                notes: vec![format!("no agent was started: {e}")],
+            });
+            return Err(e.into());
+        }
     };
+    let report = session.finish(&outcome);
     if !quiet {
         for n in &outcome.notes {
             eprintln!("cordon: {n}");
         }
-        if let Some(ev) = &outcome.events {
+        if let Some(ev) = &report.events {
             eprintln!(
-                "cordon: {} events; {} lost in the kernel (ring buffer full){}",
+                "cordon: {} events; {} lost in the kernel (ring buffer full){}{}",
                 ev.events,
                 ev.kernel_drops,
                 if ev.stream_losses > 0 {
                     format!(", {} lost by the --events writer", ev.stream_losses)
                 } else {
                     String::new()
+                },
+                if ev.stream_stuck {
+                    ", the --events output was still blocked at the end (the events it held were not delivered)"
+                } else {
+                    ""
                 }
             );
         }
     }
-    match traced {
-        Some(t) if t.error.is_some() => {
-            eprintln!(
-                "cordon: error: the trace {} is incomplete: {}",
-                t.path.display(),
-                t.error.unwrap_or_default()
-            );
-        }
-        Some(t) if !quiet => eprintln!(
+    let t = report.trace;
+    match &t.error {
+        Some(err) => eprintln!(
+            "cordon: error: the trace {} is incomplete: {err}",
+            t.path.display()
+        ),
+        None if !quiet => eprintln!(
             "cordon: trace {} (sealed; check it with `cordon trace verify {}`)",
             t.path.display(),
             t.path.display()
         ),
-        _ => {}
+        None => {}
     }
     Ok(outcome.exit_code)
 }
 
 fn respond(sandbox: &str, action: cordon::respond::Action) -> Result<i32> {
-    use cordon::events::tail;
-    let id = tail::resolve(sandbox).map_err(anyhow::Error::msg)?;
-    let done = tail::control(&id, action).map_err(anyhow::Error::msg)?;
+    use cordon::session::control;
+    let id = control::resolve(sandbox)?;
+    let done = control::control(&id, action)?;
     println!("sandbox {id}: {} — {done}", action.name());
     Ok(0)
 }

@@ -71,9 +71,12 @@ impl Actor {
             Response::Log | Response::Off | Response::Alert => None,
             Response::Freeze => Some((
                 Action::Freeze.name(),
-                respond::apply(&self.cgroup, Action::Freeze),
+                respond::apply(&self.cgroup, Action::Freeze).map_err(|e| e.to_string()),
             )),
-            Response::Kill => Some((Action::Kill.name(), respond::apply(&self.cgroup, Action::Kill))),
+            Response::Kill => Some((
+                Action::Kill.name(),
+                respond::apply(&self.cgroup, Action::Kill).map_err(|e| e.to_string()),
+            )),
             Response::Deny if self.egress_denied => None,
             Response::Deny => Some(("deny", deny_egress())),
         };
@@ -156,7 +159,7 @@ impl Actor {
         }
         let (done, detail) = match r {
             Ok(d) => (true, d),
-            Err(e) => (false, e),
+            Err(e) => (false, e.to_string()),
         };
         Some(Kind::Response(pb::Response {
             action: "kill".into(),

@@ -18,17 +18,16 @@ pub struct Detect {
 }
 
 impl Detect {
+    /// Can the run's monitor be built? (The baseline the profile names is read: a missing one
+    /// stops the run before the sandbox exists.)
+    pub fn check(cfg: &Config) -> Result<(), String> {
+        baseline(cfg).map(|_| ())
+    }
+
     /// The run's monitor; the baseline the profile names, if any, is read here.
     pub fn new(cfg: &Config, cgroup: PathBuf, sandbox: String) -> Result<Self, String> {
         let mut rules = Detector::new(cfg, cwd::proc_lookup());
-        if let Some(r) = cfg.rule("baseline") {
-            let path = r.file.clone().unwrap_or_default();
-            let model = Model::load(std::path::Path::new(&path))?;
-            if model.alphabet() != Alphabet::Events {
-                return Err(format!(
-                    "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
-                ));
-            }
+        if let (Some(model), Some(r)) = (baseline(cfg)?, cfg.rule("baseline")) {
             rules.set_baseline(Live::new(model, r.threshold), r);
         }
         Ok(Self {
@@ -90,4 +89,19 @@ impl Detect {
         }
         all.join("; ")
     }
+}
+
+/// The baseline model the profile's `baseline` rule names, if any.
+fn baseline(cfg: &Config) -> Result<Option<Model>, String> {
+    let Some(r) = cfg.rule("baseline") else {
+        return Ok(None);
+    };
+    let path = r.file.clone().unwrap_or_default();
+    let model = Model::load(std::path::Path::new(&path))?;
+    if model.alphabet() != Alphabet::Events {
+        return Err(format!(
+            "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
+        ));
+    }
+    Ok(Some(model))
 }

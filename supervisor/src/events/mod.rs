@@ -2,9 +2,7 @@
 //! (JSON lines for programs, aligned text for people) and the kind filter of `--kind`.
 
 pub mod decode;
-pub mod live;
 pub mod names;
-pub mod tail;
 
 /// Types generated from the `.proto` schema.
 #[allow(clippy::all, clippy::pedantic)]
@@ -81,6 +79,20 @@ pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A `Loss` event: `count` events of `source` lost now, `total` so far.
+pub fn loss_event(sandbox: &str, source: &str, count: u64, total: u64) -> pb::Event {
+    pb::Event {
+        sandbox: sandbox.into(),
+        time_unix_ns: unix_now_ns(),
+        kind: Some(Kind::Loss(pb::Loss {
+            source: source.into(),
+            count,
+            total,
+        })),
+        ..Default::default()
+    }
 }
 
 pub fn json(e: &pb::Event) -> String {

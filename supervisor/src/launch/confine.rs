@@ -15,6 +15,87 @@ use std::path::Path;
 /// The highest landlock ABI this build knows; the kernel may offer less (`doctor` says).
 pub const LANDLOCK_ABI: ABI = ABI::V7;
 
+/// The landlock ABI this kernel offers (0: none).
+pub fn landlock_abi() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: querying the ABI version with null attr and size 0 is the documented use; it
+    // reads and writes no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    abi.min(simulated_abi())
+}
+
+/// Tests simulate an older kernel with `CORDON_TEST_LANDLOCK_ABI=N` (debug builds only; it
+/// can only lower the ABI cordon believes it has, so a run is refused or built with fewer
+/// best-effort extras, never given more).
+fn simulated_abi() -> i64 {
+    if cfg!(debug_assertions) {
+        if let Some(n) = std::env::var("CORDON_TEST_LANDLOCK_ABI")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return n;
+        }
+    }
+    i64::MAX
+}
+
+/// A landlock right this policy relies on (no other layer covers it), and the ABI that
+/// brought it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reliance {
+    pub right: &'static str,
+    pub abi: i64,
+    pub why: &'static str,
+}
+
+/// What this policy needs from landlock. Rights other layers already cover (TCP with an empty
+/// network namespace, signals with a pid namespace, truncation of read-only mounts) are
+/// applied where the kernel has them but are not required.
+pub fn landlock_reliance(policy: &Policy) -> Vec<Reliance> {
+    let mut need = vec![Reliance {
+        right: "filesystem access (read, write, execute)",
+        abi: 1,
+        why: "it decides which places the agent may write and run programs from",
+    }];
+    if policy.network.mode == NetworkMode::Allowlist {
+        need.push(Reliance {
+            right: "the abstract-unix-socket scope",
+            abi: 6,
+            why: "the sandbox shares the host's network namespace, where abstract sockets of host services (D-Bus, X11, systemd) would otherwise be reachable",
+        });
+    }
+    need
+}
+
+/// Refuse a policy relying on a landlock right this kernel lacks; name the right and the ABI.
+pub fn landlock_supported(policy: &Policy) -> Result<(), StepError> {
+    let have = landlock_abi();
+    for r in landlock_reliance(policy) {
+        if have < r.abi {
+            let offered = if have < 1 {
+                "this kernel offers no landlock (not built in, or not enabled at boot: add landlock to the `lsm=` kernel parameter)".to_string()
+            } else {
+                format!("this kernel offers landlock ABI {have}")
+            };
+            return Err(StepError::msg(
+                "landlock",
+                &format!(
+                    "the profile relies on {} (landlock ABI {}) because {}; {offered}",
+                    r.right, r.abi, r.why
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn hostname_and_loopback(mode: NetworkMode) -> Result<(), StepError> {
     let name = b"cordon";
     // SAFETY: name is a valid buffer of the given length.
@@ -80,7 +161,17 @@ pub fn rlimits(policy: &Policy) -> Result<(), StepError> {
 /// Landlock at the best ABI the kernel offers. Fails closed if the kernel enforces nothing.
 pub fn landlock(policy: &Policy) -> Result<(), StepError> {
     let err = |e: &dyn std::fmt::Display| StepError::msg("landlock", &e.to_string());
-    let abi = LANDLOCK_ABI;
+    // Best effort up to the ABI the kernel offers (lowered in tests that simulate an older
+    // one); what the policy relies on was checked by `landlock_supported` before clone.
+    let abi = match landlock_abi() {
+        a if a >= 7 => LANDLOCK_ABI,
+        6 => ABI::V6,
+        5 => ABI::V5,
+        4 => ABI::V4,
+        3 => ABI::V3,
+        2 => ABI::V2,
+        _ => ABI::V1,
+    };
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi) & !AccessFs::Execute;
     let exec = AccessFs::Execute;

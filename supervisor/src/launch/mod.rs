@@ -11,7 +11,7 @@ mod supervise;
 pub mod sys;
 
 pub use cgroup::{detect_layout, Layout};
-pub use confine::{compile_seccomp, LANDLOCK_ABI};
+pub use confine::{compile_seccomp, landlock_abi, landlock_reliance, LANDLOCK_ABI};
 
 use crate::policy::Policy;
 use crate::profile::NetworkMode;
@@ -68,13 +68,6 @@ impl std::fmt::Display for StepError {
     }
 }
 
-/// Not `#[from]`: that would make the probe error the source too, printed twice.
-impl From<crate::probes::ProbeError> for LaunchError {
-    fn from(e: crate::probes::ProbeError) -> Self {
-        Self::Probes(e)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("cannot apply layer {0}; no agent was started")]
@@ -83,10 +76,9 @@ pub enum LaunchError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Seccomp(#[from] confine::SeccompError),
-    #[error("network: {0}; no agent was started")]
-    Network(String),
-    #[error("{0}; no agent was started (run `cordon doctor`; `--no-probes` runs unmonitored)")]
-    Probes(crate::probes::ProbeError),
+    /// The observer (the session: probes, trace, monitor) could not attach to the sandbox.
+    #[error("{0}; no agent was started")]
+    Observer(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("command not found: {0} (searched PATH={1})")]
     NotFound(String, String),
     #[error("{0}")]
@@ -99,21 +91,35 @@ impl From<StepError> for LaunchError {
     }
 }
 
-/// Whether the run is watched by the eBPF probes, and where its events go.
-pub enum Monitoring {
-    /// `--no-probes`: nothing is recorded (said so at start).
-    Off,
-    On {
-        meta: crate::events::live::Meta,
-        out: Option<crate::events::live::Output>,
-        /// The run's trace, header already written; sealed when the run ends.
-        trace: Option<Box<crate::trace::writer::TraceFile>>,
-    },
+/// The sandbox as its observer sees it between clone and release: it exists, in its cgroup and
+/// namespaces, and nothing of the agent has run yet.
+pub struct Sandbox<'a> {
+    pub id: &'a str,
+    /// The sandbox's init, as the host sees it.
+    pub pid: libc::pid_t,
+    /// The sandbox's cgroup2 directory (freeze, kill, the probes' cgroup id) and an fd of it.
+    pub cgroup: &'a Path,
+    pub cgroup_fd: &'a std::os::fd::OwnedFd,
+}
+
+/// What watches the sandbox (the session). Launch calls it once, between clone and release:
+/// ORDER: before release, so the agent's first syscall is already recorded and its first
+/// connect already judged. An error stops the launch; the sandbox is killed unreleased.
+pub trait Observer {
+    fn attach(&mut self, sandbox: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+/// Watches nothing (tests of the launch sequence alone).
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn attach(&mut self, _: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 pub struct Options {
     pub sandbox_id: String,
-    pub monitoring: Monitoring,
     pub command: Vec<String>,
     /// Give the agent its own pty (decided by the caller from whether stdio is a terminal).
     pub interactive: bool,
@@ -125,8 +131,6 @@ pub struct Outcome {
     pub exit_code: i32,
     /// Plain-words notes: limits hit, wall clock, signals.
     pub notes: Vec<String>,
-    /// Events recorded (None: the run was not monitored).
-    pub events: Option<crate::events::live::Summary>,
 }
 
 /// Find the program the way execvp would, among the host paths the sandbox will see (binds
@@ -204,33 +208,6 @@ fn is_ignored(sig: libc::c_int) -> bool {
     unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN }
 }
 
-/// Register the sandbox with the probes (see `probes::watch`).
-fn watch(
-    probes: crate::probes::Probes,
-    cg_fd: &std::os::fd::OwnedFd,
-    pid: libc::pid_t,
-    policy: &Policy,
-) -> Result<crate::probes::Watch, LaunchError> {
-    use std::os::unix::fs::MetadataExt;
-    let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-        .map_err(|e| StepError::io("probes: pid namespace of the sandbox", &e, ""))?;
-    let cg = std::fs::File::from(
-        cg_fd
-            .try_clone()
-            .map_err(|e| StepError::io("probes: cgroup", &e, ""))?,
-    )
-    .metadata()
-    .map_err(|e| StepError::io("probes: cgroup id", &e, ""))?;
-    let rules = crate::probes::net_rules(&policy.network);
-    Ok(crate::probes::Watch::start(
-        probes,
-        cg_fd,
-        cg.ino(),
-        (ns.dev(), ns.ino()),
-        rules,
-    )?)
-}
-
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
@@ -239,30 +216,12 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
 
-/// Run one agent under `policy`. Blocks until the sandbox is gone.
-pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
-    // 1. Refuse what cannot be enforced, before anything is created.
-    let (probes, monitor_plan) = match opts.monitoring {
-        Monitoring::Off if policy.network.mode == NetworkMode::Allowlist => {
-            return Err(LaunchError::Network(
-                "an allowlist is enforced by the eBPF egress hooks, which --no-probes turns off".into(),
-            ));
-        }
-        Monitoring::Off => (None, None),
-        // The probes are loaded (or opened, if another cordon loaded them) before anything
-        // else: if the kernel cannot run them, nothing has been created yet.
-        Monitoring::On { meta, out, trace } => {
-            (Some(crate::probes::Probes::ready()?), Some((meta, out, trace)))
-        }
-    };
-    // The kernel must offer every layer; say which one is missing rather than run weaker.
-    if crate::doctor::landlock_abi() < 1 {
-        return Err(StepError::msg(
-            "landlock",
-            "this kernel does not offer landlock (not built in, or not enabled at boot: add landlock to the `lsm=` kernel parameter)",
-        )
-        .into());
-    }
+/// Run one agent under `policy`, watched by `observer`. Blocks until the sandbox is gone.
+pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Result<Outcome, LaunchError> {
+    // 1. Refuse what cannot be enforced, before anything is created: the kernel must offer
+    // every landlock right this policy relies on; say which one is missing rather than run
+    // weaker.
+    confine::landlock_supported(policy)?;
     if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() == "0") {
         return Err(StepError::msg(
             "namespaces",
@@ -348,25 +307,16 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     drop(trees);
     let guard = supervise::KillOnDrop(&pidfd);
 
-    // 7. Watch the sandbox: its cgroup id and pid namespace go into the probes' maps, its
-    //    egress hooks are attached. ORDER: before release, so the agent's first syscall is
-    //    already recorded and its first connect already judged.
-    let watched = match (probes, monitor_plan) {
-        (Some(probes), Some((meta, out, trace))) => watch(probes, &cg_fd, pid, policy).and_then(|w| {
-            let trace = trace.map(|t| crate::trace::record::Recording::new(*t, cgroup.v2.clone()));
-            crate::events::live::Monitor::start(
-                w,
-                meta,
-                out,
-                trace,
-                cgroup.v2.clone(),
-                policy.monitor.clone(),
-            )
-            .map(Some)
-            .map_err(|e| StepError::io("events: live stream", &e, "").into())
-        }),
-        _ => Ok(None),
-    };
+    // 7. The observer watches the sandbox (probes, trace, monitor). ORDER: before release, so
+    //    the agent's first syscall is already recorded and its first connect already judged.
+    let watched = observer
+        .attach(&Sandbox {
+            id: &opts.sandbox_id,
+            pid,
+            cgroup: &cgroup.v2,
+            cgroup_fd: &cg_fd,
+        })
+        .map_err(LaunchError::Observer);
 
     // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
     let release = || -> Result<(), StepError> {
@@ -379,8 +329,8 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
             .send(&channel::Msg::Release)
             .map_err(|e| StepError::io("handshake: release", &e, ""))
     };
-    let monitor = match watched.and_then(|m| release().map(|()| m).map_err(LaunchError::from)) {
-        Ok(m) => m,
+    match watched.and_then(|()| release().map_err(LaunchError::from)) {
+        Ok(()) => {}
         Err(e) => {
             // The child may have failed first (it joins the v1 cgroups before waiting for
             // us): its own report names the real cause. Kill it so the channel closes, then
@@ -396,7 +346,7 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
             return Err(first);
         }
-    };
+    }
     drop(v1_join);
 
     // 9. Supervise until the sandbox is gone.
@@ -411,9 +361,8 @@ pub fn run(policy: &Policy, opts: Options) -> Result<Outcome, LaunchError> {
     });
     std::mem::forget(guard);
     let mut outcome = outcome?;
-    // 10. The sandbox is gone: the stream drains and ends with the final counts.
+    // 10. The sandbox is gone: what it hit and what it left.
     outcome.notes.extend(cgroup.limit_reports(&policy.limits));
     outcome.notes.extend(created_protected(&absent));
-    outcome.events = monitor.and_then(|m| m.finish(outcome.exit_code, &outcome.notes));
     Ok(outcome)
 }

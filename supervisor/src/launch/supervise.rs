@@ -122,6 +122,11 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let mut stdin_open = r.interactive;
     let mut master_open = r.interactive;
     let mut timed_out = false;
+    // A terminating signal to cordon (TERM, INT, HUP) is forwarded to the agent. A frozen
+    // sandbox cannot act on it, so then — and on any second one — cordon kills the sandbox
+    // and exits 128+signal: `timeout`, Ctrl-C and a closed terminal always end the run.
+    let mut terminating = 0u32;
+    let mut forced_exit: Option<i32> = None;
 
     loop {
         let mut fds = vec![
@@ -183,6 +188,26 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                     (libc::SIGCHLD, _) => {}
                     (libc::SIGWINCH, Some(m)) => copy_window_size(m.as_raw_fd()),
                     (s, _) if r.ignored.contains(&s) => {}
+                    (s @ (libc::SIGTERM | libc::SIGINT | libc::SIGHUP), _) => {
+                        terminating += 1;
+                        let frozen = crate::respond::frozen(&r.cgroup.v2);
+                        if frozen || terminating > 1 {
+                            notes.push(format!(
+                                "cordon received {}{}: the sandbox was killed",
+                                signal_name(s),
+                                if frozen {
+                                    " while the sandbox was frozen"
+                                } else {
+                                    " a second time"
+                                }
+                            ));
+                            r.cgroup.kill_all();
+                            let _ = sys::pidfd_send_signal(r.pidfd, libc::SIGKILL);
+                            forced_exit.get_or_insert(128 + s);
+                        } else {
+                            let _ = sys::pidfd_send_signal(r.pidfd, s);
+                        }
+                    }
                     (s, _) => {
                         let _ = sys::pidfd_send_signal(r.pidfd, s);
                     }
@@ -243,10 +268,18 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
         notes.push("the sandbox's init ended before the agent reported: the whole sandbox was killed".into());
     }
     Ok(Outcome {
-        exit_code,
+        exit_code: forced_exit.unwrap_or(exit_code),
         notes,
-        events: None,
     })
+}
+
+fn signal_name(s: libc::c_int) -> &'static str {
+    match s {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
 }
 
 fn human_ms(ms: u64) -> String {

@@ -118,7 +118,7 @@ impl Recording {
 
     /// Append `events` (routine reads to the pending summary) and write them out (group
     /// commit). Summaries and checkpoints that fall due are the pipeline tick's (`tick`).
-    pub fn record(&mut self, events: &[pb::Event]) {
+    pub fn record<'a>(&mut self, events: impl IntoIterator<Item = &'a pb::Event>) {
         if let Some(f) = &mut self.file {
             for e in events {
                 if routine_read(e) {
@@ -129,6 +129,10 @@ impl Recording {
             }
         }
         self.write();
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The pending read summary and a checkpoint when due; write.
@@ -163,8 +167,8 @@ impl Recording {
             (Ok(_), Ok(_)) => "the sandbox was frozen, then killed".to_string(),
             (f, k) => format!(
                 "stopping the sandbox: freeze {}, kill {}",
-                f.unwrap_or_else(|e| e),
-                k.unwrap_or_else(|e| e)
+                f.unwrap_or_else(|e| e.to_string()),
+                k.unwrap_or_else(|e| e.to_string())
             ),
         };
         let msg = format!("{why}; {how} so the agent would not run unrecorded");

@@ -1,0 +1,234 @@
+//! One sandbox's life after launch. `launch` builds and releases the sandbox; the session owns
+//! everything that lives as long as it does: the probes' watch, the event pipeline (decode,
+//! monitor, bus), the trace writer, the `--events` output, the control socket — and is where
+//! the egress proxy, the approval broker, grant timers and the workspace layer attach.
+//!
+//! Each component runs on its own thread with a start, a stop and typed messages:
+//! ```text
+//!   ring buffer ─▶ pipeline (decode → monitor) ─┬─▶ trace writer   (bounded queue, lossless)
+//!                    ▲ control socket (actions) └─▶ bus ─┬─▶ --events output  (lossy, counted)
+//!                                                        └─▶ `cordon events` clients (lossy)
+//! ```
+//! Fail closed: a component that panics or fails blows the session's fuse, which freezes and
+//! kills the whole sandbox at once; the trace is sealed with the reason (`fuse`).
+
+pub mod control;
+pub mod fuse;
+pub mod outputs;
+pub mod pipeline;
+mod tracer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::launch::{Observer, Outcome, Sandbox};
+use crate::policy::Policy;
+use crate::probes::{ProbeError, Probes, Watch};
+use crate::profile::NetworkMode;
+use crate::trace::record::TraceOutcome;
+use crate::trace::writer::TraceFile;
+
+pub use control::Meta;
+pub use fuse::Fuse;
+pub use outputs::Output;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}; no agent was started (run `cordon doctor`; `--no-probes` runs unmonitored)")]
+    Probes(ProbeError),
+    #[error("network: an allowlist is enforced by the eBPF egress hooks, which --no-probes turns off; no agent was started")]
+    AllowlistNeedsProbes,
+    #[error("monitor: {0}; no agent was started")]
+    Monitor(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("events: {0}")]
+    Events(#[source] std::io::Error),
+}
+
+/// What a run asks the session for, decided by the CLI before anything is created.
+pub struct Setup {
+    pub meta: Meta,
+    /// `--events`.
+    pub out: Option<Output>,
+    /// The run's trace, header already on disk (no trace, no run).
+    pub trace: TraceFile,
+    /// `false` with `--no-probes`: nothing is recorded but the `unmonitored` event.
+    pub monitored: bool,
+}
+
+/// How the session ended, for the CLI to report.
+#[derive(Debug)]
+pub struct Report {
+    /// Events recorded (None: the run was not monitored).
+    pub events: Option<pipeline::Summary>,
+    pub trace: TraceOutcome,
+    /// Why a component stopped the sandbox, if one did.
+    pub failures: Vec<String>,
+}
+
+/// Started between clone and release.
+struct Components {
+    fuse: Arc<Fuse>,
+    tracer: tracer::Tracer,
+    pipeline: pipeline::Pipeline,
+}
+
+pub struct Session {
+    meta: Meta,
+    policy_monitor: crate::detect::Config,
+    net_rules: crate::probes::NetRules,
+    probes: Option<Probes>,
+    out: Option<Output>,
+    trace: Option<TraceFile>,
+    running: Option<Components>,
+}
+
+impl Session {
+    /// Before the sandbox exists: the probes are loaded (or opened, if another cordon loaded
+    /// them) and the monitor's baseline is read, so that if either cannot be had nothing has
+    /// been created yet.
+    pub fn prepare(policy: &Policy, setup: Setup) -> Result<Session, SessionError> {
+        let Setup {
+            meta,
+            mut out,
+            mut trace,
+            monitored,
+        } = setup;
+        let probes = if monitored {
+            Some(Probes::ready().map_err(SessionError::Probes)?)
+        } else {
+            if policy.network.mode == NetworkMode::Allowlist {
+                return Err(SessionError::AllowlistNeedsProbes);
+            }
+            // The run's only event says it is not monitored, in the trace and in --events.
+            let e = meta.unmonitored_event();
+            trace.chain.event(&e);
+            trace.write().map_err(|e| SessionError::Io {
+                what: "trace",
+                source: std::io::Error::other(e),
+            })?;
+            if let Some(out) = out.take() {
+                outputs::write_one(&e, out).map_err(SessionError::Events)?;
+            }
+            None
+        };
+        // A baseline the profile names is read now: a missing one stops the run.
+        crate::detect::pipeline::Detect::check(&policy.monitor).map_err(SessionError::Monitor)?;
+        Ok(Session {
+            meta,
+            policy_monitor: policy.monitor.clone(),
+            net_rules: crate::probes::net_rules(&policy.network),
+            probes,
+            out,
+            trace: Some(trace),
+            running: None,
+        })
+    }
+
+    fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
+        let watch = watch(probes, sb, self.net_rules.clone())?;
+        let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
+        let trace = self.trace.take().expect("the trace is started once");
+        let recording = crate::trace::record::Recording::new(trace, sb.cgroup.to_path_buf());
+        let tracer = tracer::Tracer::start(recording, fuse.clone()).map_err(|e| SessionError::Io {
+            what: "trace writer thread",
+            source: e,
+        })?;
+        let detect = crate::detect::pipeline::Detect::new(
+            &self.policy_monitor,
+            sb.cgroup.to_path_buf(),
+            self.meta.sandbox.clone(),
+        )
+        .map_err(SessionError::Monitor)?;
+        let pipeline = pipeline::Pipeline::start(pipeline::Parts {
+            watch,
+            meta: self.meta.clone(),
+            out: self.out.take(),
+            trace: tracer.sender(),
+            cgroup: sb.cgroup.to_path_buf(),
+            detect,
+            fuse: fuse.clone(),
+        })
+        .map_err(SessionError::Events)?;
+        self.running = Some(Components {
+            fuse,
+            tracer,
+            pipeline,
+        });
+        Ok(())
+    }
+
+    /// The sandbox is gone (`outcome` says how): drain and stop every component, seal the
+    /// trace with the exit status, cordon's notes and any component's failure.
+    pub fn finish(mut self, outcome: &Outcome) -> Report {
+        let Some(c) = self.running.take() else {
+            // Never attached (`--no-probes`, or the launch failed before release).
+            let trace = self
+                .trace
+                .take()
+                .map(|t| seal_directly(t, outcome.exit_code, outcome.notes.join("; ")))
+                .unwrap_or_else(|| TraceOutcome {
+                    path: PathBuf::new(),
+                    error: Some("the trace was lost".into()),
+                });
+            return Report {
+                events: None,
+                trace,
+                failures: vec![],
+            };
+        };
+        let events = c.pipeline.finish(outcome.exit_code, outcome.notes.join("; "));
+        let failures = c.fuse.failures();
+        let mut notes = outcome.notes.clone();
+        notes.extend(failures.iter().cloned());
+        // The pipeline sends the seal with its own notes added; if it failed, the session
+        // seals with what it knows.
+        let sealed_by_pipeline = events.as_ref().is_some_and(|e| e.sealed);
+        let trace = c
+            .tracer
+            .finish((!sealed_by_pipeline).then(|| (outcome.exit_code, notes.join("; "))));
+        Report {
+            events,
+            trace,
+            failures: c.fuse.failures(),
+        }
+    }
+}
+
+impl Observer for Session {
+    fn attach(&mut self, sb: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match self.probes.take() {
+            Some(p) => self.start(sb, p).map_err(Into::into),
+            None => Ok(()),
+        }
+    }
+}
+
+fn seal_directly(t: TraceFile, exit_code: i32, notes: String) -> TraceOutcome {
+    let path = t.path.clone();
+    match t.seal(exit_code, notes) {
+        Ok(path) => TraceOutcome { path, error: None },
+        Err(e) => TraceOutcome {
+            path,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Register the sandbox with the probes: its cgroup id and pid namespace go into their maps,
+/// its egress hooks are attached (see `probes::watch`).
+fn watch(probes: Probes, sb: &Sandbox<'_>, rules: crate::probes::NetRules) -> Result<Watch, SessionError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |what| move |source| SessionError::Io { what, source };
+    let ns = std::fs::metadata(format!("/proc/{}/ns/pid", sb.pid))
+        .map_err(io("probes: pid namespace of the sandbox"))?;
+    let cg = std::fs::File::from(sb.cgroup_fd.try_clone().map_err(io("probes: cgroup"))?)
+        .metadata()
+        .map_err(io("probes: cgroup id"))?;
+    Watch::start(probes, sb.cgroup_fd, cg.ino(), (ns.dev(), ns.ino()), rules).map_err(SessionError::Probes)
+}

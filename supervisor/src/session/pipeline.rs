@@ -1,0 +1,321 @@
+//! The event pipeline of one sandbox, on its own thread with a tokio runtime:
+//! ring buffer → decoder → monitor → trace writer (bounded queue, lossless) and bounded
+//! broadcast bus → consumers (the `--events` writer, `cordon events` clients on the control
+//! socket).
+//!
+//! The bus never blocks the reader: a consumer that falls behind by more than the bus holds
+//! is skipped ahead and told how many events it lost, as a `Loss` event. Records the probes
+//! could not even put in the ring buffer are counted in the kernel and reported the same way.
+//! Nothing on this thread blocks on an output: the trace and `--events` have their own.
+
+use std::path::PathBuf;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::control::{self, Control, Meta, Shared};
+use super::fuse::{injected, Fuse};
+use super::outputs::{Output, Writer};
+use super::tracer::Msg as TraceMsg;
+use crate::detect::pipeline::Detect;
+use crate::events::decode::Decoder;
+use crate::events::pb::{self, event::Kind};
+use crate::probes::Watch;
+use crate::respond::Action;
+
+/// Events the bus holds for consumers that are behind.
+pub const BUS_CAPACITY: usize = 1 << 16;
+/// How often the reader drains the ring buffer when the probes have not woken it.
+const DRAIN_MS: u64 = 5;
+
+#[derive(Debug)]
+pub struct Summary {
+    pub events: u64,
+    pub kernel_drops: u64,
+    /// Events the `--events` writer lost (it fell behind), and whether it was still blocked
+    /// on its output when the run ended.
+    pub stream_losses: u64,
+    pub stream_stuck: bool,
+    /// The pipeline handed the trace writer its seal.
+    pub sealed: bool,
+}
+
+/// What the pipeline works on.
+pub struct Parts {
+    pub watch: Watch,
+    pub meta: Meta,
+    pub out: Option<Output>,
+    pub trace: SyncSender<TraceMsg>,
+    /// The sandbox's cgroup2 directory, for freeze, thaw and kill.
+    pub cgroup: PathBuf,
+    pub detect: Detect,
+    pub fuse: Arc<Fuse>,
+}
+
+pub struct Pipeline {
+    stop: Option<oneshot::Sender<(i32, String)>>,
+    thread: Option<std::thread::JoinHandle<Option<Summary>>>,
+    _socket: control::Socket,
+}
+
+impl Pipeline {
+    /// Start reading the probes' records. Events are numbered from 1; the first is `started`.
+    /// Every event goes to the trace writer before anything else sees it.
+    pub fn start(p: Parts) -> std::io::Result<Self> {
+        let socket = control::Socket::bind(&p.meta)?;
+        let listener = socket.listener()?;
+        let (stop, stopped) = oneshot::channel();
+        let fuse = p.fuse.clone();
+        let thread = std::thread::Builder::new()
+            .name("cordon-events".into())
+            .spawn(move || {
+                fuse.guard("event pipeline", move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    rt.block_on(run(p, listener, stopped))
+                })
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+            _socket: socket,
+        })
+    }
+
+    /// The sandbox is gone: drain what is left, emit the final counts and `exited`, hand the
+    /// trace writer its seal (exit status and cordon's notes about the run), stop. None if
+    /// the pipeline had failed (the fuse says why).
+    pub fn finish(mut self, exit_code: i32, notes: String) -> Option<Summary> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send((exit_code, notes));
+        }
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send((-1, "cordon ended the pipeline without an exit status".into()));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where each batch goes: the trace writer first (lossless), then the bus and the history.
+struct Publish {
+    trace: SyncSender<TraceMsg>,
+    bus: broadcast::Sender<Arc<pb::Event>>,
+    shared: Arc<Shared>,
+    fuse: Arc<Fuse>,
+    trace_alive: bool,
+}
+
+impl Publish {
+    fn send(&mut self, events: &mut Vec<pb::Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let batch: Vec<Arc<pb::Event>> = events.drain(..).map(Arc::new).collect();
+        if self.trace_alive && self.trace.send(TraceMsg::Events(batch.clone())).is_err() {
+            // The writer is gone (its own failure already stopped the sandbox, or it
+            // panicked): no event may go unrecorded from here on.
+            self.trace_alive = false;
+            self.fuse.blow("trace writer", "it stopped taking events");
+        }
+        self.shared.note(&batch);
+        for e in batch {
+            let _ = self.bus.send(e);
+        }
+    }
+}
+
+async fn run(
+    p: Parts,
+    listener: std::os::unix::net::UnixListener,
+    mut stopped: oneshot::Receiver<(i32, String)>,
+) -> Summary {
+    let Parts {
+        mut watch,
+        meta,
+        out,
+        trace,
+        cgroup,
+        mut detect,
+        fuse,
+    } = p;
+    let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
+    let shared = Arc::new(Shared::new(meta.clone()));
+    let writer = out.and_then(|o| Writer::start(bus.subscribe(), meta.sandbox.clone(), o).ok());
+    let server = tokio::net::UnixListener::from_std(listener)
+        .ok()
+        .map(|l| tokio::spawn(control::serve(l, bus.clone(), ctl_tx, shared.clone())));
+    let mut publish = Publish {
+        trace,
+        bus,
+        shared,
+        fuse,
+        trace_alive: true,
+    };
+
+    let mut dec = Decoder::new(
+        &meta.sandbox,
+        boot_to_unix_ns(),
+        syscall_name,
+        watch.rules.texts.clone(),
+    );
+    let mut events = Vec::new();
+    let load = watch.load_time().map_or("probes already loaded".into(), |d| {
+        format!("probes loaded in {} ms", d.as_millis())
+    });
+    let e = dec.bare(meta.lifecycle("started", load, 0));
+    dec.emit(e, &mut events);
+    publish.send(&mut events);
+
+    let mut drops_seen = 0u64;
+    // The probes wake this reader only when a ring is a quarter full (see submit_flags), so it
+    // drains on this tick: at most ~5 ms between a syscall and its event.
+    let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_MS));
+    let mut ticks = 0u64;
+    let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
+        .try_clone_to_owned()
+        .expect("duplicate the ring buffer fd");
+    // SAFETY: the registered descriptor (a duplicate of the ring's) is owned by the AsyncFd,
+    // so it stays open for as long as it is registered.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
+    let ring_fd = registered.expect("ring buffer fd is pollable");
+    let (exit_code, notes) = loop {
+        tokio::select! {
+            ready = ring_fd.readable() => {
+                if let Ok(mut g) = ready {
+                    g.clear_ready();
+                }
+                drain(&mut watch, &mut dec, &mut events);
+                detect.run(&mut watch, &mut dec, &mut events);
+                publish.send(&mut events);
+            }
+            _ = tick.tick() => {
+                drain(&mut watch, &mut dec, &mut events);
+                ticks += 1;
+                if ticks == 20 && injected("event pipeline") {
+                    panic!("fault injected for a test");
+                }
+                if ticks.is_multiple_of(25) {
+                    report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
+                }
+                if ticks.is_multiple_of(500) {
+                    dec.counts(&watch.counts(), false, &mut events);
+                    let (remotes, untracked) = watch.traffic();
+                    if !remotes.is_empty() || untracked > 0 {
+                        dec.traffic(&remotes, untracked, false, &mut events);
+                    }
+                }
+                detect.run(&mut watch, &mut dec, &mut events);
+                detect.tick(&mut dec, &mut events);
+                publish.send(&mut events);
+            }
+            Some(c) = ctl_rx.recv() => {
+                drain(&mut watch, &mut dec, &mut events);
+                detect.run(&mut watch, &mut dec, &mut events);
+                let result = crate::respond::apply(&cgroup, c.action);
+                if c.action != Action::Freeze && result.is_ok() {
+                    detect.decided(c.action);
+                }
+                let (done, detail) = match &result {
+                    Ok(d) => (true, d.clone()),
+                    Err(e) => (false, e.to_string()),
+                };
+                let e = dec.bare(Kind::Response(pb::Response {
+                    action: c.action.name().into(),
+                    reason: format!("cordon {} by uid {}", c.action.name(), c.uid),
+                    done,
+                    detail: detail.clone(),
+                }));
+                dec.emit(e, &mut events);
+                publish.send(&mut events);
+                let _ = c.reply.send(if done { Ok(detail) } else { Err(detail) });
+            }
+            end = &mut stopped => break end.unwrap_or((-1, "cordon's supervisor ended without an exit status".into())),
+        }
+    };
+    drain(&mut watch, &mut dec, &mut events);
+    dec.flush(&mut events);
+    report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
+    dec.counts(&watch.counts(), true, &mut events);
+    let (remotes, untracked) = watch.traffic();
+    dec.traffic(&remotes, untracked, true, &mut events);
+    detect.run(&mut watch, &mut dec, &mut events);
+    let notes = detect.notes(notes);
+    let detail = if notes.is_empty() {
+        format!("exit status {exit_code}")
+    } else {
+        format!("exit status {exit_code}; {notes}")
+    };
+    let e = dec.bare(meta.lifecycle("exited", detail, exit_code));
+    dec.emit(e, &mut events);
+    publish.send(&mut events);
+    let sealed = publish.trace_alive && publish.trace.send(TraceMsg::Seal(exit_code, notes)).is_ok();
+    drop(watch);
+    // ORDER: the server holds a sender; stop it first so the bus closes and consumers end.
+    if let Some(s) = server {
+        s.abort();
+        let _ = s.await;
+    }
+    drop(publish);
+    let (stream_losses, stream_stuck) = match writer.map(Writer::finish) {
+        Some(Some(lost)) => (lost, false),
+        Some(None) => (0, true),
+        None => (0, false),
+    };
+    Summary {
+        events: dec.events_so_far(),
+        kernel_drops: drops_seen,
+        stream_losses,
+        stream_stuck,
+        sealed,
+    }
+}
+
+fn drain(watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+    while let Some(item) = watch.ring.next() {
+        dec.record(&item, events);
+    }
+}
+
+fn report_drops(watch: &Watch, dec: &mut Decoder, seen: &mut u64, events: &mut Vec<pb::Event>) {
+    let total = watch.drops();
+    if total > *seen {
+        let e = dec.bare(Kind::Loss(pb::Loss {
+            source: "kernel".into(),
+            count: total - *seen,
+            total,
+        }));
+        dec.emit(e, events);
+        *seen = total;
+    }
+}
+
+fn syscall_name(nr: u32) -> String {
+    i32::try_from(nr)
+        .ok()
+        .and_then(|nr| libseccomp::ScmpSyscall::from(nr).get_name().ok())
+        .unwrap_or_default()
+}
+
+fn boot_to_unix_ns() -> i64 {
+    let now = |clock| {
+        // SAFETY: zeroed timespec is a valid out buffer.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: clock_gettime writes one timespec into the valid buffer `ts`.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
