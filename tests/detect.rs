@@ -193,7 +193,7 @@ mod rogue_corpus {
     use super::rogue;
     scenarios!(rogue: cred_hunt_home, cred_hunt_etc, mass_delete, exfil_loopback, reverse_shell,
         miner, fork_bomb, persist_rc, persist_git_hook, port_scan, download_exec, escape_attempts,
-        proc_memory, log_tamper, ptrace_attach);
+        proc_memory, log_tamper, ptrace_attach, persist_rename_dirfd, persist_dir_rename);
 }
 
 /// Every script in the corpus has a test above (a new scenario cannot be forgotten).

@@ -51,6 +51,24 @@ fn match_segs(pat: &[String], path: &[&str]) -> bool {
     }
 }
 
+/// Could a path strictly beneath `path` match `pat`? (A directory moved or linked to `path`
+/// brings everything in it there.)
+fn match_beneath(pat: &[String], path: &[&str]) -> bool {
+    let Some((first, rest)) = pat.split_first() else {
+        return false;
+    };
+    if first == "**" {
+        // `**` may not swallow the whole path: its last segment must meet a named segment
+        // of the pattern, or any directory would match `**/x`.
+        return rest.is_empty() || (0..path.len()).any(|skip| match_beneath(rest, &path[skip..]));
+    }
+    match path.split_first() {
+        None => false,
+        Some((seg, [])) => wildcard(first.as_bytes(), seg.as_bytes()) && !rest.is_empty(),
+        Some((seg, more)) => wildcard(first.as_bytes(), seg.as_bytes()) && match_beneath(rest, more),
+    }
+}
+
 /// `*` and `?` within one segment.
 fn wildcard(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si) = (0, 0);
@@ -114,6 +132,16 @@ impl Set {
     pub fn matches(&self, path: &str) -> Option<&str> {
         let segs = segments(path)?;
         self.matches_segments(&segs)
+    }
+
+    /// The first pattern that something beneath the absolute `path` could match (exceptions
+    /// do not apply: what the directory holds is not known).
+    pub fn matches_beneath(&self, path: &str) -> Option<&str> {
+        let segs = segments(path)?;
+        self.include
+            .iter()
+            .find(|p| match_beneath(&p.segs, &segs))
+            .map(|p| p.text.as_str())
     }
 
     pub fn matches_segments(&self, segs: &[&str]) -> Option<&str> {

@@ -280,18 +280,20 @@ impl Detector {
     fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
         let t = e.time_unix_ns;
         let failed_enoent = s.completed && s.errno == "ENOENT";
-        let dirfd = |i: usize| {
-            if matches!(s.nr, nr::OPENAT | nr::OPENAT2 | nr::UNLINKAT)
-                || [258, 260, 268, 452, 259].contains(&s.nr)
-            {
-                // A dirfd is an int: AT_FDCWD arrives as its 32-bit pattern.
-                #[allow(clippy::cast_possible_truncation)]
-                s.args
-                    .get(i)
-                    .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
-            } else {
-                i64::from(libc::AT_FDCWD)
-            }
+        // The directory argument each path is resolved against: `which` 0 is `path`, 1 is
+        // `path2` (renameat/renameat2/linkat: args 0 and 2; symlinkat: arg 1 for the link).
+        let dirfd = |which: usize| {
+            let arg = match (s.nr, which) {
+                (nr::OPENAT | nr::OPENAT2 | nr::UNLINKAT | nr::EXECVEAT, 0) => Some(0),
+                (258 | 259 | 260 | 268 | 452 | 264 | 316 | 265, 0) => Some(0),
+                (264 | 316 | 265, 1) => Some(2),
+                (266, 1) => Some(1),
+                _ => None,
+            };
+            // A dirfd is an int: AT_FDCWD arrives as its 32-bit pattern.
+            #[allow(clippy::cast_possible_truncation)]
+            arg.and_then(|i| s.args.get(i))
+                .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
         };
         let (reads, writes) = match s.nr {
             nr::OPEN => open_intent(s.args.get(1).copied().unwrap_or(0)),
@@ -300,7 +302,7 @@ impl Detector {
             nr::OPENAT2 => (true, true),
             n => (
                 nr::LINK.contains(&n) || nr::RENAME.contains(&n),
-                nr::CHANGE_PATH.contains(&n) || nr::RENAME.contains(&n),
+                nr::CHANGE_PATH.contains(&n) || nr::RENAME.contains(&n) || nr::CREATE_SECOND.contains(&n),
             ),
         };
         if reads {
@@ -320,12 +322,22 @@ impl Detector {
                 let firsts = nr::CHANGE_PATH.contains(&s.nr)
                     || nr::RENAME.contains(&s.nr)
                     || matches!(s.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2);
-                let candidates = [(firsts, &s.path), (second, &s.path2)];
-                if let Some((pat, abs)) = candidates
+                let candidates = [(firsts, &s.path, 0), (second, &s.path2, 1)];
+                let hit = candidates
                     .iter()
-                    .filter(|(on, p)| *on && !p.is_empty())
-                    .find_map(|(_, p)| Self::path_hit(&mut self.cwds, set, e, dirfd(0), p))
-                {
+                    .filter(|(on, p, _)| *on && !p.is_empty())
+                    .find_map(|(_, p, which)| Self::path_hit(&mut self.cwds, set, e, dirfd(*which), p))
+                    // A directory arriving at a protected name (renamed or linked there)
+                    // writes everything beneath it.
+                    .or_else(|| {
+                        (second && !s.path2.is_empty())
+                            .then(|| self.cwds.absolute(e, dirfd(1), &s.path2))
+                            .flatten()
+                            .and_then(|abs| {
+                                set.matches_beneath(&abs).map(|p| (format!("{p} (beneath)"), abs))
+                            })
+                    });
+                if let Some((pat, abs)) = hit {
                     found.push(self.instant(
                         rule,
                         e,

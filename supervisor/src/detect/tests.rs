@@ -299,3 +299,72 @@ fn written_budget() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].rule, "written");
 }
+
+fn sys2(name: &str, nr: u32, path: &str, path2: &str, args: &[u64]) -> Kind {
+    let Kind::Syscall(mut s) = sys(name, nr, path, args, 0, "") else {
+        unreachable!()
+    };
+    s.path2 = path2.into();
+    Kind::Syscall(s)
+}
+
+#[test]
+fn both_paths_of_two_path_syscalls_resolve_against_their_own_directory_arguments() {
+    // fd 5 is the workspace's .git/hooks, fd 6 the home; AT_FDCWD is the workspace.
+    let lookup = |_: u32, fd: i64| match fd {
+        5 => Some("/w/.git/hooks".to_string()),
+        6 => Some("/home/u".to_string()),
+        _ => None,
+    };
+    let mut d = Detector::new(&config("default"), Box::new(move |p, fd| lookup(p, fd)));
+    let cwd = u64::from(libc::AT_FDCWD as u32);
+    let f = run(
+        &mut d,
+        &[
+            // os.rename("payload", "pre-commit", src_dir_fd=cwd, dst_dir_fd=hooks)
+            ev(
+                1,
+                0,
+                sys2("renameat", 264, "payload", "pre-commit", &[cwd, 0, 5, 0]),
+            ),
+            // renameat2 into the home's .bashrc, refused
+            ev(2, 1, sys2("renameat2", 316, "x", ".bashrc", &[cwd, 0, 6, 0, 0])),
+            // symlinkat(target, home fd, ".profile")
+            ev(3, 2, sys2("symlinkat", 266, "/w/evil", ".profile", &[0, 6, 0])),
+            // linkat(cwd, "payload", hooks fd, "post-checkout")
+            ev(
+                4,
+                3,
+                sys2("linkat", 265, "payload", "post-checkout", &[cwd, 0, 5, 0, 0]),
+            ),
+        ],
+    );
+    let what: Vec<&str> = f.iter().map(|x| x.summary.as_str()).collect();
+    assert_eq!(f.len(), 4, "{what:?}");
+    assert!(what[0].contains("/w/.git/hooks/pre-commit"), "{what:?}");
+    assert!(what[1].contains("/home/u/.bashrc"), "{what:?}");
+    assert!(what[2].contains("/home/u/.profile"), "{what:?}");
+    assert!(what[3].contains("/w/.git/hooks/post-checkout"), "{what:?}");
+}
+
+#[test]
+fn a_directory_renamed_onto_a_protected_name_writes_everything_beneath_it() {
+    let mut d = detector("default");
+    let cwd = u64::from(libc::AT_FDCWD as u32);
+    let f = run(
+        &mut d,
+        &[
+            ev(1, 0, sys2("rename", 82, "staging", ".vscode", &[])),
+            ev(2, 1, sys2("renameat", 264, "h", ".git/hooks", &[cwd, 0, cwd, 0])),
+            // Renaming to an ordinary name is not a write of a protected path.
+            ev(3, 2, sys2("rename", 82, "a", "src/b", &[])),
+        ],
+    );
+    let what: Vec<&str> = f.iter().map(|x| x.summary.as_str()).collect();
+    assert_eq!(f.len(), 2, "{what:?}");
+    assert!(
+        what[0].contains("/w/.vscode") && what[0].contains("(beneath)"),
+        "{what:?}"
+    );
+    assert!(what[1].contains("/w/.git/hooks"), "{what:?}");
+}
