@@ -518,3 +518,57 @@ fn home_persistence_points_stay_read_only_when_the_workspace_is_home() {
     assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "# mine\n");
     assert!(home.join("notes").exists());
 }
+
+/// Agents' and tools' credential stores in the home are hidden (empty stand-ins) for root and
+/// sudo callers alike (red team, issue 21: `cat ~/.claude/.credentials.json ~/.codex/auth.json`
+/// printed both).
+#[test]
+fn agent_and_tool_credential_stores_are_hidden() {
+    require_root();
+    let stores = [
+        ".claude/.credentials.json",
+        ".codex/auth.json",
+        ".gemini/oauth_creds.json",
+        ".config/github-copilot/hosts.json",
+        ".config/git/credentials",
+        ".mozilla/firefox/p/cookies.sqlite",
+        ".config/google-chrome/Default/Login Data",
+        ".vault-token",
+        ".pgpass",
+    ];
+    for caller in [Caller::Root, Caller::Sudo(SUDO_TEST_UID)] {
+        let home = Scratch::new();
+        let ws = Scratch::new();
+        for (i, f) in stores.iter().enumerate() {
+            home.file(f, &format!("SECRET-{i}-a8f3\n"));
+        }
+        home.file(".claude/settings.json", "{\"theme\":\"dark\"}\n");
+        chown_tree(home.path(), caller.owner());
+        chown_tree(ws.path(), caller.owner());
+        let prof = log_only_profile(&ws, "logonly", "default", "");
+        let script = stores
+            .iter()
+            .map(|f| format!("printf '%s=' '{f}'; cat \"$HOME/{f}\"; echo"))
+            .collect::<Vec<_>>()
+            .join("; ")
+            + "; cat \"$HOME/.claude/settings.json\"";
+        let mut c = run_cmd(
+            &prof,
+            ws.path(),
+            &["-q", "--home", home.path().to_str().unwrap()],
+            &["/bin/sh", "-c", &script],
+        );
+        caller.apply(&mut c);
+        let out = output(c);
+        let got = stdout(&out);
+        assert!(!got.contains("SECRET-"), "{caller:?}: {got}\n{}", stderr(&out));
+        for f in stores {
+            assert!(
+                got.lines().any(|l| l == format!("{f}=")),
+                "{caller:?}: {f} not empty: {got}"
+            );
+        }
+        // The agent's own settings stay readable.
+        assert!(got.contains("\"theme\":\"dark\""), "{caller:?}: {got}");
+    }
+}
