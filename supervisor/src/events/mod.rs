@@ -1,5 +1,6 @@
-//! The event stream: typed events (proto/cordon/events/v1/events.proto), their two renderings
-//! (JSON lines for programs, aligned text for people) and the kind filter of `--kind`.
+//! The event stream: typed events (proto/cordon/events/v2/events.proto), their two renderings
+//! (JSON lines for programs, in the canonical proto3 JSON mapping; aligned text for people)
+//! and the kind filter of `--kind`.
 
 pub mod decode;
 pub mod live;
@@ -9,7 +10,8 @@ pub mod tail;
 /// Types generated from the `.proto` schema.
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
-    include!(concat!(env!("OUT_DIR"), "/cordon.events.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.events.v2.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.events.v2.serde.rs"));
 }
 
 use pb::event::Kind;
@@ -83,6 +85,7 @@ pub fn unix_now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// One JSON line: the canonical proto3 JSON mapping of the event (docs/events.md).
 pub fn json(e: &pb::Event) -> String {
     serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }

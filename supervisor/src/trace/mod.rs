@@ -14,6 +14,7 @@ pub mod writer;
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/cordon.trace.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.trace.v1.serde.rs"));
 }
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
