@@ -46,7 +46,7 @@ def events_of(path):
 
 
 def kinds(evs, k):
-    return [e["kind"][k] for e in evs if k in e.get("kind", {})]
+    return [e[k] for e in evs if k in e]
 
 
 def run_scenario(kind, name, profile="default", trace=None, limit=90):
@@ -64,7 +64,7 @@ def run_scenario(kind, name, profile="default", trace=None, limit=90):
     start, killed = time.time(), False
     while p.poll() is None and time.time() - start < limit:
         if not killed:
-            for r in kinds(events_of(evfile), "Response"):
+            for r in kinds(events_of(evfile), "response"):
                 if r.get("action") == "freeze" and r.get("done"):
                     sb = events_of(evfile)[0]["sandbox"]
                     subprocess.run([CORDON, "kill", sb], stdout=subprocess.DEVNULL,
@@ -92,8 +92,8 @@ def detection_figures():
             code, evs, finished = run_scenario("rogue", name)
             stopped = any(r.get("action") in ("freeze", "kill") and r.get("done")
                           and r.get("reason", "").startswith("rule ")
-                          for r in kinds(evs, "Response"))
-            ok = bool(kinds(evs, "Detection")) and stopped and not finished
+                          for r in kinds(evs, "response"))
+            ok = bool(kinds(evs, "detection")) and stopped and not finished
             total += 1
             caught += ok
             if not ok:
@@ -103,7 +103,7 @@ def detection_figures():
     for name in names("benign"):
         for _ in range(ROUNDS):
             code, evs, _ = run_scenario("benign", name)
-            d = kinds(evs, "Detection")
+            d = kinds(evs, "detection")
             runs += 1
             alarms += len(d)
             if d:
@@ -137,7 +137,7 @@ def latency_figures():
     start = time.time()
     while p.poll() is None and thawed < FREEZES and time.time() - start < 300:
         evs = events_of(evfile)
-        froze = [r for r in kinds(evs, "Response") if r.get("action") == "freeze" and r.get("done")]
+        froze = [r for r in kinds(evs, "response") if r.get("action") == "freeze" and r.get("done")]
         if len(froze) > thawed:
             subprocess.run([CORDON, "thaw", evs[0]["sandbox"]], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -151,12 +151,12 @@ def latency_figures():
     lat = []
     pending = None
     for e in evs:
-        k = e.get("kind", {})
-        if "Detection" in k and k["Detection"]["rule"] == "sensitive_read":
-            pending = k["Detection"]["offending_time_unix_ns"]
-        elif "Response" in k and k["Response"]["action"] == "freeze" and pending:
-            if k["Response"]["done"]:
-                lat.append((e["time_unix_ns"] - pending) / 1e6)
+        # proto3 JSON: the kind is a key of the event, 64-bit integers are strings.
+        if "detection" in e and e["detection"]["rule"] == "sensitive_read":
+            pending = int(e["detection"]["offendingTimeUnixNs"])
+        elif "response" in e and e["response"]["action"] == "freeze" and pending:
+            if e["response"]["done"]:
+                lat.append((int(e["timeUnixNs"]) - pending) / 1e6)
             pending = None
     shutil.rmtree(ws, ignore_errors=True)
     os.unlink(evfile)

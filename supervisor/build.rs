@@ -1,5 +1,6 @@
-//! Builds the eBPF programs (ebpf/cordon-probes) for the BPF target with aya-build, and the
-//! event schema (proto/) with prost-build. Both land in OUT_DIR and are embedded in cordon.
+//! Builds the eBPF programs (ebpf/cordon-probes) for the BPF target with aya-build, the event
+//! and trace schemas (proto/) with prost-build, and their JSON mapping with pbjson-build. All
+//! land in OUT_DIR and are embedded in cordon.
 
 use anyhow::{anyhow, Context as _};
 
@@ -37,15 +38,35 @@ fn main() -> anyhow::Result<()> {
     // the supervisor live in cordon-probe-common.
     println!("cargo::rerun-if-changed=../ebpf/cordon-probe-common/src");
     println!("cargo::rerun-if-changed=../proto");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").context("OUT_DIR")?);
+    let descriptors = out.join("cordon-descriptors.bin");
     prost_build::Config::new()
-        .type_attribute(".", "#[derive(serde::Serialize)]")
-        .compile_protos(&["../proto/cordon/events/v1/events.proto"], &["../proto"])
+        .file_descriptor_set_path(&descriptors)
+        .compile_protos(&["../proto/cordon/events/v2/events.proto"], &["../proto"])
         .context("compiling the event schema (needs protoc: apt-get install protobuf-compiler)")?;
+    let events = std::fs::read(&descriptors).context("reading the event schema's descriptors")?;
+    // The JSON of events is the canonical proto3 JSON mapping (lowerCamelCase names, the
+    // oneof member as a key, 64-bit integers as strings), not a shape derived from the Rust
+    // types: consumers in any language parse it with their protobuf library. Fields at their
+    // default value are written too (the mapping allows it), so every line of a kind has the
+    // same keys and `.net.allowed == false` works in jq.
+    pbjson_build::Builder::new()
+        .register_descriptors(&events)?
+        .emit_fields()
+        .build(&[".cordon.events"])
+        .context("generating the event schema's JSON mapping")?;
     // The trace schema embeds the event schema's `Event`: point it at the types above.
     prost_build::Config::new()
-        .type_attribute(".", "#[derive(serde::Serialize)]")
-        .extern_path(".cordon.events.v1", "crate::events::pb")
+        .file_descriptor_set_path(&descriptors)
+        .extern_path(".cordon.events.v2", "crate::events::pb")
         .compile_protos(&["../proto/cordon/trace/v1/trace.proto"], &["../proto"])
         .context("compiling the trace schema")?;
+    let trace = std::fs::read(&descriptors).context("reading the trace schema's descriptors")?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&trace)?
+        .extern_path(".cordon.events.v2", "crate::events::pb")
+        .emit_fields()
+        .build(&[".cordon.trace"])
+        .context("generating the trace schema's JSON mapping")?;
     Ok(())
 }

@@ -39,7 +39,7 @@ fn events_in(file: &Path) -> Vec<serde_json::Value> {
 }
 
 fn kind<'a>(e: &'a serde_json::Value, k: &str) -> Option<&'a serde_json::Value> {
-    e.get("kind").and_then(|x| x.get(k))
+    e.get(k)
 }
 
 /// Run one scenario; a sandbox a rule froze is killed with `cordon kill`, as a person would.
@@ -74,7 +74,7 @@ fn run(kind_dir: &str, name: &str) -> Outcome {
             let evs = events_in(&events);
             let frozen = evs
                 .iter()
-                .find(|e| kind(e, "Response").is_some_and(|r| r["action"] == "freeze" && r["done"] == true));
+                .find(|e| kind(e, "response").is_some_and(|r| r["action"] == "freeze" && r["done"] == true));
             if let Some(e) = frozen {
                 let id = e["sandbox"].as_str().unwrap().to_string();
                 let k = cordon_command().args(["kill", &id]).output().unwrap();
@@ -96,7 +96,7 @@ fn run(kind_dir: &str, name: &str) -> Outcome {
 }
 
 fn detections(o: &Outcome) -> Vec<&serde_json::Value> {
-    o.events.iter().filter_map(|e| kind(e, "Detection")).collect()
+    o.events.iter().filter_map(|e| kind(e, "detection")).collect()
 }
 
 fn benign(name: &str) {
@@ -135,7 +135,7 @@ fn rogue(name: &str) {
         o.stderr
     );
     // Stopped: a response froze or killed the sandbox, and the scenario never got to its end.
-    let stopped = o.events.iter().filter_map(|e| kind(e, "Response")).any(|r| {
+    let stopped = o.events.iter().filter_map(|e| kind(e, "response")).any(|r| {
         (r["action"] == "freeze" || r["action"] == "kill")
             && r["done"] == true
             && r["reason"].as_str().unwrap_or("").starts_with("rule ")
@@ -145,7 +145,7 @@ fn rogue(name: &str) {
         "rogue scenario {name} was detected but not stopped: {:#?}",
         o.events
             .iter()
-            .filter_map(|e| kind(e, "Response"))
+            .filter_map(|e| kind(e, "response"))
             .collect::<Vec<_>>()
     );
     assert!(!o.finished, "rogue scenario {name} ran to its end");
@@ -167,7 +167,7 @@ fn rogue(name: &str) {
         assert!(o
             .events
             .iter()
-            .filter_map(|e| kind(e, "Response"))
+            .filter_map(|e| kind(e, "response"))
             .any(|r| r["action"] == "kill" && r["done"] == true));
     }
 }

@@ -63,13 +63,7 @@ fn events_of(path: &Path) -> Vec<Value> {
 
 /// (kind name, body) of an event.
 fn kind(e: &Value) -> (&str, &Value) {
-    let (k, v) = e["kind"]
-        .as_object()
-        .expect("kind")
-        .iter()
-        .next()
-        .expect("one kind");
-    (k.as_str(), v)
+    event_kind(e).expect("one kind")
 }
 
 fn of_kind<'a>(events: &'a [Value], k: &str) -> Vec<&'a Value> {
@@ -143,18 +137,18 @@ fn known_actions_give_exactly_the_expected_events() {
 
     // Sequence numbers start at 1 and have no gaps; one sandbox id throughout.
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e["seq"].as_u64(), Some(i as u64 + 1), "{e}");
+        assert_eq!(uint(&e["seq"]), Some(i as u64 + 1), "{e}");
         assert_eq!(e["sandbox"], events[0]["sandbox"]);
     }
     assert_eq!(kind(&events[0]).1["phase"], "started");
     let last = kind(events.last().unwrap());
     assert_eq!(
-        (last.0, last.1["phase"].as_str(), last.1["exit_code"].as_i64()),
-        ("Lifecycle", Some("exited"), Some(0))
+        (last.0, last.1["phase"].as_str(), last.1["exitCode"].as_i64()),
+        ("lifecycle", Some("exited"), Some(0))
     );
 
     // exec of /bin/true by a child of the agent, with its argv and ancestry.
-    let execs: Vec<_> = of_kind(&events, "Exec")
+    let execs: Vec<_> = of_kind(&events, "exec")
         .into_iter()
         .filter(|e| kind(e).1["filename"] == "/bin/true")
         .collect();
@@ -163,16 +157,16 @@ fn known_actions_give_exactly_the_expected_events() {
     assert_eq!(execs[0]["ancestry"][0].as_u64(), Some(pid), "{}", execs[0]);
 
     // The open of the known file, by the agent, succeeded.
-    let opens: Vec<_> = of_kind(&events, "Syscall")
+    let opens: Vec<_> = of_kind(&events, "syscall")
         .into_iter()
         .filter(|e| kind(e).1["path"] == "known.txt" && kind(e).1["name"] == "openat")
         .collect();
     assert_eq!(opens.len(), 1, "{opens:?}");
     assert_eq!(opens[0]["pid"].as_u64(), Some(pid));
-    assert!(kind(opens[0]).1["ret"].as_i64().unwrap() >= 0, "{}", opens[0]);
+    assert!(int(&kind(opens[0]).1["ret"]).unwrap() >= 0, "{}", opens[0]);
 
     // One allowed and one blocked connect, with the rule that allowed the first.
-    let conns: Vec<_> = of_kind(&events, "Net")
+    let conns: Vec<_> = of_kind(&events, "net")
         .into_iter()
         .filter(|e| kind(e).1["op"] == "connect")
         .collect();
@@ -190,7 +184,7 @@ fn known_actions_give_exactly_the_expected_events() {
     assert_eq!(c(conns[1]), ("127.0.0.1".into(), u64::from(pb), false));
     assert!(conns.iter().all(|e| e["pid"].as_u64() == Some(pid)));
     // The blocked connect is also a denied syscall with the address.
-    assert!(of_kind(&events, "Syscall").iter().any(|e| {
+    assert!(of_kind(&events, "syscall").iter().any(|e| {
         let s = kind(e).1;
         s["name"] == "connect"
             && s["denied"] == true
@@ -199,7 +193,7 @@ fn known_actions_give_exactly_the_expected_events() {
     }));
 
     // The setuid chmod was refused by seccomp before sys_enter: recorded at exit, whole.
-    let chmods: Vec<_> = of_kind(&events, "Syscall")
+    let chmods: Vec<_> = of_kind(&events, "syscall")
         .into_iter()
         .filter(|e| kind(e).1["path"] == "known.txt" && kind(e).1["name"].as_str().unwrap().contains("chmod"))
         .collect();
@@ -214,8 +208,8 @@ fn known_actions_give_exactly_the_expected_events() {
     // Every process event comes from inside the sandbox's pid namespace.
     assert!(events
         .iter()
-        .filter(|e| e["host_pid"].as_u64() != Some(0))
-        .all(|e| e["pid"].as_u64().unwrap() > 0 && e["pid"].as_u64() != e["host_pid"].as_u64()));
+        .filter(|e| e["hostPid"].as_u64() != Some(0))
+        .all(|e| e["pid"].as_u64().unwrap() > 0 && e["pid"].as_u64() != e["hostPid"].as_u64()));
 }
 
 #[test]
@@ -300,7 +294,7 @@ fn two_sandboxes_are_told_apart_and_the_host_is_not_recorded() {
     assert!(ra.wait().unwrap().success() && rb.wait().unwrap().success());
     let (va, vb) = (events_of(&ea), events_of(&eb));
     let opens = |v: &[Value], m: &str| {
-        of_kind(v, "Syscall")
+        of_kind(v, "syscall")
             .iter()
             .filter(|e| kind(e).1["path"].as_str().unwrap().starts_with(m))
             .count()
@@ -346,17 +340,17 @@ fn a_syscall_storm_is_counted_exactly() {
     ));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let events = events_of(&ev);
-    let last_counts = of_kind(&events, "Counts")
+    let last_counts = of_kind(&events, "counts")
         .into_iter()
         .rfind(|e| kind(e).1["last"] == true)
         .expect("final counts");
     let counts = kind(last_counts).1;
     // Counts live in per-CPU kernel maps: none are lost, so the count is exact.
-    assert_eq!(counts["counts"]["getppid"].as_u64(), Some(10_000_000), "{counts}");
-    let kernel_losses: u64 = of_kind(&events, "Loss")
+    assert_eq!(uint(&counts["counts"]["getppid"]), Some(10_000_000), "{counts}");
+    let kernel_losses: u64 = of_kind(&events, "loss")
         .iter()
         .filter(|e| kind(e).1["source"] == "kernel")
-        .map(|e| kind(e).1["count"].as_u64().unwrap())
+        .map(|e| uint(&kind(e).1["count"]).unwrap())
         .sum();
     assert_eq!(kernel_losses, 0, "getppid is only counted, never recorded");
 }
@@ -401,7 +395,7 @@ fn running_sandboxes_are_listed_and_tailed() {
     assert!(last.status.success(), "{}", stderr(&last));
     assert!(text.contains("\"/etc/hostname\""), "{text}");
     assert!(
-        text.lines().all(|l| l.contains("\"Syscall\"")),
+        text.lines().all(|l| l.contains("\"syscall\":")),
         "--kind file shows only syscalls on paths: {text}"
     );
     let human = output({
@@ -537,7 +531,7 @@ fn traffic_is_counted_per_remote() {
     );
     assert_eq!(server.join().unwrap(), 100_000);
     let events = events_of(&ev);
-    let last = of_kind(&events, "Traffic")
+    let last = of_kind(&events, "traffic")
         .into_iter()
         .map(|e| kind(e).1)
         .find(|t| t["last"] == true)
@@ -554,20 +548,17 @@ fn traffic_is_counted_per_remote() {
     let u = remote(pu, "udp");
     // One datagram: 500 bytes of payload, 8 of UDP header, 20 of IPv4 header.
     assert_eq!(
-        (u["bytes_out"].as_u64(), u["packets_out"].as_u64()),
+        (uint(&u["bytesOut"]), uint(&u["packetsOut"])),
         (Some(528), Some(1)),
         "{u}"
     );
     let t = remote(pt, "tcp");
-    let (bytes, packets) = (
-        t["bytes_out"].as_u64().unwrap(),
-        t["packets_out"].as_u64().unwrap(),
-    );
+    let (bytes, packets) = (uint(&t["bytesOut"]).unwrap(), uint(&t["packetsOut"]).unwrap());
     // The payload plus at most 80 bytes of IP and TCP headers per packet.
     assert!((100_000..=100_000 + 80 * packets).contains(&bytes), "{t}");
-    let (bytes_in, packets_in) = (t["bytes_in"].as_u64().unwrap(), t["packets_in"].as_u64().unwrap());
+    let (bytes_in, packets_in) = (uint(&t["bytesIn"]).unwrap(), uint(&t["packetsIn"]).unwrap());
     assert!((1000..=1000 + 80 * packets_in).contains(&bytes_in), "{t}");
-    assert_eq!(last["untracked_packets"].as_u64(), Some(0));
+    assert_eq!(uint(&last["untrackedPackets"]), Some(0));
 }
 
 /// A kernel without the bpf() syscall, as seen by one process: a preloaded `syscall()` that

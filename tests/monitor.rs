@@ -7,22 +7,22 @@ use common::*;
 
 use std::process::Output;
 
-/// The bodies of the events of `kind` ("Detection", "Response") in a JSON-lines file.
+/// The bodies of the events of `kind` ("detection", "response") in a JSON-lines file.
 fn kinds(events: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(events)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|e| e["kind"].get(kind).cloned())
+        .filter_map(|e| e.get(kind).cloned())
         .collect()
 }
 
 fn detections(events: &std::path::Path) -> Vec<serde_json::Value> {
-    kinds(events, "Detection")
+    kinds(events, "detection")
 }
 
 fn responses(events: &std::path::Path) -> Vec<serde_json::Value> {
-    kinds(events, "Response")
+    kinds(events, "response")
 }
 
 fn run_with_events(profile: &str, ws: &std::path::Path, events: &std::path::Path, script: &str) -> Output {
@@ -129,7 +129,7 @@ fn alert_runs_the_hook_and_the_agent_goes_on() {
     );
     let text = std::fs::read_to_string(&hook_out).unwrap();
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(line["kind"]["Detection"]["rule"], "sensitive_read");
+    assert_eq!(line["detection"]["rule"], "sensitive_read");
     assert!(responses(&ev).is_empty(), "alert does not act on the sandbox");
 }
 

@@ -51,6 +51,36 @@ pub fn clear_append_only(dir: &Path) {
     }
 }
 
+/// The members of the event `kind` oneof (events.proto) as the JSON lines name them: in the
+/// proto3 JSON mapping the one set is a key of the event itself.
+pub const EVENT_KINDS: &[&str] = &[
+    "syscall",
+    "fork",
+    "exec",
+    "exit",
+    "net",
+    "counts",
+    "loss",
+    "lifecycle",
+    "traffic",
+    "response",
+    "detection",
+];
+
+/// (kind, body) of a JSON event line.
+pub fn event_kind(e: &serde_json::Value) -> Option<(&'static str, &serde_json::Value)> {
+    EVENT_KINDS.iter().find_map(|k| e.get(*k).map(|v| (*k, v)))
+}
+
+/// A 64-bit integer of a JSON event line (proto3 JSON writes `uint64`/`int64` as strings).
+pub fn uint(v: &serde_json::Value) -> Option<u64> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+pub fn int(v: &serde_json::Value) -> Option<i64> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
 pub fn require_root() {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };

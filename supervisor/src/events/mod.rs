@@ -1,5 +1,6 @@
-//! The event stream: typed events (proto/cordon/events/v1/events.proto), their two renderings
-//! (JSON lines for programs, aligned text for people) and the kind filter of `--kind`.
+//! The event stream: typed events (proto/cordon/events/v2/events.proto), their two renderings
+//! (JSON lines for programs, in the canonical proto3 JSON mapping; aligned text for people)
+//! and the kind filter of `--kind`.
 
 pub mod decode;
 pub mod names;
@@ -7,7 +8,8 @@ pub mod names;
 /// Types generated from the `.proto` schema.
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
-    include!(concat!(env!("OUT_DIR"), "/cordon.events.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.events.v2.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.events.v2.serde.rs"));
 }
 
 use pb::event::Kind;
@@ -95,6 +97,7 @@ pub fn loss_event(sandbox: &str, source: &str, count: u64, total: u64) -> pb::Ev
     }
 }
 
+/// One JSON line: the canonical proto3 JSON mapping of the event (docs/events.md).
 pub fn json(e: &pb::Event) -> String {
     serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }

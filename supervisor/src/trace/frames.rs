@@ -5,59 +5,37 @@ use prost::Message as _;
 
 use super::{hash, pb, Hash, FRAME_OVERHEAD, MAGIC, MAX_RECORD};
 
-/// What verification reads of a record. An event's content is skipped, not decoded: the
-/// chain and signatures are checked without building every event (`records` decodes them).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(super) struct Link {
-    #[prost(uint64, tag = "1")]
-    pub(super) seq: u64,
-    #[prost(bytes = "vec", tag = "4")]
-    pub(super) prev: Vec<u8>,
-    #[prost(message, optional, tag = "10")]
-    header: Option<pb::Header>,
-    #[prost(message, optional, tag = "11")]
-    event: Option<Skipped>,
-    #[prost(message, optional, tag = "12")]
-    checkpoint: Option<pb::Checkpoint>,
-    #[prost(message, optional, tag = "13")]
-    seal: Option<pb::Seal>,
-    #[prost(message, optional, tag = "14")]
-    reads: Option<Skipped>,
-}
-
-#[derive(Clone, Copy, PartialEq, prost::Message)]
-struct Skipped {}
-
+/// A record's body as verification walks it (events and read summaries are only counted).
 pub(super) enum Body<'a> {
     Header(&'a pb::Header),
     Event,
     Checkpoint(&'a pb::Checkpoint),
     Seal(&'a pb::Seal),
     Reads,
-    /// None, or more than one.
+    /// None.
     Invalid,
 }
 
-impl Link {
-    pub(super) fn body(&self) -> Body<'_> {
-        let bodies = [
-            self.header.is_some(),
-            self.event.is_some(),
-            self.checkpoint.is_some(),
-            self.seal.is_some(),
-            self.reads.is_some(),
-        ];
-        if bodies.iter().filter(|b| **b).count() != 1 {
-            return Body::Invalid;
-        }
-        match (&self.header, &self.checkpoint, &self.seal) {
-            (Some(h), _, _) => Body::Header(h),
-            (_, Some(c), _) => Body::Checkpoint(c),
-            (_, _, Some(s)) => Body::Seal(s),
-            _ if self.event.is_some() => Body::Event,
-            _ => Body::Reads,
-        }
+pub(super) fn body(rec: &pb::Record) -> Body<'_> {
+    match &rec.body {
+        Some(pb::record::Body::Header(h)) => Body::Header(h),
+        Some(pb::record::Body::Event(_)) => Body::Event,
+        Some(pb::record::Body::Checkpoint(c)) => Body::Checkpoint(c),
+        Some(pb::record::Body::Seal(s)) => Body::Seal(s),
+        Some(pb::record::Body::Reads(_)) => Body::Reads,
+        None => Body::Invalid,
     }
+}
+
+/// Decode a payload as a `Record`, and only if every byte of it is accounted for: the writer
+/// encodes each record exactly once, so extra bytes — a second body (protobuf keeps the last
+/// of a oneof), a field this version does not know, a repeated scalar — mean the record was
+/// not written as it reads. (Lengths, not bytes, are compared: a map's entries may come back
+/// in another order.)
+fn decode(payload: &[u8]) -> Option<pb::Record> {
+    pb::Record::decode(payload)
+        .ok()
+        .filter(|r| r.encoded_len() == payload.len())
 }
 
 /// One frame as found in the file.
@@ -66,7 +44,8 @@ pub(super) struct Frame {
     pub(super) end: usize,
     pub(super) stored: Hash,
     pub(super) intact: bool,
-    pub(super) record: Option<Link>,
+    /// The record, when the payload is exactly one (see `decode`).
+    pub(super) record: Option<pb::Record>,
 }
 
 /// How the frames end: cleanly, cut short, or with a damaged length field.
@@ -120,19 +99,19 @@ pub(super) fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
             end: offset + need,
             stored,
             intact,
-            record: Link::decode(payload).ok(),
+            record: decode(payload),
         });
         pos += need;
     }
 }
 
-/// The intact records of a verified trace, decoded (events whole).
+/// The intact records of a verified trace, decoded.
 pub fn records(bytes: &[u8], r: &super::verify::Report) -> Vec<pb::Record> {
     frames(bytes)
         .0
-        .iter()
+        .into_iter()
         .take(r.intact)
-        .filter_map(|f| pb::Record::decode(&bytes[f.offset + 8..f.end - 32]).ok())
+        .filter_map(|f| f.record)
         .collect()
 }
 

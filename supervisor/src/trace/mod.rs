@@ -14,14 +14,18 @@ pub mod writer;
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/cordon.trace.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.trace.v1.serde.rs"));
 }
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use prost::Message as _;
 
-/// The first bytes of every trace file.
+/// The first bytes of every trace file. It names the framing (trace.proto's header comment),
+/// which has not changed since version 1: the header's `format_version` says which writer.
 pub const MAGIC: &[u8; 16] = b"cordon-trace-v1\n";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format the writer writes, in every header (`verify::READS_VERSIONS`: what it reads).
+/// 2: records encoded through the generated types; events are `cordon.events.v2`.
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes around each payload: length, its complement, and the payload's BLAKE3 hash.
 pub const FRAME_OVERHEAD: usize = 8 + 32;
 /// No record is larger than this; a length beyond it is damage, not data.
@@ -132,7 +136,7 @@ pub fn parse_head(text: &str) -> Result<pb::Checkpoint, String> {
 }
 
 /// Record 0 of a run's trace. The append-only outcome and the checkpoint and durability
-/// policies are filled in by `TraceFile::create`.
+/// policies are filled in by `TraceFile::create`, the format version by `writer::Chain`.
 pub struct Start<'a> {
     pub sandbox: &'a str,
     pub command: &'a [String],
@@ -163,7 +167,6 @@ fn uname() -> (String, String) {
 pub fn header(s: &Start) -> pb::Header {
     let (host, kernel) = uname();
     pb::Header {
-        format_version: FORMAT_VERSION,
         sandbox: s.sandbox.into(),
         host,
         kernel,

@@ -140,7 +140,7 @@ impl Recording {
         if let Some(f) = &mut self.file {
             if self.reads.due() {
                 if let Some(r) = self.reads.take() {
-                    f.chain.reads(&r);
+                    f.chain.reads(r);
                 }
             }
             f.chain.tick();
@@ -180,7 +180,7 @@ impl Recording {
     /// or report why the trace is incomplete.
     pub fn finish(mut self, exit_code: i32, detail: String) -> TraceOutcome {
         if let (Some(f), Some(r)) = (&mut self.file, self.reads.take()) {
-            f.chain.reads(&r);
+            f.chain.reads(r);
         }
         if let Some(f) = self.file.take() {
             if let Err(e) = f.seal(exit_code, detail) {

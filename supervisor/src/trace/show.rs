@@ -141,12 +141,17 @@ pub fn describe(path: &Path, r: &Report) -> String {
     s
 }
 
-/// One line per record for `cordon trace show` (events formatted as in the live stream).
+/// One line per record for `cordon trace show`: for people, events formatted as in the live
+/// stream and the other records as `#` comments; for programs, the whole `Record` in the
+/// canonical proto3 JSON mapping (the body under its oneof name: `header`, `event`, …).
 pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
-    Some(match (&rec.body, json) {
-        (Some(Body::Event(e)), false) => crate::events::text(e, color),
-        (Some(Body::Event(e)), true) => crate::events::json(e),
-        (Some(Body::Header(h)), false) => format!(
+    let body = rec.body.as_ref()?;
+    if json {
+        return Some(serde_json::to_string(rec).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}")));
+    }
+    Some(match body {
+        Body::Event(e) => crate::events::text(e, color),
+        Body::Header(h) => format!(
             "# trace of sandbox {} on {}: {} — profile {} ({}) — {} — signed by {}",
             h.sandbox,
             h.host,
@@ -156,18 +161,14 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
             h.identity,
             h.public_key
         ),
-        (Some(Body::Header(h)), true) => serde_json::json!({ "header": h }).to_string(),
-        (Some(Body::Checkpoint(c)), false) => {
+        Body::Checkpoint(c) => {
             format!(
                 "# checkpoint: records 0..={} signed ({})",
                 c.seq,
                 &hex(&c.chain)[..16]
             )
         }
-        (Some(Body::Checkpoint(c)), true) => serde_json::json!({ "checkpoint": {
-            "seq": c.seq, "chain": hex(&c.chain), "signature": hex(&c.signature) } })
-        .to_string(),
-        (Some(Body::Seal(x)), false) => format!(
+        Body::Seal(x) => format!(
             "# seal: exit status {}; {} records, {} events, {} lost in the kernel{}",
             x.exit_code,
             x.records,
@@ -179,14 +180,7 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
                 format!("; {}", x.detail)
             }
         ),
-        (Some(Body::Seal(x)), true) => serde_json::json!({ "seal": {
-            "seq": x.seq, "chain": hex(&x.chain), "exit_code": x.exit_code, "records": x.records,
-            "events": x.events, "kernel_drops": x.kernel_drops, "detail": x.detail,
-            "signature": hex(&x.signature) } })
-        .to_string(),
-        (Some(Body::Reads(x)), false) => reads_text(x),
-        (Some(Body::Reads(x)), true) => serde_json::json!({ "reads": x }).to_string(),
-        (None, _) => return None,
+        Body::Reads(x) => reads_text(x),
     })
 }
 

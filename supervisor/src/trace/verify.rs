@@ -22,9 +22,15 @@ use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
 
+use super::frames::{body, frames, Body, Frame, Tail};
 pub use super::frames::{frame_bounds, records};
-use super::frames::{frames, Body, Frame, Tail};
-use super::{pb, Hash, MAGIC};
+use super::{pb, Hash, FORMAT_VERSION, MAGIC};
+
+/// The format versions this reader checks. Version 1 (events as `cordon.events.v1`, records
+/// encoded by hand) has the same framing, wire encoding and signed messages as version 2
+/// (records encoded through the generated types, events as `cordon.events.v2`): only the
+/// schema's package names changed, which never reach the wire.
+pub const READS_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -36,6 +42,8 @@ pub enum Kind {
     Truncated,
     Unsealed,
     WrongKey,
+    /// Written in a format version this cordon does not read (`READS_VERSIONS`).
+    Unsupported,
 }
 
 impl fmt::Display for Kind {
@@ -49,6 +57,7 @@ impl fmt::Display for Kind {
             Kind::Truncated => "truncated",
             Kind::Unsealed => "unsealed",
             Kind::WrongKey => "wrong key",
+            Kind::Unsupported => "unsupported format version",
         })
     }
 }
@@ -245,7 +254,13 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                     "its content does not match its hash".into(),
                 )
             }
-            (None, true) => return at(Kind::Modified, expected, "it is not a record".into()),
+            (None, true) => {
+                return at(
+                    Kind::Modified,
+                    expected,
+                    "it is not a record, or holds bytes no field of one accounts for".into(),
+                )
+            }
         };
         if rec.prev[..] != prev[..] && i == 0 && rec.seq == 0 {
             return at(Kind::Modified, 0, "record 0 does not start the chain".into());
@@ -326,8 +341,20 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 format!("record {} stands where record {expected} belongs", rec.seq),
             );
         }
-        match (rec.body(), i) {
+        match (body(rec), i) {
             (Body::Header(h), 0) => {
+                if !READS_VERSIONS.contains(&h.format_version) {
+                    return at(
+                        Kind::Unsupported,
+                        0,
+                        format!(
+                            "the header says format version {}; this cordon reads versions {}..={}",
+                            h.format_version,
+                            READS_VERSIONS.start(),
+                            READS_VERSIONS.end()
+                        ),
+                    );
+                }
                 let declared = crate::keys::parse_public(&h.public_key).ok();
                 match (r.key, declared) {
                     (None, Some(k)) => r.key = Some(k),
@@ -384,13 +411,7 @@ fn walk(frames: &[Frame], r: &mut Report) -> Option<Damage> {
                 }
                 r.seal = Some(s.clone());
             }
-            (Body::Invalid, _) => {
-                return at(
-                    Kind::Modified,
-                    expected,
-                    "the record has no body, or more than one".into(),
-                )
-            }
+            (Body::Invalid, _) => return at(Kind::Modified, expected, "the record has no body".into()),
         }
         r.intact += 1;
         prevprev = Some(prev);
@@ -525,6 +546,90 @@ mod tests {
         t.extend_from_slice(&payload);
         t.extend_from_slice(&crate::trace::hash(&payload));
         assert_eq!(check(&t), Some((Kind::Modified, 0)));
+    }
+
+    /// A sealed trace of one event, framed and signed here record by record, its header
+    /// saying `version`; `event` is the event record's payload as it is put in the file.
+    fn framed(version: u32, event: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+        use prost::Message as _;
+        let key = SigningKey::from_bytes(&KEY);
+        let header = pb::Header {
+            format_version: version,
+            sandbox: "t2".into(),
+            public_key: crate::keys::public_text(&key.verifying_key()),
+            ..Default::default()
+        };
+        let mut out = MAGIC.to_vec();
+        let mut prev = [0u8; 32];
+        let mut push = |seq: u64, body: pb::record::Body, edit: &dyn Fn(Vec<u8>) -> Vec<u8>| {
+            let rec = pb::Record {
+                seq,
+                wall_ns: 1,
+                mono_ns: 1,
+                prev: prev.to_vec(),
+                body: Some(body),
+            };
+            let payload = edit(rec.encode_to_vec());
+            let len = u32::try_from(payload.len()).unwrap();
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(&payload);
+            prev = crate::trace::hash(&payload);
+            out.extend_from_slice(&prev);
+            prev
+        };
+        let same = |p: Vec<u8>| p;
+        push(0, pb::record::Body::Header(header), &same);
+        let h = push(1, pb::record::Body::Event(ev::Event::default()), &event);
+        let mut seal = pb::Seal {
+            sandbox: "t2".into(),
+            seq: 1,
+            chain: h.to_vec(),
+            records: 2,
+            events: 1,
+            ..Default::default()
+        };
+        crate::trace::sign_seal(&key, &mut seal);
+        push(2, pb::record::Body::Seal(seal), &same);
+        out
+    }
+
+    #[test]
+    fn version_1_traces_are_read_and_unknown_versions_are_named() {
+        assert!(verify(&framed(1, |p| p), None, None).valid());
+        assert!(verify(&framed(FORMAT_VERSION, |p| p), None, None).valid());
+        for v in [0, FORMAT_VERSION + 1] {
+            let r = verify(&framed(v, |p| p), None, None);
+            assert_eq!(
+                r.damage.map(|d| (d.kind, d.record)),
+                Some((Kind::Unsupported, 0)),
+                "{v}"
+            );
+        }
+        // The writer stamps its own version, whatever the header it is given says.
+        let t = trace(1);
+        let r = verify(&t, None, None);
+        assert_eq!(r.header.unwrap().format_version, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn a_record_with_bytes_no_field_accounts_for_is_modified() {
+        use prost::Message as _;
+        // A second body before the event (protobuf would keep only the last).
+        let second_body = |p: Vec<u8>| {
+            let extra = pb::Record {
+                body: Some(pb::record::Body::Reads(pb::ReadSummary::default())),
+                ..Default::default()
+            };
+            [extra.encode_to_vec(), p].concat()
+        };
+        assert_eq!(
+            check(&framed(FORMAT_VERSION, second_body)),
+            Some((Kind::Modified, 1))
+        );
+        // A field the schema does not have (99, varint 1).
+        let unknown = |p: Vec<u8>| [p, vec![0x98, 0x06, 0x01]].concat();
+        assert_eq!(check(&framed(FORMAT_VERSION, unknown)), Some((Kind::Modified, 1)));
     }
 
     proptest::proptest! {

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use prost::encoding;
+use prost::Message as _;
 
-use super::{hash, pb, Hash, MAGIC};
+use super::pb::{self, record::Body};
+use super::{hash, Hash, FORMAT_VERSION, MAGIC};
 use crate::events::pb as ev;
 
 /// A checkpoint every this many records…
@@ -62,7 +63,8 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// A chain that starts with `header` (record 0) and the magic.
+    /// A chain that starts with the magic and `header` (record 0), stamped with the format
+    /// version this writer writes.
     pub fn new(key: SigningKey, header: &pb::Header) -> Chain {
         let mut c = Chain {
             key,
@@ -77,24 +79,26 @@ impl Chain {
             summarised: 0,
             last_head: None,
         };
-        c.push(|b| encoding::message::encode(10, header, b));
+        c.push(Body::Header(pb::Header {
+            format_version: FORMAT_VERSION,
+            ..header.clone()
+        }));
         c
     }
 
-    /// Append one frame whose body `body` encodes; return nothing, the frame is in `buf`.
-    fn push(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
+    /// Append the next record, with `body`, as a frame in `buf`.
+    fn push(&mut self, body: Body) {
+        let record = pb::Record {
+            seq: self.next_seq,
+            wall_ns: crate::events::unix_now_ns(),
+            mono_ns: mono_ns(),
+            prev: self.prev.to_vec(),
+            body: Some(body),
+        };
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; 8]);
-        let b = &mut self.buf;
-        if self.next_seq > 0 {
-            encoding::uint64::encode(1, &self.next_seq, b);
-        }
-        encoding::uint64::encode(2, &crate::events::unix_now_ns(), b);
-        encoding::uint64::encode(3, &mono_ns(), b);
-        encoding::encode_key(4, encoding::WireType::LengthDelimited, b);
-        encoding::encode_varint(32, b);
-        b.extend_from_slice(&self.prev);
-        body(b);
+        // A Vec grows as needed: encoding into it cannot run out of room.
+        record.encode(&mut self.buf).expect("encoding into a Vec");
         let payload = &self.buf[start + 8..];
         let len = u32::try_from(payload.len()).expect("a record under 4 GiB");
         let h = hash(payload);
@@ -114,7 +118,7 @@ impl Chain {
                 self.kernel_drops = self.kernel_drops.max(l.total);
             }
         }
-        self.push(|b| encoding::message::encode(11, e, b));
+        self.push(Body::Event(e.clone()));
         self.events += 1;
         if self.since_checkpoint >= CHECKPOINT_RECORDS {
             self.checkpoint();
@@ -122,9 +126,9 @@ impl Chain {
     }
 
     /// Append a summary of routine reads (see `record::Reads`).
-    pub fn reads(&mut self, r: &pb::ReadSummary) {
-        self.push(|b| encoding::message::encode(14, r, b));
+    pub fn reads(&mut self, r: pb::ReadSummary) {
         self.summarised += r.seqs.len() as u64;
+        self.push(Body::Reads(r));
         if self.since_checkpoint >= CHECKPOINT_RECORDS {
             self.checkpoint();
         }
@@ -149,7 +153,7 @@ impl Chain {
             signature: Vec::new(),
         };
         super::sign_head(&self.key, &mut c);
-        self.push(|b| encoding::message::encode(12, &c, b));
+        self.push(Body::Checkpoint(c.clone()));
         self.last_head = Some(c);
         self.since_checkpoint = 0;
         self.first_uncovered = None;
@@ -172,7 +176,7 @@ impl Chain {
             signature: Vec::new(),
         };
         super::sign_seal(&self.key, &mut s);
-        self.push(|b| encoding::message::encode(13, &s, b));
+        self.push(Body::Seal(s));
     }
 
     /// The frames built since the last call.
