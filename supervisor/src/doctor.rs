@@ -10,16 +10,7 @@ pub struct Check {
 }
 
 pub fn landlock_abi() -> i64 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: querying the ABI version with a null attr is the documented use.
-    unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    }
+    crate::launch::sys::landlock_abi_version()
 }
 
 fn read(p: &str) -> String {
@@ -28,8 +19,7 @@ fn read(p: &str) -> String {
 
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     out.push(Check {
         layer: "privileges",
         ok: root,
