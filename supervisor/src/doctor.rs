@@ -15,8 +15,7 @@ fn read(p: &str) -> String {
 
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     out.push(Check {
         layer: "privileges",
         ok: root,

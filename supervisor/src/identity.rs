@@ -2,7 +2,6 @@
 //! principal. The agent's host ids follow from it and are never 0.
 
 use crate::policy::ROOT_CALLER_AGENT_ID;
-use std::ffi::CStr;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,28 +18,13 @@ pub struct Identity {
 }
 
 fn passwd(uid: u32) -> Option<(String, PathBuf, u32)> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out buffer.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; buf outlives the use of pw's strings.
-    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() {
-        return None;
-    }
-    // SAFETY: getpwuid_r succeeded, so pw_name and pw_dir point to NUL-terminated strings in buf.
-    let (name, dir) = unsafe { (CStr::from_ptr(pw.pw_name), CStr::from_ptr(pw.pw_dir)) };
-    Some((
-        name.to_string_lossy().into_owned(),
-        PathBuf::from(dir.to_string_lossy().into_owned()),
-        pw.pw_gid,
-    ))
+    let pw = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some((pw.name, pw.dir, pw.gid.as_raw()))
 }
 
 impl Identity {
     pub fn detect(on_behalf_of: Option<String>) -> Identity {
-        // SAFETY: getuid/getgid cannot fail.
-        let (real_uid, real_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (real_uid, real_gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
         let env_id = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u32>().ok());
         // SUDO_UID is only trusted when we really are root (sudo set it; root could do anything anyway).
         let sudo_uid = env_id("SUDO_UID").filter(|_| real_uid == 0);

@@ -126,20 +126,7 @@ fn check_private(path: &Path, mode: u32) -> Result<(), KeyError> {
 }
 
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: writes at most `buf.len() - filled` bytes into our buffer.
-        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += usize::try_from(n).unwrap_or(0);
-    }
-    Ok(())
+    getrandom::fill(buf).map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// `ed25519:` and the key in hex.

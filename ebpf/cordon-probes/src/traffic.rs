@@ -44,11 +44,12 @@ fn account(ctx: &SkBuffContext, out: bool) {
         // Another CPU added the remote meanwhile (its copy for this CPU is zero), or the table
         // is full: then the packet is counted as untracked, never silently.
         match TRAFFIC.get_ptr_mut(&key) {
-            // SAFETY: as above.
+            // SAFETY: a per-CPU hash value: only this CPU writes its copy, with preemption off
+            // in BPF, so the exclusive borrow is not aliased.
             Some(t) => unsafe { add(&mut *t, len, out) },
             None => {
                 if let Some(n) = UNTRACKED.get_ptr_mut(sandbox.slot) {
-                    // SAFETY: per-CPU slot, as above.
+                    // SAFETY: a per-CPU array slot that only this CPU writes, with preemption off.
                     unsafe { *n += 1 };
                 }
             }

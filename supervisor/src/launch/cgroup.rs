@@ -9,7 +9,6 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const CFS_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,14 +73,8 @@ fn parse_self_cgroup(text: &str) -> SelfCgroups {
 }
 
 fn is_cgroup2(path: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(path) else {
-        return false;
-    };
-    // SAFETY: zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid path and st a valid buffer.
-    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
-    ok && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 pub fn detect_layout() -> Option<Layout> {
@@ -109,8 +102,11 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    // Signal 0 only checks for existence; EPERM means it exists but is not ours to signal.
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    )
 }
 
 /// Remove leaves left by cordon processes that were killed before they could clean up.
@@ -315,8 +311,11 @@ impl Cgroup {
         }
         if let Ok(procs) = fs::read_to_string(self.v2.join("cgroup.procs")) {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: sending SIGKILL to a pid that is in our own sandbox cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A pid in our own sandbox cgroup.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }

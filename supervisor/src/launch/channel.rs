@@ -1,7 +1,9 @@
 //! The typed channel between the supervisor and the sandbox's init process.
 //! A panic after clone is invisible, so the child reports every failure here instead.
 
-use std::io;
+use nix::errno::Errno;
+use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,73 +65,32 @@ impl Msg {
 
 pub struct Channel(pub OwnedFd);
 
-/// Size of one descriptor in an SCM_RIGHTS payload.
-const FD_SIZE: u32 = 4;
-const _: () = assert!(std::mem::size_of::<RawFd>() == FD_SIZE as usize);
-
 pub fn pair() -> io::Result<(Channel, Channel)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out array of two ints.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: socketpair returned two new descriptors we now own.
-    Ok(unsafe {
-        (
-            Channel(OwnedFd::from_raw_fd(fds[0])),
-            Channel(OwnedFd::from_raw_fd(fds[1])),
-        )
-    })
+    let (a, b) = socket::socketpair(
+        socket::AddressFamily::Unix,
+        socket::SockType::SeqPacket,
+        None,
+        socket::SockFlag::SOCK_CLOEXEC,
+    )?;
+    Ok((Channel(a), Channel(b)))
 }
 
 impl Channel {
     pub fn send(&self, m: &Msg) -> io::Result<()> {
-        let b = m.encode();
-        // SAFETY: b is a valid buffer of b.len() bytes.
-        let r = unsafe { libc::send(self.0.as_raw_fd(), b.as_ptr().cast(), b.len(), libc::MSG_NOSIGNAL) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        socket::send(self.0.as_raw_fd(), &m.encode(), MsgFlags::MSG_NOSIGNAL)?;
+        Ok(())
     }
 
     /// Send a message with one descriptor attached.
     pub fn send_fd(&self, m: &Msg, fd: RawFd) -> io::Result<()> {
-        let mut b = m.encode();
-        let mut iov = libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(FD_SIZE) } as usize;
-        let mut cbuf = vec![0u8; space];
-        // SAFETY: zeroed msghdr is valid; we point it at live buffers below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: msg has a control buffer large enough for one fd; CMSG_* walk inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(FD_SIZE) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        }
-        // SAFETY: msg describes valid buffers.
-        if unsafe { libc::sendmsg(self.0.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let b = m.encode();
+        socket::sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &[IoSlice::new(&b)],
+            &[ControlMessage::ScmRights(&[fd])],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
         Ok(())
     }
 
@@ -141,44 +102,41 @@ impl Channel {
     /// Blocking receive of a message and the descriptor it may carry.
     pub fn recv_fd(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = [0u8; 4096];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+        let mut cbuf = nix::cmsg_space!([RawFd; 1]);
+        let (n, fds) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match socket::recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut cbuf),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    // A truncated control message (ENOBUFS) carries no descriptor we own.
+                    for c in msg.cmsgs().into_iter().flatten() {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            fds.extend(raw);
+                        }
+                    }
+                    break (msg.bytes, fds);
+                }
+            }
         };
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(FD_SIZE) } as usize;
-        let mut cbuf = vec![0u8; space];
-        loop {
-            // SAFETY: zeroed msghdr is valid; it points at live buffers.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = space;
-            // SAFETY: msg describes valid buffers.
-            let r = unsafe { libc::recvmsg(self.0.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let n = usize::try_from(r).unwrap_or(0);
-            if n == 0 {
-                return Ok(None);
-            }
-            let mut fd = None;
-            // SAFETY: walking the control messages the kernel wrote into cbuf.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
-                    fd = Some(OwnedFd::from_raw_fd(raw));
-                }
-            }
-            return Ok(Msg::decode(&buf[..n]).map(|m| (m, fd)));
+        // SAFETY: with SCM_RIGHTS the kernel installed each of these descriptors in this
+        // process for this message alone; nothing else holds them.
+        let owned: Vec<OwnedFd> = fds
+            .into_iter()
+            .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+            .collect();
+        // Only one descriptor is expected; any other is closed as `owned` drops.
+        let fd = owned.into_iter().next();
+        if n == 0 {
+            return Ok(None);
         }
+        Ok(Msg::decode(&buf[..n]).map(|m| (m, fd)))
     }
 }
 

@@ -6,10 +6,15 @@ use super::channel::{Channel, Msg};
 use super::confine;
 use super::mounts::{self, Tree};
 use super::pty;
+use super::sys;
 use super::StepError;
 use crate::policy::{Policy, INSIDE_ID};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{Gid, Pid, Uid};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 pub struct ChildPlan<'a> {
     pub policy: &'a Policy,
@@ -38,20 +43,22 @@ pub const FORWARDED: &[libc::c_int] = &[
     libc::SIGWINCH,
 ];
 
-pub fn signal_set(extra: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(extra) {
-            libc::sigaddset(&mut set, *s);
-        }
-        set
+pub fn signal_set(extra: &[libc::c_int]) -> SigSet {
+    let mut set = SigSet::empty();
+    // Every number here is a standard signal nix knows; none is dropped.
+    for s in FORWARDED
+        .iter()
+        .chain(extra)
+        .filter_map(|s| Signal::try_from(*s).ok())
+    {
+        set.add(s);
     }
+    set
 }
 
-fn errno() -> i32 {
-    super::sys::last_errno()
+/// A failed id or prctl step, with its errno.
+fn failed(step: &str) -> impl FnOnce(Errno) -> StepError + '_ {
+    move |e| StepError::errno(step, e as i32, "")
 }
 
 /// Entered right after clone3 in the child. Never returns.
@@ -64,15 +71,14 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
                 errno: e.errno,
                 detail: e.detail,
             });
-            // SAFETY: leaving the child without running the parent's destructors.
-            unsafe { libc::_exit(125) }
+            // Without running the destructors of the parent's owners we hold copies of.
+            sys::exit_now(125)
         }
     };
     let agent = spawn_agent(ch, plan, pty_slave.as_ref());
     let status = reap_until(agent);
     let _ = ch.send(&Msg::AgentExited { status });
-    // SAFETY: as above.
-    unsafe { libc::_exit(0) }
+    sys::exit_now(0)
 }
 
 /// The launch sequence inside the sandbox, in the order that works (DESIGN.md).
@@ -81,16 +87,16 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     // 1. Join the v1 cgroups (hybrid hosts). ORDER: first, so that everything the sandbox
     // does from here on is charged to and limited by them.
     for (tasks, fd) in plan.v1_join {
-        // SAFETY: writing two bytes to a descriptor we hold.
-        if unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) } != 1 {
+        if let Err(e) = nix::unistd::write(fd, b"0") {
             return Err(StepError::errno(
                 "cgroups: join v1 controller",
-                errno(),
+                e as i32,
                 &tasks.display().to_string(),
             ));
         }
-        // SAFETY: closing our copy; nothing in the sandbox may keep a host cgroupfs handle.
-        unsafe { libc::close(fd.as_raw_fd()) };
+        // Close our copy: nothing in the sandbox may keep a host cgroupfs handle. The OwnedFd
+        // is never dropped here (the child leaves by _exit), so nothing closes it twice.
+        let _ = nix::unistd::close(fd.as_raw_fd());
     }
     // 2. Wait until the parent has written our uid/gid maps.
     match ch.recv() {
@@ -100,45 +106,30 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     // 3. Become the agent's identity. ORDER: before any file is created (unmapped ids give
     // EOVERFLOW). Host root's supplementary groups are dropped; capabilities in our own user
     // namespace survive because inside-root is unmapped.
-    // SAFETY: plain id syscalls.
-    unsafe {
-        if libc::setgroups(0, std::ptr::null()) < 0 {
-            return Err(StepError::errno("identity: setgroups", errno(), ""));
-        }
-        if libc::setresgid(INSIDE_ID, INSIDE_ID, INSIDE_ID) < 0 {
-            return Err(StepError::errno("identity: setresgid", errno(), ""));
-        }
-        if libc::setresuid(INSIDE_ID, INSIDE_ID, INSIDE_ID) < 0 {
-            return Err(StepError::errno("identity: setresuid", errno(), ""));
-        }
-    }
+    nix::unistd::setgroups(&[]).map_err(failed("identity: setgroups"))?;
+    let (gid, uid) = (Gid::from_raw(INSIDE_ID), Uid::from_raw(INSIDE_ID));
+    nix::unistd::setresgid(gid, gid, gid).map_err(failed("identity: setresgid"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(failed("identity: setresuid"))?;
     // 4. Die with the supervisor. ORDER: after the id change, which clears PDEATHSIG.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
-        return Err(StepError::errno("lifecycle: PR_SET_PDEATHSIG", errno(), ""));
-    }
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(failed("lifecycle: PR_SET_PDEATHSIG"))?;
     // init holds a copy of the supervisor's memory (its environment included): nobody in the
     // sandbox may read it through /proc/1/{mem,environ}.
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } < 0 {
-        return Err(StepError::errno("lifecycle: PR_SET_DUMPABLE", errno(), ""));
-    }
+    nix::sys::prctl::set_dumpable(false).map_err(failed("lifecycle: PR_SET_DUMPABLE"))?;
     // The supervisor may have died before PDEATHSIG was armed: its end of the channel tells.
-    let mut pfd = libc::pollfd {
-        fd: ch.0.as_raw_fd(),
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut pfd, 1, 0) } != 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0 {
+    // A seqpacket socket whose peer is closed is fully shut down, which poll reports as
+    // POLLHUP whatever was asked (nix has no POLLRDHUP; it is set together with it here).
+    let mut pfd = [PollFd::new(ch.0.as_fd(), PollFlags::empty())];
+    if nix::poll::poll(&mut pfd, PollTimeout::ZERO).is_ok_and(|n| n != 0)
+        && pfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP))
+    {
         return Err(StepError::msg("lifecycle", "supervisor died during setup"));
     }
     // 5. The root filesystem, then pivot into it.
     mounts::build_root(policy, plan.trees)?;
     for fd in &plan.close_after_root {
-        // The child never runs the owners' destructors (it leaves by _exit), so no double close.
-        // SAFETY: closing copies of the parent's descriptors that nothing here uses again.
-        unsafe { libc::close(*fd) };
+        // Copies of the parent's descriptors that nothing here uses again. The child never runs
+        // their owners' destructors (it leaves by _exit), so nothing closes them twice.
+        let _ = nix::unistd::close(*fd);
     }
     // 6. UTS and network namespaces.
     confine::hostname_and_loopback(policy.network.mode)?;
@@ -160,10 +151,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
         None
     };
     // 8. A session of our own: no controlling terminal shared with the user.
-    // SAFETY: setsid has no arguments.
-    if unsafe { libc::setsid() } < 0 {
-        return Err(StepError::errno("session: setsid", errno(), ""));
-    }
+    nix::unistd::setsid().map_err(failed("session: setsid"))?;
     // 9. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
     // capabilities (bounding set while CAP_SETPCAP is still effective), seccomp last.
     confine::rlimits(policy)?;
@@ -175,121 +163,86 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     Ok(pty_slave)
 }
 
-fn spawn_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> libc::pid_t {
-    // SAFETY: init is single-threaded; fork semantics as in the parent.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let _ = ch.send(&Msg::SetupFailed {
-            step: "fork agent".into(),
-            errno: errno(),
-            detail: String::new(),
-        });
-        // SAFETY: leaving init.
-        unsafe { libc::_exit(125) }
-    }
-    if pid > 0 {
-        if pty_slave.is_some() {
-            // init keeps nothing of the user's terminal.
-            quiet_stdio();
+fn spawn_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> Pid {
+    // SAFETY: init is single-threaded (a clone3 child without CLONE_VM has only the thread
+    // that called it), so the forked agent may run anything init could, allocation included.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            let _ = ch.send(&Msg::SetupFailed {
+                step: "fork agent".into(),
+                errno: e as i32,
+                detail: String::new(),
+            });
+            sys::exit_now(125)
         }
-        return pid;
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            if pty_slave.is_some() {
+                // init keeps nothing of the user's terminal.
+                quiet_stdio();
+            }
+            child
+        }
+        Ok(nix::unistd::ForkResult::Child) => exec_agent(ch, plan, pty_slave),
     }
-    exec_agent(ch, plan, pty_slave)
 }
 
 fn quiet_stdio() {
-    // SAFETY: opening /dev/null and duplicating it over our own stdio.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            libc::close(null);
-        }
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
 }
 
+/// In the freshly forked agent process, up to execve.
 fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! {
-    // SAFETY: everything below runs in the freshly forked agent process before execve.
-    unsafe {
-        // The Rust runtime ignores SIGPIPE, callers may ignore more, and ignored signals
-        // survive execve: give the agent default dispositions for every signal (else
-        // `yes | head` reports EPIPE instead of dying quietly). The raw syscall also reaches
-        // the real-time signals glibc reserves for itself.
-        #[repr(C)]
-        struct KernelSigaction {
-            handler: usize,
-            flags: u64,
-            restorer: usize,
-            mask: u64,
-        }
-        let dfl = KernelSigaction {
-            handler: libc::SIG_DFL,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    &dfl as *const KernelSigaction,
-                    0usize,
-                    8usize,
-                );
-            }
-        }
-        let empty = signal_set(&[libc::SIGCHLD]);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &empty, std::ptr::null_mut());
-        libc::setsid();
-        if let Some(slave) = pty_slave {
-            let s = slave.as_raw_fd();
-            libc::ioctl(s, libc::TIOCSCTTY, 0);
-            for fd in 0..3 {
-                libc::dup2(s, fd);
-            }
-        }
-        // Nothing but stdio crosses execve.
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
-        let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
-        envp.push(std::ptr::null());
-        libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        let e = errno();
-        let _ = ch.send(&Msg::ExecFailed {
-            errno: e,
-            program: plan.program.to_string_lossy().into_owned(),
-        });
-        libc::_exit(if e == libc::ENOENT { 127 } else { 126 })
+    // The Rust runtime ignores SIGPIPE, callers may ignore more, and ignored signals survive
+    // execve: give the agent default dispositions for every signal (else `yes | head` reports
+    // EPIPE instead of dying quietly).
+    sys::reset_signal_dispositions();
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signal_set(&[libc::SIGCHLD])), None);
+    let _ = nix::unistd::setsid();
+    if let Some(slave) = pty_slave {
+        let _ = sys::set_controlling_tty(slave.as_fd());
+        let _ = nix::unistd::dup2_stdin(slave);
+        let _ = nix::unistd::dup2_stdout(slave);
+        let _ = nix::unistd::dup2_stderr(slave);
     }
+    // Nothing but stdio crosses execve.
+    let _ = sys::close_range_cloexec(3);
+    let e = match nix::unistd::execve(&plan.program, &plan.argv, &plan.envp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    let _ = ch.send(&Msg::ExecFailed {
+        errno: e as i32,
+        program: plan.program.to_string_lossy().into_owned(),
+    });
+    sys::exit_now(if e == Errno::ENOENT { 127 } else { 126 })
 }
 
 /// Reap every child (init adopts orphans); forward signals to the agent; return the agent's
-/// wait status when it ends.
-fn reap_until(agent: libc::pid_t) -> i32 {
+/// raw wait status when it ends. Raw, not nix's `WaitStatus`: that cannot hold a death by a
+/// real-time signal, and the agent's status would be lost with the child already reaped.
+fn reap_until(agent: Pid) -> i32 {
     let set = signal_set(&[libc::SIGCHLD]);
     loop {
-        let mut status = 0;
         loop {
-            // SAFETY: reaping our own children without blocking.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid == agent {
-                return status;
-            }
-            if pid <= 0 {
-                break;
+            match sys::waitpid(-1, true) {
+                Ok((pid, status)) if pid == agent.as_raw() => return status,
+                Ok((pid, _)) if pid > 0 => {}
+                _ => break,
             }
         }
-        // SAFETY: zeroed siginfo is a valid out buffer for sigwaitinfo.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: set is a valid sigset; info a valid buffer.
-        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
-        if sig > 0 && sig != libc::SIGCHLD {
-            // SAFETY: forwarding to the agent's process group (it leads its own session).
-            unsafe { libc::kill(-agent, sig) };
+        if let Ok(sig) = set.wait() {
+            if sig != Signal::SIGCHLD {
+                // The agent leads its own process group (its own session).
+                let _ = nix::sys::signal::kill(Pid::from_raw(-agent.as_raw()), sig);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use landlock::{
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+use nix::sys::resource::{setrlimit, Resource};
 use std::path::Path;
 
 /// The highest landlock ABI this build knows; the kernel may offer less (`doctor` says).
@@ -17,18 +18,7 @@ pub const LANDLOCK_ABI: ABI = ABI::V7;
 
 /// The landlock ABI this kernel offers (0: none).
 pub fn landlock_abi() -> i64 {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: querying the ABI version with null attr and size 0 is the documented use; it
-    // reads and writes no memory.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    abi.min(simulated_abi())
+    super::sys::landlock_abi_version().min(simulated_abi())
 }
 
 /// Tests simulate an older kernel with `CORDON_TEST_LANDLOCK_ABI=N` (debug builds only; it
@@ -97,11 +87,7 @@ pub fn landlock_supported(policy: &Policy) -> Result<(), StepError> {
 }
 
 pub fn hostname_and_loopback(mode: NetworkMode) -> Result<(), StepError> {
-    let name = b"cordon";
-    // SAFETY: name is a valid buffer of the given length.
-    if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
-        return Err(StepError::errno("uts: sethostname", super::sys::last_errno(), ""));
-    }
+    nix::unistd::sethostname("cordon").map_err(|e| StepError::errno("uts: sethostname", e as i32, ""))?;
     if mode == NetworkMode::Loopback {
         lo_up().map_err(|e| StepError::io("network: bring lo up", &e, ""))?;
     }
@@ -109,53 +95,32 @@ pub fn hostname_and_loopback(mode: NetworkMode) -> Result<(), StepError> {
 }
 
 fn lo_up() -> std::io::Result<()> {
-    // SAFETY: plain socket creation.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: zeroed ifreq is valid; we fill in the name and flags.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
-    // SAFETY: s is a valid socket, req a valid ifreq.
-    let r = unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &req) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing our socket.
-    unsafe { libc::close(s) };
-    if r < 0 {
-        Err(err)
-    } else {
-        Ok(())
-    }
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    super::sys::interface_up(&s, b"lo")
 }
 
 pub fn rlimits(policy: &Policy) -> Result<(), StepError> {
-    let set = |res: libc::__rlimit_resource_t, v: u64, what: &'static str| {
-        let lim = libc::rlimit {
-            rlim_cur: v,
-            rlim_max: v,
-        };
-        // SAFETY: lim is a valid rlimit.
-        if unsafe { libc::setrlimit(res, &lim) } < 0 {
-            return Err(StepError::errno(what, super::sys::last_errno(), &v.to_string()));
-        }
-        Ok(())
+    let set = |res: Resource, v: u64, what: &'static str| {
+        setrlimit(res, v, v).map_err(|e| StepError::errno(what, e as i32, &v.to_string()))
     };
     if let Some(n) = policy.limits.open_files {
         set(
-            libc::RLIMIT_NOFILE,
+            Resource::RLIMIT_NOFILE,
             u64::from(n),
             "limits: open_files (RLIMIT_NOFILE)",
         )?;
     }
     if let Some(n) = policy.limits.file_size {
-        set(libc::RLIMIT_FSIZE, n, "limits: file_size (RLIMIT_FSIZE)")?;
+        set(Resource::RLIMIT_FSIZE, n, "limits: file_size (RLIMIT_FSIZE)")?;
     }
     // A crashing agent must not hand a core to the host's core_pattern helper.
-    set(libc::RLIMIT_CORE, 0, "limits: RLIMIT_CORE")
+    set(Resource::RLIMIT_CORE, 0, "limits: RLIMIT_CORE")
 }
 
 /// Landlock at the best ABI the kernel offers. Fails closed if the kernel enforces nothing.
@@ -235,33 +200,38 @@ pub fn landlock(policy: &Policy) -> Result<(), StepError> {
     Ok(())
 }
 
+fn caps_err(step: &'static str) -> impl Fn(caps::errors::CapsError) -> StepError {
+    move |e| StepError::msg(step, &e.to_string())
+}
+
 /// Drop every capability: bounding set first (needs CAP_SETPCAP, still effective), then
 /// ambient, then the permitted/effective/inheritable sets. No setuid-root fix-ups later.
 pub fn drop_capabilities() -> Result<(), StepError> {
-    let last_cap: libc::c_ulong = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+    // Every capability this build knows by name…
+    caps::clear(None, caps::CapSet::Bounding).map_err(caps_err("capabilities: drop bounding set"))?;
+    // …and any the running kernel has beyond them (the caps crate's list ends at
+    // CAP_CHECKPOINT_RESTORE): none may stay in the bounding set.
+    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
-    for cap in 0..=last_cap {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) } < 0
-            && super::sys::last_errno() != libc::EINVAL
-        {
-            return Err(StepError::errno(
-                "capabilities: drop bounding set",
-                super::sys::last_errno(),
-                &cap.to_string(),
-            ));
+    let known = caps::all()
+        .iter()
+        .map(|c| u32::from(c.index()))
+        .max()
+        .unwrap_or(0);
+    for cap in known + 1..=last_cap {
+        if let Err(e) = super::sys::capbset_drop(cap) {
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(StepError::io(
+                    "capabilities: drop bounding set",
+                    &e,
+                    &cap.to_string(),
+                ));
+            }
         }
     }
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
-        return Err(StepError::errno(
-            "capabilities: clear ambient",
-            super::sys::last_errno(),
-            "",
-        ));
-    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(caps_err("capabilities: clear ambient"))?;
     const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
     const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
     const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
@@ -272,47 +242,11 @@ pub fn drop_capabilities() -> Result<(), StepError> {
         | SECBIT_NO_SETUID_FIXUP
         | SECBIT_NO_SETUID_FIXUP_LOCKED
         | SECBIT_KEEP_CAPS_LOCKED;
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } < 0 {
-        return Err(StepError::errno(
-            "capabilities: securebits",
-            super::sys::last_errno(),
-            "",
-        ));
-    }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset with a v3 header and two data words, all zero.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) } < 0 {
-        return Err(StepError::errno(
-            "capabilities: capset",
-            super::sys::last_errno(),
-            "",
-        ));
-    }
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        return Err(StepError::errno("no_new_privs", super::sys::last_errno(), ""));
-    }
+    super::sys::set_securebits(bits).map_err(|e| StepError::io("capabilities: securebits", &e, ""))?;
+    // Inheritable first, then permitted (which clears effective with it): every set empty.
+    caps::clear(None, caps::CapSet::Inheritable).map_err(caps_err("capabilities: capset"))?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(caps_err("capabilities: capset"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| StepError::errno("no_new_privs", e as i32, ""))?;
     Ok(())
 }
 
@@ -371,39 +305,14 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
 }
 
 fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: memfd_create with a valid name; we take ownership of the new fd.
-    let fd = unsafe { libc::memfd_create(c"cordon-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and ours.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    let fd = nix::sys::memfd::memfd_create(c"cordon-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    Ok(std::fs::File::from(fd))
 }
 
 /// Load the compiled filter. ORDER: last before exec, so no setup step is filtered.
 pub fn load_seccomp(bpf: &[u8]) -> Result<(), StepError> {
-    let len = u16::try_from(bpf.len() / std::mem::size_of::<libc::sock_filter>())
-        .map_err(|_| StepError::msg("seccomp", "filter too long"))?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: bpf.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: prog points at `len` sock_filter instructions produced by libseccomp.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if r < 0 {
-        return Err(StepError::errno(
-            "seccomp: load filter",
-            super::sys::last_errno(),
-            "",
-        ));
-    }
-    Ok(())
+    super::sys::seccomp_set_mode_filter(bpf).map_err(|e| match e.raw_os_error() {
+        Some(libc::E2BIG) => StepError::msg("seccomp", "filter too long"),
+        _ => StepError::io("seccomp: load filter", &e, ""),
+    })
 }

@@ -5,6 +5,7 @@
 use super::sys;
 use super::StepError;
 use crate::policy::{Access, Bind, Policy};
+use nix::mount::MsFlags;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -82,41 +83,42 @@ fn step<'a>(name: &'static str, p: &'a Path) -> impl FnOnce(io::Error) -> StepEr
     move |e| StepError::io(name, &e, &p.display().to_string())
 }
 
-const NOSUID_NODEV: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+const NOSUID_NODEV: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
 
 /// Bind `src` on `dst` and make that bind read-only, keeping the flags the source mount has
 /// (a remount that drops a locked flag is refused, and dropping noexec would weaken it).
-fn bind_ro(src: &Path, dst: &Path, extra: libc::c_ulong) -> io::Result<()> {
+fn bind_ro(src: &Path, dst: &Path, extra: MsFlags) -> io::Result<()> {
     let inherited = mount_flags(src)?;
-    sys::mount(&src.to_string_lossy(), dst, "", libc::MS_BIND | libc::MS_REC, "")?;
+    sys::mount(
+        &src.to_string_lossy(),
+        dst,
+        "",
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        "",
+    )?;
     sys::mount(
         "",
         dst,
         "",
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | inherited | extra,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | inherited | extra,
         "",
     )
 }
 
 /// The per-mount flags of the mount holding `p`, as MS_* bits for a bind remount.
-fn mount_flags(p: &Path) -> io::Result<libc::c_ulong> {
-    let c = sys::cstr(p)?;
-    // SAFETY: zeroed statvfs is a valid out buffer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid path and st a valid buffer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut flags = 0;
+fn mount_flags(p: &Path) -> io::Result<MsFlags> {
+    use nix::sys::statvfs::FsFlags;
+    let st = nix::sys::statvfs::statvfs(p)?;
+    let mut flags = MsFlags::empty();
     for (st_flag, ms_flag) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.flags().contains(st_flag) {
             flags |= ms_flag;
         }
     }
@@ -139,10 +141,10 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
                 "tmpfs",
                 hidden,
                 "tmpfs",
-                NOSUID_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+                NOSUID_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
                 "size=4k,nr_inodes=1,mode=0755",
             ),
-            Ok(_) => bind_ro(Path::new(EMPTY_FILE), hidden, NOSUID_NODEV | libc::MS_NOEXEC),
+            Ok(_) => bind_ro(Path::new(EMPTY_FILE), hidden, NOSUID_NODEV | MsFlags::MS_NOEXEC),
             // Absent, or unreachable with the agent's own credentials: nothing to hide.
             Err(e) if unreachable_errno(&e) => continue,
             Err(e) => Err(e),
@@ -197,12 +199,18 @@ fn protect(policy: &Policy) -> Result<(), StepError> {
         }
         for dir in &chain[..chain.len().saturating_sub(1)] {
             if !pinned.contains(dir) {
-                sys::mount(&dir.to_string_lossy(), dir, "", libc::MS_BIND | libc::MS_REC, "")
-                    .map_err(step("filesystem: pin protected parent", dir))?;
+                sys::mount(
+                    &dir.to_string_lossy(),
+                    dir,
+                    "",
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    "",
+                )
+                .map_err(step("filesystem: pin protected parent", dir))?;
                 pinned.push(dir.clone());
             }
         }
-        bind_ro(target, target, 0).map_err(step("filesystem: protect", target))?;
+        bind_ro(target, target, MsFlags::empty()).map_err(step("filesystem: protect", target))?;
     }
     Ok(())
 }
@@ -211,7 +219,7 @@ fn protect(policy: &Policy) -> Result<(), StepError> {
 pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
     let root = Path::new(STAGING);
     // ORDER: make every mount private first so nothing below propagates back to the host.
-    sys::mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
+    sys::mount("", Path::new("/"), "", MsFlags::MS_REC | MsFlags::MS_PRIVATE, "")
         .map_err(step("filesystem: make / private", root))?;
     sys::mount("tmpfs", root, "tmpfs", NOSUID_NODEV, "mode=0755,size=1m")
         .map_err(step("filesystem: root tmpfs", root))?;
@@ -255,7 +263,7 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
         "",
         Path::new("/"),
         "",
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID_NODEV,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV,
         "",
     )
     .map_err(step("filesystem: read-only root", Path::new("/")))?;
@@ -282,7 +290,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         "tmpfs",
         &dev,
         "tmpfs",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         "mode=0755,size=64k",
     )
     .map_err(step("filesystem: /dev", &dev))?;
@@ -291,7 +299,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         let target = dev.join(node);
         touch(&target).map_err(step("filesystem: /dev node", &target))?;
         let src = Path::new("/dev").join(node);
-        sys::mount(&src.to_string_lossy(), &target, "", libc::MS_BIND, "")
+        sys::mount(&src.to_string_lossy(), &target, "", MsFlags::MS_BIND, "")
             .map_err(step("filesystem: /dev node", &src))?;
     }
     let pts = dev.join("pts");
@@ -300,7 +308,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         "devpts",
         &pts,
         "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         "newinstance,ptmxmode=0666,mode=0620",
     )
     .map_err(step("filesystem: /dev/pts", &pts))?;
@@ -310,7 +318,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         "tmpfs",
         &shm,
         "tmpfs",
-        NOSUID_NODEV | libc::MS_NOEXEC,
+        NOSUID_NODEV | MsFlags::MS_NOEXEC,
         "mode=1777,size=64m",
     )
     .map_err(step("filesystem: /dev/shm", &shm))?;
@@ -327,7 +335,7 @@ fn build_dev(root: &Path) -> Result<(), StepError> {
         "",
         &dev,
         "",
-        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         "",
     )
     .map_err(step("filesystem: /dev read-only", &dev))
@@ -349,9 +357,9 @@ const PROC_BLANKED: &[&str] = &[
 fn build_proc(root: &Path) -> Result<(), StepError> {
     let proc = under(root, Path::new("/proc"));
     mkdirs(&proc).map_err(step("filesystem: /proc", &proc))?;
-    sys::mount("proc", &proc, "proc", NOSUID_NODEV | libc::MS_NOEXEC, "")
+    sys::mount("proc", &proc, "proc", NOSUID_NODEV | MsFlags::MS_NOEXEC, "")
         .map_err(step("filesystem: mount /proc", &proc))?;
-    let flags = NOSUID_NODEV | libc::MS_NOEXEC;
+    let flags = NOSUID_NODEV | MsFlags::MS_NOEXEC;
     for name in PROC_READ_ONLY {
         let p = proc.join(name);
         if p.exists() {
@@ -371,34 +379,22 @@ fn build_proc(root: &Path) -> Result<(), StepError> {
 /// A user namespace whose only mapping is `owner -> agent`, for idmapped mounts. It is held
 /// by a short-lived helper process that exits as soon as the namespace fd is open.
 pub fn idmap_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepError> {
-    let mut pipe = [0; 2];
-    // SAFETY: pipe is a valid out array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(StepError::errno("identity: idmap pipe", sys::last_errno(), ""));
-    }
-    let (r, w) = (pipe[0], pipe[1]);
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| StepError::errno("identity: idmap pipe", e as i32, ""))?;
     let forked = sys::clone3(libc::CLONE_NEWUSER as u64, None);
     match forked {
         Ok(sys::Forked::Child) => {
+            // The helper only waits for the parent to close the pipe, then exits.
+            drop(w);
             let mut b = [0u8; 1];
-            // SAFETY: the helper only waits for the parent to close the pipe, then exits.
-            unsafe {
-                libc::close(w);
-                libc::read(r, b.as_mut_ptr().cast(), 1);
-                libc::_exit(0)
-            }
+            let _ = nix::unistd::read(&r, &mut b);
+            sys::exit_now(0)
         }
-        Err(e) => {
-            // SAFETY: closing the pipe we created.
-            unsafe {
-                libc::close(r);
-                libc::close(w);
-            }
-            Err(StepError::io("identity: idmap user namespace", &e, ""))
-        }
+        // Dropping the pipe's ends closes them.
+        Err(e) => Err(StepError::io("identity: idmap user namespace", &e, "")),
         Ok(sys::Forked::Parent { pid, pidfd: _pidfd }) => {
-            // SAFETY: our read end is not needed in the parent.
-            unsafe { libc::close(r) };
+            // Our read end is not needed in the parent.
+            drop(r);
             let base = PathBuf::from(format!("/proc/{pid}"));
             let res = (|| -> io::Result<OwnedFd> {
                 fs::write(base.join("uid_map"), uid_map)?;
@@ -406,11 +402,9 @@ pub fn idmap_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepError> 
                 fs::write(base.join("gid_map"), gid_map)?;
                 Ok(fs::File::open(base.join("ns/user"))?.into())
             })();
-            // SAFETY: closing the write end releases the helper; then reap it.
-            unsafe {
-                libc::close(w);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            // Closing the write end releases the helper; then reap it.
+            drop(w);
+            let _ = sys::waitpid(pid, false);
             res.map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))
         }
     }

@@ -1,103 +1,65 @@
 //! The interactive agent's own pseudo-terminal, relayed to the user's terminal. The agent
 //! never holds a descriptor of the user's tty, so it cannot inject input into it (TIOCSTI).
 
+use super::sys;
+use nix::fcntl::OFlag;
+use nix::sys::termios::{self, SetArg, Termios};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Child side: a pty from the sandbox's own devpts instance, so that inside the sandbox
 /// `tty` names it (/dev/pts/0). ORDER: after /dev/pts is mounted and before landlock, which
 /// restricts ioctls on device files opened after it.
 pub fn open_in_sandbox() -> io::Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: opening the multiplexer of our own devpts instance.
-    let m = unsafe {
-        libc::open(
-            c"/dev/ptmx".as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if m < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: m is new and ours.
-    let master = unsafe { OwnedFd::from_raw_fd(m) };
-    let unlock: libc::c_int = 0;
-    // SAFETY: ioctls on our own master.
-    let s = unsafe {
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        libc::ioctl(
-            m,
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if s < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: s is new and ours.
-    Ok((master, unsafe { OwnedFd::from_raw_fd(s) }))
+    // posix_openpt opens /dev/ptmx, which in the sandbox links to its own devpts' pts/ptmx.
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::unlockpt(&master)?;
+    let slave = sys::pty_peer(master.as_fd())?;
+    Ok((master.into(), slave))
 }
 
 /// Copy the user's window size to the agent's terminal (at start and on SIGWINCH).
-pub fn copy_window_size(master: RawFd) {
-    // SAFETY: zeroed winsize is a valid out buffer; ioctls on our own fds.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
-        }
-    }
+pub fn copy_window_size(master: BorrowedFd<'_>) {
+    sys::copy_window_size(io::stdin().as_fd(), master);
 }
 
 /// The user's terminal in raw mode for the length of the run; restored on drop.
-pub struct RawMode {
-    fd: RawFd,
-    saved: libc::termios,
+pub struct RawMode<'a> {
+    fd: BorrowedFd<'a>,
+    saved: Termios,
 }
 
-impl RawMode {
-    pub fn enter(fd: RawFd) -> Option<RawMode> {
-        // SAFETY: termios out buffers for our own terminal fd.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) < 0 {
-                return None;
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-            Some(RawMode { fd, saved })
-        }
+impl<'a> RawMode<'a> {
+    pub fn enter(fd: BorrowedFd<'a>) -> Option<RawMode<'a>> {
+        let saved = termios::tcgetattr(fd).ok()?;
+        let mut t = saved.clone();
+        termios::cfmakeraw(&mut t);
+        let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &t);
+        Some(RawMode { fd, saved })
     }
 }
 
-impl Drop for RawMode {
+impl Drop for RawMode<'_> {
     fn drop(&mut self) {
-        // SAFETY: restoring the attributes we saved.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+        let _ = termios::tcsetattr(self.fd, SetArg::TCSANOW, &self.saved);
     }
 }
 
 /// Copy what is available from one fd to another. Returns false at EOF or error.
-pub fn pump(from: RawFd, to: RawFd) -> bool {
+pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
     let mut buf = [0u8; 16 * 1024];
-    // SAFETY: buf is valid for its length.
-    let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 {
-        return n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
-    }
-    let mut rest = &buf[..usize::try_from(n).unwrap_or(0)];
+    let n = match nix::unistd::read(from, &mut buf) {
+        Ok(0) => return false,
+        Ok(n) => n,
+        Err(e) => return e == nix::errno::Errno::EINTR,
+    };
+    let mut rest = &buf[..n];
     while !rest.is_empty() {
-        // SAFETY: rest is a valid slice.
-        let w = unsafe { libc::write(to, rest.as_ptr().cast(), rest.len()) };
-        if w < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
+        match nix::unistd::write(to, rest) {
+            Ok(w) => rest = &rest[w..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
         }
-        rest = &rest[usize::try_from(w).unwrap_or(0)..];
     }
     true
 }

@@ -4,7 +4,12 @@
 use super::channel::{Channel, Msg};
 use super::pty::{copy_window_size, pump, RawMode};
 use super::{cgroup::Cgroup, sys, LaunchError, Outcome, StepError};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// SIGKILLs the sandbox's init if the supervisor leaves early (an error after clone).
@@ -18,20 +23,18 @@ impl Drop for KillOnDrop<'_> {
 
 /// Signals blocked for the length of a run (they arrive through the signalfd, and the child
 /// inherits them blocked); unblocked on every way out.
-pub struct BlockedSignals(libc::sigset_t);
+pub struct BlockedSignals(SigSet);
 
 impl BlockedSignals {
-    pub fn block(set: libc::sigset_t) -> BlockedSignals {
-        // SAFETY: blocking signals in this (single) thread.
-        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    pub fn block(set: SigSet) -> BlockedSignals {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
         BlockedSignals(set)
     }
 }
 
 impl Drop for BlockedSignals {
     fn drop(&mut self) {
-        // SAFETY: restoring the signal mask of this thread.
-        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&self.0), None);
     }
 }
 
@@ -46,30 +49,41 @@ pub struct Running<'a> {
     pub ignored: &'a [libc::c_int],
 }
 
-fn signalfd() -> std::io::Result<OwnedFd> {
+fn signalfd() -> io::Result<SignalFd> {
     let set = super::child::signal_set(&[libc::SIGCHLD]);
-    // SAFETY: creating a new signalfd for a valid set.
-    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and ours.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?)
 }
 
-fn read_signal(fd: &OwnedFd) -> Option<libc::c_int> {
-    // SAFETY: zeroed signalfd_siginfo is a valid buffer.
-    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::signalfd_siginfo>();
-    // SAFETY: reading one record into info.
-    let n = unsafe {
-        libc::read(
-            fd.as_raw_fd(),
-            (&mut info as *mut libc::signalfd_siginfo).cast(),
-            size,
-        )
-    };
-    (usize::try_from(n).ok() == Some(size)).then(|| libc::c_int::try_from(info.ssi_signo).unwrap_or(0))
+fn read_signal(fd: &SignalFd) -> Option<libc::c_int> {
+    // Nothing pending (EAGAIN) or an error both end the batch.
+    let info = fd.read_signal().ok()??;
+    Some(libc::c_int::try_from(info.ssi_signo).unwrap_or(0))
+}
+
+/// poll(2) over `fds`, where `None` entries are left out (the kernel's fd -1); returns the
+/// number of ready entries and the revents of each entry (empty for those left out).
+fn poll(fds: &[Option<BorrowedFd<'_>>], timeout: i32) -> Result<(libc::c_int, Vec<PollFlags>), Errno> {
+    let mut polled: Vec<PollFd> = fds
+        .iter()
+        .flatten()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let n = nix::poll::poll(
+        &mut polled,
+        PollTimeout::try_from(timeout).unwrap_or(PollTimeout::NONE),
+    )?;
+    // poll only reports what was asked (POLLIN) and POLLERR/POLLHUP/POLLNVAL, all of which
+    // nix knows; anything else still counts as "something happened", but not as POLLIN.
+    let mut revents = polled.iter().map(|p| p.revents().unwrap_or(PollFlags::POLLERR));
+    Ok((
+        n,
+        fds.iter()
+            .map(|fd| fd.and_then(|_| revents.next()).unwrap_or(PollFlags::empty()))
+            .collect(),
+    ))
 }
 
 /// What the child reported over the channel.
@@ -86,7 +100,7 @@ impl Reports {
     fn take(&mut self, received: std::io::Result<Option<(Msg, Option<OwnedFd>)>>) -> bool {
         match received {
             Ok(Some((Msg::PtyMaster, Some(fd)))) => {
-                copy_window_size(fd.as_raw_fd());
+                copy_window_size(fd.as_fd());
                 self.pty_master = Some(fd);
             }
             Ok(Some((Msg::SetupFailed { step, errno, detail }, _))) => {
@@ -106,8 +120,9 @@ impl Reports {
 
 pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let sigfd = signalfd().map_err(|e| StepError::io("lifecycle: signalfd", &e, ""))?;
+    let (stdin, stdout) = (io::stdin(), io::stdout());
     let _raw = if r.interactive {
-        RawMode::enter(libc::STDIN_FILENO)
+        RawMode::enter(stdin.as_fd())
     } else {
         None
     };
@@ -130,33 +145,13 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
 
     loop {
         let mut fds = vec![
-            libc::pollfd {
-                fd: sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: r.pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if channel_open { r.channel.0.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            Some(sigfd.as_fd()),
+            Some(r.pidfd.as_fd()),
+            channel_open.then(|| r.channel.0.as_fd()),
         ];
         if let Some(m) = &master {
-            fds.push(libc::pollfd {
-                fd: if stdin_open { libc::STDIN_FILENO } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            fds.push(libc::pollfd {
-                fd: if master_open { m.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            });
+            fds.push(stdin_open.then(|| stdin.as_fd()));
+            fds.push(master_open.then(|| m.as_fd()));
         }
         let timeout = match deadline {
             Some(d) if !timed_out => {
@@ -164,14 +159,11 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             }
             _ => -1,
         };
-        // SAFETY: fds is a valid array of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(StepError::errno("lifecycle: poll", sys::last_errno(), "").into());
-        }
+        let (n, revents) = match poll(&fds, timeout) {
+            Ok(ready) => ready,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(StepError::errno("lifecycle: poll", e as i32, "").into()),
+        };
         if n == 0 && deadline.is_some() && !timed_out {
             timed_out = true;
             notes.push(format!(
@@ -182,11 +174,11 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             let _ = sys::pidfd_send_signal(r.pidfd, libc::SIGKILL);
             continue;
         }
-        if fds[0].revents & libc::POLLIN != 0 {
+        if revents[0].contains(PollFlags::POLLIN) {
             while let Some(sig) = read_signal(&sigfd) {
                 match (sig, &master) {
                     (libc::SIGCHLD, _) => {}
-                    (libc::SIGWINCH, Some(m)) => copy_window_size(m.as_raw_fd()),
+                    (libc::SIGWINCH, Some(m)) => copy_window_size(m.as_fd()),
                     (s, _) if r.ignored.contains(&s) => {}
                     (s @ (libc::SIGTERM | libc::SIGINT | libc::SIGHUP), _) => {
                         terminating += 1;
@@ -214,37 +206,37 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                 }
             }
         }
-        if fds[2].revents != 0 {
+        if !revents[2].is_empty() {
             channel_open = reports.take(r.channel.recv_fd());
             if master.is_none() {
                 master = reports.pty_master.take();
             }
         }
-        if let (Some(m), true) = (&master, fds.len() == 5) {
-            if fds[3].revents != 0 && !pump(libc::STDIN_FILENO, m.as_raw_fd()) {
+        if let (Some(m), true) = (&master, revents.len() == 5) {
+            if !revents[3].is_empty() && !pump(stdin.as_fd(), m.as_fd()) {
                 stdin_open = false;
             }
-            if fds[4].revents != 0 && !pump(m.as_raw_fd(), libc::STDOUT_FILENO) {
+            if !revents[4].is_empty() && !pump(m.as_fd(), stdout.as_fd()) {
                 master_open = false;
             }
         }
-        if fds[1].revents & libc::POLLIN != 0 {
+        if revents[1].contains(PollFlags::POLLIN) {
             break;
         }
     }
 
     // init is gone (and with it, the pid namespace). Collect its status.
-    let mut init_status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(r.pid, &mut init_status, 0) };
+    // Raw statuses throughout (sys::waitpid): nix's WaitStatus cannot hold a death by a
+    // real-time signal.
+    let init_status = sys::waitpid(r.pid, false).map_or(0, |(_, status)| status);
     // Drain what the agent's last words left in the channel and the pty.
     while channel_open {
         channel_open = reports.take(r.channel.recv_fd());
     }
     if let Some(m) = &master {
-        // SAFETY: making our master non-blocking for the final drain.
-        unsafe { libc::fcntl(m.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-        while master_open && pump(m.as_raw_fd(), libc::STDOUT_FILENO) {}
+        // Non-blocking for the final drain.
+        let _ = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        while master_open && pump(m.as_fd(), stdout.as_fd()) {}
     }
     let Reports {
         setup_error,

@@ -1,10 +1,32 @@
-//! Thin wrappers over the raw syscalls libc does not wrap. Each does one kernel thing and
-//! returns the OS error; callers attach the step name.
+//! The raw system calls no crate wraps. Everything else goes through `nix` (and `caps`,
+//! `landlock`, `libseccomp`, `aya`); see docs/architecture.md, "Syscall crates". Each
+//! function here does one kernel thing and returns the OS error; callers attach the step name.
+//! Every `unsafe` block of the launch sequence that is not about descriptor ownership lives
+//! here, with the precondition it relies on.
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "cordon supports x86_64 only for now: the syscall table, the seccomp ABI checks and pt_regs offsets are x86_64's"
+);
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+
+/// The x86_64 system call numbers called by hand (through `libc::syscall`), in one place.
+/// libc's constants are the x86_64 table on this target (see the `compile_error!` above).
+mod nr {
+    pub const CLONE3: libc::c_long = libc::SYS_clone3;
+    pub const OPEN_TREE: libc::c_long = libc::SYS_open_tree;
+    pub const MOUNT_SETATTR: libc::c_long = libc::SYS_mount_setattr;
+    pub const MOVE_MOUNT: libc::c_long = libc::SYS_move_mount;
+    pub const PIDFD_SEND_SIGNAL: libc::c_long = libc::SYS_pidfd_send_signal;
+    pub const RT_SIGACTION: libc::c_long = libc::SYS_rt_sigaction;
+    pub const CLOSE_RANGE: libc::c_long = libc::SYS_close_range;
+    pub const SECCOMP: libc::c_long = libc::SYS_seccomp;
+    pub const LANDLOCK_CREATE_RULESET: libc::c_long = libc::SYS_landlock_create_ruleset;
+}
 
 pub fn cstr(p: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
@@ -19,17 +41,14 @@ fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-fn check_int(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-pub fn fd_from(ret: libc::c_long) -> io::Result<OwnedFd> {
+/// Take ownership of a descriptor a raw syscall just returned.
+///
+/// # Safety
+/// `ret` is the return value of a syscall that creates a descriptor (or fails with -1), and
+/// nothing else has taken ownership of that descriptor.
+unsafe fn fd_from(ret: libc::c_long) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(check(ret)?).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    // SAFETY: by this function's contract, the kernel just created `fd` for us alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -56,7 +75,8 @@ pub enum Forked {
     Parent { pid: libc::pid_t, pidfd: OwnedFd },
 }
 
-/// clone3 without CLONE_VM: fork semantics, plus namespaces, a pidfd and an initial cgroup.
+/// clone3 without CLONE_VM: fork semantics, plus namespaces, a pidfd and an initial cgroup
+/// (nix has neither clone3 nor CLONE_INTO_CGROUP).
 /// The caller must be single-threaded (the child gets a copy of this one thread).
 pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
     let mut pidfd: libc::c_int = -1;
@@ -71,10 +91,12 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
         args.cgroup = u64::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
     // Without CLONE_VM the child runs on a copy of our address space, like fork.
-    // SAFETY: args is a valid clone_args of the size we pass.
+    // SAFETY: args is a valid clone_args of the size we pass, its pidfd field points at a live
+    // int; without CLONE_VM and with a null stack the child resumes here on its own copy of
+    // our memory, as after fork.
     let ret = unsafe {
         libc::syscall(
-            libc::SYS_clone3,
+            nr::CLONE3,
             &mut args as *mut CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
@@ -83,7 +105,8 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
         0 => Ok(Forked::Child),
         pid => Ok(Forked::Parent {
             pid: libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))?,
-            // SAFETY: CLONE_PIDFD stored a new descriptor that we now own.
+            // SAFETY: clone3 succeeded with CLONE_PIDFD, so the kernel stored a new descriptor
+            // in `pidfd` that nothing else owns.
             pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
         }),
     }
@@ -104,15 +127,16 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// A detached copy of the mount tree at `path` (with submounts).
+/// A detached copy of the mount tree at `path` (with submounts). New mount API: not in nix.
 pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: c is a valid NUL-terminated path.
-    fd_from(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) })
+    // SAFETY: c is a NUL-terminated path that outlives the call; open_tree returns a new
+    // descriptor (or -1), which fd_from takes.
+    unsafe { fd_from(libc::syscall(nr::OPEN_TREE, libc::AT_FDCWD, c.as_ptr(), flags)) }
 }
 
-/// Set attributes on every mount of a detached tree.
+/// Set attributes on every mount of a detached tree. New mount API: not in nix.
 pub fn set_tree_attrs(tree: &OwnedFd, read_only: bool, idmap: Option<&OwnedFd>) -> io::Result<()> {
     let mut attr = MountAttr {
         attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
@@ -126,10 +150,11 @@ pub fn set_tree_attrs(tree: &OwnedFd, read_only: bool, idmap: Option<&OwnedFd>) 
             u64::try_from(ns.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
     let empty = c"";
-    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, attr of the size passed.
+    // SAFETY: tree is an open descriptor, the empty path is NUL-terminated and used with
+    // AT_EMPTY_PATH, and attr is a live mount_attr of exactly the size passed.
     let ret = unsafe {
         libc::syscall(
-            libc::SYS_mount_setattr,
+            nr::MOUNT_SETATTR,
             tree.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
@@ -140,14 +165,14 @@ pub fn set_tree_attrs(tree: &OwnedFd, read_only: bool, idmap: Option<&OwnedFd>) 
     check(ret).map(drop)
 }
 
-/// Attach a detached tree at `target`.
+/// Attach a detached tree at `target`. New mount API: not in nix.
 pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     let t = cstr(target)?;
     let empty = c"";
-    // SAFETY: valid fd and NUL-terminated paths.
+    // SAFETY: tree is an open descriptor; both paths are NUL-terminated and outlive the call.
     let ret = unsafe {
         libc::syscall(
-            libc::SYS_move_mount,
+            nr::MOVE_MOUNT,
             tree.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_FDCWD,
@@ -158,37 +183,30 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     check(ret).map(drop)
 }
 
-pub fn mount(src: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
-    let src = CString::new(src).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let fstype = CString::new(fstype).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let data = CString::new(data).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let t = cstr(target)?;
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    check_int(unsafe {
-        libc::mount(
-            src.as_ptr(),
-            t.as_ptr(),
-            fstype.as_ptr(),
-            flags,
-            data.as_ptr() as *const libc::c_void,
-        )
-    })
-    .map(drop)
+/// mount(2) with every string passed (empty rather than NULL), as the launch steps expect.
+pub fn mount(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: nix::mount::MsFlags,
+    data: &str,
+) -> io::Result<()> {
+    nix::mount::mount(Some(src), target, Some(fstype), flags, Some(data)).map_err(io::Error::from)
 }
 
+/// pivot_root(".", ".") stacks the old root under the new one; then detach the old root.
 pub fn pivot_root_here() -> io::Result<()> {
-    let dot = c".";
-    // SAFETY: "." is a valid path; pivot_root(".", ".") stacks the old root under the new one.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) })?;
-    // SAFETY: detaching the old root that now sits on top of ".".
-    check_int(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) }).map(drop)
+    nix::unistd::pivot_root(".", ".")?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
+/// Signal a process through its pidfd (immune to pid reuse). Not in nix.
 pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid pidfd; null siginfo means "as if by kill".
+    // SAFETY: pidfd is an open descriptor; a null siginfo means "as if by kill"; no memory is
+    // written.
     check(unsafe {
         libc::syscall(
-            libc::SYS_pidfd_send_signal,
+            nr::PIDFD_SEND_SIGNAL,
             pidfd.as_raw_fd(),
             sig,
             std::ptr::null::<libc::siginfo_t>(),
@@ -200,4 +218,208 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
 
 pub fn last_errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// waitpid(2) with the raw wait status: nix's `WaitStatus` has no place for a death by a
+/// real-time signal (it fails after the child is already reaped). Returns (pid, status); pid
+/// 0 with WNOHANG when no child has changed state.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<(libc::pid_t, i32)> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    // SAFETY: status is a live int the kernel writes the wait status into.
+    let ret = unsafe { libc::waitpid(pid, &mut status, flags) };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok((ret, status))
+    }
+}
+
+/// Make the terminal `tty` this session's controlling terminal (TIOCSCTTY; not in nix).
+pub fn set_controlling_tty(tty: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int by value (0: do not steal) and touches no memory.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drop capability `cap` from the bounding set by number, for capabilities newer than the
+/// caps crate's list (which names them by enum).
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl(PR_CAPBSET_DROP) takes integers only and touches no memory.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set the securebits (PR_SET_SECUREBITS: neither nix nor caps sets them).
+pub fn set_securebits(bits: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_SECUREBITS) takes integers only and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Leave the process now, without running destructors or atexit handlers: after clone and
+/// fork the child holds copies of the parent's owners, which must not act twice. Not in nix.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Give every signal (1..=64, real-time ones included) the default disposition, as the agent
+/// must start with: ignored signals survive execve. nix's `sigaction` only knows the signals
+/// of its `Signal` enum and cannot reach the real-time signals glibc reserves for itself, so
+/// this is the raw kernel call.
+pub fn reset_signal_dispositions() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: dfl is a live kernel sigaction of the 8-byte mask size passed; SIG_DFL
+            // installs no handler, and a null old-action pointer asks for nothing back.
+            unsafe {
+                libc::syscall(
+                    nr::RT_SIGACTION,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    0usize,
+                    8usize,
+                )
+            };
+        }
+    }
+}
+
+/// Mark every descriptor from `first` up close-on-exec. Not in nix.
+pub fn close_range_cloexec(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
+    // none and touches no memory.
+    check(unsafe { libc::syscall(nr::CLOSE_RANGE, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
+}
+
+/// Install a classic-BPF seccomp filter (as exported by libseccomp) on this thread. The
+/// libseccomp crate loads only from its own context; the filter is compiled in the parent
+/// and only loaded in the child.
+pub fn seccomp_set_mode_filter(bpf: &[u8]) -> io::Result<()> {
+    let insn = std::mem::size_of::<libc::sock_filter>();
+    if !bpf.len().is_multiple_of(insn) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let len = u16::try_from(bpf.len() / insn).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: bpf.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points at `len` whole sock_filter instructions inside `bpf`, which outlives
+    // the call; the kernel copies them and never writes through the pointer.
+    check(unsafe {
+        libc::syscall(
+            nr::SECCOMP,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    })
+    .map(drop)
+}
+
+/// The landlock ABI version this kernel offers (negative: none). The landlock crate keeps
+/// its own probe private.
+pub fn landlock_abi_version() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: a null attr of size 0 with the VERSION flag is the documented query; it creates
+    // no descriptor and touches no memory.
+    unsafe {
+        libc::syscall(
+            nr::LANDLOCK_CREATE_RULESET,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    }
+}
+
+/// Open the peer (slave) of a pty master by descriptor, never by path (TIOCGPTPEER, which
+/// neither nix nor libc wraps).
+pub fn pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: TIOCGPTPEER takes its open flags by value and returns a new descriptor (or -1),
+    // which fd_from takes.
+    unsafe {
+        fd_from(libc::c_long::from(libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )))
+    }
+}
+
+/// Copy the window size of terminal `from` to terminal `to`, if `from` has one.
+pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, TIOCSWINSZ reads one from it; both
+    // descriptors are open for the call.
+    unsafe {
+        if libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Set IFF_UP|IFF_RUNNING on interface `name` through socket `sock` (nix can read interface
+/// flags but not set them).
+pub fn interface_up(sock: impl AsFd, name: &[u8]) -> io::Result<()> {
+    // SAFETY: ifreq is plain data (a name and a union of integers); all zeros is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).unwrap_or(1);
+    // SAFETY: sock is an open socket and req a live, NUL-terminated ifreq the kernel only reads.
+    if unsafe { libc::ioctl(sock.as_fd().as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS: the inode flags (chattr's) of an open file.
+const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+
+/// Add inode flags (`chattr +…`) to an open file.
+pub fn add_inode_flags(f: impl AsFd, add: libc::c_long) -> io::Result<()> {
+    let fd = f.as_fd().as_raw_fd();
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`, which lives across the call.
+    if unsafe { libc::ioctl(fd, FS_IOC_GETFLAGS, &mut flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    flags |= add;
+    // SAFETY: FS_IOC_SETFLAGS reads one long from `flags`, which lives across the call.
+    if unsafe { libc::ioctl(fd, FS_IOC_SETFLAGS, &flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -6,22 +6,38 @@ use cordon_probe_common::KernelOffsets;
 
 const KIND_STRUCT: u32 = 4;
 
+/// Why the probes' struct offsets could not be read from the kernel's BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("/sys/kernel/btf/vmlinux: {0} (the kernel needs CONFIG_DEBUG_INFO_BTF)")]
+    Read(#[source] std::io::Error),
+    #[error("not a little-endian BTF blob")]
+    NotBtf,
+    #[error("BTF blob cut short ({0})")]
+    Short(&'static str),
+    #[error("struct {0} not found")]
+    NoStruct(String),
+    #[error("struct {0} has no member {1}")]
+    NoMember(String, String),
+}
+
 /// Find `struct NAME`'s member byte offsets in a BTF blob.
-fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, String> {
+fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, BtfError> {
     let u16_at = |o: usize| btf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u32_at = |o: usize| {
         btf.get(o..o + 4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
+    const SHORT: BtfError = BtfError::Short("type section");
     if u16_at(0) != Some(0xeb9f) {
-        return Err("not a little-endian BTF blob".into());
+        return Err(BtfError::NotBtf);
     }
-    let hdr_len = u32_at(4).ok_or("short header")? as usize;
+    let hdr_len = u32_at(4).ok_or(BtfError::Short("header"))? as usize;
     let (type_off, type_len) = (
-        u32_at(8).ok_or("short")? as usize,
-        u32_at(12).ok_or("short")? as usize,
+        u32_at(8).ok_or(BtfError::Short("header"))? as usize,
+        u32_at(12).ok_or(BtfError::Short("header"))? as usize,
     );
-    let str_off = u32_at(16).ok_or("short")? as usize;
+    let str_off = u32_at(16).ok_or(BtfError::Short("header"))? as usize;
     let types = hdr_len + type_off;
     let strings = hdr_len + str_off;
     let string = |off: u32| -> &[u8] {
@@ -31,14 +47,14 @@ fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, 
     };
     let mut at = types;
     while at + 12 <= types + type_len {
-        let (name_off, info) = (u32_at(at).ok_or("short")?, u32_at(at + 4).ok_or("short")?);
+        let (name_off, info) = (u32_at(at).ok_or(SHORT)?, u32_at(at + 4).ok_or(SHORT)?);
         let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
         let body = at + 12;
         if kind == KIND_STRUCT && string(name_off) == name.as_bytes() {
             let mut found = vec![None; members.len()];
             for m in 0..vlen {
                 let rec = body + 12 * m;
-                let (m_name, m_off) = (u32_at(rec).ok_or("short")?, u32_at(rec + 8).ok_or("short")?);
+                let (m_name, m_off) = (u32_at(rec).ok_or(SHORT)?, u32_at(rec + 8).ok_or(SHORT)?);
                 let bits = if kind_flag == 1 { m_off & 0xff_ffff } else { m_off };
                 if let Some(i) = members.iter().position(|w| w.as_bytes() == string(m_name)) {
                     found[i] = Some(bits / 8);
@@ -47,7 +63,7 @@ fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, 
             return members
                 .iter()
                 .zip(found)
-                .map(|(m, f)| f.ok_or_else(|| format!("struct {name} has no member {m}")))
+                .map(|(m, f)| f.ok_or_else(|| BtfError::NoMember(name.into(), (*m).into())))
                 .collect();
         }
         at = body
@@ -59,13 +75,12 @@ fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, 
                 _ => 0,
             };
     }
-    Err(format!("struct {name} not found"))
+    Err(BtfError::NoStruct(name.into()))
 }
 
 /// The offsets the probes need, from the running kernel.
-pub fn kernel_offsets() -> Result<KernelOffsets, String> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux")
-        .map_err(|e| format!("/sys/kernel/btf/vmlinux: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF)"))?;
+pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(BtfError::Read)?;
     let task = member_offsets(&btf, "task_struct", &["pid", "tgid", "exit_code", "comm"])?;
     let bprm = member_offsets(&btf, "linux_binprm", &["filename"])?;
     Ok(KernelOffsets {

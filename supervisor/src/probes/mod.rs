@@ -10,7 +10,6 @@
 mod btf;
 mod watch;
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -131,15 +130,11 @@ fn pin_dir() -> PathBuf {
 }
 
 fn ensure_bpffs() -> Result<(), ProbeError> {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let c = std::ffi::CString::new(BPFFS).expect("static path");
-    // SAFETY: zeroed statfs is a valid out buffer; path is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0 && st.f_type == BPF_FS_MAGIC {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    if statfs(BPFFS).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
     }
-    crate::launch::sys::mount("bpf", Path::new(BPFFS), "bpf", 0, "")
+    crate::launch::sys::mount("bpf", Path::new(BPFFS), "bpf", nix::mount::MsFlags::empty(), "")
         .map_err(|e| err("bpffs", format!("mount at {BPFFS}: {e}")))
 }
 
@@ -154,15 +149,15 @@ impl FileLock {
             .read(true)
             .write(true)
             .open(path)?;
-        let op = libc::LOCK_EX | if block { 0 } else { libc::LOCK_NB };
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(e)
-            };
+        // std's file locks are flock(2) on Linux: released by the kernel when the holder dies.
+        if block {
+            f.lock()?;
+        } else {
+            match f.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
         Ok(Some(Self(f)))
     }

@@ -148,19 +148,18 @@ pub struct Start<'a> {
 }
 
 fn uname() -> (String, String) {
-    // SAFETY: zeroed utsname is a valid out buffer.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::uname(&mut u) } != 0 {
+    let Ok(u) = nix::sys::utsname::uname() else {
         return (String::new(), String::new());
-    }
-    let text = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-        String::from_utf8_lossy(&bytes).into_owned()
     };
+    let text = |f: &std::ffi::OsStr| f.to_string_lossy().into_owned();
     (
-        text(&u.nodename),
-        format!("{} {} {}", text(&u.release), text(&u.version), text(&u.machine)),
+        text(u.nodename()),
+        format!(
+            "{} {} {}",
+            text(u.release()),
+            text(u.version()),
+            text(u.machine())
+        ),
     )
 }
 

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -39,11 +38,10 @@ pub enum TraceError {
 }
 
 fn mono_ns() -> u64 {
-    // SAFETY: zeroed timespec is a valid out buffer.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    // CLOCK_MONOTONIC, the clock the kernel's events are stamped with; it cannot fail.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec()).unwrap_or(0)
 }
 
 /// The records of one trace, as frames in a buffer the caller drains with `take`.
@@ -198,25 +196,13 @@ impl Chain {
     }
 }
 
-/// FS_IOC_GETFLAGS / FS_IOC_SETFLAGS and the append-only flag (linux/fs.h).
-const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
-const FS_IOC_SETFLAGS: libc::c_ulong = 0x4008_6602;
+/// The append-only inode flag (linux/fs.h).
 const FS_APPEND_FL: libc::c_long = 0x20;
 
 /// Set the kernel's append-only attribute: even root must clear it (`chattr -a`) before the
 /// file can be truncated, rewritten or removed.
 fn set_append_only(f: &File) -> Result<(), std::io::Error> {
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`.
-    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    flags |= FS_APPEND_FL;
-    // SAFETY: FS_IOC_SETFLAGS reads one long from `flags`.
-    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::launch::sys::add_inode_flags(f, FS_APPEND_FL)
 }
 
 /// An open trace file: created new (never over an existing file), opened O_APPEND and marked
