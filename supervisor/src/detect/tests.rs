@@ -316,7 +316,7 @@ fn both_paths_of_two_path_syscalls_resolve_against_their_own_directory_arguments
         6 => Some("/home/u".to_string()),
         _ => None,
     };
-    let mut d = Detector::new(&config("default"), Box::new(move |p, fd| lookup(p, fd)));
+    let mut d = Detector::new(&config("default"), Box::new(lookup));
     let cwd = u64::from(libc::AT_FDCWD as u32);
     let f = run(
         &mut d,
