@@ -257,7 +257,7 @@ impl Model {
         self.header.syscalls.is_empty() || self.header.syscalls.contains_key(name)
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), BaselineError> {
         let mut header = self.header.clone();
         header.frequency = self.freq.iter().map(|(&s, &n)| (s, n)).collect();
         header.frequency.sort_unstable();
@@ -267,7 +267,7 @@ impl Model {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(
             serde_json::to_string(&header)
-                .map_err(|e| e.to_string())?
+                .map_err(BaselineError::Encode)?
                 .as_bytes(),
         );
         out.push(b'\n');
@@ -283,18 +283,27 @@ impl Model {
             f.sync_all()?;
             std::fs::rename(&tmp, path)
         };
-        write().map_err(|e| {
+        write().map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            format!("cannot write the baseline {}: {e}", path.display())
+            BaselineError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
     }
 
-    pub fn load(path: &Path) -> Result<Model, String> {
+    pub fn load(path: &Path) -> Result<Model, BaselineError> {
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| format!("cannot read the baseline {}: {e}", path.display()))?;
-        let bad = |why: &str| format!("{} is not a cordon baseline: {why}", path.display());
+            .map_err(|source| BaselineError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let bad = |why: &str| BaselineError::Invalid {
+            path: path.to_path_buf(),
+            why: why.into(),
+        };
         let rest = bytes
             .strip_prefix(MAGIC)
             .ok_or_else(|| bad("it does not start with cordon-baseline-v1"))?;
@@ -390,15 +399,46 @@ pub fn sequences_of<'a>(events: impl IntoIterator<Item = &'a pb::Event>) -> Vec<
     by_pid
 }
 
+/// A baseline or syscall file that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("cannot write the baseline {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode the baseline's header: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("cannot read the baseline {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a cordon baseline: {why}")]
+    Invalid { path: std::path::PathBuf, why: String },
+    #[error("{label}: item {item} is {word:?}, not a syscall number")]
+    NotASyscall {
+        label: String,
+        item: usize,
+        word: String,
+    },
+}
+
 /// A file of whitespace-separated syscall numbers.
-pub fn parse_syscalls(text: &str, label: &str) -> Result<Vec<u32>, String> {
+pub fn parse_syscalls(text: &str, label: &str) -> Result<Vec<u32>, BaselineError> {
     text.split_whitespace()
         .enumerate()
         .map(|(i, w)| {
             w.parse::<u32>()
                 .ok()
                 .filter(|&n| n < 0x10000)
-                .ok_or_else(|| format!("{label}: item {} is {w:?}, not a syscall number", i + 1))
+                .ok_or_else(|| BaselineError::NotASyscall {
+                    label: label.into(),
+                    item: i + 1,
+                    word: w.into(),
+                })
         })
         .collect()
 }
@@ -583,17 +623,23 @@ mod tests {
             m.score(&probe, Method::Cordon)
         );
         std::fs::write(&p, b"hello").unwrap();
-        assert!(Model::load(&p).unwrap_err().contains("not a cordon baseline"));
+        assert!(Model::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a cordon baseline"));
         let mut bytes = Vec::new();
         m.save(&p).unwrap();
         std::fs::File::open(&p).unwrap().read_to_end(&mut bytes).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
-        assert!(Model::load(&p).unwrap_err().contains("bytes follow"));
+        assert!(Model::load(&p).unwrap_err().to_string().contains("bytes follow"));
     }
 
     #[test]
     fn syscall_files_parse_strictly() {
         assert_eq!(parse_syscalls("1 2\n3\t4", "f").unwrap(), vec![1, 2, 3, 4]);
-        assert!(parse_syscalls("1 x 3", "f").unwrap_err().contains("item 2"));
+        assert!(parse_syscalls("1 x 3", "f")
+            .unwrap_err()
+            .to_string()
+            .contains("item 2"));
     }
 }

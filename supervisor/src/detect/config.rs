@@ -4,6 +4,16 @@ use crate::events::pb::{self, event::Kind};
 use crate::profile::monitor::{Monitor, Response, Rule};
 use crate::profile::NetworkMode;
 
+/// A monitor pattern whose variables cannot be expanded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("monitor.{rule} {pattern:?}: {source}")]
+pub struct ConfigError {
+    pub rule: String,
+    pub pattern: String,
+    #[source]
+    pub source: crate::policy::PathError,
+}
+
 /// The monitor of one run, with variables expanded.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Config {
@@ -23,8 +33,8 @@ impl Config {
         m: &Monitor,
         executable: &[std::path::PathBuf],
         net_mode: NetworkMode,
-        expand: impl Fn(&str) -> Result<String, String>,
-    ) -> Result<Config, String> {
+        expand: impl Fn(&str) -> Result<String, crate::policy::PathError>,
+    ) -> Result<Config, ConfigError> {
         let mut rules = m.rules.clone();
         for r in &mut rules {
             if r.name == "syscalls" {
@@ -39,7 +49,11 @@ impl Config {
                     let expanded = if body.starts_with("**") {
                         body.to_string()
                     } else {
-                        expand(body).map_err(|e| format!("monitor.{} {p:?}: {e}", r.name))?
+                        expand(body).map_err(|source| ConfigError {
+                            rule: r.name.to_string(),
+                            pattern: p.clone(),
+                            source,
+                        })?
                     };
                     *p = format!("{bang}{expanded}");
                 }

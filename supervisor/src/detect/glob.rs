@@ -8,13 +8,18 @@
 //! Paths are compared lexically, after removing empty and `.` segments and resolving `..`
 //! against the segments before it; symbolic links are not followed.
 
+/// A pattern that is not anchored: it would match relative to wherever the agent stands.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a pattern must be absolute, start with a {{variable}}, or start with **/")]
+pub struct RelativePattern;
+
 /// A pattern that can be compiled (variables already expanded).
-pub fn check(pattern: &str) -> Result<(), String> {
+pub fn check(pattern: &str) -> Result<(), RelativePattern> {
     let p = pattern.strip_prefix('!').unwrap_or(pattern);
     if p.starts_with('/') || p.starts_with('{') || p.starts_with("**/") {
         Ok(())
     } else {
-        Err("a pattern must be absolute, start with a {variable}, or start with **/".into())
+        Err(RelativePattern)
     }
 }
 

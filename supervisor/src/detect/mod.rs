@@ -14,7 +14,7 @@ pub mod offline;
 pub mod pipeline;
 mod window;
 
-pub use config::{Config, Finding};
+pub use config::{Config, ConfigError, Finding};
 use window::{fmt_ms, Throttle, Window};
 
 use std::collections::HashMap;

@@ -12,6 +12,58 @@ use super::baseline::{self, Alphabet, Method, Model};
 use crate::events::pb::event::Kind;
 use crate::trace::pb::record::Body;
 
+/// Why `cordon learn` or `cordon score` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Trace(#[from] crate::trace::show::ShowError),
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the directory {path}: {source}")]
+    ReadDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: no files to learn from")]
+    EmptyDir(PathBuf),
+    #[error("{file}: a {input} input among {others} inputs; a baseline is learned from one kind")]
+    MixedInputs {
+        file: PathBuf,
+        input: &'static str,
+        others: &'static str,
+    },
+    #[error("{file}: a {input} input, but the baseline was learned from {baseline}")]
+    OtherAlphabet {
+        file: PathBuf,
+        input: &'static str,
+        baseline: &'static str,
+    },
+    #[error("nothing to learn from: give -- CMD, --from TRACE… or --from-syscalls DIR")]
+    NothingToLearn,
+    #[error("the inputs hold no syscalls to learn from")]
+    NoSyscalls,
+    #[error("cannot find the cordon binary: {0}")]
+    NoBinary(#[source] std::io::Error),
+    #[error("cannot start {exe}: {source}")]
+    Start {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run {run} left no trace (exit status {status}); nothing learned")]
+    NoTrace {
+        run: u32,
+        status: std::process::ExitStatus,
+    },
+}
+
 /// What one input file holds.
 pub struct Input {
     pub alphabet: Alphabet,
@@ -29,7 +81,7 @@ fn is_trace(path: &Path) -> bool {
         .is_ok_and(|()| head.as_slice() == crate::trace::MAGIC)
 }
 
-pub fn read_input(path: &Path) -> Result<Input, String> {
+pub fn read_input(path: &Path) -> Result<Input, OfflineError> {
     if is_trace(path) {
         let mut events = Vec::new();
         let mut counts = HashMap::new();
@@ -54,7 +106,10 @@ pub fn read_input(path: &Path) -> Result<Input, String> {
             counts,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| OfflineError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let seq = baseline::parse_syscalls(&text, &path.display().to_string())?;
     Ok(Input {
         alphabet: Alphabet::Syscalls,
@@ -64,32 +119,34 @@ pub fn read_input(path: &Path) -> Result<Input, String> {
 }
 
 /// The files of a directory, sorted (for `--from-syscalls DIR`).
-pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?
+        .map_err(|source| OfflineError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(format!("{}: no files to learn from", dir.display()));
+        return Err(OfflineError::EmptyDir(dir.to_path_buf()));
     }
     Ok(files)
 }
 
 /// Build a baseline from `files` (all of one alphabet) and save it to `out`.
-pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, String> {
+pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, OfflineError> {
     let mut model: Option<Model> = None;
     for f in files {
         let input = read_input(f)?;
         let m = model.get_or_insert_with(|| Model::new(input.alphabet));
         if m.alphabet() != input.alphabet {
-            return Err(format!(
-                "{}: a {} input among {} inputs; a baseline is learned from one kind",
-                f.display(),
-                alphabet_name(input.alphabet),
-                alphabet_name(m.alphabet())
-            ));
+            return Err(OfflineError::MixedInputs {
+                file: f.clone(),
+                input: alphabet_name(input.alphabet),
+                others: alphabet_name(m.alphabet()),
+            });
         }
         for (_, s) in &input.sequences {
             m.train(s);
@@ -97,9 +154,9 @@ pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, String> {
         m.train_counts(&input.counts);
         m.add_source(f.display().to_string());
     }
-    let model = model.ok_or("nothing to learn from")?;
+    let model = model.ok_or(OfflineError::NothingToLearn)?;
     if model.grams() == 0 {
-        return Err("the inputs hold no syscalls to learn from".into());
+        return Err(OfflineError::NoSyscalls);
     }
     model.save(out)?;
     Ok(format!(
@@ -127,19 +184,18 @@ pub struct Scored {
 }
 
 /// Score each file against the baseline (with plain STIDE if `stide`): one line per input.
-pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scored>, String> {
+pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scored>, OfflineError> {
     let method = if stide { Method::Stide } else { Method::Cordon };
     let model = Model::load(baseline)?;
     let mut out = Vec::new();
     for f in files {
         let input = read_input(f)?;
         if input.alphabet != model.alphabet() {
-            return Err(format!(
-                "{}: a {} input, but the baseline was learned from {}",
-                f.display(),
-                alphabet_name(input.alphabet),
-                alphabet_name(model.alphabet())
-            ));
+            return Err(OfflineError::OtherAlphabet {
+                file: f.clone(),
+                input: alphabet_name(input.alphabet),
+                baseline: alphabet_name(model.alphabet()),
+            });
         }
         let worst = input
             .sequences
@@ -231,21 +287,19 @@ pub struct ScoreArgs {
 }
 
 /// `cordon learn`: gather the inputs, learn, save, say what was learned.
-pub fn learn_main(a: LearnArgs) -> Result<i32, String> {
+pub fn learn_main(a: LearnArgs) -> Result<i32, OfflineError> {
     let files = match (a.from_syscalls, a.from.is_empty(), a.command.is_empty()) {
         (Some(dir), _, _) => files_in(&dir)?,
         (None, false, _) => a.from,
         (None, true, false) => record_runs(&a.profile, a.workspace.as_deref(), a.runs, &a.command)?,
-        (None, true, true) => {
-            return Err("nothing to learn from: give -- CMD, --from TRACE… or --from-syscalls DIR".into())
-        }
+        (None, true, true) => return Err(OfflineError::NothingToLearn),
     };
     println!("{}", learn(&files, &a.out)?);
     Ok(0)
 }
 
 /// `cordon score`: one line per input.
-pub fn score_main(a: &ScoreArgs) -> Result<i32, String> {
+pub fn score_main(a: &ScoreArgs) -> Result<i32, OfflineError> {
     for s in score(&a.baseline, &a.files, a.method == "stide")? {
         println!("{}", s.line);
     }
@@ -259,8 +313,8 @@ pub fn record_runs(
     workspace: Option<&Path>,
     runs: u32,
     command: &[String],
-) -> Result<Vec<PathBuf>, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the cordon binary: {e}"))?;
+) -> Result<Vec<PathBuf>, OfflineError> {
+    let exe = std::env::current_exe().map_err(OfflineError::NoBinary)?;
     let dir = crate::trace::default_dir();
     let mut traces = Vec::new();
     for i in 1..=runs {
@@ -275,11 +329,12 @@ pub fn record_runs(
             .arg("--")
             .args(command)
             .status()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            .map_err(|source| OfflineError::Start {
+                exe: exe.clone(),
+                source,
+            })?;
         if !trace.exists() {
-            return Err(format!(
-                "run {i} left no trace (exit status {st}); nothing learned"
-            ));
+            return Err(OfflineError::NoTrace { run: i, status: st });
         }
         if !st.success() {
             eprintln!("cordon: learn: run {i} exited with {st}; learning from it anyway");

@@ -17,15 +17,24 @@ pub struct Detect {
     findings: Vec<Finding>,
 }
 
+/// The run's monitor cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(transparent)]
+    Baseline(#[from] super::baseline::BaselineError),
+    #[error("the baseline {0} was learned from plain syscall files; a live run needs one learned from cordon runs or traces")]
+    PlainBaseline(String),
+}
+
 impl Detect {
     /// Can the run's monitor be built? (The baseline the profile names is read: a missing one
     /// stops the run before the sandbox exists.)
-    pub fn check(cfg: &Config) -> Result<(), String> {
+    pub fn check(cfg: &Config) -> Result<(), DetectError> {
         baseline(cfg).map(|_| ())
     }
 
     /// The run's monitor; the baseline the profile names, if any, is read here.
-    pub fn new(cfg: &Config, cgroup: PathBuf, sandbox: String) -> Result<Self, String> {
+    pub fn new(cfg: &Config, cgroup: PathBuf, sandbox: String) -> Result<Self, DetectError> {
         let mut rules = Detector::new(cfg, cwd::proc_lookup());
         if let (Some(model), Some(r)) = (baseline(cfg)?, cfg.rule("baseline")) {
             rules.set_baseline(Live::new(model, r.threshold), r);
@@ -92,16 +101,14 @@ impl Detect {
 }
 
 /// The baseline model the profile's `baseline` rule names, if any.
-fn baseline(cfg: &Config) -> Result<Option<Model>, String> {
+fn baseline(cfg: &Config) -> Result<Option<Model>, DetectError> {
     let Some(r) = cfg.rule("baseline") else {
         return Ok(None);
     };
     let path = r.file.clone().unwrap_or_default();
     let model = Model::load(std::path::Path::new(&path))?;
     if model.alphabet() != Alphabet::Events {
-        return Err(format!(
-            "the baseline {path} was learned from plain syscall files; a live run needs one learned from cordon runs or traces"
-        ));
+        return Err(DetectError::PlainBaseline(path));
     }
     Ok(Some(model))
 }

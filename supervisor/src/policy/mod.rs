@@ -112,40 +112,62 @@ pub enum CompileError {
     #[error("home {0} must not be the root directory")]
     RootHome(PathBuf),
     #[error("filesystem path {0:?}: {1}")]
-    Path(String, String),
-    #[error("{0}")]
-    Monitor(String),
+    Path(String, #[source] PathError),
+    #[error(transparent)]
+    Monitor(#[from] crate::detect::ConfigError),
+}
+
+/// A path template (`{workspace}/src`, `/etc`) that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("unclosed `{{` in path")]
+    Unclosed,
+    #[error("unknown variable {{{0}}} (known: {{workspace}}, {{home}})")]
+    UnknownVariable(String),
+    #[error("must be an absolute path or start with {{workspace}} or {{home}}")]
+    NotAbsolute,
+    #[error("must not contain `..`")]
+    ParentDir,
+}
+
+/// A `network.allow` entry that is not `IP[/PREFIX]:port[/tcp|/udp]`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DestinationError {
+    #[error("expected IP[/PREFIX]:port[/tcp|/udp], e.g. \"10.0.0.0/8:443/tcp\" (a port is required)")]
+    NoPort,
+    #[error("protocol {0:?} must be \"tcp\" or \"udp\"")]
+    Protocol(String),
+    #[error("port {0:?} is not a number from 0 to 65535")]
+    Port(String),
+    #[error("{0:?} is not an IP address (domain names are not supported yet)")]
+    Ip(String),
+    #[error("prefix {prefix:?} must be 0..={max}")]
+    Prefix { prefix: String, max: u8 },
 }
 
 /// Check a path template without a context: absolute, known variables only.
-pub fn check_path_template(p: &str) -> Result<(), String> {
+pub fn check_path_template(p: &str) -> Result<(), PathError> {
     let expanded = expand(p, Path::new("/w"), Path::new("/h"))?;
     if !expanded.is_absolute() {
-        return Err("must be an absolute path or start with {workspace} or {home}".into());
+        return Err(PathError::NotAbsolute);
     }
     if expanded.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err("must not contain `..`".into());
+        return Err(PathError::ParentDir);
     }
     Ok(())
 }
 
-fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, String> {
+fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, PathError> {
     let mut out = String::new();
     let mut rest = p;
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| "unclosed `{` in path".to_string())?;
+        let end = rest[start..].find('}').ok_or(PathError::Unclosed)?;
         let var = &rest[start + 1..start + end];
         match var {
             "workspace" => out.push_str(&workspace.to_string_lossy()),
             "home" => out.push_str(&home.to_string_lossy()),
-            other => {
-                return Err(format!(
-                    "unknown variable {{{other}}} (known: {{workspace}}, {{home}})"
-                ))
-            }
+            other => return Err(PathError::UnknownVariable(other.into())),
         }
         rest = &rest[start + end + 1..];
     }
@@ -164,34 +186,34 @@ fn depth(p: &Path) -> usize {
     p.components().count()
 }
 
-pub fn parse_destination(s: &str) -> Result<Destination, String> {
-    let (host, port) = s.rsplit_once(':').filter(|(h, _)| !h.is_empty()).ok_or_else(|| {
-        "expected IP[/PREFIX]:port[/tcp|/udp], e.g. \"10.0.0.0/8:443/tcp\" (a port is required)".to_string()
-    })?;
+pub fn parse_destination(s: &str) -> Result<Destination, DestinationError> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or(DestinationError::NoPort)?;
     let (port, protocol) = match port.split_once('/') {
         Some((port, "tcp")) => (port, Some(6)),  // IPPROTO_TCP
         Some((port, "udp")) => (port, Some(17)), // IPPROTO_UDP
-        Some((_, other)) => return Err(format!("protocol {other:?} must be \"tcp\" or \"udp\"")),
+        Some((_, other)) => return Err(DestinationError::Protocol(other.into())),
         None => (port, None),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+    let port: u16 = port.parse().map_err(|_| DestinationError::Port(port.into()))?;
     let (ip, prefix) = match host.split_once('/') {
         Some((ip, prefix)) => (ip, Some(prefix)),
         None => (host, None),
     };
-    let addr: std::net::IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address (domain names are not supported yet)"))?;
+    let addr: std::net::IpAddr = ip.parse().map_err(|_| DestinationError::Ip(ip.into()))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         Some(p) => p
             .parse::<u8>()
             .ok()
             .filter(|p| *p <= max)
-            .ok_or_else(|| format!("prefix {p:?} must be 0..={max}"))?,
+            .ok_or_else(|| DestinationError::Prefix {
+                prefix: p.into(),
+                max,
+            })?,
         None => max,
     };
     Ok(Destination {
@@ -296,8 +318,7 @@ pub fn compile(
     let mut monitor =
         crate::detect::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
             expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
-        })
-        .map_err(CompileError::Monitor)?;
+        })?;
     monitor.hook_uid = ctx.owner_uid;
     monitor.hook_gid = ctx.owner_gid;
 
@@ -446,24 +467,31 @@ mod tests {
         let d = parse_destination("10.0.0.0/8:443").unwrap();
         assert_eq!((d.prefix, d.port), (8, 443));
         assert_eq!(parse_destination("[::1]:22").unwrap().prefix, 128);
-        assert!(parse_destination("example.com:443")
-            .unwrap_err()
-            .contains("domain"));
+        assert_eq!(
+            parse_destination("example.com:443"),
+            Err(DestinationError::Ip("example.com".into()))
+        );
         assert!(parse_destination("1.2.3.4/33:1").is_err());
         assert!(parse_destination("1.2.3.4:99999").is_err());
         let udp = parse_destination("127.0.0.53:53/udp").unwrap();
         assert_eq!((udp.port, udp.protocol), (53, Some(17)));
         assert_eq!(udp.to_string(), "127.0.0.53/32:53/udp");
         assert_eq!(parse_destination("10.0.0.0/8:443").unwrap().protocol, None);
-        assert!(parse_destination("1.2.3.4:1/icmp").unwrap_err().contains("tcp"));
+        assert_eq!(
+            parse_destination("1.2.3.4:1/icmp"),
+            Err(DestinationError::Protocol("icmp".into()))
+        );
     }
 
     #[test]
     fn templates() {
         assert!(check_path_template("{workspace}/x").is_ok());
         assert!(check_path_template("rel").is_err());
-        assert!(check_path_template("/a/../b").unwrap_err().contains(".."));
-        assert!(check_path_template("{nope}").unwrap_err().contains("variable"));
+        assert_eq!(check_path_template("/a/../b"), Err(PathError::ParentDir));
+        assert_eq!(
+            check_path_template("{nope}"),
+            Err(PathError::UnknownVariable("nope".into()))
+        );
         assert_eq!(
             expand("{home}/.ssh/", Path::new("/w"), Path::new("/h")).unwrap(),
             PathBuf::from("/h/.ssh")

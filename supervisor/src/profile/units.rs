@@ -11,52 +11,97 @@ pub struct Bytes(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Millis(pub u64);
 
+/// A size or duration that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnitError {
+    #[error("expected a {what} such as {example}, found {found:?}")]
+    NotANumber {
+        what: &'static str,
+        example: &'static str,
+        found: String,
+    },
+    #[error("unknown {what} suffix {suffix:?} (use {known})")]
+    UnknownSuffix {
+        what: &'static str,
+        suffix: String,
+        known: &'static str,
+    },
+    #[error("{what} {found:?} is too large")]
+    TooLarge { what: &'static str, found: String },
+}
+
+/// A kind of quantity: its name, an example, its suffixes in words and their multipliers.
+struct Unit {
+    what: &'static str,
+    example: &'static str,
+    known: &'static str,
+    multiplier: fn(&str) -> Option<u64>,
+}
+
 /// A number followed by a unit suffix, scaled by the suffix's multiplier.
-fn parse_scaled(
-    s: &str,
-    what: &str,
-    example: &str,
-    unit: fn(&str) -> Result<u64, String>,
-) -> Result<u64, String> {
+fn parse_scaled(s: &str, unit: &Unit) -> Result<u64, UnitError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a {what} such as {example}, found {s:?}"))?;
-    n.checked_mul(unit(suffix.trim())?)
-        .ok_or_else(|| format!("{what} {s:?} is too large"))
+    let n: u64 = num.parse().map_err(|_| UnitError::NotANumber {
+        what: unit.what,
+        example: unit.example,
+        found: s.into(),
+    })?;
+    let m = (unit.multiplier)(suffix.trim()).ok_or_else(|| UnitError::UnknownSuffix {
+        what: unit.what,
+        suffix: suffix.trim().into(),
+        known: unit.known,
+    })?;
+    n.checked_mul(m).ok_or_else(|| UnitError::TooLarge {
+        what: unit.what,
+        found: s.into(),
+    })
 }
 
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    parse_scaled(s, "size", "\"512M\" or \"4G\"", |suffix| {
-        Ok(match suffix.to_ascii_uppercase().as_str() {
+const SIZE: Unit = Unit {
+    what: "size",
+    example: "\"512M\" or \"4G\"",
+    known: "K, M, G or T",
+    multiplier: |suffix| {
+        Some(match suffix.to_ascii_uppercase().as_str() {
             "" | "B" => 1,
             "K" | "KB" | "KIB" => 1 << 10,
             "M" | "MB" | "MIB" => 1 << 20,
             "G" | "GB" | "GIB" => 1 << 30,
             "T" | "TB" | "TIB" => 1 << 40,
-            other => return Err(format!("unknown size suffix {other:?} (use K, M, G or T)")),
+            _ => return None,
         })
-    })
-}
+    },
+};
 
-pub fn parse_millis(s: &str) -> Result<u64, String> {
-    parse_scaled(s, "duration", "\"90s\" or \"2h\"", |suffix| {
-        Ok(match suffix {
+const DURATION: Unit = Unit {
+    what: "duration",
+    example: "\"90s\" or \"2h\"",
+    known: "ms, s, m or h",
+    multiplier: |suffix| {
+        Some(match suffix {
             "ms" => 1,
             "" | "s" => 1000,
             "m" | "min" => 60_000,
             "h" => 3_600_000,
-            other => return Err(format!("unknown duration suffix {other:?} (use ms, s, m or h)")),
+            _ => return None,
         })
-    })
+    },
+};
+
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    parse_scaled(s, &SIZE)
+}
+
+pub fn parse_millis(s: &str) -> Result<u64, UnitError> {
+    parse_scaled(s, &DURATION)
 }
 
 struct UnitVisitor {
     what: &'static str,
     int_mult: u64,
-    parse: fn(&str) -> Result<u64, String>,
+    parse: fn(&str) -> Result<u64, UnitError>,
 }
 
 impl Visitor<'_> for UnitVisitor {
@@ -105,9 +150,12 @@ mod tests {
         assert_eq!(parse_bytes("512M"), Ok(512 << 20));
         assert_eq!(parse_bytes("4G"), Ok(4 << 30));
         assert_eq!(parse_bytes("100"), Ok(100));
-        assert!(parse_bytes("4Q").unwrap_err().contains("suffix"));
+        assert!(parse_bytes("4Q").unwrap_err().to_string().contains("suffix"));
         assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("99999999999T").unwrap_err().contains("too large"));
+        assert!(parse_bytes("99999999999T")
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum SessionError {
     #[error("network: an allowlist is enforced by the eBPF egress hooks, which --no-probes turns off; no agent was started")]
     AllowlistNeedsProbes,
     #[error("monitor: {0}; no agent was started")]
-    Monitor(String),
+    Monitor(#[source] crate::detect::pipeline::DetectError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

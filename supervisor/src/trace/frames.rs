@@ -12,30 +12,28 @@ pub(super) enum Body<'a> {
     Checkpoint(&'a pb::Checkpoint),
     Seal(&'a pb::Seal),
     Reads,
-    /// None.
+    /// None, or more than one.
     Invalid,
 }
 
-pub(super) fn body(rec: &pb::Record) -> Body<'_> {
-    match &rec.body {
-        Some(pb::record::Body::Header(h)) => Body::Header(h),
-        Some(pb::record::Body::Event(_)) => Body::Event,
-        Some(pb::record::Body::Checkpoint(c)) => Body::Checkpoint(c),
-        Some(pb::record::Body::Seal(s)) => Body::Seal(s),
-        Some(pb::record::Body::Reads(_)) => Body::Reads,
-        None => Body::Invalid,
+pub(super) fn body(rec: &pb::RecordLink) -> Body<'_> {
+    let bodies = [
+        rec.header.is_some(),
+        rec.event.is_some(),
+        rec.checkpoint.is_some(),
+        rec.seal.is_some(),
+        rec.reads.is_some(),
+    ];
+    if bodies.iter().filter(|b| **b).count() != 1 {
+        return Body::Invalid;
     }
-}
-
-/// Decode a payload as a `Record`, and only if every byte of it is accounted for: the writer
-/// encodes each record exactly once, so extra bytes — a second body (protobuf keeps the last
-/// of a oneof), a field this version does not know, a repeated scalar — mean the record was
-/// not written as it reads. (Lengths, not bytes, are compared: a map's entries may come back
-/// in another order.)
-fn decode(payload: &[u8]) -> Option<pb::Record> {
-    pb::Record::decode(payload)
-        .ok()
-        .filter(|r| r.encoded_len() == payload.len())
+    match (&rec.header, &rec.checkpoint, &rec.seal) {
+        (Some(h), _, _) => Body::Header(h),
+        (_, Some(c), _) => Body::Checkpoint(c),
+        (_, _, Some(s)) => Body::Seal(s),
+        _ if rec.event.is_some() => Body::Event,
+        _ => Body::Reads,
+    }
 }
 
 /// One frame as found in the file.
@@ -44,8 +42,7 @@ pub(super) struct Frame {
     pub(super) end: usize,
     pub(super) stored: Hash,
     pub(super) intact: bool,
-    /// The record, when the payload is exactly one (see `decode`).
-    pub(super) record: Option<pb::Record>,
+    pub(super) record: Option<pb::RecordLink>,
 }
 
 /// How the frames end: cleanly, cut short, or with a damaged length field.
@@ -99,19 +96,19 @@ pub(super) fn frames(bytes: &[u8]) -> (Vec<Frame>, Tail) {
             end: offset + need,
             stored,
             intact,
-            record: decode(payload),
+            record: pb::RecordLink::decode(payload).ok(),
         });
         pos += need;
     }
 }
 
-/// The intact records of a verified trace, decoded.
+/// The intact records of a verified trace, decoded (events whole).
 pub fn records(bytes: &[u8], r: &super::verify::Report) -> Vec<pb::Record> {
     frames(bytes)
         .0
-        .into_iter()
+        .iter()
         .take(r.intact)
-        .filter_map(|f| f.record)
+        .filter_map(|f| pb::Record::decode(&bytes[f.offset + 8..f.end - 32]).ok())
         .collect()
 }
 
@@ -119,4 +116,43 @@ pub fn records(bytes: &[u8], r: &super::verify::Report) -> Vec<pb::Record> {
 /// tools and tests that cut or splice traces.
 pub fn frame_bounds(bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     frames(bytes).0.iter().map(|f| f.offset..f.end).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::record::Body as B;
+
+    /// `RecordLink` mirrors `Record`: every body lands in its own field, with seq and prev.
+    #[test]
+    fn the_link_view_reads_every_body_of_a_record() {
+        let bodies = [
+            B::Header(pb::Header::default()),
+            B::Event(crate::events::pb::Event::default()),
+            B::Checkpoint(pb::Checkpoint::default()),
+            B::Seal(pb::Seal::default()),
+            B::Reads(pb::ReadSummary::default()),
+        ];
+        for b in bodies {
+            let which = format!("{b:?}");
+            let rec = pb::Record {
+                seq: 7,
+                wall_ns: 1,
+                mono_ns: 2,
+                prev: vec![3; 32],
+                body: Some(b),
+            };
+            let link = pb::RecordLink::decode(rec.encode_to_vec().as_slice()).unwrap();
+            assert_eq!((link.seq, link.prev.as_slice()), (7, &[3; 32][..]));
+            let got = match body(&link) {
+                Body::Header(_) => "Header",
+                Body::Event => "Event",
+                Body::Checkpoint(_) => "Checkpoint",
+                Body::Seal(_) => "Seal",
+                Body::Reads => "Reads",
+                Body::Invalid => "Invalid",
+            };
+            assert!(which.starts_with(got), "{which} read as {got}");
+        }
+    }
 }

@@ -111,13 +111,13 @@ pub fn head_text(c: &pb::Checkpoint) -> String {
     )
 }
 
-pub fn parse_head(text: &str) -> Result<pb::Checkpoint, String> {
-    let bad = || {
-        format!(
-            "not a trace head: {:?} (expected `cordon-head-v1 SANDBOX SEQ HASH SIGNATURE`, as `cordon trace head` prints)",
-            text.trim()
-        )
-    };
+/// Text that is not a head as `head_text` writes it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a trace head: {0:?} (expected `cordon-head-v1 SANDBOX SEQ HASH SIGNATURE`, as `cordon trace head` prints)")]
+pub struct NotAHead(pub String);
+
+pub fn parse_head(text: &str) -> Result<pb::Checkpoint, NotAHead> {
+    let bad = || NotAHead(text.trim().into());
     let parts: Vec<&str> = text.split_whitespace().collect();
     let [magic, sandbox, seq, chain, sig] = parts[..] else {
         return Err(bad());

@@ -17,15 +17,35 @@ pub fn text_or_file(arg: &str) -> String {
     }
 }
 
-pub fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the trace {}: {e}", path.display()))
+/// Why a trace command could not give its answer (damage is an answer: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    #[error("cannot read the trace {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Head(#[from] super::NotAHead),
+    #[error("{0}: no signed checkpoint yet")]
+    NoHead(std::path::PathBuf),
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, ShowError> {
+    std::fs::read(path).map_err(|source| ShowError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// `cordon trace verify`: print what the trace is and the verdict; true if it is valid.
 /// `pubkey` and `head` are given as text or as files holding it.
-pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Result<bool, String> {
+pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Result<bool, ShowError> {
     let key = pubkey
-        .map(|k| crate::keys::parse_public(text_or_file(k).trim()).map_err(|e| e.to_string()))
+        .map(|k| crate::keys::parse_public(text_or_file(k).trim()))
         .transpose()?;
     let head = head.map(|h| super::parse_head(&text_or_file(h))).transpose()?;
     let r = super::verify::verify(&read(path)?, key, head.as_ref());
@@ -34,7 +54,7 @@ pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Res
 }
 
 /// `cordon trace head`: the latest signed head as text (damage after it is noted on stderr).
-pub fn head(path: &Path) -> Result<String, String> {
+pub fn head(path: &Path) -> Result<String, ShowError> {
     let r = super::verify::verify(&read(path)?, None, None);
     if let Some(d) = &r.damage {
         eprintln!("cordon: note: {d}");
@@ -42,12 +62,12 @@ pub fn head(path: &Path) -> Result<String, String> {
     r.last_head
         .as_ref()
         .map(super::head_text)
-        .ok_or_else(|| format!("{}: no signed checkpoint yet", path.display()))
+        .ok_or_else(|| ShowError::NoHead(path.to_path_buf()))
 }
 
 /// Read `path`, hand its intact records to `each` in order (until it returns false), name any
 /// damage on stderr, and return the verification report.
-pub fn replay(path: &Path, mut each: impl FnMut(&pb::Record) -> bool) -> Result<Report, String> {
+pub fn replay(path: &Path, mut each: impl FnMut(&pb::Record) -> bool) -> Result<Report, ShowError> {
     let bytes = read(path)?;
     let r = super::verify::verify(&bytes, None, None);
     for rec in &super::verify::records(&bytes, &r) {
