@@ -115,7 +115,8 @@ impl Channel {
                 Err(e) => return Err(e.into()),
                 Ok(msg) => {
                     let mut fds = Vec::new();
-                    // A truncated control message (ENOBUFS) carries no descriptor we own.
+                    // nix does not parse a truncated control buffer (ENOBUFS): only init
+                    // writes here, and it attaches one descriptor, which always fits.
                     for c in msg.cmsgs().into_iter().flatten() {
                         if let ControlMessageOwned::ScmRights(raw) = c {
                             fds.extend(raw);

@@ -273,7 +273,7 @@ pub fn exit_now(code: i32) -> ! {
 /// Give every signal (1..=64, real-time ones included) the default disposition, as the agent
 /// must start with: ignored signals survive execve. nix's `sigaction` only knows the signals
 /// of its `Signal` enum and cannot reach the real-time signals glibc reserves for itself, so
-/// this is the raw kernel call.
+/// this is the raw kernel call. Only for a process about to execve (the forked agent).
 pub fn reset_signal_dispositions() {
     #[repr(C)]
     struct KernelSigaction {

@@ -179,7 +179,7 @@ impl Watch {
     /// Refuse every further connect and send to an address (and binds beyond loopback): the
     /// slot's egress policy becomes an empty allowlist. The hooks are attached to the
     /// sandbox's cgroup whatever its network mode, so this holds in its own namespace too.
-    pub fn deny_egress(&mut self) -> Result<String, String> {
+    pub fn cut_egress(&mut self) -> Result<(), ProbeError> {
         let policy = NetPolicy {
             mode: cordon_probe_common::netmode::ALLOWLIST,
             count: 0,
@@ -188,8 +188,15 @@ impl Watch {
         self.probes
             .net
             .set(self.slot, &policy, 0)
+            .map_err(|e| kerr("NET map", &e))
+    }
+
+    /// `cut_egress` in the words of a response: the detect layer reports what it did, or why
+    /// it could not, as prose (its `act` takes `Result<String, String>` for every response).
+    pub fn deny_egress(&mut self) -> Result<String, String> {
+        self.cut_egress()
             .map(|()| "every further connect and send is refused".into())
-            .map_err(|e| format!("NET map: {e}"))
+            .map_err(|e| format!("{}: {}", e.what, e.detail))
     }
 
     /// Bytes and packets per remote end (summed over CPUs), and the packets that could not be
