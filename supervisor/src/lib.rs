@@ -9,6 +9,7 @@ pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod launch;
+pub mod persist;
 pub mod policy;
 pub mod probes;
 pub mod profile;
