@@ -29,7 +29,7 @@ pub(crate) struct Gitdir {
 
 /// git's own test (`is_git_directory`): HEAD, and objects/ and refs/ or a commondir file. Any
 /// one of the latter is enough here, so a half-built gitdir is still inspected.
-pub(crate) fn is_gitdir(entries: &[(String, FileType)]) -> bool {
+pub(crate) fn is_gitdir(entries: &[(std::ffi::OsString, FileType)]) -> bool {
     let has = |n: &str, dir: bool| entries.iter().any(|(name, t)| name == n && t.is_dir() == dir);
     has("HEAD", false) && (has("objects", true) || has("refs", true) || has("commondir", false))
 }

@@ -26,6 +26,7 @@ mod gitconfig;
 mod index;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::{self, FileType, Metadata};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -190,12 +191,13 @@ impl Scan {
             for (name, ft) in &entries {
                 let path = dir.join(name);
                 if ft.is_dir() {
-                    if !SKIP_DIR_NAMES.contains(&name.as_str()) {
+                    if !SKIP_DIR_NAMES.iter().any(|n| name == n) {
                         stack.push(path);
                     }
                 } else if name == ".git" {
                     git::pointer(self, &path, ft);
-                } else {
+                } else if let Some(name) = name.to_str() {
+                    // A name that is not UTF-8 is never one of interest.
                     files::check(self, &dir, name, &path, ft);
                 }
             }
@@ -216,10 +218,9 @@ impl Scan {
         }
     }
 
-    /// A directory's entries with their types (not following symlinks), names lossily
-    /// decoded (a name that is not UTF-8 is never one of interest). `None` if unreadable
-    /// (reported) or if the budget ran out.
-    fn read_dir(&mut self, dir: &Path) -> Option<Vec<(String, FileType)>> {
+    /// A directory's entries with their types (not following symlinks). `None` if
+    /// unreadable (reported) or if the budget ran out.
+    fn read_dir(&mut self, dir: &Path) -> Option<Vec<(OsString, FileType)>> {
         let rd = match fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => {
@@ -241,7 +242,7 @@ impl Scan {
             }
             let Ok(entry) = entry else { continue };
             let Ok(ft) = entry.file_type() else { continue };
-            out.push((entry.file_name().to_string_lossy().into_owned(), ft));
+            out.push((entry.file_name(), ft));
         }
         Some(out)
     }

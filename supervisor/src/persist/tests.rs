@@ -2,6 +2,7 @@
 //! what was made after is, each with its exact vector, file and key.
 
 use super::*;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::time::SystemTime;
 
@@ -238,8 +239,18 @@ fn control_bytes_never_reach_the_report() {
         &ws.join("r\x1b[2J/.git"),
         "[core]\n\tpager = \"less\\n\x1b]0;pwn\x07\"\n",
     );
+    // A name that is not UTF-8 is walked like any other.
+    let odd = ws.join(std::ffi::OsStr::from_bytes(b"x\xff"));
+    gitdir(&odd.join(".git"), "");
+    write(&odd.join(".git/hooks/post-merge"), "#!/bin/sh\n");
     let f = scan(ws, since);
-    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!(f[1].file, odd.join(".git/hooks/post-merge"));
+    assert!(
+        f[1].inspect.starts_with("rm $'") && f[1].inspect.contains("x\\xff/"),
+        "{}",
+        f[1].inspect
+    );
     assert_eq!(f[0].value_preview, "less\\x0a\\x1b]0;pwn\\x07");
     assert!(
         f[0].inspect.contains("r\\x1b[2J/.git/config'") && f[0].inspect.starts_with("git config --file $'")
