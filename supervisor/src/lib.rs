@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod launch;
+pub mod persist;
 pub mod policy;
 pub mod probes;
 pub mod profile;
