@@ -45,19 +45,7 @@ fn freeze_stops_every_process_thaw_resumes_kill_leaves_nothing_and_all_are_recor
     );
     c.stderr(std::process::Stdio::null());
     let mut child = c.spawn().unwrap();
-    let mut id = String::new();
-    assert!(eventually(10_000, || {
-        let mut ps = cordon_command();
-        ps.arg("ps");
-        let out = stdout(&output(ps));
-        match out.lines().find(|l| l.contains(marker)) {
-            Some(l) => {
-                id = l.split_whitespace().next().unwrap().to_string();
-                true
-            }
-            None => false,
-        }
-    }));
+    let id = sandbox_id_of(marker);
     // Two busy loops: the shell and its background child.
     assert!(eventually(5000, || agent_pids(marker).len() == 2));
     let busy = agent_pids(marker);

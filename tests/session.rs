@@ -26,26 +26,6 @@ fn read_trace(
     (recs, r.seal.clone(), r)
 }
 
-fn sandbox_id_of(marker: &str) -> String {
-    let mut id = String::new();
-    assert!(
-        eventually(10_000, || {
-            let mut ps = cordon_command();
-            ps.arg("ps");
-            let out = stdout(&output(ps));
-            match out.lines().find(|l| l.contains(marker)) {
-                Some(l) => {
-                    id = l.split_whitespace().next().unwrap().to_string();
-                    true
-                }
-                None => false,
-            }
-        }),
-        "the sandbox running {marker} never appeared in `cordon ps`"
-    );
-    id
-}
-
 #[test]
 fn a_panicking_event_pipeline_kills_the_sandbox_and_the_trace_is_sealed_with_the_reason() {
     require_root();

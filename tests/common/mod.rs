@@ -365,3 +365,24 @@ pub fn spawn_until_ready(profile: &str, ws: &Path, script: &str) -> std::process
     );
     child
 }
+
+/// The id of the running sandbox whose `cordon ps` line holds `marker` (waits up to 10 s).
+pub fn sandbox_id_of(marker: &str) -> String {
+    let mut id = String::new();
+    assert!(
+        eventually(10_000, || {
+            let mut ps = cordon_command();
+            ps.arg("ps");
+            let out = stdout(&output(ps));
+            match out.lines().find(|l| l.contains(marker)) {
+                Some(l) => {
+                    id = l.split_whitespace().next().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        }),
+        "the sandbox running {marker} never appeared in `cordon ps`"
+    );
+    id
+}

@@ -59,8 +59,7 @@ pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
     let child = ctx.arg::<*const u8>(1);
     let (tid, tgid) = (read_u32(child, off.task_pid), read_u32(child, off.task_tgid));
     emit(sandbox, kind::FORK, |rec| {
-        // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes
-        // until it submits it; these are plain stores into its fields.
+        // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {
             (*rec).child_tid = tid;
             (*rec).child_tgid = tgid;
@@ -78,8 +77,7 @@ pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
     let Some(off) = offsets() else { return 0 };
     let bprm = ctx.arg::<*const u8>(2);
     let mut filename: u64 = 0;
-    // SAFETY: bpf_probe_read_kernel copies 8 bytes into the local `filename` and faults
-    // safely (returning an error) if the kernel address is not readable.
+    // SAFETY: bpf_probe_read_kernel copies 8 bytes into the local `filename` and faults safely (returning an error) if the kernel address is not readable.
     unsafe {
         bpf_probe_read_kernel(
             (&mut filename as *mut u64).cast(),
@@ -88,8 +86,7 @@ pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
         )
     };
     emit(sandbox, kind::EXEC, |rec| {
-        // SAFETY: `rec` is the reserved record `emit` owns until submit; the helper writes at
-        // most PATH_LEN bytes into its `filename` array and faults safely on a bad source.
+        // SAFETY: `rec` is the reserved record `emit` owns until submit; the helper writes at most PATH_LEN bytes into its `filename` array and faults safely on a bad source.
         unsafe {
             let n = bpf_probe_read_kernel_str(
                 (*rec).filename.as_mut_ptr().cast(),
@@ -113,8 +110,7 @@ pub fn sched_exit(ctx: RawTracePointContext) -> i32 {
     let group_dead = ctx.arg::<u64>(1) as u32 & 1;
     let code = read_u32(task, off.task_exit_code);
     emit(sandbox, kind::EXIT, |rec| {
-        // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes
-        // until it submits it; these are plain stores into its fields.
+        // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {
             (*rec).exit_code = code;
             (*rec).group_dead = group_dead;

@@ -86,8 +86,7 @@ pub fn count_drop(slot: u32) {
 #[inline(always)]
 pub fn count_written(slot: u32, bytes: u64) {
     if let Some(n) = WRITTEN.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU map value: only this CPU writes it, and BPF programs run with
-        // preemption (and migration) off, so no other writer races this increment.
+        // SAFETY: a per-CPU map value: only this CPU writes it, and BPF programs run with preemption (and migration) off, so no other writer races this increment.
         unsafe { *n += bytes };
     }
 }
@@ -96,8 +95,7 @@ pub fn count_written(slot: u32, bytes: u64) {
 pub fn count_syscall(slot: u32, nr: u32) {
     let bucket = if nr < MAX_SYSCALL { nr } else { MAX_SYSCALL - 1 };
     if let Some(c) = COUNTS.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU map value that only this CPU writes, with preemption off in BPF;
-        // `get_mut` keeps the bucket index inside the array.
+        // SAFETY: a per-CPU map value that only this CPU writes, with preemption off in BPF; `get_mut` keeps the bucket index inside the array.
         unsafe {
             if let Some(n) = (*c).n.get_mut(bucket as usize) {
                 *n += 1;
