@@ -1,5 +1,5 @@
-//! Builds the eBPF programs (ebpf/cordon-probes) for the BPF target with aya-build, the event
-//! and trace schemas (proto/) with prost-build, and their JSON mapping with pbjson-build. All
+//! Builds the eBPF programs (ebpf/cordon-probes) for the BPF target with aya-build, the event,
+//! trace and control schemas (proto/) with prost-build, and their JSON mapping with pbjson-build. All
 //! land in OUT_DIR and are embedded in cordon.
 
 use anyhow::{anyhow, Context as _};
@@ -55,18 +55,24 @@ fn main() -> anyhow::Result<()> {
         .emit_fields()
         .build(&[".cordon.events"])
         .context("generating the event schema's JSON mapping")?;
-    // The trace schema embeds the event schema's `Event`: point it at the types above.
-    prost_build::Config::new()
-        .file_descriptor_set_path(&descriptors)
-        .extern_path(".cordon.events.v2", "crate::events::pb")
-        .compile_protos(&["../proto/cordon/trace/v1/trace.proto"], &["../proto"])
-        .context("compiling the trace schema")?;
-    let trace = std::fs::read(&descriptors).context("reading the trace schema's descriptors")?;
-    pbjson_build::Builder::new()
-        .register_descriptors(&trace)?
-        .extern_path(".cordon.events.v2", "crate::events::pb")
-        .emit_fields()
-        .build(&[".cordon.trace"])
-        .context("generating the trace schema's JSON mapping")?;
+    // The trace schema and the control socket's messages (whose JSON mapping is the meta file
+    // beside the socket) embed the event schema's `Event`: point them at the types above.
+    for (proto, package) in [
+        ("cordon/trace/v1/trace.proto", ".cordon.trace"),
+        ("cordon/control/v1/control.proto", ".cordon.control"),
+    ] {
+        prost_build::Config::new()
+            .file_descriptor_set_path(&descriptors)
+            .extern_path(".cordon.events.v2", "crate::events::pb")
+            .compile_protos(&[format!("../proto/{proto}")], &["../proto"])
+            .with_context(|| format!("compiling {proto}"))?;
+        let set = std::fs::read(&descriptors).with_context(|| format!("reading {proto}'s descriptors"))?;
+        pbjson_build::Builder::new()
+            .register_descriptors(&set)?
+            .extern_path(".cordon.events.v2", "crate::events::pb")
+            .emit_fields()
+            .build(&[package])
+            .with_context(|| format!("generating {proto}'s JSON mapping"))?;
+    }
     Ok(())
 }

@@ -151,6 +151,17 @@ fn profile_list_show_and_doctor() {
     let text = stdout(&out);
     assert!(text.contains("landlock") && text.contains("ABI"), "{text}");
     assert!(text.contains("cgroups"), "{text}");
+    // The probes are loaded (by doctor itself if need be) and the always-on hooks attached.
+    assert!(
+        text.contains("probes") && text.contains("pinned at /sys/fs/bpf/cordon/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sched_exec   tracepoint sched_process_exec: attached"),
+        "{text}"
+    );
+    assert!(!text.contains("NOT"), "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
     let out = cordon_cmd(&["run", "--help"]);
     assert!(stdout(&out).contains("Examples"), "{}", stdout(&out));
 }

@@ -58,6 +58,20 @@ fn freeze_stops_every_process_thaw_resumes_kill_leaves_nothing_and_all_are_recor
     let before = cpu_ticks(pid);
     assert!(eventually(2000, || cpu_ticks(pid) > before), "still running");
 
+    // A request that is not a control message is refused in words, and nothing changes.
+    {
+        use std::io::{Read, Write};
+        let sock = format!("/run/cordon/sandboxes/{id}.sock");
+        let mut conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        conn.write_all(b"\x05freeze\n").unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.contains("an unreadable request"), "{answer:?}");
+        let before = cpu_ticks(pid);
+        assert!(eventually(2000, || cpu_ticks(pid) > before), "still running");
+    }
+
     let out = control("freeze", &id);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("every process stopped"), "{}", stdout(&out));

@@ -85,17 +85,82 @@ pub fn checks() -> Vec<Check> {
         },
     });
 
+    out.extend(probe_checks(root, ns.contains(&"net")));
+    out
+}
+
+/// The probes as this host runs them: loaded (loading them now if no `cordon` has), each
+/// program's hook and whether it is attached, and what the egress proxy will need.
+fn probe_checks(root: bool, netns: bool) -> Vec<Check> {
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
     let bpffs = read("/proc/mounts")
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("bpf"));
-    out.push(Check {
+    let basics = format!(
+        "BTF {}; bpffs {}",
+        if btf { "present" } else { "missing" },
+        if bpffs {
+            "mounted"
+        } else {
+            "not mounted (cordon mounts it)"
+        }
+    );
+    if !root {
+        return vec![Check {
+            layer: "ebpf",
+            ok: false,
+            detail: format!("{basics}; probes not checked: loading them needs root"),
+        }];
+    }
+    let probes = match crate::probes::Probes::ready() {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![Check {
+                layer: "ebpf",
+                ok: false,
+                detail: format!(
+                    "{basics}; {e}: no monitored run is possible (`--no-probes` runs unrecorded)"
+                ),
+            }]
+        }
+    };
+    let mut out = vec![Check {
         layer: "ebpf",
-        ok: btf,
+        ok: true,
         detail: format!(
-            "BTF {}; bpffs {}; probes are not part of this build yet (egress allowlists are refused until they are)",
-            if btf { "present" } else { "missing" },
-            if bpffs { "mounted" } else { "not mounted" }
+            "{basics}; probes {} and pinned at {}",
+            match probes.loaded_in {
+                Some(t) => format!("loaded just now in {} ms", t.as_millis()),
+                None => "already loaded".into(),
+            },
+            probes.pin_dir().display()
+        ),
+    }];
+    let hooks = probes.hooks();
+    for h in &hooks {
+        out.push(Check {
+            layer: "bpf hook",
+            ok: h.loaded && !h.attached.starts_with("NOT"),
+            detail: format!(
+                "{:<12} {}: {}",
+                h.program,
+                h.hook,
+                if h.loaded { h.attached } else { "NOT loaded" }
+            ),
+        });
+    }
+    let redirect = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+    let hooks_ok = redirect
+        .iter()
+        .all(|p| hooks.iter().any(|h| h.program == *p && h.loaded));
+    out.push(Check {
+        layer: "proxy",
+        ok: hooks_ok && netns,
+        detail: format!(
+            "prerequisites for egress by name: cgroup connect4/6 and sendmsg4/6 hooks {}, network namespaces {}; \
+             network.mode = \"proxy\" itself is not part of this build yet",
+            if hooks_ok { "load" } else { "do NOT load" },
+            if netns { "available" } else { "NOT available" }
         ),
     });
     out

@@ -57,7 +57,7 @@ impl Actor {
         &mut self,
         f: &Finding,
         detection: u64,
-        deny_egress: &mut dyn FnMut() -> Result<String, String>,
+        deny_egress: &mut dyn FnMut() -> Result<(), crate::probes::ProbeError>,
     ) -> Option<Kind> {
         if f.response == Response::Log {
             return None;
@@ -78,7 +78,10 @@ impl Actor {
                 respond::apply(&self.cgroup, Action::Kill).map_err(|e| e.to_string()),
             )),
             Response::Deny if self.egress_denied => None,
-            Response::Deny => Some(("deny", deny_egress())),
+            Response::Deny => Some((
+                "deny",
+                deny_egress().map(|()| String::new()).map_err(|e| e.to_string()),
+            )),
         };
         let what = match (&f.response, &result) {
             (Response::Freeze, Some((_, Ok(_)))) => {

@@ -62,7 +62,7 @@ impl Detect {
             let e = dec.bare(f.event());
             dec.emit(e, events);
             let seq = events.last().map_or(0, |e| e.seq);
-            let mut deny = || watch.deny_egress();
+            let mut deny = || watch.cut_egress();
             if let Some(kind) = self.actor.act(&f, seq, &mut deny) {
                 let e = dec.bare(kind);
                 dec.emit(e, events);

@@ -250,6 +250,69 @@ impl Probes {
     }
 }
 
+/// One program of the probe set as `cordon doctor` reports it.
+pub struct Hook {
+    pub program: &'static str,
+    /// Where it runs: the tracepoint or the cgroup attach point.
+    pub hook: String,
+    /// Its pin exists (loaded and verified by this kernel).
+    pub loaded: bool,
+    /// Attached now, in words.
+    pub attached: &'static str,
+}
+
+impl Probes {
+    /// Every program of this build's probe set, read from its pins: loaded or not, attached
+    /// or not (the syscall tracepoints only while a sandbox is watched; the cgroup hooks to
+    /// each sandbox's own cgroup).
+    pub fn hooks(&self) -> Vec<Hook> {
+        let pinned = |sub: &str, prog: &str| self.pin_dir.join(sub).join(prog).exists();
+        let mut out = Vec::new();
+        for (prog, tp) in PROC_TRACEPOINTS {
+            out.push(Hook {
+                program: prog,
+                hook: format!("tracepoint {tp}"),
+                loaded: pinned("progs", prog) || pinned("links", prog),
+                attached: if pinned("links", prog) {
+                    "attached"
+                } else {
+                    "NOT attached"
+                },
+            });
+        }
+        for (prog, tp) in SYSCALL_TRACEPOINTS {
+            out.push(Hook {
+                program: prog,
+                hook: format!("raw tracepoint {tp}"),
+                loaded: pinned("progs", prog),
+                attached: if pinned("links", prog) {
+                    "attached (a sandbox is watched)"
+                } else {
+                    "detached (attached only while a sandbox is watched)"
+                },
+            });
+        }
+        let cgroup_hooks = SOCK_ADDR
+            .iter()
+            .map(|(prog, ty)| (*prog, format!("cgroup sock_addr {ty:?}")))
+            .chain(SKB.iter().map(|(prog, ty)| (*prog, format!("cgroup skb {ty:?}"))));
+        for (prog, hook) in cgroup_hooks {
+            out.push(Hook {
+                program: prog,
+                hook,
+                loaded: pinned("progs", prog),
+                attached: "attached to each sandbox's cgroup",
+            });
+        }
+        out
+    }
+
+    /// Where this build's probe set is pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+}
+
 /// Serialises loading, attaching and detaching between `cordon` processes.
 fn lock_probes() -> Result<FileLock, ProbeError> {
     std::fs::create_dir_all(STATE).map_err(|e| err("state directory", format!("{STATE}: {e}")))?;

@@ -191,14 +191,6 @@ impl Watch {
             .map_err(|e| kerr("NET map", &e))
     }
 
-    /// `cut_egress` in the words of a response: the detect layer reports what it did, or why
-    /// it could not, as prose (its `act` takes `Result<String, String>` for every response).
-    pub fn deny_egress(&mut self) -> Result<String, String> {
-        self.cut_egress()
-            .map(|()| "every further connect and send is refused".into())
-            .map_err(|e| format!("{}: {}", e.what, e.detail))
-    }
-
     /// Bytes and packets per remote end (summed over CPUs), and the packets that could not be
     /// attributed to a remote.
     pub fn traffic(&self) -> (Vec<(TrafficKey, Traffic)>, u64) {

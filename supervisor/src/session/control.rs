@@ -1,37 +1,38 @@
 //! The sandbox's control socket (`/run/cordon/sandboxes/ID.sock`), both sides: the server in
 //! the session's pipeline and the clients (`cordon ps`, `cordon events`, `cordon freeze|thaw|
-//! kill`). One request line, then the answer: `stat` → one JSON line (meta and counters);
-//! `events` → recent events as length-delimited protobuf; `follow` → the same, then live
-//! events until the run ends; `freeze`/`thaw`/`kill` (root only) → `ok …` or `error …`.
+//! kill`). The messages are `proto/cordon/control/v1/control.proto`, length-delimited (prost's
+//! framing) both ways: one `Request`, then `Reply`s — one for `stat` and `act`, a stream of
+//! events for `events`.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use prost::Message as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{broadcast, oneshot};
 
 use crate::events::pb::{self, event::Kind};
 use crate::respond::Action;
 
+/// The generated control messages.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod wire {
+    include!(concat!(env!("OUT_DIR"), "/cordon.control.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/cordon.control.v1.serde.rs"));
+}
+use wire::{reply, request};
+pub use wire::{Meta, Stats};
+
 pub const RUN_DIR: &str = "/run/cordon/sandboxes";
 /// Recent events kept for `cordon events` (without --follow) and for clients that join late.
 const HISTORY: usize = 8192;
-
-/// What `cordon ps` shows about a run, written next to its socket.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
-pub struct Meta {
-    pub sandbox: String,
-    pub profile: String,
-    pub profile_sha256: String,
-    pub command: Vec<String>,
-    pub identity: String,
-    pub cordon_pid: u32,
-    pub started_unix: u64,
-}
+/// No control message comes near this; a longer length prefix is garbage, not a request.
+const MAX_FRAME: usize = 16 << 20;
+/// A varint length prefix is at most 10 bytes.
+const MAX_PREFIX: usize = 10;
 
 impl Meta {
     /// A lifecycle event body for this run.
@@ -63,13 +64,91 @@ impl Meta {
     }
 }
 
-/// Live counters, answered to `stat` requests.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    pub events: u64,
-    pub kernel_drops: u64,
-    pub syscalls: u64,
-    pub denied: u64,
+impl From<Action> for wire::Action {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Freeze => wire::Action::Freeze,
+            Action::Thaw => wire::Action::Thaw,
+            Action::Kill => wire::Action::Kill,
+        }
+    }
+}
+
+fn action_of(a: i32) -> Option<Action> {
+    match wire::Action::try_from(a).ok()? {
+        wire::Action::Freeze => Some(Action::Freeze),
+        wire::Action::Thaw => Some(Action::Thaw),
+        wire::Action::Kill => Some(Action::Kill),
+        wire::Action::Unspecified => None,
+    }
+}
+
+fn frame_too_long(len: usize) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("a control message of {len} bytes (at most {MAX_FRAME})"),
+    )
+}
+
+/// The length a complete varint prefix encodes (prost's decoder), refusing oversized frames.
+fn frame_len(prefix: &[u8]) -> std::io::Result<usize> {
+    let len = prost::decode_length_delimiter(prefix)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if len > MAX_FRAME {
+        return Err(frame_too_long(len));
+    }
+    Ok(len)
+}
+
+fn decode<M: Message + Default>(body: &[u8]) -> std::io::Result<M> {
+    M::decode(body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The next length-delimited message, or `None` where the stream ends between messages.
+pub fn read_frame<M: Message + Default>(r: &mut impl Read) -> std::io::Result<Option<M>> {
+    let mut prefix = Vec::with_capacity(MAX_PREFIX);
+    loop {
+        let mut b = [0u8; 1];
+        if r.read(&mut b)? == 0 {
+            return if prefix.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        prefix.push(b[0]);
+        if b[0] < 0x80 || prefix.len() == MAX_PREFIX {
+            break;
+        }
+    }
+    let mut body = vec![0u8; frame_len(&prefix)?];
+    r.read_exact(&mut body)?;
+    decode(&body).map(Some)
+}
+
+/// [`read_frame`] on the server's async side.
+async fn read_frame_async<M: Message + Default>(
+    r: &mut (impl AsyncRead + Unpin),
+) -> std::io::Result<Option<M>> {
+    let mut prefix = Vec::with_capacity(MAX_PREFIX);
+    loop {
+        let b = match r.read_u8().await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && prefix.is_empty() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        prefix.push(b);
+        if b < 0x80 || prefix.len() == MAX_PREFIX {
+            break;
+        }
+    }
+    let mut body = vec![0u8; frame_len(&prefix)?];
+    r.read_exact(&mut body).await?;
+    decode(&body).map(Some)
+}
+
+fn framed(kind: reply::Kind) -> Vec<u8> {
+    wire::Reply { kind: Some(kind) }.encode_length_delimited_to_vec()
 }
 
 pub fn socket_path(id: &str) -> PathBuf {
@@ -159,7 +238,7 @@ impl Shared {
 pub struct Control {
     pub action: Action,
     pub uid: u32,
-    pub reply: oneshot::Sender<Result<String, String>>,
+    pub reply: oneshot::Sender<wire::ActReply>,
 }
 
 /// A consumer's view of the bus: events in order, with a `Loss` event where it fell behind.
@@ -206,33 +285,42 @@ async fn client(
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     let uid = conn.peer_cred().map_or(u32::MAX, |c| c.uid());
-    let (r, mut w) = conn.into_split();
-    let mut line = String::new();
-    tokio::io::BufReader::new(r).read_line(&mut line).await?;
-    if let Some(action) = Action::parse(line.trim()) {
-        let answer = if uid == 0 {
-            let (reply, answer) = oneshot::channel();
-            let sent = ctl.send(Control { action, uid, reply }).await;
-            match (sent, answer.await) {
-                (Ok(()), Ok(Ok(a))) => format!("ok {a}"),
-                (Ok(()), Ok(Err(e))) => format!("error {e}"),
-                _ => "error the run is ending".into(),
-            }
-        } else {
-            format!(
-                "error only root may {} a sandbox (uid {uid} asked)",
-                action.name()
-            )
-        };
-        return w.write_all(format!("{answer}\n").as_bytes()).await;
-    }
-    match line.trim() {
-        "stat" => {
-            let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let v = serde_json::json!({ "meta": shared.meta, "stats": stats });
-            w.write_all(format!("{v}\n").as_bytes()).await
+    let (mut r, mut w) = conn.into_split();
+    let request = match read_frame_async::<wire::Request>(&mut r).await {
+        Ok(req) => req.and_then(|req| req.kind),
+        Err(e) => {
+            let refused = reply::Kind::Refused(format!("an unreadable request: {e}"));
+            return w.write_all(&framed(refused)).await;
         }
-        req @ ("events" | "follow") => {
+    };
+    match request {
+        Some(request::Kind::Act(a)) => {
+            let answer = match action_of(a.action) {
+                None => reply::Kind::Refused(format!("no such action ({})", a.action)),
+                Some(action) if uid != 0 => reply::Kind::Refused(format!(
+                    "only root may {} a sandbox (uid {uid} asked)",
+                    action.name()
+                )),
+                Some(action) => {
+                    let (reply, answer) = oneshot::channel();
+                    let sent = ctl.send(Control { action, uid, reply }).await;
+                    match (sent, answer.await) {
+                        (Ok(()), Ok(done)) => reply::Kind::Act(done),
+                        _ => reply::Kind::Refused("the run is ending".into()),
+                    }
+                }
+            };
+            w.write_all(&framed(answer)).await
+        }
+        Some(request::Kind::Stat(_)) => {
+            let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let stat = wire::StatReply {
+                meta: Some(shared.meta.clone()),
+                stats: Some(stats),
+            };
+            w.write_all(&framed(reply::Kind::Stat(stat))).await
+        }
+        Some(request::Kind::Events(wire::EventsRequest { follow })) => {
             let recent: Vec<Arc<pb::Event>> = shared
                 .history
                 .lock()
@@ -242,10 +330,11 @@ async fn client(
                 .collect();
             let mut last = 0;
             for e in &recent {
-                w.write_all(&e.encode_length_delimited_to_vec()).await?;
+                w.write_all(&framed(reply::Kind::Event(pb::Event::clone(e))))
+                    .await?;
                 last = e.seq;
             }
-            if req == "events" {
+            if !follow {
                 return Ok(());
             }
             let mut lost = 0;
@@ -253,13 +342,14 @@ async fn client(
                 if e.seq != 0 && e.seq <= last {
                     continue;
                 }
-                w.write_all(&e.encode_length_delimited_to_vec()).await?;
+                w.write_all(&framed(reply::Kind::Event(pb::Event::clone(&e))))
+                    .await?;
             }
             Ok(())
         }
-        other => {
-            w.write_all(format!("unknown request {other:?}\n").as_bytes())
-                .await
+        None => {
+            let refused = reply::Kind::Refused("an empty request".into());
+            w.write_all(&framed(refused)).await
         }
     }
 }
@@ -312,16 +402,32 @@ fn cordon_alive(id: &str) -> bool {
     pid != 0 && i32::try_from(pid).is_ok_and(|p| unsafe { libc::kill(p, 0) } == 0)
 }
 
-pub fn stat(id: &str) -> std::io::Result<Running> {
+/// Send one request and read the first reply.
+fn ask(id: &str, kind: request::Kind) -> std::io::Result<(UnixStream, Option<reply::Kind>)> {
+    use std::io::Write as _;
     let mut s = connect(id)?;
-    s.write_all(b"stat\n")?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-    Ok(Running {
-        meta: serde_json::from_value(v["meta"].clone()).map_err(std::io::Error::other)?,
-        stats: serde_json::from_value(v["stats"].clone()).map_err(std::io::Error::other)?,
-    })
+    s.write_all(&wire::Request { kind: Some(kind) }.encode_length_delimited_to_vec())?;
+    let first = read_frame::<wire::Reply>(&mut s)?.and_then(|r| r.kind);
+    Ok((s, first))
+}
+
+fn unexpected(what: Option<reply::Kind>) -> std::io::Error {
+    let what = match what {
+        Some(reply::Kind::Refused(why)) => format!("refused: {why}"),
+        Some(_) => "an answer to another request".into(),
+        None => "no answer".into(),
+    };
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+pub fn stat(id: &str) -> std::io::Result<Running> {
+    match ask(id, request::Kind::Stat(wire::StatRequest {}))?.1 {
+        Some(reply::Kind::Stat(s)) => Ok(Running {
+            meta: s.meta.unwrap_or_default(),
+            stats: s.stats.unwrap_or_default(),
+        }),
+        other => Err(unexpected(other)),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -343,27 +449,22 @@ pub enum ControlError {
 /// Ask a running sandbox's cordon to freeze, thaw or kill it (recorded as a `Response`
 /// event). Returns cordon's answer.
 pub fn control(id: &str, action: Action) -> Result<String, ControlError> {
-    let talk = || -> std::io::Result<String> {
-        let mut s = connect(id)?;
-        s.write_all(format!("{}\n", action.name()).as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.trim().to_string())
-    };
-    let answer = talk().map_err(|source| ControlError::Io {
+    let act = request::Kind::Act(wire::ActRequest {
+        action: wire::Action::from(action).into(),
+    });
+    let io = |source| ControlError::Io {
         id: id.into(),
         source,
-    })?;
-    match answer.split_once(' ') {
-        Some(("ok", rest)) => Ok(rest.to_string()),
-        Some(("error", rest)) => Err(ControlError::Refused {
-            id: id.into(),
-            answer: rest.into(),
-        }),
-        _ => Err(ControlError::Refused {
-            id: id.into(),
-            answer: format!("unexpected answer {answer:?}"),
-        }),
+    };
+    let refused = |answer: String| ControlError::Refused {
+        id: id.into(),
+        answer,
+    };
+    match ask(id, act).map_err(io)?.1 {
+        Some(reply::Kind::Act(a)) if a.done => Ok(a.detail),
+        Some(reply::Kind::Act(a)) => Err(refused(a.detail)),
+        Some(reply::Kind::Refused(why)) => Err(refused(why)),
+        other => Err(io(unexpected(other))),
     }
 }
 
@@ -381,38 +482,80 @@ pub fn resolve(given: &str) -> Result<String, ControlError> {
     }
 }
 
-/// Read varint-length-delimited events from `r`, calling `each` until the stream ends.
-pub fn read_stream(r: impl Read, mut each: impl FnMut(pb::Event) -> bool) -> std::io::Result<()> {
-    let mut r = BufReader::new(r);
+/// Stream a running sandbox's events (recent ones, then live ones with `follow`), calling
+/// `each` until it returns false or the stream ends.
+pub fn events(id: &str, follow: bool, mut each: impl FnMut(pb::Event) -> bool) -> std::io::Result<()> {
+    let (mut s, mut next) = ask(id, request::Kind::Events(wire::EventsRequest { follow }))?;
     loop {
-        let mut len: u64 = 0;
-        let mut shift = 0;
-        loop {
-            let mut b = [0u8; 1];
-            if r.read(&mut b)? == 0 {
-                return Ok(());
+        match next {
+            Some(reply::Kind::Event(e)) => {
+                if !each(e) {
+                    return Ok(());
+                }
             }
-            len |= u64::from(b[0] & 0x7f) << shift;
-            if b[0] & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(std::io::Error::other("bad frame length"));
-            }
+            None => return Ok(()),
+            other => return Err(unexpected(other)),
         }
-        let mut buf = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
-        r.read_exact(&mut buf)?;
-        let e = pb::Event::decode(buf.as_slice()).map_err(std::io::Error::other)?;
-        if !each(e) {
-            return Ok(());
-        }
+        next = read_frame::<wire::Reply>(&mut s)?.and_then(|r| r.kind);
     }
 }
 
-/// Stream a running sandbox's events (recent ones, then live ones with `follow`).
-pub fn events(id: &str, follow: bool, each: impl FnMut(pb::Event) -> bool) -> std::io::Result<()> {
-    let mut s = connect(id)?;
-    s.write_all(if follow { b"follow\n" } else { b"events\n" })?;
-    read_stream(s, each)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat_request() -> wire::Request {
+        wire::Request {
+            kind: Some(request::Kind::Stat(wire::StatRequest {})),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_the_stream_ends_between_them() {
+        let act = wire::Request {
+            kind: Some(request::Kind::Act(wire::ActRequest {
+                action: wire::Action::from(Action::Kill).into(),
+            })),
+        };
+        let mut bytes = stat_request().encode_length_delimited_to_vec();
+        bytes.extend(act.encode_length_delimited_to_vec());
+        let mut r = bytes.as_slice();
+        assert_eq!(read_frame::<wire::Request>(&mut r).unwrap(), Some(stat_request()));
+        let got = read_frame::<wire::Request>(&mut r).unwrap().unwrap();
+        match got.kind {
+            Some(request::Kind::Act(a)) => assert_eq!(action_of(a.action), Some(Action::Kill)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(read_frame::<wire::Request>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_oversized_and_garbage_frames_are_errors() {
+        // Cut inside the prefix, and inside the body of a 255-byte message.
+        let mut long = vec![0xff, 0x01];
+        long.extend(vec![0u8; 10]);
+        for bad in [&long[..1], &long[..]] {
+            let e = read_frame::<wire::Request>(&mut &bad[..]).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{bad:?}");
+        }
+        let mut huge = Vec::new();
+        prost::encode_length_delimiter(MAX_FRAME + 1, &mut huge).unwrap();
+        let e = read_frame::<wire::Request>(&mut huge.as_slice()).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        let endless = [0x80u8; 12];
+        let e = read_frame::<wire::Request>(&mut &endless[..]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        // A frame whose body is not a Request.
+        let e = read_frame::<wire::Request>(&mut &[2u8, 0x0a, 0x05][..]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+    }
+
+    #[test]
+    fn unknown_actions_are_not_guessed() {
+        assert_eq!(action_of(0), None);
+        assert_eq!(action_of(99), None);
+        for a in [Action::Freeze, Action::Thaw, Action::Kill] {
+            assert_eq!(action_of(wire::Action::from(a).into()), Some(a));
+        }
+    }
 }

@@ -240,7 +240,7 @@ async fn run(
                 }));
                 dec.emit(e, &mut events);
                 publish.send(&mut events);
-                let _ = c.reply.send(if done { Ok(detail) } else { Err(detail) });
+                let _ = c.reply.send(control::wire::ActReply { done, detail });
             }
             end = &mut stopped => break end.unwrap_or((-1, "cordon's supervisor ended without an exit status".into())),
         }
