@@ -285,3 +285,162 @@ fn escapes_are_blocked_for_a_root_caller() {
 fn escapes_are_blocked_for_a_sudo_caller() {
     escape_suite(Caller::Sudo(SUDO_TEST_UID), "cordon-escape-sudo");
 }
+
+/// Issue 21, item 1: the agent plants git configuration that runs a command the next time
+/// someone runs `git status` in the workspace — through a nested repository added to the
+/// outer index as a gitlink, and through a gitdir outside any `.git` (`--separate-git-dir`).
+/// The run must report each as a `persistence` detection and a WARNING whose command removes
+/// it; a copy of the workspace shows the attack is real (`git status` there runs the planted
+/// command), and after the warnings' commands ran, `git status` runs nothing.
+fn planted_git_code(caller: Caller) {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let marks = s.dir("marks");
+    std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let st = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(st.success(), "git {args:?}");
+    };
+    git(&ws, &["init", "-q", "."]);
+    git(&ws, &["commit", "-q", "--allow-empty", "-m", "start"]);
+    chown_tree(s.path(), caller.owner());
+    std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let m = marks.display();
+    let attack = format!(
+        "set -e\n\
+         g() {{ git -c user.name=a -c user.email=a@example.invalid \"$@\"; }}\n\
+         mkdir sub && cd sub && g init -q . && g commit -q --allow-empty -m s\n\
+         printf '[core]\\n\\tfsmonitor = \"touch {m}/sub; false\"\\n' >> .git/config\n\
+         S=$(g rev-parse HEAD) && cd ..\n\
+         g update-index --add --cacheinfo 160000,$S,sub\n\
+         mkdir v2 && cd v2 && g init -q --separate-git-dir=../.g2 .\n\
+         printf '[core]\\n\\tfsmonitor = \"touch {m}/g2; false\"\\n' >> ../.g2/config\n\
+         printf '#!/bin/sh\\ntouch {m}/hook\\n' > ../.g2/hooks/post-checkout && chmod +x ../.g2/hooks/post-checkout\n\
+         echo planted"
+    );
+    let ev = s.path().join("events.jsonl");
+    let profile = log_only_profile(&s, "plant", "default", "");
+    let mut c = run_cmd(
+        &profile,
+        &ws,
+        &["--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", &attack],
+    );
+    caller.apply(&mut c);
+    let out = output(c);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{}\n{err}", stdout(&out));
+    assert!(stdout(&out).contains("planted"), "{err}");
+
+    // Reported: each vector, in the trace's events and on stderr.
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("cordon: WARNING: the agent left code that runs later: "))
+        .collect();
+    for (vector, what) in [
+        ("git-config", "/sub/.git/config core.fsmonitor"),
+        ("gitlink", "/.git/index sub"),
+        ("git-config", "/.g2/config core.fsmonitor"),
+        ("git-hook", "/.g2/hooks/post-checkout"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&format!("{vector}: ")) && w.contains(what)),
+            "no {vector} warning for {what}:\n{err}"
+        );
+    }
+    let events = std::fs::read_to_string(&ev).unwrap();
+    let detections = events
+        .lines()
+        .filter(|l| l.contains("\"rule\":\"persistence\""))
+        .count();
+    assert_eq!(detections, warnings.len(), "{events}");
+
+    let git_status_as_user = |dir: &Path| {
+        // The workspace's owner differs from this user for a root caller: safe.directory
+        // lets git work there anyway, as a user who trusts the directory would set it.
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={SUDO_TEST_UID}"),
+                &format!("--regid={SUDO_TEST_UID}"),
+                "--clear-groups",
+            ])
+            .args(["git", "-c", "safe.directory=*", "status", "--short"])
+            .current_dir(dir)
+            .env("HOME", "/nonexistent")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let planted = |name: &str| marks.join(name).exists();
+
+    // The attack is real: in a copy of the workspace as the agent left it, git runs both.
+    let copy = s.path().join("copy");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&ws)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    let copy_g2 = s.path().join(".g2");
+    assert!(!copy_g2.exists());
+    git_status_as_user(&copy);
+    git_status_as_user(&copy.join("v2"));
+    assert!(
+        planted("sub") && planted("g2"),
+        "the planted commands did not run in the copy"
+    );
+    for name in ["sub", "g2"] {
+        std::fs::remove_file(marks.join(name)).unwrap();
+    }
+
+    // Following the warnings removes every one: git then runs nothing.
+    for w in &warnings {
+        let cmd = w
+            .split_once("(inspect: ")
+            .and_then(|(_, c)| c.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no command in {w}"));
+        // As the user who ran cordon (whose workspace it is).
+        let u = caller.owner();
+        let st = Command::new("setpriv")
+            .args([&format!("--reuid={u}"), &format!("--regid={u}"), "--clear-groups"])
+            .args(["sh", "-c", cmd])
+            .current_dir(&ws)
+            .env("HOME", "/nonexistent")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    }
+    for dir in [ws.clone(), ws.join("sub"), ws.join("v2")] {
+        let e = git_status_as_user(&dir);
+        assert!(
+            !planted("sub") && !planted("g2"),
+            "git status in {} ran a planted command: {e}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn planted_git_code_is_reported_for_a_root_caller() {
+    planted_git_code(Caller::Root);
+}
+
+#[test]
+fn planted_git_code_is_reported_for_a_sudo_caller() {
+    planted_git_code(Caller::Sudo(SUDO_TEST_UID));
+}

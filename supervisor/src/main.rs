@@ -526,6 +526,10 @@ fn run(
         }
     };
     let report = session.finish(&outcome);
+    // Printed with -q too: each is code that runs later, outside any sandbox.
+    for f in &report.persistence {
+        eprintln!("cordon: WARNING: the agent left code that runs later: {f}");
+    }
     if !quiet {
         for n in &outcome.notes {
             eprintln!("cordon: {n}");

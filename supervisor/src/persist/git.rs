@@ -375,7 +375,7 @@ fn gitlink(s: &mut Scan, root: &Path, index_file: &Path, link: &[u8]) {
         return;
     };
     let inspect = format!(
-        "git -c core.fsmonitor=false -c core.hooksPath=/dev/null -C {} rm --cached -q -- {}",
+        "git -c core.fsmonitor=false -c core.hooksPath=/dev/null -C {} rm --cached -f -q -- {}",
         shell_quote(root),
         shell_quote_bytes(link)
     );

@@ -20,7 +20,9 @@ mod tracer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use crate::events::pb::event::Kind;
 use crate::launch::{Observer, Outcome, Sandbox};
 use crate::policy::Policy;
 use crate::probes::{ProbeError, Probes, Watch};
@@ -69,6 +71,9 @@ pub struct Report {
     pub trace: TraceOutcome,
     /// Why a component stopped the sandbox, if one did.
     pub failures: Vec<String>,
+    /// What the agent left in the workspace that runs code later (recorded as `persistence`
+    /// detections; the CLI warns about each).
+    pub persistence: Vec<crate::persist::Finding>,
 }
 
 /// Started between clone and release.
@@ -86,6 +91,33 @@ pub struct Session {
     out: Option<Output>,
     trace: Option<TraceFile>,
     running: Option<Components>,
+    workspace: PathBuf,
+    /// When the agent could first run (set on attach): the persistence scan reports what
+    /// changed since.
+    attached_at: Option<SystemTime>,
+}
+
+/// A persistence finding as a detection event (exact bytes; text renderings escape them).
+fn persistence_detection(f: &crate::persist::Finding) -> Kind {
+    let key = if f.key.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", f.key)
+    };
+    Kind::Detection(crate::events::pb::Detection {
+        rule: "persistence".into(),
+        summary: format!(
+            "{}: {}{key}: {} (inspect: {})",
+            f.vector,
+            f.file.to_string_lossy(),
+            f.value_preview,
+            f.inspect
+        ),
+        response: "alert".into(),
+        window: "after the run".into(),
+        offending_time_unix_ns: crate::events::unix_now_ns(),
+        ..Default::default()
+    })
 }
 
 impl Session {
@@ -127,6 +159,8 @@ impl Session {
             out,
             trace: Some(trace),
             running: None,
+            workspace: policy.context.workspace.clone(),
+            attached_at: None,
         })
     }
 
@@ -166,6 +200,11 @@ impl Session {
     /// The sandbox is gone (`outcome` says how): drain and stop every component, seal the
     /// trace with the exit status, cordon's notes and any component's failure.
     pub fn finish(mut self, outcome: &Outcome) -> Report {
+        // Only a run whose agent started can have left anything.
+        let persistence = self
+            .attached_at
+            .map(|t| crate::persist::scan(&self.workspace, t))
+            .unwrap_or_default();
         let Some(c) = self.running.take() else {
             // Never attached (`--no-probes`, or the launch failed before release).
             let trace = self
@@ -180,9 +219,14 @@ impl Session {
                 events: None,
                 trace,
                 failures: vec![],
+                persistence,
             };
         };
-        let events = c.pipeline.finish(outcome.exit_code, outcome.notes.join("; "));
+        let events = c.pipeline.finish(pipeline::End {
+            exit_code: outcome.exit_code,
+            notes: outcome.notes.join("; "),
+            after: persistence.iter().map(persistence_detection).collect(),
+        });
         let failures = c.fuse.failures();
         let mut notes = outcome.notes.clone();
         notes.extend(failures.iter().cloned());
@@ -196,12 +240,14 @@ impl Session {
             events,
             trace,
             failures: c.fuse.failures(),
+            persistence,
         }
     }
 }
 
 impl Observer for Session {
     fn attach(&mut self, sb: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.attached_at = Some(SystemTime::now());
         match self.probes.take() {
             Some(p) => self.start(sb, p).map_err(Into::into),
             None => Ok(()),

@@ -55,7 +55,7 @@ pub struct Parts {
 }
 
 pub struct Pipeline {
-    stop: Option<oneshot::Sender<(i32, String)>>,
+    stop: Option<oneshot::Sender<End>>,
     thread: Option<std::thread::JoinHandle<Option<Summary>>>,
     _socket: control::Socket,
 }
@@ -89,9 +89,9 @@ impl Pipeline {
     /// The sandbox is gone: drain what is left, emit the final counts and `exited`, hand the
     /// trace writer its seal (exit status and cordon's notes about the run), stop. None if
     /// the pipeline had failed (the fuse says why).
-    pub fn finish(mut self, exit_code: i32, notes: String) -> Option<Summary> {
+    pub fn finish(mut self, end: End) -> Option<Summary> {
         if let Some(s) = self.stop.take() {
-            let _ = s.send((exit_code, notes));
+            let _ = s.send(end);
         }
         self.thread.take()?.join().ok().flatten()
     }
@@ -100,12 +100,25 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send((-1, "cordon ended the pipeline without an exit status".into()));
+            let _ = s.send(End {
+                exit_code: -1,
+                notes: "cordon ended the pipeline without an exit status".into(),
+                after: Vec::new(),
+            });
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// How the run ended, for the pipeline's last events.
+pub struct End {
+    pub exit_code: i32,
+    pub notes: String,
+    /// Events the session found after the agent was gone (the persistence scan's
+    /// detections), recorded before `exited`.
+    pub after: Vec<Kind>,
 }
 
 /// Where each batch goes: the trace writer first (lossless), then the bus and the history.
@@ -139,7 +152,7 @@ impl Publish {
 async fn run(
     p: Parts,
     listener: std::os::unix::net::UnixListener,
-    mut stopped: oneshot::Receiver<(i32, String)>,
+    mut stopped: oneshot::Receiver<End>,
 ) -> Summary {
     let Parts {
         mut watch,
@@ -191,7 +204,11 @@ async fn run(
     // so it stays open for as long as it is registered.
     let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
     let ring_fd = registered.expect("ring buffer fd is pollable");
-    let (exit_code, notes) = loop {
+    let End {
+        exit_code,
+        notes,
+        after,
+    } = loop {
         tokio::select! {
             ready = ring_fd.readable() => {
                 if let Ok(mut g) = ready {
@@ -242,7 +259,11 @@ async fn run(
                 publish.send(&mut events);
                 let _ = c.reply.send(control::wire::ActReply { done, detail });
             }
-            end = &mut stopped => break end.unwrap_or((-1, "cordon's supervisor ended without an exit status".into())),
+            end = &mut stopped => break end.unwrap_or_else(|_| End {
+                exit_code: -1,
+                notes: "cordon's supervisor ended without an exit status".into(),
+                after: Vec::new(),
+            }),
         }
     };
     drain(&mut watch, &mut dec, &mut events);
@@ -252,6 +273,10 @@ async fn run(
     let (remotes, untracked) = watch.traffic();
     dec.traffic(&remotes, untracked, true, &mut events);
     detect.run(&mut watch, &mut dec, &mut events);
+    for kind in after {
+        let e = dec.bare(kind);
+        dec.emit(e, &mut events);
+    }
     let notes = detect.notes(notes);
     let detail = if notes.is_empty() {
         format!("exit status {exit_code}")
