@@ -46,6 +46,8 @@ fn expected() -> BTreeMap<&'static str, String> {
         ("mknod_char_device", "EPERM"),
         // landlock: nothing outside the profile's executable paths may be executed.
         ("exec_from_tmp", "EACCES"),
+        // vm.memfd_noexec = 2 in the sandbox's pid namespace: MFD_EXEC is refused.
+        ("memfd_create_exec", "EACCES"),
         ("read_ssh_key", "ENOENT"),
         ("read_aws_credentials", "ENOENT"),
         // ~/.aws is a symlink: the mask lands on its target inside the sandbox.
@@ -139,6 +141,10 @@ fn expected() -> BTreeMap<&'static str, String> {
     m.insert("x32_syscall", "signal:31".into());
     // The kernel's OOM killer ends the hog inside the sandbox's memory limit.
     m.insert("memory_hog", "ok:returncode=-9".into());
+    // /tmp is noexec: the loader cannot map the program (it exits 127).
+    m.insert("exec_via_loader_from_tmp", "ok:127".into());
+    // A memfd created without flags is sealed non-executable: execve fails with EACCES (13).
+    m.insert("exec_memfd", format!("ok:{}", 200 + libc::EACCES));
     m
 }
 

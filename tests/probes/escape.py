@@ -96,6 +96,21 @@ probe("sysfs_cgroup", lambda: os.listdir("/sys/fs/cgroup"))
 probe("dev_mem", lambda: read("/dev/mem"))
 probe("mknod_char_device", lambda: os.mknod(os.path.join(WS, "null2"), 0o666 | 0o020000, os.makedev(1, 3)))
 probe("exec_from_tmp", lambda: (open("/tmp/t", "wb").write(open("/bin/true", "rb").read()), os.chmod("/tmp/t", 0o755), subprocess.run(["/tmp/t"]))[2].returncode)
+# The dynamic loader maps the program itself (landlock only checks the loader's exec): the
+# kernel refuses PROT_EXEC mappings from a noexec mount, so the loader fails (status 127).
+probe("exec_via_loader_from_tmp", lambda: subprocess.run(["/lib64/ld-linux-x86-64.so.2", "/tmp/t"], capture_output=True).returncode)
+def memfd_exec(flags):
+    fd = os.memfd_create("payload", flags)
+    os.write(fd, open("/bin/true", "rb").read())
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execve(fd, ["payload"], {})
+        except OSError as e:
+            os._exit(200 + e.errno)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+probe("exec_memfd", lambda: memfd_exec(0))
+probe("memfd_create_exec", lambda: memfd_exec(0x10))  # MFD_EXEC
 # --- secrets ------------------------------------------------------------------------------
 probe("read_ssh_key", lambda: read(os.path.join(HOME, ".ssh/id_rsa")))
 probe("read_aws_credentials", lambda: read(os.path.join(HOME, ".aws/credentials")))

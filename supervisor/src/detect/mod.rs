@@ -71,6 +71,36 @@ mod nr {
     pub const LINK: &[u32] = &[86, 265];
 }
 
+/// The program a run of the dynamic loader (`ld-linux-x86-64.so.2 PROG`, `ld-musl-*.so.1`,
+/// `ld.so`) executes: its first argument that is not a loader option.
+fn loader_target<'a>(filename: &str, argv: &'a [String]) -> Option<&'a str> {
+    let base = filename.rsplit('/').next().unwrap_or(filename);
+    if !(base == "ld.so" || base.starts_with("ld-") && base.contains(".so")) {
+        return None;
+    }
+    /// Options of glibc's loader that take a value.
+    const WITH_VALUE: &[&str] = &[
+        "--library-path",
+        "--inhibit-rpath",
+        "--audit",
+        "--preload",
+        "--argv0",
+        "--glibc-hwcaps-prepend",
+        "--glibc-hwcaps-mask",
+    ];
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if a == "--" {
+            return args.next().map(String::as_str);
+        } else if !a.starts_with("--") {
+            return Some(a);
+        }
+    }
+    None
+}
+
 /// (reads, writes) of an open with these flags. Opening a directory reads no secret (listing
 /// one is not hunting yet, and `find` opens thousands): only files count as reads.
 fn open_intent(flags: u64) -> (bool, bool) {
@@ -169,6 +199,10 @@ impl Detector {
                     found.push(f);
                 }
                 self.exec_check(e, &x.filename, "exec", &mut found);
+                // The loader maps the program itself: landlock sees only the loader's exec.
+                if let Some(program) = loader_target(&x.filename, &x.argv) {
+                    self.exec_check(e, program, "exec through the dynamic loader", &mut found);
+                }
             }
             Some(Kind::Fork(f)) if !f.thread => {
                 if let Some(f) = self

@@ -220,6 +220,47 @@ fn exec_outside_the_allowed_places_fires_even_when_refused() {
 }
 
 #[test]
+fn a_program_run_through_the_dynamic_loader_is_checked_like_an_exec() {
+    let argv = |a: &[&str]| a.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let loader = |args: &[&str]| {
+        Kind::Exec(pb::ProcessExec {
+            filename: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+            argv: argv(args),
+        })
+    };
+    let mut d = detector("default");
+    let f = run(
+        &mut d,
+        &[ev(
+            1,
+            0,
+            loader(&["ld.so", "--library-path", "/tmp", "/tmp/x", "arg"]),
+        )],
+    );
+    assert!(
+        f.iter().any(|f| f.rule == "exec"
+            && f.summary
+                .starts_with("exec through the dynamic loader of /tmp/x, outside the allowed places")),
+        "{f:?}"
+    );
+    // A program in an allowed place, and the loader's own queries, are not.
+    assert!(run(&mut d, &[ev(2, 1, loader(&["ld.so", "/usr/bin/true"]))]).is_empty());
+    assert!(run(
+        &mut d,
+        &[ev(3, 2, loader(&["ld.so", "--list", "--", "/usr/bin/true"]))]
+    )
+    .is_empty());
+    assert_eq!(loader_target("/usr/bin/ldd", &argv(&["ldd", "/tmp/x"])), None);
+    assert_eq!(
+        loader_target(
+            "/lib/ld-musl-x86_64.so.1",
+            &argv(&["ld", "--preload", "a.so", "prog"])
+        ),
+        Some("prog")
+    );
+}
+
+#[test]
 fn repeated_denials_of_one_syscall_fire_and_mixed_ones_do_not() {
     let mut d = detector("default");
     let limit = config("default").rule("repeated_denials").unwrap().limit;

@@ -201,6 +201,31 @@ fn created_protected(absent: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// `vm.memfd_noexec = 2` in the sandbox's pid namespace: a memfd is never executable (one
+/// created without flags is sealed non-executable, `MFD_EXEC` is refused with EACCES), so
+/// the agent cannot run a program it wrote to memory, which landlock does not see. The
+/// setting holds for the namespace and its descendants, and no process in it can lower it.
+fn memfd_noexec(pid: i32) -> Result<(), StepError> {
+    const SYSCTL: &str = "/proc/sys/vm/memfd_noexec";
+    let step = |e: &io::Error| StepError::io("memfd: vm.memfd_noexec", e, SYSCTL);
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| step(&e))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(SYSCTL)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StepError::io(
+                    "memfd: vm.memfd_noexec",
+                    &e,
+                    "this kernel has no vm.memfd_noexec (Linux 6.3+): executable memfds cannot be refused",
+                )
+            } else {
+                step(&e)
+            }
+        })?;
+    sys::write_sysctl_in_pid_ns(&ns.into(), &file, b"2").map_err(|e| step(&e))
+}
+
 fn is_ignored(sig: libc::c_int) -> bool {
     // SAFETY: zeroed sigaction is a valid out buffer; a null new action only queries.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -325,6 +350,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
             std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
         };
         write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
+        memfd_noexec(pid)?;
         parent_ch
             .send(&channel::Msg::Release)
             .map_err(|e| StepError::io("handshake: release", &e, ""))

@@ -41,7 +41,8 @@ pub fn prepare(policy: &Policy, idmap_ns: Option<&OwnedFd>) -> Result<Vec<Tree>,
         let fd = sys::open_tree_clone(&bind.path)
             .map_err(|e| StepError::io("filesystem: open_tree", &e, &bind.path.display().to_string()))?;
         let idmap = if bind.idmap { idmap_ns } else { None };
-        sys::set_tree_attrs(&fd, bind.access == Access::ReadOnly, idmap).map_err(|e| {
+        let noexec = !policy.mount_needs_exec(&bind.path);
+        sys::set_tree_attrs(&fd, bind.access == Access::ReadOnly, noexec, idmap).map_err(|e| {
             let what = if idmap.is_some() {
                 "filesystem: idmapped mount"
             } else {
@@ -230,7 +231,7 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
     for tree in trees {
         // /tmp (depth 1) goes in before any bind beneath it.
         if !tmp_done && tree.bind.path.components().count() > 2 {
-            mount_tmp(root, policy.tmp_size)?;
+            mount_tmp(root, policy)?;
             tmp_done = true;
         }
         let target = under(root, &tree.bind.path);
@@ -243,7 +244,7 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
         sys::move_mount_to(&tree.fd, &target).map_err(step("filesystem: attach bind", &tree.bind.path))?;
     }
     if !tmp_done {
-        mount_tmp(root, policy.tmp_size)?;
+        mount_tmp(root, policy)?;
     }
 
     build_dev(root)?;
@@ -263,21 +264,28 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
         "",
         Path::new("/"),
         "",
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV | MsFlags::MS_NOEXEC,
         "",
     )
     .map_err(step("filesystem: read-only root", Path::new("/")))?;
     Ok(())
 }
 
-fn mount_tmp(root: &Path, size: u64) -> Result<(), StepError> {
+/// The private /tmp: `noexec` unless the profile makes a place in it executable.
+fn mount_tmp(root: &Path, policy: &Policy) -> Result<(), StepError> {
     let tmp = under(root, Path::new("/tmp"));
+    let size = policy.tmp_size;
     mkdirs(&tmp).map_err(step("filesystem: /tmp", &tmp))?;
+    let noexec = if policy.mount_needs_exec(Path::new("/tmp")) {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_NOEXEC
+    };
     sys::mount(
         "tmpfs",
         &tmp,
         "tmpfs",
-        NOSUID_NODEV,
+        NOSUID_NODEV | noexec,
         &format!("mode=1777,size={size}"),
     )
     .map_err(step("filesystem: /tmp", &tmp))

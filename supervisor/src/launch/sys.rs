@@ -116,6 +116,7 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
@@ -137,9 +138,17 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Set attributes on every mount of a detached tree. New mount API: not in nix.
-pub fn set_tree_attrs(tree: &OwnedFd, read_only: bool, idmap: Option<&OwnedFd>) -> io::Result<()> {
+pub fn set_tree_attrs(
+    tree: &OwnedFd,
+    read_only: bool,
+    noexec: bool,
+    idmap: Option<&OwnedFd>,
+) -> io::Result<()> {
     let mut attr = MountAttr {
-        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_set: MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | if read_only { MOUNT_ATTR_RDONLY } else { 0 }
+            | if noexec { MOUNT_ATTR_NOEXEC } else { 0 },
         attr_clr: 0,
         propagation: libc::MS_PRIVATE,
         userns_fd: 0,
@@ -422,4 +431,42 @@ pub fn add_inode_flags(f: impl AsFd, add: libc::c_long) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Write `value` to the open sysctl `file` as a process of the pid namespace `pidns`.
+/// Per-pid-namespace sysctls (`vm.memfd_noexec`) act on the *writer's* namespace, and only a
+/// writer that is root in the initial user namespace passes proc's permission check: so a
+/// helper thread joins the namespace for its children (setns) and forks one writer, which
+/// calls only write(2) and _exit(2) and reports the errno as its exit status.
+pub fn write_sysctl_in_pid_ns(pidns: &OwnedFd, file: &std::fs::File, value: &[u8]) -> io::Result<()> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::ForkResult;
+    std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<()> {
+            // Only this helper thread's children join the namespace.
+            nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+            // SAFETY: the child calls only async-signal-safe functions (write, _exit) on
+            // memory that existed before the fork, so other threads' locks cannot bite it.
+            match unsafe { nix::unistd::fork() }? {
+                ForkResult::Child => {
+                    // SAFETY: `file` is open and `value` is a live slice of `value.len()` bytes.
+                    let n = unsafe { libc::write(file.as_raw_fd(), value.as_ptr().cast(), value.len()) };
+                    let code = if usize::try_from(n).is_ok_and(|n| n == value.len()) {
+                        0
+                    } else {
+                        // SAFETY: reading errno is async-signal-safe.
+                        unsafe { *libc::__errno_location() }.clamp(1, 255)
+                    };
+                    exit_now(code)
+                }
+                ForkResult::Parent { child } => match waitpid(child, None)? {
+                    WaitStatus::Exited(_, 0) => Ok(()),
+                    WaitStatus::Exited(_, errno) => Err(io::Error::from_raw_os_error(errno)),
+                    other => Err(io::Error::other(format!("the sysctl writer ended: {other:?}"))),
+                },
+            }
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
+    })
 }

@@ -224,6 +224,21 @@ pub fn parse_destination(s: &str) -> Result<Destination, DestinationError> {
     })
 }
 
+impl Policy {
+    /// Must the mount at `p` allow exec: is `p` inside an executable bind, or inside or above
+    /// an executable place that has no mount of its own? (An executable bind beneath `p` is a
+    /// mount of its own and keeps its own flag.) Where not, the mount is `noexec`: the kernel
+    /// then refuses `PROT_EXEC` mappings of its files whoever maps them, the dynamic loader
+    /// included.
+    pub fn mount_needs_exec(&self, p: &Path) -> bool {
+        self.binds.iter().any(|b| b.exec && p.starts_with(&b.path))
+            || self
+                .exec_only
+                .iter()
+                .any(|e| p.starts_with(e) || e.starts_with(p))
+    }
+}
+
 pub fn errno_by_name(name: &str) -> Option<i32> {
     Some(match name {
         "EPERM" => libc::EPERM,
@@ -379,6 +394,19 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_stays_exec_only_where_an_executable_place_needs_it() {
+        let mut profile = load("default").unwrap();
+        profile.filesystem.read_write.push("/data".into());
+        profile.filesystem.executable.push("/data/bin".into());
+        profile.filesystem.executable.push("/tmp/tools".into());
+        let p = compile(&profile, &ctx(0, ROOT_CALLER_AGENT_ID), &env()).unwrap();
+        // /data holds an executable place without a mount of its own; so does /tmp.
+        assert!(p.mount_needs_exec(Path::new("/data")));
+        assert!(p.mount_needs_exec(Path::new("/tmp")));
+        assert!(!p.mount_needs_exec(Path::new("/etc")));
+    }
+
+    #[test]
     fn default_preset_snapshot() {
         let p = compile(&load("default").unwrap(), &ctx(0, ROOT_CALLER_AGENT_ID), &env()).unwrap();
         let rw: Vec<_> = p
@@ -417,6 +445,15 @@ mod tests {
         assert_eq!(p.uid_map, "1000 2147000000 1\n");
         assert_eq!(p.idmap_uid_map.as_deref(), Some("0 2147000000 1\n"));
         assert!(p.exec_only.is_empty(), "{:?}", p.exec_only);
+        // Mounts outside the executable places are noexec, /tmp and /etc included.
+        for (path, exec) in [
+            ("/etc", false),
+            ("/tmp", false),
+            ("/usr", true),
+            ("/home/alice/proj/x", true),
+        ] {
+            assert_eq!(p.mount_needs_exec(Path::new(path)), exec, "{path}");
+        }
         assert!(p
             .seccomp
             .iter()
