@@ -7,6 +7,7 @@
 pub mod detect;
 pub mod doctor;
 pub mod events;
+pub mod exit;
 pub mod identity;
 pub mod keys;
 pub mod launch;
@@ -16,4 +17,5 @@ pub mod probes;
 pub mod profile;
 pub mod respond;
 pub mod session;
+pub mod sys;
 pub mod trace;

@@ -1,8 +1,9 @@
-//! The raw system calls no crate wraps. Everything else goes through `nix` (and `caps`,
-//! `landlock`, `libseccomp`, `aya`); see docs/architecture.md, "Syscall crates". Each
-//! function here does one kernel thing and returns the OS error; callers attach the step name.
-//! Every `unsafe` block of the launch sequence that is not about descriptor ownership lives
-//! here, with the precondition it relies on.
+//! The raw system calls no crate wraps. Every module may use them: the launch sequence, the
+//! probes (mounting bpffs), the trace (its append-only flag). Everything else goes through
+//! `nix` (and `caps`, `landlock`, `libseccomp`, `aya`); see docs/architecture.md, "Syscall
+//! crates". Each function here does one kernel thing and returns the OS error; callers attach
+//! the step name. Every `unsafe` block of the launch sequence that is not about descriptor
+//! ownership lives here, with the precondition it relies on.
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!(
