@@ -8,6 +8,7 @@ pub mod detect;
 pub mod doctor;
 pub mod events;
 pub mod exit;
+pub mod glob;
 pub mod identity;
 pub mod keys;
 pub mod launch;

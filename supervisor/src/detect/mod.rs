@@ -9,7 +9,6 @@ pub mod act;
 pub mod baseline;
 mod config;
 pub mod cwd;
-pub mod glob;
 pub mod offline;
 pub mod pipeline;
 mod window;
@@ -20,6 +19,7 @@ use window::{fmt_ms, Throttle, Window};
 use std::collections::HashMap;
 
 use crate::events::pb::{self, event::Kind};
+use crate::glob;
 use crate::profile::monitor::Rule;
 use crate::profile::NetworkMode;
 

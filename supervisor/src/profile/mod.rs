@@ -357,7 +357,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     let monitor = monitor::resolve(&raws, &invalid)?;
     for p in monitor.rules.iter().filter(|r| r.name != "syscalls") {
         for pat in p.patterns.iter().flatten() {
-            crate::detect::glob::check(pat)
+            crate::glob::check(pat)
                 .map_err(|e| invalid(format!("monitor.{} pattern {pat:?}: {e}", p.name)))?;
         }
     }
