@@ -11,7 +11,7 @@ pub struct ConfigError {
     pub rule: String,
     pub pattern: String,
     #[source]
-    pub source: crate::policy::PathError,
+    pub source: crate::profile::template::PathError,
 }
 
 /// The monitor of one run, with variables expanded.
@@ -33,7 +33,7 @@ impl Config {
         m: &Monitor,
         executable: &[std::path::PathBuf],
         net_mode: NetworkMode,
-        expand: impl Fn(&str) -> Result<String, crate::policy::PathError>,
+        expand: impl Fn(&str) -> Result<String, crate::profile::template::PathError>,
     ) -> Result<Config, ConfigError> {
         let mut rules = m.rules.clone();
         for r in &mut rules {
