@@ -30,10 +30,6 @@ pub struct Context {
 /// The uid and gid the agent sees for itself inside its user namespace.
 pub const INSIDE_ID: u32 = 1000;
 
-/// Host uid/gid for agents started by root without `sudo`: never 0, outside the ranges
-/// distributions hand to people and services, so the agent owns nothing on the host.
-pub const ROOT_CALLER_AGENT_ID: u32 = 2_147_000_000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Access {
     ReadOnly,
@@ -234,6 +230,7 @@ pub fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ROOT_CALLER_AGENT_ID;
     use crate::profile::load;
 
     fn ctx(owner: u32, agent: u32) -> Context {
