@@ -7,19 +7,20 @@
 
 pub mod act;
 pub mod baseline;
-mod config;
 pub mod cwd;
+mod finding;
 pub mod offline;
 pub mod pipeline;
 mod window;
 
-pub use config::{Config, ConfigError, Finding};
+pub use finding::Finding;
 use window::{fmt_ms, Throttle, Window};
 
 use std::collections::HashMap;
 
 use crate::events::pb::{self, event::Kind};
 use crate::glob;
+use crate::policy::monitor::Config;
 use crate::profile::monitor::Rule;
 use crate::profile::NetworkMode;
 

@@ -1,6 +1,7 @@
 //! Policy compilation: a resolved `Profile` plus the run's context become the exact set of
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
+pub mod monitor;
 mod render;
 pub mod syscalls;
 pub use render::render;
@@ -73,7 +74,7 @@ pub struct Policy {
     pub idmap_uid_map: Option<String>,
     pub idmap_gid_map: Option<String>,
     /// The `[monitor]` rules, patterns expanded.
-    pub monitor: crate::detect::Config,
+    pub monitor: monitor::Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,7 +92,7 @@ pub enum CompileError {
     #[error("filesystem path {0:?}: {1}")]
     Path(String, #[source] PathError),
     #[error(transparent)]
-    Monitor(#[from] crate::detect::ConfigError),
+    Monitor(#[from] monitor::ConfigError),
 }
 
 fn depth(p: &Path) -> usize {
@@ -191,10 +192,9 @@ pub fn compile(
             }),
     );
 
-    let mut monitor =
-        crate::detect::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
-            template::expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
-        })?;
+    let mut monitor = monitor::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
+        template::expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
+    })?;
     monitor.hook_uid = ctx.owner_uid;
     monitor.hook_gid = ctx.owner_gid;
 
