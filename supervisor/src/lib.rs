@@ -10,6 +10,7 @@ pub mod events;
 pub mod exit;
 pub mod glob;
 pub mod identity;
+pub mod kernel;
 pub mod keys;
 pub mod launch;
 pub mod persist;

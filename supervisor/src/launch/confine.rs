@@ -267,7 +267,7 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
     // matters; the rest are answered by the kernel's per-filter allow cache.
     ctx.set_ctl_optimize(2).map_err(|x| e("optimize", x))?;
     for rule in &policy.seccomp {
-        let sc = crate::policy::syscalls::resolve(&rule.name)
+        let sc = crate::kernel::resolve(&rule.name)
             .ok_or_else(|| SeccompError(format!("unknown syscall {}", rule.name)))?;
         let action = match rule.action {
             Action::Errno(n) => ScmpAction::Errno(n),

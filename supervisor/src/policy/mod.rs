@@ -99,19 +99,6 @@ fn depth(p: &Path) -> usize {
     p.components().count()
 }
 
-pub fn errno_by_name(name: &str) -> Option<i32> {
-    Some(match name {
-        "EPERM" => libc::EPERM,
-        "EACCES" => libc::EACCES,
-        "ENOSYS" => libc::ENOSYS,
-        "EINVAL" => libc::EINVAL,
-        "ENOENT" => libc::ENOENT,
-        "EROFS" => libc::EROFS,
-        "ENOTSUP" | "EOPNOTSUPP" => libc::EOPNOTSUPP,
-        _ => return None,
-    })
-}
-
 /// Compile a resolved profile for one run. `caller_env` is the environment cordon was
 /// started with; only what the profile passes survives.
 pub fn compile(
@@ -186,7 +173,7 @@ pub fn compile(
             .iter()
             .map(|SyscallRule { name, errno, reason }| syscalls::Rule {
                 name: name.clone(),
-                action: syscalls::Action::Errno(errno_by_name(errno).unwrap_or(libc::EPERM)),
+                action: syscalls::Action::Errno(crate::kernel::errno_by_name(errno).unwrap_or(libc::EPERM)),
                 when: syscalls::When::Always,
                 reason: reason.clone(),
             }),

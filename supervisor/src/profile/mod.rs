@@ -315,13 +315,13 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     }
     let syscalls = pick!(chain, syscalls.deny).unwrap_or_default();
     for rule in &syscalls {
-        crate::policy::errno_by_name(&rule.errno).ok_or_else(|| {
+        crate::kernel::errno_by_name(&rule.errno).ok_or_else(|| {
             invalid(format!(
                 "syscalls.deny {:?}: unknown errno {:?}",
                 rule.name, rule.errno
             ))
         })?;
-        if crate::policy::syscalls::resolve(&rule.name).is_none() {
+        if crate::kernel::resolve(&rule.name).is_none() {
             return Err(invalid(format!("syscalls.deny: unknown syscall {:?}", rule.name)));
         }
     }
