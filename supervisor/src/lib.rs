@@ -13,6 +13,8 @@ pub mod identity;
 pub mod kernel;
 pub mod keys;
 pub mod launch;
+#[cfg(test)]
+mod layers_test;
 pub mod persist;
 pub mod policy;
 pub mod probes;
