@@ -73,11 +73,13 @@ fn benches(c: &mut Criterion) {
     const E: u64 = 200_000;
     let events: Vec<pb::Event> = (1..=E).map(event).collect();
     let p = cordon::profile::load("default").unwrap();
-    let cfg =
-        cordon::detect::Config::compile(&p.monitor, &["/usr".into(), "/w".into()], p.network.mode, |s| {
-            Ok(s.replace("{home}", "/home/u").replace("{workspace}", "/w"))
-        })
-        .unwrap();
+    let cfg = cordon::policy::monitor::Config::compile(
+        &p.monitor,
+        &["/usr".into(), "/w".into()],
+        p.network.mode,
+        |s| Ok(s.replace("{home}", "/home/u").replace("{workspace}", "/w")),
+    )
+    .unwrap();
     g.throughput(Throughput::Elements(E));
     g.bench_function("rules", |b| {
         b.iter(|| {

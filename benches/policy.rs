@@ -1,7 +1,7 @@
 //! Criterion benches of the pure front half of a launch: resolving a profile, compiling it
 //! to a policy, and compiling the seccomp filter. `benches/compare.sh` times whole launches.
 
-use cordon::{policy, profile};
+use cordon::{identity, policy, profile};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
 
@@ -11,8 +11,8 @@ fn ctx() -> policy::Context {
         home: "/home/alice".into(),
         owner_uid: 0,
         owner_gid: 0,
-        agent_uid: policy::ROOT_CALLER_AGENT_ID,
-        agent_gid: policy::ROOT_CALLER_AGENT_ID,
+        agent_uid: identity::ROOT_CALLER_AGENT_ID,
+        agent_gid: identity::ROOT_CALLER_AGENT_ID,
     }
 }
 

@@ -1,8 +1,11 @@
 //! Who a run acts for: the real caller, the user behind `sudo`, and the `--on-behalf-of`
 //! principal. The agent's host ids follow from it and are never 0.
 
-use crate::policy::ROOT_CALLER_AGENT_ID;
 use std::path::PathBuf;
+
+/// Host uid/gid for agents started by root without `sudo`: never 0, outside the ranges
+/// distributions hand to people and services, so the agent owns nothing on the host.
+pub const ROOT_CALLER_AGENT_ID: u32 = 2_147_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -7,13 +7,19 @@
 pub mod detect;
 pub mod doctor;
 pub mod events;
+pub mod exit;
+pub mod glob;
 pub mod identity;
+pub mod kernel;
 pub mod keys;
 pub mod launch;
+#[cfg(test)]
+mod layers_test;
 pub mod persist;
 pub mod policy;
 pub mod probes;
 pub mod profile;
 pub mod respond;
 pub mod session;
+pub mod sys;
 pub mod trace;

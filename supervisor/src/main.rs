@@ -178,8 +178,7 @@ enum ProfileCmd {
     },
 }
 
-use launch::EXIT_CORDON_ERROR;
-const EXIT_NOT_FOUND: i32 = 127;
+use cordon::exit;
 
 fn main() {
     let cli = Cli::parse();
@@ -191,9 +190,9 @@ fn main() {
                 .is_some_and(|l| matches!(l, launch::LaunchError::NotFound(..)));
             eprintln!("cordon: error: {e:#}");
             if not_found {
-                EXIT_NOT_FOUND
+                exit::NOT_FOUND
             } else {
-                EXIT_CORDON_ERROR
+                exit::CORDON_ERROR
             }
         }
     };
@@ -519,7 +518,7 @@ fn run(
         Err(e) => {
             // The trace says the run never started (sealed with cordon's error status).
             let _ = session.finish(&launch::Outcome {
-                exit_code: EXIT_CORDON_ERROR,
+                exit_code: exit::CORDON_ERROR,
                 notes: vec![format!("no agent was started: {e}")],
             });
             return Err(e.into());

@@ -370,10 +370,7 @@ pub fn event_symbol(e: &pb::Event) -> Option<u32> {
 /// A symbol in words: the syscall name, with its outcome in the `events` alphabet.
 pub fn symbol_name(sym: u32, alphabet: Alphabet) -> String {
     let nr = sym & 0xffff;
-    let name = i32::try_from(nr)
-        .ok()
-        .and_then(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
-        .unwrap_or_else(|| format!("syscall{nr}"));
+    let name = crate::kernel::name(nr).unwrap_or_else(|| format!("syscall{nr}"));
     match (alphabet, sym >> 16) {
         (Alphabet::Syscalls, _) | (Alphabet::Events, 0) => name,
         (_, 1) => format!("{name}:ENOENT"),

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::events::pb::{self, event::Kind};
+use crate::kernel::{CHDIR, FCHDIR};
 
 /// How a live process's directory (or one of its directory fds) is read: (host pid, dirfd or
 /// AT_FDCWD) → absolute path as the sandbox sees it.
@@ -30,9 +31,6 @@ pub struct Cwds {
     dirs: HashMap<u32, String>,
     lookup: Lookup,
 }
-
-const CHDIR: u32 = 80;
-const FCHDIR: u32 = 81;
 
 impl Cwds {
     pub fn new(lookup: Lookup) -> Self {

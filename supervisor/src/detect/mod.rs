@@ -7,19 +7,21 @@
 
 pub mod act;
 pub mod baseline;
-mod config;
 pub mod cwd;
-pub mod glob;
+mod finding;
 pub mod offline;
 pub mod pipeline;
 mod window;
 
-pub use config::{Config, ConfigError, Finding};
+pub use finding::Finding;
 use window::{fmt_ms, Throttle, Window};
 
 use std::collections::HashMap;
 
 use crate::events::pb::{self, event::Kind};
+use crate::glob;
+use crate::kernel;
+use crate::policy::monitor::Config;
 use crate::profile::monitor::Rule;
 use crate::profile::NetworkMode;
 
@@ -49,26 +51,6 @@ pub struct Detector {
     /// own event that follows is the same attempt.
     last_net: Option<(u32, String, u32)>,
     throttle: HashMap<&'static str, Throttle>,
-}
-
-/// Syscall numbers (x86_64) the rules look at.
-mod nr {
-    pub const OPEN: u32 = 2;
-    pub const OPENAT: u32 = 257;
-    pub const OPENAT2: u32 = 437;
-    pub const UNLINK: u32 = 87;
-    pub const UNLINKAT: u32 = 263;
-    pub const RMDIR: u32 = 84;
-    pub const EXECVE: u32 = 59;
-    pub const EXECVEAT: u32 = 322;
-    /// Syscalls that change what is at their path (first path argument).
-    pub const CHANGE_PATH: &[u32] = &[85, 87, 263, 84, 76, 83, 258, 90, 268, 452, 92, 94, 260, 133, 259];
-    /// rename, renameat, renameat2: both paths change.
-    pub const RENAME: &[u32] = &[82, 264, 316];
-    /// link, linkat, symlink, symlinkat: the second path is created.
-    pub const CREATE_SECOND: &[u32] = &[86, 265, 88, 266];
-    /// link, linkat: the first path is read (a new name for a secret).
-    pub const LINK: &[u32] = &[86, 265];
 }
 
 /// The program a run of the dynamic loader (`ld-linux-x86-64.so.2 PROG`, `ld-musl-*.so.1`,
@@ -317,11 +299,13 @@ impl Detector {
         // The directory argument each path is resolved against: `which` 0 is `path`, 1 is
         // `path2` (renameat/renameat2/linkat: args 0 and 2; symlinkat: arg 1 for the link).
         let dirfd = |which: usize| {
+            use kernel::{EXECVEAT, FCHMODAT, FCHMODAT2, FCHOWNAT, LINKAT, MKDIRAT, MKNODAT};
+            use kernel::{OPENAT, OPENAT2, RENAMEAT, RENAMEAT2, SYMLINKAT, UNLINKAT};
             let arg = match (s.nr, which) {
-                (nr::OPENAT | nr::OPENAT2 | nr::UNLINKAT | nr::EXECVEAT, 0) => Some(0),
-                (258 | 259 | 260 | 268 | 452 | 264 | 316 | 265, 0) => Some(0),
-                (264 | 316 | 265, 1) => Some(2),
-                (266, 1) => Some(1),
+                (OPENAT | OPENAT2 | UNLINKAT | EXECVEAT | MKDIRAT | MKNODAT, 0) => Some(0),
+                (FCHOWNAT | FCHMODAT | FCHMODAT2 | RENAMEAT | RENAMEAT2 | LINKAT, 0) => Some(0),
+                (RENAMEAT | RENAMEAT2 | LINKAT, 1) => Some(2),
+                (SYMLINKAT, 1) => Some(1),
                 _ => None,
             };
             // A dirfd is an int: AT_FDCWD arrives as its 32-bit pattern.
@@ -330,13 +314,15 @@ impl Detector {
                 .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
         };
         let (reads, writes) = match s.nr {
-            nr::OPEN => open_intent(s.args.get(1).copied().unwrap_or(0)),
-            nr::OPENAT => open_intent(s.args.get(2).copied().unwrap_or(0)),
+            kernel::OPEN => open_intent(s.args.get(1).copied().unwrap_or(0)),
+            kernel::OPENAT => open_intent(s.args.get(2).copied().unwrap_or(0)),
             // openat2's flags are behind a pointer the probes do not read: both.
-            nr::OPENAT2 => (true, true),
+            kernel::OPENAT2 => (true, true),
             n => (
-                nr::LINK.contains(&n) || nr::RENAME.contains(&n),
-                nr::CHANGE_PATH.contains(&n) || nr::RENAME.contains(&n) || nr::CREATE_SECOND.contains(&n),
+                kernel::LINKS.contains(&n) || kernel::RENAMES.contains(&n),
+                kernel::CHANGE_PATH.contains(&n)
+                    || kernel::RENAMES.contains(&n)
+                    || kernel::CREATE_SECOND.contains(&n),
             ),
         };
         if reads {
@@ -352,10 +338,10 @@ impl Detector {
         }
         if writes {
             if let Some((rule, set)) = &self.write {
-                let second = nr::RENAME.contains(&s.nr) || nr::CREATE_SECOND.contains(&s.nr);
-                let firsts = nr::CHANGE_PATH.contains(&s.nr)
-                    || nr::RENAME.contains(&s.nr)
-                    || matches!(s.nr, nr::OPEN | nr::OPENAT | nr::OPENAT2);
+                let second = kernel::RENAMES.contains(&s.nr) || kernel::CREATE_SECOND.contains(&s.nr);
+                let firsts = kernel::CHANGE_PATH.contains(&s.nr)
+                    || kernel::RENAMES.contains(&s.nr)
+                    || matches!(s.nr, kernel::OPEN | kernel::OPENAT | kernel::OPENAT2);
                 let candidates = [(firsts, &s.path, 0), (second, &s.path2, 1)];
                 let hit = candidates
                     .iter()
@@ -380,12 +366,12 @@ impl Detector {
                 }
             }
         }
-        if matches!(s.nr, nr::UNLINK | nr::UNLINKAT | nr::RMDIR) && !failed_enoent {
+        if matches!(s.nr, kernel::UNLINK | kernel::UNLINKAT | kernel::RMDIR) && !failed_enoent {
             if let Some(f) = self.deletions.as_mut().and_then(|w| w.push(t, e.seq, "")) {
                 found.push(f);
             }
         }
-        if matches!(s.nr, nr::EXECVE | nr::EXECVEAT)
+        if matches!(s.nr, kernel::EXECVE | kernel::EXECVEAT)
             && s.completed
             && s.ret < 0
             && !failed_enoent

@@ -1,6 +1,7 @@
 //! The rules on synthetic events (pure logic; the kernel side is in tests/detect.rs).
 
 use super::*;
+use crate::kernel::{EXECVE, OPENAT};
 use crate::profile::monitor::Response;
 
 fn config(profile: &str) -> Config {
@@ -60,7 +61,7 @@ fn sensitive_reads_fire_even_when_the_file_is_hidden() {
             0,
             sys(
                 "openat",
-                257,
+                OPENAT,
                 "/home/u/.ssh/id_rsa",
                 &[u64::MAX - 99, "/".len() as u64, 0],
                 -2,
@@ -76,7 +77,11 @@ fn sensitive_reads_fire_even_when_the_file_is_hidden() {
     // A read of an ordinary file does not.
     assert!(run(
         &mut d,
-        &[ev(2, 1, sys("openat", 257, "/w/src/main.rs", &[0, 0, 0], 3, ""))]
+        &[ev(
+            2,
+            1,
+            sys("openat", OPENAT, "/w/src/main.rs", &[0, 0, 0], 3, "")
+        )]
     )
     .is_empty());
 }
@@ -92,7 +97,7 @@ fn relative_paths_are_resolved_and_write_intent_is_told_from_reads() {
             0,
             sys(
                 "openat",
-                257,
+                OPENAT,
                 ".git/hooks/pre-commit",
                 &[u64::MAX - 99, 0, o_wronly_creat],
                 -30,
@@ -115,7 +120,7 @@ fn relative_paths_are_resolved_and_write_intent_is_told_from_reads() {
             1,
             sys(
                 "openat",
-                257,
+                OPENAT,
                 "/w/.git/hooks/pre-commit.sample",
                 &[0, 0, o_wronly_creat],
                 3,
@@ -129,7 +134,7 @@ fn relative_paths_are_resolved_and_write_intent_is_told_from_reads() {
         &[ev(
             3,
             2,
-            sys("openat", 257, "/w/.git/hooks/pre-commit", &[0, 0, 0], 3, "")
+            sys("openat", OPENAT, "/w/.git/hooks/pre-commit", &[0, 0, 0], 3, "")
         )]
     )
     .is_empty());
@@ -198,7 +203,7 @@ fn exec_outside_the_allowed_places_fires_even_when_refused() {
         &[ev(
             1,
             0,
-            sys("execve", 59, "/tmp/payload", &[0, 0, 0], -13, "EACCES"),
+            sys("execve", EXECVE, "/tmp/payload", &[0, 0, 0], -13, "EACCES"),
         )],
     );
     assert!(
@@ -214,7 +219,11 @@ fn exec_outside_the_allowed_places_fires_even_when_refused() {
     // PATH search misses are not attempts.
     assert!(run(
         &mut d,
-        &[ev(3, 2, sys("execve", 59, "/tmp/x", &[0, 0, 0], -2, "ENOENT"))]
+        &[ev(
+            3,
+            2,
+            sys("execve", EXECVE, "/tmp/x", &[0, 0, 0], -2, "ENOENT")
+        )]
     )
     .is_empty());
 }
@@ -315,7 +324,7 @@ fn a_flood_is_throttled_and_counted() {
             ev(
                 i + 1,
                 i / 10,
-                sys("openat", 257, "/etc/shadow", &[0, 0, 0], -13, "EACCES"),
+                sys("openat", OPENAT, "/etc/shadow", &[0, 0, 0], -13, "EACCES"),
             )
         })
         .collect();

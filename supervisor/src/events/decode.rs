@@ -12,8 +12,9 @@ use cordon_probe_common::{
     MAX_SYSCALL,
 };
 
-use super::names::{errno_name, ip_text, protocol_name, sockaddr};
+use super::names::{ip_text, protocol_name, sockaddr};
 use super::pb::{self, event::Kind};
+use crate::kernel::errno_name;
 
 /// What the decoder knows about a process of the sandbox (keyed by host tgid).
 #[derive(Debug, Clone, Default)]
@@ -388,6 +389,7 @@ fn finish(mut e: pb::Event, nr: u32, ret: i64) -> pb::Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::OPENAT;
     use cordon_probe_common::{AUX_LEN, PATH_LEN};
 
     fn bytes<T>(v: &T) -> Vec<u8> {
@@ -410,7 +412,7 @@ mod tests {
     fn open_record(kind: u32, ret: i64) -> SyscallRecord {
         let mut r = SyscallRecord {
             hdr: hdr(kind, 1002, 1002),
-            nr: 257,
+            nr: OPENAT,
             flags: 0,
             path_len: 12,
             aux_len: 0,
@@ -427,7 +429,7 @@ mod tests {
         Decoder::new(
             "sb",
             0,
-            |nr| if nr == 257 { "openat".into() } else { String::new() },
+            |nr| if nr == OPENAT { "openat" } else { "" }.into(),
             vec![],
         )
     }
@@ -440,7 +442,7 @@ mod tests {
         assert!(out.is_empty(), "waits for the result");
         let exit = ExitRecord {
             hdr: hdr(kind::SYS_EXIT, 1002, 1002),
-            nr: 257,
+            nr: OPENAT,
             _pad: 0,
             ret: -13,
         };

@@ -1,46 +1,6 @@
-//! How kernel values are shown in events: errno names, addresses, protocols.
+//! How kernel values are shown in events: addresses, protocols (errno names: `kernel`).
 
 use super::pb;
-
-pub fn errno_name(e: i64) -> String {
-    let name = match e {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        18 => "EXDEV",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        27 => "EFBIG",
-        28 => "ENOSPC",
-        30 => "EROFS",
-        32 => "EPIPE",
-        36 => "ENAMETOOLONG",
-        38 => "ENOSYS",
-        39 => "ENOTEMPTY",
-        40 => "ELOOP",
-        95 => "EOPNOTSUPP",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        101 => "ENETUNREACH",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        115 => "EINPROGRESS",
-        _ => return format!("E{e}"),
-    };
-    name.into()
-}
 
 /// A `struct sockaddr` as bytes → a readable address.
 /// An address the probes copied in network byte order (IPv4 in the first word).

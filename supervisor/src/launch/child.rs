@@ -6,9 +6,9 @@ use super::channel::{Channel, Msg};
 use super::confine;
 use super::mounts::{self, Tree};
 use super::pty;
-use super::sys;
 use super::StepError;
 use crate::policy::{Policy, INSIDE_ID};
+use crate::{exit, sys};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -72,7 +72,7 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
                 detail: e.detail,
             });
             // Without running the destructors of the parent's owners we hold copies of.
-            sys::exit_now(125)
+            sys::exit_now(exit::CORDON_ERROR)
         }
     };
     let agent = spawn_agent(ch, plan, pty_slave.as_ref());
@@ -173,7 +173,7 @@ fn spawn_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> P
                 errno: e as i32,
                 detail: String::new(),
             });
-            sys::exit_now(125)
+            sys::exit_now(exit::CORDON_ERROR)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             if pty_slave.is_some() {
@@ -222,7 +222,11 @@ fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! 
         errno: e as i32,
         program: plan.program.to_string_lossy().into_owned(),
     });
-    sys::exit_now(if e == Errno::ENOENT { 127 } else { 126 })
+    sys::exit_now(if e == Errno::ENOENT {
+        exit::NOT_FOUND
+    } else {
+        exit::CANNOT_EXECUTE
+    })
 }
 
 /// Reap every child (init adopts orphans); forward signals to the agent; return the agent's

@@ -18,7 +18,7 @@ pub const LANDLOCK_ABI: ABI = ABI::V7;
 
 /// The landlock ABI this kernel offers (0: none).
 pub fn landlock_abi() -> i64 {
-    super::sys::landlock_abi_version().min(simulated_abi())
+    crate::sys::landlock_abi_version().min(simulated_abi())
 }
 
 /// Tests simulate an older kernel with `CORDON_TEST_LANDLOCK_ABI=N` (debug builds only; it
@@ -102,7 +102,7 @@ fn lo_up() -> std::io::Result<()> {
         SockFlag::SOCK_CLOEXEC,
         None,
     )?;
-    super::sys::interface_up(&s, b"lo")
+    crate::sys::interface_up(&s, b"lo")
 }
 
 pub fn rlimits(policy: &Policy) -> Result<(), StepError> {
@@ -221,7 +221,7 @@ pub fn drop_capabilities() -> Result<(), StepError> {
         .max()
         .unwrap_or(0);
     for cap in known + 1..=last_cap {
-        if let Err(e) = super::sys::capbset_drop(cap) {
+        if let Err(e) = crate::sys::capbset_drop(cap) {
             if e.raw_os_error() != Some(libc::EINVAL) {
                 return Err(StepError::io(
                     "capabilities: drop bounding set",
@@ -242,7 +242,7 @@ pub fn drop_capabilities() -> Result<(), StepError> {
         | SECBIT_NO_SETUID_FIXUP
         | SECBIT_NO_SETUID_FIXUP_LOCKED
         | SECBIT_KEEP_CAPS_LOCKED;
-    super::sys::set_securebits(bits).map_err(|e| StepError::io("capabilities: securebits", &e, ""))?;
+    crate::sys::set_securebits(bits).map_err(|e| StepError::io("capabilities: securebits", &e, ""))?;
     // Inheritable first, then permitted (which clears effective with it): every set empty.
     caps::clear(None, caps::CapSet::Inheritable).map_err(caps_err("capabilities: capset"))?;
     caps::clear(None, caps::CapSet::Permitted).map_err(caps_err("capabilities: capset"))?;
@@ -267,7 +267,7 @@ pub fn compile_seccomp(policy: &Policy) -> Result<Vec<u8>, SeccompError> {
     // matters; the rest are answered by the kernel's per-filter allow cache.
     ctx.set_ctl_optimize(2).map_err(|x| e("optimize", x))?;
     for rule in &policy.seccomp {
-        let sc = crate::policy::syscalls::resolve(&rule.name)
+        let sc = crate::kernel::resolve(&rule.name)
             .ok_or_else(|| SeccompError(format!("unknown syscall {}", rule.name)))?;
         let action = match rule.action {
             Action::Errno(n) => ScmpAction::Errno(n),
@@ -311,7 +311,7 @@ fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
 
 /// Load the compiled filter. ORDER: last before exec, so no setup step is filtered.
 pub fn load_seccomp(bpf: &[u8]) -> Result<(), StepError> {
-    super::sys::seccomp_set_mode_filter(bpf).map_err(|e| match e.raw_os_error() {
+    crate::sys::seccomp_set_mode_filter(bpf).map_err(|e| match e.raw_os_error() {
         Some(libc::E2BIG) => StepError::msg("seccomp", "filter too long"),
         _ => StepError::io("seccomp: load filter", &e, ""),
     })

@@ -8,20 +8,17 @@ mod confine;
 mod mounts;
 mod pty;
 mod supervise;
-pub mod sys;
 
 pub use cgroup::{detect_layout, Layout};
 pub use confine::{compile_seccomp, landlock_abi, landlock_reliance, LANDLOCK_ABI};
 
 use crate::policy::Policy;
 use crate::profile::NetworkMode;
+use crate::sys;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-/// cordon's own exit status when it could not build the sandbox (then no agent ran).
-pub const EXIT_CORDON_ERROR: i32 = 125;
 
 /// A failed step, named so the user knows which layer could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

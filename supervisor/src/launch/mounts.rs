@@ -2,9 +2,9 @@
 //! detached mount, because only it can traverse every source and create idmapped mounts; the
 //! child attaches them to a fresh tmpfs root, adds /dev, /proc, /tmp and masks, and pivots.
 
-use super::sys;
 use super::StepError;
 use crate::policy::{Access, Bind, Policy};
+use crate::sys;
 use nix::mount::MsFlags;
 use std::fs;
 use std::io;

@@ -1,7 +1,7 @@
 //! The interactive agent's own pseudo-terminal, relayed to the user's terminal. The agent
 //! never holds a descriptor of the user's tty, so it cannot inject input into it (TIOCSTI).
 
-use super::sys;
+use crate::sys;
 use nix::fcntl::OFlag;
 use nix::sys::termios::{self, SetArg, Termios};
 use std::io;

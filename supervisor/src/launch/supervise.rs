@@ -3,7 +3,8 @@
 
 use super::channel::{Channel, Msg};
 use super::pty::{copy_window_size, pump, RawMode};
-use super::{cgroup::Cgroup, sys, LaunchError, Outcome, StepError};
+use super::{cgroup::Cgroup, LaunchError, Outcome, StepError};
+use crate::{exit, sys};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow};
@@ -195,7 +196,7 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                             ));
                             r.cgroup.kill_all();
                             let _ = sys::pidfd_send_signal(r.pidfd, libc::SIGKILL);
-                            forced_exit.get_or_insert(128 + s);
+                            forced_exit.get_or_insert(exit::signaled(s));
                         } else {
                             let _ = sys::pidfd_send_signal(r.pidfd, s);
                         }
@@ -252,9 +253,9 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let exit_code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
+        exit::signaled(libc::WTERMSIG(status))
     } else {
-        125
+        exit::CORDON_ERROR
     };
     if agent_status.is_none() && !timed_out {
         notes.push("the sandbox's init ended before the agent reported: the whole sandbox was killed".into());

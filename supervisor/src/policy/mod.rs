@@ -1,14 +1,17 @@
 //! Policy compilation: a resolved `Profile` plus the run's context become the exact set of
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
+pub mod monitor;
 mod render;
 pub mod syscalls;
 pub use render::render;
 
+use crate::profile::destination::{self, Destination};
+use crate::profile::template::{self, PathError};
 use crate::profile::{NetworkMode, Profile, SyscallRule};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// Facts about this run that a profile's variables and identity mapping depend on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,10 +30,6 @@ pub struct Context {
 
 /// The uid and gid the agent sees for itself inside its user namespace.
 pub const INSIDE_ID: u32 = 1000;
-
-/// Host uid/gid for agents started by root without `sudo`: never 0, outside the ranges
-/// distributions hand to people and services, so the agent owns nothing on the host.
-pub const ROOT_CALLER_AGENT_ID: u32 = 2_147_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Access {
@@ -75,34 +74,13 @@ pub struct Policy {
     pub idmap_uid_map: Option<String>,
     pub idmap_gid_map: Option<String>,
     /// The `[monitor]` rules, patterns expanded.
-    pub monitor: crate::detect::Config,
+    pub monitor: monitor::Config,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkPolicy {
     pub mode: NetworkMode,
     pub allow: Vec<Destination>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Destination {
-    pub addr: std::net::IpAddr,
-    pub prefix: u8,
-    pub port: u16,
-    /// IPPROTO_TCP or IPPROTO_UDP when the rule names one (`…:443/tcp`); None: either.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<u8>,
-}
-
-impl std::fmt::Display for Destination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.addr, self.prefix, self.port)?;
-        match self.protocol.map(i32::from) {
-            Some(libc::IPPROTO_TCP) => write!(f, "/tcp"),
-            Some(libc::IPPROTO_UDP) => write!(f, "/udp"),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -114,114 +92,11 @@ pub enum CompileError {
     #[error("filesystem path {0:?}: {1}")]
     Path(String, #[source] PathError),
     #[error(transparent)]
-    Monitor(#[from] crate::detect::ConfigError),
-}
-
-/// A path template (`{workspace}/src`, `/etc`) that cannot be used.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PathError {
-    #[error("unclosed `{{` in path")]
-    Unclosed,
-    #[error("unknown variable {{{0}}} (known: {{workspace}}, {{home}})")]
-    UnknownVariable(String),
-    #[error("must be an absolute path or start with {{workspace}} or {{home}}")]
-    NotAbsolute,
-    #[error("must not contain `..`")]
-    ParentDir,
-}
-
-/// A `network.allow` entry that is not `IP[/PREFIX]:port[/tcp|/udp]`.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DestinationError {
-    #[error("expected IP[/PREFIX]:port[/tcp|/udp], e.g. \"10.0.0.0/8:443/tcp\" (a port is required)")]
-    NoPort,
-    #[error("protocol {0:?} must be \"tcp\" or \"udp\"")]
-    Protocol(String),
-    #[error("port {0:?} is not a number from 0 to 65535")]
-    Port(String),
-    #[error("{0:?} is not an IP address (domain names are not supported yet)")]
-    Ip(String),
-    #[error("prefix {prefix:?} must be 0..={max}")]
-    Prefix { prefix: String, max: u8 },
-}
-
-/// Check a path template without a context: absolute, known variables only.
-pub fn check_path_template(p: &str) -> Result<(), PathError> {
-    let expanded = expand(p, Path::new("/w"), Path::new("/h"))?;
-    if !expanded.is_absolute() {
-        return Err(PathError::NotAbsolute);
-    }
-    if expanded.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(PathError::ParentDir);
-    }
-    Ok(())
-}
-
-fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, PathError> {
-    let mut out = String::new();
-    let mut rest = p;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find('}').ok_or(PathError::Unclosed)?;
-        let var = &rest[start + 1..start + end];
-        match var {
-            "workspace" => out.push_str(&workspace.to_string_lossy()),
-            "home" => out.push_str(&home.to_string_lossy()),
-            other => return Err(PathError::UnknownVariable(other.into())),
-        }
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    Ok(normalize(Path::new(&out)))
-}
-
-/// Lexical normalisation: drop `.` and trailing slashes, keep it absolute.
-fn normalize(p: &Path) -> PathBuf {
-    p.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect()
+    Monitor(#[from] monitor::ConfigError),
 }
 
 fn depth(p: &Path) -> usize {
     p.components().count()
-}
-
-pub fn parse_destination(s: &str) -> Result<Destination, DestinationError> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.is_empty())
-        .ok_or(DestinationError::NoPort)?;
-    let (port, protocol) = match port.split_once('/') {
-        Some((port, "tcp")) => (port, Some(6)),  // IPPROTO_TCP
-        Some((port, "udp")) => (port, Some(17)), // IPPROTO_UDP
-        Some((_, other)) => return Err(DestinationError::Protocol(other.into())),
-        None => (port, None),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().map_err(|_| DestinationError::Port(port.into()))?;
-    let (ip, prefix) = match host.split_once('/') {
-        Some((ip, prefix)) => (ip, Some(prefix)),
-        None => (host, None),
-    };
-    let addr: std::net::IpAddr = ip.parse().map_err(|_| DestinationError::Ip(ip.into()))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(p) => p
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| DestinationError::Prefix {
-                prefix: p.into(),
-                max,
-            })?,
-        None => max,
-    };
-    Ok(Destination {
-        addr,
-        prefix,
-        port,
-        protocol,
-    })
 }
 
 impl Policy {
@@ -237,19 +112,6 @@ impl Policy {
                 .iter()
                 .any(|e| p.starts_with(e) || e.starts_with(p))
     }
-}
-
-pub fn errno_by_name(name: &str) -> Option<i32> {
-    Some(match name {
-        "EPERM" => libc::EPERM,
-        "EACCES" => libc::EACCES,
-        "ENOSYS" => libc::ENOSYS,
-        "EINVAL" => libc::EINVAL,
-        "ENOENT" => libc::ENOENT,
-        "EROFS" => libc::EROFS,
-        "ENOTSUP" | "EOPNOTSUPP" => libc::EOPNOTSUPP,
-        _ => return None,
-    })
 }
 
 /// Compile a resolved profile for one run. `caller_env` is the environment cordon was
@@ -268,7 +130,9 @@ pub fn compile(
     let fs = &profile.filesystem;
     let ex = |list: &[String]| -> Result<Vec<PathBuf>, CompileError> {
         list.iter()
-            .map(|p| expand(p, &ctx.workspace, &ctx.home).map_err(|e| CompileError::Path(p.clone(), e)))
+            .map(|p| {
+                template::expand(p, &ctx.workspace, &ctx.home).map_err(|e| CompileError::Path(p.clone(), e))
+            })
             .collect()
     };
     let executable = ex(&fs.executable)?;
@@ -312,7 +176,7 @@ pub fn compile(
         }
     }
     for (k, v) in &profile.environment.set {
-        let v = expand(v, &ctx.workspace, &ctx.home)
+        let v = template::expand(v, &ctx.workspace, &ctx.home)
             .map_or_else(|_| v.clone(), |p| p.to_string_lossy().into_owned());
         env.insert(k.clone(), v);
     }
@@ -324,16 +188,15 @@ pub fn compile(
             .iter()
             .map(|SyscallRule { name, errno, reason }| syscalls::Rule {
                 name: name.clone(),
-                action: syscalls::Action::Errno(errno_by_name(errno).unwrap_or(libc::EPERM)),
+                action: syscalls::Action::Errno(crate::kernel::errno_by_name(errno).unwrap_or(libc::EPERM)),
                 when: syscalls::When::Always,
                 reason: reason.clone(),
             }),
     );
 
-    let mut monitor =
-        crate::detect::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
-            expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
-        })?;
+    let mut monitor = monitor::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
+        template::expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
+    })?;
     monitor.hook_uid = ctx.owner_uid;
     monitor.hook_gid = ctx.owner_gid;
 
@@ -352,7 +215,7 @@ pub fn compile(
                 .network
                 .allow
                 .iter()
-                .filter_map(|d| parse_destination(d).ok())
+                .filter_map(|d| destination::parse(d).ok())
                 .collect(),
         },
         limits: profile.limits.clone(),
@@ -369,6 +232,7 @@ pub fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ROOT_CALLER_AGENT_ID;
     use crate::profile::load;
 
     fn ctx(owner: u32, agent: u32) -> Context {
@@ -496,42 +360,6 @@ mod tests {
         assert_eq!(
             compile(&load("default").unwrap(), &c, &env()).unwrap_err(),
             CompileError::RootWorkspace("/".into())
-        );
-    }
-
-    #[test]
-    fn destinations() {
-        let d = parse_destination("10.0.0.0/8:443").unwrap();
-        assert_eq!((d.prefix, d.port), (8, 443));
-        assert_eq!(parse_destination("[::1]:22").unwrap().prefix, 128);
-        assert_eq!(
-            parse_destination("example.com:443"),
-            Err(DestinationError::Ip("example.com".into()))
-        );
-        assert!(parse_destination("1.2.3.4/33:1").is_err());
-        assert!(parse_destination("1.2.3.4:99999").is_err());
-        let udp = parse_destination("127.0.0.53:53/udp").unwrap();
-        assert_eq!((udp.port, udp.protocol), (53, Some(17)));
-        assert_eq!(udp.to_string(), "127.0.0.53/32:53/udp");
-        assert_eq!(parse_destination("10.0.0.0/8:443").unwrap().protocol, None);
-        assert_eq!(
-            parse_destination("1.2.3.4:1/icmp"),
-            Err(DestinationError::Protocol("icmp".into()))
-        );
-    }
-
-    #[test]
-    fn templates() {
-        assert!(check_path_template("{workspace}/x").is_ok());
-        assert!(check_path_template("rel").is_err());
-        assert_eq!(check_path_template("/a/../b"), Err(PathError::ParentDir));
-        assert_eq!(
-            check_path_template("{nope}"),
-            Err(PathError::UnknownVariable("nope".into()))
-        );
-        assert_eq!(
-            expand("{home}/.ssh/", Path::new("/w"), Path::new("/h")).unwrap(),
-            PathBuf::from("/h/.ssh")
         );
     }
 }

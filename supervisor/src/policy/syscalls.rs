@@ -128,19 +128,6 @@ const DENY: &[(&[&str], &str)] = &[
     ),
 ];
 
-/// Syscalls libseccomp 2.5 does not know by name yet (x86_64 numbers).
-const NEWER_SYSCALLS: &[(&str, i32)] = &[("fchmodat2", 452), ("open_tree_attr", 467)];
-
-/// The syscall for a name, including the ones newer than the installed libseccomp.
-pub fn resolve(name: &str) -> Option<libseccomp::ScmpSyscall> {
-    libseccomp::ScmpSyscall::from_name(name).ok().or_else(|| {
-        NEWER_SYSCALLS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, nr)| libseccomp::ScmpSyscall::from(*nr))
-    })
-}
-
 const S_ISUID: u64 = 0o4000;
 const S_ISGID: u64 = 0o2000;
 
@@ -298,6 +285,7 @@ pub fn baseline() -> Vec<Rule> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::resolve;
 
     #[test]
     fn every_rule_names_a_real_syscall_and_a_reason() {

@@ -134,7 +134,7 @@ fn ensure_bpffs() -> Result<(), ProbeError> {
     if statfs(BPFFS).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC) {
         return Ok(());
     }
-    crate::launch::sys::mount("bpf", Path::new(BPFFS), "bpf", nix::mount::MsFlags::empty(), "")
+    crate::sys::mount("bpf", Path::new(BPFFS), "bpf", nix::mount::MsFlags::empty(), "")
         .map_err(|e| err("bpffs", format!("mount at {BPFFS}: {e}")))
 }
 

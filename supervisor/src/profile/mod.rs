@@ -3,10 +3,12 @@
 //! A profile is parsed strictly (unknown keys and bad values are errors with file, line and
 //! column), then resolved: `extends` chains are followed and every key a profile sets replaces
 //! the value it inherits. Variables such as `{workspace}` stay unexpanded here; they are
-//! expanded by `policy::compile`, which knows the run's context.
+//! expanded by `policy::compile` (with `template::expand`), which knows the run's context.
 
+pub mod destination;
 pub mod monitor;
 mod presets;
+pub mod template;
 pub mod units;
 
 use serde::{Deserialize, Serialize};
@@ -286,8 +288,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         ));
     }
     for entry in &network.allow {
-        crate::policy::parse_destination(entry)
-            .map_err(|e| invalid(format!("network.allow entry {entry:?}: {e}")))?;
+        destination::parse(entry).map_err(|e| invalid(format!("network.allow entry {entry:?}: {e}")))?;
     }
     let limits = Limits {
         memory: pick!(chain, limits.memory).map(|b| b.0),
@@ -314,13 +315,13 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     }
     let syscalls = pick!(chain, syscalls.deny).unwrap_or_default();
     for rule in &syscalls {
-        crate::policy::errno_by_name(&rule.errno).ok_or_else(|| {
+        crate::kernel::errno_by_name(&rule.errno).ok_or_else(|| {
             invalid(format!(
                 "syscalls.deny {:?}: unknown errno {:?}",
                 rule.name, rule.errno
             ))
         })?;
-        if crate::policy::syscalls::resolve(&rule.name).is_none() {
+        if crate::kernel::resolve(&rule.name).is_none() {
             return Err(invalid(format!("syscalls.deny: unknown syscall {:?}", rule.name)));
         }
     }
@@ -351,13 +352,13 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         .chain(&filesystem.protected)
         .chain(&filesystem.executable)
     {
-        crate::policy::check_path_template(p).map_err(|e| invalid(format!("filesystem path {p:?}: {e}")))?;
+        template::check(p).map_err(|e| invalid(format!("filesystem path {p:?}: {e}")))?;
     }
     let raws: Vec<&RawProfile> = chain.iter().map(|(_, r)| r).collect();
     let monitor = monitor::resolve(&raws, &invalid)?;
     for p in monitor.rules.iter().filter(|r| r.name != "syscalls") {
         for pat in p.patterns.iter().flatten() {
-            crate::detect::glob::check(pat)
+            crate::glob::check(pat)
                 .map_err(|e| invalid(format!("monitor.{} pattern {pat:?}: {e}", p.name)))?;
         }
     }

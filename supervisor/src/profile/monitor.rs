@@ -278,7 +278,7 @@ pub(super) fn resolve(
         };
         if shape == Shape::Names {
             for n in patterns.iter().flatten() {
-                if crate::policy::syscalls::resolve(n).is_none() {
+                if crate::kernel::resolve(n).is_none() {
                     return Err(invalid(format!("monitor.syscalls: unknown syscall {n:?}")));
                 }
             }

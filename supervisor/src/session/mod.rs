@@ -85,7 +85,7 @@ struct Components {
 
 pub struct Session {
     meta: Meta,
-    policy_monitor: crate::detect::Config,
+    policy_monitor: crate::policy::monitor::Config,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,

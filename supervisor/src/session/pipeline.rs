@@ -328,10 +328,7 @@ fn report_drops(watch: &Watch, dec: &mut Decoder, seen: &mut u64, events: &mut V
 }
 
 fn syscall_name(nr: u32) -> String {
-    i32::try_from(nr)
-        .ok()
-        .and_then(|nr| libseccomp::ScmpSyscall::from(nr).get_name().ok())
-        .unwrap_or_default()
+    crate::kernel::name(nr).unwrap_or_default()
 }
 
 fn boot_to_unix_ns() -> i64 {

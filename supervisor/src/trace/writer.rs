@@ -202,7 +202,7 @@ const FS_APPEND_FL: libc::c_long = 0x20;
 /// Set the kernel's append-only attribute: even root must clear it (`chattr -a`) before the
 /// file can be truncated, rewritten or removed.
 fn set_append_only(f: &File) -> Result<(), std::io::Error> {
-    crate::launch::sys::add_inode_flags(f, FS_APPEND_FL)
+    crate::sys::add_inode_flags(f, FS_APPEND_FL)
 }
 
 /// An open trace file: created new (never over an existing file), opened O_APPEND and marked
@@ -330,7 +330,7 @@ impl Drop for TraceFile {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.seal_io(
-                crate::launch::EXIT_CORDON_ERROR,
+                crate::exit::CORDON_ERROR,
                 "cordon stopped before the run ended normally: the sandbox was not built, or the event pipeline failed (see cordon's error message)".into(),
             );
         }

@@ -1,32 +1,16 @@
-//! The raw system calls no crate wraps. Everything else goes through `nix` (and `caps`,
-//! `landlock`, `libseccomp`, `aya`); see docs/architecture.md, "Syscall crates". Each
-//! function here does one kernel thing and returns the OS error; callers attach the step name.
-//! Every `unsafe` block of the launch sequence that is not about descriptor ownership lives
-//! here, with the precondition it relies on.
+//! The raw system calls no crate wraps, made by the numbers in `kernel` (x86_64 only). Every
+//! module may use them: the launch sequence, the probes (mounting bpffs), the trace (its
+//! append-only flag). Everything else goes through `nix` (and `caps`, `landlock`, `libseccomp`,
+//! `aya`); see docs/architecture.md, "Syscall crates". Each function here does one kernel
+//! thing and returns the OS error; callers attach the step name. Every `unsafe` block of the
+//! launch sequence that is not about descriptor ownership lives here, with the precondition it
+//! relies on.
 
-#[cfg(not(target_arch = "x86_64"))]
-compile_error!(
-    "cordon supports x86_64 only for now: the syscall table, the seccomp ABI checks and pt_regs offsets are x86_64's"
-);
-
+use crate::kernel;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-
-/// The x86_64 system call numbers called by hand (through `libc::syscall`), in one place.
-/// libc's constants are the x86_64 table on this target (see the `compile_error!` above).
-mod nr {
-    pub const CLONE3: libc::c_long = libc::SYS_clone3;
-    pub const OPEN_TREE: libc::c_long = libc::SYS_open_tree;
-    pub const MOUNT_SETATTR: libc::c_long = libc::SYS_mount_setattr;
-    pub const MOVE_MOUNT: libc::c_long = libc::SYS_move_mount;
-    pub const PIDFD_SEND_SIGNAL: libc::c_long = libc::SYS_pidfd_send_signal;
-    pub const RT_SIGACTION: libc::c_long = libc::SYS_rt_sigaction;
-    pub const CLOSE_RANGE: libc::c_long = libc::SYS_close_range;
-    pub const SECCOMP: libc::c_long = libc::SYS_seccomp;
-    pub const LANDLOCK_CREATE_RULESET: libc::c_long = libc::SYS_landlock_create_ruleset;
-}
 
 pub fn cstr(p: &Path) -> io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
@@ -96,7 +80,7 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
     // our memory, as after fork.
     let ret = unsafe {
         libc::syscall(
-            nr::CLONE3,
+            kernel::CLONE3.into(),
             &mut args as *mut CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
@@ -134,7 +118,14 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
     // SAFETY: c is a NUL-terminated path that outlives the call; open_tree returns a new
     // descriptor (or -1), which fd_from takes.
-    unsafe { fd_from(libc::syscall(nr::OPEN_TREE, libc::AT_FDCWD, c.as_ptr(), flags)) }
+    unsafe {
+        fd_from(libc::syscall(
+            kernel::OPEN_TREE.into(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            flags,
+        ))
+    }
 }
 
 /// Set attributes on every mount of a detached tree. New mount API: not in nix.
@@ -163,7 +154,7 @@ pub fn set_tree_attrs(
     // AT_EMPTY_PATH, and attr is a live mount_attr of exactly the size passed.
     let ret = unsafe {
         libc::syscall(
-            nr::MOUNT_SETATTR,
+            kernel::MOUNT_SETATTR.into(),
             tree.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
@@ -181,7 +172,7 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     // SAFETY: tree is an open descriptor; both paths are NUL-terminated and outlive the call.
     let ret = unsafe {
         libc::syscall(
-            nr::MOVE_MOUNT,
+            kernel::MOVE_MOUNT.into(),
             tree.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_FDCWD,
@@ -215,7 +206,7 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: libc::c_int) -> io::Result<()> {
     // written.
     check(unsafe {
         libc::syscall(
-            nr::PIDFD_SEND_SIGNAL,
+            kernel::PIDFD_SEND_SIGNAL.into(),
             pidfd.as_raw_fd(),
             sig,
             std::ptr::null::<libc::siginfo_t>(),
@@ -303,7 +294,7 @@ pub fn reset_signal_dispositions() {
             // installs no handler, and a null old-action pointer asks for nothing back.
             unsafe {
                 libc::syscall(
-                    nr::RT_SIGACTION,
+                    kernel::RT_SIGACTION.into(),
                     sig,
                     &dfl as *const KernelSigaction,
                     0usize,
@@ -318,7 +309,15 @@ pub fn reset_signal_dispositions() {
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors; it closes
     // none and touches no memory.
-    check(unsafe { libc::syscall(nr::CLOSE_RANGE, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) }).map(drop)
+    check(unsafe {
+        libc::syscall(
+            kernel::CLOSE_RANGE.into(),
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    })
+    .map(drop)
 }
 
 /// Install a classic-BPF seccomp filter (as exported by libseccomp) on this thread. The
@@ -338,7 +337,7 @@ pub fn seccomp_set_mode_filter(bpf: &[u8]) -> io::Result<()> {
     // the call; the kernel copies them and never writes through the pointer.
     check(unsafe {
         libc::syscall(
-            nr::SECCOMP,
+            kernel::SECCOMP.into(),
             libc::SECCOMP_SET_MODE_FILTER,
             0,
             &prog as *const libc::sock_fprog,
@@ -355,7 +354,7 @@ pub fn landlock_abi_version() -> i64 {
     // no descriptor and touches no memory.
     unsafe {
         libc::syscall(
-            nr::LANDLOCK_CREATE_RULESET,
+            kernel::LANDLOCK_CREATE_RULESET.into(),
             std::ptr::null::<u8>(),
             0usize,
             LANDLOCK_CREATE_RULESET_VERSION,

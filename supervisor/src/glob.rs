@@ -1,4 +1,5 @@
-//! Path patterns for the monitor's rules.
+//! Path patterns for the monitor's rules: `profile` checks them, `detect` matches paths against
+//! them. Pure string work, no crate imports: the bottom layer.
 //!
 //! A pattern is an absolute path whose segments may hold `*` (any run of characters within a
 //! segment) and `?` (one character); a segment `**` stands for any number of segments,

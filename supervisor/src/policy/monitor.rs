@@ -1,7 +1,8 @@
-//! The monitor of one run as the pipeline uses it, and what a rule reports when it fires.
+//! The monitor of one run: the profile's `[monitor]` section compiled for one workspace
+//! (variables expanded, the exec rule's default allowlist filled in). `detect` runs it.
 
-use crate::events::pb::{self, event::Kind};
-use crate::profile::monitor::{Monitor, Response, Rule};
+use crate::profile::monitor::{Monitor, Rule};
+use crate::profile::template::PathError;
 use crate::profile::NetworkMode;
 
 /// A monitor pattern whose variables cannot be expanded.
@@ -11,7 +12,7 @@ pub struct ConfigError {
     pub rule: String,
     pub pattern: String,
     #[source]
-    pub source: crate::policy::PathError,
+    pub source: PathError,
 }
 
 /// The monitor of one run, with variables expanded.
@@ -33,7 +34,7 @@ impl Config {
         m: &Monitor,
         executable: &[std::path::PathBuf],
         net_mode: NetworkMode,
-        expand: impl Fn(&str) -> Result<String, crate::policy::PathError>,
+        expand: impl Fn(&str) -> Result<String, PathError>,
     ) -> Result<Config, ConfigError> {
         let mut rules = m.rules.clone();
         for r in &mut rules {
@@ -71,35 +72,5 @@ impl Config {
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
-    }
-}
-
-/// A rule fired.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub rule: &'static str,
-    pub response: Response,
-    pub summary: String,
-    pub evidence: Vec<u64>,
-    pub score: f64,
-    pub threshold: f64,
-    pub window: String,
-    pub offending_ns: u64,
-    pub suppressed: u64,
-}
-
-impl Finding {
-    pub fn event(&self) -> Kind {
-        Kind::Detection(pb::Detection {
-            rule: self.rule.into(),
-            summary: self.summary.clone(),
-            response: self.response.name().into(),
-            evidence: self.evidence.clone(),
-            score: self.score,
-            threshold: self.threshold,
-            window: self.window.clone(),
-            offending_time_unix_ns: self.offending_ns,
-            suppressed: self.suppressed,
-        })
     }
 }
