@@ -463,7 +463,7 @@ impl Detector {
         let Some(rule) = &self.egress else { return };
         let loopback = n.ip.starts_with("127.") || n.ip == "::1";
         let outside = match self.net_mode {
-            Some(NetworkMode::Allowlist) => !n.allowed,
+            Some(NetworkMode::Allowlist | NetworkMode::Proxy) => !n.allowed,
             Some(NetworkMode::Loopback) => !loopback,
             Some(NetworkMode::None) | None => true,
         };

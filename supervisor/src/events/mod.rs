@@ -47,6 +47,9 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Syscall(_)), "syscall") => true,
         (Some(Kind::Syscall(s)), "denied") => s.denied,
         (Some(Kind::Net(n)), "denied") => !n.allowed,
+        (Some(Kind::Dns(_) | Kind::Connection(_) | Kind::Http(_) | Kind::NetChange(_)), "net") => true,
+        (Some(Kind::Dns(d)), "denied") => !d.allowed,
+        (Some(Kind::Connection(c)), "denied") => !c.allowed,
         (Some(Kind::Counts(_)), "counts") => true,
         (Some(Kind::Traffic(_)), "traffic" | "net") => true,
         (Some(Kind::Loss(_)), "loss") => true,
@@ -168,6 +171,72 @@ pub fn text(e: &pb::Event, color: bool) -> String {
                 }
             ),
             !n.allowed,
+        ),
+        Some(Kind::Dns(d)) => (
+            format!(
+                "{:<10} {} {} {} {}{}",
+                "dns",
+                d.qtype,
+                d.name,
+                d.rcode,
+                d.answers.join(","),
+                if d.rule.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", d.rule)
+                }
+            ),
+            !d.allowed,
+        ),
+        Some(Kind::Connection(c)) => (
+            format!(
+                "{:<10} {}{}:{} {} up {} B down {} B in {} ms{}{}",
+                "proxy",
+                if c.name.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", c.name)
+                },
+                c.ip,
+                c.port,
+                if c.allowed { "allowed" } else { "refused" },
+                c.bytes_up,
+                c.bytes_down,
+                c.duration_ms,
+                if c.rule.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", c.rule)
+                },
+                if c.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.reason)
+                }
+            ),
+            !c.allowed,
+        ),
+        Some(Kind::Http(h)) => (
+            format!(
+                "{:<10} {} http://{}{} {}",
+                "http", h.method, h.host, h.path, h.status
+            ),
+            false,
+        ),
+        Some(Kind::NetChange(n)) => (
+            format!(
+                "{:<10} {} {} by {}{}",
+                "net rule",
+                n.action,
+                n.rule,
+                n.by,
+                if n.for_ms > 0 {
+                    format!(" for {} s", n.for_ms / 1000)
+                } else {
+                    String::new()
+                }
+            ),
+            false,
         ),
         Some(Kind::Counts(c)) => {
             let mut top: Vec<_> = c.counts.iter().collect();

@@ -6,7 +6,8 @@ mod render;
 pub mod syscalls;
 pub use render::render;
 
-use crate::profile::destination::{self, Destination};
+use crate::profile::destination::Destination;
+use crate::profile::egress::{Egress, NameRule};
 use crate::profile::template::{self, PathError};
 use crate::profile::{NetworkMode, Profile, SyscallRule};
 use serde::Serialize;
@@ -80,7 +81,15 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkPolicy {
     pub mode: NetworkMode,
+    /// Address rules: enforced in the kernel (`allowlist`), or literal addresses the proxy
+    /// lets the agent reach (`proxy`).
     pub allow: Vec<Destination>,
+    /// `proxy`: the names the agent may reach.
+    pub names: Vec<NameRule>,
+    /// `proxy`: rules that refuse even what `allow` lets through.
+    pub deny: Vec<Egress>,
+    /// `proxy`: fixed upstream addresses for names.
+    pub resolve: BTreeMap<String, std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -215,8 +224,22 @@ pub fn compile(
                 .network
                 .allow
                 .iter()
-                .filter_map(|d| destination::parse(d).ok())
+                .filter_map(|r| match r {
+                    Egress::Address(d) => Some(*d),
+                    Egress::Name(_) => None,
+                })
                 .collect(),
+            names: profile
+                .network
+                .allow
+                .iter()
+                .filter_map(|r| match r {
+                    Egress::Name(n) => Some(n.clone()),
+                    Egress::Address(_) => None,
+                })
+                .collect(),
+            deny: profile.network.deny.clone(),
+            resolve: profile.network.resolve.clone(),
         },
         limits: profile.limits.clone(),
         env,

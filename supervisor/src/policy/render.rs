@@ -51,6 +51,16 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     for d in &pol.network.allow {
         let _ = writeln!(s, "  allow      {d}");
     }
+    for n in &pol.network.names {
+        let ports = n.port.map_or("443, 80".into(), |p| p.to_string());
+        let _ = writeln!(s, "  allow      {n} (ports {ports}, through cordon's proxy)");
+    }
+    for d in &pol.network.deny {
+        let _ = writeln!(s, "  deny       {d}");
+    }
+    for (name, ip) in &pol.network.resolve {
+        let _ = writeln!(s, "  resolve    {name} -> {ip}");
+    }
     let l = &pol.limits;
     let _ = writeln!(s, "\n[limits]");
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());

@@ -6,6 +6,7 @@
 //! expanded by `policy::compile` (with `template::expand`), which knows the run's context.
 
 pub mod destination;
+pub mod egress;
 pub mod monitor;
 mod presets;
 pub mod template;
@@ -87,13 +88,20 @@ pub enum NetworkMode {
     Loopback,
     /// Egress only to the listed IP/CIDR:port destinations.
     Allowlist,
+    /// A network namespace of its own with only `lo` up, whose every TCP connect and DNS
+    /// query goes to cordon's proxy: egress by name (`network.allow` names), decided and
+    /// recorded by the supervisor (docs/network.md).
+    Proxy,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub mode: Option<NetworkMode>,
-    pub allow: Option<Vec<String>>,
+    pub allow: Option<Vec<toml::Spanned<String>>>,
+    pub deny: Option<Vec<toml::Spanned<String>>>,
+    /// `proxy` mode: fixed upstream addresses for names, like curl's `--resolve`.
+    pub resolve: Option<BTreeMap<String, toml::Spanned<String>>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -166,7 +174,10 @@ pub struct Filesystem {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Network {
     pub mode: NetworkMode,
-    pub allow: Vec<String>,
+    pub allow: Vec<egress::Egress>,
+    pub deny: Vec<egress::Egress>,
+    /// Normalised name → the address the proxy connects to for it.
+    pub resolve: BTreeMap<String, std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -267,6 +278,88 @@ macro_rules! pick {
     };
 }
 
+/// The chain's `[network]`: each key from the most derived profile that sets it, every entry
+/// checked against the mode, errors at the entry's line and column.
+fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileError> {
+    let mode = pick!(chain, network.mode).unwrap_or(NetworkMode::None);
+    let at = |src: &Source, span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_col(&src.text, span.start);
+        ProfileError::Syntax {
+            file: src.label.clone(),
+            line,
+            column,
+            message,
+        }
+    };
+    let rules = |key: &str, get: fn(&RawNetwork) -> &Option<Vec<toml::Spanned<String>>>| {
+        let Some((src, list)) = chain
+            .iter()
+            .find_map(|(src, r)| get(&r.network).as_ref().map(|l| (src, l)))
+        else {
+            return Ok(Vec::new());
+        };
+        list.iter()
+            .map(|entry| {
+                let text = entry.get_ref();
+                let rule = egress::parse(text)
+                    .map_err(|e| at(src, entry.span(), format!("network.{key} entry {text:?}: {e}")))?;
+                let fits = match (mode, &rule) {
+                    (NetworkMode::Allowlist, egress::Egress::Address(_)) | (NetworkMode::Proxy, _) => None,
+                    (NetworkMode::Allowlist, egress::Egress::Name(_)) => Some(
+                        "names need mode = \"proxy\" (\"allowlist\" is enforced in the kernel by address)",
+                    ),
+                    _ => Some("network rules need mode = \"allowlist\" or \"proxy\""),
+                };
+                match fits {
+                    Some(why) => Err(at(
+                        src,
+                        entry.span(),
+                        format!("network.{key} entry {text:?}: {why}"),
+                    )),
+                    None => Ok(rule),
+                }
+            })
+            .collect::<Result<Vec<_>, ProfileError>>()
+    };
+    let allow = rules("allow", |n| &n.allow)?;
+    let deny = rules("deny", |n| &n.deny)?;
+    if mode == NetworkMode::Allowlist && !deny.is_empty() {
+        let src = chain
+            .iter()
+            .find(|(_, r)| r.network.deny.is_some())
+            .map_or(&chain[0].0, |(s, _)| s);
+        return Err(ProfileError::Invalid {
+            file: src.label.clone(),
+            message: "network.deny needs mode = \"proxy\" (an allowlist refuses what it does not list)"
+                .into(),
+        });
+    }
+    let mut resolve = BTreeMap::new();
+    if let Some((src, map)) = chain
+        .iter()
+        .find_map(|(src, r)| r.network.resolve.as_ref().map(|m| (src, m)))
+    {
+        for (name, addr) in map {
+            let bad = |why: String| at(src, addr.span(), format!("network.resolve {name:?}: {why}"));
+            if mode != NetworkMode::Proxy {
+                return Err(bad("needs mode = \"proxy\"".into()));
+            }
+            let name = egress::normalize_name(name).map_err(|e| bad(e.to_string()))?;
+            let ip = addr
+                .get_ref()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| bad(format!("{:?} is not an IP address", addr.get_ref())))?;
+            resolve.insert(name, ip);
+        }
+    }
+    Ok(Network {
+        mode,
+        allow,
+        deny,
+        resolve,
+    })
+}
+
 fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, ProfileError> {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
@@ -278,18 +371,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         file: label.clone(),
         message,
     };
-    let network = Network {
-        mode: pick!(chain, network.mode).unwrap_or(NetworkMode::None),
-        allow: pick!(chain, network.allow).unwrap_or_default(),
-    };
-    if network.mode != NetworkMode::Allowlist && !network.allow.is_empty() {
-        return Err(invalid(
-            "network.allow is set but network.mode is not \"allowlist\"".into(),
-        ));
-    }
-    for entry in &network.allow {
-        destination::parse(entry).map_err(|e| invalid(format!("network.allow entry {entry:?}: {e}")))?;
-    }
+    let network = resolve_network(chain)?;
     let limits = Limits {
         memory: pick!(chain, limits.memory).map(|b| b.0),
         cpu: pick!(chain, limits.cpu),
@@ -424,6 +506,49 @@ mod tests {
     }
 
     #[test]
+    fn proxy_rules_parse_and_their_mistakes_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.toml");
+        std::fs::write(
+            &f,
+            "[network]\nmode = \"proxy\"\nallow = [\"API.example.com.\", \"*.cdn.test:8443\", \"192.0.2.1:22\"]\n\
+             deny = [\"bad.cdn.test\"]\nresolve = { \"api.example.com\" = \"127.0.0.1\" }\n",
+        )
+        .unwrap();
+        let p = load(f.to_str().unwrap()).unwrap();
+        let texts: Vec<String> = p.network.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["api.example.com", "*.cdn.test:8443", "192.0.2.1/32:22"]);
+        assert_eq!(p.network.deny.len(), 1);
+        assert_eq!(p.network.resolve["api.example.com"].to_string(), "127.0.0.1");
+
+        let located = |text: &str| match load_text(dir.path(), text) {
+            Err(ProfileError::Syntax {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("{text}: expected a located error, got {other:?}"),
+        };
+        let (line, col, msg) =
+            located("[network]\nmode = \"proxy\"\nallow = [\"ok.test\",\n  \"api.*.com\"]\n");
+        assert_eq!((line, col), (4, 3), "{msg}");
+        assert!(msg.contains("wildcard"), "{msg}");
+        let (line, _, msg) = located("[network]\nmode = \"allowlist\"\nallow = [\"github.com:22\"]\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("need mode = \"proxy\""), "{msg}");
+        let (line, _, msg) = located("[network]\nmode = \"proxy\"\nresolve = { \"a.test\" = \"nowhere\" }\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("not an IP address"), "{msg}");
+    }
+
+    fn load_text(dir: &Path, text: &str) -> Result<Profile, ProfileError> {
+        let f = dir.join("located.toml");
+        std::fs::write(&f, text).unwrap();
+        load(f.to_str().unwrap())
+    }
+
+    #[test]
     fn every_preset_resolves() {
         for (name, _) in PRESETS {
             let p = load(name).unwrap_or_else(|e| panic!("preset {name}: {e}"));
@@ -465,7 +590,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("p.toml");
         for (text, needle) in [
-            ("[network]\nallow = [\"1.2.3.4:80\"]\n", "not \"allowlist\""),
+            (
+                "[network]\nallow = [\"1.2.3.4:80\"]\n",
+                "need mode = \"allowlist\" or \"proxy\"",
+            ),
             ("[network]\nmode = \"allowlist\"\nallow = [\"1.2.3.4\"]\n", "port"),
             ("[limits]\ncpu = -1.0\n", "limits.cpu"),
             (

@@ -38,7 +38,7 @@ pub use outputs::Output;
 pub enum SessionError {
     #[error("{0}; no agent was started (run `cordon doctor`; `--no-probes` runs unmonitored)")]
     Probes(ProbeError),
-    #[error("network: an allowlist is enforced by the eBPF egress hooks, which --no-probes turns off; no agent was started")]
+    #[error("network: an allowlist or a proxy needs the eBPF egress hooks, which --no-probes turns off; no agent was started")]
     AllowlistNeedsProbes,
     #[error("monitor: {0}; no agent was started")]
     Monitor(#[source] crate::detect::pipeline::DetectError),
@@ -134,7 +134,7 @@ impl Session {
         let probes = if monitored {
             Some(Probes::ready().map_err(SessionError::Probes)?)
         } else {
-            if policy.network.mode == NetworkMode::Allowlist {
+            if matches!(policy.network.mode, NetworkMode::Allowlist | NetworkMode::Proxy) {
                 return Err(SessionError::AllowlistNeedsProbes);
             }
             // The run's only event says it is not monitored, in the trace and in --events.
