@@ -16,6 +16,7 @@ pub mod control;
 pub mod fuse;
 pub mod outputs;
 pub mod pipeline;
+pub mod proxy;
 mod tracer;
 
 use std::path::PathBuf;
