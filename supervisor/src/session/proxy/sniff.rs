@@ -191,18 +191,22 @@ pub fn host_only(h: &str) -> String {
 mod tests {
     use super::*;
 
+    fn be16(n: usize) -> [u8; 2] {
+        u16::try_from(n).unwrap().to_be_bytes()
+    }
+
     /// A minimal TLS 1.2-style ClientHello carrying `sni`.
     pub fn client_hello(sni: Option<&str>) -> Vec<u8> {
         let mut ext = Vec::new();
         if let Some(name) = sni {
             let n = name.as_bytes();
             let mut list = vec![0u8];
-            list.extend((n.len() as u16).to_be_bytes());
+            list.extend(be16(n.len()));
             list.extend(n);
-            let mut data = (list.len() as u16).to_be_bytes().to_vec();
+            let mut data = be16(list.len()).to_vec();
             data.extend(list);
             ext.extend(0u16.to_be_bytes());
-            ext.extend((data.len() as u16).to_be_bytes());
+            ext.extend(be16(data.len()));
             ext.extend(data);
         }
         // An unrelated extension first (supported_groups), to be skipped.
@@ -213,13 +217,13 @@ mod tests {
         hello.push(0); // session id
         hello.extend([0x00, 0x02, 0x13, 0x01]); // one suite
         hello.extend([0x01, 0x00]); // null compression
-        hello.extend((all.len() as u16).to_be_bytes());
+        hello.extend(be16(all.len()));
         hello.extend(all);
         let mut hs = vec![0x01];
-        hs.extend(&(hello.len() as u32).to_be_bytes()[1..]);
+        hs.extend(&u32::try_from(hello.len()).unwrap().to_be_bytes()[1..]);
         hs.extend(hello);
         let mut rec = vec![0x16, 0x03, 0x01];
-        rec.extend((hs.len() as u16).to_be_bytes());
+        rec.extend(be16(hs.len()));
         rec.extend(hs);
         rec
     }
