@@ -440,7 +440,7 @@ fn unmonitored_runs_are_asked_for_and_recorded_as_such() {
     assert_eq!(kind(&events[0]).1["phase"], "unmonitored");
     // An allowlist cannot be enforced without the probes: refused, nothing runs.
     let out = output(run_cmd(
-        "networked",
+        "ip-allowlist",
         s.path(),
         &["--no-probes"],
         &["/bin/touch", "ran"],

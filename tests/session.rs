@@ -240,8 +240,8 @@ fn a_second_sigterm_ends_a_run_whose_agent_ignores_the_first() {
 fn a_kernel_without_a_landlock_right_the_profile_relies_on_is_refused_naming_it() {
     require_root();
     let s = Scratch::new();
-    // `networked` shares the host's network: it relies on the abstract-socket scope (ABI 6).
-    let mut c = run_cmd("networked", s.path(), &[], &["/bin/true"]);
+    // `ip-allowlist` shares the host's network: it relies on the abstract-socket scope (ABI 6).
+    let mut c = run_cmd("ip-allowlist", s.path(), &[], &["/bin/true"]);
     c.env("CORDON_TEST_LANDLOCK_ABI", "5");
     let out = output(c);
     let err = stderr(&out);

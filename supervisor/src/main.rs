@@ -97,6 +97,10 @@ enum Cmd {
     Thaw { sandbox: String },
     /// Kill every process of a running sandbox; the run ends (status 137).
     Kill { sandbox: String },
+    /// Change a running `proxy` sandbox's egress rules; each change is an event, and one
+    /// given `--for` lapses by itself.
+    #[command(subcommand)]
+    Net(NetCmd),
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
@@ -148,6 +152,26 @@ enum KeyCmd {
         /// Key directory.
         #[arg(long, default_value = cordon::keys::DEFAULT_DIR)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NetCmd {
+    /// Let the sandbox reach RULE: NAME[:PORT], *.SUFFIX[:PORT] or IP[/PREFIX]:PORT.
+    #[command(after_help = "Example:\n  sudo cordon net allow 0cd4 registry.npmjs.org:443 --for 10m")]
+    Allow {
+        sandbox: String,
+        rule: String,
+        /// How long it lasts ("90s", "10m"); without it, until the run ends.
+        #[arg(long = "for")]
+        lasts: Option<String>,
+    },
+    /// Refuse RULE from now on (it wins over the profile's allow rules).
+    Deny {
+        sandbox: String,
+        rule: String,
+        #[arg(long = "for")]
+        lasts: Option<String>,
     },
 }
 
@@ -257,6 +281,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Freeze { sandbox } => respond(&sandbox, cordon::respond::Action::Freeze),
         Cmd::Thaw { sandbox } => respond(&sandbox, cordon::respond::Action::Thaw),
         Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),
+        Cmd::Net(NetCmd::Allow { sandbox, rule, lasts }) => net_change(&sandbox, true, &rule, lasts.as_deref()),
+        Cmd::Net(NetCmd::Deny { sandbox, rule, lasts }) => net_change(&sandbox, false, &rule, lasts.as_deref()),
         Cmd::Key(KeyCmd::Init { dir }) => {
             let (key, created) = cordon::keys::init(&dir)?;
             if created {
@@ -572,6 +598,18 @@ fn respond(sandbox: &str, action: cordon::respond::Action) -> Result<i32> {
     let id = control::resolve(sandbox)?;
     let done = control::control(&id, action)?;
     println!("sandbox {id}: {} — {done}", action.name());
+    Ok(0)
+}
+
+fn net_change(sandbox: &str, allow: bool, rule: &str, lasts: Option<&str>) -> Result<i32> {
+    use cordon::session::control;
+    let for_ms = match lasts {
+        Some(d) => cordon::profile::units::parse_millis(d).map_err(|e| anyhow::anyhow!("--for {d:?}: {e}"))?,
+        None => 0,
+    };
+    let id = control::resolve(sandbox)?;
+    let done = control::net_change(&id, allow, rule, for_ms)?;
+    println!("sandbox {id}: {done}{}", lasts.map_or(String::new(), |d| format!(" for {d}")));
     Ok(0)
 }
 

@@ -469,3 +469,15 @@ pub fn write_sysctl_in_pid_ns(pidns: &OwnedFd, file: &std::fs::File, value: &[u8
         .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
     })
 }
+
+/// Bring the current thread's network namespace's `lo` up (it is down in a new namespace).
+pub fn lo_up() -> io::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    interface_up(&s, b"lo")
+}

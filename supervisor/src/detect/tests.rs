@@ -189,7 +189,7 @@ fn egress_outside_the_allowlist_fires_in_every_mode() {
     let f = run(&mut d, &[ev(1, 0, net("127.0.0.1", true))]);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].rule, "egress");
-    let mut d = detector("networked");
+    let mut d = detector("ip-allowlist");
     assert!(run(&mut d, &[ev(1, 0, net("10.1.2.3", true))]).is_empty());
     let f = run(&mut d, &[ev(2, 1, net("10.1.2.3", false))]);
     assert!(f.iter().any(|f| f.rule == "egress"), "{f:?}");

@@ -89,21 +89,9 @@ pub fn landlock_supported(policy: &Policy) -> Result<(), StepError> {
 pub fn hostname_and_loopback(mode: NetworkMode) -> Result<(), StepError> {
     nix::unistd::sethostname("cordon").map_err(|e| StepError::errno("uts: sethostname", e as i32, ""))?;
     if matches!(mode, NetworkMode::Loopback | NetworkMode::Proxy) {
-        lo_up().map_err(|e| StepError::io("network: bring lo up", &e, ""))?;
+        crate::sys::lo_up().map_err(|e| StepError::io("network: bring lo up", &e, ""))?;
     }
     Ok(())
-}
-
-/// Bring the current network namespace's `lo` up (it is down in a new namespace).
-pub fn lo_up() -> std::io::Result<()> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let s = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    crate::sys::interface_up(&s, b"lo")
 }
 
 pub fn rlimits(policy: &Policy) -> Result<(), StepError> {

@@ -370,8 +370,8 @@ mod tests {
     }
 
     #[test]
-    fn networked_parses_allowlist() {
-        let p = compile(&load("networked").unwrap(), &ctx(0, 5), &env()).unwrap();
+    fn ip_allowlist_parses_allowlist() {
+        let p = compile(&load("ip-allowlist").unwrap(), &ctx(0, 5), &env()).unwrap();
         assert_eq!(p.network.mode, NetworkMode::Allowlist);
         assert_eq!(p.network.allow[0].port, 8080);
     }

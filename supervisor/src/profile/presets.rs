@@ -7,6 +7,8 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../profiles/offline-analyst.toml"),
     ),
     ("networked", include_str!("../../../profiles/networked.toml")),
+    ("agent", include_str!("../../../profiles/agent.toml")),
+    ("ip-allowlist", include_str!("../../../profiles/ip-allowlist.toml")),
     ("mcp-server", include_str!("../../../profiles/mcp-server.toml")),
     ("strict", include_str!("../../../profiles/strict.toml")),
 ];

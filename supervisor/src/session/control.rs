@@ -201,14 +201,16 @@ pub struct Shared {
     history: Mutex<VecDeque<Arc<pb::Event>>>,
     stats: Mutex<Stats>,
     pub meta: Meta,
+    net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>,
 }
 
 impl Shared {
-    pub fn new(meta: Meta) -> Self {
+    pub fn new(meta: Meta, net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>) -> Self {
         Self {
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             stats: Mutex::new(Stats::default()),
             meta,
+            net_changes,
         }
     }
 
@@ -307,6 +309,32 @@ async fn client(
                     match (sent, answer.await) {
                         (Ok(()), Ok(done)) => reply::Kind::Act(done),
                         _ => reply::Kind::Refused("the run is ending".into()),
+                    }
+                }
+            };
+            w.write_all(&framed(answer)).await
+        }
+        Some(request::Kind::Net(n)) => {
+            let answer = match (uid, &shared.net_changes, crate::profile::egress::parse(&n.rule)) {
+                (u, _, _) if u != 0 => {
+                    reply::Kind::Refused(format!("only root may change a sandbox's network rules (uid {u} asked)"))
+                }
+                (_, None, _) => reply::Kind::Refused("this sandbox's network.mode is not \"proxy\"".into()),
+                (_, _, Err(e)) => reply::Kind::Refused(format!("rule {:?}: {e}", n.rule)),
+                (_, Some(tx), Ok(rule)) => {
+                    let text = rule.to_string();
+                    let change = super::proxy::Change {
+                        allow: n.allow,
+                        rule,
+                        lasts: (n.for_ms > 0).then(|| std::time::Duration::from_millis(n.for_ms)),
+                        by: format!("uid {uid}"),
+                    };
+                    match tx.send(change).await {
+                        Ok(()) => reply::Kind::Act(wire::ActReply {
+                            done: true,
+                            detail: format!("{} {text}", if n.allow { "allows" } else { "denies" }),
+                        }),
+                        Err(_) => reply::Kind::Refused("the run is ending".into()),
                     }
                 }
             };
@@ -452,6 +480,21 @@ pub fn control(id: &str, action: Action) -> Result<String, ControlError> {
     let act = request::Kind::Act(wire::ActRequest {
         action: wire::Action::from(action).into(),
     });
+    answer(id, act)
+}
+
+/// Allow or deny `rule` in a running `proxy` sandbox, for `for_ms` (0: the rest of the run).
+pub fn net_change(id: &str, allow: bool, rule: &str, for_ms: u64) -> Result<String, ControlError> {
+    let req = request::Kind::Net(wire::NetRequest {
+        allow,
+        rule: rule.into(),
+        for_ms,
+    });
+    answer(id, req)
+}
+
+/// Send one request whose answer is an `ActReply`.
+fn answer(id: &str, req: request::Kind) -> Result<String, ControlError> {
     let io = |source| ControlError::Io {
         id: id.into(),
         source,
@@ -460,7 +503,7 @@ pub fn control(id: &str, action: Action) -> Result<String, ControlError> {
         id: id.into(),
         answer,
     };
-    match ask(id, act).map_err(io)?.1 {
+    match ask(id, req).map_err(io)?.1 {
         Some(reply::Kind::Act(a)) if a.done => Ok(a.detail),
         Some(reply::Kind::Act(a)) => Err(refused(a.detail)),
         Some(reply::Kind::Refused(why)) => Err(refused(why)),

@@ -82,11 +82,14 @@ struct Components {
     fuse: Arc<Fuse>,
     tracer: tracer::Tracer,
     pipeline: pipeline::Pipeline,
+    /// `network.mode = "proxy"`: the egress proxy.
+    proxy: Option<proxy::Proxy>,
 }
 
 pub struct Session {
     meta: Meta,
     policy_monitor: crate::policy::monitor::Config,
+    network: crate::policy::NetworkPolicy,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -155,6 +158,7 @@ impl Session {
         Ok(Session {
             meta,
             policy_monitor: policy.monitor.clone(),
+            network: policy.network.clone(),
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -166,8 +170,21 @@ impl Session {
     }
 
     fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
-        let watch = watch(probes, sb, self.net_rules.clone())?;
+        let mut watch = watch(probes, sb, self.net_rules.clone())?;
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
+        // ORDER: the proxy listens inside the sandbox's namespace before the probes send it
+        // anything, and both before release: the agent's first connect already goes there.
+        let (proxy, extra) = if self.network.mode == NetworkMode::Proxy {
+            let io = |what| move |source| SessionError::Io { what, source };
+            let sockets = proxy::sockets_in(sb.pid).map_err(io("egress proxy: sockets in the sandbox's network namespace"))?;
+            watch.proxy(sockets.port).map_err(SessionError::Probes)?;
+            let (p, rx) = proxy::Proxy::start(sockets, &self.network, fuse.clone())
+                .map_err(io("egress proxy: thread"))?;
+            (Some(p), Some(rx))
+        } else {
+            (None, None)
+        };
+        let net_changes = proxy.as_ref().map(proxy::Proxy::changes);
         let trace = self.trace.take().expect("the trace is started once");
         let recording = crate::trace::record::Recording::new(trace, sb.cgroup.to_path_buf());
         let tracer = tracer::Tracer::start(recording, fuse.clone()).map_err(|e| SessionError::Io {
@@ -188,12 +205,15 @@ impl Session {
             cgroup: sb.cgroup.to_path_buf(),
             detect,
             fuse: fuse.clone(),
+            extra,
+            net_changes,
         })
         .map_err(SessionError::Events)?;
         self.running = Some(Components {
             fuse,
             tracer,
             pipeline,
+            proxy,
         });
         Ok(())
     }
@@ -223,6 +243,10 @@ impl Session {
                 persistence,
             };
         };
+        // ORDER: the proxy stops first, so the pipeline records the last of its events.
+        if let Some(p) = c.proxy {
+            p.stop();
+        }
         let events = c.pipeline.finish(pipeline::End {
             exit_code: outcome.exit_code,
             notes: outcome.notes.join("; "),

@@ -52,6 +52,11 @@ pub struct Parts {
     pub cgroup: PathBuf,
     pub detect: Detect,
     pub fuse: Arc<Fuse>,
+    /// Events made by other components (the egress proxy), numbered and judged here like
+    /// the probes' own.
+    pub extra: Option<mpsc::Receiver<Kind>>,
+    /// Where `cordon net allow|deny` goes (a `proxy` sandbox only).
+    pub net_changes: Option<mpsc::Sender<super::proxy::Change>>,
 }
 
 pub struct Pipeline {
@@ -162,10 +167,12 @@ async fn run(
         cgroup,
         mut detect,
         fuse,
+        mut extra,
+        net_changes,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
-    let shared = Arc::new(Shared::new(meta.clone()));
+    let shared = Arc::new(Shared::new(meta.clone(), net_changes));
     let writer = out.and_then(|o| Writer::start(bus.subscribe(), meta.sandbox.clone(), o).ok());
     let server = tokio::net::UnixListener::from_std(listener)
         .ok()
@@ -218,6 +225,13 @@ async fn run(
                 detect.run(&mut watch, &mut dec, &mut events);
                 publish.send(&mut events);
             }
+            Some(kind) = recv_extra(&mut extra) => {
+                drain(&mut watch, &mut dec, &mut events);
+                let e = dec.bare(kind);
+                dec.emit(e, &mut events);
+                detect.run(&mut watch, &mut dec, &mut events);
+                publish.send(&mut events);
+            }
             _ = tick.tick() => {
                 drain(&mut watch, &mut dec, &mut events);
                 ticks += 1;
@@ -267,6 +281,13 @@ async fn run(
         }
     };
     drain(&mut watch, &mut dec, &mut events);
+    // The proxy has stopped (the session stops it first): what it still holds is recorded.
+    if let Some(rx) = extra.as_mut() {
+        while let Ok(kind) = rx.try_recv() {
+            let e = dec.bare(kind);
+            dec.emit(e, &mut events);
+        }
+    }
     dec.flush(&mut events);
     report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
     dec.counts(&watch.counts(), true, &mut events);
@@ -305,6 +326,13 @@ async fn run(
         stream_losses,
         stream_stuck,
         sealed,
+    }
+}
+
+async fn recv_extra(rx: &mut Option<mpsc::Receiver<Kind>>) -> Option<Kind> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,3 +3,82 @@
 pub mod dns;
 pub mod rules;
 pub mod sniff;
+pub mod server;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Fuse;
+use crate::events::pb::event::Kind;
+use crate::policy::NetworkPolicy;
+pub use server::{sockets_in, Change, Sockets};
+
+/// Proxy events waiting for the pipeline (a full queue makes the proxy wait, never drop).
+const EVENT_QUEUE: usize = 4096;
+
+/// The running proxy: its thread and runtime, and the way to change its rules.
+pub struct Proxy {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    changes: mpsc::Sender<Change>,
+}
+
+impl Proxy {
+    /// Serve `sockets` on a thread of its own; events go to the returned receiver.
+    pub fn start(
+        sockets: Sockets,
+        net: &NetworkPolicy,
+        fuse: Arc<Fuse>,
+    ) -> std::io::Result<(Proxy, mpsc::Receiver<Kind>)> {
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let (changes, changes_rx) = mpsc::channel(16);
+        let (stop, stopped) = oneshot::channel();
+        let rules = rules::Rules::new(net);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cordon-proxy")
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new().name("cordon-proxy".into()).spawn(move || {
+            fuse.clone().guard("egress proxy", move || {
+                if let Err(e) = rt.block_on(server::serve(sockets, rules, events, changes_rx, stopped)) {
+                    fuse.blow("egress proxy", &e.to_string());
+                }
+            });
+        })?;
+        Ok((
+            Proxy {
+                stop: Some(stop),
+                thread: Some(thread),
+                changes,
+            },
+            rx,
+        ))
+    }
+
+    /// Where `cordon net allow|deny` sends its changes.
+    pub fn changes(&self) -> mpsc::Sender<Change> {
+        self.changes.clone()
+    }
+
+    /// Stop serving; connections still open are cut (the agent is gone).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

@@ -1,0 +1,514 @@
+//! The proxy's sockets and tasks: a TCP listener and a DNS socket made inside the sandbox's
+//! network namespace and served from the supervisor's (host) namespace, where the upstream
+//! connections are made. The probes send the sandbox's connects and DNS datagrams here
+//! (`probes::Watch::proxy`); the original destination of a connection is read back from its
+//! two loopback addresses (`cordon_probe_common::proxy_decode`).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use super::dns::{self, Entry, Synth};
+use super::rules::{Rules, Verdict};
+use super::sniff::{self, Opening};
+use crate::events::pb::{self, event::Kind};
+use crate::profile::egress::Egress;
+
+/// How long cordon waits for an upstream TCP handshake, and for its own DNS lookup.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// The agent's first bytes are read up to this much to find a TLS server name or a Host.
+const SNIFF_MAX: usize = 16 * 1024;
+const BUF: usize = 64 * 1024;
+
+/// The sockets the proxy serves, made in the sandbox's network namespace.
+pub struct Sockets {
+    tcp: std::net::TcpListener,
+    dns: std::net::UdpSocket,
+    /// The listener's port (what the probes redirect connects to).
+    pub port: u16,
+}
+
+/// Make the proxy's sockets inside the network namespace of process `pid`: a helper thread
+/// joins the namespace (sockets keep the namespace they were made in), brings `lo` up and
+/// binds a TCP listener on 0.0.0.0 (every 127/8 address the probes rewrite to) and the DNS
+/// socket on 127.0.0.1:53.
+pub fn sockets_in(pid: i32) -> std::io::Result<Sockets> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::scope(|s| {
+        s.spawn(|| -> std::io::Result<Sockets> {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            crate::sys::lo_up()?;
+            let tcp = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            let dns = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 53))?;
+            tcp.set_nonblocking(true)?;
+            dns.set_nonblocking(true)?;
+            let port = tcp.local_addr()?.port();
+            Ok(Sockets { tcp, dns, port })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the namespace helper thread panicked")))
+    })
+}
+
+/// A change to the rules while the sandbox runs (`cordon net allow|deny`).
+pub struct Change {
+    pub allow: bool,
+    pub rule: Egress,
+    /// None: until the run ends.
+    pub lasts: Option<Duration>,
+    /// Who asked ("uid 0").
+    pub by: String,
+}
+
+struct State {
+    rules: Mutex<Rules>,
+    synth: Mutex<Synth>,
+    events: mpsc::Sender<Kind>,
+    host_addrs: Vec<IpAddr>,
+}
+
+impl State {
+    fn rules(&self) -> std::sync::MutexGuard<'_, Rules> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn synth(&self) -> std::sync::MutexGuard<'_, Synth> {
+        self.synth.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    async fn emit(&self, kind: Kind) {
+        // The pipeline outlives the proxy (it is stopped first); a send can only fail after
+        // the run's end, when nothing more is recorded anyway.
+        let _ = self.events.send(kind).await;
+    }
+}
+
+/// This host's own addresses: an allowed name must not resolve to them (rebinding).
+fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| {
+            let sa = a.address?;
+            sa.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
+
+/// Serve until `stop` fires. Events go to `events` (the session's pipeline).
+pub async fn serve(
+    sockets: Sockets,
+    rules: Rules,
+    events: mpsc::Sender<Kind>,
+    mut changes: mpsc::Receiver<Change>,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let tcp = TcpListener::from_std(sockets.tcp)?;
+    let udp = Arc::new(UdpSocket::from_std(sockets.dns)?);
+    let state = Arc::new(State {
+        rules: Mutex::new(rules),
+        synth: Mutex::new(Synth::default()),
+        events,
+        host_addrs: host_addresses(),
+    });
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let next_expiry = state.rules().next_expiry();
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            accepted = tcp.accept() => {
+                if let Ok((conn, peer)) = accepted {
+                    tokio::spawn(connection(state.clone(), conn, peer));
+                }
+            }
+            got = udp.recv_from(&mut buf) => {
+                if let Ok((n, from)) = got {
+                    tokio::spawn(question(state.clone(), udp.clone(), buf[..n].to_vec(), from));
+                }
+            }
+            Some(c) = changes.recv() => {
+                let text = c.rule.to_string();
+                let until = c.lasts.map(|d| Instant::now() + d);
+                state.rules().add(c.rule, c.allow, until);
+                state.emit(Kind::NetChange(pb::NetChange {
+                    action: if c.allow { "allow" } else { "deny" }.into(),
+                    rule: text,
+                    by: c.by,
+                    for_ms: c.lasts.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                })).await;
+            }
+            () = sleep_until(next_expiry) => {
+                let gone = state.rules().expire(Instant::now());
+                for rule in gone {
+                    state.emit(Kind::NetChange(pb::NetChange {
+                        action: "expire".into(),
+                        rule,
+                        by: "cordon".into(),
+                        for_ms: 0,
+                    })).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answer one DNS datagram of the agent.
+async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, from: SocketAddr) {
+    let (msg, q) = match dns::parse(&datagram) {
+        Ok(x) => x,
+        Err(why) => {
+            state
+                .emit(Kind::Dns(pb::Dns {
+                    rule: format!("unreadable question: {why}"),
+                    rcode: "FORMERR".into(),
+                    ..Default::default()
+                }))
+                .await;
+            return;
+        }
+    };
+    let mut event = pb::Dns {
+        name: q.name.clone(),
+        qtype: q.qtype.to_string(),
+        ..Default::default()
+    };
+    let verdict = state.rules().name(&q.name);
+    event.allowed = verdict.allowed;
+    event.rule = verdict.rule;
+    let (code, answer) = if !verdict.allowed {
+        (ResponseCode::NXDomain, None)
+    } else if q.qtype != RecordType::A {
+        // No IPv6 (clients fall back to IPv4) and nothing else: an empty answer.
+        (ResponseCode::NoError, None)
+    } else {
+        match upstream_for(&state, &q.name).await {
+            Ok(entry) => {
+                event.upstream = entry.upstream.iter().map(ToString::to_string).collect();
+                match state.synth().assign(entry) {
+                    Some(ip) => (ResponseCode::NoError, Some(ip)),
+                    None => {
+                        event.rule = "no stand-in addresses left (131070 names this run)".into();
+                        (ResponseCode::ServFail, None)
+                    }
+                }
+            }
+            Err((code, why)) => {
+                event.allowed = code != ResponseCode::Refused && event.allowed;
+                event.rule = format!("{}: {why}", event.rule);
+                (code, None)
+            }
+        }
+    };
+    event.rcode = dns::rcode_name(code).into();
+    event.answers = answer.iter().map(ToString::to_string).collect();
+    let _ = udp.send_to(&dns::reply(&msg, code, answer), from).await;
+    state.emit(Kind::Dns(event)).await;
+}
+
+/// Where cordon connects for an allowed `name`: the profile's fixed address, or its own DNS
+/// lookup, keeping only addresses the rules let it reach.
+async fn upstream_for(state: &State, name: &str) -> Result<Entry, (ResponseCode, String)> {
+    let fixed = state.rules().fixed(name);
+    let (found, is_fixed) = match fixed {
+        Some(ip) => (vec![ip], true),
+        None => {
+            let lookup = tokio::time::timeout(UPSTREAM_TIMEOUT, tokio::net::lookup_host((name, 0))).await;
+            match lookup {
+                Ok(Ok(addrs)) => (addrs.map(|a| a.ip()).collect::<Vec<_>>(), false),
+                Ok(Err(e)) => return Err((ResponseCode::NXDomain, format!("cordon's lookup failed: {e}"))),
+                Err(_) => return Err((ResponseCode::ServFail, "cordon's lookup timed out".into())),
+            }
+        }
+    };
+    let rules = state.rules();
+    let mut refused = Vec::new();
+    let upstream: Vec<IpAddr> = found
+        .into_iter()
+        .filter(|ip| match rules.upstream(*ip, is_fixed, &state.host_addrs) {
+            Ok(()) => true,
+            Err(why) => {
+                refused.push(why);
+                false
+            }
+        })
+        .collect();
+    if upstream.is_empty() {
+        return Err((
+            ResponseCode::Refused,
+            if refused.is_empty() {
+                "it has no address".into()
+            } else {
+                refused.join("; ")
+            },
+        ));
+    }
+    Ok(Entry {
+        name: name.into(),
+        upstream,
+        fixed: is_fixed,
+    })
+}
+
+/// What the proxy learned about one connection, for its event.
+#[derive(Default)]
+struct Seen {
+    sni: String,
+    http: Option<pb::HttpRequest>,
+}
+
+/// Relay one connection of the agent, or refuse it.
+async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
+    let started = Instant::now();
+    let mut event = pb::Connection::default();
+    let target = match (conn.local_addr(), peer) {
+        (Ok(SocketAddr::V4(local)), SocketAddr::V4(peer)) => {
+            original_destination(local.ip().octets(), peer.ip().octets())
+        }
+        _ => None,
+    };
+    let Some((ip, port)) = target.map(|(ip, port)| (Ipv4Addr::from(ip), port)) else {
+        event.reason = "not a connection the probes redirected".into();
+        refuse(&state, conn, event).await;
+        return;
+    };
+    event.ip = ip.to_string();
+    event.port = u32::from(port);
+    let (verdict, upstream) = if Synth::in_range(ip) {
+        let entry = state.synth().lookup(ip).cloned();
+        match entry {
+            Some(e) => {
+                event.name = e.name.clone();
+                (state.rules().name_port(&e.name, port), e.upstream)
+            }
+            None => (
+                Verdict {
+                    allowed: false,
+                    rule: "an address cordon's resolver never gave out".into(),
+                },
+                Vec::new(),
+            ),
+        }
+    } else {
+        (state.rules().address(IpAddr::V4(ip), port), vec![IpAddr::V4(ip)])
+    };
+    event.rule = verdict.rule.clone();
+    if !verdict.allowed {
+        event.reason = verdict.rule;
+        refuse(&state, conn, event).await;
+        return;
+    }
+    let up = match connect_any(&upstream, port).await {
+        Ok(up) => up,
+        Err(why) => {
+            event.allowed = true;
+            event.reason = format!("upstream: {why}");
+            state.emit(Kind::Connection(event)).await;
+            return;
+        }
+    };
+    event.allowed = true;
+    event.upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let up_bytes = AtomicU64::new(0);
+    let down_bytes = AtomicU64::new(0);
+    let mut seen = Seen::default();
+    let ended = relay(conn, up, &event.name, &up_bytes, &down_bytes, &mut seen).await;
+    event.sni = seen.sni;
+    event.http_host = seen.http.as_ref().map(|h| h.host.clone()).unwrap_or_default();
+    event.bytes_up = up_bytes.load(Ordering::Relaxed);
+    event.bytes_down = down_bytes.load(Ordering::Relaxed);
+    event.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match ended {
+        Ok(how) => event.reason = how,
+        Err(refusal) => {
+            event.allowed = false;
+            event.reason = refusal;
+        }
+    }
+    if let Some(h) = seen.http {
+        state.emit(Kind::Http(h)).await;
+    }
+    state.emit(Kind::Connection(event)).await;
+}
+
+async fn refuse(state: &State, conn: TcpStream, mut event: pb::Connection) {
+    // A reset, not a clean close: the agent's next read fails at once.
+    let reset = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = nix::sys::socket::setsockopt(&conn, nix::sys::socket::sockopt::Linger, &reset);
+    drop(conn);
+    event.allowed = false;
+    state.emit(Kind::Connection(event)).await;
+}
+
+async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
+    let mut last = "no address".to_string();
+    for ip in addrs {
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect((*ip, port))).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = format!("{ip}:{port}: {e}"),
+            Err(_) => last = format!("{ip}:{port}: no answer in {} s", UPSTREAM_TIMEOUT.as_secs()),
+        }
+    }
+    Err(last)
+}
+
+/// The destination the agent connected to, from the two loopback addresses the probes gave
+/// its connection (docs/network.md): local 127.b.c.d, peer 127.a.hi.lo → a.b.c.d:(hi<<8|lo).
+fn original_destination(local: [u8; 4], peer: [u8; 4]) -> Option<([u8; 4], u16)> {
+    if local[0] != 127 || peer[0] != 127 {
+        return None;
+    }
+    let port = u16::from_be_bytes([peer[2], peer[3]]);
+    (port != 0).then_some(([peer[1], local[1], local[2], local[3]], port))
+}
+
+/// Check the agent's first bytes against the name it resolved: a TLS server name or an HTTP
+/// Host for another name is refused (domain fronting). Returns the bytes to forward.
+async fn inspect(
+    agent: &mut tokio::net::tcp::OwnedReadHalf,
+    name: &str,
+    seen: &mut Seen,
+) -> Result<Vec<u8>, String> {
+    let mut first = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match sniff::opening(&first) {
+            Opening::Incomplete if first.len() < SNIFF_MAX => {}
+            Opening::Tls { sni } => {
+                if let Some(sni) = sni {
+                    seen.sni.clone_from(&sni);
+                    let host = sniff::host_only(&sni);
+                    if !name.is_empty() && host != name {
+                        return Err(format!("TLS server name {sni:?} is not {name}, the name the agent resolved"));
+                    }
+                }
+                return Ok(first);
+            }
+            Opening::Http { method, path, host } => {
+                let host = host.map(|h| sniff::host_only(&h)).unwrap_or_default();
+                if !name.is_empty() && !host.is_empty() && host != name {
+                    return Err(format!("HTTP Host {host:?} is not {name}, the name the agent resolved"));
+                }
+                seen.http = Some(pb::HttpRequest {
+                    method,
+                    host,
+                    path,
+                    status: 0,
+                });
+                return Ok(first);
+            }
+            Opening::Incomplete | Opening::Other => return Ok(first),
+        }
+        let n = agent.read(&mut buf).await.map_err(|e| format!("agent: {e}"))?;
+        if n == 0 {
+            return Ok(first);
+        }
+        first.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Copy both ways until both sides are done. The agent's first bytes are inspected before any
+/// reach upstream; the upstream's are relayed from the start (a server may speak first).
+async fn relay(
+    agent: TcpStream,
+    up: TcpStream,
+    name: &str,
+    up_bytes: &AtomicU64,
+    down_bytes: &AtomicU64,
+    seen: &mut Seen,
+) -> Result<String, String> {
+    let (mut ar, mut aw) = agent.into_split();
+    let (mut ur, mut uw) = up.into_split();
+    let mut status = None;
+    let agent_to_up = async {
+        let first = inspect(&mut ar, name, seen).await?;
+        uw.write_all(&first).await.map_err(|e| format!("upstream: {e}"))?;
+        up_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);
+        if !first.is_empty() {
+            copy(&mut ar, &mut uw, up_bytes).await.map_err(|e| format!("upstream: {e}"))?;
+        }
+        let _ = uw.shutdown().await;
+        Ok::<(), String>(())
+    };
+    let up_to_agent = async {
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let n = ur.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            if down_bytes.load(Ordering::Relaxed) == 0 {
+                status = sniff::http_status(&buf[..n]);
+            }
+            aw.write_all(&buf[..n]).await?;
+            down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let _ = aw.shutdown().await;
+        Ok::<(), std::io::Error>(())
+    };
+    let how = {
+        tokio::pin!(agent_to_up, up_to_agent);
+        let (mut a_done, mut u_done) = (false, false);
+        let mut how = "closed".to_string();
+        while !(a_done && u_done) {
+            tokio::select! {
+                r = &mut agent_to_up, if !a_done => {
+                    a_done = true;
+                    if let Err(why) = r {
+                        if why.starts_with("TLS server name") || why.starts_with("HTTP Host") {
+                            return Err(why);
+                        }
+                        how = why;
+                    }
+                }
+                r = &mut up_to_agent, if !u_done => {
+                    u_done = true;
+                    if let Err(e) = r {
+                        how = format!("agent side: {e}");
+                    }
+                }
+            }
+        }
+        how
+    };
+    if let (Some(h), Some(s)) = (seen.http.as_mut(), status) {
+        h.status = u32::from(s);
+    }
+    Ok(how)
+}
+
+async fn copy(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    count: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
