@@ -65,6 +65,10 @@ pub const EVENT_KINDS: &[&str] = &[
     "traffic",
     "response",
     "detection",
+    "dns",
+    "connection",
+    "http",
+    "netChange",
 ];
 
 /// (kind, body) of a JSON event line.

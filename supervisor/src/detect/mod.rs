@@ -172,6 +172,19 @@ impl Detector {
         }
         match &e.kind {
             Some(Kind::Syscall(s)) => self.syscall(e, s, &mut found),
+            // The proxy refused a connection (an unlisted address, a port no rule allows, a
+            // TLS name or Host that is not the resolved one): an egress attempt.
+            Some(Kind::Connection(c)) if !c.allowed => {
+                if let Some(rule) = &self.egress {
+                    let to = if c.name.is_empty() {
+                        format!("{}:{}", c.ip, c.port)
+                    } else {
+                        format!("{} ({}:{})", c.name, c.ip, c.port)
+                    };
+                    let summary = format!("connect to {to} refused by the proxy: {}", c.reason);
+                    found.push(self.instant(rule, e, summary));
+                }
+            }
             Some(Kind::Exec(x)) => {
                 if let Some(f) = self
                     .execs

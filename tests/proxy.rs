@@ -1,0 +1,202 @@
+//! `network.mode = "proxy"` end to end on the real kernel: fixture servers on the host's
+//! loopback reached *by name* (through `resolve`) from a sandbox whose agent sets no proxy
+//! variable; unlisted names, literal addresses, fronting and metadata refused; every decision
+//! an event. Nothing leaves the host: every upstream is 127.0.0.1, every other destination a
+//! documentation range the proxy refuses.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+/// An HTTP server on the host's loopback answering every request with `body`, for `n`
+/// connections (bounded), in a thread.
+fn http_fixture(body: &'static str, n: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(n) {
+            let Ok(mut c) = conn else { continue };
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => req.extend_from_slice(&buf[..k]),
+                }
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A server that speaks first (like ssh), for `n` connections.
+fn banner_fixture(n: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().take(n) {
+            if let Ok(mut c) = conn {
+                let _ = c.write_all(b"SSH-2.0-fixture\r\n");
+            }
+        }
+    });
+    port
+}
+
+const AGENT: &str = r#"
+import socket, struct, sys, urllib.request, errno
+http_port, ssh_port = int(sys.argv[1]), int(sys.argv[2])
+def out(k, v): print(f"{k}\t{v}", flush=True)
+def attempt(k, f):
+    try: out(k, f())
+    except OSError as e: out(k, "errno:" + errno.errorcode.get(e.errno, str(e.errno)))
+    except Exception as e: out(k, type(e).__name__)
+attempt("http", lambda: urllib.request.urlopen(f"http://api.fixture.test:{http_port}/v1/messages", timeout=10).read().decode())
+def banner():
+    s = socket.create_connection(("git.fixture.test", ssh_port), timeout=10)
+    return s.recv(64).decode().strip()
+attempt("banner", banner)
+attempt("unlisted", lambda: socket.getaddrinfo("unlisted.test", 443))
+attempt("metadata_name", lambda: socket.getaddrinfo("meta.fixture.test", 80))
+def literal():
+    s = socket.create_connection(("192.0.2.1", 80), timeout=5)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    return s.recv(10) or b"eof"
+attempt("literal", literal)
+def fronted():
+    s = socket.create_connection(("api.fixture.test", http_port), timeout=5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+    return s.recv(10) or b"eof"
+attempt("fronted", fronted)
+def dns_to(server):
+    q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\x03api\x07fixture\x04test\x00" + struct.pack(">HH", 1, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.sendto(q, (server, 53))
+    data, src = s.recvfrom(512)
+    return f"{src[0]} id={struct.unpack('>H', data[:2])[0]:#x} answers={struct.unpack('>H', data[6:8])[0]}"
+attempt("dns_any_server", lambda: dns_to("8.8.8.8"))
+def quic():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"x", ("192.0.2.1", 443))
+attempt("quic", quic)
+"#;
+
+fn results(stdout: &str) -> std::collections::BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn events_of(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn names_reach_fixtures_through_the_proxy_and_everything_else_is_refused_and_recorded() {
+    require_root();
+    let s = Scratch::new();
+    // Two HTTP connections (the request and the fronting attempt, which must never arrive)
+    // and one banner connection.
+    let http = http_fixture("hello from the fixture", 2);
+    let ssh = banner_fixture(1);
+    s.file("agent.py", AGENT);
+    let profile = log_only_profile(
+        &s,
+        "proxy",
+        "default",
+        &format!(
+            "[network]\nmode = \"proxy\"\n\
+             allow = [\"api.fixture.test:{http}\", \"git.fixture.test:{ssh}\", \"meta.fixture.test\"]\n\
+             resolve = {{ \"api.fixture.test\" = \"127.0.0.1\", \"git.fixture.test\" = \"127.0.0.1\", \"meta.fixture.test\" = \"169.254.169.254\" }}\n"
+        ),
+    );
+    let ev = s.path().join("events.jsonl");
+    let out = output(run_cmd(
+        &profile,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "agent.py", &http.to_string(), &ssh.to_string()],
+    ));
+    let r = results(&stdout(&out));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:?}\n{err}");
+    assert_eq!(r["http"], "hello from the fixture", "{r:?}\n{err}");
+    assert_eq!(r["banner"], "SSH-2.0-fixture", "{r:?}");
+    assert_eq!(r["unlisted"], "gaierror", "{r:?}");
+    assert_eq!(r["metadata_name"], "gaierror", "{r:?}");
+    assert!(
+        ["errno:ECONNRESET", "b'eof'", "errno:EPIPE"].contains(&r["literal"].as_str()),
+        "{r:?}"
+    );
+    assert!(
+        ["errno:ECONNRESET", "b'eof'", "errno:EPIPE"].contains(&r["fronted"].as_str()),
+        "{r:?}"
+    );
+    assert!(r["dns_any_server"].starts_with("8.8.8.8 id=0x4242 answers=1"), "{r:?}");
+    assert_eq!(r["quic"], "errno:EPERM", "{r:?}");
+
+    let events = events_of(&ev);
+    let of = |k: &str| -> Vec<&Value> { events.iter().filter_map(|e| e.get(k)).collect() };
+    let dns = of("dns");
+    assert!(
+        dns.iter().any(|d| d["name"] == "api.fixture.test" && d["allowed"] == true && d["rcode"] == "NOERROR"),
+        "{dns:?}"
+    );
+    assert!(
+        dns.iter().any(|d| d["name"] == "unlisted.test" && d["allowed"] == false && d["rcode"] == "NXDOMAIN" && d["rule"] == "unlisted"),
+        "{dns:?}"
+    );
+    assert!(
+        dns.iter().any(|d| d["name"] == "meta.fixture.test" && d["rcode"] == "REFUSED"
+            && d["rule"].as_str().unwrap().contains("169.254.169.254 is link-local")),
+        "{dns:?}"
+    );
+    let conns = of("connection");
+    let ok = conns
+        .iter()
+        .find(|c| c["name"] == "api.fixture.test" && c["allowed"] == true)
+        .unwrap_or_else(|| panic!("{conns:?}"));
+    assert_eq!(ok["upstream"], format!("127.0.0.1:{http}"));
+    assert_eq!(ok["httpHost"], format!("api.fixture.test:{http}").split(':').next().unwrap());
+    assert!(uint(&ok["bytesDown"]).unwrap() > 20, "{ok}");
+    assert!(
+        conns.iter().any(|c| c["ip"] == "192.0.2.1" && c["allowed"] == false && c["rule"] == "unlisted address"),
+        "{conns:?}"
+    );
+    assert!(
+        conns.iter().any(|c| c["allowed"] == false
+            && c["reason"].as_str().unwrap().contains("HTTP Host \"evil.test\" is not api.fixture.test")),
+        "{conns:?}"
+    );
+    assert!(
+        conns.iter().any(|c| c["name"] == "git.fixture.test" && c["allowed"] == true && uint(&c["bytesDown"]) == Some(17)),
+        "{conns:?}"
+    );
+    let http_events = of("http");
+    assert!(
+        http_events.iter().any(|h| h["method"] == "GET" && h["path"] == "/v1/messages" && h["status"] == 200),
+        "{http_events:?}"
+    );
+    // The monitor's egress rule judged the refused connections (it only logs here).
+    assert!(
+        of("detection").iter().any(|d| d["rule"] == "egress"),
+        "no egress detection: {:?}",
+        of("detection")
+    );
+}
