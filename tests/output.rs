@@ -180,3 +180,84 @@ fn the_agents_bytes_are_escaped_in_every_text_for_a_person() {
         "the start event keeps the command exact"
     );
 }
+
+/// Does `hay` hold `needle`?
+fn holds(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn an_interactive_agent_cannot_set_the_clipboard_or_the_title() {
+    require_root();
+    let s = Scratch::new();
+    let ev = s.path().join("ev.jsonl");
+    let ws = s.dir("ws");
+    // A clipboard write, a title, a colored line, a link to a local file, a title report
+    // request; `trace` on cordon's last stderr line ends the reading.
+    let script = r"printf 'before\033]52;c;cHduZWQ=\007\033]0;pwned-title\033\\\033[1;31mred line\033[0m|\033]8;;file:///etc/passwd\007link\033]8;;\007|\033[21tafter'";
+    let (mut child, mut pty) = spawn_on_pty(run_cmd(
+        "default",
+        &ws,
+        &["--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", script],
+    ));
+    let seen = pty.read_bytes_until(b"cordon: trace ", 20_000);
+    let status = wait_within(&mut child, 10_000);
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{text}");
+    for gone in [
+        b"\x1b]52".as_slice(),
+        b"cHduZWQ=",
+        b"\x1b]0;",
+        b"pwned-title",
+        b"file:///etc/passwd",
+        b"\x1b[21t",
+    ] {
+        assert!(
+            !holds(&seen, gone),
+            "{:?} reached the terminal: {text:?}",
+            String::from_utf8_lossy(gone)
+        );
+    }
+    assert!(
+        holds(&seen, b"before\x1b[1;31mred line\x1b[0m|link\x1b]8;;\x07|after"),
+        "the agent's screen, byte for byte: {text:?}"
+    );
+    let note = "filtered 4 terminal sequences from the agent (1 clipboard write, 1 title change, \
+                1 non-web hyperlink, 1 terminal report request)";
+    assert!(text.contains(&format!("cordon: {note}")), "{text}");
+    // The run's notes carry the counts into the exited event and the seal.
+    let exited = std::fs::read_to_string(&ev)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["lifecycle"]["phase"] == "exited")
+        .expect("an exited event");
+    assert!(
+        exited["lifecycle"]["detail"].as_str().unwrap().contains(note),
+        "{exited}"
+    );
+}
+
+#[test]
+fn the_profile_lets_titles_and_clipboard_writes_through() {
+    require_root();
+    let s = Scratch::new();
+    let prof = profile_file(&s, "titles", "[terminal]\nallow = [\"title\", \"clipboard\"]\n");
+    let ws = s.dir("ws");
+    let script = r"printf '\033]52;c;eA==\007\033]0;my title\033\\\033]52;c;?\007done'";
+    let (mut child, mut pty) = spawn_on_pty(run_cmd(&prof, &ws, &[], &["/bin/sh", "-c", script]));
+    let seen = pty.read_bytes_until(b"cordon: trace ", 20_000);
+    let status = wait_within(&mut child, 10_000);
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{text}");
+    assert!(
+        holds(&seen, b"\x1b]52;c;eA==\x07\x1b]0;my title\x1b\\done"),
+        "{text:?}"
+    );
+    // Reading the clipboard is never passed.
+    assert!(
+        text.contains("filtered 1 terminal sequence from the agent (1 terminal report request)"),
+        "{text}"
+    );
+}
