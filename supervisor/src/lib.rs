@@ -2,7 +2,8 @@
 //!
 //! Data flow: `profile` (parse, resolve) → `policy` (pure compilation) → `launch` (the ordered
 //! kernel steps, parent and child) while the `session` (probes, event pipeline, monitor,
-//! trace, control socket) watches the sandbox from clone to exit. See docs/architecture.md.
+//! trace, control socket) watches the sandbox from clone to exit. `text` escapes what came from
+//! the sandbox wherever it is shown to a person. See docs/architecture.md.
 
 pub mod detect;
 pub mod doctor;
@@ -22,4 +23,5 @@ pub mod profile;
 pub mod respond;
 pub mod session;
 pub mod sys;
+pub mod text;
 pub mod trace;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
-use cordon::{doctor, identity::Identity, launch, policy, profile};
+use cordon::{doctor, identity::Identity, launch, policy, profile, text};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -212,7 +212,7 @@ fn main() {
             let not_found = e
                 .downcast_ref::<launch::LaunchError>()
                 .is_some_and(|l| matches!(l, launch::LaunchError::NotFound(..)));
-            eprintln!("cordon: error: {e:#}");
+            text::eprint(&format!("error: {e:#}"));
             if not_found {
                 exit::NOT_FOUND
             } else {
@@ -261,16 +261,19 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 "SANDBOX", "PID", "PROFILE", "EVENTS", "SYSCALLS", "DENIED", "IDENTITY"
             );
             for r in running {
+                // The command (and the id, profile and identity, read back from a file) are
+                // shown escaped: a command line may carry any byte.
+                let command: Vec<_> = r.meta.command.iter().map(|a| text::escape(a)).collect();
                 println!(
                     "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} {}",
-                    r.meta.sandbox,
+                    text::escape(&r.meta.sandbox),
                     r.meta.cordon_pid,
-                    r.meta.profile,
+                    text::escape(&r.meta.profile),
                     r.stats.events,
                     r.stats.syscalls,
                     r.stats.denied,
-                    r.meta.identity,
-                    r.meta.command.join(" ")
+                    text::escape(&r.meta.identity),
+                    command.join(" ")
                 );
             }
             Ok(0)
@@ -340,7 +343,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 match profile::load(f) {
                     Ok(p) => println!("{f}: ok (sha256 {})", &p.hash[..16]),
                     Err(e) => {
-                        eprintln!("{e}");
+                        eprintln!("{}", text::escape(&e.to_string()));
                         bad += 1;
                     }
                 }
@@ -426,12 +429,12 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
         })
         .map_err(anyhow::Error::msg)?;
         if r.read_summaries > 0 {
-            eprintln!(
-                "cordon: routine reads (read-only opens that succeeded or found no file) are \
+            text::eprint(&format!(
+                "routine reads (read-only opens that succeeded or found no file) are \
                  summarised per interval in this trace, not listed here: `cordon trace show {}` \
                  lists their paths",
                 file.display()
-            );
+            ));
         }
         return Ok(if r.valid() { 0 } else { 1 });
     }
@@ -467,13 +470,13 @@ fn run(
     let pol = compile(&p, &id, workspace)?;
     let sandbox_id = sandbox_id();
     if !quiet {
-        eprintln!(
-            "cordon: sandbox {sandbox_id} {} — profile {} ({}) workspace {}",
+        text::eprint(&format!(
+            "sandbox {sandbox_id} {} — profile {} ({}) workspace {}",
             id.line(),
             p.name,
             &p.hash[..12],
             pol.context.workspace.display()
-        );
+        ));
     }
     // SAFETY: isatty only inspects the descriptor.
     let interactive = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
@@ -556,8 +559,9 @@ fn run(
         eprintln!("cordon: WARNING: the agent left code that runs later: {f}");
     }
     if !quiet {
+        // Notes may quote the agent's bytes (a program that could not run, a path it created).
         for n in &outcome.notes {
-            eprintln!("cordon: {n}");
+            text::eprint(n);
         }
         if let Some(ev) = &report.events {
             eprintln!(
@@ -579,15 +583,15 @@ fn run(
     }
     let t = report.trace;
     match &t.error {
-        Some(err) => eprintln!(
-            "cordon: error: the trace {} is incomplete: {err}",
+        Some(err) => text::eprint(&format!(
+            "error: the trace {} is incomplete: {err}",
             t.path.display()
-        ),
-        None if !quiet => eprintln!(
-            "cordon: trace {} (sealed; check it with `cordon trace verify {}`)",
+        )),
+        None if !quiet => text::eprint(&format!(
+            "trace {} (sealed; check it with `cordon trace verify {}`)",
             t.path.display(),
             t.path.display()
-        ),
+        )),
         None => {}
     }
     Ok(outcome.exit_code)

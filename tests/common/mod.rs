@@ -327,13 +327,17 @@ impl TestPty {
     }
     /// Read until `needle` shows up or `ms` pass; returns everything read.
     pub fn read_until(&mut self, needle: &str, ms: u64) -> String {
+        String::from_utf8_lossy(&self.read_bytes_until(needle.as_bytes(), ms)).into_owned()
+    }
+    /// The bytes as they came: until `needle` shows up or `ms` pass.
+    pub fn read_bytes_until(&mut self, needle: &[u8], ms: u64) -> Vec<u8> {
         use std::io::Read;
-        let mut all = String::new();
+        let mut all = Vec::new();
         let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);
         let mut buf = [0u8; 4096];
-        while std::time::Instant::now() < end && !all.contains(needle) {
+        while std::time::Instant::now() < end && !all.windows(needle.len()).any(|w| w == needle) {
             match self.master.read(&mut buf) {
-                Ok(n) if n > 0 => all.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) if n > 0 => all.extend_from_slice(&buf[..n]),
                 _ => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         }

@@ -107,10 +107,11 @@ impl Actor {
             _ => "the agent goes on".into(),
         };
         if self.stderr {
-            eprintln!(
-                "cordon: ALERT {}: rule {}: {} — {what}",
+            // The summary quotes the agent's paths and comm: escaped, one line.
+            crate::text::eprint(&format!(
+                "ALERT {}: rule {}: {} — {what}",
                 self.sandbox, f.rule, f.summary
-            );
+            ));
         }
         self.run_hook(f);
         result.map(|(action, r)| {

@@ -294,14 +294,15 @@ pub fn learn_main(a: LearnArgs) -> Result<i32, OfflineError> {
         (None, true, false) => record_runs(&a.profile, a.workspace.as_deref(), a.runs, &a.command)?,
         (None, true, true) => return Err(OfflineError::NothingToLearn),
     };
-    println!("{}", learn(&files, &a.out)?);
+    println!("{}", crate::text::escape(&learn(&files, &a.out)?));
     Ok(0)
 }
 
 /// `cordon score`: one line per input.
 pub fn score_main(a: &ScoreArgs) -> Result<i32, OfflineError> {
     for s in score(&a.baseline, &a.files, a.method == "stide")? {
-        println!("{}", s.line);
+        // The line names the file (any bytes) beside the score.
+        println!("{}", crate::text::escape(&s.line));
     }
     Ok(0)
 }
@@ -339,7 +340,7 @@ pub fn record_runs(
         if !st.success() {
             eprintln!("cordon: learn: run {i} exited with {st}; learning from it anyway");
         }
-        eprintln!("cordon: learn: run {i} traced to {}", trace.display());
+        crate::text::eprint(&format!("learn: run {i} traced to {}", trace.display()));
         traces.push(trace);
     }
     Ok(traces)

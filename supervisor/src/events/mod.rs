@@ -105,7 +105,8 @@ pub fn json(e: &pb::Event) -> String {
     serde_json::to_string(e).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
 }
 
-/// One aligned line for a person. Denials are marked `DENIED` (and red on a terminal).
+/// One aligned line for a person, every character from the sandbox escaped (`text`). Denials
+/// are marked `DENIED` (and red on a terminal).
 pub fn text(e: &pb::Event, color: bool) -> String {
     let secs = e.time_unix_ns / 1_000_000_000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -322,7 +323,10 @@ pub fn text(e: &pb::Event, color: bool) -> String {
         None => (String::from("?"), false),
     };
     let mark = if denied { "DENIED " } else { "" };
+    // Paths, argv, comm and the summaries built from them are the agent's bytes: escaped here,
+    // where the line is made for a person (every literal above is printable ASCII).
     let line = format!("{h:02}:{m:02}:{s:02}.{ms:03} {:>6} {who} {mark}{what}", e.seq);
+    let line = crate::text::escape(&line).into_owned();
     if denied && color {
         format!("\x1b[1;31m{line}\x1b[0m")
     } else {
@@ -356,5 +360,37 @@ mod tests {
         assert!(text(&e, false).contains("DENIED connect"));
         assert!(is_kind(&e, "denied") && is_kind(&e, "net") && !is_kind(&e, "file"));
         assert!(json(&e).contains("\"allowed\":false"));
+    }
+
+    #[test]
+    fn the_agents_bytes_cannot_rewrite_the_line() {
+        let hostile = "/ws/x\r\x1b[2K\ncordon: all clear\x1b[8m\x07\u{9b}\\";
+        let e = pb::Event {
+            seq: 9,
+            host_pid: 10,
+            pid: 3,
+            comm: "sh\x1b]0;t\x07".into(),
+            kind: Some(Kind::Syscall(pb::Syscall {
+                name: "openat".into(),
+                path: hostile.into(),
+                argv: vec!["a\nb".into()],
+                completed: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let line = text(&e, false);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("/ws/x\\x0d\\x1b[2K\\x0acordon: all clear\\x1b[8m\\x07\\u{9b}\\\\"),
+            "{line}"
+        );
+        assert!(
+            line.contains("sh\\x1b]0;t\\x07") && line.contains("[a\\x0ab]"),
+            "{line}"
+        );
+        // The JSON keeps the agent's exact bytes.
+        let back: pb::Event = serde_json::from_str(&json(&e)).unwrap();
+        assert_eq!(back, e);
     }
 }

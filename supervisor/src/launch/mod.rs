@@ -8,6 +8,7 @@ mod confine;
 mod mounts;
 mod pty;
 mod supervise;
+mod terminal;
 
 pub use cgroup::{detect_layout, Layout};
 pub use confine::{compile_seccomp, landlock_abi, landlock_reliance, LANDLOCK_ABI};
@@ -381,6 +382,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
         interactive: opts.interactive,
         wall_clock_ms: policy.limits.wall_clock_ms,
         ignored: &ignored,
+        terminal: &policy.terminal,
     });
     std::mem::forget(guard);
     let mut outcome = outcome?;

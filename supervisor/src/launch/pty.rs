@@ -1,6 +1,9 @@
 //! The interactive agent's own pseudo-terminal, relayed to the user's terminal. The agent
-//! never holds a descriptor of the user's tty, so it cannot inject input into it (TIOCSTI).
+//! never holds a descriptor of the user's tty, so it cannot inject input into it (TIOCSTI),
+//! and what it writes reaches that tty through `terminal::Filter` (no title, clipboard or
+//! report sequences unless the profile allows them).
 
+use super::terminal::Filter;
 use crate::sys;
 use nix::fcntl::OFlag;
 use nix::sys::termios::{self, SetArg, Termios};
@@ -45,15 +48,28 @@ impl Drop for RawMode<'_> {
     }
 }
 
-/// Copy what is available from one fd to another. Returns false at EOF or error.
-pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> bool {
+/// Copy what is available from one fd to another, through `filter` if given. Returns false
+/// at EOF or error.
+pub fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>, filter: Option<&mut Filter>) -> bool {
     let mut buf = [0u8; 16 * 1024];
     let n = match nix::unistd::read(from, &mut buf) {
         Ok(0) => return false,
         Ok(n) => n,
         Err(e) => return e == nix::errno::Errno::EINTR,
     };
-    let mut rest = &buf[..n];
+    match filter {
+        None => write_all(to, &buf[..n]),
+        Some(f) => {
+            let mut out = Vec::with_capacity(n);
+            f.feed(&buf[..n], &mut out);
+            write_all(to, &out)
+        }
+    }
+}
+
+/// Write all of `bytes`; false on error.
+pub fn write_all(to: BorrowedFd<'_>, bytes: &[u8]) -> bool {
+    let mut rest = bytes;
     while !rest.is_empty() {
         match nix::unistd::write(to, rest) {
             Ok(w) => rest = &rest[w..],

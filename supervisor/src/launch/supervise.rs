@@ -2,7 +2,8 @@
 //! init process's pidfd, the child channel and (interactive runs) the pty relay.
 
 use super::channel::{Channel, Msg};
-use super::pty::{copy_window_size, pump, RawMode};
+use super::pty::{copy_window_size, pump, write_all, RawMode};
+use super::terminal::{Allow, Filter};
 use super::{cgroup::Cgroup, LaunchError, Outcome, StepError};
 use crate::{exit, sys};
 use nix::errno::Errno;
@@ -48,6 +49,8 @@ pub struct Running<'a> {
     pub wall_clock_ms: Option<u64>,
     /// Signals cordon's caller ignores: they are not forwarded.
     pub ignored: &'a [libc::c_int],
+    /// What the agent's output may do to the user's terminal beyond its screen.
+    pub terminal: &'a [crate::profile::TerminalFeature],
 }
 
 fn signalfd() -> io::Result<SignalFd> {
@@ -129,6 +132,7 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     };
     // The agent's pty master arrives from the child once its devpts exists.
     let mut master: Option<OwnedFd> = None;
+    let mut filter = Filter::new(Allow::from_features(r.terminal));
     let deadline = r
         .wall_clock_ms
         .map(|ms| Instant::now() + Duration::from_millis(ms));
@@ -214,10 +218,10 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             }
         }
         if let (Some(m), true) = (&master, revents.len() == 5) {
-            if !revents[3].is_empty() && !pump(stdin.as_fd(), m.as_fd()) {
+            if !revents[3].is_empty() && !pump(stdin.as_fd(), m.as_fd(), None) {
                 stdin_open = false;
             }
-            if !revents[4].is_empty() && !pump(m.as_fd(), stdout.as_fd()) {
+            if !revents[4].is_empty() && !pump(m.as_fd(), stdout.as_fd(), Some(&mut filter)) {
                 master_open = false;
             }
         }
@@ -237,7 +241,13 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     if let Some(m) = &master {
         // Non-blocking for the final drain.
         let _ = nix::fcntl::fcntl(m, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-        while master_open && pump(m.as_fd(), stdout.as_fd()) {}
+        while master_open && pump(m.as_fd(), stdout.as_fd(), Some(&mut filter)) {}
+        // A sequence the agent left unfinished is dropped; a kept string it left open is
+        // closed, so the user's shell does not continue it.
+        let mut tail = Vec::new();
+        filter.finish(&mut tail);
+        write_all(stdout.as_fd(), &tail);
+        notes.extend(filter.counts().note());
     }
     let Reports {
         setup_error,

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::escape::{shell_quote, shell_quote_bytes};
+use super::shell::{shell_quote, shell_quote_bytes};
 use super::{gitconfig, read_regular, Scan, Unread};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

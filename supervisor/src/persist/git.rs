@@ -10,7 +10,7 @@ use std::fs::{self, FileType};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::escape::{shell_quote, shell_quote_bytes};
+use super::shell::{shell_quote, shell_quote_bytes};
 use super::{gitconfig, index, normalize, read_regular, Scan, Unread};
 
 /// What the scan learnt about one gitdir.

@@ -19,11 +19,11 @@
 //!    report each gitlink into a gitdir with a finding or outside the workspace (`git`);
 //! 3. sort by file, so two scans of one tree read the same.
 
-mod escape;
 mod files;
 mod git;
 mod gitconfig;
 mod index;
+mod shell;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -33,7 +33,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use escape::{preview, shell_quote};
+use crate::text;
+use shell::shell_quote;
+
+/// The longest `value_preview`, in characters.
+const PREVIEW_MAX: usize = 120;
 
 /// One thing left in the workspace that runs code later.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,7 +61,7 @@ pub struct Finding {
 /// One line for a terminal: every field is escaped (the path too), so printing it is safe.
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let file = escape::render(std::os::unix::ffi::OsStrExt::as_bytes(self.file.as_os_str()));
+        let file = text::escape_bytes(std::os::unix::ffi::OsStrExt::as_bytes(self.file.as_os_str()));
         let key = if self.key.is_empty() {
             String::new()
         } else {
@@ -296,8 +300,8 @@ impl Scan {
         self.findings.push(Finding {
             vector,
             file: file.to_path_buf(),
-            key: escape::render(key.as_ref()),
-            value_preview: preview(value),
+            key: text::escape_bytes(key.as_ref()).into_owned(),
+            value_preview: text::preview(value, PREVIEW_MAX),
             inspect,
         });
     }

@@ -76,6 +76,8 @@ pub struct Policy {
     pub idmap_gid_map: Option<String>,
     /// The `[monitor]` rules, patterns expanded.
     pub monitor: monitor::Config,
+    /// What the agent's terminal output may do beyond its screen (interactive runs).
+    pub terminal: Vec<crate::profile::TerminalFeature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -249,6 +251,7 @@ pub fn compile(
         idmap_uid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_uid, ctx.agent_uid)),
         idmap_gid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_gid, ctx.agent_gid)),
         monitor,
+        terminal: profile.terminal.allow.clone(),
     })
 }
 

@@ -86,6 +86,16 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     for (k, v) in &pol.env {
         let _ = writeln!(s, "  {k}={v}");
     }
+    let allowed: Vec<&str> = pol.terminal.iter().map(|f| f.name()).collect();
+    let _ = writeln!(
+        s,
+        "\n[terminal] (what an interactive agent's output may do beyond its screen)\n  allow      {}",
+        if allowed.is_empty() {
+            "nothing (titles, clipboard, non-web links, notifications, reports removed)".to_string()
+        } else {
+            allowed.join(", ")
+        }
+    );
     let _ = writeln!(
         s,
         "\n[syscalls] (default allow; non-native ABIs kill the process)"

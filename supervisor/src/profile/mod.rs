@@ -66,6 +66,8 @@ pub struct RawProfile {
     pub syscalls: RawSyscalls,
     #[serde(default)]
     pub monitor: monitor::RawMonitor,
+    #[serde(default)]
+    pub terminal: RawTerminal,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -128,6 +130,38 @@ pub struct RawSyscalls {
     pub deny: Option<Vec<SyscallRule>>,
 }
 
+/// What an interactive agent may do to the user's terminal beyond its own screen
+/// (`launch::terminal` removes the rest from what it writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TerminalFeature {
+    /// Set the window and icon title (OSC 0, 1, 2).
+    Title,
+    /// Write the clipboard (OSC 52). Reading it is never passed.
+    Clipboard,
+    /// Hyperlinks of any scheme (OSC 8); http and https links always pass.
+    Hyperlinks,
+    /// Desktop notifications (OSC 9, 99, 777).
+    Notifications,
+}
+
+impl TerminalFeature {
+    pub fn name(self) -> &'static str {
+        match self {
+            TerminalFeature::Title => "title",
+            TerminalFeature::Clipboard => "clipboard",
+            TerminalFeature::Hyperlinks => "hyperlinks",
+            TerminalFeature::Notifications => "notifications",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTerminal {
+    pub allow: Option<Vec<TerminalFeature>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyscallRule {
@@ -159,6 +193,7 @@ pub struct Profile {
     pub environment: Environment,
     pub syscalls: Vec<SyscallRule>,
     pub monitor: monitor::Monitor,
+    pub terminal: Terminal,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -188,6 +223,12 @@ pub struct Limits {
     pub open_files: Option<u32>,
     pub file_size: Option<u64>,
     pub wall_clock_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Terminal {
+    /// Sorted, without repeats; empty: nothing beyond the agent's screen.
+    pub allow: Vec<TerminalFeature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -436,6 +477,11 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     {
         template::check(p).map_err(|e| invalid(format!("filesystem path {p:?}: {e}")))?;
     }
+    let mut terminal = Terminal {
+        allow: pick!(chain, terminal.allow).unwrap_or_default(),
+    };
+    terminal.allow.sort();
+    terminal.allow.dedup();
     let raws: Vec<&RawProfile> = chain.iter().map(|(_, r)| r).collect();
     let monitor = monitor::resolve(&raws, &invalid)?;
     for p in monitor.rules.iter().filter(|r| r.name != "syscalls") {
@@ -456,6 +502,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         environment,
         syscalls,
         monitor,
+        terminal,
     })
 }
 
@@ -503,6 +550,15 @@ mod tests {
         let (line, _, msg) = syntax("[network]\nmode = \"internet\"\n");
         assert_eq!(line, 2);
         assert!(msg.contains("none") && msg.contains("loopback"), "{msg}");
+        let (line, col, msg) = syntax("[terminal]\nallow = [\"title\", \"keyboard\"]\n");
+        assert_eq!((line, col), (2, 19));
+        assert!(
+            msg.contains("keyboard") && msg.contains("clipboard") && msg.contains("notifications"),
+            "{msg}"
+        );
+        let (line, col, msg) = syntax("[terminal]\nalow = []\n");
+        assert_eq!((line, col), (2, 1));
+        assert!(msg.contains("unknown field `alow`"), "{msg}");
     }
 
     #[test]
@@ -564,10 +620,30 @@ mod tests {
         let child = load(f.to_str().unwrap()).unwrap();
         let parent = load("default").unwrap();
         assert_eq!(child.limits.pids, Some(7));
+        assert!(
+            parent.terminal.allow.is_empty(),
+            "presets pass nothing beyond the screen"
+        );
         assert_eq!(child.limits.memory, parent.limits.memory);
         assert_eq!(child.filesystem, parent.filesystem);
         assert_eq!(child.sources.len(), 2);
         assert_ne!(child.hash, parent.hash);
+    }
+
+    #[test]
+    fn terminal_allow_is_inherited_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, child) = (dir.path().join("base.toml"), dir.path().join("child.toml"));
+        std::fs::write(
+            &base,
+            "extends = \"default\"\n[terminal]\nallow = [\"title\", \"clipboard\", \"title\"]\n",
+        )
+        .unwrap();
+        std::fs::write(&child, "extends = \"base.toml\"\n[limits]\npids = 7\n").unwrap();
+        let allow = load(child.to_str().unwrap()).unwrap().terminal.allow;
+        assert_eq!(allow, vec![TerminalFeature::Title, TerminalFeature::Clipboard]);
+        std::fs::write(&child, "extends = \"base.toml\"\n[terminal]\nallow = []\n").unwrap();
+        assert!(load(child.to_str().unwrap()).unwrap().terminal.allow.is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Fuse {
         };
         let msg =
             format!("the session's {component} failed ({why}): {how} so the agent would not run unwatched");
-        eprintln!("cordon: error: {msg}");
+        crate::text::eprint(&format!("error: {msg}"));
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
     }
 

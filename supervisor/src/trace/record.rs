@@ -172,7 +172,7 @@ impl Recording {
             ),
         };
         let msg = format!("{why}; {how} so the agent would not run unrecorded");
-        eprintln!("cordon: error: {msg}");
+        crate::text::eprint(&format!("error: {msg}"));
         self.error = Some(msg);
     }
 

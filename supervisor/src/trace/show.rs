@@ -6,6 +6,7 @@ use std::path::Path;
 use super::pb::{self, record::Body};
 use super::verify::Report;
 use crate::events::pb as ev;
+use crate::text;
 
 /// A key or head given on the command line: the text itself, or a file holding it.
 pub fn text_or_file(arg: &str) -> String {
@@ -57,7 +58,7 @@ pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Res
 pub fn head(path: &Path) -> Result<String, ShowError> {
     let r = super::verify::verify(&read(path)?, None, None);
     if let Some(d) = &r.damage {
-        eprintln!("cordon: note: {d}");
+        text::eprint(&format!("note: {d}"));
     }
     r.last_head
         .as_ref()
@@ -76,7 +77,7 @@ pub fn replay(path: &Path, mut each: impl FnMut(&pb::Record) -> bool) -> Result<
         }
     }
     if let Some(d) = &r.damage {
-        eprintln!("cordon: {}: {d}", path.display());
+        text::eprint(&format!("{}: {d}", path.display()));
     }
     Ok(r)
 }
@@ -85,16 +86,21 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// What `cordon trace verify` prints: what the trace is, then the verdict.
+/// What `cordon trace verify` prints: what the trace is, then the verdict. The header's
+/// strings (command, identity, host) and the seal's notes may carry any byte.
 pub fn describe(path: &Path, r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "trace     {}", path.display());
+    // Each line is made whole, then escaped: a newline in a field cannot forge the next line.
+    let mut put = |line: String| {
+        s.push_str(&text::escape(&line));
+        s.push('\n');
+    };
+    put(format!("trace     {}", path.display()));
     if let Some(h) = &r.header {
-        let _ = writeln!(s, "sandbox   {} on {} ({})", h.sandbox, h.host, h.kernel);
-        let _ = writeln!(s, "command   {}", h.command.join(" "));
-        let _ = writeln!(s, "identity  {}", h.identity);
-        let _ = writeln!(
-            s,
+        put(format!("sandbox   {} on {} ({})", h.sandbox, h.host, h.kernel));
+        put(format!("command   {}", h.command.join(" ")));
+        put(format!("identity  {}", h.identity));
+        put(format!(
             "profile   {} (sha256 {}){}",
             h.profile_name,
             h.profile_sha256,
@@ -103,20 +109,18 @@ pub fn describe(path: &Path, r: &Report) -> String {
             } else {
                 ", NOT monitored (--no-probes)"
             }
-        );
-        let _ = writeln!(
-            s,
+        ));
+        put(format!(
             "file      {}",
             if h.append_only {
                 "append-only (FS_APPEND_FL)".to_string()
             } else {
                 format!("not append-only: {}", h.append_only_detail)
             }
-        );
+        ));
     }
     if let Some(k) = &r.key {
-        let _ = writeln!(
-            s,
+        put(format!(
             "signer    {} ({})",
             crate::keys::public_text(k),
             if r.key_given {
@@ -124,20 +128,18 @@ pub fn describe(path: &Path, r: &Report) -> String {
             } else {
                 "as the trace's header says; pass --pubkey to check it is the host's"
             }
-        );
+        ));
     }
-    let _ = writeln!(
-        s,
+    put(format!(
         "records   {} intact ({} events, {} summaries of routine reads, {} signed checkpoints; last signed head at record {})",
         r.intact,
         r.events,
         r.read_summaries,
         r.checkpoints,
         r.last_head.as_ref().map_or_else(|| "none".into(), |h| h.seq.to_string())
-    );
+    ));
     if let Some(seal) = &r.seal {
-        let _ = writeln!(
-            s,
+        put(format!(
             "sealed    exit status {}; {} events recorded whole, {} summarised as routine reads, {} lost in the kernel{}",
             seal.exit_code,
             seal.events,
@@ -148,22 +150,19 @@ pub fn describe(path: &Path, r: &Report) -> String {
             } else {
                 format!("; {}", seal.detail)
             }
-        );
+        ));
     }
     match &r.damage {
-        None => {
-            let _ = writeln!(s, "VALID: chain, signatures and seal check out");
-        }
-        Some(d) => {
-            let _ = writeln!(s, "INVALID: {d}");
-        }
+        None => put("VALID: chain, signatures and seal check out".into()),
+        Some(d) => put(format!("INVALID: {d}")),
     }
     s
 }
 
 /// One line per record for `cordon trace show`: for people, events formatted as in the live
 /// stream and the other records as `#` comments; for programs, the whole `Record` in the
-/// canonical proto3 JSON mapping (the body under its oneof name: `header`, `event`, …).
+/// canonical proto3 JSON mapping (the body under its oneof name: `header`, `event`, …). The
+/// text is escaped (`text`): the JSON keeps every byte as recorded.
 pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
     let body = rec.body.as_ref()?;
     if json {
@@ -171,7 +170,7 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
     }
     Some(match body {
         Body::Event(e) => crate::events::text(e, color),
-        Body::Header(h) => format!(
+        Body::Header(h) => text::escape(&format!(
             "# trace of sandbox {} on {}: {} — profile {} ({}) — {} — signed by {}",
             h.sandbox,
             h.host,
@@ -180,7 +179,8 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
             &h.profile_sha256[..h.profile_sha256.len().min(12)],
             h.identity,
             h.public_key
-        ),
+        ))
+        .into_owned(),
         Body::Checkpoint(c) => {
             format!(
                 "# checkpoint: records 0..={} signed ({})",
@@ -188,7 +188,7 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
                 &hex(&c.chain)[..16]
             )
         }
-        Body::Seal(x) => format!(
+        Body::Seal(x) => text::escape(&format!(
             "# seal: exit status {}; {} records, {} events, {} lost in the kernel{}",
             x.exit_code,
             x.records,
@@ -199,7 +199,8 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
             } else {
                 format!("; {}", x.detail)
             }
-        ),
+        ))
+        .into_owned(),
         Body::Reads(x) => reads_text(x),
     })
 }
@@ -230,7 +231,7 @@ fn reads_text(x: &pb::ReadSummary) -> String {
         let _ = write!(
             s,
             "\n#   {} {}{} (host pids {}{})",
-            p.path,
+            text::escape(&p.path),
             if p.opened > 0 {
                 format!("opened ×{}", p.opened)
             } else {
