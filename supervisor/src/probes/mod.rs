@@ -37,13 +37,19 @@ const PROC_TRACEPOINTS: [(&str, &str); 3] = [
     ("sched_exec", "sched_process_exec"),
     ("sched_exit", "sched_process_exit"),
 ];
-const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 6] = [
+/// The egress hooks, attached to each sandbox's cgroup. recvmsg and getpeername only rewrite
+/// addresses, for `netmode::PROXY` (replies and peers look like what the agent asked for).
+const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 10] = [
     ("connect4", CgroupSockAddrAttachType::Connect4),
     ("connect6", CgroupSockAddrAttachType::Connect6),
     ("sendmsg4", CgroupSockAddrAttachType::UDPSendMsg4),
     ("sendmsg6", CgroupSockAddrAttachType::UDPSendMsg6),
     ("bind4", CgroupSockAddrAttachType::Bind4),
     ("bind6", CgroupSockAddrAttachType::Bind6),
+    ("recvmsg4", CgroupSockAddrAttachType::UDPRecvMsg4),
+    ("recvmsg6", CgroupSockAddrAttachType::UDPRecvMsg6),
+    ("getpeername4", CgroupSockAddrAttachType::GetPeerName4),
+    ("getpeername6", CgroupSockAddrAttachType::GetPeerName6),
 ];
 const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
