@@ -267,8 +267,13 @@ fn seal_directly(t: TraceFile, exit_code: i32, notes: String) -> TraceOutcome {
 }
 
 /// Register the sandbox with the probes: its cgroup id and pid namespace go into their maps,
-/// its egress hooks are attached (see `probes::watch`).
-fn watch(probes: Probes, sb: &Sandbox<'_>, rules: crate::probes::NetRules) -> Result<Watch, SessionError> {
+/// its egress hooks are attached (see `probes::watch`). Public for tests that observe a
+/// sandbox with the probes alone (`tests/proxy_redirect.rs`).
+pub fn watch(
+    probes: Probes,
+    sb: &Sandbox<'_>,
+    rules: crate::probes::NetRules,
+) -> Result<Watch, SessionError> {
     use std::os::unix::fs::MetadataExt;
     let io = |what| move |source| SessionError::Io { what, source };
     let ns = std::fs::metadata(format!("/proc/{}/ns/pid", sb.pid))
