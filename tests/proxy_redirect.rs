@@ -167,7 +167,7 @@ fn policy_for(ws: &std::path::Path) -> cordon::policy::Policy {
 
 /// Run `agent.py ARGS` in a fresh sandbox of `loopback` mode switched to the proxy; its
 /// results and the sandbox's network events.
-fn run_agent(args: &[&str], port_zero: bool) -> (String, BTreeMap<String, String>, Vec<Network>) {
+fn run_agent(args: &[&str], port_zero: bool) -> Run {
     let s = Scratch::new();
     s.file("agent.py", include_str!("proxy/agent.py"));
     let policy = policy_for(s.path());
@@ -197,7 +197,47 @@ fn run_agent(args: &[&str], port_zero: bool) -> (String, BTreeMap<String, String
     let text = std::fs::read_to_string(s.path().join("results.json")).expect("results.json");
     eprintln!("{text}\n{} network events", nets.len());
     let got = serde_json::from_str(&text).unwrap();
-    (text, got, nets)
+    Run { text, got, nets }
+}
+
+/// What the agent reported (`results.json`) and the sandbox's network events.
+struct Run {
+    text: String,
+    got: BTreeMap<String, String>,
+    nets: Vec<Network>,
+}
+
+impl Run {
+    fn at(&self, k: &str) -> &str {
+        let text = &self.text;
+        self.got
+            .get(k)
+            .unwrap_or_else(|| panic!("no {k:?} in {text}"))
+            .as_str()
+    }
+
+    /// The one `op` event to `ip:port`.
+    fn net(&self, op: &str, ip: &str, port: u32) -> &Network {
+        let nets = &self.nets;
+        nets.iter()
+            .find(|n| n.op == op && n.ip == ip && n.port == port)
+            .unwrap_or_else(|| panic!("no {op} {ip}:{port} event in {nets:#?}"))
+    }
+
+    /// Each of these was refused, and recorded so.
+    fn check_refused(&self, refused: &[(&str, &str, u32)]) {
+        for &(op, ip, port) in refused {
+            let n = self.net(op, ip, port);
+            assert!(!n.allowed && n.rule.is_empty(), "{n:?}");
+        }
+    }
+
+    /// The agent's connect to the listener's own address is loopback, left alone: the proxy
+    /// sees the agent's own source, which decodes as no destination.
+    fn check_direct_connect(&self) {
+        let direct = self.at("tcp listener directly");
+        assert!(direct.starts_with("direct 127.0.0.1:"), "{}", self.text);
+    }
 }
 
 /// One sandbox after the other (launch blocks signals and reads SIGCHLD per run: two runs
@@ -210,12 +250,8 @@ fn egress_goes_to_the_proxy_with_its_destination() {
 }
 
 fn proxied_run() {
-    let (text, got, nets) = run_agent(&[], false);
-    let at = |k: &str| {
-        got.get(k)
-            .unwrap_or_else(|| panic!("no {k:?} in {text}"))
-            .as_str()
-    };
+    let run = run_agent(&[], false);
+    let at = |k: &str| run.at(k);
 
     // TCP: the proxy decodes the destination the agent asked for from the addresses alone,
     // and getpeername shows the agent that destination, not the listener.
@@ -225,12 +261,7 @@ fn proxied_run() {
         at("tcp6 ::ffff:198.51.100.9:8443"),
         "198.51.100.9:8443 peer=::ffff:198.51.100.9:8443"
     );
-    // Connecting to the listener's own address is loopback, left alone: the proxy sees the
-    // agent's own source, which decodes as no destination.
-    assert!(
-        at("tcp listener directly").starts_with("direct 127.0.0.1:"),
-        "{text}"
-    );
+    run.check_direct_connect();
     // What cannot be carried is refused: IPv6 proper, port 0, a socket bound beforehand.
     assert_eq!(at("tcp6 2001:db8::1:443"), "errno=EPERM");
     assert_eq!(at("tcp 192.0.2.1:0"), "errno=EPERM");
@@ -269,27 +300,20 @@ fn proxied_run() {
     }
 
     // Every decision is an event: redirects are allowed with rule "proxy".
-    let find = |op: &str, ip: &str, port: u32| {
-        nets.iter()
-            .find(|n| n.op == op && n.ip == ip && n.port == port)
-            .unwrap_or_else(|| panic!("no {op} {ip}:{port} event in {nets:#?}"))
-    };
+    let find = |op: &str, ip: &str, port: u32| run.net(op, ip, port);
     let proxied = |n: &Network| n.allowed && n.rule == "proxy";
     assert!(proxied(find("connect", "203.0.113.7", 443)));
     assert!(proxied(find("connect", "198.51.100.9", 8443)));
     assert!(proxied(find("sendmsg", "8.8.8.8", 53)));
     assert!(proxied(find("connect", "192.0.2.53", 53)));
     assert!(proxied(find("sendmsg", "198.51.100.53", 53)));
-    for (op, ip, port) in [
+    run.check_refused(&[
         ("connect", "2001:db8::1", 443),
         ("connect", "192.0.2.1", 0),
         ("connect", "203.0.113.7", 80),
         ("sendmsg", "2001:db8::53", 53),
         ("sendmsg", "1.1.1.1", 443),
-    ] {
-        let n = find(op, ip, port);
-        assert!(!n.allowed && n.rule.is_empty(), "{n:?}");
-    }
+    ]);
     let local = find("sendmsg", "127.0.0.1", 53);
     assert!(local.allowed && local.rule.is_empty(), "{local:?}");
 }
@@ -297,19 +321,11 @@ fn proxied_run() {
 /// With port 0 (the proxy is not listening yet) every egress is refused, DNS included;
 /// loopback still works.
 fn closed_run() {
-    let (text, got, nets) = run_agent(&["closed"], true);
-    let at = |k: &str| {
-        got.get(k)
-            .unwrap_or_else(|| panic!("no {k:?} in {text}"))
-            .as_str()
-    };
-    assert!(
-        at("tcp listener directly").starts_with("direct 127.0.0.1:"),
-        "{text}"
-    );
+    let run = run_agent(&["closed"], true);
+    let at = |k: &str| run.at(k);
+    run.check_direct_connect();
     assert_eq!(at("tcp 203.0.113.7:443"), "errno=EPERM");
     assert_eq!(at("dns 8.8.8.8"), "errno=EPERM");
     assert_eq!(at("dns 127.0.0.1"), "id=0x8888 src=127.0.0.1:53");
-    let refused = |ip: &str| nets.iter().any(|n| n.ip == ip && !n.allowed && n.rule.is_empty());
-    assert!(refused("203.0.113.7") && refused("8.8.8.8"), "{nets:#?}");
+    run.check_refused(&[("connect", "203.0.113.7", 443), ("sendmsg", "8.8.8.8", 53)]);
 }
