@@ -215,17 +215,12 @@ pub struct NetPolicy {
 
 /// The DNS port: UDP to it is redirected in `netmode::PROXY`.
 pub const DNS_PORT: u16 = 53;
-/// Sockets whose redirected DNS server is remembered, over all sandboxes of the host (an LRU
-/// map: the least recently used entry makes room).
-pub const DNS_ORIGIN_ENTRIES: u32 = 8192;
-
-/// The server a sandbox's UDP socket last sent a redirected DNS datagram to (value of the
-/// probes' `DNS_ORIGINS` map, keyed by socket cookie): replies from the DNS socket are given
-/// this source address.
+/// The server a sandbox's UDP socket last sent a redirected DNS datagram to (the probes'
+/// `DNS_ORIGINS` socket storage): replies from the DNS socket are given this source address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsOrigin {
-    /// IPv4, network byte order.
+    /// IPv4, network byte order; 0: none (the socket's last DNS datagram went to loopback).
     pub ip4: u32,
     /// Host byte order.
     pub port: u32,

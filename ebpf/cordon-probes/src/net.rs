@@ -4,16 +4,12 @@
 //!
 //! In `netmode::PROXY` the connect and sendmsg hooks also redirect: a TCP connect to the
 //! supervisor's listener (the destination carried in the addresses, `cordon_probe_common::
-//! proxy`), a UDP datagram to port 53 to the supervisor's DNS socket (the server remembered
-//! per socket in `DNS_ORIGINS`); the recvmsg and getpeername hooks make the replies and the
-//! peer look like the destination the agent asked for.
+//! proxy`), a UDP datagram to port 53 to the supervisor's DNS socket (the server remembered in
+//! the socket's storage, `DNS_ORIGINS`); the recvmsg and getpeername hooks make the replies and
+//! the peer look like the destination the agent asked for.
 
 use aya_ebpf::{
-    bindings::sockaddr,
-    helpers::generated::{bpf_bind, bpf_get_socket_cookie},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
-    EbpfContext,
+    bindings::sockaddr, helpers::generated::bpf_bind, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use cordon_probe_common::{
     kind, netmode, netop, netrule, proxy, DnsOrigin, NetPolicy, NetRecord, DNS_PORT, MAX_NET_RULES,
@@ -169,7 +165,12 @@ fn proxy_decide(
     if is_local(family, addr) {
         // A datagram to the DNS socket itself: its replies keep their real source.
         if protocol == IPPROTO_UDP && port == u32::from(DNS_PORT) {
-            let _ = DNS_ORIGINS.remove(&cookie(ctx));
+            let origin = DNS_ORIGINS.get_ptr_mut(ctx);
+            if !origin.is_null() {
+                // SAFETY: the socket's own storage, which the helper returned non-null; a
+                // 4-byte store.
+                unsafe { (*origin).ip4 = 0 };
+            }
         }
         return (1, netrule::NONE);
     }
@@ -262,13 +263,17 @@ fn redirect_tcp(ctx: &SockAddrContext, v6: bool, ip4: u32, port: u16, proxy_port
 /// remembering the server for the replies.
 #[inline(always)]
 fn redirect_dns(ctx: &SockAddrContext, v6: bool, ip4: u32) -> (u32, u32) {
-    let origin = DnsOrigin {
-        ip4,
-        port: u32::from(DNS_PORT),
-    };
-    if DNS_ORIGINS.insert(&cookie(ctx), &origin, 0).is_err() {
+    let origin = DNS_ORIGINS.get_or_insert_ptr_mut(ctx, None);
+    if origin.is_null() {
         return (0, netrule::NONE);
     }
+    // SAFETY: the socket's own storage (created zeroed if it was not there), non-null.
+    unsafe {
+        *origin = DnsOrigin {
+            ip4,
+            port: u32::from(DNS_PORT),
+        }
+    };
     set_destination(ctx, v6, LOCALHOST, DNS_PORT);
     (1, netrule::PROXIED)
 }
@@ -289,12 +294,6 @@ fn set_destination(ctx: &SockAddrContext, v6: bool, ip4: u32, port: u16) {
         }
         (*sa).user_port = u32::from(port.to_be());
     }
-}
-
-#[inline(always)]
-fn cookie(ctx: &SockAddrContext) -> u64 {
-    // SAFETY: the program's own context, as the helper expects.
-    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
 /// The address in the context, if it is IPv4 (IPv4-mapped on an IPv6 socket).
@@ -323,10 +322,15 @@ fn restore_dns_server(ctx: &SockAddrContext, v6: bool) -> bool {
     if port != u32::from(DNS_PORT.to_be()) || context_ip4(ctx, v6) != Some(LOCALHOST) {
         return false;
     }
-    // SAFETY: a plain copy out of the map value (no reference is kept).
-    let Some(origin) = (unsafe { DNS_ORIGINS.get(&cookie(ctx)) }).copied() else {
+    let stored = DNS_ORIGINS.get_ptr_mut(ctx);
+    if stored.is_null() {
         return false;
-    };
+    }
+    // SAFETY: the socket's own storage, non-null; a plain copy.
+    let origin = unsafe { *stored };
+    if origin.ip4 == 0 {
+        return false;
+    }
     set_destination(ctx, v6, origin.ip4, origin.port as u16);
     true
 }

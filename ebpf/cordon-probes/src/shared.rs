@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    btf_maps::{Array, ArrayOfMaps, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, RingBuf, SkStorage},
     helpers::bpf_get_current_pid_tgid,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_ns_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ringbuf_query,
@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use cordon_probe_common::{
     DnsOrigin, Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic, TrafficKey,
-    DNS_ORIGIN_ENTRIES, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
+    MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
 };
 
 /// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
@@ -50,11 +50,11 @@ pub static TRAFFIC: PerCpuHashMap<TrafficKey, Traffic, { TRAFFIC_ENTRIES as usiz
 #[btf_map]
 pub static UNTRACKED: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
 
-/// The DNS server each redirected UDP socket last asked (`netmode::PROXY`), by socket cookie:
-/// the recvmsg and getpeername hooks give replies from the DNS socket that source. Entries of
-/// closed sockets age out (least recently used first).
+/// The DNS server a redirected UDP socket last asked (`netmode::PROXY`), stored with the
+/// socket itself (freed with it; no table one sandbox could fill for the others): the recvmsg
+/// and getpeername hooks give replies from the DNS socket that source. `ip4` 0: none.
 #[btf_map]
-pub static DNS_ORIGINS: LruHashMap<u64, DnsOrigin, { DNS_ORIGIN_ENTRIES as usize }> = LruHashMap::new();
+pub static DNS_ORIGINS: SkStorage<DnsOrigin> = SkStorage::new();
 
 /// Kernel struct offsets found in BTF by the loader (index 0).
 #[btf_map]
