@@ -124,7 +124,15 @@ fn without_root_cordon_says_so_and_starts_nothing() {
 fn profile_list_show_and_doctor() {
     let out = cordon_cmd(&["profile", "list"]);
     let text = stdout(&out);
-    for p in ["default", "offline-analyst", "networked", "agent", "ip-allowlist", "mcp-server", "strict"] {
+    for p in [
+        "default",
+        "offline-analyst",
+        "networked",
+        "agent",
+        "ip-allowlist",
+        "mcp-server",
+        "strict",
+    ] {
         assert!(
             text.lines().any(|l| l.starts_with(p)),
             "{p} missing from:\n{text}"

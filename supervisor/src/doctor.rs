@@ -149,7 +149,16 @@ fn probe_checks(root: bool, netns: bool) -> Vec<Check> {
             ),
         });
     }
-    let redirect = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+    let redirect = [
+        "connect4",
+        "connect6",
+        "sendmsg4",
+        "sendmsg6",
+        "recvmsg4",
+        "recvmsg6",
+        "getpeername4",
+        "getpeername6",
+    ];
     let hooks_ok = redirect
         .iter()
         .all(|p| hooks.iter().any(|h| h.program == *p && h.loaded));
@@ -157,7 +166,7 @@ fn probe_checks(root: bool, netns: bool) -> Vec<Check> {
         layer: "proxy",
         ok: hooks_ok && netns,
         detail: format!(
-            "prerequisites for egress by name: cgroup connect4/6 and sendmsg4/6 hooks {}, network namespaces {}; \
+            "prerequisites for egress by name: cgroup connect4/6, sendmsg4/6, recvmsg4/6 and getpeername4/6 hooks {}, network namespaces {}; \
              network.mode = \"proxy\" itself is not part of this build yet",
             if hooks_ok { "load" } else { "do NOT load" },
             if netns { "available" } else { "NOT available" }

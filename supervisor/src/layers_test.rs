@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first. A module may use only modules of lower layers; the modules of one
 /// layer are independent of each other. A new top-level module must be placed here.
 const LAYERS: &[&[&str]] = &[
-    // The machine as data: the syscall table and errnos, path patterns, exit statuses.
-    &["kernel", "glob", "exit"],
+    // The machine as data: the syscall table and errnos, path patterns, exit statuses; escaping
+    // text for a person.
+    &["kernel", "glob", "exit", "text"],
     // The raw system calls no crate wraps, by those numbers.
     &["sys"],
     // Who runs and who signs; freezing and killing a cgroup.

@@ -284,8 +284,12 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Freeze { sandbox } => respond(&sandbox, cordon::respond::Action::Freeze),
         Cmd::Thaw { sandbox } => respond(&sandbox, cordon::respond::Action::Thaw),
         Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),
-        Cmd::Net(NetCmd::Allow { sandbox, rule, lasts }) => net_change(&sandbox, true, &rule, lasts.as_deref()),
-        Cmd::Net(NetCmd::Deny { sandbox, rule, lasts }) => net_change(&sandbox, false, &rule, lasts.as_deref()),
+        Cmd::Net(NetCmd::Allow { sandbox, rule, lasts }) => {
+            net_change(&sandbox, true, &rule, lasts.as_deref())
+        }
+        Cmd::Net(NetCmd::Deny { sandbox, rule, lasts }) => {
+            net_change(&sandbox, false, &rule, lasts.as_deref())
+        }
         Cmd::Key(KeyCmd::Init { dir }) => {
             let (key, created) = cordon::keys::init(&dir)?;
             if created {
@@ -608,12 +612,17 @@ fn respond(sandbox: &str, action: cordon::respond::Action) -> Result<i32> {
 fn net_change(sandbox: &str, allow: bool, rule: &str, lasts: Option<&str>) -> Result<i32> {
     use cordon::session::control;
     let for_ms = match lasts {
-        Some(d) => cordon::profile::units::parse_millis(d).map_err(|e| anyhow::anyhow!("--for {d:?}: {e}"))?,
+        Some(d) => {
+            cordon::profile::units::parse_millis(d).map_err(|e| anyhow::anyhow!("--for {d:?}: {e}"))?
+        }
         None => 0,
     };
     let id = control::resolve(sandbox)?;
     let done = control::net_change(&id, allow, rule, for_ms)?;
-    println!("sandbox {id}: {done}{}", lasts.map_or(String::new(), |d| format!(" for {d}")));
+    println!(
+        "sandbox {id}: {done}{}",
+        lasts.map_or(String::new(), |d| format!(" for {d}"))
+    );
     Ok(0)
 }
 

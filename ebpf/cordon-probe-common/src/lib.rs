@@ -137,6 +137,17 @@ pub mod netop {
     pub const BIND6: u32 = 6;
 }
 
+/// Values of [`NetRecord::rule`] that are not an index into the allowlist.
+pub mod netrule {
+    /// No allowlist rule decided (denied, or allowed for another reason: loopback, a bind,
+    /// the sandbox's own namespace).
+    pub const NONE: u32 = u32::MAX;
+    /// Redirected to the supervisor's proxy (`netmode::PROXY`): a TCP connect sent to the
+    /// proxy's listener, or a DNS datagram sent to its DNS socket. `NetRecord::allowed` is 1
+    /// and `addr`/`port` are the destination the agent asked for.
+    pub const PROXIED: u32 = u32::MAX - 1;
+}
+
 /// A connect, sendmsg with a destination, or bind, and the verdict the probe gave it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -151,7 +162,8 @@ pub struct NetRecord {
     pub port: u32,
     /// IPv4 in `addr[0]` or IPv6 in all four words, network byte order.
     pub addr: [u32; 4],
-    /// Index of the allowlist rule that matched, or `u32::MAX`.
+    /// Index of the allowlist rule that matched, or [`netrule::NONE`], or
+    /// [`netrule::PROXIED`] (redirected to the proxy).
     pub rule: u32,
     /// 4 or 6: how `addr` is to be read (an IPv4-mapped IPv6 address is reported as 4).
     pub family: u32,
@@ -164,6 +176,16 @@ pub mod netmode {
     /// The sandbox shares the host's network: only destinations matching a rule are allowed,
     /// and binds only to loopback addresses.
     pub const ALLOWLIST: u32 = 1;
+    /// The sandbox has its own network namespace (only `lo` up) in which the supervisor
+    /// listens: a TCP listener on `0.0.0.0:NetPolicy::proxy_port` and a UDP DNS socket on
+    /// `127.0.0.1:53`. Every TCP connect to a non-loopback IPv4 destination (IPv4-mapped on
+    /// an IPv6 socket included) is redirected to the listener with the destination encoded in
+    /// the connection's addresses (see [`proxy`](crate::proxy)); every UDP datagram to port 53
+    /// goes to the DNS socket, and replies look as if they came from the server the agent
+    /// asked. Everything else that leaves loopback is refused (other UDP, other IPv6,
+    /// non-TCP/UDP), as is all of it while `proxy_port` is 0. Loopback (127/8, ::1, 0.0.0.0,
+    /// ::) and binds are left alone.
+    pub const PROXY: u32 = 2;
 }
 
 /// One egress rule: destination prefix, port (0 = any), protocol (0 = any).
@@ -186,6 +208,81 @@ pub struct NetPolicy {
     pub mode: u32,
     pub count: u32,
     pub rules: [NetRule; MAX_NET_RULES],
+    /// `netmode::PROXY`: the port of the supervisor's TCP listener in the sandbox's namespace,
+    /// host byte order. 0: not listening yet, every egress is refused (fail closed).
+    pub proxy_port: u32,
+}
+
+/// The DNS port: UDP to it is redirected in `netmode::PROXY`.
+pub const DNS_PORT: u16 = 53;
+/// The server a sandbox's UDP socket last sent a redirected DNS datagram to (the probes'
+/// `DNS_ORIGINS` socket storage): replies from the DNS socket are given this source address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrigin {
+    /// IPv4, network byte order; 0: none (the socket's last DNS datagram went to loopback).
+    pub ip4: u32,
+    /// Host byte order.
+    pub port: u32,
+}
+
+/// How a proxied TCP connect carries its original destination, in `netmode::PROXY`.
+///
+/// The probes rewrite a connect to `a.b.c.d:port` into a connect to `127.b.c.d:proxy_port` and
+/// bind the socket first (`bpf_bind`, port 0: the kernel picks the source port) to
+/// `127.a.hi.lo`, where `hi.lo` is `port` big-endian. The supervisor's listener, bound to
+/// `0.0.0.0:proxy_port` in the sandbox's namespace, accepts it; [`decode`] of the accepted
+/// socket's local address and its peer's address gives `a.b.c.d:port` back, with no lookup.
+///
+/// Destinations that cannot be carried are refused ([`encode`] returns `None`): port 0;
+/// `a` = 0 (0/8), 127 (loopback, never redirected) or 224 and above (multicast, reserved,
+/// broadcast: not TCP destinations); `b.c.d` = 0.0.0 or 255.255.255 (the listener address
+/// would be 127/8's network or broadcast address). So the source of a redirected connection
+/// is never `127.0.x.y`: a client that connects to the listener directly from `127.0.0.1`
+/// decodes as `None`.
+pub mod proxy {
+    /// Where [`encode`] sends a connect.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Redirect {
+        /// The address the connect goes to (with the proxy's port): `127.b.c.d`.
+        pub listen: [u8; 4],
+        /// The address the socket is bound to (port 0): `127.a.hi.lo`.
+        pub source: [u8; 4],
+    }
+
+    /// The redirect of a TCP connect to `dst:port`, or `None` if it cannot be encoded.
+    pub const fn encode(dst: [u8; 4], port: u16) -> Option<Redirect> {
+        let [a, b, c, d] = dst;
+        if port == 0 || a == 0 || a == 127 || a >= 224 {
+            return None;
+        }
+        if (b == 0 && c == 0 && d == 0) || (b == 255 && c == 255 && d == 255) {
+            return None;
+        }
+        let [hi, lo] = port.to_be_bytes();
+        Some(Redirect {
+            listen: [127, b, c, d],
+            source: [127, a, hi, lo],
+        })
+    }
+
+    /// The original destination of a connection the listener accepted: `local` is the
+    /// accepted socket's local address, `peer` its peer's. `None`: not a redirected connect
+    /// (something [`encode`] never produces, e.g. a client connecting directly from
+    /// `127.0.0.1`).
+    pub const fn decode(local: [u8; 4], peer: [u8; 4]) -> Option<([u8; 4], u16)> {
+        let [l0, b, c, d] = local;
+        let [p0, a, hi, lo] = peer;
+        if l0 != 127 || p0 != 127 {
+            return None;
+        }
+        let dst = [a, b, c, d];
+        let port = u16::from_be_bytes([hi, lo]);
+        match encode(dst, port) {
+            Some(_) => Some((dst, port)),
+            None => None,
+        }
+    }
 }
 
 /// Remotes tracked for traffic counts, over all sandboxes of the host.
@@ -319,7 +416,9 @@ const _: () = {
     assert!(core::mem::size_of::<NetRecord>() == 32 + 16 + 16 + 8);
     assert!(core::mem::size_of::<Sandbox>() == 32);
     assert!(core::mem::size_of::<NetRule>() == 32);
-    assert!(core::mem::size_of::<NetPolicy>() == 8 + 32 * MAX_NET_RULES);
+    assert!(core::mem::size_of::<NetPolicy>() == 8 + 32 * MAX_NET_RULES + 4);
+    assert!(core::mem::align_of::<NetPolicy>() == 4);
+    assert!(core::mem::size_of::<DnsOrigin>() == 8);
     assert!(core::mem::align_of::<SyscallRecord>() == 8);
     assert!(core::mem::size_of::<KernelOffsets>() == 24);
     assert!(core::mem::size_of::<SlotCounts>() == 8 * MAX_SYSCALL as usize);
@@ -334,6 +433,8 @@ mod pod {
     unsafe impl aya::Pod for super::Sandbox {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetPolicy {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DnsOrigin {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
@@ -352,4 +453,105 @@ mod pod {
     unsafe impl aya::Pod for super::ProcRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetRecord {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy::{decode, encode, Redirect};
+
+    /// A small deterministic generator (no dependencies in this crate).
+    fn lcg(state: &mut u64) -> u32 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*state >> 32) as u32
+    }
+
+    #[test]
+    fn encode_example() {
+        assert_eq!(
+            encode([203, 0, 113, 7], 443),
+            Some(Redirect {
+                listen: [127, 0, 113, 7],
+                source: [127, 203, 1, 187],
+            })
+        );
+        assert_eq!(
+            decode([127, 0, 113, 7], [127, 203, 1, 187]),
+            Some(([203, 0, 113, 7], 443))
+        );
+    }
+
+    #[test]
+    fn round_trip_over_many_destinations() {
+        let mut seed = 7;
+        let mut checked = 0u32;
+        for _ in 0..200_000 {
+            let dst = lcg(&mut seed).to_be_bytes();
+            let port = (lcg(&mut seed) >> 16) as u16;
+            match encode(dst, port) {
+                Some(r) => {
+                    assert_eq!(r.listen[0], 127);
+                    assert_eq!(r.source[0], 127);
+                    assert_eq!(decode(r.listen, r.source), Some((dst, port)), "{dst:?}:{port}");
+                    checked += 1;
+                }
+                None => assert!(
+                    port == 0
+                        || dst[0] == 0
+                        || dst[0] == 127
+                        || dst[0] >= 224
+                        || dst[1..] == [0, 0, 0]
+                        || dst[1..] == [255, 255, 255],
+                    "refused {dst:?}:{port}"
+                ),
+            }
+        }
+        assert!(checked > 150_000);
+        // Every port, and the edges of the address space that can be carried.
+        for port in 1..=u16::MAX {
+            for dst in [
+                [1, 0, 0, 1],
+                [223, 255, 255, 254],
+                [10, 1, 2, 3],
+                [126, 0, 0, 1],
+                [128, 0, 0, 1],
+            ] {
+                let r = encode(dst, port).expect("encodable");
+                assert_eq!(decode(r.listen, r.source), Some((dst, port)));
+            }
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        for (dst, port) in [
+            ([203, 0, 113, 7], 0),
+            ([0, 1, 2, 3], 80),
+            ([127, 0, 0, 1], 80),
+            ([127, 1, 2, 3], 80),
+            ([224, 0, 0, 1], 80),
+            ([240, 1, 2, 3], 80),
+            ([255, 255, 255, 255], 80),
+            ([10, 0, 0, 0], 80),
+            ([10, 255, 255, 255], 80),
+        ] {
+            assert_eq!(encode(dst, port), None, "{dst:?}:{port}");
+        }
+    }
+
+    #[test]
+    fn what_encode_never_produces_does_not_decode() {
+        // A client that connects to the listener directly, from 127.0.0.1 or ::ffff:127.0.0.1.
+        assert_eq!(decode([127, 0, 0, 1], [127, 0, 0, 1]), None);
+        assert_eq!(decode([127, 0, 0, 1], [127, 0, 1, 187]), None);
+        // Not loopback at all.
+        assert_eq!(decode([10, 0, 113, 7], [127, 203, 1, 187]), None);
+        assert_eq!(decode([127, 0, 113, 7], [10, 203, 1, 187]), None);
+        // Port 0, network and broadcast listener addresses.
+        assert_eq!(decode([127, 0, 113, 7], [127, 203, 0, 0]), None);
+        assert_eq!(decode([127, 0, 0, 0], [127, 203, 1, 187]), None);
+        assert_eq!(decode([127, 255, 255, 255], [127, 203, 1, 187]), None);
+        assert_eq!(decode([127, 1, 1, 1], [127, 255, 255, 255]), None);
+    }
 }

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    btf_maps::{Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, RingBuf},
+    btf_maps::{Array, ArrayOfMaps, PerCpuArray, PerCpuHashMap, RingBuf, SkStorage},
     helpers::bpf_get_current_pid_tgid,
     helpers::generated::{
         bpf_get_current_cgroup_id, bpf_get_ns_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ringbuf_query,
@@ -10,8 +10,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use cordon_probe_common::{
-    Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic, TrafficKey, MAX_SANDBOXES,
-    MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
+    DnsOrigin, Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic, TrafficKey,
+    MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
 };
 
 /// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
@@ -49,6 +49,12 @@ pub static TRAFFIC: PerCpuHashMap<TrafficKey, Traffic, { TRAFFIC_ENTRIES as usiz
 /// Packets of a slot whose remote could not be added to `TRAFFIC` (the table was full).
 #[btf_map]
 pub static UNTRACKED: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
+
+/// The DNS server a redirected UDP socket last asked (`netmode::PROXY`), stored with the
+/// socket itself (freed with it; no table one sandbox could fill for the others): the recvmsg
+/// and getpeername hooks give replies from the DNS socket that source. `ip4` 0: none.
+#[btf_map]
+pub static DNS_ORIGINS: SkStorage<DnsOrigin> = SkStorage::new();
 
 /// Kernel struct offsets found in BTF by the loader (index 0).
 #[btf_map]

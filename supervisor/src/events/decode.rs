@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use cordon_probe_common::{
-    kind, netop, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, Traffic, TrafficKey,
-    MAX_SYSCALL,
+    kind, netop, netrule, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, Traffic,
+    TrafficKey, MAX_SYSCALL,
 };
 
 use super::names::{ip_text, protocol_name, sockaddr};
@@ -287,7 +287,11 @@ impl Decoder {
         };
         let ip = ip_text(r.family, &r.addr);
         let protocol = protocol_name(r.protocol);
-        let rule = self.rule_texts.get(r.rule as usize).cloned().unwrap_or_default();
+        let rule = if r.rule == netrule::PROXIED {
+            "proxy".to_string()
+        } else {
+            self.rule_texts.get(r.rule as usize).cloned().unwrap_or_default()
+        };
         let e = self.envelope(
             &r.hdr,
             Kind::Net(pb::Network {
@@ -498,6 +502,40 @@ mod tests {
         let Some(Kind::Exit(x)) = &exit.kind else { panic!() };
         assert_eq!((x.status, x.signal, x.process), (3, 0, true));
         assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_proxied_connect_is_allowed_with_rule_proxy() {
+        let mut d = Decoder::new("sb", 0, |_| String::new(), vec!["10.0.0.0/8:443".into()]);
+        let mut out = vec![];
+        let rec = |allowed, rule| NetRecord {
+            hdr: hdr(kind::NET, 1002, 1002),
+            op: netop::CONNECT4,
+            allowed,
+            protocol: 6,
+            port: 443,
+            addr: [u32::from_ne_bytes([203, 0, 113, 7]), 0, 0, 0],
+            rule,
+            family: 4,
+        };
+        d.record(&bytes(&rec(1, netrule::PROXIED)), &mut out);
+        d.record(&bytes(&rec(1, 0)), &mut out);
+        d.record(&bytes(&rec(0, netrule::NONE)), &mut out);
+        let nets: Vec<_> = out
+            .iter()
+            .map(|e| match &e.kind {
+                Some(Kind::Net(n)) => (n.ip.as_str(), n.allowed, n.rule.as_str()),
+                k => panic!("{k:?}"),
+            })
+            .collect();
+        assert_eq!(
+            nets,
+            vec![
+                ("203.0.113.7", true, "proxy"),
+                ("203.0.113.7", true, "10.0.0.0/8:443"),
+                ("203.0.113.7", false, ""),
+            ]
+        );
     }
 
     #[test]

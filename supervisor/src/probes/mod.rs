@@ -37,13 +37,19 @@ const PROC_TRACEPOINTS: [(&str, &str); 3] = [
     ("sched_exec", "sched_process_exec"),
     ("sched_exit", "sched_process_exit"),
 ];
-const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 6] = [
+/// The egress hooks, attached to each sandbox's cgroup. recvmsg and getpeername only rewrite
+/// addresses, for `netmode::PROXY` (replies and peers look like what the agent asked for).
+const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 10] = [
     ("connect4", CgroupSockAddrAttachType::Connect4),
     ("connect6", CgroupSockAddrAttachType::Connect6),
     ("sendmsg4", CgroupSockAddrAttachType::UDPSendMsg4),
     ("sendmsg6", CgroupSockAddrAttachType::UDPSendMsg6),
     ("bind4", CgroupSockAddrAttachType::Bind4),
     ("bind6", CgroupSockAddrAttachType::Bind6),
+    ("recvmsg4", CgroupSockAddrAttachType::UDPRecvMsg4),
+    ("recvmsg6", CgroupSockAddrAttachType::UDPRecvMsg6),
+    ("getpeername4", CgroupSockAddrAttachType::GetPeerName4),
+    ("getpeername6", CgroupSockAddrAttachType::GetPeerName6),
 ];
 const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
@@ -461,6 +467,12 @@ fn remove_other_builds(current: &Path) {
 pub fn net_rules(net: &crate::policy::NetworkPolicy) -> NetRules {
     use cordon_probe_common::{netmode, NetRule, MAX_NET_RULES};
     let mut r = NetRules::default();
+    if net.mode == crate::profile::NetworkMode::Proxy {
+        // Every egress refused until the session's proxy listens (`Watch::proxy`).
+        r.policy.mode = netmode::PROXY;
+        r.policy.proxy_port = 0;
+        return r;
+    }
     if net.mode != crate::profile::NetworkMode::Allowlist {
         r.policy.mode = netmode::OWN_NAMESPACE;
         return r;

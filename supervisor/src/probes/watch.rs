@@ -191,6 +191,26 @@ impl Watch {
             .map_err(|e| kerr("NET map", &e))
     }
 
+    /// Send the sandbox's egress to the supervisor's proxy (`netmode::PROXY`): from now on
+    /// every TCP connect to a non-loopback IPv4 destination goes to the listener on
+    /// `0.0.0.0:port` in the sandbox's network namespace, its destination encoded in the
+    /// connection's addresses (`cordon_probe_common::proxy::decode` of the accepted socket's
+    /// local and peer addresses gives it back); every UDP datagram to port 53 goes to
+    /// `127.0.0.1:53` there, and its replies carry the server's address the agent asked for.
+    /// Other egress is refused; loopback and binds are left alone. `port` 0 refuses all
+    /// egress (the listener is not there yet).
+    pub fn proxy(&mut self, port: u16) -> Result<(), ProbeError> {
+        let policy = NetPolicy {
+            mode: cordon_probe_common::netmode::PROXY,
+            proxy_port: u32::from(port),
+            ..Default::default()
+        };
+        self.probes
+            .net
+            .set(self.slot, &policy, 0)
+            .map_err(|e| kerr("NET map", &e))
+    }
+
     /// Bytes and packets per remote end (summed over CPUs), and the packets that could not be
     /// attributed to a remote.
     pub fn traffic(&self) -> (Vec<(TrafficKey, Traffic)>, u64) {

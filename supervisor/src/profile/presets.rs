@@ -8,7 +8,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
     ("networked", include_str!("../../../profiles/networked.toml")),
     ("agent", include_str!("../../../profiles/agent.toml")),
-    ("ip-allowlist", include_str!("../../../profiles/ip-allowlist.toml")),
+    (
+        "ip-allowlist",
+        include_str!("../../../profiles/ip-allowlist.toml"),
+    ),
     ("mcp-server", include_str!("../../../profiles/mcp-server.toml")),
     ("strict", include_str!("../../../profiles/strict.toml")),
 ];

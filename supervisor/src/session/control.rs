@@ -316,9 +316,9 @@ async fn client(
         }
         Some(request::Kind::Net(n)) => {
             let answer = match (uid, &shared.net_changes, crate::profile::egress::parse(&n.rule)) {
-                (u, _, _) if u != 0 => {
-                    reply::Kind::Refused(format!("only root may change a sandbox's network rules (uid {u} asked)"))
-                }
+                (u, _, _) if u != 0 => reply::Kind::Refused(format!(
+                    "only root may change a sandbox's network rules (uid {u} asked)"
+                )),
                 (_, None, _) => reply::Kind::Refused("this sandbox's network.mode is not \"proxy\"".into()),
                 (_, _, Err(e)) => reply::Kind::Refused(format!("rule {:?}: {e}", n.rule)),
                 (_, Some(tx), Ok(rule)) => {

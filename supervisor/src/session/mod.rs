@@ -176,7 +176,8 @@ impl Session {
         // anything, and both before release: the agent's first connect already goes there.
         let (proxy, extra) = if self.network.mode == NetworkMode::Proxy {
             let io = |what| move |source| SessionError::Io { what, source };
-            let sockets = proxy::sockets_in(sb.pid).map_err(io("egress proxy: sockets in the sandbox's network namespace"))?;
+            let sockets = proxy::sockets_in(sb.pid)
+                .map_err(io("egress proxy: sockets in the sandbox's network namespace"))?;
             watch.proxy(sockets.port).map_err(SessionError::Probes)?;
             let (p, rx) = proxy::Proxy::start(sockets, &self.network, fuse.clone())
                 .map_err(io("egress proxy: thread"))?;
@@ -292,8 +293,13 @@ fn seal_directly(t: TraceFile, exit_code: i32, notes: String) -> TraceOutcome {
 }
 
 /// Register the sandbox with the probes: its cgroup id and pid namespace go into their maps,
-/// its egress hooks are attached (see `probes::watch`).
-fn watch(probes: Probes, sb: &Sandbox<'_>, rules: crate::probes::NetRules) -> Result<Watch, SessionError> {
+/// its egress hooks are attached (see `probes::watch`). Public for tests that observe a
+/// sandbox with the probes alone (`tests/proxy_redirect.rs`).
+pub fn watch(
+    probes: Probes,
+    sb: &Sandbox<'_>,
+    rules: crate::probes::NetRules,
+) -> Result<Watch, SessionError> {
     use std::os::unix::fs::MetadataExt;
     let io = |what| move |source| SessionError::Io { what, source };
     let ns = std::fs::metadata(format!("/proc/{}/ns/pid", sb.pid))

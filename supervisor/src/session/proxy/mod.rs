@@ -2,8 +2,8 @@
 
 pub mod dns;
 pub mod rules;
-pub mod sniff;
 pub mod server;
+pub mod sniff;
 
 use std::sync::Arc;
 
@@ -40,13 +40,15 @@ impl Proxy {
             .thread_name("cordon-proxy")
             .enable_all()
             .build()?;
-        let thread = std::thread::Builder::new().name("cordon-proxy".into()).spawn(move || {
-            fuse.clone().guard("egress proxy", move || {
-                if let Err(e) = rt.block_on(server::serve(sockets, rules, events, changes_rx, stopped)) {
-                    fuse.blow("egress proxy", &e.to_string());
-                }
-            });
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("cordon-proxy".into())
+            .spawn(move || {
+                fuse.clone().guard("egress proxy", move || {
+                    if let Err(e) = rt.block_on(server::serve(sockets, rules, events, changes_rx, stopped)) {
+                        fuse.blow("egress proxy", &e.to_string());
+                    }
+                });
+            })?;
         Ok((
             Proxy {
                 stop: Some(stop),

@@ -277,7 +277,7 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     let mut event = pb::Connection::default();
     let target = match (conn.local_addr(), peer) {
         (Ok(SocketAddr::V4(local)), SocketAddr::V4(peer)) => {
-            original_destination(local.ip().octets(), peer.ip().octets())
+            cordon_probe_common::proxy::decode(local.ip().octets(), peer.ip().octets())
         }
         _ => None,
     };
@@ -372,16 +372,6 @@ async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
     Err(last)
 }
 
-/// The destination the agent connected to, from the two loopback addresses the probes gave
-/// its connection (docs/network.md): local 127.b.c.d, peer 127.a.hi.lo → a.b.c.d:(hi<<8|lo).
-fn original_destination(local: [u8; 4], peer: [u8; 4]) -> Option<([u8; 4], u16)> {
-    if local[0] != 127 || peer[0] != 127 {
-        return None;
-    }
-    let port = u16::from_be_bytes([peer[2], peer[3]]);
-    (port != 0).then_some(([peer[1], local[1], local[2], local[3]], port))
-}
-
 /// Check the agent's first bytes against the name it resolved: a TLS server name or an HTTP
 /// Host for another name is refused (domain fronting). Returns the bytes to forward.
 async fn inspect(
@@ -399,7 +389,9 @@ async fn inspect(
                     seen.sni.clone_from(&sni);
                     let host = sniff::host_only(&sni);
                     if !name.is_empty() && host != name {
-                        return Err(format!("TLS server name {sni:?} is not {name}, the name the agent resolved"));
+                        return Err(format!(
+                            "TLS server name {sni:?} is not {name}, the name the agent resolved"
+                        ));
                     }
                 }
                 return Ok(first);
@@ -407,7 +399,9 @@ async fn inspect(
             Opening::Http { method, path, host } => {
                 let host = host.map(|h| sniff::host_only(&h)).unwrap_or_default();
                 if !name.is_empty() && !host.is_empty() && host != name {
-                    return Err(format!("HTTP Host {host:?} is not {name}, the name the agent resolved"));
+                    return Err(format!(
+                        "HTTP Host {host:?} is not {name}, the name the agent resolved"
+                    ));
                 }
                 seen.http = Some(pb::HttpRequest {
                     method,
@@ -445,7 +439,9 @@ async fn relay(
         uw.write_all(&first).await.map_err(|e| format!("upstream: {e}"))?;
         up_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);
         if !first.is_empty() {
-            copy(&mut ar, &mut uw, up_bytes).await.map_err(|e| format!("upstream: {e}"))?;
+            copy(&mut ar, &mut uw, up_bytes)
+                .await
+                .map_err(|e| format!("upstream: {e}"))?;
         }
         let _ = uw.shutdown().await;
         Ok::<(), String>(())
