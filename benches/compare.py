@@ -13,6 +13,9 @@ PY = "/usr/bin/python3"
 def cordon(cmd):
     return [CORDON, "run", "-q", "--profile", "default", "--workspace", WS, "--"] + cmd
 
+def cordon_proxy(cmd):
+    return [CORDON, "run", "-q", "--profile", "networked", "--workspace", WS, "--"] + cmd
+
 def cordon_unmonitored(cmd):
     return [CORDON, "run", "-q", "--no-probes", "--profile", "default", "--workspace", WS, "--"] + cmd
 
@@ -36,9 +39,10 @@ def firejail(cmd):
 def bare(cmd):
     return cmd
 
-# "cordon" has the eBPF probes attached (the default); "cordon-np" is --no-probes.
-WRAPPERS = [("bare", bare), ("cordon", cordon), ("cordon-np", cordon_unmonitored), ("bwrap", bwrap),
-            ("firejail", firejail)]
+# "cordon" has the eBPF probes attached (the default); "cordon-np" is --no-probes;
+# "cordon-proxy" is `networked`: network.mode = "proxy" (the egress proxy's sockets and thread).
+WRAPPERS = [("bare", bare), ("cordon", cordon), ("cordon-np", cordon_unmonitored), ("cordon-proxy", cordon_proxy),
+            ("bwrap", bwrap), ("firejail", firejail)]
 
 WORKLOADS = [
     ("wrap /bin/true", ["/bin/true"], RUNS),
@@ -77,6 +81,7 @@ print(f"probes' share of a launch (attach + register + stream): {1000*(t['cordon
 print(f"launch overhead (minus bare): cordon {1000*(t['cordon']-t['bare']):.2f} ms, "
       f"bwrap {1000*(t['bwrap']-t['bare']):.2f} ms, firejail {1000*(t['firejail']-t['bare']):.2f} ms")
 print(f"wrap /bin/true: cordon/bwrap = {t['cordon']/t['bwrap']:.2f}x   cordon/firejail = {t['cordon']/t['firejail']:.2f}x")
+print(f"a proxy sandbox (networked) vs none (default): {1000*(t['cordon-proxy']-t['cordon']):+.2f} ms per launch")
 for name in ["1M os.stat loop", "find /usr -type f | wc -l"]:
     r = results[name]
     print(f"{name}: vs bare  cordon {r['cordon']/r['bare']:.3f}x  cordon --no-probes {r['cordon-np']/r['bare']:.3f}x  bwrap {r['bwrap']/r['bare']:.3f}x  "

@@ -562,6 +562,17 @@ fn run(
     for f in &report.persistence {
         eprintln!("cordon: WARNING: the agent left code that runs later: {f}");
     }
+    if !report.build_files.is_empty() {
+        let files: Vec<String> = report
+            .build_files
+            .iter()
+            .map(|f| f.file.display().to_string())
+            .collect();
+        text::eprint(&format!(
+            "note: the agent created or changed build files, which run code when you build: {}",
+            files.join(", ")
+        ));
+    }
     if !quiet {
         // Notes may quote the agent's bytes (a program that could not run, a path it created).
         for n in &outcome.notes {

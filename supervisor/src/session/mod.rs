@@ -72,9 +72,34 @@ pub struct Report {
     pub trace: TraceOutcome,
     /// Why a component stopped the sandbox, if one did.
     pub failures: Vec<String>,
-    /// What the agent left in the workspace that runs code later (recorded as `persistence`
-    /// detections; the CLI warns about each).
+    /// What the agent left in the workspace that runs code later without anyone choosing to
+    /// run it (recorded as `persistence` detections; the CLI warns about each).
     pub persistence: Vec<crate::persist::Finding>,
+    /// Build files the agent created or changed: they run code when someone builds, which is
+    /// what an agent is asked to change every day. A note in the seal, not a detection.
+    pub build_files: Vec<crate::persist::Finding>,
+}
+
+/// Splits a scan into implicit code (hooks, config keys, `.envrc`, editor tasks, install
+/// scripts…) and build files.
+fn split_scan(
+    found: Vec<crate::persist::Finding>,
+) -> (Vec<crate::persist::Finding>, Vec<crate::persist::Finding>) {
+    found.into_iter().partition(|f| f.vector != "build-file")
+}
+
+/// The seal's note about build files changed during the run.
+fn build_files_note(files: &[crate::persist::Finding]) -> Option<String> {
+    (!files.is_empty()).then(|| {
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file.to_string_lossy().into_owned())
+            .collect();
+        format!(
+            "build files created or changed during the run (they run code when you build): {}",
+            names.join(", ")
+        )
+    })
 }
 
 /// Started between clone and release.
@@ -223,16 +248,19 @@ impl Session {
     /// trace with the exit status, cordon's notes and any component's failure.
     pub fn finish(mut self, outcome: &Outcome) -> Report {
         // Only a run whose agent started can have left anything.
-        let persistence = self
-            .attached_at
-            .map(|t| crate::persist::scan(&self.workspace, t))
-            .unwrap_or_default();
+        let (persistence, build_files) = split_scan(
+            self.attached_at
+                .map(|t| crate::persist::scan(&self.workspace, t))
+                .unwrap_or_default(),
+        );
+        let mut run_notes = outcome.notes.clone();
+        run_notes.extend(build_files_note(&build_files));
         let Some(c) = self.running.take() else {
             // Never attached (`--no-probes`, or the launch failed before release).
             let trace = self
                 .trace
                 .take()
-                .map(|t| seal_directly(t, outcome.exit_code, outcome.notes.join("; ")))
+                .map(|t| seal_directly(t, outcome.exit_code, run_notes.join("; ")))
                 .unwrap_or_else(|| TraceOutcome {
                     path: PathBuf::new(),
                     error: Some("the trace was lost".into()),
@@ -242,6 +270,7 @@ impl Session {
                 trace,
                 failures: vec![],
                 persistence,
+                build_files,
             };
         };
         // ORDER: the proxy stops first, so the pipeline records the last of its events.
@@ -250,11 +279,11 @@ impl Session {
         }
         let events = c.pipeline.finish(pipeline::End {
             exit_code: outcome.exit_code,
-            notes: outcome.notes.join("; "),
+            notes: run_notes.join("; "),
             after: persistence.iter().map(persistence_detection).collect(),
         });
         let failures = c.fuse.failures();
-        let mut notes = outcome.notes.clone();
+        let mut notes = run_notes;
         notes.extend(failures.iter().cloned());
         // The pipeline sends the seal with its own notes added; if it failed, the session
         // seals with what it knows.
@@ -267,6 +296,7 @@ impl Session {
             trace,
             failures: c.fuse.failures(),
             persistence,
+            build_files,
         }
     }
 }

@@ -71,14 +71,25 @@ pub struct Question {
     pub qtype: RecordType,
 }
 
-/// Parse a query datagram; None for something that is not one question we can answer.
-pub fn parse(datagram: &[u8]) -> Result<(Message, Question), String> {
-    let msg = Message::from_vec(datagram).map_err(|e| format!("not a DNS message: {e}"))?;
+/// A datagram that is not one question cordon answers.
+#[derive(Debug, thiserror::Error)]
+pub enum QuestionError {
+    #[error("not a DNS message: {0}")]
+    NotDns(#[from] hickory_proto::ProtoError),
+    #[error("not a standard query")]
+    NotQuery,
+    #[error("{0} questions (one expected)")]
+    Questions(usize),
+}
+
+/// Parse a query datagram.
+pub fn parse(datagram: &[u8]) -> Result<(Message, Question), QuestionError> {
+    let msg = Message::from_vec(datagram)?;
     if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query {
-        return Err("not a standard query".into());
+        return Err(QuestionError::NotQuery);
     }
     let [q] = msg.queries() else {
-        return Err(format!("{} questions (one expected)", msg.queries().len()));
+        return Err(QuestionError::Questions(msg.queries().len()));
     };
     let raw = q.name().to_ascii();
     let raw = raw.strip_suffix('.').unwrap_or(&raw).to_ascii_lowercase();

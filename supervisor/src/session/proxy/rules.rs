@@ -49,6 +49,15 @@ pub struct Rules {
     live: Vec<Live>,
 }
 
+/// An upstream address cordon will not connect to for a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreachable {
+    #[error("{ip} is {why}")]
+    Never { ip: IpAddr, why: &'static str },
+    #[error("{ip} is {why}; only an address rule naming it allows it")]
+    NeedsRule { ip: IpAddr, why: &'static str },
+}
+
 /// Why an upstream address is refused whatever the rules say, if it is.
 pub fn never(ip: IpAddr) -> Option<&'static str> {
     let v4 = match ip {
@@ -249,9 +258,9 @@ impl Rules {
     /// `resolve` are trusted except where nothing may go (link-local, metadata); resolved
     /// ones must also not be loopback, private or this host's own (DNS rebinding) unless an
     /// address rule names them.
-    pub fn upstream(&self, ip: IpAddr, fixed: bool, host_addrs: &[IpAddr]) -> Result<(), String> {
+    pub fn upstream(&self, ip: IpAddr, fixed: bool, host_addrs: &[IpAddr]) -> Result<(), Unreachable> {
         if let Some(why) = never(ip) {
-            return Err(format!("{ip} is {why}"));
+            return Err(Unreachable::Never { ip, why });
         }
         if fixed {
             return Ok(());
@@ -264,12 +273,13 @@ impl Rules {
             return Ok(());
         }
         if let Some(why) = private(ip) {
-            return Err(format!("{ip} is {why}; only an address rule naming it allows it"));
+            return Err(Unreachable::NeedsRule { ip, why });
         }
         if host_addrs.contains(&ip) {
-            return Err(format!(
-                "{ip} is this host's own address; only an address rule naming it allows it"
-            ));
+            return Err(Unreachable::NeedsRule {
+                ip,
+                why: "this host's own address",
+            });
         }
         Ok(())
     }
@@ -345,12 +355,14 @@ mod tests {
         assert!(r
             .upstream(ip("127.0.0.1"), false, &[])
             .unwrap_err()
+            .to_string()
             .contains("loopback"));
         assert!(r.upstream(ip("::ffff:192.168.1.1"), false, &[]).is_err());
         assert!(r.upstream(ip("10.1.2.3"), false, &[]).is_ok(), "named by a rule");
         assert!(r
             .upstream(ip("203.0.113.5"), false, &[ip("203.0.113.5")])
             .unwrap_err()
+            .to_string()
             .contains("own"));
         assert!(r.upstream(ip("127.0.0.1"), true, &[]).is_ok(), "fixed by resolve");
         assert!(

@@ -242,7 +242,7 @@ async fn upstream_for(state: &State, name: &str) -> Result<Entry, (ResponseCode,
         .filter(|ip| match rules.upstream(*ip, is_fixed, &state.host_addrs) {
             Ok(()) => true,
             Err(why) => {
-                refused.push(why);
+                refused.push(why.to_string());
                 false
             }
         })
@@ -336,7 +336,7 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
         Ok(how) => event.reason = how,
         Err(refusal) => {
             event.allowed = false;
-            event.reason = refusal;
+            event.reason = refusal.to_string();
         }
     }
     if let Some(h) = seen.http {
@@ -357,19 +357,51 @@ async fn refuse(state: &State, conn: TcpStream, mut event: pb::Connection) {
     state.emit(Kind::Connection(event)).await;
 }
 
-async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
-    let mut last = "no address".to_string();
+async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, UpstreamError> {
+    let mut last = UpstreamError::NoAddress;
     for ip in addrs {
-        match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect((*ip, port))).await {
+        let to = SocketAddr::new(*ip, port);
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(to)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Ok(Err(e)) => last = format!("{ip}:{port}: {e}"),
-            Err(_) => last = format!("{ip}:{port}: no answer in {} s", UPSTREAM_TIMEOUT.as_secs()),
+            Ok(Err(e)) => last = UpstreamError::Io(to, e),
+            Err(_) => last = UpstreamError::Timeout(to),
         }
     }
     Err(last)
+}
+
+/// Why no upstream connection could be made.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("no address")]
+    NoAddress,
+    #[error("{0}: {1}")]
+    Io(SocketAddr, #[source] std::io::Error),
+    #[error("{0}: no answer in {secs} s", secs = UPSTREAM_TIMEOUT.as_secs())]
+    Timeout(SocketAddr),
+}
+
+/// Why a relayed connection was refused on its first bytes, or ended early.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("TLS server name {sni:?} is not {name}, the name the agent resolved")]
+    ServerName { sni: String, name: String },
+    #[error("HTTP Host {host:?} is not {name}, the name the agent resolved")]
+    Host { host: String, name: String },
+    #[error("agent: {0}")]
+    Agent(#[source] std::io::Error),
+    #[error("upstream: {0}")]
+    Upstream(#[source] std::io::Error),
+}
+
+impl RelayError {
+    /// The connection is refused (fronting), not merely ended.
+    fn refuses(&self) -> bool {
+        matches!(self, RelayError::ServerName { .. } | RelayError::Host { .. })
+    }
 }
 
 /// Check the agent's first bytes against the name it resolved: a TLS server name or an HTTP
@@ -378,7 +410,7 @@ async fn inspect(
     agent: &mut tokio::net::tcp::OwnedReadHalf,
     name: &str,
     seen: &mut Seen,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RelayError> {
     let mut first = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -389,9 +421,10 @@ async fn inspect(
                     seen.sni.clone_from(&sni);
                     let host = sniff::host_only(&sni);
                     if !name.is_empty() && host != name {
-                        return Err(format!(
-                            "TLS server name {sni:?} is not {name}, the name the agent resolved"
-                        ));
+                        return Err(RelayError::ServerName {
+                            sni,
+                            name: name.into(),
+                        });
                     }
                 }
                 return Ok(first);
@@ -399,9 +432,10 @@ async fn inspect(
             Opening::Http { method, path, host } => {
                 let host = host.map(|h| sniff::host_only(&h)).unwrap_or_default();
                 if !name.is_empty() && !host.is_empty() && host != name {
-                    return Err(format!(
-                        "HTTP Host {host:?} is not {name}, the name the agent resolved"
-                    ));
+                    return Err(RelayError::Host {
+                        host,
+                        name: name.into(),
+                    });
                 }
                 seen.http = Some(pb::HttpRequest {
                     method,
@@ -413,7 +447,7 @@ async fn inspect(
             }
             Opening::Incomplete | Opening::Other => return Ok(first),
         }
-        let n = agent.read(&mut buf).await.map_err(|e| format!("agent: {e}"))?;
+        let n = agent.read(&mut buf).await.map_err(RelayError::Agent)?;
         if n == 0 {
             return Ok(first);
         }
@@ -430,21 +464,21 @@ async fn relay(
     up_bytes: &AtomicU64,
     down_bytes: &AtomicU64,
     seen: &mut Seen,
-) -> Result<String, String> {
+) -> Result<String, RelayError> {
     let (mut ar, mut aw) = agent.into_split();
     let (mut ur, mut uw) = up.into_split();
     let mut status = None;
     let agent_to_up = async {
         let first = inspect(&mut ar, name, seen).await?;
-        uw.write_all(&first).await.map_err(|e| format!("upstream: {e}"))?;
+        uw.write_all(&first).await.map_err(RelayError::Upstream)?;
         up_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);
         if !first.is_empty() {
             copy(&mut ar, &mut uw, up_bytes)
                 .await
-                .map_err(|e| format!("upstream: {e}"))?;
+                .map_err(RelayError::Upstream)?;
         }
         let _ = uw.shutdown().await;
-        Ok::<(), String>(())
+        Ok::<(), RelayError>(())
     };
     let up_to_agent = async {
         let mut buf = vec![0u8; BUF];
@@ -471,10 +505,10 @@ async fn relay(
                 r = &mut agent_to_up, if !a_done => {
                     a_done = true;
                     if let Err(why) = r {
-                        if why.starts_with("TLS server name") || why.starts_with("HTTP Host") {
+                        if why.refuses() {
                             return Err(why);
                         }
-                        how = why;
+                        how = why.to_string();
                     }
                 }
                 r = &mut up_to_agent, if !u_done => {
