@@ -227,3 +227,148 @@ fn names_reach_fixtures_through_the_proxy_and_everything_else_is_refused_and_rec
         of("detection")
     );
 }
+
+const MANY: &str = r#"
+import socket, sys, threading, time, errno
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ok = []
+def one(i):
+    try:
+        s = socket.create_connection(("echo.fixture.test", port), timeout=20)
+        s.sendall(b"%d\n" % i)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(64)
+            if not chunk: break
+            data += chunk
+        ok.append(data == b"%d\n" % i)
+        s.close()
+    except OSError as e:
+        ok.append(False)
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+for t in threads: t.join(30)
+print(f"many\t{sum(ok)}/{n}", flush=True)
+# Live rules: late.fixture.test is unlisted until the test runs `cordon net allow`.
+def late():
+    try:
+        socket.getaddrinfo("late.fixture.test", port)
+        return "resolved"
+    except OSError as e:
+        return "errno:%d" % e.errno
+print(f"late_before\t{late()}", flush=True)
+open("ready", "w").close()
+deadline = time.time() + 20
+while time.time() < deadline and late() != "resolved":
+    time.sleep(0.1)
+print(f"late_after\t{late()}", flush=True)
+s = socket.create_connection(("late.fixture.test", port), timeout=10)
+s.sendall(b"late\n")
+print(f"late_echo\t{s.recv(64).decode().strip()}", flush=True)
+s.close()
+open("used", "w").close()
+# The grant lapses by itself (--for 2s): a new lookup fails again.
+deadline = time.time() + 20
+while time.time() < deadline and late() == "resolved":
+    time.sleep(0.1)
+print(f"late_expired\t{late()}", flush=True)
+"#;
+
+/// An echo server (one line back) for up to `n` connections at once, bounded in time.
+fn echo_fixture(n: usize) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().take(n).flatten() {
+            std::thread::spawn(move || {
+                let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(20)));
+                let mut line = Vec::new();
+                let mut b = [0u8; 1];
+                while let Ok(1) = c.read(&mut b) {
+                    line.push(b[0]);
+                    if b[0] == b'\n' {
+                        break;
+                    }
+                }
+                let _ = c.write_all(&line);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn two_hundred_connections_complete_and_a_live_grant_opens_and_lapses() {
+    require_root();
+    let s = Scratch::new();
+    let port = echo_fixture(202);
+    s.file("many.py", MANY);
+    let profile = log_only_profile(
+        &s,
+        "many",
+        "default",
+        &format!(
+            "[network]\nmode = \"proxy\"\nallow = [\"echo.fixture.test:{port}\"]\n\
+             resolve = {{ \"echo.fixture.test\" = \"127.0.0.1\", \"late.fixture.test\" = \"127.0.0.1\" }}\n"
+        ),
+    );
+    let ev = s.path().join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "many.py", &port.to_string(), "200"],
+    );
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(30_000, || s.path().join("ready").exists()),
+        "the agent never got ready"
+    );
+    let id = sandbox_id_of("many.py");
+    let mut allow = cordon_command();
+    allow.args([
+        "net",
+        "allow",
+        &id,
+        &format!("late.fixture.test:{port}"),
+        "--for",
+        "2s",
+    ]);
+    let out = output(allow);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("allows late.fixture.test"),
+        "{}",
+        stdout(&out)
+    );
+    let o = child.wait_with_output().unwrap();
+    let r = results(&String::from_utf8_lossy(&o.stdout));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(r.get("many").map(String::as_str), Some("200/200"), "{r:?}\n{err}");
+    assert_eq!(r["late_before"], "errno:-2", "{r:?}");
+    assert_eq!(r["late_after"], "resolved", "{r:?}");
+    assert_eq!(r["late_echo"], "late", "{r:?}");
+    assert_eq!(r["late_expired"], "errno:-2", "{r:?}");
+    let events = events_of(&ev);
+    let changes: Vec<&Value> = events.iter().filter_map(|e| e.get("netChange")).collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["action"] == "allow" && c["by"] == "uid 0" && uint(&c["forMs"]) == Some(2000)),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["action"] == "expire" && c["by"] == "cordon"),
+        "{changes:?}"
+    );
+    let conns = events
+        .iter()
+        .filter_map(|e| e.get("connection"))
+        .filter(|c| c["allowed"] == true)
+        .count();
+    assert!(conns >= 201, "{conns} allowed connections recorded");
+}
