@@ -372,3 +372,171 @@ fn two_hundred_connections_complete_and_a_live_grant_opens_and_lapses() {
         .count();
     assert!(conns >= 201, "{conns} allowed connections recorded");
 }
+
+/// A stand-in of the Messages API over HTTPS on the host's 127.0.0.1:443, with a certificate
+/// for api.anthropic.com from a CA made for the test. Answers one request, then exits.
+const STAND_IN: &str = r#"
+import http.server, json, ssl, sys
+cert, key = sys.argv[1], sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        asked = body["messages"][0]["content"]
+        reply = {"id": "msg_standin", "type": "message", "role": "assistant", "model": body["model"],
+                 "content": [{"type": "text", "text": f"stand-in heard: {asked}"}],
+                 "stop_reason": "end_turn", "stop_sequence": None,
+                 "usage": {"input_tokens": 3, "output_tokens": 4}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer(("127.0.0.1", 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.socket.settimeout(60)
+print("listening", flush=True)
+srv.handle_request()
+"#;
+
+const SDK_AGENT: &str = r#"
+const Anthropic = require('/opt/cordon-test-agents/node_modules/@anthropic-ai/sdk');
+const client = new Anthropic({ apiKey: 'sk-test-not-a-real-key', maxRetries: 0, timeout: 20000 });
+client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'hello sandbox' }] })
+  .then(m => { console.log('reply\t' + m.content[0].text); })
+  .catch(e => { console.log('error\t' + e); process.exit(1); });
+"#;
+
+fn openssl(args: &[&str], dir: &Path) {
+    let st = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl {args:?}");
+}
+
+#[test]
+fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent_preset() {
+    require_root();
+    let sdk = Path::new("/opt/cordon-test-agents/node_modules/@anthropic-ai/sdk");
+    assert!(sdk.exists(), "scripts/setup installs the SDK there");
+    let s = Scratch::new();
+    let d = s.path();
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cordon test CA",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "api.key",
+            "-out",
+            "api.csr",
+            "-subj",
+            "/CN=api.anthropic.com",
+        ],
+        d,
+    );
+    s.file("ext.cnf", "subjectAltName=DNS:api.anthropic.com\n");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "api.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "api.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        d,
+    );
+    s.file("standin.py", STAND_IN);
+    s.file("agent.js", SDK_AGENT);
+    let mut stand_in = std::process::Command::new("/usr/bin/python3")
+        .args(["standin.py", "api.pem", "api.key"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stand_in.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "the stand-in could not bind 127.0.0.1:443"
+        );
+    }
+    // The `agent` preset as shipped, plus what only a test needs: the stand-in's address for
+    // the name, and its CA for node (no proxy variable anywhere).
+    let profile = s.file(
+        "profiles/sdk.toml",
+        &format!(
+            "extends = \"agent\"\n[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.1\" }}\n\
+             [environment]\nset = {{ NODE_EXTRA_CA_CERTS = \"{}/ca.pem\" }}\n",
+            d.display()
+        ),
+    );
+    let ev = d.join("events.jsonl");
+    let out = output(run_cmd(
+        profile.to_str().unwrap(),
+        d,
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/node", "agent.js"],
+    ));
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+    let r = results(&stdout(&out));
+    assert_eq!(
+        r.get("reply").map(String::as_str),
+        Some("stand-in heard: hello sandbox"),
+        "{r:?}\n{}",
+        stderr(&out)
+    );
+    let events = events_of(&ev);
+    let conn = events
+        .iter()
+        .filter_map(|e| e.get("connection"))
+        .find(|c| c["name"] == "api.anthropic.com")
+        .unwrap_or_else(|| panic!("no connection event for api.anthropic.com"));
+    assert_eq!(conn["allowed"], true, "{conn}");
+    assert_eq!(conn["sni"], "api.anthropic.com", "{conn}");
+    assert_eq!(conn["upstream"], "127.0.0.1:443", "{conn}");
+    assert_eq!(conn["rule"], "api.anthropic.com", "{conn}");
+}
