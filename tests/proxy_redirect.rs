@@ -171,9 +171,14 @@ fn run_agent(args: &[&str], port_zero: bool) -> Run {
     let s = Scratch::new();
     s.file("agent.py", include_str!("proxy/agent.py"));
     let policy = policy_for(s.path());
+    // A loopback sandbox whose watch starts in proxy mode with no port yet (all egress
+    // refused), as the session starts a `proxy` one: the reply-side hooks are attached to
+    // proxy-mode watches only.
+    let mut rules = cordon::probes::net_rules(&policy.network);
+    rules.policy.mode = cordon_probe_common::netmode::PROXY;
     let mut observer = ProxyObserver {
         probes: Some(Probes::ready().expect("probes")),
-        rules: cordon::probes::net_rules(&policy.network),
+        rules,
         workspace: policy.context.workspace.clone(),
         port_zero,
         stop: Arc::new(AtomicBool::new(false)),

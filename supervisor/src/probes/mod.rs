@@ -51,6 +51,8 @@ const SOCK_ADDR: [(&str, CgroupSockAddrAttachType); 10] = [
     ("getpeername4", CgroupSockAddrAttachType::GetPeerName4),
     ("getpeername6", CgroupSockAddrAttachType::GetPeerName6),
 ];
+/// Attached only to `proxy` sandboxes (see `Probes::sock_addr_programs`).
+const PROXY_ONLY: [&str; 4] = ["recvmsg4", "recvmsg6", "getpeername4", "getpeername6"];
 const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
     ("skb_ingress", CgroupSkbAttachType::Ingress),
@@ -208,9 +210,12 @@ impl Probes {
     }
 
     /// The egress programs, opened from their pins, ready to attach to one sandbox's cgroup.
-    pub(crate) fn sock_addr_programs(&self) -> Result<Vec<CgroupSockAddr>, ProbeError> {
+    /// The reply-side hooks (recvmsg, getpeername) only matter when the proxy rewrites
+    /// destinations: every attach costs launch time, so other sandboxes go without them.
+    pub(crate) fn sock_addr_programs(&self, proxy: bool) -> Result<Vec<CgroupSockAddr>, ProbeError> {
         SOCK_ADDR
             .iter()
+            .filter(|(name, _)| proxy || !PROXY_ONLY.contains(name))
             .map(|(name, ty)| {
                 CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty)
                     .map_err(|e| kerr(name, &e))
@@ -307,7 +312,11 @@ impl Probes {
                 program: prog,
                 hook,
                 loaded: pinned("progs", prog),
-                attached: "attached to each sandbox's cgroup",
+                attached: if PROXY_ONLY.contains(&prog) {
+                    "attached to each proxy sandbox's cgroup"
+                } else {
+                    "attached to each sandbox's cgroup"
+                },
             });
         }
         out

@@ -108,7 +108,8 @@ impl Watch {
 
         // ORDER: the egress hooks are attached before the agent is released, so its first
         // connect is already judged; a failure here stops the run (fail closed).
-        let mut egress = probes.sock_addr_programs()?;
+        let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
+        let mut egress = probes.sock_addr_programs(proxy)?;
         probes.attach_syscalls()?;
         for p in &mut egress {
             p.attach(&cgroup_dir, CgroupAttachMode::Single)
