@@ -187,8 +187,8 @@ pub fn compile(
         }
     }
     for (k, v) in &profile.environment.set {
-        let v = template::expand(v, &ctx.workspace, &ctx.home)
-            .map_or_else(|_| v.clone(), |p| p.to_string_lossy().into_owned());
+        // Substituted, not normalised: a value may be a URL (`http://…` keeps its `//`).
+        let v = template::substitute(v, &ctx.workspace, &ctx.home).unwrap_or_else(|_| v.clone());
         env.insert(k.clone(), v);
     }
 
@@ -294,6 +294,23 @@ mod tests {
         assert!(p.mount_needs_exec(Path::new("/data")));
         assert!(p.mount_needs_exec(Path::new("/tmp")));
         assert!(!p.mount_needs_exec(Path::new("/etc")));
+    }
+
+    #[test]
+    fn environment_set_adds_to_the_inherited_table_and_keeps_urls_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("p.toml");
+        std::fs::write(
+            &f,
+            "extends = \"default\"\n[environment]\nset = { ANTHROPIC_BASE_URL = \"http://127.0.0.1:34247/v1\", DATA = \"{workspace}/./data/\" }\n",
+        )
+        .unwrap();
+        let p = compile(&load(f.to_str().unwrap()).unwrap(), &ctx(0, ROOT_CALLER_AGENT_ID), &env()).unwrap();
+        assert_eq!(p.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:34247/v1");
+        assert_eq!(p.env["DATA"], "/home/alice/proj/./data/");
+        // Inherited from default, not replaced.
+        assert_eq!(p.env["HOME"], "/home/alice");
+        assert_eq!(p.env["TMPDIR"], "/tmp");
     }
 
     #[test]

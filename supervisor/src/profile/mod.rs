@@ -450,7 +450,14 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
     }
     let environment = Environment {
         pass: pick!(chain, environment.pass).unwrap_or_default(),
-        set: pick!(chain, environment.set).unwrap_or_default(),
+        // `set` adds to what the profiles it extends set (a key set again wins): a profile
+        // that sets one variable keeps HOME, TMPDIR and the rest.
+        set: chain
+            .iter()
+            .rev()
+            .filter_map(|(_, r)| r.environment.set.as_ref())
+            .flat_map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect(),
     };
     for key in environment.pass.iter().chain(environment.set.keys()) {
         if key.is_empty() || key.contains('=') || key.contains('\0') {

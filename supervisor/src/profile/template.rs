@@ -31,6 +31,12 @@ pub fn check(p: &str) -> Result<(), PathError> {
 
 /// The template with `{workspace}` and `{home}` replaced, lexically normalised.
 pub fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, PathError> {
+    substitute(p, workspace, home).map(|s| normalize(Path::new(&s)))
+}
+
+/// The text with `{workspace}` and `{home}` replaced and nothing else changed: for values
+/// that are not paths (`[environment] set`: URLs, flags).
+pub fn substitute(p: &str, workspace: &Path, home: &Path) -> Result<String, PathError> {
     let mut out = String::new();
     let mut rest = p;
     while let Some(start) = rest.find('{') {
@@ -45,7 +51,7 @@ pub fn expand(p: &str, workspace: &Path, home: &Path) -> Result<PathBuf, PathErr
         rest = &rest[start + end + 1..];
     }
     out.push_str(rest);
-    Ok(normalize(Path::new(&out)))
+    Ok(out)
 }
 
 /// Lexical normalisation: drop `.` and trailing slashes, keep it absolute.

@@ -274,6 +274,9 @@ struct Seen {
 /// Relay one connection of the agent, or refuse it.
 async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
+    // Both legs without Nagle: the proxy re-sends what arrived at once, and a small write
+    // held for an ACK the agent delays would add ~40 ms to every request/response turn.
+    let _ = conn.set_nodelay(true);
     let mut event = pb::Connection::default();
     let target = match (conn.local_addr(), peer) {
         (Ok(SocketAddr::V4(local)), SocketAddr::V4(peer)) => {
