@@ -305,7 +305,12 @@ mod tests {
             "extends = \"default\"\n[environment]\nset = { ANTHROPIC_BASE_URL = \"http://127.0.0.1:34247/v1\", DATA = \"{workspace}/./data/\" }\n",
         )
         .unwrap();
-        let p = compile(&load(f.to_str().unwrap()).unwrap(), &ctx(0, ROOT_CALLER_AGENT_ID), &env()).unwrap();
+        let p = compile(
+            &load(f.to_str().unwrap()).unwrap(),
+            &ctx(0, ROOT_CALLER_AGENT_ID),
+            &env(),
+        )
+        .unwrap();
         assert_eq!(p.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:34247/v1");
         assert_eq!(p.env["DATA"], "/home/alice/proj/./data/");
         // Inherited from default, not replaced.
