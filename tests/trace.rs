@@ -575,3 +575,71 @@ fn the_seal_records_what_cordon_decided_about_the_run() {
         seal.detail
     );
 }
+
+/// Issue 14: an API key passed in the environment, used on the agent's command lines and in a
+/// file name, and a token-shaped string on cordon's own command line never appear in any byte
+/// of the trace, the `--events` stream, `trace show` or cordon's stderr.
+#[test]
+fn secrets_never_reach_the_trace_the_stream_or_stderr() {
+    require_root();
+    let s = Scratch::new();
+    let key = "sk-ant-api03-cordon-canary-5f1d2e3c4b5a69788796a5b4c3d2e1f0";
+    let token = "ghp_CordonCanaryToken0123456789abcdefABCD";
+    let profile = s.file(
+        "profiles/secret.toml",
+        "extends = \"default\"\n[environment]\npass = [\"PATH\", \"ANTHROPIC_API_KEY\"]\n",
+    );
+    let trace = s.path().join("run.trace");
+    let ev = s.path().join("events.jsonl");
+    let mut c = run_cmd(
+        profile.to_str().unwrap(),
+        s.path(),
+        &["--trace", trace.to_str().unwrap(), "--events", ev.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/echo \"x-api-key: $ANTHROPIC_API_KEY\" > /dev/null; touch \"./$ANTHROPIC_API_KEY.txt\"; /bin/true \"$1\"",
+            "sh",
+            token,
+        ],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The agent did get the key (the file it named after it exists).
+    assert!(s.path().join(format!("{key}.txt")).exists());
+    let mut show = cordon_command();
+    show.args(["trace", "show", trace.to_str().unwrap()]);
+    let shown = output(show);
+    let mut policy = cordon_command();
+    policy
+        .args(["profile", "show", profile.to_str().unwrap()])
+        .env("ANTHROPIC_API_KEY", key);
+    let policy = output(policy);
+    let outputs: Vec<(&str, Vec<u8>)> = vec![
+        ("trace file", std::fs::read(&trace).unwrap()),
+        ("events", std::fs::read(&ev).unwrap()),
+        ("stderr", out.stderr.clone()),
+        ("stdout", out.stdout.clone()),
+        ("trace show", shown.stdout.clone()),
+        ("profile show", policy.stdout.clone()),
+    ];
+    let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for (what, bytes) in &outputs {
+        assert!(!has(bytes, key), "the key reached the {what}");
+        assert!(!has(bytes, token), "the token reached the {what}");
+        // Not even the distinctive middle of either.
+        assert!(
+            !has(bytes, "cordon-canary-5f1d2e3c"),
+            "part of the key reached the {what}"
+        );
+    }
+    // What is recorded instead: a marker with a hash, where the secret was.
+    let events = std::fs::read_to_string(&ev).unwrap();
+    assert!(events.contains("[secret sha256:"), "{events}");
+    assert!(
+        stdout(&policy).contains("ANTHROPIC_API_KEY=[secret sha256:"),
+        "{}",
+        stdout(&policy)
+    );
+}

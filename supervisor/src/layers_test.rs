@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // The machine as data: the syscall table and errnos, path patterns, exit statuses; escaping
     // text for a person.
-    &["kernel", "glob", "exit", "text"],
+    &["kernel", "glob", "exit", "text", "secret"],
     // The raw system calls no crate wraps, by those numbers.
     &["sys"],
     // Who runs and who signs; freezing and killing a cgroup.

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod probes;
 pub mod profile;
 pub mod respond;
+pub mod secret;
 pub mod session;
 pub mod sys;
 pub mod text;

@@ -495,11 +495,15 @@ fn run(
                 output.events.as_deref().unwrap_or("")
             )
         })?;
+    // What is recorded and shown of the command: the agent's secrets replaced (the real
+    // command runs).
+    let redactor = cordon::secret::Redactor::from_env(&pol.env);
+    let shown_command: Vec<String> = command.iter().map(|a| redactor.redact(a).into_owned()).collect();
     let meta = cordon::session::Meta {
         sandbox: sandbox_id.clone(),
         profile: p.name.clone(),
         profile_sha256: p.hash.clone(),
-        command: command.clone(),
+        command: shown_command.clone(),
         identity: id.line(),
         cordon_pid: std::process::id(),
         started_unix: cordon::events::unix_now_ns() / 1_000_000_000,
@@ -514,7 +518,7 @@ fn run(
         .unwrap_or_else(|| cordon::trace::default_dir().join(format!("{sandbox_id}.trace")));
     let header = cordon::trace::header(&cordon::trace::Start {
         sandbox: &sandbox_id,
-        command: &command,
+        command: &shown_command,
         identity: &id,
         profile: &p,
         policy: &pol,

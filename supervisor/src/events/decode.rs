@@ -35,6 +35,8 @@ pub struct Decoder {
     names: HashMap<u32, String>,
     resolve: fn(u32) -> String,
     rule_texts: Vec<String>,
+    /// Secrets to replace in every event (the session sets it from the policy).
+    redactor: Option<crate::secret::Redactor>,
 }
 
 fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
@@ -64,6 +66,7 @@ impl Decoder {
             sandbox: sandbox.into(),
             seq: 0,
             boot_to_unix_ns,
+            redactor: None,
             pending: HashMap::new(),
             procs: HashMap::new(),
             names: HashMap::new(),
@@ -123,7 +126,15 @@ impl Decoder {
     pub fn emit(&mut self, mut e: pb::Event, out: &mut Vec<pb::Event>) {
         self.seq += 1;
         e.seq = self.seq;
+        if let Some(r) = &self.redactor {
+            redact(r, &mut e);
+        }
         out.push(e);
+    }
+
+    /// Replace the agent's secrets (see `secret::Redactor`) in every event from now on.
+    pub fn redact_with(&mut self, r: crate::secret::Redactor) {
+        self.redactor = Some(r);
     }
 
     /// Decode one ring-buffer record, appending finished events to `out`.
@@ -373,6 +384,42 @@ impl Decoder {
             kind: Some(kind),
             ..Default::default()
         }
+    }
+}
+
+/// The strings of an event that can carry what the agent typed or received: argv, paths,
+/// summaries built from them, names and URLs.
+fn redact(r: &crate::secret::Redactor, e: &mut pb::Event) {
+    match &mut e.kind {
+        Some(Kind::Syscall(s)) => {
+            r.field(&mut s.path);
+            r.field(&mut s.path2);
+            s.argv.iter_mut().for_each(|a| r.field(a));
+        }
+        Some(Kind::Exec(x)) => {
+            r.field(&mut x.filename);
+            x.argv.iter_mut().for_each(|a| r.field(a));
+        }
+        Some(Kind::Lifecycle(l)) => {
+            r.field(&mut l.detail);
+            l.command.iter_mut().for_each(|a| r.field(a));
+        }
+        Some(Kind::Detection(d)) => {
+            r.field(&mut d.summary);
+            r.field(&mut d.window);
+        }
+        Some(Kind::Response(x)) => r.field(&mut x.detail),
+        Some(Kind::Http(h)) => {
+            r.field(&mut h.path);
+            r.field(&mut h.host);
+        }
+        Some(Kind::Connection(c)) => {
+            r.field(&mut c.reason);
+            r.field(&mut c.sni);
+            r.field(&mut c.http_host);
+        }
+        Some(Kind::Dns(d)) => r.field(&mut d.name),
+        _ => {}
     }
 }
 

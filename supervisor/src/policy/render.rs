@@ -83,8 +83,14 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
         opt(l.wall_clock_ms.map(|m| format!("{} s", m / 1000)))
     );
     let _ = writeln!(s, "\n[environment] (everything else is removed)");
+    // Values are shown only for harmless names; the rest as a hash (secrets never land in a
+    // trace header or on a screen).
     for (k, v) in &pol.env {
-        let _ = writeln!(s, "  {k}={v}");
+        if crate::secret::harmless(k) {
+            let _ = writeln!(s, "  {k}={v}");
+        } else {
+            let _ = writeln!(s, "  {k}={} ({} bytes)", crate::secret::marker(v), v.len());
+        }
     }
     let allowed: Vec<&str> = pol.terminal.iter().map(|f| f.name()).collect();
     let _ = writeln!(

@@ -115,6 +115,7 @@ pub struct Session {
     meta: Meta,
     policy_monitor: crate::policy::monitor::Config,
     network: crate::policy::NetworkPolicy,
+    redactor: crate::secret::Redactor,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -184,6 +185,7 @@ impl Session {
             meta,
             policy_monitor: policy.monitor.clone(),
             network: policy.network.clone(),
+            redactor: crate::secret::Redactor::from_env(&policy.env),
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -233,6 +235,7 @@ impl Session {
             fuse: fuse.clone(),
             extra,
             net_changes,
+            redactor: self.redactor.clone(),
         })
         .map_err(SessionError::Events)?;
         self.running = Some(Components {

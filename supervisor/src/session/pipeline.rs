@@ -57,6 +57,8 @@ pub struct Parts {
     pub extra: Option<mpsc::Receiver<Kind>>,
     /// Where `cordon net allow|deny` goes (a `proxy` sandbox only).
     pub net_changes: Option<mpsc::Sender<super::proxy::Change>>,
+    /// The agent's secrets, replaced in every event.
+    pub redactor: crate::secret::Redactor,
 }
 
 pub struct Pipeline {
@@ -169,6 +171,7 @@ async fn run(
         fuse,
         mut extra,
         net_changes,
+        redactor,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
@@ -191,6 +194,7 @@ async fn run(
         syscall_name,
         watch.rules.texts.clone(),
     );
+    dec.redact_with(redactor);
     let mut events = Vec::new();
     let load = watch.load_time().map_or("probes already loaded".into(), |d| {
         format!("probes loaded in {} ms", d.as_millis())

@@ -165,6 +165,7 @@ fn uname() -> (String, String) {
 
 pub fn header(s: &Start) -> pb::Header {
     let (host, kernel) = uname();
+    let redactor = crate::secret::Redactor::from_env(&s.policy.env);
     pb::Header {
         sandbox: s.sandbox.into(),
         host,
@@ -185,7 +186,8 @@ pub fn header(s: &Start) -> pb::Header {
             .zip(&s.profile.texts)
             .map(|(label, text)| pb::ProfileSource {
                 label: label.clone(),
-                text: text.clone(),
+                // A secret written into a profile (`[environment] set`) stays out of the trace.
+                text: redactor.redact(text).into_owned(),
             })
             .collect(),
         policy: crate::policy::render(s.profile, s.policy),
