@@ -63,7 +63,9 @@ fn freeze_stops_every_process_thaw_resumes_kill_leaves_nothing_and_all_are_recor
         use std::io::{Read, Write};
         let sock = format!("/run/cordon/sandboxes/{id}.sock");
         let mut conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        conn.write_all(b"\x05freeze\n").unwrap();
+        // One whole frame whose body is not a Request (nothing left unread: a close with
+        // unread bytes would be a reset).
+        conn.write_all(b"\x06freeze").unwrap();
         let mut answer = Vec::new();
         conn.read_to_end(&mut answer).unwrap();
         let answer = String::from_utf8_lossy(&answer);

@@ -15,9 +15,18 @@ pub struct Finding {
     pub window: String,
     pub offending_ns: u64,
     pub suppressed: u64,
+    /// What the rule fired about (a path rule's pattern): reports are throttled per (rule,
+    /// target), so one noisy target never hides another. Empty: the rule as a whole.
+    pub target: String,
 }
 
 impl Finding {
+    /// The same finding, throttled apart from the rule's other targets.
+    pub fn about(mut self, target: impl Into<String>) -> Self {
+        self.target = target.into();
+        self
+    }
+
     pub fn event(&self) -> Kind {
         Kind::Detection(pb::Detection {
             rule: self.rule.into(),

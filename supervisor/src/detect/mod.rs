@@ -28,6 +28,10 @@ use crate::profile::NetworkMode;
 /// Detections of one rule reported per second; the rest are counted and the count goes with
 /// the next one reported (or with the last, at the end of the run).
 const REPORTS_PER_SECOND: u32 = 20;
+/// All targets of one rule together, per second (a sweep over many patterns stays bounded).
+const RULE_REPORTS_PER_SECOND: u32 = 200;
+/// Distinct (rule, target) keys kept for throttling.
+const MAX_THROTTLE_KEYS: usize = 4096;
 
 /// The rule detectors of one run.
 pub struct Detector {
@@ -50,7 +54,9 @@ pub struct Detector {
     /// The last connect or send the egress hooks reported (host tid, ip, port): the syscall's
     /// own event that follows is the same attempt.
     last_net: Option<(u32, String, u32)>,
-    throttle: HashMap<&'static str, Throttle>,
+    /// Reports per (rule, target) in the current second, and per rule overall.
+    throttle: HashMap<(&'static str, String), Throttle>,
+    rule_budget: HashMap<&'static str, Throttle>,
 }
 
 /// The program a run of the dynamic loader (`ld-linux-x86-64.so.2 PROG`, `ld-musl-*.so.1`,
@@ -131,6 +137,7 @@ impl Detector {
             cwds: cwd::Cwds::new(lookup),
             last_net: None,
             throttle: HashMap::new(),
+            rule_budget: HashMap::new(),
         }
     }
 
@@ -230,6 +237,7 @@ impl Detector {
                     window: hit.window,
                     offending_ns: e.time_unix_ns,
                     suppressed: 0,
+                    target: String::new(),
                 });
             }
         }
@@ -255,35 +263,59 @@ impl Detector {
             window: "whole run".into(),
             offending_ns: now_ns,
             suppressed: 0,
+            target: String::new(),
         };
         self.report(f, out);
     }
 
     /// At the end of the run: a count of detections that were suppressed and never reported.
     pub fn unreported(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = self
-            .throttle
-            .iter()
-            .filter(|(_, t)| t.suppressed > 0)
-            .map(|(r, t)| (*r, t.suppressed))
-            .collect();
+        let mut by_rule: HashMap<&'static str, u64> = HashMap::new();
+        for ((r, _), t) in &self.throttle {
+            *by_rule.entry(r).or_default() += t.suppressed;
+        }
+        for (r, t) in &self.rule_budget {
+            *by_rule.entry(r).or_default() += t.suppressed;
+        }
+        let mut v: Vec<_> = by_rule.into_iter().filter(|(_, n)| *n > 0).collect();
         v.sort();
         v
     }
 
+    /// Report `f` unless its (rule, target) already reported REPORTS_PER_SECOND times this
+    /// second, or the rule RULE_REPORTS_PER_SECOND times over all its targets; what is held
+    /// back is counted and carried by the next report (`suppressed`).
     fn report(&mut self, mut f: Finding, out: &mut Vec<Finding>) {
-        let t = self.throttle.entry(f.rule).or_default();
         let second = f.offending_ns / 1_000_000_000;
-        if second != t.second {
-            t.second = second;
-            t.reported = 0;
-        }
+        let roll = |t: &mut Throttle| {
+            if second != t.second {
+                t.second = second;
+                t.reported = 0;
+            }
+        };
+        // Distinct targets are bounded in memory: past the cap, new ones share the rule's key.
+        let key = if self.throttle.len() < MAX_THROTTLE_KEYS
+            || self.throttle.contains_key(&(f.rule, f.target.clone()))
+        {
+            (f.rule, f.target.clone())
+        } else {
+            (f.rule, String::new())
+        };
+        let overall = self.rule_budget.entry(f.rule).or_default();
+        roll(overall);
+        let t = self.throttle.entry(key).or_default();
+        roll(t);
         if t.reported >= REPORTS_PER_SECOND {
             t.suppressed += 1;
             return;
         }
+        if overall.reported >= RULE_REPORTS_PER_SECOND {
+            overall.suppressed += 1;
+            return;
+        }
         t.reported += 1;
-        f.suppressed = std::mem::take(&mut t.suppressed);
+        overall.reported += 1;
+        f.suppressed = std::mem::take(&mut t.suppressed) + std::mem::take(&mut overall.suppressed);
         out.push(f);
     }
 
@@ -341,11 +373,8 @@ impl Detector {
         if reads {
             if let Some((rule, set)) = &self.read {
                 if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
-                    found.push(self.instant(
-                        rule,
-                        e,
-                        format!("{} of {abs} ({}; pattern {pat})", s.name, result(s)),
-                    ));
+                    let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
+                    found.push(self.instant(rule, e, summary).about(pat));
                 }
             }
         }
@@ -371,11 +400,8 @@ impl Detector {
                             })
                     });
                 if let Some((pat, abs)) = hit {
-                    found.push(self.instant(
-                        rule,
-                        e,
-                        format!("{} of {abs} ({}; pattern {pat})", s.name, result(s)),
-                    ));
+                    let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
+                    found.push(self.instant(rule, e, summary).about(pat));
                 }
             }
         }
@@ -523,6 +549,7 @@ impl Detector {
             window: "syscall counts".into(),
             offending_ns: e.time_unix_ns,
             suppressed: 0,
+            target: String::new(),
         });
     }
 
@@ -553,6 +580,7 @@ impl Detector {
             window: String::new(),
             offending_ns: e.time_unix_ns,
             suppressed: 0,
+            target: String::new(),
         }
     }
 }

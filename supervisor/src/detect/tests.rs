@@ -338,6 +338,40 @@ fn a_flood_is_throttled_and_counted() {
 }
 
 #[test]
+fn one_noisy_target_does_not_hide_another() {
+    let mut cfg = config("default");
+    for r in &mut cfg.rules {
+        r.response = Response::Log;
+    }
+    let mut d = Detector::new(&cfg, Box::new(|_, _| None));
+    // A hundred reads of one file in the same second, then the one read that matters.
+    let mut events: Vec<pb::Event> = (0..100)
+        .map(|i| {
+            ev(
+                i + 1,
+                0,
+                sys("openat", OPENAT, "/etc/shadow", &[0, 0, 0], -13, "EACCES"),
+            )
+        })
+        .collect();
+    events.push(ev(
+        101,
+        0,
+        sys("openat", OPENAT, "/home/u/.ssh/id_rsa", &[0, 0, 0], 3, ""),
+    ));
+    let f = run(&mut d, &events);
+    assert!(
+        f.iter()
+            .any(|f| f.rule == "sensitive_read" && f.summary.contains("/home/u/.ssh/id_rsa")),
+        "{f:?}"
+    );
+    assert_eq!(
+        f.iter().filter(|f| f.summary.contains("/etc/shadow")).count(),
+        usize::try_from(REPORTS_PER_SECOND).unwrap()
+    );
+}
+
+#[test]
 fn written_budget() {
     let mut d = detector("default");
     let limit = config("default").rule("written").unwrap().limit;

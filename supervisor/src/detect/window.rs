@@ -54,6 +54,7 @@ impl Window {
             window: format!("{n} in {:.2} s", span as f64 / 1e9),
             offending_ns: t,
             suppressed: 0,
+            target: String::new(),
         })
     }
 }
