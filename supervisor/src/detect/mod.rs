@@ -59,6 +59,19 @@ pub struct Detector {
     rule_budget: HashMap<&'static str, Throttle>,
 }
 
+/// `/proc/self/exe`, `/proc/thread-self/exe` or `/proc/PID/exe`: a process re-executing a
+/// program that is already running, whose own exec was judged when it started (tools that
+/// re-exec themselves for each subcommand do this constantly).
+fn is_own_exe(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/proc/") else {
+        return false;
+    };
+    let Some(who) = rest.strip_suffix("/exe") else {
+        return false;
+    };
+    who == "self" || who == "thread-self" || (!who.is_empty() && who.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The program a run of the dynamic loader (`ld-linux-x86-64.so.2 PROG`, `ld-musl-*.so.1`,
 /// `ld.so`) executes: its first argument that is not a loader option.
 fn loader_target<'a>(filename: &str, argv: &'a [String]) -> Option<&'a str> {
@@ -457,7 +470,7 @@ impl Detector {
 
     fn exec_check(&mut self, e: &pb::Event, filename: &str, what: &str, found: &mut Vec<Finding>) {
         let Some((rule, allow)) = &self.exec else { return };
-        if filename.is_empty() {
+        if filename.is_empty() || is_own_exe(filename) {
             return;
         }
         let abs = self.cwds.absolute(e, i64::from(libc::AT_FDCWD), filename);

@@ -338,6 +338,37 @@ fn a_flood_is_throttled_and_counted() {
 }
 
 #[test]
+fn a_program_re_executing_itself_is_not_an_exec_from_outside() {
+    let mut d = detector("default");
+    for path in ["/proc/self/exe", "/proc/42/exe", "/proc/thread-self/exe"] {
+        let again = Kind::Exec(pb::ProcessExec {
+            filename: path.into(),
+            argv: vec![],
+        });
+        assert!(run(&mut d, &[ev(1, 0, again)]).is_empty(), "{path}");
+    }
+    assert!(!is_own_exe("/proc/self/root/tmp/x") && !is_own_exe("/proc//exe"));
+    // `exec.allow = ["/usr"]` means beneath /usr, as filesystem.executable does.
+    let p = crate::profile::load("default").unwrap();
+    let mut m = p.monitor.clone();
+    for r in &mut m.rules {
+        if r.name == "exec" {
+            r.patterns = Some(vec!["/opt/tools".into()]);
+        }
+    }
+    let cfg = Config::compile(&m, &[], p.network.mode, |s| Ok(s.to_string())).unwrap();
+    let mut d = Detector::new(&cfg, Box::new(|_, _| Some("/w".to_string())));
+    let exec = |f: &str| {
+        Kind::Exec(pb::ProcessExec {
+            filename: f.into(),
+            argv: vec![],
+        })
+    };
+    assert!(run(&mut d, &[ev(1, 0, exec("/opt/tools/bin/x"))]).is_empty());
+    assert!(!run(&mut d, &[ev(2, 1, exec("/tmp/x"))]).is_empty());
+}
+
+#[test]
 fn one_noisy_target_does_not_hide_another() {
     let mut cfg = config("default");
     for r in &mut cfg.rules {

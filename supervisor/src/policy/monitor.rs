@@ -56,6 +56,13 @@ impl Config {
                             source,
                         })?
                     };
+                    // `exec.allow` names places like `filesystem.executable` does: a plain
+                    // directory ("/usr") means everything beneath it.
+                    let expanded = if r.name == "exec" && !expanded.contains(['*', '?', '[']) {
+                        format!("{}/**", expanded.trim_end_matches('/'))
+                    } else {
+                        expanded
+                    };
                     *p = format!("{bang}{expanded}");
                 }
             }
