@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,7 +24,6 @@ use crate::profile::egress::Egress;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// The agent's first bytes are read up to this much to find a TLS server name or a Host.
 const SNIFF_MAX: usize = 16 * 1024;
-const BUF: usize = 64 * 1024;
 
 /// The sockets the proxy serves, made in the sandbox's network namespace.
 pub struct Sockets {
@@ -409,11 +407,7 @@ impl RelayError {
 
 /// Check the agent's first bytes against the name it resolved: a TLS server name or an HTTP
 /// Host for another name is refused (domain fronting). Returns the bytes to forward.
-async fn inspect(
-    agent: &mut tokio::net::tcp::OwnedReadHalf,
-    name: &str,
-    seen: &mut Seen,
-) -> Result<Vec<u8>, RelayError> {
+async fn inspect(agent: &TcpStream, name: &str, seen: &mut Seen) -> Result<Vec<u8>, RelayError> {
     let mut first = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
@@ -450,7 +444,7 @@ async fn inspect(
             }
             Opening::Incomplete | Opening::Other => return Ok(first),
         }
-        let n = agent.read(&mut buf).await.map_err(RelayError::Agent)?;
+        let n = read_some(agent, &mut buf).await.map_err(RelayError::Agent)?;
         if n == 0 {
             return Ok(first);
         }
@@ -458,8 +452,82 @@ async fn inspect(
     }
 }
 
-/// Copy both ways until both sides are done. The agent's first bytes are inspected before any
-/// reach upstream; the upstream's are relayed from the start (a server may speak first).
+async fn read_some(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        s.readable().await?;
+        match s.try_read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            r => return r,
+        }
+    }
+}
+
+async fn write_all(s: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        s.writable().await?;
+        match s.try_write(buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// No more bytes go out on `s` (the other side's EOF is passed on).
+fn shutdown_write(s: &TcpStream) {
+    let _ = nix::sys::socket::shutdown(
+        std::os::fd::AsRawFd::as_raw_fd(s),
+        nix::sys::socket::Shutdown::Write,
+    );
+}
+
+/// Bytes the kernel moves per splice, and the pipe's size.
+const SPLICE_CHUNK: usize = 1 << 20;
+const PIPE_SIZE: i32 = 1 << 20;
+
+/// Move everything `from` sends to `to` through a pipe, in the kernel (splice): the bytes
+/// never pass through this process. Returns at `from`'s EOF.
+async fn splice_all(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> std::io::Result<()> {
+    use nix::fcntl::{splice, OFlag, SpliceFFlags};
+    use tokio::io::Interest;
+    let (pipe_r, pipe_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    // A bigger pipe moves more per call (the default holds 64 KiB); best effort.
+    let _ = nix::fcntl::fcntl(&pipe_w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut in_pipe = 0usize;
+    loop {
+        if in_pipe == 0 {
+            from.readable().await?;
+            let filled = from.try_io(Interest::READABLE, || {
+                splice(from, None, &pipe_w, None, SPLICE_CHUNK, flags).map_err(std::io::Error::from)
+            });
+            match filled {
+                Ok(0) => return Ok(()),
+                Ok(n) => in_pipe = n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        to.writable().await?;
+        let drained = to.try_io(Interest::WRITABLE, || {
+            splice(&pipe_r, None, to, None, in_pipe, flags).map_err(std::io::Error::from)
+        });
+        match drained {
+            Ok(n) => {
+                in_pipe -= n;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Relay both ways until both sides are done. The agent's first bytes are inspected before
+/// any reach upstream; the upstream's flow from the start (a server may speak first). After
+/// the first bytes each way, the kernel moves the rest (splice).
 async fn relay(
     agent: TcpStream,
     up: TcpStream,
@@ -468,35 +536,32 @@ async fn relay(
     down_bytes: &AtomicU64,
     seen: &mut Seen,
 ) -> Result<String, RelayError> {
-    let (mut ar, mut aw) = agent.into_split();
-    let (mut ur, mut uw) = up.into_split();
+    let sniff_status = std::sync::atomic::AtomicBool::new(false);
     let mut status = None;
     let agent_to_up = async {
-        let first = inspect(&mut ar, name, seen).await?;
-        uw.write_all(&first).await.map_err(RelayError::Upstream)?;
+        let first = inspect(&agent, name, seen).await?;
+        sniff_status.store(seen.http.is_some(), Ordering::Relaxed);
+        write_all(&up, &first).await.map_err(RelayError::Upstream)?;
         up_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);
         if !first.is_empty() {
-            copy(&mut ar, &mut uw, up_bytes)
+            splice_all(&agent, &up, up_bytes)
                 .await
                 .map_err(RelayError::Upstream)?;
         }
-        let _ = uw.shutdown().await;
+        shutdown_write(&up);
         Ok::<(), RelayError>(())
     };
     let up_to_agent = async {
-        let mut buf = vec![0u8; BUF];
-        loop {
-            let n = ur.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            if down_bytes.load(Ordering::Relaxed) == 0 {
-                status = sniff::http_status(&buf[..n]);
-            }
-            aw.write_all(&buf[..n]).await?;
+        // The response's first bytes pass through here (the HTTP status is read from them).
+        let mut buf = vec![0u8; 4096];
+        let n = read_some(&up, &mut buf).await?;
+        if n > 0 {
+            status = sniff::http_status(&buf[..n]);
+            write_all(&agent, &buf[..n]).await?;
             down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            splice_all(&up, &agent, down_bytes).await?;
         }
-        let _ = aw.shutdown().await;
+        shutdown_write(&agent);
         Ok::<(), std::io::Error>(())
     };
     let how = {
@@ -524,24 +589,11 @@ async fn relay(
         }
         how
     };
-    if let (Some(h), Some(s)) = (seen.http.as_mut(), status) {
+    if let (Some(h), Some(s)) = (
+        seen.http.as_mut(),
+        status.filter(|_| sniff_status.load(Ordering::Relaxed)),
+    ) {
         h.status = u32::from(s);
     }
     Ok(how)
-}
-
-async fn copy(
-    from: &mut tokio::net::tcp::OwnedReadHalf,
-    to: &mut tokio::net::tcp::OwnedWriteHalf,
-    count: &AtomicU64,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        to.write_all(&buf[..n]).await?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
-    }
 }
