@@ -35,9 +35,9 @@ impl Proxy {
         let (changes, changes_rx) = mpsc::channel(16);
         let (stop, stopped) = oneshot::channel();
         let rules = rules::Rules::new(net);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("cordon-proxy")
+        // One thread: the bytes are moved by the kernel (splice), and a runtime with workers
+        // costs launch time every sandbox pays.
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let thread = std::thread::Builder::new()
