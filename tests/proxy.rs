@@ -540,3 +540,181 @@ fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent
     assert_eq!(conn["upstream"], "127.0.0.1:443", "{conn}");
     assert_eq!(conn["rule"], "api.anthropic.com", "{conn}");
 }
+
+/// A static file server (HTTPS when given a certificate) over `dir` on the host's loopback,
+/// serving until killed: git's dumb HTTP protocol and pip's simple index are static files.
+const STATIC: &str = r#"
+import http.server, functools, ssl, sys
+root, port = sys.argv[1], int(sys.argv[2])
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+handler.log_message = lambda *a: None
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+if len(sys.argv) > 3:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("listening", flush=True)
+srv.serve_forever()
+"#;
+
+/// Start `STATIC` and wait until it listens.
+fn static_server(dir: &Path, root: &Path, port: u16, tls: Option<(&str, &str)>) -> std::process::Child {
+    let mut c = std::process::Command::new("/usr/bin/python3");
+    c.arg(dir.join("static.py")).arg(root).arg(port.to_string());
+    if let Some((cert, key)) = tls {
+        c.arg(dir.join(cert)).arg(dir.join(key));
+    }
+    let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    child
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
+    require_root();
+    let s = Scratch::new();
+    let d = s.path();
+    s.file("static.py", STATIC);
+    // A CA and a certificate for git.fixture.test.
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cordon test CA",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "git.key",
+            "-out",
+            "git.csr",
+            "-subj",
+            "/CN=git.fixture.test",
+        ],
+        d,
+    );
+    s.file("ext.cnf", "subjectAltName=DNS:git.fixture.test\n");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "git.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "git.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        d,
+    );
+    // A bare repository served as static files (git's dumb HTTP protocol).
+    let sh = |script: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(d)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script}");
+    };
+    sh(
+        "mkdir src && cd src && git init -q . && echo fixture > README && git add README && \
+        git -c user.name=t -c user.email=t@example.invalid commit -q -m first && cd .. && \
+        git clone -q --bare src srv/repo.git && git -C srv/repo.git update-server-info",
+    );
+    // A simple index with one real wheel.
+    sh("mkdir -p idx/simple/cordon-fixture wheel/cordon_fixture-1.0.dist-info && \
+        printf 'Metadata-Version: 2.1\\nName: cordon-fixture\\nVersion: 1.0\\n' > wheel/cordon_fixture-1.0.dist-info/METADATA && \
+        printf 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n' > wheel/cordon_fixture-1.0.dist-info/WHEEL && \
+        printf 'cordon_fixture-1.0.dist-info/METADATA,,\\ncordon_fixture-1.0.dist-info/WHEEL,,\\ncordon_fixture-1.0.dist-info/RECORD,,\\n' > wheel/cordon_fixture-1.0.dist-info/RECORD && \
+        cd wheel && python3 -m zipfile -c ../idx/simple/cordon-fixture/cordon_fixture-1.0-py3-none-any.whl cordon_fixture-1.0.dist-info && cd .. && \
+        printf '<a href=\"cordon_fixture-1.0-py3-none-any.whl\">cordon_fixture-1.0-py3-none-any.whl</a>\\n' > idx/simple/cordon-fixture/index.html");
+    let (git_port, pip_port) = (free_port(), free_port());
+    let mut git = static_server(d, &d.join("srv"), git_port, Some(("git.pem", "git.key")));
+    let mut pip = static_server(d, &d.join("idx"), pip_port, None);
+    let profile = s.file(
+        "profiles/tools.toml",
+        &format!(
+            "extends = \"default\"\n[network]\nmode = \"proxy\"\n\
+             allow = [\"git.fixture.test:{git_port}\", \"pypi.fixture.test:{pip_port}\"]\n\
+             resolve = {{ \"git.fixture.test\" = \"127.0.0.1\", \"pypi.fixture.test\" = \"127.0.0.1\" }}\n\
+             [environment]\nset = {{ GIT_SSL_CAINFO = \"{}/ca.pem\", GIT_CONFIG_NOSYSTEM = \"1\" }}\n",
+            d.display()
+        ),
+    );
+    let script = format!(
+        "set -e; git clone -q https://git.fixture.test:{git_port}/repo.git cloned; cat cloned/README; \
+         python3 -m pip download -q --no-deps --disable-pip-version-check --trusted-host pypi.fixture.test --index-url http://pypi.fixture.test:{pip_port}/simple -d dl cordon-fixture; ls dl"
+    );
+    let ev = d.join("events.jsonl");
+    let out = output(run_cmd(
+        profile.to_str().unwrap(),
+        d,
+        &["--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", &script],
+    ));
+    let _ = git.kill();
+    let _ = pip.kill();
+    let _ = git.wait();
+    let _ = pip.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("fixture\n"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("cordon_fixture-1.0-py3-none-any.whl"),
+        "{}",
+        stdout(&out)
+    );
+    let events = events_of(&ev);
+    let names: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.get("connection"))
+        .filter(|c| c["allowed"] == true)
+        .map(|c| c["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "git.fixture.test"), "{names:?}");
+    assert!(names.iter().any(|n| n == "pypi.fixture.test"), "{names:?}");
+    assert!(
+        events.iter().filter_map(|e| e.get("http")).any(|h| h["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/simple/cordon-fixture"))),
+        "no recorded index request"
+    );
+}

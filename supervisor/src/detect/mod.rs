@@ -51,6 +51,8 @@ pub struct Detector {
     written_fired: bool,
     baseline: Option<(Rule, baseline::Live)>,
     cwds: cwd::Cwds,
+    /// Does a path exist on the host (the sandbox may hide it)? Swapped in tests.
+    on_host: fn(&str) -> bool,
     /// The last connect or send the egress hooks reported (host tid, ip, port): the syscall's
     /// own event that follows is the same attempt.
     last_net: Option<(u32, String, u32)>,
@@ -130,6 +132,7 @@ impl Detector {
         };
         let window = |name: &str, what: &'static str| cfg.rule(name).map(|r| Window::new(r, what));
         Self {
+            on_host: |p| std::path::Path::new(p).exists(),
             read: set("sensitive_read"),
             write: set("sensitive_write"),
             exec: set("exec"),
@@ -179,6 +182,12 @@ impl Detector {
             && self.denials.is_none()
             && self.processes.is_none()
             && self.repeated.is_none()
+    }
+
+    /// Where the host's files are looked up (tests pretend).
+    pub fn with_host_files(mut self, on_host: fn(&str) -> bool) -> Self {
+        self.on_host = on_host;
+        self
     }
 
     /// Look at one event; findings go to `out`.
@@ -386,8 +395,14 @@ impl Detector {
         if reads {
             if let Some((rule, set)) = &self.read {
                 if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
-                    let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
-                    found.push(self.instant(rule, e, summary).about(pat));
+                    // A routine probe for a file that exists nowhere (git looking for
+                    // ~/.netrc) reads nothing. One the sandbox hides but the host has (an
+                    // empty stand-in, a masked directory) is still an attempt.
+                    let nothing_there = s.errno == "ENOENT" && !(self.on_host)(&abs);
+                    if !nothing_there {
+                        let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
+                        found.push(self.instant(rule, e, summary).about(pat));
+                    }
                 }
             }
         }

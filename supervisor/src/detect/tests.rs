@@ -14,7 +14,34 @@ fn config(profile: &str) -> Config {
 }
 
 fn detector(profile: &str) -> Detector {
-    Detector::new(&config(profile), Box::new(|_, _| Some("/w".to_string())))
+    // Every synthetic path "exists" on the host, as a hidden secret would.
+    Detector::new(&config(profile), Box::new(|_, _| Some("/w".to_string()))).with_host_files(|_| true)
+}
+
+#[test]
+fn probing_for_a_credential_file_that_exists_nowhere_is_not_a_read() {
+    let mut d = Detector::new(&config("default"), Box::new(|_, _| Some("/w".to_string())))
+        .with_host_files(|p| p != "/home/u/.netrc");
+    let probe = sys(
+        "openat",
+        OPENAT,
+        "/home/u/.netrc",
+        &[u64::MAX - 99, 0, 0],
+        -2,
+        "ENOENT",
+    );
+    assert!(run(&mut d, &[ev(1, 0, probe)]).is_empty());
+    // The same name when the host has it (hidden in the sandbox): an attempt.
+    let mut d = detector("default");
+    let probe = sys(
+        "openat",
+        OPENAT,
+        "/home/u/.netrc",
+        &[u64::MAX - 99, 0, 0],
+        -2,
+        "ENOENT",
+    );
+    assert_eq!(run(&mut d, &[ev(1, 0, probe)]).len(), 1);
 }
 
 fn ev(seq: u64, ms: u64, kind: Kind) -> pb::Event {
