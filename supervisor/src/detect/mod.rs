@@ -61,6 +61,12 @@ pub struct Detector {
     rule_budget: HashMap<&'static str, Throttle>,
 }
 
+/// Credential files ordinary tools look for on every run, whether or not any exist.
+fn routinely_probed(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name == ".netrc" || name == "_netrc"
+}
+
 /// `/proc/self/exe`, `/proc/thread-self/exe` or `/proc/PID/exe`: a process re-executing a
 /// program that is already running, whose own exec was judged when it started (tools that
 /// re-exec themselves for each subcommand do this constantly).
@@ -395,10 +401,12 @@ impl Detector {
         if reads {
             if let Some((rule, set)) = &self.read {
                 if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
-                    // A routine probe for a file that exists nowhere (git looking for
-                    // ~/.netrc) reads nothing. One the sandbox hides but the host has (an
-                    // empty stand-in, a masked directory) is still an attempt.
-                    let nothing_there = s.errno == "ENOENT" && !(self.on_host)(&abs);
+                    // Tools look for ~/.netrc on every request (git, curl, python
+                    // requests, pip): a lookup of one that exists nowhere reads nothing. One
+                    // the host has but the sandbox hides is still an attempt, and every other
+                    // credential file counts even when missing (a sweep is the signal).
+                    let nothing_there =
+                        s.errno == "ENOENT" && routinely_probed(&abs) && !(self.on_host)(&abs);
                     if !nothing_there {
                         let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
                         found.push(self.instant(rule, e, summary).about(pat));
