@@ -718,3 +718,144 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
         "no recorded index request"
     );
 }
+
+/// Issue 14's acceptance test: the real Claude Code CLI from npm (installed by scripts/setup)
+/// under the `claude` preset, with its usual endpoint answered by a stand-in of the Messages
+/// API (streaming) reached by name: it answers, creates its state in ~/.claude, raises no
+/// detection, and its API key is in no byte of the trace or the stream.
+#[test]
+fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace() {
+    require_root();
+    let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    assert!(claude.exists(), "scripts/setup installs Claude Code there");
+    let s = Scratch::new();
+    let d = s.path();
+    let ws = s.dir("ws");
+    let home = s.dir("home");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ws/ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cordon test CA",
+        ],
+        d,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "api.key",
+            "-out",
+            "api.csr",
+            "-subj",
+            "/CN=api.anthropic.com",
+        ],
+        d,
+    );
+    s.file("ext.cnf", "subjectAltName=DNS:api.anthropic.com\n");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "api.csr",
+            "-CA",
+            "ws/ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "api.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        d,
+    );
+    // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
+    let mut stand_in = std::process::Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/proxy/messages_standin.py"
+        ))
+        .args(["api.pem", "api.key", "127.0.0.2", "claude under cordon"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stand_in.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    let profile = s.file(
+        "profiles/claude-test.toml",
+        "extends = \"claude\"\n[network]\nresolve = { \"api.anthropic.com\" = \"127.0.0.2\" }\n\
+         [environment]\nset = { NODE_EXTRA_CA_CERTS = \"{workspace}/ca.pem\" }\n",
+    );
+    let key = "sk-ant-api03-claude-canary-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let trace = d.join("run.trace");
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        profile.to_str().unwrap(),
+        &ws,
+        &[
+            "--home",
+            home.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &[claude.to_str().unwrap(), "-p", "say hi"],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = stand_in.kill();
+    let _ = stand_in.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("claude under cordon"), "{}", stdout(&out));
+    let events = events_of(&ev);
+    let detections: Vec<&Value> = events.iter().filter_map(|e| e.get("detection")).collect();
+    assert!(detections.is_empty(), "false alarms: {detections:#?}");
+    assert!(home.join(".claude").is_dir(), "its state directory was created");
+    let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
+    assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
+    assert!(!has(&out.stderr), "the key reached stderr");
+    // Without --profile, the command picks its preset and the start line says so.
+    let mut c = cordon_command();
+    c.args([
+        "run",
+        "--workspace",
+        ws.to_str().unwrap(),
+        "--home",
+        home.to_str().unwrap(),
+        "--",
+    ])
+    .args([claude.to_str().unwrap(), "--version"]);
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("profile claude (the preset for this agent; --profile overrides)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -27,9 +27,10 @@ enum Cmd {
         sudo cordon run --profile offline-analyst --workspace ~/src/app -- claude\n  \
         sudo cordon run --profile ./my-profile.toml -- npx some-mcp-server")]
     Run {
-        /// Preset name (see `cordon profile list`) or path to a profile file.
-        #[arg(long, short, default_value = "default")]
-        profile: String,
+        /// Preset name (see `cordon profile list`) or path to a profile file. Default: the
+        /// preset for a known agent (`claude`), else `default`.
+        #[arg(long, short)]
+        profile: Option<String>,
         /// The directory the agent may work in. Default: the current directory.
         #[arg(long, short)]
         workspace: Option<PathBuf>,
@@ -236,7 +237,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             no_probes,
             command,
         } => run(
-            &profile,
+            profile.as_deref(),
             workspace,
             on_behalf_of,
             home,
@@ -449,7 +450,7 @@ fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Resul
 }
 
 fn run(
-    profile_name: &str,
+    asked_profile: Option<&str>,
     workspace: Option<PathBuf>,
     on_behalf_of: Option<String>,
     home: Option<PathBuf>,
@@ -464,6 +465,12 @@ fn run(
              run it with sudo. The agent itself never runs as root."
         );
     }
+    // `--profile` always wins; a known agent gets its preset, and the start line says so.
+    let picked = asked_profile
+        .is_none()
+        .then(|| command.first().and_then(|c| profile::presets::for_command(c)))
+        .flatten();
+    let profile_name = asked_profile.or(picked).unwrap_or("default");
     let p = profile::load(profile_name)?;
     let mut id = Identity::detect(on_behalf_of);
     if let Some(h) = home {
@@ -475,9 +482,14 @@ fn run(
     let sandbox_id = sandbox_id();
     if !quiet {
         text::eprint(&format!(
-            "sandbox {sandbox_id} {} — profile {} ({}) workspace {}",
+            "sandbox {sandbox_id} {} — profile {}{} ({}) workspace {}",
             id.line(),
             p.name,
+            if picked.is_some() {
+                " (the preset for this agent; --profile overrides)"
+            } else {
+                ""
+            },
             &p.hash[..12],
             pol.context.workspace.display()
         ));

@@ -536,6 +536,11 @@ impl Detector {
             }
         }
         let Some(rule) = &self.egress else { return };
+        // Connecting a UDP socket to port 0 sends nothing (clients do it to learn the source
+        // address a route would use): not an egress attempt.
+        if n.protocol == "udp" && n.port == 0 && n.op == "connect" {
+            return;
+        }
         let loopback = n.ip.starts_with("127.") || n.ip == "::1";
         let outside = match self.net_mode {
             Some(NetworkMode::Allowlist | NetworkMode::Proxy) => !n.allowed,

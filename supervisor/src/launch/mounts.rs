@@ -25,6 +25,7 @@ pub struct Tree {
 
 /// Parent side: detached, attribute-marked copies of every bind source.
 pub fn prepare(policy: &Policy, idmap_ns: Option<&OwnedFd>) -> Result<Vec<Tree>, StepError> {
+    create_state_dirs(policy)?;
     let mut trees = Vec::new();
     for bind in &policy.binds {
         let meta = match fs::metadata(&bind.path) {
@@ -57,6 +58,39 @@ pub fn prepare(policy: &Policy, idmap_ns: Option<&OwnedFd>) -> Result<Vec<Tree>,
         });
     }
     Ok(trees)
+}
+
+/// `filesystem.state` directories that do not exist yet are made, as the invoking user's
+/// (0700): the agent's own state (`~/.claude`), not a place cordon may create in anyone
+/// else's name. Parents that are missing too are made the same way.
+fn create_state_dirs(policy: &Policy) -> Result<(), StepError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for dir in &policy.create {
+        if dir.exists() {
+            continue;
+        }
+        let mut missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+        missing.reverse();
+        for p in missing {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(p)
+                .map_err(step("filesystem: state directory", p))?;
+            nix::unistd::chown(
+                p,
+                Some(nix::unistd::Uid::from_raw(policy.context.owner_uid)),
+                Some(nix::unistd::Gid::from_raw(policy.context.owner_gid)),
+            )
+            .map_err(|e| {
+                StepError::io(
+                    "filesystem: state directory owner",
+                    &e.into(),
+                    &p.display().to_string(),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn under(root: &Path, p: &Path) -> PathBuf {

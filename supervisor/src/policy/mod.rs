@@ -64,6 +64,8 @@ pub struct Policy {
     pub protected: Vec<PathBuf>,
     /// Paths exec is allowed from that are not already binds with `exec`.
     pub exec_only: Vec<PathBuf>,
+    /// `filesystem.state`: created (owned by the invoking user, 0700) before the binds.
+    pub create: Vec<PathBuf>,
     pub tmp_size: u64,
     pub network: NetworkPolicy,
     pub limits: crate::profile::Limits,
@@ -157,6 +159,7 @@ pub fn compile(
     for (list, access) in [
         (&fs.read_only, Access::ReadOnly),
         (&fs.read_write, Access::ReadWrite),
+        (&fs.state, Access::ReadWrite),
     ] {
         for path in ex(list)? {
             by_path.insert(
@@ -219,6 +222,7 @@ pub fn compile(
         hidden: ex(&fs.hidden)?,
         protected: ex(&fs.protected)?,
         exec_only,
+        create: ex(&fs.state)?,
         tmp_size: fs.tmp_size,
         network: NetworkPolicy {
             mode: profile.network.mode,

@@ -8,7 +8,7 @@
 pub mod destination;
 pub mod egress;
 pub mod monitor;
-mod presets;
+pub mod presets;
 pub mod template;
 pub mod units;
 
@@ -79,6 +79,9 @@ pub struct RawFilesystem {
     pub protected: Option<Vec<String>>,
     pub executable: Option<Vec<String>>,
     pub tmp_size: Option<Bytes>,
+    /// Writable directories the agent keeps its own state in, created (owned by the user,
+    /// mode 0700) when missing.
+    pub state: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -204,6 +207,7 @@ pub struct Filesystem {
     pub protected: Vec<String>,
     pub executable: Vec<String>,
     pub tmp_size: u64,
+    pub state: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -473,11 +477,13 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         protected: pick!(chain, filesystem.protected).unwrap_or_default(),
         executable: pick!(chain, filesystem.executable).unwrap_or_default(),
         tmp_size: pick!(chain, filesystem.tmp_size).map_or(256 << 20, |b| b.0),
+        state: pick!(chain, filesystem.state).unwrap_or_default(),
     };
     for p in filesystem
         .read_only
         .iter()
         .chain(&filesystem.read_write)
+        .chain(&filesystem.state)
         .chain(&filesystem.hidden)
         .chain(&filesystem.protected)
         .chain(&filesystem.executable)

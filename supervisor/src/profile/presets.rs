@@ -8,6 +8,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
     ("networked", include_str!("../../../profiles/networked.toml")),
     ("agent", include_str!("../../../profiles/agent.toml")),
+    ("claude", include_str!("../../../profiles/claude.toml")),
     (
         "ip-allowlist",
         include_str!("../../../profiles/ip-allowlist.toml"),
@@ -18,4 +19,12 @@ pub const PRESETS: &[(&str, &str)] = &[
 
 pub fn preset(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The preset for a known agent command (`claude` → `claude`), when no profile was asked for.
+pub fn for_command(program: &str) -> Option<&'static str> {
+    match program.rsplit('/').next().unwrap_or(program) {
+        "claude" => Some("claude"),
+        _ => None,
+    }
 }
