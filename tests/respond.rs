@@ -82,8 +82,18 @@ fn freeze_stops_every_process_thaw_resumes_kill_leaves_nothing_and_all_are_recor
     let later: Vec<u64> = busy.iter().map(|p| cpu_ticks(*p)).collect();
     assert_eq!(frozen, later, "no CPU time while frozen (pids {busy:?})");
 
+    let ps_state = |id: &str| {
+        let mut c = cordon_command();
+        c.arg("ps");
+        let listing = stdout(&output(c));
+        let line = listing.lines().find(|l| l.starts_with(id)).map(str::to_string);
+        line.unwrap_or_else(|| panic!("{id} not in {listing}"))
+    };
+    assert!(ps_state(&id).contains(" frozen "), "{}", ps_state(&id));
+
     let out = control("thaw", &id);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(ps_state(&id).contains(" running "), "{}", ps_state(&id));
     assert!(eventually(2000, || cpu_ticks(pid) > later[0]), "running again");
 
     let out = control("kill", &id);

@@ -258,21 +258,27 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Ps => {
             let running = cordon::session::control::list();
             println!(
-                "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} COMMAND",
-                "SANDBOX", "PID", "PROFILE", "EVENTS", "SYSCALLS", "DENIED", "IDENTITY"
+                "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<14} {:<28} COMMAND",
+                "SANDBOX", "PID", "PROFILE", "EVENTS", "SYSCALLS", "DENIED", "STATE", "IDENTITY"
             );
+            let now = cordon::events::unix_now_ns() / 1_000_000_000;
             for r in running {
                 // The command (and the id, profile and identity, read back from a file) are
                 // shown escaped: a command line may carry any byte.
                 let command: Vec<_> = r.meta.command.iter().map(|a| text::escape(a)).collect();
+                let state = match r.stats.frozen_since_unix {
+                    0 => "running".to_string(),
+                    t => format!("frozen {}s", now.saturating_sub(t)),
+                };
                 println!(
-                    "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<28} {}",
+                    "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<14} {:<28} {}",
                     text::escape(&r.meta.sandbox),
                     r.meta.cordon_pid,
                     text::escape(&r.meta.profile),
                     r.stats.events,
                     r.stats.syscalls,
                     r.stats.denied,
+                    state,
                     text::escape(&r.meta.identity),
                     command.join(" ")
                 );

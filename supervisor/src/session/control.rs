@@ -228,6 +228,14 @@ impl Shared {
             if let Some(Kind::Counts(c)) = &e.kind {
                 stats.syscalls = c.total;
             }
+            // Freezes and thaws, by a rule or by a person, as `cordon ps` shows them.
+            if let Some(Kind::Response(r)) = &e.kind {
+                match r.action.as_str() {
+                    "freeze" if r.done => stats.frozen_since_unix = e.time_unix_ns / 1_000_000_000,
+                    "thaw" if r.done => stats.frozen_since_unix = 0,
+                    _ => {}
+                }
+            }
             if history.len() == HISTORY {
                 history.pop_front();
             }
