@@ -582,3 +582,27 @@ fn agent_and_tool_credential_stores_are_hidden() {
         assert!(got.contains("\"theme\":\"dark\""), "{caller:?}: {got}");
     }
 }
+
+#[test]
+fn the_agent_has_its_own_user_database() {
+    require_root();
+    let s = Scratch::new();
+    let out = output(run_cmd(
+        "default",
+        s.path(),
+        &["-q"],
+        &[
+            "/bin/sh",
+            "-c",
+            "id -un; id -gn; getent passwd | cut -d: -f1 | tr '\\n' ' '",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..2], ["agent", "agent"], "{lines:?}");
+    // The host's accounts are not listed (the host has more than these three).
+    assert_eq!(lines[2].trim(), "root agent nobody", "{lines:?}");
+    let host_accounts = std::fs::read_to_string("/etc/passwd").unwrap().lines().count();
+    assert!(host_accounts > 3, "this check needs a host with more accounts");
+}

@@ -93,6 +93,29 @@ fn create_state_dirs(policy: &Policy) -> Result<(), StepError> {
     Ok(())
 }
 
+/// The sandbox's /etc/passwd and /etc/group, written into the root tmpfs.
+const PASSWD_FILE: &str = "/.cordon-passwd";
+const GROUP_FILE: &str = "/.cordon-group";
+
+fn identity_files(root: &Path, policy: &Policy) -> Result<(), StepError> {
+    let id = crate::policy::INSIDE_ID;
+    let home = policy
+        .env
+        .get("HOME")
+        .cloned()
+        .unwrap_or_else(|| policy.context.home.display().to_string());
+    let passwd = format!(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\nagent:x:{id}:{id}:cordon agent:{home}:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    );
+    let group = format!("root:x:0:\nagent:x:{id}:\nnogroup:x:65534:\n");
+    for (file, text) in [(PASSWD_FILE, passwd), (GROUP_FILE, group)] {
+        let path = under(root, Path::new(file));
+        fs::write(&path, text).map_err(step("filesystem: user database", &path))?;
+    }
+    Ok(())
+}
+
 fn under(root: &Path, p: &Path) -> PathBuf {
     root.join(p.strip_prefix("/").unwrap_or(p))
 }
@@ -259,6 +282,7 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
     sys::mount("tmpfs", root, "tmpfs", NOSUID_NODEV, "mode=0755,size=1m")
         .map_err(step("filesystem: root tmpfs", root))?;
     touch(&under(root, Path::new(EMPTY_FILE))).map_err(step("filesystem: empty file", root))?;
+    identity_files(root, policy)?;
 
     let has_tmp_bind = trees.iter().any(|t| t.bind.path == Path::new("/tmp"));
     let mut tmp_done = has_tmp_bind;
@@ -293,6 +317,18 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
     // resolve inside the sandbox's view rather than the host's.
     protect(policy)?;
     hide(policy)?;
+    // The sandbox's own user database: the agent is `agent` (uid 1000), not whoever the host
+    // calls uid 1000, and the host's accounts are not listed.
+    for (ours, theirs) in [(PASSWD_FILE, "/etc/passwd"), (GROUP_FILE, "/etc/group")] {
+        if Path::new(theirs).exists() {
+            bind_ro(
+                Path::new(ours),
+                Path::new(theirs),
+                NOSUID_NODEV | MsFlags::MS_NOEXEC,
+            )
+            .map_err(step("filesystem: user database", Path::new(theirs)))?;
+        }
+    }
     // The root tmpfs only holds mountpoints: nothing may be created beside them.
     sys::mount(
         "",
