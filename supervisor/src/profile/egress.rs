@@ -52,6 +52,26 @@ impl NameRule {
     }
 }
 
+impl NameRule {
+    /// Does `self` (a deny rule) refuse everything `allow` could let through: every name on
+    /// every port it allows?
+    pub fn covers(&self, allow: &NameRule) -> bool {
+        let names = if self.wildcard {
+            // `*.x` covers `*.x`, `*.sub.x` and `a.x`, never `x` itself.
+            (allow.wildcard && allow.name == self.name) || allow.name.ends_with(&format!(".{}", self.name))
+        } else {
+            !allow.wildcard && allow.name == self.name
+        };
+        let ports = match (self.port, allow.port) {
+            (None, None) => true,
+            (None, Some(p)) => DEFAULT_PORTS.contains(&p),
+            (Some(d), Some(a)) => d == a,
+            (Some(_), None) => false,
+        };
+        names && ports
+    }
+}
+
 impl std::fmt::Display for NameRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.wildcard {
@@ -203,6 +223,20 @@ mod tests {
         assert!(!r.matches("githubusercontent.com", 443));
         assert!(!r.matches("evilgithubusercontent.com", 443));
         assert_eq!(r.to_string(), "*.githubusercontent.com");
+    }
+
+    #[test]
+    fn a_deny_rule_covers_the_allow_rules_it_makes_useless() {
+        assert!(name("*.example.com").covers(&name("api.example.com:443")));
+        assert!(name("*.example.com").covers(&name("*.cdn.example.com")));
+        assert!(!name("*.example.com").covers(&name("example.com")));
+        assert!(name("api.example.com").covers(&name("api.example.com")));
+        assert!(
+            !name("api.example.com:443").covers(&name("api.example.com")),
+            "80 stays"
+        );
+        assert!(!name("api.example.com").covers(&name("api.example.com:22")));
+        assert!(!name("api.example.com").covers(&name("*.api.example.com")));
     }
 
     #[test]

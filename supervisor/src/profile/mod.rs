@@ -368,6 +368,26 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
     };
     let allow = rules("allow", |n| &n.allow)?;
     let deny = rules("deny", |n| &n.deny)?;
+    // An allow rule a deny rule refuses entirely can never match: a mistake to point at.
+    if let Some((src, list)) = chain
+        .iter()
+        .find_map(|(src, r)| r.network.allow.as_ref().map(|l| (src, l)))
+    {
+        for (entry, rule) in list.iter().zip(&allow) {
+            let egress::Egress::Name(a) = rule else { continue };
+            let covering = deny.iter().find_map(|d| match d {
+                egress::Egress::Name(d) if d.covers(a) => Some(d),
+                _ => None,
+            });
+            if let Some(d) = covering {
+                return Err(at(
+                    src,
+                    entry.span(),
+                    format!("network.allow entry {:?} can never match: network.deny {:?} refuses everything it allows", entry.get_ref(), d.to_string()),
+                ));
+            }
+        }
+    }
     if mode == NetworkMode::Allowlist && !deny.is_empty() {
         let src = chain
             .iter()
@@ -606,6 +626,12 @@ mod tests {
         let (line, _, msg) = located("[network]\nmode = \"allowlist\"\nallow = [\"github.com:22\"]\n");
         assert_eq!(line, 3);
         assert!(msg.contains("need mode = \"proxy\""), "{msg}");
+        let (line, _, msg) = located("[network]\nmode = \"proxy\"\nallow = [\"a.test\",\n  \"api.cdn.test\"]\ndeny = [\"*.cdn.test\"]\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(
+            msg.contains("can never match") && msg.contains("*.cdn.test"),
+            "{msg}"
+        );
         let (line, _, msg) = located("[network]\nmode = \"proxy\"\nresolve = { \"a.test\" = \"nowhere\" }\n");
         assert_eq!(line, 3);
         assert!(msg.contains("not an IP address"), "{msg}");
