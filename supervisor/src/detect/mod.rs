@@ -53,12 +53,30 @@ pub struct Detector {
     cwds: cwd::Cwds,
     /// Does a path exist on the host (the sandbox may hide it)? Swapped in tests.
     on_host: fn(&str) -> bool,
+    /// Directories that may be gitdirs whose config, hooks or index the agent just wrote
+    /// (for the session's live persistence check).
+    git_touches: Vec<String>,
     /// The last connect or send the egress hooks reported (host tid, ip, port): the syscall's
     /// own event that follows is the same attempt.
     last_net: Option<(u32, String, u32)>,
     /// Reports per (rule, target) in the current second, and per rule overall.
     throttle: HashMap<(&'static str, String), Throttle>,
     rule_budget: HashMap<&'static str, Throttle>,
+}
+
+/// The gitdir a write to `path` would change, if its shape says so: `DIR/config` (and its
+/// lock, `config.worktree`), `DIR/index` (and its lock: gitlinks), `DIR/hooks/NAME`. Whether
+/// DIR is a gitdir is checked by whoever inspects it.
+fn gitdir_of(path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/')?;
+    if matches!(
+        name,
+        "config" | "config.lock" | "config.worktree" | "index" | "index.lock"
+    ) {
+        return Some(dir.to_string()).filter(|d| !d.is_empty());
+    }
+    let (gitdir, hooks) = dir.rsplit_once('/')?;
+    (hooks == "hooks" && !gitdir.is_empty()).then(|| gitdir.to_string())
 }
 
 /// Credential files ordinary tools look for on every run, whether or not any exist.
@@ -139,6 +157,7 @@ impl Detector {
         let window = |name: &str, what: &'static str| cfg.rule(name).map(|r| Window::new(r, what));
         Self {
             on_host: |p| std::path::Path::new(p).exists(),
+            git_touches: Vec::new(),
             read: set("sensitive_read"),
             write: set("sensitive_write"),
             exec: set("exec"),
@@ -188,6 +207,11 @@ impl Detector {
             && self.denials.is_none()
             && self.processes.is_none()
             && self.repeated.is_none()
+    }
+
+    /// The directories written since the last call that may be gitdirs (see `gitdir_of`).
+    pub fn take_git_touches(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.git_touches)
     }
 
     /// Where the host's files are looked up (tests pretend).
@@ -415,6 +439,16 @@ impl Detector {
             }
         }
         if writes {
+            for (which, p) in [(0, &s.path), (1, &s.path2)] {
+                if p.is_empty() {
+                    continue;
+                }
+                if let Some(dir) = self.cwds.absolute(e, dirfd(which), p).and_then(|a| gitdir_of(&a)) {
+                    if !self.git_touches.contains(&dir) {
+                        self.git_touches.push(dir);
+                    }
+                }
+            }
             if let Some((rule, set)) = &self.write {
                 let second = kernel::RENAMES.contains(&s.nr) || kernel::CREATE_SECOND.contains(&s.nr);
                 let firsts = kernel::CHANGE_PATH.contains(&s.nr)

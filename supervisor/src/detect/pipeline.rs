@@ -70,6 +70,11 @@ impl Detect {
         }
     }
 
+    /// Directories the agent wrote that may be gitdirs (config, hooks, index).
+    pub fn take_git_touches(&mut self) -> Vec<String> {
+        self.rules.take_git_touches()
+    }
+
     /// The pipeline tick: a rule's freeze that has run out (or has only init left) becomes a
     /// kill, emitted into `events`.
     pub fn tick(&mut self, dec: &mut Decoder, events: &mut Vec<pb::Event>) {

@@ -127,6 +127,26 @@ pub fn scan_with(workspace: &Path, since: SystemTime, limits: Limits) -> Vec<Fin
     s.findings
 }
 
+/// Findings in the one gitdir `dir` created or changed since `since` (the live watch: the
+/// agent just wrote a gitdir's config, hooks or index). Empty when `dir` is not a gitdir.
+pub fn scan_gitdir(workspace: &Path, dir: &Path, since: SystemTime) -> Vec<Finding> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let entries: Vec<(OsString, FileType)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name(), e.file_type().ok()?)))
+        .collect();
+    if !git::is_gitdir(&entries) {
+        return Vec::new();
+    }
+    let mut s = Scan::new(workspace, since, Limits::default());
+    git::inspect_gitdir(&mut s, dir);
+    s.findings.sort();
+    s.findings.dedup();
+    s.findings
+}
+
 /// The state of one scan, shared by the `git` and `files` inspectors.
 pub(crate) struct Scan {
     /// The workspace, absolute and lexically normal: the prefix of every reported path.

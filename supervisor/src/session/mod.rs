@@ -14,6 +14,7 @@
 
 pub mod control;
 pub mod fuse;
+mod gitwatch;
 pub mod outputs;
 pub mod pipeline;
 pub mod proxy;
@@ -23,7 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::events::pb::event::Kind;
 use crate::launch::{Observer, Outcome, Sandbox};
 use crate::policy::Policy;
 use crate::probes::{ProbeError, Probes, Watch};
@@ -127,29 +127,6 @@ pub struct Session {
     attached_at: Option<SystemTime>,
 }
 
-/// A persistence finding as a detection event (exact bytes; text renderings escape them).
-fn persistence_detection(f: &crate::persist::Finding) -> Kind {
-    let key = if f.key.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", f.key)
-    };
-    Kind::Detection(crate::events::pb::Detection {
-        rule: "persistence".into(),
-        summary: format!(
-            "{}: {}{key}: {} (inspect: {})",
-            f.vector,
-            f.file.to_string_lossy(),
-            f.value_preview,
-            f.inspect
-        ),
-        response: "alert".into(),
-        window: "after the run".into(),
-        offending_time_unix_ns: crate::events::unix_now_ns(),
-        ..Default::default()
-    })
-}
-
 impl Session {
     /// Before the sandbox exists: the probes are loaded (or opened, if another cordon loaded
     /// them) and the monitor's baseline is read, so that if either cannot be had nothing has
@@ -236,6 +213,10 @@ impl Session {
             extra,
             net_changes,
             redactor: self.redactor.clone(),
+            gitwatch: gitwatch::GitWatch::new(
+                self.workspace.clone(),
+                self.attached_at.unwrap_or_else(std::time::SystemTime::now),
+            ),
         })
         .map_err(SessionError::Events)?;
         self.running = Some(Components {
@@ -283,7 +264,10 @@ impl Session {
         let events = c.pipeline.finish(pipeline::End {
             exit_code: outcome.exit_code,
             notes: run_notes.join("; "),
-            after: persistence.iter().map(persistence_detection).collect(),
+            after: persistence
+                .iter()
+                .map(|f| gitwatch::detection(f, "after the run"))
+                .collect(),
         });
         let failures = c.fuse.failures();
         let mut notes = run_notes;

@@ -59,6 +59,8 @@ pub struct Parts {
     pub net_changes: Option<mpsc::Sender<super::proxy::Change>>,
     /// The agent's secrets, replaced in every event.
     pub redactor: crate::secret::Redactor,
+    /// Live persistence check of the gitdirs the agent writes.
+    pub gitwatch: super::gitwatch::GitWatch,
 }
 
 pub struct Pipeline {
@@ -172,6 +174,7 @@ async fn run(
         mut extra,
         net_changes,
         redactor,
+        mut gitwatch,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
@@ -239,6 +242,14 @@ async fn run(
             _ = tick.tick() => {
                 drain(&mut watch, &mut dec, &mut events);
                 ticks += 1;
+                gitwatch.touched(detect.take_git_touches());
+                if ticks.is_multiple_of(10) {
+                    for kind in gitwatch.check(std::time::Instant::now()) {
+                        alert_line(&kind, &meta.sandbox);
+                        let e = dec.bare(kind);
+                        dec.emit(e, &mut events);
+                    }
+                }
                 if ticks == 20 && injected("event pipeline") {
                     panic!("fault injected for a test");
                 }
@@ -330,6 +341,13 @@ async fn run(
         stream_losses,
         stream_stuck,
         sealed,
+    }
+}
+
+/// The stderr line of a live persistence finding (escaped: it quotes the agent's bytes).
+fn alert_line(kind: &Kind, sandbox: &str) {
+    if let Kind::Detection(d) = kind {
+        crate::text::eprint(&format!("ALERT {sandbox}: rule {} (live): {}", d.rule, d.summary));
     }
 }
 
