@@ -606,3 +606,49 @@ fn the_agent_has_its_own_user_database() {
     let host_accounts = std::fs::read_to_string("/etc/passwd").unwrap().lines().count();
     assert!(host_accounts > 3, "this check needs a host with more accounts");
 }
+
+/// Issue 21 item 5: the `claude` preset shows Claude Code its own login read-only (not an
+/// alarm, said at start), while another agent's credential stays hidden and reading it is.
+#[test]
+fn an_agent_preset_sees_only_its_own_credential_read_only() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    s.file("home/.claude/.credentials.json", "{\"claude\": \"own-login\"}");
+    s.file("home/.codex/auth.json", "{\"codex\": \"not-yours\"}");
+    let home = s.path().join("home");
+    let ev = s.path().join("events.jsonl");
+    let script = "cat ~/.claude/.credentials.json; echo; \
+                  (echo x >> ~/.claude/.credentials.json) 2>/dev/null || echo write-refused; \
+                  printf 'codex:'; cat ~/.codex/auth.json; echo";
+    // The monitor only logs here (a read of the other agent's file would freeze the run).
+    let profile = log_only_profile(&s, "claude-log", "claude", "");
+    let out = output(run_cmd(
+        &profile,
+        &ws,
+        &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", script],
+    ));
+    let text = stdout(&out);
+    assert!(text.contains("own-login"), "{text}\n{}", stderr(&out));
+    assert!(text.contains("write-refused"), "{text}");
+    assert!(
+        !text.contains("not-yours"),
+        "another agent's credential was readable: {text}"
+    );
+    assert!(
+        stderr(&out).contains("the agent can read its own credential file"),
+        "{}",
+        stderr(&out)
+    );
+    let events = std::fs::read_to_string(&ev).unwrap();
+    let reads: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("\"rule\":\"sensitive_read\""))
+        .collect();
+    assert!(
+        reads.iter().all(|l| !l.contains(".claude/.credentials.json")),
+        "{reads:?}"
+    );
+    assert!(reads.iter().any(|l| l.contains(".codex/auth.json")), "{events}");
+}

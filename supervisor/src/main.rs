@@ -500,6 +500,14 @@ fn run(
             pol.context.workspace.display()
         ));
     }
+    if !quiet {
+        for c in pol.own_credentials.iter().filter(|c| c.exists()) {
+            text::eprint(&format!(
+                "the agent can read its own credential file {} (read-only; every other agent's stays hidden)",
+                c.display()
+            ));
+        }
+    }
     // SAFETY: isatty only inspects the descriptor.
     let interactive = unsafe { libc::isatty(0) == 1 && libc::isatty(1) == 1 };
     let out = output

@@ -66,6 +66,8 @@ pub struct Policy {
     pub exec_only: Vec<PathBuf>,
     /// `filesystem.state`: created (owned by the invoking user, 0700) before the binds.
     pub create: Vec<PathBuf>,
+    /// `filesystem.own_credentials`: shown read-only, not sensitive reads.
+    pub own_credentials: Vec<PathBuf>,
     pub tmp_size: u64,
     pub network: NetworkPolicy,
     pub limits: crate::profile::Limits,
@@ -211,6 +213,14 @@ pub fn compile(
     let mut monitor = monitor::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
         template::expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
     })?;
+    // Reading its own credential file is what the agent is for; every other one still counts.
+    let own: Vec<String> = fs
+        .own_credentials
+        .iter()
+        .filter_map(|p| template::expand(p, &ctx.workspace, &ctx.home).ok())
+        .map(|p| format!("!{}", p.display()))
+        .collect();
+    monitor.except("sensitive_read", &own);
     monitor.hook_uid = ctx.owner_uid;
     monitor.hook_gid = ctx.owner_gid;
 
@@ -219,8 +229,17 @@ pub fn compile(
         profile_hash: profile.hash.clone(),
         context: ctx.clone(),
         binds,
-        hidden: ex(&fs.hidden)?,
-        protected: ex(&fs.protected)?,
+        hidden: {
+            // The agent's own credential files are shown (read-only), everything else hidden.
+            let own = ex(&fs.own_credentials)?;
+            ex(&fs.hidden)?.into_iter().filter(|h| !own.contains(h)).collect()
+        },
+        protected: {
+            let mut p = ex(&fs.protected)?;
+            p.extend(ex(&fs.own_credentials)?);
+            p
+        },
+        own_credentials: ex(&fs.own_credentials)?,
         exec_only,
         create: ex(&fs.state)?,
         tmp_size: fs.tmp_size,

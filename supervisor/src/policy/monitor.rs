@@ -77,6 +77,18 @@ impl Config {
         })
     }
 
+    /// Add `!pattern` exceptions to a path rule (no-op for a rule the profile turned off).
+    pub fn except(&mut self, rule: &str, negated: &[String]) {
+        if negated.is_empty() {
+            return;
+        }
+        if let Some(r) = self.rules.iter_mut().find(|r| r.name == rule) {
+            r.patterns
+                .get_or_insert_with(Vec::new)
+                .extend(negated.iter().cloned());
+        }
+    }
+
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }

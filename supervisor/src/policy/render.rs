@@ -47,6 +47,13 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     for h in &pol.protected {
         let _ = writeln!(s, "  protected  {} (read-only)", h.display());
     }
+    for c in &pol.own_credentials {
+        let _ = writeln!(
+            s,
+            "  credential {} (the agent's own: visible read-only, not a sensitive read)",
+            c.display()
+        );
+    }
     let _ = writeln!(s, "\n[network]\n  mode       {:?}", pol.network.mode);
     for d in &pol.network.allow {
         let _ = writeln!(s, "  allow      {d}");

@@ -82,6 +82,9 @@ pub struct RawFilesystem {
     /// Writable directories the agent keeps its own state in, created (owned by the user,
     /// mode 0700) when missing.
     pub state: Option<Vec<String>>,
+    /// The agent's own credential files: visible read-only (not hidden), and reading them is
+    /// not a sensitive read. Every other agent's stay hidden.
+    pub own_credentials: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -208,6 +211,7 @@ pub struct Filesystem {
     pub executable: Vec<String>,
     pub tmp_size: u64,
     pub state: Vec<String>,
+    pub own_credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -498,12 +502,14 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         executable: pick!(chain, filesystem.executable).unwrap_or_default(),
         tmp_size: pick!(chain, filesystem.tmp_size).map_or(256 << 20, |b| b.0),
         state: pick!(chain, filesystem.state).unwrap_or_default(),
+        own_credentials: pick!(chain, filesystem.own_credentials).unwrap_or_default(),
     };
     for p in filesystem
         .read_only
         .iter()
         .chain(&filesystem.read_write)
         .chain(&filesystem.state)
+        .chain(&filesystem.own_credentials)
         .chain(&filesystem.hidden)
         .chain(&filesystem.protected)
         .chain(&filesystem.executable)
