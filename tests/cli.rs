@@ -155,6 +155,13 @@ fn profile_list_show_and_doctor() {
         text.contains("/.ssh") && text.contains("clone3") && text.contains("memory     4096 MiB"),
         "{text}"
     );
+    // The monitor is part of what a profile promises.
+    assert!(
+        text.contains("[monitor]")
+            && text.contains("sensitive_read   freeze")
+            && text.contains("connects         freeze  200 in 10 s"),
+        "{text}"
+    );
     let out = cordon_cmd(&["doctor"]);
     let text = stdout(&out);
     assert!(text.contains("landlock") && text.contains("ABI"), "{text}");

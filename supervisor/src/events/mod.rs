@@ -318,7 +318,9 @@ pub fn text(e: &pb::Event, color: bool) -> String {
                 },
                 d.response
             ),
-            true,
+            // DETECTED says it; DENIED is for what the kernel refused (a detection may be
+            // about an open that succeeded).
+            false,
         ),
         None => (String::from("?"), false),
     };

@@ -99,6 +99,36 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
             let _ = writeln!(s, "  {k}={} ({} bytes)", crate::secret::marker(v), v.len());
         }
     }
+    let m = &pol.monitor;
+    let _ = writeln!(
+        s,
+        "\n[monitor] (a frozen sandbox nobody decides about is killed after {} s)",
+        m.frozen_limit_ms / 1000
+    );
+    for r in &m.rules {
+        let what = match (&r.patterns, r.limit, r.window_ms) {
+            (Some(p), _, _) if !p.is_empty() => {
+                let shown: Vec<&str> = p.iter().take(3).map(String::as_str).collect();
+                let more = p.len().saturating_sub(shown.len());
+                format!(
+                    "{}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+            (_, limit, window) if window > 0 => format!("{limit} in {} s", window as f64 / 1000.0),
+            (_, limit, _) if limit > 0 => format!("limit {limit}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "  {:<16} {:<7} {what}", r.name, r.response.name());
+    }
+    if !m.hook.is_empty() {
+        let _ = writeln!(s, "  hook             {}", m.hook.join(" "));
+    }
     let allowed: Vec<&str> = pol.terminal.iter().map(|f| f.name()).collect();
     let _ = writeln!(
         s,
