@@ -575,6 +575,16 @@ impl Detector {
         if n.protocol == "udp" && n.port == 0 && n.op == "connect" {
             return;
         }
+        // A name lookup that could not get out (no network, or only loopback): every tool
+        // resolves names, and without a route nothing leaves — recorded, not an alarm.
+        if n.port == 53
+            && matches!(
+                self.net_mode,
+                Some(NetworkMode::None | NetworkMode::Loopback) | None
+            )
+        {
+            return;
+        }
         let loopback = n.ip.starts_with("127.") || n.ip == "::1";
         let outside = match self.net_mode {
             Some(NetworkMode::Allowlist | NetworkMode::Proxy) => !n.allowed,

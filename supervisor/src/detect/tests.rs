@@ -396,6 +396,31 @@ fn a_program_re_executing_itself_is_not_an_exec_from_outside() {
 }
 
 #[test]
+fn a_name_lookup_without_a_network_is_not_an_alarm() {
+    let mut d = detector("default");
+    let lookup = Kind::Net(pb::Network {
+        op: "sendmsg".into(),
+        protocol: "udp".into(),
+        ip: "10.255.255.53".into(),
+        port: 53,
+        allowed: false,
+        rule: String::new(),
+    });
+    assert!(run(&mut d, &[ev(1, 0, lookup)]).is_empty());
+    let connect = Kind::Net(pb::Network {
+        op: "connect".into(),
+        protocol: "tcp".into(),
+        ip: "203.0.113.9".into(),
+        port: 443,
+        allowed: false,
+        rule: String::new(),
+    });
+    assert!(run(&mut d, &[ev(2, 1, connect)])
+        .iter()
+        .any(|f| f.rule == "egress"));
+}
+
+#[test]
 fn one_noisy_target_does_not_hide_another() {
     let mut cfg = config("default");
     for r in &mut cfg.rules {
