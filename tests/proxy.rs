@@ -411,6 +411,44 @@ client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role
   .catch(e => { console.log('error\t' + e); process.exit(1); });
 "#;
 
+/// A CA at `ca` and a certificate it signed for `name` (`STEM.pem`, `STEM.key`), in `d`.
+fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
+    let (key, csr, pem) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+    );
+    let subj = format!("/CN={name}");
+    let ca_req = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
+    ];
+    openssl(
+        &[&ca_req[..], &["-days", "2", "-subj", "/CN=cordon test CA"]].concat(),
+        d,
+    );
+    openssl(
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj,
+        ],
+        d,
+    );
+    std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+    ];
+    openssl(&[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat(), d);
+}
+
 fn openssl(args: &[&str], dir: &Path) {
     let st = std::process::Command::new("openssl")
         .args(args)
@@ -429,60 +467,7 @@ fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent
     assert!(sdk.exists(), "scripts/setup installs the SDK there");
     let s = Scratch::new();
     let d = s.path();
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cordon test CA",
-        ],
-        d,
-    );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "api.key",
-            "-out",
-            "api.csr",
-            "-subj",
-            "/CN=api.anthropic.com",
-        ],
-        d,
-    );
-    s.file("ext.cnf", "subjectAltName=DNS:api.anthropic.com\n");
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "api.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "api.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-        d,
-    );
+    test_ca(d, "ca.pem", "api.anthropic.com", "api");
     s.file("standin.py", STAND_IN);
     s.file("agent.js", SDK_AGENT);
     let mut stand_in = std::process::Command::new("/usr/bin/python3")
@@ -590,60 +575,7 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
     let d = s.path();
     s.file("static.py", STATIC);
     // A CA and a certificate for git.fixture.test.
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cordon test CA",
-        ],
-        d,
-    );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "git.key",
-            "-out",
-            "git.csr",
-            "-subj",
-            "/CN=git.fixture.test",
-        ],
-        d,
-    );
-    s.file("ext.cnf", "subjectAltName=DNS:git.fixture.test\n");
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "git.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "git.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-        d,
-    );
+    test_ca(d, "ca.pem", "git.fixture.test", "git");
     // A bare repository served as static files (git's dumb HTTP protocol).
     let sh = |script: &str| {
         let st = std::process::Command::new("sh")
@@ -732,60 +664,7 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let d = s.path();
     let ws = s.dir("ws");
     let home = s.dir("home");
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ws/ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=cordon test CA",
-        ],
-        d,
-    );
-    openssl(
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "api.key",
-            "-out",
-            "api.csr",
-            "-subj",
-            "/CN=api.anthropic.com",
-        ],
-        d,
-    );
-    s.file("ext.cnf", "subjectAltName=DNS:api.anthropic.com\n");
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "api.csr",
-            "-CA",
-            "ws/ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "api.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-        d,
-    );
+    test_ca(d, "ws/ca.pem", "api.anthropic.com", "api");
     // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
     let mut stand_in = std::process::Command::new("/usr/bin/python3")
         .arg(concat!(

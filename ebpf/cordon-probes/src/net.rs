@@ -167,8 +167,7 @@ fn proxy_decide(
         if protocol == IPPROTO_UDP && port == u32::from(DNS_PORT) {
             let origin = DNS_ORIGINS.get_ptr_mut(ctx);
             if !origin.is_null() {
-                // SAFETY: the socket's own storage, which the helper returned non-null; a
-                // 4-byte store.
+                // SAFETY: a 4-byte store into the socket's own storage (non-null, checked above).
                 unsafe { (*origin).ip4 = 0 };
             }
         }
@@ -225,8 +224,8 @@ fn redirect_tcp(ctx: &SockAddrContext, v6: bool, ip4: u32, port: u16, proxy_port
             addr: [0, 0, MAPPED, source],
             scope_id: 0,
         };
-        // SAFETY: the context the kernel passed and a stack sockaddr_in6 of the length given;
-        // the helper only reads it.
+        // The helper only reads the stack sockaddr_in6, of exactly the length given.
+        // SAFETY: the context the kernel passed and a live stack address of that length.
         unsafe {
             bpf_bind(
                 ctx.sock_addr,
@@ -344,8 +343,8 @@ fn restore_peer(ctx: &SockAddrContext, v6: bool) {
         return;
     }
     let sa = ctx.sock_addr;
-    // SAFETY: permitted loads from the context; `sk` is the kernel's (non-null) socket, whose
-    // bpf_sock fields may be read.
+    // `sk` is the kernel's (non-null) socket, whose bpf_sock fields may be read.
+    // SAFETY: permitted loads from the context and from the socket it points to.
     let (protocol, port, source) = unsafe {
         let sk = (*sa).__bindgen_anon_1.sk;
         ((*sa).protocol, (*sa).user_port, (*sk).src_ip4)

@@ -65,8 +65,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs = ctx.arg::<*const u8>(0);
     let ret = ctx.arg::<i64>(1);
     let mut nr: u64 = 0;
-    // SAFETY: bpf_probe_read_kernel copies 8 bytes into the local `nr` and faults safely
-    // (returning an error) if the pt_regs address is not readable.
+    // An unreadable pt_regs address makes the helper fail, not fault.
+    // SAFETY: bpf_probe_read_kernel copies 8 bytes into the local `nr`.
     unsafe { bpf_probe_read_kernel((&mut nr as *mut u64).cast(), 8, regs.wrapping_add(ORIG_AX).cast()) };
     let nr = nr as u32;
     // write, pwrite64, writev, pwritev, pwritev2: bytes written, for the monitor's budget.

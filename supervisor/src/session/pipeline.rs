@@ -214,8 +214,8 @@ async fn run(
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
         .try_clone_to_owned()
         .expect("duplicate the ring buffer fd");
-    // SAFETY: the registered descriptor (a duplicate of the ring's) is owned by the AsyncFd,
-    // so it stays open for as long as it is registered.
+    // The registered descriptor is a duplicate of the ring's, owned by the AsyncFd.
+    // SAFETY: it stays open for as long as it is registered.
     let registered = unsafe { tokio::io::unix::AsyncFd::register(ring_dup) };
     let ring_fd = registered.expect("ring buffer fd is pollable");
     let End {
