@@ -589,8 +589,10 @@ fn run(
     };
     let report = session.finish(&outcome);
     // Printed with -q too: each is code that runs later, outside any sandbox.
+    // A planted config value may carry a token: the line is redacted like the events.
     for f in &report.persistence {
-        eprintln!("cordon: WARNING: the agent left code that runs later: {f}");
+        let line = format!("cordon: WARNING: the agent left code that runs later: {f}");
+        eprintln!("{}", redactor.redact(&line));
     }
     if !report.build_files.is_empty() {
         let files: Vec<String> = report

@@ -245,9 +245,12 @@ async fn run(
                 gitwatch.touched(detect.take_git_touches());
                 if ticks.is_multiple_of(10) {
                     for kind in gitwatch.check(std::time::Instant::now()) {
-                        alert_line(&kind, &meta.sandbox);
                         let e = dec.bare(kind);
                         dec.emit(e, &mut events);
+                        // The line quotes the event as recorded: secrets already replaced.
+                        if let Some(kind) = events.last().and_then(|e| e.kind.as_ref()) {
+                            alert_line(kind, &meta.sandbox);
+                        }
                     }
                 }
                 if ticks == 20 && injected("event pipeline") {
