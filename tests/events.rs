@@ -53,14 +53,6 @@ fn syscall_link_pins() -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-fn events_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("events file")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-        .collect()
-}
-
 /// (kind name, body) of an event.
 fn kind(e: &Value) -> (&str, &Value) {
     event_kind(e).expect("one kind")

@@ -12,33 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 
-/// An HTTP server on the host's loopback answering every request with `body`, for `n`
-/// connections (bounded), in a thread.
-fn http_fixture(body: &'static str, n: usize) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming().take(n) {
-            let Ok(mut c) = conn else { continue };
-            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => req.extend_from_slice(&buf[..k]),
-                }
-            }
-            let _ = write!(
-                c,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
-}
-
 /// A server that speaks first (like ssh), for `n` connections.
 fn banner_fixture(n: usize) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -88,22 +61,6 @@ def quic():
     s.sendto(b"x", ("192.0.2.1", 443))
 attempt("quic", quic)
 "#;
-
-fn results(stdout: &str) -> std::collections::BTreeMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn events_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[test]
 fn names_reach_fixtures_through_the_proxy_and_everything_else_is_refused_and_recorded() {

@@ -266,9 +266,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 // The command (and the id, profile and identity, read back from a file) are
                 // shown escaped: a command line may carry any byte.
                 let command: Vec<_> = r.meta.command.iter().map(|a| text::escape(a)).collect();
-                let state = match r.stats.frozen_since_unix {
-                    0 => "running".to_string(),
-                    t => format!("frozen {}s", now.saturating_sub(t)),
+                let state = match (r.stats.frozen_since_unix, r.stats.waiting) {
+                    (0, 0) => "running".to_string(),
+                    (0, n) => format!("asking ({n})"),
+                    (t, _) => format!("frozen {}s", now.saturating_sub(t)),
                 };
                 println!(
                     "{:<12} {:<8} {:<16} {:>9} {:>9} {:>7}  {:<14} {:<28} {}",

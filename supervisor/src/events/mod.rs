@@ -34,6 +34,10 @@ pub const KINDS: &[(&str, &str)] = &[
         "detection",
         "a monitor rule fired: what was seen and the evidence",
     ),
+    (
+        "approval",
+        "something held until a person answers (network.unlisted = \"ask\"), and the answer",
+    ),
 ];
 
 /// Does `e` belong to kind `k` (one of `KINDS`)?
@@ -56,6 +60,8 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Lifecycle(_)), "lifecycle") => true,
         (Some(Kind::Response(_)), "response" | "lifecycle") => true,
         (Some(Kind::Detection(_)), "detection" | "response") => true,
+        (Some(Kind::Approval(_)), "approval" | "net") => true,
+        (Some(Kind::Approval(a)), "denied") => a.state != "asked" && a.state != "allowed",
         _ => false,
     }
 }
@@ -238,6 +244,27 @@ pub fn text(e: &pb::Event, color: bool) -> String {
                 }
             ),
             false,
+        ),
+        Some(Kind::Approval(a)) => (
+            format!(
+                "{:<10} #{} {} {} {}{}{}",
+                "approval",
+                a.id,
+                a.what,
+                a.target,
+                a.state,
+                if a.by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", a.by)
+                },
+                match a.state.as_str() {
+                    "asked" => format!(" (waits {} s)", a.timeout_ms / 1000),
+                    _ if a.rule.is_empty() => format!(" after {} ms", a.waited_ms),
+                    _ => format!(" after {} ms: {}", a.waited_ms, a.rule),
+                }
+            ),
+            a.state != "asked" && a.state != "allowed",
         ),
         Some(Kind::Counts(c)) => {
             let mut top: Vec<_> = c.counts.iter().collect();

@@ -96,6 +96,9 @@ pub struct NetworkPolicy {
     pub deny: Vec<Egress>,
     /// `proxy`: fixed upstream addresses for names.
     pub resolve: BTreeMap<String, std::net::IpAddr>,
+    /// `proxy` with `unlisted = "ask"`: how long a connection no rule allows is held while a
+    /// person is asked; None: refused at once.
+    pub ask: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -265,6 +268,8 @@ pub fn compile(
                 .collect(),
             deny: profile.network.deny.clone(),
             resolve: profile.network.resolve.clone(),
+            ask: (profile.network.unlisted == crate::profile::Unlisted::Ask)
+                .then(|| std::time::Duration::from_millis(profile.network.ask_timeout_ms)),
         },
         limits: profile.limits.clone(),
         env,

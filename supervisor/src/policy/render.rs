@@ -68,6 +68,16 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     for (name, ip) in &pol.network.resolve {
         let _ = writeln!(s, "  resolve    {name} -> {ip}");
     }
+    if pol.network.mode == crate::profile::NetworkMode::Proxy {
+        let _ = match pol.network.ask {
+            Some(d) => writeln!(
+                s,
+                "  unlisted   ask: held while a person decides (cordon net allow|deny), refused after {} s",
+                d.as_secs()
+            ),
+            None => writeln!(s, "  unlisted   refused"),
+        };
+    }
     let l = &pol.limits;
     let _ = writeln!(s, "\n[limits]");
     let opt = |v: Option<String>| v.unwrap_or_else(|| "unlimited".into());

@@ -110,6 +110,22 @@ pub struct RawNetwork {
     pub deny: Option<Vec<toml::Spanned<String>>>,
     /// `proxy` mode: fixed upstream addresses for names, like curl's `--resolve`.
     pub resolve: Option<BTreeMap<String, toml::Spanned<String>>>,
+    /// `proxy` mode: what happens to a connection no rule allows.
+    pub unlisted: Option<toml::Spanned<Unlisted>>,
+    /// `unlisted = "ask"`: how long a held connection waits for an answer before it is refused.
+    pub ask_timeout: Option<Millis>,
+}
+
+/// `network.unlisted`: what the proxy does with a name or address no rule allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unlisted {
+    /// Refused at once (NXDOMAIN for a name, a reset for a connection).
+    #[default]
+    Deny,
+    /// The connection is held and a person is asked (`cordon net allow|deny`); refused when
+    /// nobody answers within `ask_timeout`.
+    Ask,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -221,6 +237,9 @@ pub struct Network {
     pub deny: Vec<egress::Egress>,
     /// Normalised name → the address the proxy connects to for it.
     pub resolve: BTreeMap<String, std::net::IpAddr>,
+    pub unlisted: Unlisted,
+    /// `unlisted = "ask"`: milliseconds a held connection waits for an answer.
+    pub ask_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -327,6 +346,10 @@ macro_rules! pick {
     };
 }
 
+/// How long a held connection waits for a person by default: long enough to read the line
+/// and answer, short enough that an agent's own timeouts have not all fired.
+pub const DEFAULT_ASK_TIMEOUT_MS: u64 = 120_000;
+
 /// The chain's `[network]`: each key from the most derived profile that sets it, every entry
 /// checked against the mode, errors at the entry's line and column.
 fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileError> {
@@ -421,11 +444,29 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
             resolve.insert(name, ip);
         }
     }
+    let unlisted = match chain
+        .iter()
+        .find_map(|(src, r)| r.network.unlisted.as_ref().map(|u| (src, u)))
+    {
+        Some((src, u)) if mode != NetworkMode::Proxy && *u.get_ref() == Unlisted::Ask => {
+            return Err(at(
+                src,
+                u.span(),
+                "network.unlisted = \"ask\" needs mode = \"proxy\" (only the proxy can hold a connection)"
+                    .into(),
+            ));
+        }
+        Some((_, u)) => *u.get_ref(),
+        None => Unlisted::Deny,
+    };
+    let ask_timeout_ms = pick!(chain, network.ask_timeout).map_or(DEFAULT_ASK_TIMEOUT_MS, |m| m.0);
     Ok(Network {
         mode,
         allow,
         deny,
         resolve,
+        unlisted,
+        ask_timeout_ms,
     })
 }
 
@@ -641,6 +682,21 @@ mod tests {
         let (line, _, msg) = located("[network]\nmode = \"proxy\"\nresolve = { \"a.test\" = \"nowhere\" }\n");
         assert_eq!(line, 3);
         assert!(msg.contains("not an IP address"), "{msg}");
+        let (line, col, msg) = located("[network]\nmode = \"none\"\nunlisted = \"ask\"\n");
+        assert_eq!((line, col), (3, 12), "{msg}");
+        assert!(msg.contains("needs mode = \"proxy\""), "{msg}");
+        let (line, _, msg) = located("[network]\nmode = \"proxy\"\nunlisted = \"maybe\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("deny") && msg.contains("ask"), "{msg}");
+        let p = load_text(
+            dir.path(),
+            "[network]\nmode = \"proxy\"\nunlisted = \"ask\"\nask_timeout = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.network.unlisted, p.network.ask_timeout_ms),
+            (Unlisted::Ask, 30_000)
+        );
     }
 
     fn load_text(dir: &Path, text: &str) -> Result<Profile, ProfileError> {

@@ -236,6 +236,13 @@ impl Shared {
                     _ => {}
                 }
             }
+            if let Some(Kind::Approval(a)) = &e.kind {
+                stats.waiting = if a.state == "asked" {
+                    stats.waiting.saturating_add(1)
+                } else {
+                    stats.waiting.saturating_sub(1)
+                };
+            }
             if history.len() == HISTORY {
                 history.pop_front();
             }

@@ -234,6 +234,7 @@ async fn run(
             }
             Some(kind) = recv_extra(&mut extra) => {
                 drain(&mut watch, &mut dec, &mut events);
+                ask_line(&kind, &meta.sandbox);
                 let e = dec.bare(kind);
                 dec.emit(e, &mut events);
                 detect.run(&mut watch, &mut dec, &mut events);
@@ -352,6 +353,25 @@ fn alert_line(kind: &Kind, sandbox: &str) {
     if let Kind::Detection(d) = kind {
         crate::text::eprint(&format!("ALERT {sandbox}: rule {} (live): {}", d.rule, d.summary));
     }
+}
+
+/// The stderr lines of a held connection (`unlisted = "ask"`): what to type to answer, then
+/// the answer. Escaped: the target is a name the agent chose.
+fn ask_line(kind: &Kind, sandbox: &str) {
+    let Kind::Approval(a) = kind else { return };
+    let line = match a.state.as_str() {
+        "asked" => format!(
+            "ASK {sandbox}: #{} the agent wants to {} {} — held; answer with `cordon net allow {sandbox} {}` (or `deny`); refused in {} s",
+            a.id,
+            if a.what == "connect" { "connect to" } else { &a.what },
+            a.target,
+            a.target,
+            a.timeout_ms / 1000
+        ),
+        state if a.by.is_empty() => format!("ASK {sandbox}: #{} {} {state}", a.id, a.target),
+        state => format!("ASK {sandbox}: #{} {} {state} by {} ({})", a.id, a.target, a.by, a.rule),
+    };
+    crate::text::eprint(&line);
 }
 
 async fn recv_extra(rx: &mut Option<mpsc::Receiver<Kind>>) -> Option<Kind> {

@@ -1,5 +1,6 @@
 //! The egress proxy of a `network.mode = "proxy"` sandbox (docs/network.md).
 
+pub mod ask;
 pub mod dns;
 pub mod rules;
 pub mod server;

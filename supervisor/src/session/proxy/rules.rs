@@ -15,19 +15,30 @@ use crate::profile::egress::{Egress, NameRule};
 pub struct Verdict {
     pub allowed: bool,
     pub rule: String,
+    /// Refused because no rule speaks for it (not by a `deny` rule or the addresses nothing
+    /// may reach): what `unlisted = "ask"` holds and asks about.
+    pub unlisted: bool,
 }
 
 impl Verdict {
-    fn allow(rule: impl ToString) -> Self {
+    pub fn allow(rule: impl ToString) -> Self {
         Self {
             allowed: true,
             rule: rule.to_string(),
+            unlisted: false,
         }
     }
-    fn refuse(rule: impl ToString) -> Self {
+    pub fn refuse(rule: impl ToString) -> Self {
         Self {
             allowed: false,
             rule: rule.to_string(),
+            unlisted: false,
+        }
+    }
+    fn unlisted(rule: impl ToString) -> Self {
+        Self {
+            unlisted: true,
+            ..Self::refuse(rule)
         }
     }
 }
@@ -47,6 +58,7 @@ pub struct Rules {
     deny: Vec<Egress>,
     resolve: BTreeMap<String, IpAddr>,
     live: Vec<Live>,
+    ask: Option<std::time::Duration>,
 }
 
 /// An upstream address cordon will not connect to for a name.
@@ -156,7 +168,34 @@ impl Rules {
             deny: net.deny.clone(),
             resolve: net.resolve.clone(),
             live: Vec::new(),
+            ask: net.ask,
         }
+    }
+
+    /// Rules from profile-style entries (tests).
+    #[cfg(test)]
+    pub fn for_test(allow: &[&str], deny: &[&str]) -> Rules {
+        use crate::profile::egress::parse;
+        let mut r = Rules {
+            names: Vec::new(),
+            addresses: Vec::new(),
+            deny: deny.iter().map(|d| parse(d).unwrap()).collect(),
+            resolve: BTreeMap::new(),
+            live: Vec::new(),
+            ask: None,
+        };
+        for a in allow {
+            match parse(a).unwrap() {
+                Egress::Name(n) => r.names.push(n),
+                Egress::Address(d) => r.addresses.push(d),
+            }
+        }
+        r
+    }
+
+    /// `unlisted = "ask"`: how long an unlisted connection is held; None: refused at once.
+    pub fn ask(&self) -> Option<std::time::Duration> {
+        self.ask
     }
 
     /// Add a live rule; `until` None lasts for the run.
@@ -214,7 +253,7 @@ impl Rules {
             None => n.matches_name(name),
         }) {
             Some(n) => Verdict::allow(n),
-            None => Verdict::refuse(match port {
+            None => Verdict::unlisted(match port {
                 Some(p) if self.names.iter().any(|n| n.matches_name(name)) => {
                     format!("no rule allows port {p} for {name}")
                 }
@@ -250,7 +289,7 @@ impl Rules {
         }
         match self.addresses.iter().find(|d| dest_matches(d, ip, port)) {
             Some(d) => Verdict::allow(d),
-            None => Verdict::refuse("unlisted address"),
+            None => Verdict::unlisted("unlisted address"),
         }
     }
 
@@ -291,20 +330,7 @@ mod tests {
     use crate::profile::egress::parse;
 
     fn rules(allow: &[&str], deny: &[&str]) -> Rules {
-        let mut r = Rules {
-            names: Vec::new(),
-            addresses: Vec::new(),
-            deny: deny.iter().map(|d| parse(d).unwrap()).collect(),
-            resolve: BTreeMap::new(),
-            live: Vec::new(),
-        };
-        for a in allow {
-            match parse(a).unwrap() {
-                Egress::Name(n) => r.names.push(n),
-                Egress::Address(d) => r.addresses.push(d),
-            }
-        }
-        r
+        Rules::for_test(allow, deny)
     }
 
     #[test]
@@ -322,7 +348,8 @@ mod tests {
         );
         assert!(r.name_port("a.cdn.test", 80).allowed);
         assert_eq!(r.name("evil.cdn.test"), Verdict::refuse("deny evil.cdn.test"));
-        assert_eq!(r.name("cdn.test"), Verdict::refuse("unlisted"));
+        assert_eq!(r.name("cdn.test"), Verdict::unlisted("unlisted"));
+        assert!(!r.name("evil.cdn.test").unlisted, "a deny rule decided it");
         assert!(r.name_port("git.test", 22).allowed && !r.name_port("git.test", 443).allowed);
     }
 

@@ -14,6 +14,7 @@ use hickory_proto::rr::RecordType;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ask::{self, Holds, Outcome};
 use super::dns::{self, Entry, Synth};
 use super::rules::{Rules, Verdict};
 use super::sniff::{self, Opening};
@@ -70,6 +71,7 @@ struct State {
     synth: Mutex<Synth>,
     events: mpsc::Sender<Kind>,
     host_addrs: Vec<IpAddr>,
+    holds: Holds,
 }
 
 impl State {
@@ -116,6 +118,7 @@ pub async fn serve(
         synth: Mutex::new(Synth::default()),
         events,
         host_addrs: host_addresses(),
+        holds: Holds::default(),
     });
     let mut buf = vec![0u8; 4096];
     loop {
@@ -135,12 +138,16 @@ pub async fn serve(
             Some(c) = changes.recv() => {
                 let text = c.rule.to_string();
                 let until = c.lasts.map(|d| Instant::now() + d);
-                state.rules().add(c.rule, c.allow, until);
+                {
+                    let mut rules = state.rules();
+                    rules.add(c.rule, c.allow, until);
+                    state.holds.decide(&rules, &c.by);
+                }
                 state.emit(Kind::NetChange(pb::NetChange {
                     action: if c.allow { "allow" } else { "deny" }.into(),
                     rule: text,
                     by: c.by,
-                    for_ms: c.lasts.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    for_ms: c.lasts.map_or(0, millis),
                 })).await;
             }
             () = sleep_until(next_expiry) => {
@@ -156,6 +163,10 @@ pub async fn serve(
             }
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -186,24 +197,32 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
         ..Default::default()
     };
     let verdict = state.rules().name(&q.name);
+    // `unlisted = "ask"`: the name gets a stand-in now and its connection is held; cordon
+    // looks the name up only once a person allows it (a question alone leaks nothing).
+    let ask = verdict.unlisted && state.rules().ask().is_some();
     event.allowed = verdict.allowed;
-    event.rule = verdict.rule;
-    let (code, answer) = if !verdict.allowed {
+    event.rule = if ask {
+        format!("{} (ask: held at connect)", verdict.rule)
+    } else {
+        verdict.rule
+    };
+    let (code, answer) = if !verdict.allowed && !ask {
         (ResponseCode::NXDomain, None)
     } else if q.qtype != RecordType::A {
         // No IPv6 (clients fall back to IPv4) and nothing else: an empty answer.
         (ResponseCode::NoError, None)
+    } else if ask {
+        let entry = Entry {
+            name: q.name.clone(),
+            upstream: Vec::new(),
+            fixed: false,
+        };
+        stand_in(&state, entry, &mut event)
     } else {
         match upstream_for(&state, &q.name).await {
             Ok(entry) => {
                 event.upstream = entry.upstream.iter().map(ToString::to_string).collect();
-                match state.synth().assign(entry) {
-                    Some(ip) => (ResponseCode::NoError, Some(ip)),
-                    None => {
-                        event.rule = "no stand-in addresses left (131070 names this run)".into();
-                        (ResponseCode::ServFail, None)
-                    }
-                }
+                stand_in(&state, entry, &mut event)
             }
             Err((code, why)) => {
                 event.allowed = code != ResponseCode::Refused && event.allowed;
@@ -216,6 +235,59 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
     event.answers = answer.iter().map(ToString::to_string).collect();
     let _ = udp.send_to(&dns::reply(&msg, code, answer), from).await;
     state.emit(Kind::Dns(event)).await;
+}
+
+/// The stand-in address for `entry`, or SERVFAIL when the range is used up.
+fn stand_in(state: &State, entry: Entry, event: &mut pb::Dns) -> (ResponseCode, Option<Ipv4Addr>) {
+    match state.synth().assign(entry) {
+        Some(ip) => (ResponseCode::NoError, Some(ip)),
+        None => {
+            event.rule = "no stand-in addresses left (131070 names this run)".into();
+            (ResponseCode::ServFail, None)
+        }
+    }
+}
+
+/// Hold a connection no rule allows until a person answers (`unlisted = "ask"`); each step
+/// is an `Approval` event. Returns the verdict that ends the hold.
+async fn held(state: &State, conn: &TcpStream, name: &str, ip: IpAddr, port: u16, wait: Duration) -> Verdict {
+    let target = if name.is_empty() {
+        SocketAddr::new(ip, port).to_string()
+    } else {
+        format!("{name}:{port}")
+    };
+    let (id, answer) = state.holds.add(name, ip, port);
+    let started = Instant::now();
+    let mut event = pb::Approval {
+        id,
+        what: "connect".into(),
+        target,
+        state: "asked".into(),
+        timeout_ms: millis(wait),
+        ..Default::default()
+    };
+    state.emit(Kind::Approval(event.clone())).await;
+    let verdict = match ask::wait(conn, answer, wait).await {
+        Outcome::Answered(a) => {
+            event.state = if a.verdict.allowed { "allowed" } else { "refused" }.into();
+            event.by = a.by;
+            a.verdict
+        }
+        Outcome::TimedOut => {
+            state.holds.forget(id);
+            event.state = "timed out".into();
+            Verdict::refuse(format!("nobody answered within {} s", wait.as_secs()))
+        }
+        Outcome::Abandoned => {
+            state.holds.forget(id);
+            event.state = "abandoned".into();
+            Verdict::refuse("the agent closed the connection while it was held")
+        }
+    };
+    event.rule.clone_from(&verdict.rule);
+    event.waited_ms = millis(started.elapsed());
+    state.emit(Kind::Approval(event)).await;
+    verdict
 }
 
 /// Where cordon connects for an allowed `name`: the profile's fixed address, or its own DNS
@@ -289,7 +361,7 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     };
     event.ip = ip.to_string();
     event.port = u32::from(port);
-    let (verdict, upstream) = if Synth::in_range(ip) {
+    let (mut verdict, mut upstream) = if Synth::in_range(ip) {
         let entry = state.synth().lookup(ip).cloned();
         match entry {
             Some(e) => {
@@ -297,16 +369,32 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
                 (state.rules().name_port(&e.name, port), e.upstream)
             }
             None => (
-                Verdict {
-                    allowed: false,
-                    rule: "an address cordon's resolver never gave out".into(),
-                },
+                Verdict::refuse("an address cordon's resolver never gave out"),
                 Vec::new(),
             ),
         }
     } else {
         (state.rules().address(IpAddr::V4(ip), port), vec![IpAddr::V4(ip)])
     };
+    let ask = state.rules().ask();
+    if let Some(wait) = ask.filter(|_| verdict.unlisted) {
+        verdict = held(&state, &conn, &event.name, IpAddr::V4(ip), port, wait).await;
+    }
+    // A name first answered while unlisted has no upstream address yet: look it up now.
+    if verdict.allowed && upstream.is_empty() && !event.name.is_empty() {
+        match upstream_for(&state, &event.name).await {
+            Ok(entry) => {
+                upstream.clone_from(&entry.upstream);
+                state.synth().assign(entry);
+            }
+            Err((_, why)) => {
+                event.rule = verdict.rule;
+                event.reason = why;
+                refuse(&state, conn, event).await;
+                return;
+            }
+        }
+    }
     event.rule = verdict.rule.clone();
     if !verdict.allowed {
         event.reason = verdict.rule;
