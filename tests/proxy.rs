@@ -368,55 +368,6 @@ client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role
   .catch(e => { console.log('error\t' + e); process.exit(1); });
 "#;
 
-/// A CA at `ca` and a certificate it signed for `name` (`STEM.pem`, `STEM.key`), in `d`.
-fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
-    let (key, csr, pem) = (
-        format!("{stem}.key"),
-        format!("{stem}.csr"),
-        format!("{stem}.pem"),
-    );
-    let subj = format!("/CN={name}");
-    let ca_req = [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
-    ];
-    openssl(
-        &[&ca_req[..], &["-days", "2", "-subj", "/CN=cordon test CA"]].concat(),
-        d,
-    );
-    openssl(
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj,
-        ],
-        d,
-    );
-    std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
-    let sign = [
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        ca,
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        &pem,
-    ];
-    openssl(&[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat(), d);
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let st = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl {args:?}");
-}
-
 #[test]
 fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent_preset() {
     require_root();
@@ -506,15 +457,7 @@ fn static_server(dir: &Path, root: &Path, port: u16, tls: Option<(&str, &str)>) 
     if let Some((cert, key)) = tls {
         c.arg(dir.join(cert)).arg(dir.join(key));
     }
-    let mut child = c.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "listening");
-    child
+    listening(c.stdout(std::process::Stdio::piped()).spawn().unwrap())
 }
 
 fn free_port() -> u16 {
@@ -623,24 +566,7 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let home = s.dir("home");
     test_ca(d, "ws/ca.pem", "api.anthropic.com", "api");
     // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
-    let mut stand_in = std::process::Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/proxy/messages_standin.py"
-        ))
-        .args(["api.pem", "api.key", "127.0.0.2", "claude under cordon"])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(stand_in.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "listening");
+    let mut stand_in = messages_stand_in(d, "127.0.0.2", "claude under cordon", None);
     let profile = s.file(
         "profiles/claude-test.toml",
         "extends = \"claude\"\n[network]\nresolve = { \"api.anthropic.com\" = \"127.0.0.2\" }\n\

@@ -485,8 +485,11 @@ fn run(
             .canonicalize()
             .with_context(|| format!("home {} does not exist or cannot be resolved", h.display()))?;
     }
-    let pol = compile(&p, &id, workspace)?;
+    let mut pol = compile(&p, &id, workspace)?;
     let sandbox_id = sandbox_id();
+    // Credentials the proxy adds: read now (a missing one stops the run before anything
+    // starts); the agent gets placeholders and a trust store with the run's CA.
+    let firewall = cordon::session::proxy::firewall::prepare(&mut pol, &sandbox_id)?;
     if !quiet {
         text::eprint(&format!(
             "sandbox {sandbox_id} {} — profile {}{} ({}) workspace {}",
@@ -499,6 +502,26 @@ fn run(
             },
             &p.hash[..12],
             pol.context.workspace.display()
+        ));
+    }
+    if let (Some(fw), false) = (&firewall, quiet) {
+        for c in &fw.credentials {
+            text::eprint(&format!(
+                "credential for {} ({}): the agent has a placeholder in {}; cordon puts the real one in requests to {} only",
+                c.rule.host,
+                c.secret_hash(),
+                c.rule.env,
+                c.rule.host
+            ));
+        }
+        text::eprint(&format!(
+            "TLS to {} is intercepted with this run's CA (sha256 {}), trusted inside the sandbox only",
+            fw.credentials
+                .iter()
+                .map(|c| c.rule.host.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            &fw.authority.fingerprint[..16]
         ));
     }
     if !quiet {
@@ -524,7 +547,11 @@ fn run(
         })?;
     // What is recorded and shown of the command: the agent's secrets replaced (the real
     // command runs).
-    let redactor = cordon::secret::Redactor::from_env(&pol.env);
+    let redactor = cordon::secret::Redactor::from_env(&pol.env).with(
+        firewall
+            .iter()
+            .flat_map(cordon::session::proxy::firewall::Firewall::secrets),
+    );
     let shown_command: Vec<String> = command.iter().map(|a| redactor.redact(a).into_owned()).collect();
     let meta = cordon::session::Meta {
         sandbox: sandbox_id.clone(),
@@ -566,6 +593,7 @@ fn run(
             out,
             trace,
             monitored: !output.no_probes,
+            firewall,
         },
     )?;
     let launched = launch::run(

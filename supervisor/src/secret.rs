@@ -107,6 +107,20 @@ impl Redactor {
         Self { values }
     }
 
+    /// Also replace `extra` values (secrets that are not in the agent's environment, such as
+    /// the credentials the proxy adds).
+    pub fn with<'a>(mut self, extra: impl IntoIterator<Item = &'a str>) -> Self {
+        self.values.extend(
+            extra
+                .into_iter()
+                .filter(|v| v.len() >= MIN_SECRET)
+                .map(String::from),
+        );
+        self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self.values.dedup();
+        self
+    }
+
     /// `s` with every secret value and token replaced by its marker.
     pub fn redact<'a>(&self, s: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(s);

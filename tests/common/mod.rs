@@ -441,3 +441,88 @@ pub fn events_of(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// A CA at `ca` and a certificate it signed for `name` (`STEM.pem`, `STEM.key`), in `d`.
+pub fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
+    let (key, csr, pem) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+    );
+    let subj = format!("/CN={name}");
+    let ca_req = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
+    ];
+    openssl(
+        &[&ca_req[..], &["-days", "2", "-subj", "/CN=cordon test CA"]].concat(),
+        d,
+    );
+    openssl(
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj,
+        ],
+        d,
+    );
+    std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+    ];
+    openssl(&[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat(), d);
+}
+
+pub fn openssl(args: &[&str], dir: &Path) {
+    let st = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// tests/proxy/messages_standin.py (an HTTPS stand-in of the Messages API) on `addr`:443 with
+/// `api.pem`/`api.key` from `dir`, answering `reply`; with `expect_key`, other keys get a 401.
+/// Returns once it listens.
+pub fn messages_stand_in(
+    dir: &Path,
+    addr: &str,
+    reply: &str,
+    expect_key: Option<&str>,
+) -> std::process::Child {
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/proxy/messages_standin.py"
+    ))
+    .args(["api.pem", "api.key", addr, reply])
+    .current_dir(dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    if let Some(k) = expect_key {
+        c.env("EXPECT_KEY", k);
+    }
+    listening(c.spawn().unwrap())
+}
+
+/// Wait for a fixture server's first line, "listening" (its stdout piped).
+pub fn listening(mut child: std::process::Child) -> std::process::Child {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    child
+}

@@ -1,7 +1,9 @@
 """A stand-in of the Anthropic Messages API (streaming and not) for Claude Code, on HTTPS
-ADDR:443 with a cert for api.anthropic.com. Logs every request path to stderr.
+ADDR:443 with a cert for api.anthropic.com. Logs every request path to stderr. With
+EXPECT_KEY set, a request whose x-api-key is not that value gets a 401.
 Usage: messages_standin.py CERT KEY ADDR [REPLY]"""
-import http.server, json, ssl, sys, threading
+import http.server, json, os, ssl, sys, threading
+EXPECT_KEY = os.environ.get("EXPECT_KEY")
 cert, key, addr = sys.argv[1], sys.argv[2], sys.argv[3]
 REPLY = sys.argv[4] if len(sys.argv) > 4 else "stand-in says hi"
 class H(http.server.BaseHTTPRequestHandler):
@@ -19,6 +21,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}})
     def do_POST(self):
         body = self._body()
+        if EXPECT_KEY is not None and self.headers.get("x-api-key") != EXPECT_KEY:
+            sys.stderr.write("POST with the wrong key\n"); sys.stderr.flush()
+            return self._json(401, {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})
         sys.stderr.write(f"POST {self.path} stream={body.get('stream')} model={body.get('model')}\n"); sys.stderr.flush()
         if not self.path.startswith("/v1/messages"):
             return self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}})

@@ -5,7 +5,7 @@ mod cgroup;
 mod channel;
 mod child;
 mod confine;
-mod mounts;
+pub mod mounts;
 mod pty;
 mod supervise;
 mod terminal;

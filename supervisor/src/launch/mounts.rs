@@ -9,7 +9,7 @@ use nix::mount::MsFlags;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where the new root is assembled inside the child's private mount namespace.
@@ -111,9 +111,39 @@ fn identity_files(root: &Path, policy: &Policy) -> Result<(), StepError> {
     let group = format!("root:x:0:\nagent:x:{id}:\nnogroup:x:65534:\n");
     for (file, text) in [(PASSWD_FILE, passwd), (GROUP_FILE, group)] {
         let path = under(root, Path::new(file));
-        fs::write(&path, text).map_err(step("filesystem: user database", &path))?;
+        write_readable(&path, &text).map_err(step("filesystem: user database", &path))?;
+    }
+    if let Some(t) = &policy.trust {
+        let path = under(root, Path::new(TRUST_BUNDLE));
+        write_readable(&path, &t.bundle_pem).map_err(step("filesystem: TLS trust store", &path))?;
     }
     Ok(())
+}
+
+/// With TLS interception: the host's bundle plus cordon's CA, in the root tmpfs, bound over
+/// the system trust paths (the agent reaches it there: the root itself is outside landlock's
+/// rules).
+const TRUST_BUNDLE: &str = "/.cordon-ca-bundle.pem";
+/// Where distributions keep the system's CA bundle (Debian/Ubuntu/Alpine, Fedora/RHEL,
+/// OpenSSL's default file, SUSE).
+pub const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// A file every process in the sandbox can read (whatever the launcher's umask).
+fn write_readable(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(0o644))?;
+    f.write_all(text.as_bytes())
 }
 
 fn under(root: &Path, p: &Path) -> PathBuf {
@@ -327,6 +357,14 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
                 NOSUID_NODEV | MsFlags::MS_NOEXEC,
             )
             .map_err(step("filesystem: user database", Path::new(theirs)))?;
+        }
+    }
+    // TLS interception: the system trust store includes cordon's CA, so clients that read
+    // it trust the proxy without the agent's help.
+    if policy.trust.is_some() {
+        for theirs in SYSTEM_BUNDLES.iter().map(Path::new).filter(|p| p.is_file()) {
+            bind_ro(Path::new(TRUST_BUNDLE), theirs, NOSUID_NODEV | MsFlags::MS_NOEXEC)
+                .map_err(step("filesystem: TLS trust store", theirs))?;
         }
     }
     // The root tmpfs only holds mountpoints: nothing may be created beside them.

@@ -82,6 +82,19 @@ pub struct Policy {
     pub monitor: monitor::Config,
     /// What the agent's terminal output may do beyond its screen (interactive runs).
     pub terminal: Vec<crate::profile::TerminalFeature>,
+    /// Certificates the sandbox trusts besides the system's: set when the proxy intercepts
+    /// TLS (`network.credential`), after compiling (the CA is made per run). Not in the
+    /// trace's policy (the bundle is the host's; the run's start line names the CA).
+    #[serde(skip)]
+    pub trust: Option<Trust>,
+}
+
+/// The sandbox's trust store when cordon's proxy intercepts TLS: the host's CA bundle plus
+/// cordon's per-run CA (certificate only; its key never leaves the supervisor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The host's bundle, cordon's CA and any extra CAs the agent was told to trust, PEM.
+    pub bundle_pem: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +112,10 @@ pub struct NetworkPolicy {
     /// `proxy` with `unlisted = "ask"`: how long a connection no rule allows is held while a
     /// person is asked; None: refused at once.
     pub ask: Option<std::time::Duration>,
+    /// `proxy`: credentials the proxy adds (sources, not values).
+    pub credentials: Vec<crate::profile::Credential>,
+    /// `proxy`: extra CAs cordon trusts upstream.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -270,6 +287,8 @@ pub fn compile(
             resolve: profile.network.resolve.clone(),
             ask: (profile.network.unlisted == crate::profile::Unlisted::Ask)
                 .then(|| std::time::Duration::from_millis(profile.network.ask_timeout_ms)),
+            credentials: profile.network.credentials.clone(),
+            upstream_ca: profile.network.upstream_ca.as_ref().map(PathBuf::from),
         },
         limits: profile.limits.clone(),
         env,
@@ -280,6 +299,7 @@ pub fn compile(
         idmap_gid_map: needs_idmap.then(|| format!("{} {} 1\n", ctx.owner_gid, ctx.agent_gid)),
         monitor,
         terminal: profile.terminal.allow.clone(),
+        trust: None,
     })
 }
 

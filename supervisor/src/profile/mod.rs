@@ -114,6 +114,44 @@ pub struct RawNetwork {
     pub unlisted: Option<toml::Spanned<Unlisted>>,
     /// `unlisted = "ask"`: how long a held connection waits for an answer before it is refused.
     pub ask_timeout: Option<Millis>,
+    /// `proxy` mode: credentials the proxy adds for a host; the agent sees a placeholder.
+    pub credential: Option<Vec<RawCredential>>,
+    /// `proxy` mode: a PEM file of extra CAs cordon trusts for upstream TLS (with the system's).
+    pub upstream_ca: Option<toml::Spanned<String>>,
+}
+
+/// One `[[network.credential]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    pub host: toml::Spanned<String>,
+    pub secret: toml::Spanned<String>,
+    pub header: Option<toml::Spanned<String>>,
+    pub env: Option<toml::Spanned<String>>,
+}
+
+/// Where a credential's secret comes from, read by cordon when the run starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "from", content = "what")]
+pub enum SecretSource {
+    /// A variable of cordon's own environment (the invoker's, e.g. with `sudo -E`).
+    Env(String),
+    /// A file's contents, trailing newline removed.
+    File(String),
+    /// A command's standard output (run by `sh -c` as the invoking user), trailing newline removed.
+    Cmd(String),
+}
+
+/// A credential the proxy adds to requests for `host` in place of a placeholder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Credential {
+    /// Normalised name, exact (no wildcard).
+    pub host: String,
+    /// The header it goes in; None: any header holding the placeholder.
+    pub header: Option<String>,
+    pub secret: SecretSource,
+    /// The variable the agent finds the placeholder in.
+    pub env: String,
 }
 
 /// `network.unlisted`: what the proxy does with a name or address no rule allows.
@@ -240,6 +278,8 @@ pub struct Network {
     pub unlisted: Unlisted,
     /// `unlisted = "ask"`: milliseconds a held connection waits for an answer.
     pub ask_timeout_ms: u64,
+    pub credentials: Vec<Credential>,
+    pub upstream_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -460,6 +500,31 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         None => Unlisted::Deny,
     };
     let ask_timeout_ms = pick!(chain, network.ask_timeout).map_or(DEFAULT_ASK_TIMEOUT_MS, |m| m.0);
+    let mut credentials = Vec::new();
+    if let Some((src, list)) = chain
+        .iter()
+        .find_map(|(src, r)| r.network.credential.as_ref().map(|l| (src, l)))
+    {
+        for c in list {
+            let cred = credential(c, mode, &allow)
+                .map_err(|(span, why)| at(src, span, format!("network.credential: {why}")))?;
+            credentials.push(cred);
+        }
+    }
+    let upstream_ca = match chain
+        .iter()
+        .find_map(|(src, r)| r.network.upstream_ca.as_ref().map(|u| (src, u)))
+    {
+        Some((src, u)) if mode != NetworkMode::Proxy => {
+            return Err(at(
+                src,
+                u.span(),
+                "network.upstream_ca needs mode = \"proxy\"".into(),
+            ));
+        }
+        Some((_, u)) => Some(u.get_ref().clone()),
+        None => None,
+    };
     Ok(Network {
         mode,
         allow,
@@ -467,6 +532,60 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         resolve,
         unlisted,
         ask_timeout_ms,
+        credentials,
+        upstream_ca,
+    })
+}
+
+/// Check one `[[network.credential]]`; an error names the span it is about.
+fn credential(
+    c: &RawCredential,
+    mode: NetworkMode,
+    allow: &[egress::Egress],
+) -> Result<Credential, (std::ops::Range<usize>, String)> {
+    if mode != NetworkMode::Proxy {
+        return Err((c.host.span(), "needs mode = \"proxy\" (the proxy adds it)".into()));
+    }
+    let raw = c.host.get_ref();
+    let host = egress::normalize_name(raw).map_err(|e| (c.host.span(), format!("host {raw:?}: {e}")))?;
+    if !allow
+        .iter()
+        .any(|a| matches!(a, egress::Egress::Name(n) if n.matches_name(&host)))
+    {
+        return Err((
+            c.host.span(),
+            format!("host {host:?} is not in network.allow, so the credential could never be used"),
+        ));
+    }
+    let text = c.secret.get_ref();
+    let secret = match text.split_once(':') {
+        Some(("env", v)) if !v.is_empty() => SecretSource::Env(v.into()),
+        Some(("file", v)) if !v.is_empty() => SecretSource::File(v.into()),
+        Some(("cmd", v)) if !v.is_empty() => SecretSource::Cmd(v.into()),
+        _ => {
+            return Err((
+                c.secret.span(),
+                format!("secret {text:?}: expected \"env:VARIABLE\", \"file:PATH\" or \"cmd:COMMAND\""),
+            ))
+        }
+    };
+    let env = match (&c.env, &secret) {
+        (Some(e), _) => e.get_ref().clone(),
+        (None, SecretSource::Env(v)) => v.clone(),
+        (None, _) => {
+            return Err((
+                c.secret.span(),
+                "a file: or cmd: secret needs env = \"VARIABLE\" (where the agent finds its placeholder)"
+                    .into(),
+            ))
+        }
+    };
+    let header = c.header.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+    Ok(Credential {
+        host,
+        header,
+        secret,
+        env,
     })
 }
 
@@ -688,6 +807,35 @@ mod tests {
         let (line, _, msg) = located("[network]\nmode = \"proxy\"\nunlisted = \"maybe\"\n");
         assert_eq!(line, 3);
         assert!(msg.contains("deny") && msg.contains("ask"), "{msg}");
+        let (line, col, msg) = located(
+            "[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n[[network.credential]]\nhost = \"api.test\"\nsecret = \"vault:x\"\n",
+        );
+        assert_eq!((line, col), (6, 10), "{msg}");
+        assert!(msg.contains("env:VARIABLE"), "{msg}");
+        let (line, _, msg) = located(
+            "[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n[[network.credential]]\nhost = \"other.test\"\nsecret = \"env:K\"\n",
+        );
+        assert_eq!(line, 5, "{msg}");
+        assert!(msg.contains("could never be used"), "{msg}");
+        let (line, _, msg) = located(
+            "[network]\nmode = \"proxy\"\nallow = [\"api.test\"]\n[[network.credential]]\nhost = \"api.test\"\nsecret = \"file:/k\"\n",
+        );
+        assert_eq!(line, 6, "{msg}");
+        assert!(msg.contains("needs env"), "{msg}");
+        let p = load_text(
+            dir.path(),
+            "[network]\nmode = \"proxy\"\nallow = [\"API.test\"]\n[[network.credential]]\nhost = \"api.test\"\nsecret = \"env:K\"\nheader = \"X-Api-Key\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.network.credentials,
+            [Credential {
+                host: "api.test".into(),
+                header: Some("x-api-key".into()),
+                secret: SecretSource::Env("K".into()),
+                env: "K".into(),
+            }]
+        );
         let p = load_text(
             dir.path(),
             "[network]\nmode = \"proxy\"\nunlisted = \"ask\"\nask_timeout = \"30s\"\n",

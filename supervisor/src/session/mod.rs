@@ -62,6 +62,8 @@ pub struct Setup {
     pub trace: TraceFile,
     /// `false` with `--no-probes`: nothing is recorded but the `unmonitored` event.
     pub monitored: bool,
+    /// `network.credential`: the secrets and the run's CA (`proxy::firewall::prepare`).
+    pub firewall: Option<proxy::firewall::Firewall>,
 }
 
 /// How the session ended, for the CLI to report.
@@ -116,6 +118,7 @@ pub struct Session {
     policy_monitor: crate::policy::monitor::Config,
     network: crate::policy::NetworkPolicy,
     redactor: crate::secret::Redactor,
+    firewall: Option<Arc<proxy::firewall::Firewall>>,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -137,6 +140,7 @@ impl Session {
             mut out,
             mut trace,
             monitored,
+            firewall,
         } = setup;
         let probes = if monitored {
             Some(Probes::ready().map_err(SessionError::Probes)?)
@@ -162,7 +166,9 @@ impl Session {
             meta,
             policy_monitor: policy.monitor.clone(),
             network: policy.network.clone(),
-            redactor: crate::secret::Redactor::from_env(&policy.env),
+            redactor: crate::secret::Redactor::from_env(&policy.env)
+                .with(firewall.iter().flat_map(proxy::firewall::Firewall::secrets)),
+            firewall: firewall.map(Arc::new),
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -183,7 +189,7 @@ impl Session {
             let sockets = proxy::sockets_in(sb.pid)
                 .map_err(io("egress proxy: sockets in the sandbox's network namespace"))?;
             watch.proxy(sockets.port).map_err(SessionError::Probes)?;
-            let (p, rx) = proxy::Proxy::start(sockets, &self.network, fuse.clone())
+            let (p, rx) = proxy::Proxy::start(sockets, &self.network, self.firewall.clone(), fuse.clone())
                 .map_err(io("egress proxy: thread"))?;
             (Some(p), Some(rx))
         } else {

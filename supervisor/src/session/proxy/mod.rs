@@ -2,9 +2,12 @@
 
 pub mod ask;
 pub mod dns;
+pub mod firewall;
+pub mod intercept;
 pub mod rules;
 pub mod server;
 pub mod sniff;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -30,6 +33,7 @@ impl Proxy {
     pub fn start(
         sockets: Sockets,
         net: &NetworkPolicy,
+        firewall: Option<Arc<firewall::Firewall>>,
         fuse: Arc<Fuse>,
     ) -> std::io::Result<(Proxy, mpsc::Receiver<Kind>)> {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
@@ -45,7 +49,9 @@ impl Proxy {
             .name("cordon-proxy".into())
             .spawn(move || {
                 fuse.clone().guard("egress proxy", move || {
-                    if let Err(e) = rt.block_on(server::serve(sockets, rules, events, changes_rx, stopped)) {
+                    if let Err(e) = rt.block_on(server::serve(
+                        sockets, rules, firewall, events, changes_rx, stopped,
+                    )) {
                         fuse.blow("egress proxy", &e.to_string());
                     }
                 });

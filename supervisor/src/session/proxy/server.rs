@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ask::{self, Holds, Outcome};
 use super::dns::{self, Entry, Synth};
+use super::firewall::Firewall;
+use super::intercept;
 use super::rules::{Rules, Verdict};
 use super::sniff::{self, Opening};
 use crate::events::pb::{self, event::Kind};
@@ -72,6 +74,8 @@ struct State {
     events: mpsc::Sender<Kind>,
     host_addrs: Vec<IpAddr>,
     holds: Holds,
+    /// Credentials and TLS interception (`network.credential`).
+    firewall: Option<Arc<Firewall>>,
 }
 
 impl State {
@@ -107,6 +111,7 @@ fn host_addresses() -> Vec<IpAddr> {
 pub async fn serve(
     sockets: Sockets,
     rules: Rules,
+    firewall: Option<Arc<Firewall>>,
     events: mpsc::Sender<Kind>,
     mut changes: mpsc::Receiver<Change>,
     mut stop: oneshot::Receiver<()>,
@@ -119,6 +124,7 @@ pub async fn serve(
         events,
         host_addrs: host_addresses(),
         holds: Holds::default(),
+        firewall,
     });
     let mut buf = vec![0u8; 4096];
     loop {
@@ -196,7 +202,11 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
         qtype: q.qtype.to_string(),
         ..Default::default()
     };
-    let verdict = state.rules().name(&q.name);
+    let mut verdict = state.rules().name(&q.name);
+    // Data can leave in a name: a credential's placeholder in one is refused.
+    if let Some(c) = state.firewall.as_ref().and_then(|f| f.placeholder_in(&q.name)) {
+        verdict = Verdict::refuse(format!("the placeholder of {} is in the name", c.rule.env));
+    }
     // `unlisted = "ask"`: the name gets a stand-in now and its connection is held; cordon
     // looks the name up only once a person allows it (a question alone leaks nothing).
     let ask = verdict.unlisted && state.rules().ask().is_some();
@@ -412,10 +422,40 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     };
     event.allowed = true;
     event.upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let up_bytes = AtomicU64::new(0);
-    let down_bytes = AtomicU64::new(0);
+    let up_bytes = Arc::new(AtomicU64::new(0));
+    let down_bytes = Arc::new(AtomicU64::new(0));
     let mut seen = Seen::default();
-    let ended = relay(conn, up, &event.name, &up_bytes, &down_bytes, &mut seen).await;
+    // A credential's host: TLS ends here and each request is read (its first bytes say
+    // whether it speaks TLS at all).
+    let fw = state.firewall.clone().filter(|f| f.intercepts(&event.name));
+    let first = match &fw {
+        Some(_) => Some(inspect(&conn, &event.name, &mut seen).await),
+        None => None,
+    };
+    let ended = match (fw, first) {
+        (_, Some(Err(e))) => Err(e),
+        (Some(fw), Some(Ok(first))) if matches!(sniff::opening(&first), Opening::Tls { .. }) => {
+            let counts = (up_bytes.clone(), down_bytes.clone());
+            intercept::serve(fw, conn, first, up, &event.name, state.events.clone(), counts)
+                .await
+                .map_err(|e| RelayError::Intercept(e.to_string()))
+        }
+        (_, first) => {
+            let first = first.and_then(Result::ok);
+            let fw = state.firewall.as_deref();
+            relay(
+                conn,
+                up,
+                first,
+                &event.name,
+                fw,
+                &up_bytes,
+                &down_bytes,
+                &mut seen,
+            )
+            .await
+        }
+    };
     event.sni = seen.sni;
     event.http_host = seen.http.as_ref().map(|h| h.host.clone()).unwrap_or_default();
     event.bytes_up = up_bytes.load(Ordering::Relaxed);
@@ -480,6 +520,10 @@ enum RelayError {
     ServerName { sni: String, name: String },
     #[error("HTTP Host {host:?} is not {name}, the name the agent resolved")]
     Host { host: String, name: String },
+    #[error("the placeholder of {env} (for {host}) was sent to {to}; refused")]
+    Placeholder { env: String, host: String, to: String },
+    #[error("{0}")]
+    Intercept(String),
     #[error("agent: {0}")]
     Agent(#[source] std::io::Error),
     #[error("upstream: {0}")]
@@ -489,7 +533,10 @@ enum RelayError {
 impl RelayError {
     /// The connection is refused (fronting), not merely ended.
     fn refuses(&self) -> bool {
-        matches!(self, RelayError::ServerName { .. } | RelayError::Host { .. })
+        matches!(
+            self,
+            RelayError::ServerName { .. } | RelayError::Host { .. } | RelayError::Placeholder { .. }
+        )
     }
 }
 
@@ -616,10 +663,13 @@ async fn splice_all(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> std:
 /// Relay both ways until both sides are done. The agent's first bytes are inspected before
 /// any reach upstream; the upstream's flow from the start (a server may speak first). After
 /// the first bytes each way, the kernel moves the rest (splice).
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     agent: TcpStream,
     up: TcpStream,
+    first: Option<Vec<u8>>,
     name: &str,
+    fw: Option<&Firewall>,
     up_bytes: &AtomicU64,
     down_bytes: &AtomicU64,
     seen: &mut Seen,
@@ -627,7 +677,22 @@ async fn relay(
     let sniff_status = std::sync::atomic::AtomicBool::new(false);
     let mut status = None;
     let agent_to_up = async {
-        let first = inspect(&agent, name, seen).await?;
+        let first = match first {
+            Some(f) => f,
+            None => inspect(&agent, name, seen).await?,
+        };
+        // A placeholder in what the agent sends in the clear (a plain-HTTP request).
+        if let Some(c) = fw.and_then(|f| f.placeholder_in(&String::from_utf8_lossy(&first))) {
+            return Err(RelayError::Placeholder {
+                env: c.rule.env.clone(),
+                host: c.rule.host.clone(),
+                to: if name.is_empty() {
+                    "a literal address".into()
+                } else {
+                    name.into()
+                },
+            });
+        }
         sniff_status.store(seen.http.is_some(), Ordering::Relaxed);
         write_all(&up, &first).await.map_err(RelayError::Upstream)?;
         up_bytes.fetch_add(first.len() as u64, Ordering::Relaxed);

