@@ -113,6 +113,20 @@ fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
         .filter_map(|e| e.get("dns"))
         .any(|q| q["rule"].as_str().unwrap_or("").contains("placeholder"));
     assert!(dns_refused, "the name carrying the placeholder was not refused");
+    let exfil: Vec<&serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e.get("detection"))
+        .filter(|d| d["rule"] == "exfiltration")
+        .collect();
+    assert!(
+        exfil
+            .iter()
+            .any(|d| d["summary"].as_str().unwrap().contains("other.fixture.test"))
+            && exfil
+                .iter()
+                .any(|d| d["summary"].as_str().unwrap().starts_with("DNS question")),
+        "{exfil:#?}"
+    );
     let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
     assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
     assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");

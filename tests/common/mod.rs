@@ -248,6 +248,7 @@ pub fn log_only_profile(s: &Scratch, name: &str, base: &str, body: &str) -> Stri
         "sensitive_read",
         "sensitive_write",
         "egress",
+        "exfiltration",
         "exec",
         "syscalls",
         "connects",

@@ -25,6 +25,9 @@ use crate::policy::monitor::Config;
 use crate::profile::monitor::Rule;
 use crate::profile::NetworkMode;
 
+/// The rule the proxy names when it refuses a credential's placeholder sent where its secret
+/// does not go (a `connection` event's rule; a `dns` event's rule starts with it).
+pub const PLACEHOLDER_RULE: &str = "credential placeholder";
 /// Detections of one rule reported per second; the rest are counted and the count goes with
 /// the next one reported (or with the last, at the end of the run).
 const REPORTS_PER_SECOND: u32 = 20;
@@ -40,6 +43,7 @@ pub struct Detector {
     exec: Option<(Rule, glob::Set)>,
     syscalls: Option<(Rule, Vec<String>)>,
     egress: Option<Rule>,
+    exfiltration: Option<Rule>,
     net_mode: Option<NetworkMode>,
     connects: Option<Window>,
     execs: Option<Window>,
@@ -165,6 +169,7 @@ impl Detector {
                 .rule("syscalls")
                 .map(|r| (r.clone(), r.patterns.clone().unwrap_or_default())),
             egress: cfg.rule("egress").cloned(),
+            exfiltration: cfg.rule("exfiltration").cloned(),
             net_mode: cfg.net_mode,
             connects: window("connects", "connects"),
             execs: window("execs", "programs started"),
@@ -233,6 +238,20 @@ impl Detector {
             Some(Kind::Syscall(s)) => self.syscall(e, s, &mut found),
             // The proxy refused a connection (an unlisted address, a port no rule allows, a
             // TLS name or Host that is not the resolved one): an egress attempt.
+            // A credential's placeholder carried somewhere else: proof of an attempt to
+            // exfiltrate it (the proxy refused it; the secret itself never was in reach).
+            Some(Kind::Connection(c)) if !c.allowed && c.rule == PLACEHOLDER_RULE => {
+                if let Some(rule) = self.exfiltration.as_ref().or(self.egress.as_ref()) {
+                    let summary = format!("{} (refused by the proxy)", c.reason);
+                    found.push(self.instant(rule, e, summary));
+                }
+            }
+            Some(Kind::Dns(d)) if d.rule.starts_with(PLACEHOLDER_RULE) => {
+                if let Some(rule) = self.exfiltration.as_ref().or(self.egress.as_ref()) {
+                    let summary = format!("DNS question for {} refused by the proxy: {}", d.name, d.rule);
+                    found.push(self.instant(rule, e, summary));
+                }
+            }
             Some(Kind::Connection(c)) if !c.allowed => {
                 if let Some(rule) = &self.egress {
                     let to = if c.name.is_empty() {

@@ -69,6 +69,7 @@ pub struct RawMonitor {
     pub sensitive_read: Option<RawRule>,
     pub sensitive_write: Option<RawRule>,
     pub egress: Option<RawRule>,
+    pub exfiltration: Option<RawRule>,
     pub exec: Option<RawRule>,
     pub syscalls: Option<RawRule>,
     pub connects: Option<RawRule>,
@@ -109,6 +110,10 @@ pub const RULES: &[(&str, &str)] = &[
         "connects and sends to destinations outside the allowlist, even refused",
     ),
     (
+        "exfiltration",
+        "a credential's placeholder sent where its secret does not go (refused by the proxy)",
+    ),
+    (
         "exec",
         "programs run from outside the allowed places, even refused",
     ),
@@ -126,7 +131,7 @@ pub const RULES: &[(&str, &str)] = &[
 fn shape(rule: &str) -> Shape {
     match rule {
         "sensitive_read" | "sensitive_write" => Shape::Paths,
-        "egress" => Shape::Plain,
+        "egress" | "exfiltration" => Shape::Plain,
         "exec" => Shape::Allow,
         "syscalls" => Shape::Names,
         "written" => Shape::Budget,
@@ -140,6 +145,7 @@ fn raw_rule<'a>(m: &'a RawMonitor, name: &str) -> Option<&'a RawRule> {
         "sensitive_read" => m.sensitive_read.as_ref(),
         "sensitive_write" => m.sensitive_write.as_ref(),
         "egress" => m.egress.as_ref(),
+        "exfiltration" => m.exfiltration.as_ref(),
         "exec" => m.exec.as_ref(),
         "syscalls" => m.syscalls.as_ref(),
         "connects" => m.connects.as_ref(),

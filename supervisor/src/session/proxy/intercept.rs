@@ -190,7 +190,7 @@ async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
             .send(Kind::Connection(pb::Connection {
                 name: ctx.name.clone(),
                 allowed: false,
-                rule: "credential placeholder".into(),
+                rule: crate::detect::PLACEHOLDER_RULE.into(),
                 reason: why.clone(),
                 ..Default::default()
             }))

@@ -205,7 +205,11 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
     let mut verdict = state.rules().name(&q.name);
     // Data can leave in a name: a credential's placeholder in one is refused.
     if let Some(c) = state.firewall.as_ref().and_then(|f| f.placeholder_in(&q.name)) {
-        verdict = Verdict::refuse(format!("the placeholder of {} is in the name", c.rule.env));
+        verdict = Verdict::refuse(format!(
+            "{}: the placeholder of {} is in the name",
+            crate::detect::PLACEHOLDER_RULE,
+            c.rule.env
+        ));
     }
     // `unlisted = "ask"`: the name gets a stand-in now and its connection is held; cordon
     // looks the name up only once a person allows it (a question alone leaks nothing).
@@ -465,6 +469,9 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
         Ok(how) => event.reason = how,
         Err(refusal) => {
             event.allowed = false;
+            if matches!(refusal, RelayError::Placeholder { .. }) {
+                crate::detect::PLACEHOLDER_RULE.clone_into(&mut event.rule);
+            }
             event.reason = refusal.to_string();
         }
     }
