@@ -96,6 +96,22 @@ fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
             && h["status"] == 200),
         "{http:#?}"
     );
+    // The model gateway: the request and the model's answer, in order.
+    let req = events
+        .iter()
+        .position(|e| e.get("modelRequest").is_some())
+        .expect("the request to the model was recorded");
+    let resp = events
+        .iter()
+        .position(|e| e.get("modelResponse").is_some())
+        .expect("the model's answer was recorded");
+    assert!(req < resp);
+    let (mreq, mresp) = (&events[req]["modelRequest"], &events[resp]["modelResponse"]);
+    assert_eq!(mreq["api"], "anthropic.messages");
+    assert_eq!(mreq["model"], "claude-test");
+    assert_eq!(mreq["messages"][0]["content"], "hi", "{mreq}");
+    assert_eq!(mresp["text"], "stand-in got the real key", "{mresp}");
+    assert_eq!(mresp["stopReason"], "end_turn", "{mresp}");
     let refused: Vec<&serde_json::Value> = events
         .iter()
         .filter_map(|e| e.get("connection"))

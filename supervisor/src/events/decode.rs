@@ -419,6 +419,11 @@ fn redact(r: &crate::secret::Redactor, e: &mut pb::Event) {
             r.field(&mut c.http_host);
         }
         Some(Kind::Dns(d)) => r.field(&mut d.name),
+        Some(Kind::ModelRequest(m)) => m.messages.iter_mut().for_each(|x| r.field(&mut x.content)),
+        Some(Kind::ModelResponse(m)) => {
+            r.field(&mut m.text);
+            m.tool_calls.iter_mut().for_each(|t| r.field(&mut t.input));
+        }
         _ => {}
     }
 }

@@ -35,6 +35,10 @@ pub const KINDS: &[(&str, &str)] = &[
         "a monitor rule fired: what was seen and the evidence",
     ),
     (
+        "model",
+        "requests to model APIs and the model's answers (text, tool calls, tokens)",
+    ),
+    (
         "approval",
         "something held until a person answers (network.unlisted = \"ask\"), and the answer",
     ),
@@ -61,6 +65,7 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Response(_)), "response" | "lifecycle") => true,
         (Some(Kind::Detection(_)), "detection" | "response") => true,
         (Some(Kind::Approval(_)), "approval" | "net") => true,
+        (Some(Kind::ModelRequest(_) | Kind::ModelResponse(_)), "model") => true,
         (Some(Kind::Approval(a)), "denied") => a.state != "asked" && a.state != "allowed",
         _ => false,
     }
@@ -245,6 +250,53 @@ pub fn text(e: &pb::Event, color: bool) -> String {
             ),
             false,
         ),
+        Some(Kind::ModelRequest(m)) => (
+            format!(
+                "{:<10} → {} {} {}{} {} new of {} messages{}{}",
+                "model",
+                m.api,
+                m.host,
+                m.model,
+                if m.stream { " (streamed)" } else { "" },
+                m.messages.len(),
+                m.total_messages,
+                if m.tools.is_empty() {
+                    String::new()
+                } else {
+                    format!("; tools {}", m.tools.join(", "))
+                },
+                m.messages
+                    .last()
+                    .map(|l| format!("; {}: {}", l.role, preview(&l.content)))
+                    .unwrap_or_default()
+            ),
+            false,
+        ),
+        Some(Kind::ModelResponse(m)) => (
+            format!(
+                "{:<10} ← {} {} {}, {} tokens in, {} out{}{}",
+                "model",
+                m.status,
+                m.model,
+                if m.stop_reason.is_empty() {
+                    "no stop reason"
+                } else {
+                    &m.stop_reason
+                },
+                m.input_tokens,
+                m.output_tokens,
+                if m.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", preview(&m.text))
+                },
+                m.tool_calls
+                    .iter()
+                    .map(|t| format!("; asks to run {} {}", t.name, preview(&t.input)))
+                    .collect::<String>()
+            ),
+            false,
+        ),
         Some(Kind::Approval(a)) => (
             format!(
                 "{:<10} #{} {} {} {}{}{}",
@@ -360,6 +412,15 @@ pub fn text(e: &pb::Event, color: bool) -> String {
         format!("\x1b[1;31m{line}\x1b[0m")
     } else {
         line
+    }
+}
+
+/// One line of at most 160 characters of `s`.
+fn preview(s: &str) -> String {
+    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match one.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &one[..i]),
+        None => one,
     }
 }
 

@@ -116,6 +116,8 @@ pub struct NetworkPolicy {
     pub credentials: Vec<crate::profile::Credential>,
     /// `proxy`: extra CAs cordon trusts upstream.
     pub upstream_ca: Option<PathBuf>,
+    /// `proxy`: the model gateway.
+    pub gateway: crate::profile::Gateway,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -289,6 +291,7 @@ pub fn compile(
                 .then(|| std::time::Duration::from_millis(profile.network.ask_timeout_ms)),
             credentials: profile.network.credentials.clone(),
             upstream_ca: profile.network.upstream_ca.as_ref().map(PathBuf::from),
+            gateway: profile.network.gateway.clone(),
         },
         limits: profile.limits.clone(),
         env,

@@ -118,7 +118,44 @@ pub struct RawNetwork {
     pub credential: Option<Vec<RawCredential>>,
     /// `proxy` mode: a PEM file of extra CAs cordon trusts for upstream TLS (with the system's).
     pub upstream_ca: Option<toml::Spanned<String>>,
+    /// `proxy` mode: the model gateway (what is recorded of model API traffic).
+    pub gateway: Option<RawGateway>,
 }
+
+/// `[network.gateway]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    /// Model API hosts to intercept and record besides the credentials' hosts.
+    pub hosts: Option<Vec<toml::Spanned<String>>>,
+    pub record: Option<Record>,
+    /// The most of one message, text or tool input recorded.
+    pub max_bytes: Option<Bytes>,
+}
+
+/// How much of the model traffic the trace keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Record {
+    /// Messages, text and tool arguments (bounded by `max_bytes`).
+    #[default]
+    Full,
+    /// Their SHA-256 only.
+    Hash,
+    /// Models, tool names, token counts, stop reasons: no content.
+    None,
+}
+
+/// The resolved `[network.gateway]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gateway {
+    pub hosts: Vec<String>,
+    pub record: Record,
+    pub max_bytes: u64,
+}
+
+/// The most of one message recorded by default.
+pub const DEFAULT_GATEWAY_MAX_BYTES: u64 = 16 * 1024;
 
 /// One `[[network.credential]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -280,6 +317,7 @@ pub struct Network {
     pub ask_timeout_ms: u64,
     pub credentials: Vec<Credential>,
     pub upstream_ca: Option<String>,
+    pub gateway: Gateway,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -525,6 +563,33 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         Some((_, u)) => Some(u.get_ref().clone()),
         None => None,
     };
+    let mut gateway = Gateway {
+        hosts: Vec::new(),
+        record: Record::Full,
+        max_bytes: DEFAULT_GATEWAY_MAX_BYTES,
+    };
+    if let Some((src, g)) = chain
+        .iter()
+        .find_map(|(src, r)| r.network.gateway.as_ref().map(|g| (src, g)))
+    {
+        for h in g.hosts.iter().flatten() {
+            let raw = h.get_ref();
+            let bad = |why: String| at(src, h.span(), format!("network.gateway host {raw:?}: {why}"));
+            if mode != NetworkMode::Proxy {
+                return Err(bad("needs mode = \"proxy\"".into()));
+            }
+            let host = egress::normalize_name(raw).map_err(|e| bad(e.to_string()))?;
+            if !allow
+                .iter()
+                .any(|a| matches!(a, egress::Egress::Name(n) if n.matches_name(&host)))
+            {
+                return Err(bad("not in network.allow, so it could never be reached".into()));
+            }
+            gateway.hosts.push(host);
+        }
+        gateway.record = g.record.unwrap_or_default();
+        gateway.max_bytes = g.max_bytes.map_or(DEFAULT_GATEWAY_MAX_BYTES, |b| b.0);
+    }
     Ok(Network {
         mode,
         allow,
@@ -534,6 +599,7 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         ask_timeout_ms,
         credentials,
         upstream_ca,
+        gateway,
     })
 }
 

@@ -70,12 +70,15 @@ pub struct Firewall {
     pub server: Arc<rustls::ServerConfig>,
     pub upstream: Arc<rustls::ClientConfig>,
     pub credentials: Vec<Credential>,
+    /// The model gateway: what is recorded of model API requests on intercepted hosts.
+    pub recorder: super::gateway::Recorder,
 }
 
 impl Firewall {
     /// Does the proxy terminate TLS for `name`?
     pub fn intercepts(&self, name: &str) -> bool {
         self.credentials.iter().any(|c| c.rule.host == name)
+            || self.recorder.cfg.hosts.iter().any(|h| h == name)
     }
 
     /// The credential whose placeholder appears in `text`, if any.
@@ -92,7 +95,7 @@ impl Firewall {
 /// Read the secrets, give the agent placeholders, make the run's CA and put it in the
 /// sandbox's trust store. None when the profile names no credential.
 pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, FirewallError> {
-    if policy.network.credentials.is_empty() {
+    if policy.network.credentials.is_empty() && policy.network.gateway.hosts.is_empty() {
         return Ok(None);
     }
     let mut credentials = Vec::new();
@@ -138,6 +141,7 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         policy.env.insert(var.into(), path.into());
     }
     Ok(Some(Firewall {
+        recorder: super::gateway::Recorder::new(policy.network.gateway.clone()),
         server: authority.server_config(),
         authority,
         upstream,

@@ -90,8 +90,75 @@ pub enum InterceptError {
 /// The upstream's HTTP connection (HTTP/1.1 carries one request at a time).
 #[derive(Clone)]
 enum Upstream {
-    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Incoming>>>),
-    H2(hyper::client::conn::http2::SendRequest<Incoming>),
+    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+/// The most of a model API request body cordon reads before relaying it.
+const MODEL_REQUEST_MAX: usize = 32 << 20;
+/// The most of a model API response the gateway keeps to parse (the agent gets all of it).
+const MODEL_RESPONSE_MAX: usize = 8 << 20;
+
+/// What a `Tee` does with its copy when the body ends: (bytes, whether the body was whole).
+type Finish = Box<dyn FnOnce(Vec<u8>, bool) + Send + Sync>;
+
+/// A response body passed on frame by frame as it arrives, a copy of its first bytes kept;
+/// when it ends (or is dropped: the agent went away) the copy goes to `done`.
+struct Tee {
+    inner: Incoming,
+    copy: Vec<u8>,
+    complete: bool,
+    done: Option<Finish>,
+}
+
+impl Tee {
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(std::mem::take(&mut self.copy), self.complete);
+        }
+    }
+}
+
+impl hyper::body::Body for Tee {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let room = MODEL_RESPONSE_MAX.saturating_sub(this.copy.len());
+                    this.copy.extend_from_slice(&d[..d.len().min(room)]);
+                }
+                if this.inner.is_end_stream() {
+                    this.complete = true;
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => {
+                this.complete = true;
+                this.finish();
+            }
+            _ => {}
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// What one connection's requests need.
@@ -170,8 +237,9 @@ fn answer(status: StatusCode, text: String) -> Response<Body> {
     r
 }
 
-/// One request of the agent: checked, its credential put in, relayed, recorded.
-async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
+/// One request of the agent: checked, its credential put in, relayed, recorded (a model API
+/// request whole, with the model's answer).
+async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let path = req
         .uri()
         .path_and_query()
@@ -182,7 +250,44 @@ async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
         path: path.clone(),
         status: 0,
     };
-    if let Err(why) = credentials(ctx, &mut req) {
+    let api = super::gateway::Api::of(&path);
+    let (parts, body) = req.into_parts();
+    // A model API request is read whole (it is small): recorded, and searched for a
+    // placeholder like the headers are.
+    let (mut req, model_body) = match api {
+        Some(_) => match http_body_util::Limited::new(body, MODEL_REQUEST_MAX)
+            .collect()
+            .await
+        {
+            Ok(b) => {
+                let b = b.to_bytes();
+                let full = Full::new(b.clone()).map_err(|never| match never {}).boxed();
+                (Request::from_parts(parts, full), Some(b))
+            }
+            Err(e) => {
+                return answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("cordon: a model API request body cordon could not read whole: {e}\n"),
+                );
+            }
+        },
+        None => (Request::from_parts(parts, body.boxed()), None),
+    };
+    let checked = credentials(ctx, &mut req).and_then(|()| match &model_body {
+        Some(b) => match ctx.fw.placeholder_in(&String::from_utf8_lossy(b)) {
+            Some(c) => Err(format!(
+                "the placeholder of {} is in the body of a request to {}; refused",
+                c.rule.env, ctx.name
+            )),
+            None => Ok(()),
+        },
+        None => Ok(()),
+    });
+    if let (Some(api), Some(b)) = (api, &model_body) {
+        let ev = ctx.fw.recorder.request(api, &ctx.name, b);
+        let _ = ctx.events.send(Kind::ModelRequest(ev)).await;
+    }
+    if let Err(why) = checked {
         record.status = u32::from(StatusCode::FORBIDDEN.as_u16());
         let _ = ctx.events.send(Kind::Http(record)).await;
         let _ = ctx
@@ -230,9 +335,27 @@ async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
     };
     match sent {
         Ok(resp) => {
-            record.status = u32::from(resp.status().as_u16());
+            let status = resp.status().as_u16();
+            record.status = u32::from(status);
             let _ = ctx.events.send(Kind::Http(record)).await;
-            resp.map(BodyExt::boxed)
+            match api {
+                Some(api) => {
+                    let ctx = ctx.clone();
+                    resp.map(move |inner| {
+                        Tee {
+                            inner,
+                            copy: Vec::new(),
+                            complete: false,
+                            done: Some(Box::new(move |copy, complete| {
+                                let ev = ctx.fw.recorder.response(api, &ctx.name, status, &copy, complete);
+                                send_now(&ctx.events, Kind::ModelResponse(ev));
+                            })),
+                        }
+                        .boxed()
+                    })
+                }
+                None => resp.map(BodyExt::boxed),
+            }
         }
         Err(e) => {
             let _ = ctx.events.send(Kind::Http(record)).await;
@@ -244,10 +367,21 @@ async fn request(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Send an event from where nothing can wait (a body's end): at once if the queue has room,
+/// else from a task of its own.
+fn send_now(events: &mpsc::Sender<Kind>, kind: Kind) {
+    if let Err(mpsc::error::TrySendError::Full(kind)) = events.try_send(kind) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let events = events.clone();
+            rt.spawn(async move { events.send(kind).await });
+        }
+    }
+}
+
 /// Put each credential for this host in place of its placeholder, in its header; refuse a
 /// placeholder anywhere else (another host, another header, the URL). The error names the
 /// credential by its variable, never by a value.
-fn credentials(ctx: &Ctx, req: &mut Request<Incoming>) -> Result<(), String> {
+fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), String> {
     if let Some(c) = ctx.fw.placeholder_in(&req.uri().to_string()) {
         return Err(format!(
             "the placeholder of {} is in the URL of a request to {}; refused",

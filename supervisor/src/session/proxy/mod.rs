@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod dns;
 pub mod firewall;
+pub mod gateway;
 pub mod intercept;
 pub mod rules;
 pub mod server;
