@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 
 const AGENT: &str = r#"
 const Anthropic = require('/opt/cordon-test-agents/node_modules/@anthropic-ai/sdk');
@@ -178,4 +179,123 @@ fn a_credential_that_cannot_be_read_stops_the_run_naming_it() {
         "{err}"
     );
     assert!(!marker.exists(), "the agent ran");
+}
+
+/// Real Claude Code under its preset with its key as a credential: it holds a placeholder,
+/// the stand-in (which sees the real key) asks it to run a command through its Bash tool, and
+/// the trace holds the model's request for that command right before the exec it caused.
+#[test]
+fn claude_code_with_a_placeholder_key_runs_the_models_tool_call_and_the_trace_links_them() {
+    require_root();
+    let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    assert!(claude.exists(), "scripts/setup installs Claude Code there");
+    let s = Scratch::new();
+    let d = s.path();
+    let ws = s.dir("ws");
+    let home = s.dir("home");
+    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    let key = "sk-ant-api03-gateway-canary-5566778899aabbccddeeff0011";
+    let mut api = messages_stand_in_with(
+        d,
+        "127.0.0.6",
+        "the file is made",
+        Some(key),
+        &[("TOOL_COMMAND", "echo from-the-model > made-by-tool.txt")],
+    );
+    let profile = log_only_profile(
+        &s,
+        "claude-gw",
+        "claude",
+        &format!(
+            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.6\" }}\nupstream_ca = \"{}\"\n\
+             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
+            d.join("ca.pem").display()
+        ),
+    );
+    let trace = d.join("run.trace");
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        &ws,
+        &[
+            "--home",
+            home.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &[
+            claude.to_str().unwrap(),
+            "-p",
+            "make the file",
+            "--allowedTools",
+            "Bash",
+        ],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("the file is made"), "{}", stdout(&out));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("made-by-tool.txt"))
+            .unwrap()
+            .trim(),
+        "from-the-model"
+    );
+    let events = events_of(&ev);
+    let asked = events
+        .iter()
+        .position(|e| {
+            e.get("modelResponse").is_some_and(|m| {
+                m["toolCalls"][0]["name"] == "Bash"
+                    && m["toolCalls"][0]["input"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("made-by-tool")
+            })
+        })
+        .expect("the model's tool call was recorded");
+    // The command is a shell builtin inside a long `bash -c` (its argv is cut by the
+    // probe): what it did is the file it wrote.
+    let ran = events
+        .iter()
+        .position(|e| {
+            e.get("syscall")
+                .is_some_and(|x| x["path"].as_str().unwrap_or("").ends_with("made-by-tool.txt"))
+        })
+        .expect("the write of the file was recorded");
+    assert!(asked < ran, "the model's request comes before what it caused");
+    let detections: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("detection")).collect();
+    assert!(detections.is_empty(), "false alarms: {detections:#?}");
+    let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
+    assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
+    assert!(
+        !has(&out.stderr) && !has(&out.stdout),
+        "the key reached cordon's output"
+    );
+    // No file the agent could read holds it either: its state directory.
+    for f in walk(&home) {
+        assert!(
+            !has(&std::fs::read(&f).unwrap_or_default()),
+            "the key is in {}",
+            f.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -45,6 +45,11 @@ pub const HARMLESS: &[&str] = &[
 /// Shorter values are not treated as secrets (they would match everywhere).
 const MIN_SECRET: usize = 8;
 
+/// A value that is an absolute path without spaces.
+fn is_path(v: &str) -> bool {
+    v.starts_with('/') && !v.contains(char::is_whitespace)
+}
+
 pub fn harmless(name: &str) -> bool {
     HARMLESS.contains(&name)
 }
@@ -99,7 +104,8 @@ impl Redactor {
     pub fn from_env<'a>(env: impl IntoIterator<Item = (&'a String, &'a String)>) -> Self {
         let mut values: Vec<String> = env
             .into_iter()
-            .filter(|(k, v)| !harmless(k) && v.len() >= MIN_SECRET)
+            // An absolute path is a place, not a secret (CLAUDE_CONFIG_DIR, CODEX_HOME, …).
+            .filter(|(k, v)| !harmless(k) && v.len() >= MIN_SECRET && !is_path(v))
             .map(|(_, v)| v.clone())
             .collect();
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));

@@ -501,6 +501,17 @@ pub fn messages_stand_in(
     reply: &str,
     expect_key: Option<&str>,
 ) -> std::process::Child {
+    messages_stand_in_with(dir, addr, reply, expect_key, &[])
+}
+
+/// `messages_stand_in` with extra environment (`TOOL_COMMAND`: answer with a Bash tool call).
+pub fn messages_stand_in_with(
+    dir: &Path,
+    addr: &str,
+    reply: &str,
+    expect_key: Option<&str>,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let mut c = Command::new("/usr/bin/python3");
     c.arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -513,6 +524,7 @@ pub fn messages_stand_in(
     if let Some(k) = expect_key {
         c.env("EXPECT_KEY", k);
     }
+    c.envs(env.iter().copied());
     listening(c.spawn().unwrap())
 }
 
