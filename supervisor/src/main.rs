@@ -514,15 +514,19 @@ fn run(
                 c.rule.host
             ));
         }
-        text::eprint(&format!(
-            "TLS to {} is intercepted with this run's CA (sha256 {}), trusted inside the sandbox only",
-            fw.credentials
-                .iter()
-                .map(|c| c.rule.host.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            &fw.authority.fingerprint[..16]
-        ));
+        if let Some(tls) = &fw.tls {
+            text::eprint(&format!(
+                "TLS to the hosts cordon reads ({}) is intercepted with this run's CA (sha256 {}), trusted inside the sandbox only",
+                fw.intercepted().join(", "),
+                &tls.authority.fingerprint[..16]
+            ));
+        }
+        if !fw.canaries.is_empty() {
+            text::eprint(&format!(
+                "canary credentials stand in for the hidden {}: sending one anywhere is an exfiltration alarm",
+                fw.canaries.join(", ")
+            ));
+        }
     }
     if !quiet {
         for c in pol.own_credentials.iter().filter(|c| c.exists()) {

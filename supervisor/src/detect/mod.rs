@@ -28,6 +28,9 @@ use crate::profile::NetworkMode;
 /// The rule the proxy names when it refuses a credential's placeholder sent where its secret
 /// does not go (a `connection` event's rule; a `dns` event's rule starts with it).
 pub const PLACEHOLDER_RULE: &str = "credential placeholder";
+/// The rule the proxy names when data loss prevention refuses a request (a canary, a private
+/// key, a token away from its service); a `dns` event's rule starts with it.
+pub const DLP_RULE: &str = "data loss prevention";
 /// Detections of one rule reported per second; the rest are counted and the count goes with
 /// the next one reported (or with the last, at the end of the run).
 const REPORTS_PER_SECOND: u32 = 20;
@@ -240,13 +243,13 @@ impl Detector {
             // TLS name or Host that is not the resolved one): an egress attempt.
             // A credential's placeholder carried somewhere else: proof of an attempt to
             // exfiltrate it (the proxy refused it; the secret itself never was in reach).
-            Some(Kind::Connection(c)) if !c.allowed && c.rule == PLACEHOLDER_RULE => {
+            Some(Kind::Connection(c)) if !c.allowed && (c.rule == PLACEHOLDER_RULE || c.rule == DLP_RULE) => {
                 if let Some(rule) = self.exfiltration.as_ref().or(self.egress.as_ref()) {
                     let summary = format!("{} (refused by the proxy)", c.reason);
                     found.push(self.instant(rule, e, summary));
                 }
             }
-            Some(Kind::Dns(d)) if d.rule.starts_with(PLACEHOLDER_RULE) => {
+            Some(Kind::Dns(d)) if d.rule.starts_with(PLACEHOLDER_RULE) || d.rule.starts_with(DLP_RULE) => {
                 if let Some(rule) = self.exfiltration.as_ref().or(self.egress.as_ref()) {
                     let summary = format!("DNS question for {} refused by the proxy: {}", d.name, d.rule);
                     found.push(self.instant(rule, e, summary));

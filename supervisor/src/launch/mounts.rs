@@ -223,8 +223,15 @@ fn unreachable_errno(e: &io::Error) -> bool {
 /// Replace hidden paths with empty, read-only stand-ins: an empty tmpfs for a directory, an
 /// empty file for anything else. Runs after pivot_root, so symlinks resolve in the sandbox.
 fn hide(policy: &Policy) -> Result<(), StepError> {
-    for hidden in &policy.hidden {
+    for (n, hidden) in policy.hidden.iter().enumerate() {
+        let inside: Vec<&crate::policy::Decoy> = policy
+            .decoys
+            .iter()
+            .filter(|d| d.path.parent() == Some(hidden))
+            .collect();
+        let itself = policy.decoys.iter().find(|d| &d.path == hidden);
         match fs::metadata(hidden) {
+            Ok(m) if m.is_dir() && !inside.is_empty() => decoy_dir(hidden, &inside),
             Ok(m) if m.is_dir() => sys::mount(
                 "tmpfs",
                 hidden,
@@ -232,6 +239,12 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
                 NOSUID_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
                 "size=4k,nr_inodes=1,mode=0755",
             ),
+            Ok(_) if itself.is_some() => {
+                // The decoy is written beside the other stand-ins in the root tmpfs.
+                let file = PathBuf::from(format!("/.cordon-decoy-{n}"));
+                write_readable(&file, itself.map(|d| d.content.as_str()).unwrap_or_default())
+                    .and_then(|()| bind_ro(&file, hidden, NOSUID_NODEV | MsFlags::MS_NOEXEC))
+            }
             Ok(_) => bind_ro(Path::new(EMPTY_FILE), hidden, NOSUID_NODEV | MsFlags::MS_NOEXEC),
             // Absent, or unreachable with the agent's own credentials: nothing to hide.
             Err(e) if unreachable_errno(&e) => continue,
@@ -240,6 +253,27 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
         .map_err(step("filesystem: hide", hidden))?;
     }
     Ok(())
+}
+
+/// A hidden directory holding only the run's decoys: a small tmpfs, filled, then read-only.
+fn decoy_dir(dir: &Path, decoys: &[&crate::policy::Decoy]) -> io::Result<()> {
+    sys::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        NOSUID_NODEV | MsFlags::MS_NOEXEC,
+        "size=64k,nr_inodes=16,mode=0755",
+    )?;
+    for d in decoys {
+        write_readable(&d.path, &d.content)?;
+    }
+    sys::mount(
+        "",
+        dir,
+        "",
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | NOSUID_NODEV | MsFlags::MS_NOEXEC,
+        "",
+    )
 }
 
 /// Make protected paths read-only inside writable binds. Every directory between the

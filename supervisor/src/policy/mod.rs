@@ -87,6 +87,17 @@ pub struct Policy {
     /// trace's policy (the bundle is the host's; the run's start line names the CA).
     #[serde(skip)]
     pub trust: Option<Trust>,
+    /// Canary credentials planted where real ones are hidden (`network.dlp.canaries`), set
+    /// after compiling like `trust`: the decoy's path (inside a hidden directory, or a hidden
+    /// file itself) and its contents. Not in the trace (the proxy knows the values).
+    #[serde(skip)]
+    pub decoys: Vec<Decoy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoy {
+    pub path: PathBuf,
+    pub content: String,
 }
 
 /// The sandbox's trust store when cordon's proxy intercepts TLS: the host's CA bundle plus
@@ -118,6 +129,8 @@ pub struct NetworkPolicy {
     pub upstream_ca: Option<PathBuf>,
     /// `proxy`: the model gateway.
     pub gateway: crate::profile::Gateway,
+    /// `proxy`: data loss prevention.
+    pub dlp: crate::profile::Dlp,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -292,6 +305,7 @@ pub fn compile(
             credentials: profile.network.credentials.clone(),
             upstream_ca: profile.network.upstream_ca.as_ref().map(PathBuf::from),
             gateway: profile.network.gateway.clone(),
+            dlp: profile.network.dlp.clone(),
         },
         limits: profile.limits.clone(),
         env,
@@ -303,6 +317,7 @@ pub fn compile(
         monitor,
         terminal: profile.terminal.allow.clone(),
         trust: None,
+        decoys: Vec::new(),
     })
 }
 

@@ -120,6 +120,27 @@ pub struct RawNetwork {
     pub upstream_ca: Option<toml::Spanned<String>>,
     /// `proxy` mode: the model gateway (what is recorded of model API traffic).
     pub gateway: Option<RawGateway>,
+    /// `proxy` mode: data loss prevention.
+    pub dlp: Option<RawDlp>,
+}
+
+/// `[network.dlp]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDlp {
+    /// Hosts whose TLS cordon opens to search what is sent ("*" for every allowed name).
+    pub inspect: Option<Vec<toml::Spanned<String>>>,
+    /// Plant canary credentials where the profile hides real ones (default true).
+    pub canaries: Option<bool>,
+}
+
+/// The resolved `[network.dlp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dlp {
+    /// Every allowed name is inspected.
+    pub inspect_all: bool,
+    pub inspect: Vec<egress::NameRule>,
+    pub canaries: bool,
 }
 
 /// `[network.gateway]`.
@@ -318,6 +339,7 @@ pub struct Network {
     pub credentials: Vec<Credential>,
     pub upstream_ca: Option<String>,
     pub gateway: Gateway,
+    pub dlp: Dlp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -590,6 +612,32 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         gateway.record = g.record.unwrap_or_default();
         gateway.max_bytes = g.max_bytes.map_or(DEFAULT_GATEWAY_MAX_BYTES, |b| b.0);
     }
+    let mut dlp = Dlp {
+        inspect_all: false,
+        inspect: Vec::new(),
+        canaries: true,
+    };
+    if let Some((src, d)) = chain
+        .iter()
+        .find_map(|(src, r)| r.network.dlp.as_ref().map(|d| (src, d)))
+    {
+        for h in d.inspect.iter().flatten() {
+            let raw = h.get_ref();
+            let bad = |why: String| at(src, h.span(), format!("network.dlp inspect {raw:?}: {why}"));
+            if mode != NetworkMode::Proxy {
+                return Err(bad("needs mode = \"proxy\"".into()));
+            }
+            if raw == "*" {
+                dlp.inspect_all = true;
+                continue;
+            }
+            match egress::parse(raw).map_err(|e| bad(e.to_string()))? {
+                egress::Egress::Name(n) if n.port.is_none() => dlp.inspect.push(n),
+                _ => return Err(bad("expected a name or *.suffix without a port, or \"*\"".into())),
+            }
+        }
+        dlp.canaries = d.canaries.unwrap_or(true);
+    }
     Ok(Network {
         mode,
         allow,
@@ -600,6 +648,7 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
         credentials,
         upstream_ca,
         gateway,
+        dlp,
     })
 }
 

@@ -9,9 +9,14 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use super::dlp::{random_from, Canary, Scanner};
 use super::tls::{self, Authority, TlsError};
 use crate::launch::mounts::SYSTEM_BUNDLES;
-use crate::policy::{Policy, Trust};
+use crate::policy::{Decoy, Policy, Trust};
 use crate::profile::{Credential as Rule, SecretSource};
 
 /// Why the run cannot start with the profile's credentials.
@@ -62,23 +67,51 @@ impl Credential {
     }
 }
 
-/// Everything the proxy needs to intercept: the run's CA, the upstream trust, credentials.
+/// TLS interception: the run's CA, the agent-facing and upstream configurations.
 #[derive(Debug)]
-pub struct Firewall {
+pub struct Interception {
     pub authority: Arc<Authority>,
     /// The agent-facing TLS configuration (certificates from `authority`).
     pub server: Arc<rustls::ServerConfig>,
     pub upstream: Arc<rustls::ClientConfig>,
+}
+
+/// What the proxy of a `proxy` sandbox needs beyond its rules: credentials, the model
+/// gateway, data loss prevention, and TLS interception when any of them asks for plaintext.
+#[derive(Debug)]
+pub struct Firewall {
+    /// None when nothing needs plaintext: every connection is relayed untouched.
+    pub tls: Option<Interception>,
     pub credentials: Vec<Credential>,
     /// The model gateway: what is recorded of model API requests on intercepted hosts.
     pub recorder: super::gateway::Recorder,
+    pub dlp: Scanner,
+    /// Where the canaries were planted ("~/.aws/credentials"), for the start line.
+    pub canaries: Vec<String>,
+    inspect_all: bool,
+    inspect: Vec<crate::profile::egress::NameRule>,
 }
 
 impl Firewall {
     /// Does the proxy terminate TLS for `name`?
     pub fn intercepts(&self, name: &str) -> bool {
-        self.credentials.iter().any(|c| c.rule.host == name)
-            || self.recorder.cfg.hosts.iter().any(|h| h == name)
+        self.tls.is_some()
+            && (self.credentials.iter().any(|c| c.rule.host == name)
+                || self.recorder.cfg.hosts.iter().any(|h| h == name)
+                || (self.inspect_all && !name.is_empty())
+                || self.inspect.iter().any(|n| n.matches_name(name)))
+    }
+
+    /// The names whose TLS is opened, as the profile gave them.
+    pub fn intercepted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.credentials.iter().map(|c| c.rule.host.clone()).collect();
+        v.extend(self.recorder.cfg.hosts.iter().cloned());
+        v.extend(self.inspect.iter().map(ToString::to_string));
+        if self.inspect_all {
+            v.push("every allowed name".into());
+        }
+        v.dedup();
+        v
     }
 
     /// The credential whose placeholder appears in `text`, if any.
@@ -92,10 +125,11 @@ impl Firewall {
     }
 }
 
-/// Read the secrets, give the agent placeholders, make the run's CA and put it in the
-/// sandbox's trust store. None when the profile names no credential.
+/// For a `proxy` sandbox: read the secrets and give the agent placeholders, plant the
+/// canaries, and when anything needs plaintext make the run's CA and put it in the
+/// sandbox's trust store. None for the other network modes.
 pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, FirewallError> {
-    if policy.network.credentials.is_empty() && policy.network.gateway.hosts.is_empty() {
+    if policy.network.mode != crate::profile::NetworkMode::Proxy {
         return Ok(None);
     }
     let mut credentials = Vec::new();
@@ -113,6 +147,34 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
             secret,
         });
     }
+    let canaries = if policy.network.dlp.canaries {
+        plant(policy)
+    } else {
+        Vec::new()
+    };
+    let dlp = &policy.network.dlp;
+    let needs_tls = !credentials.is_empty()
+        || !policy.network.gateway.hosts.is_empty()
+        || dlp.inspect_all
+        || !dlp.inspect.is_empty();
+    let tls = if needs_tls {
+        Some(interception(policy, sandbox)?)
+    } else {
+        None
+    };
+    Ok(Some(Firewall {
+        tls,
+        credentials,
+        recorder: super::gateway::Recorder::new(policy.network.gateway.clone()),
+        dlp: Scanner::new(&canaries),
+        canaries: canaries.iter().map(|c| c.planted.clone()).collect(),
+        inspect_all: policy.network.dlp.inspect_all,
+        inspect: policy.network.dlp.inspect.clone(),
+    }))
+}
+
+/// The run's CA, in the sandbox's trust store.
+fn interception(policy: &mut Policy, sandbox: &str) -> Result<Interception, FirewallError> {
     let authority = Arc::new(Authority::new(sandbox)?);
     let upstream = tls::client_config(policy.network.upstream_ca.as_deref())?;
     // The system bundle the sandbox sees (cordon's is bound over it); the variables that
@@ -140,13 +202,83 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
     ] {
         policy.env.insert(var.into(), path.into());
     }
-    Ok(Some(Firewall {
-        recorder: super::gateway::Recorder::new(policy.network.gateway.clone()),
+    Ok(Interception {
         server: authority.server_config(),
         authority,
         upstream,
-        credentials,
-    }))
+    })
+}
+
+const UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Decoy credentials where the profile hides real ones that exist on the host: each holds
+/// canaries made for this run. Returns the canaries (the proxy searches for them).
+fn plant(policy: &mut Policy) -> Vec<Canary> {
+    let home = policy.context.home.clone();
+    let shown = |p: &Path| match p.strip_prefix(&home) {
+        Ok(rest) => format!("~/{}", rest.display()),
+        Err(_) => p.display().to_string(),
+    };
+    let mut canaries = Vec::new();
+    let mut decoys = Vec::new();
+    for hidden in &policy.hidden {
+        let Ok(meta) = std::fs::metadata(hidden) else {
+            continue;
+        };
+        let name = hidden.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let (file, content, planted): (PathBuf, String, Vec<(String, &str)>) = match (name, meta.is_dir()) {
+            (".aws", true) => {
+                let id = format!("AKIA{}", random_from(UPPER_DIGITS, 16));
+                let key = random_from(ALNUM, 40);
+                (
+                    hidden.join("credentials"),
+                    format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {key}\n"),
+                    vec![(id, "AWS access key"), (key, "AWS secret key")],
+                )
+            }
+            (".ssh", true) => {
+                let marker = format!("cordon{}", random_from(ALNUM, 24));
+                let body = base64::engine::general_purpose::STANDARD
+                    .encode(format!("openssh-key-v1\0{marker}{}", random_from(ALNUM, 96)));
+                (
+                    hidden.join("id_ed25519"),
+                    format!(
+                        "-----BEGIN OPENSSH PRIVATE KEY-----\n{body}\n-----END OPENSSH PRIVATE KEY-----\n"
+                    ),
+                    vec![(marker, "SSH private key")],
+                )
+            }
+            (".netrc", false) => {
+                let token = format!("ghp_{}", random_from(ALNUM, 36));
+                (
+                    hidden.clone(),
+                    format!("machine github.com\n  login agent\n  password {token}\n"),
+                    vec![(token, "GitHub token")],
+                )
+            }
+            (".git-credentials", false) => {
+                let token = format!("ghp_{}", random_from(ALNUM, 36));
+                (
+                    hidden.clone(),
+                    format!("https://agent:{token}@github.com\n"),
+                    vec![(token, "GitHub token")],
+                )
+            }
+            _ => continue,
+        };
+        let at = shown(&file);
+        for (value, what) in planted {
+            canaries.push(Canary {
+                value,
+                what: what.into(),
+                planted: at.clone(),
+            });
+        }
+        decoys.push(Decoy { path: file, content });
+    }
+    policy.decoys = decoys;
+    canaries
 }
 
 fn describe(s: &SecretSource) -> String {

@@ -21,9 +21,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::firewall::Firewall;
+use crate::detect::{DLP_RULE, PLACEHOLDER_RULE};
 use crate::events::pb::{self, event::Kind};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 /// The agent's side of the connection: the bytes already read to find the server name are
 /// read again first; bytes each way are counted.
@@ -85,6 +87,8 @@ pub enum InterceptError {
     UpstreamHttp(#[source] hyper::Error),
     #[error("{0:?} is not a name TLS can verify")]
     Name(String),
+    #[error("no TLS interception is set up for this run")]
+    NotIntercepting,
 }
 
 /// The upstream's HTTP connection (HTTP/1.1 carries one request at a time).
@@ -185,13 +189,16 @@ pub async fn serve(
         up: counts.0,
         down: counts.1,
     };
-    let agent_tls = tokio_rustls::TlsAcceptor::from(fw.server.clone())
+    let Some(tls) = &fw.tls else {
+        return Err(InterceptError::NotIntercepting);
+    };
+    let agent_tls = tokio_rustls::TlsAcceptor::from(tls.server.clone())
         .accept(agent)
         .await
         .map_err(InterceptError::AgentTls)?;
     let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
         .map_err(|_| InterceptError::Name(name.into()))?;
-    let up_tls = tokio_rustls::TlsConnector::from(fw.upstream.clone())
+    let up_tls = tokio_rustls::TlsConnector::from(tls.upstream.clone())
         .connect(server_name, up)
         .await
         .map_err(InterceptError::UpstreamTls)?;
@@ -271,35 +278,41 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 );
             }
         },
-        None => (Request::from_parts(parts, body.boxed()), None),
+        None => (
+            Request::from_parts(parts, body.map_err(BoxError::from).boxed()),
+            None,
+        ),
     };
-    let checked = credentials(ctx, &mut req).and_then(|()| match &model_body {
-        Some(b) => match ctx.fw.placeholder_in(&String::from_utf8_lossy(b)) {
-            Some(c) => Err(format!(
-                "the placeholder of {} is in the body of a request to {}; refused",
-                c.rule.env, ctx.name
-            )),
+    let checked = search(ctx, &req)
+        .map_err(|why| (DLP_RULE, why))
+        .and_then(|()| credentials(ctx, &mut req).map_err(|why| (PLACEHOLDER_RULE, why)))
+        .and_then(|()| match &model_body {
+            Some(b) => body_search(ctx, b).map_err(|why| (DLP_RULE, why)),
             None => Ok(()),
-        },
-        None => Ok(()),
-    });
+        });
+    // Other bodies are searched frame by frame as they are relayed.
+    let mut req = match model_body {
+        Some(_) => req,
+        None => {
+            let ctx2 = ctx.clone();
+            req.map(move |inner| {
+                Searched {
+                    inner,
+                    tail: Vec::new(),
+                    ctx: ctx2,
+                }
+                .boxed()
+            })
+        }
+    };
     if let (Some(api), Some(b)) = (api, &model_body) {
         let ev = ctx.fw.recorder.request(api, &ctx.name, b);
         let _ = ctx.events.send(Kind::ModelRequest(ev)).await;
     }
-    if let Err(why) = checked {
+    if let Err((rule, why)) = checked {
         record.status = u32::from(StatusCode::FORBIDDEN.as_u16());
         let _ = ctx.events.send(Kind::Http(record)).await;
-        let _ = ctx
-            .events
-            .send(Kind::Connection(pb::Connection {
-                name: ctx.name.clone(),
-                allowed: false,
-                rule: crate::detect::PLACEHOLDER_RULE.into(),
-                reason: why.clone(),
-                ..Default::default()
-            }))
-            .await;
+        let _ = ctx.events.send(refusal(&ctx.name, rule, &why)).await;
         return answer(StatusCode::FORBIDDEN, format!("cordon: {why}\n"));
     }
     let sent = match &ctx.upstream {
@@ -351,10 +364,11 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                                 send_now(&ctx.events, Kind::ModelResponse(ev));
                             })),
                         }
+                        .map_err(BoxError::from)
                         .boxed()
                     })
                 }
-                None => resp.map(BodyExt::boxed),
+                None => resp.map(|b| b.map_err(BoxError::from).boxed()),
             }
         }
         Err(e) => {
@@ -364,6 +378,123 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 format!("cordon: upstream {}: {e}\n", ctx.name),
             )
         }
+    }
+}
+
+/// The event of a request refused for what it carried.
+fn refusal(name: &str, rule: &str, why: &str) -> Kind {
+    Kind::Connection(pb::Connection {
+        name: name.into(),
+        allowed: false,
+        rule: rule.into(),
+        reason: why.into(),
+        ..Default::default()
+    })
+}
+
+/// DLP over a request's URL and headers (before any credential is put in).
+fn search(ctx: &Ctx, req: &Request<Body>) -> Result<(), String> {
+    let found = |what: &str, f: super::dlp::Finding| {
+        format!("{} in the {what} of a request to {}; refused", f.what, ctx.name)
+    };
+    if let Some(f) = ctx.fw.dlp.scan(req.uri().to_string().as_bytes(), &ctx.name) {
+        return Err(found("URL", f));
+    }
+    for (h, v) in req.headers() {
+        if let Some(f) = ctx.fw.dlp.scan(v.as_bytes(), &ctx.name) {
+            return Err(found(&format!("{h} header"), f));
+        }
+    }
+    Ok(())
+}
+
+/// DLP and placeholders over a body read whole.
+fn body_search(ctx: &Ctx, body: &[u8]) -> Result<(), String> {
+    if let Some(c) = ctx.fw.placeholder_in(&String::from_utf8_lossy(body)) {
+        return Err(format!(
+            "the placeholder of {} is in the body of a request to {}; refused",
+            c.rule.env, ctx.name
+        ));
+    }
+    match ctx.fw.dlp.scan(body, &ctx.name) {
+        Some(f) => Err(format!(
+            "{} in the body of a request to {}; refused",
+            f.what, ctx.name
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Bytes of one frame kept to search together with the next (a secret split across frames).
+const OVERLAP: usize = 256;
+
+/// A request body relayed frame by frame, each searched (with the end of the one before)
+/// before it goes on; a finding ends the request with an error instead of the frame.
+struct Searched {
+    inner: Body,
+    tail: Vec<u8>,
+    ctx: Arc<Ctx>,
+}
+
+/// A request body refused mid-stream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+impl hyper::body::Body for Searched {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                let mut window = std::mem::take(&mut this.tail);
+                window.extend_from_slice(d);
+                let found = this
+                    .ctx
+                    .fw
+                    .placeholder_in(&String::from_utf8_lossy(&window))
+                    .map(|c| {
+                        (
+                            PLACEHOLDER_RULE,
+                            format!(
+                                "the placeholder of {} is in the body of a request to {}; refused",
+                                c.rule.env, this.ctx.name
+                            ),
+                        )
+                    })
+                    .or_else(|| {
+                        this.ctx.fw.dlp.scan(&window, &this.ctx.name).map(|f| {
+                            (
+                                DLP_RULE,
+                                format!(
+                                    "{} in the body of a request to {}; refused",
+                                    f.what, this.ctx.name
+                                ),
+                            )
+                        })
+                    });
+                if let Some((rule, why)) = found {
+                    send_now(&this.ctx.events, refusal(&this.ctx.name, rule, &why));
+                    // An error aborts the upstream request: the frame that holds it never
+                    // leaves.
+                    return Poll::Ready(Some(Err(Box::new(Refused(why)))));
+                }
+                let keep = window.len().min(OVERLAP);
+                this.tail = window[window.len() - keep..].to_vec();
+            }
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

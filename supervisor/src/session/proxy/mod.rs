@@ -1,6 +1,7 @@
 //! The egress proxy of a `network.mode = "proxy"` sandbox (docs/network.md).
 
 pub mod ask;
+pub mod dlp;
 pub mod dns;
 pub mod firewall;
 pub mod gateway;

@@ -204,12 +204,16 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
     };
     let mut verdict = state.rules().name(&q.name);
     // Data can leave in a name: a credential's placeholder in one is refused.
-    if let Some(c) = state.firewall.as_ref().and_then(|f| f.placeholder_in(&q.name)) {
-        verdict = Verdict::refuse(format!(
-            "{}: the placeholder of {} is in the name",
-            crate::detect::PLACEHOLDER_RULE,
-            c.rule.env
-        ));
+    if let Some(fw) = &state.firewall {
+        if let Some(c) = fw.placeholder_in(&q.name) {
+            verdict = Verdict::refuse(format!(
+                "{}: the placeholder of {} is in the name",
+                crate::detect::PLACEHOLDER_RULE,
+                c.rule.env
+            ));
+        } else if let Some(f) = fw.dlp.scan(q.name.as_bytes(), "") {
+            verdict = Verdict::refuse(format!("{}: {} in the name", crate::detect::DLP_RULE, f.what));
+        }
     }
     // `unlisted = "ask"`: the name gets a stand-in now and its connection is held; cordon
     // looks the name up only once a person allows it (a question alone leaks nothing).
@@ -469,8 +473,10 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
         Ok(how) => event.reason = how,
         Err(refusal) => {
             event.allowed = false;
-            if matches!(refusal, RelayError::Placeholder { .. }) {
-                crate::detect::PLACEHOLDER_RULE.clone_into(&mut event.rule);
+            match refusal {
+                RelayError::Placeholder { .. } => crate::detect::PLACEHOLDER_RULE.clone_into(&mut event.rule),
+                RelayError::Dlp { .. } => crate::detect::DLP_RULE.clone_into(&mut event.rule),
+                _ => {}
             }
             event.reason = refusal.to_string();
         }
@@ -529,6 +535,8 @@ enum RelayError {
     Host { host: String, name: String },
     #[error("the placeholder of {env} (for {host}) was sent to {to}; refused")]
     Placeholder { env: String, host: String, to: String },
+    #[error("{what} in what the agent sent to {to}; refused")]
+    Dlp { what: String, to: String },
     #[error("{0}")]
     Intercept(String),
     #[error("agent: {0}")]
@@ -542,7 +550,10 @@ impl RelayError {
     fn refuses(&self) -> bool {
         matches!(
             self,
-            RelayError::ServerName { .. } | RelayError::Host { .. } | RelayError::Placeholder { .. }
+            RelayError::ServerName { .. }
+                | RelayError::Host { .. }
+                | RelayError::Placeholder { .. }
+                | RelayError::Dlp { .. }
         )
     }
 }
@@ -688,16 +699,26 @@ async fn relay(
             Some(f) => f,
             None => inspect(&agent, name, seen).await?,
         };
-        // A placeholder in what the agent sends in the clear (a plain-HTTP request).
+        // A placeholder or a secret in what the agent sends in the clear (a plain-HTTP
+        // request): refused before any of it leaves.
+        let to = || {
+            if name.is_empty() {
+                "a literal address".to_string()
+            } else {
+                name.to_string()
+            }
+        };
         if let Some(c) = fw.and_then(|f| f.placeholder_in(&String::from_utf8_lossy(&first))) {
             return Err(RelayError::Placeholder {
                 env: c.rule.env.clone(),
                 host: c.rule.host.clone(),
-                to: if name.is_empty() {
-                    "a literal address".into()
-                } else {
-                    name.into()
-                },
+                to: to(),
+            });
+        }
+        if let Some(f) = fw.and_then(|f| f.dlp.scan(&first, name)) {
+            return Err(RelayError::Dlp {
+                what: f.what,
+                to: to(),
             });
         }
         sniff_status.store(seen.http.is_some(), Ordering::Relaxed);
