@@ -167,7 +167,11 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         credentials,
         recorder: super::gateway::Recorder::new(policy.network.gateway.clone()),
         dlp: Scanner::new(&canaries),
-        canaries: canaries.iter().map(|c| c.planted.clone()).collect(),
+        canaries: {
+            let mut at: Vec<String> = canaries.iter().map(|c| c.planted.clone()).collect();
+            at.dedup();
+            at
+        },
         inspect_all: policy.network.dlp.inspect_all,
         inspect: policy.network.dlp.inspect.clone(),
     }))

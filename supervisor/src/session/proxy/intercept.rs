@@ -100,6 +100,8 @@ enum Upstream {
 
 /// The most of a model API request body cordon reads before relaying it.
 const MODEL_REQUEST_MAX: usize = 32 << 20;
+/// Other request bodies up to this size are read whole before they are relayed.
+const WHOLE_BODY_MAX: u64 = 1 << 20;
 /// The most of a model API response the gateway keeps to parse (the agent gets all of it).
 const MODEL_RESPONSE_MAX: usize = 8 << 20;
 
@@ -259,10 +261,14 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     };
     let api = super::gateway::Api::of(&path);
     let (parts, body) = req.into_parts();
-    // A model API request is read whole (it is small): recorded, and searched for a
-    // placeholder like the headers are.
-    let (mut req, model_body) = match api {
-        Some(_) => match http_body_util::Limited::new(body, MODEL_REQUEST_MAX)
+    // A model API request, or any body of a known small size, is read whole: recorded (a
+    // model request), and searched before any of it leaves, so a refusal is a clean 403.
+    // Bigger or open-ended bodies are searched frame by frame as they are relayed.
+    let small = hyper::body::Body::size_hint(&body)
+        .upper()
+        .is_some_and(|n| n <= WHOLE_BODY_MAX);
+    let (mut req, model_body) = match api.is_some() || small {
+        true => match http_body_util::Limited::new(body, MODEL_REQUEST_MAX)
             .collect()
             .await
         {
@@ -278,7 +284,7 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 );
             }
         },
-        None => (
+        false => (
             Request::from_parts(parts, body.map_err(BoxError::from).boxed()),
             None,
         ),
@@ -306,6 +312,7 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     if let (Some(api), Some(b)) = (api, &model_body) {
+        // (model_body holds any body read whole; only a model API's is recorded.)
         let ev = ctx.fw.recorder.request(api, &ctx.name, b);
         let _ = ctx.events.send(Kind::ModelRequest(ev)).await;
     }
