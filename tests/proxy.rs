@@ -569,8 +569,13 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let mut stand_in = messages_stand_in(d, "127.0.0.2", "claude under cordon", None);
     let profile = s.file(
         "profiles/claude-test.toml",
-        "extends = \"claude\"\n[network]\nresolve = { \"api.anthropic.com\" = \"127.0.0.2\" }\n\
-         [environment]\nset = { NODE_EXTRA_CA_CERTS = \"{workspace}/ca.pem\" }\n",
+        // The preset intercepts its API's TLS (the key is a credential): cordon verifies the
+        // stand-in with the test CA.
+        &format!(
+            "extends = \"claude\"\n[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.2\" }}\n\
+             upstream_ca = \"{}\"\n",
+            ws.join("ca.pem").display()
+        ),
     );
     let key = "sk-ant-api03-claude-canary-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
     let trace = d.join("run.trace");

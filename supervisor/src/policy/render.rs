@@ -68,6 +68,54 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     for (name, ip) in &pol.network.resolve {
         let _ = writeln!(s, "  resolve    {name} -> {ip}");
     }
+    for c in &pol.network.credentials {
+        let _ = writeln!(
+            s,
+            "  credential {} for {}{}: the agent gets a placeholder in {}; cordon adds the real one{}",
+            match &c.secret {
+                crate::profile::SecretSource::Env(v) => format!("env:{v}"),
+                crate::profile::SecretSource::File(p) => format!("file:{p}"),
+                crate::profile::SecretSource::Cmd(_) => "cmd:…".into(),
+            },
+            c.host,
+            c.header.as_ref().map_or(String::new(), |h| format!(" ({h})")),
+            c.env,
+            if c.optional { " (when set)" } else { "" }
+        );
+    }
+    let g = &pol.network.gateway;
+    if pol.network.mode == crate::profile::NetworkMode::Proxy {
+        let _ = writeln!(
+            s,
+            "  gateway    model API traffic on intercepted hosts{} recorded: {:?}, at most {} bytes a message",
+            if g.hosts.is_empty() {
+                String::new()
+            } else {
+                format!(" (and {})", g.hosts.join(", "))
+            },
+            g.record,
+            g.max_bytes
+        );
+        let d = &pol.network.dlp;
+        let mut inspected: Vec<String> = d.inspect.iter().map(ToString::to_string).collect();
+        if d.inspect_all {
+            inspected.push("every allowed name".into());
+        }
+        let _ = writeln!(
+            s,
+            "  dlp        canaries {}; TLS opened for {}",
+            if d.canaries {
+                "planted where credentials are hidden"
+            } else {
+                "off"
+            },
+            if inspected.is_empty() {
+                "credential and gateway hosts only".into()
+            } else {
+                inspected.join(", ")
+            }
+        );
+    }
     if pol.network.mode == crate::profile::NetworkMode::Proxy {
         let _ = match pol.network.ask {
             Some(d) => writeln!(

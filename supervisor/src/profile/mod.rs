@@ -186,6 +186,8 @@ pub struct RawCredential {
     pub secret: toml::Spanned<String>,
     pub header: Option<toml::Spanned<String>>,
     pub env: Option<toml::Spanned<String>>,
+    /// An `env:` secret that is absent is skipped instead of stopping the run.
+    pub optional: Option<bool>,
 }
 
 /// Where a credential's secret comes from, read by cordon when the run starts.
@@ -210,6 +212,8 @@ pub struct Credential {
     pub secret: SecretSource,
     /// The variable the agent finds the placeholder in.
     pub env: String,
+    /// Skipped when its `env:` variable is not set (the presets' model API keys).
+    pub optional: bool,
 }
 
 /// `network.unlisted`: what the proxy does with a name or address no rule allows.
@@ -561,14 +565,22 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
     };
     let ask_timeout_ms = pick!(chain, network.ask_timeout).map_or(DEFAULT_ASK_TIMEOUT_MS, |m| m.0);
     let mut credentials = Vec::new();
-    if let Some((src, list)) = chain
+    // Where `allow` and the credentials were set (0: the profile itself, then its parents).
+    let allow_from = chain.iter().position(|(_, r)| r.network.allow.is_some());
+    if let Some((i, (src, list))) = chain
         .iter()
-        .find_map(|(src, r)| r.network.credential.as_ref().map(|l| (src, l)))
+        .enumerate()
+        .find_map(|(i, (src, r))| r.network.credential.as_ref().map(|l| (i, (src, l))))
     {
+        // A profile that narrows its parent's allowlist drops the parent's credentials for
+        // hosts it no longer allows; its own must each be usable.
+        let inherited = allow_from.is_some_and(|a| a < i);
         for c in list {
-            let cred = credential(c, mode, &allow)
-                .map_err(|(span, why)| at(src, span, format!("network.credential: {why}")))?;
-            credentials.push(cred);
+            match credential(c, mode, &allow) {
+                Ok(cred) => credentials.push(cred),
+                Err((_, CredentialProblem::NotAllowed(_))) if inherited => {}
+                Err((span, why)) => return Err(at(src, span, format!("network.credential: {why}"))),
+            }
         }
     }
     let upstream_ca = match chain
@@ -653,23 +665,56 @@ fn resolve_network(chain: &[(Source, RawProfile)]) -> Result<Network, ProfileErr
 }
 
 /// Check one `[[network.credential]]`; an error names the span it is about.
+/// What is wrong with a `[[network.credential]]`.
+#[derive(Debug)]
+enum CredentialProblem {
+    NotAllowed(String),
+    Other(String),
+}
+
+impl std::fmt::Display for CredentialProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialProblem::NotAllowed(s) | CredentialProblem::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<String> for CredentialProblem {
+    fn from(s: String) -> Self {
+        CredentialProblem::Other(s)
+    }
+}
+
+impl From<&str> for CredentialProblem {
+    fn from(s: &str) -> Self {
+        CredentialProblem::Other(s.into())
+    }
+}
+
 fn credential(
     c: &RawCredential,
     mode: NetworkMode,
     allow: &[egress::Egress],
-) -> Result<Credential, (std::ops::Range<usize>, String)> {
+) -> Result<Credential, (std::ops::Range<usize>, CredentialProblem)> {
     if mode != NetworkMode::Proxy {
-        return Err((c.host.span(), "needs mode = \"proxy\" (the proxy adds it)".into()));
+        return Err((
+            c.host.span(),
+            String::from("needs mode = \"proxy\" (the proxy adds it)").into(),
+        ));
     }
     let raw = c.host.get_ref();
-    let host = egress::normalize_name(raw).map_err(|e| (c.host.span(), format!("host {raw:?}: {e}")))?;
+    let host =
+        egress::normalize_name(raw).map_err(|e| (c.host.span(), format!("host {raw:?}: {e}").into()))?;
     if !allow
         .iter()
         .any(|a| matches!(a, egress::Egress::Name(n) if n.matches_name(&host)))
     {
         return Err((
             c.host.span(),
-            format!("host {host:?} is not in network.allow, so the credential could never be used"),
+            CredentialProblem::NotAllowed(format!(
+                "host {host:?} is not in network.allow, so the credential could never be used"
+            )),
         ));
     }
     let text = c.secret.get_ref();
@@ -680,7 +725,8 @@ fn credential(
         _ => {
             return Err((
                 c.secret.span(),
-                format!("secret {text:?}: expected \"env:VARIABLE\", \"file:PATH\" or \"cmd:COMMAND\""),
+                format!("secret {text:?}: expected \"env:VARIABLE\", \"file:PATH\" or \"cmd:COMMAND\"")
+                    .into(),
             ))
         }
     };
@@ -696,11 +742,20 @@ fn credential(
         }
     };
     let header = c.header.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+    let optional = c.optional.unwrap_or(false);
+    if optional && !matches!(secret, SecretSource::Env(_)) {
+        return Err((
+            c.secret.span(),
+            String::from("optional = true is for env: secrets (a file or command that fails is an error)")
+                .into(),
+        ));
+    }
     Ok(Credential {
         host,
         header,
         secret,
         env,
+        optional,
     })
 }
 
@@ -949,6 +1004,7 @@ mod tests {
                 header: Some("x-api-key".into()),
                 secret: SecretSource::Env("K".into()),
                 env: "K".into(),
+                optional: false,
             }]
         );
         let p = load_text(

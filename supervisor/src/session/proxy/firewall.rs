@@ -134,6 +134,11 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
     }
     let mut credentials = Vec::new();
     for rule in &policy.network.credentials {
+        if let (true, SecretSource::Env(v)) = (rule.optional, &rule.secret) {
+            if std::env::var_os(v).is_none() {
+                continue;
+            }
+        }
         let secret = read(&rule.secret).map_err(|why| FirewallError::Secret {
             host: rule.host.clone(),
             source_kind: describe(&rule.secret),
