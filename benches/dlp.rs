@@ -40,7 +40,7 @@ fn scan(c: &mut Criterion) {
             planted: "~/.netrc".into(),
         },
     ];
-    let s = Scanner::new(&canaries);
+    let s = Scanner::new(&canaries, Vec::new());
     let data = corpus();
     assert!(
         s.scan(&data, "api.anthropic.com").is_none(),

@@ -113,3 +113,121 @@ fn canaries_stand_in_for_hidden_credentials_and_every_way_out_is_refused() {
         .unwrap()
         .contains("AKIAREAL"));
 }
+
+/// The search's false alarms on real benign request bodies found on this machine: npm package
+/// metadata and lockfiles (integrity hashes), Python package metadata, git pack data (what
+/// smart HTTP sends), and model API requests carrying this repository's source code. Each is
+/// searched as sent to its usual host; every alarm is listed. Needs no root.
+#[test]
+fn benign_request_bodies_raise_no_false_alarm() {
+    use cordon::session::proxy::dlp::{Canary, Scanner};
+    let canaries = [Canary {
+        value: "AKIAQWERTYUIOPASDFGH".into(),
+        what: "AWS access key".into(),
+        planted: "~/.aws/credentials".into(),
+    }];
+    let s = Scanner::new(&canaries, vec!["api.anthropic.com".into()]);
+    let mut bodies: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    let mut walk = vec![std::path::PathBuf::from("/opt/cordon-test-agents/node_modules")];
+    while let Some(dir) = walk.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            if p.is_dir() {
+                walk.push(p);
+            } else if name == "package.json" || name == "package-lock.json" {
+                bodies.push((p, "registry.npmjs.org"));
+            }
+        }
+    }
+    let npm = bodies.len();
+    for site in glob_dirs(&["/usr/lib/python3/dist-packages", "/usr/local/lib"]) {
+        for e in std::fs::read_dir(&site).into_iter().flatten().flatten() {
+            let meta = e.path().join("METADATA");
+            if meta.is_file() {
+                bodies.push((meta, "pypi.org"));
+            }
+        }
+    }
+    let pypi = bodies.len() - npm;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for e in std::fs::read_dir(repo.join(".git/objects/pack"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "pack") {
+            bodies.push((e.path(), "github.com"));
+        }
+    }
+    let packs = bodies.len() - npm - pypi;
+    for dir in [
+        "supervisor/src",
+        "supervisor/src/session/proxy",
+        "supervisor/src/detect",
+        "ebpf/cordon-probes/src",
+    ] {
+        for e in std::fs::read_dir(repo.join(dir)).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                bodies.push((e.path(), "api.anthropic.com"));
+            }
+        }
+    }
+    let code = bodies.len() - npm - pypi - packs;
+    assert!(
+        npm > 100,
+        "scripts/setup installs the test agents: {npm} npm files"
+    );
+    let mut bytes = 0usize;
+    let mut alarms = Vec::new();
+    for (path, host) in &bodies {
+        let Ok(data) = std::fs::read(path) else { continue };
+        // A model request carries the file as a JSON string.
+        let body = if *host == "api.anthropic.com" {
+            serde_json::json!({"model": "m", "messages": [{"role": "user",
+                "content": String::from_utf8_lossy(&data)}]})
+            .to_string()
+            .into_bytes()
+        } else {
+            data
+        };
+        bytes += body.len();
+        if let Some(f) = s.scan(&body, host) {
+            alarms.push(format!("{} to {host}: {}", path.display(), f.what));
+        }
+    }
+    eprintln!(
+        "DLP false-alarm corpus: {npm} npm metadata files, {pypi} Python METADATA, {packs} git packs, \
+         {code} model requests with source code; {} MiB; {} alarms",
+        bytes >> 20,
+        alarms.len()
+    );
+    assert!(alarms.is_empty(), "false alarms: {alarms:#?}");
+}
+
+fn glob_dirs(roots: &[&str]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for r in roots {
+        let mut stack = vec![(std::path::PathBuf::from(r), 0)];
+        while let Some((d, depth)) = stack.pop() {
+            if d.file_name()
+                .is_some_and(|n| n == "site-packages" || n == "dist-packages")
+            {
+                out.push(d);
+                continue;
+            }
+            if depth < 3 {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        stack.push((e.path(), depth + 1));
+                    }
+                }
+            }
+        }
+    }
+    out
+}

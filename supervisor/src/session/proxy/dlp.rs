@@ -75,6 +75,10 @@ pub struct Canary {
 pub struct Scanner {
     ac: AhoCorasick,
     kinds: Vec<Kind>,
+    /// The run's model API hosts: what the agent reads goes there anyway (its conversation),
+    /// so only canaries are refused on the way to them (code and docs often hold key headers
+    /// and example tokens).
+    trusted: Vec<String>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -88,7 +92,7 @@ fn token_char(b: u8) -> bool {
 }
 
 impl Scanner {
-    pub fn new(canaries: &[Canary]) -> Scanner {
+    pub fn new(canaries: &[Canary], trusted: Vec<String>) -> Scanner {
         let mut pats: Vec<Vec<u8>> = Vec::new();
         let mut kinds = Vec::new();
         for c in canaries {
@@ -142,11 +146,12 @@ impl Scanner {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&pats)
             .expect("the patterns are plain strings");
-        Scanner { ac, kinds }
+        Scanner { ac, kinds, trusted }
     }
 
     /// The first thing in `data` that may not go to `host`.
     pub fn scan(&self, data: &[u8], host: &str) -> Option<Finding> {
+        let trusted = self.trusted.iter().any(|t| t == host);
         for m in self.ac.find_iter(data) {
             match &self.kinds[m.pattern().as_usize()] {
                 Kind::Canary { what, planted } => {
@@ -155,12 +160,15 @@ impl Scanner {
                         canary: true,
                     })
                 }
-                Kind::PrivateKey => {
+                // A key is its header and a body; a header alone is code or documentation.
+                Kind::PrivateKey if !trusted && key_body_follows(&data[m.end()..]) => {
                     return Some(Finding {
                         what: "a private key".into(),
                         canary: false,
                     })
                 }
+                Kind::PrivateKey => {}
+                Kind::Token { .. } if trusted => {}
                 Kind::Token { service, min, hosts } => {
                     // A word that merely starts like a token is not one.
                     if m.start() > 0 && token_char(data[m.start() - 1]) {
@@ -182,6 +190,18 @@ impl Scanner {
         }
         None
     }
+}
+
+/// After a PEM header: a line break (raw or JSON-escaped) and at least 40 base64 characters.
+fn key_body_follows(rest: &[u8]) -> bool {
+    let breaks: [&[u8]; 4] = [b"\r\n", b"\n", br"\r\n", br"\n"];
+    let rest = breaks.iter().find_map(|nl| rest.strip_prefix(*nl));
+    rest.is_some_and(|r| {
+        r.iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/' || **b == b'=')
+            .count()
+            >= 40
+    })
 }
 
 /// Random characters from `alphabet`.
@@ -207,7 +227,7 @@ mod tests {
 
     #[test]
     fn canaries_are_found_raw_lowercased_and_base64_encoded() {
-        let s = Scanner::new(&[canary()]);
+        let s = Scanner::new(&[canary()], Vec::new());
         let hit = |data: &[u8]| s.scan(data, "gist.github.com");
         assert!(hit(b"key=AKIACORDONCANARY0123&x=1").unwrap().canary);
         assert!(hit(b"akiacordoncanary0123.evil.example").unwrap().canary);
@@ -221,7 +241,7 @@ mod tests {
 
     #[test]
     fn tokens_only_away_from_their_service_and_keys_anywhere() {
-        let s = Scanner::new(&[]);
+        let s = Scanner::new(&[], vec!["api.anthropic.com".into()]);
         let ghp = format!("token ghp_{}", "a".repeat(36));
         assert_eq!(
             s.scan(ghp.as_bytes(), "evil.example").unwrap().what,
@@ -229,9 +249,19 @@ mod tests {
         );
         assert!(s.scan(ghp.as_bytes(), "api.github.com").is_none());
         assert!(s.scan(ghp.as_bytes(), "github.com").is_none());
+        let key = format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}", "b3Blbg".repeat(10));
+        assert!(s.scan(key.as_bytes(), "github.com").is_some());
+        let escaped = format!("\"-----BEGIN RSA PRIVATE KEY-----\\n{}", "QUJD".repeat(12));
+        assert!(
+            s.scan(escaped.as_bytes(), "gist.github.com").is_some(),
+            "JSON-escaped"
+        );
+        // A header alone (code, docs) is not a key; the model's own host gets only canaries.
         assert!(s
-            .scan(b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==", "github.com")
-            .is_some());
+            .scan(b"\"-----BEGIN PRIVATE KEY-----\" => pem", "x.example")
+            .is_none());
+        assert!(s.scan(key.as_bytes(), "api.anthropic.com").is_none());
+        assert!(s.scan(ghp.as_bytes(), "api.anthropic.com").is_none());
         // Look-alikes: a short body, a word that merely contains the prefix, hashes, UUIDs.
         assert!(s.scan(b"ghp_short", "x.example").is_none());
         assert!(s

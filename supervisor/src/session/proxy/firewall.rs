@@ -171,7 +171,7 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         tls,
         credentials,
         recorder: super::gateway::Recorder::new(policy.network.gateway.clone()),
-        dlp: Scanner::new(&canaries),
+        dlp: Scanner::new(&canaries, model_hosts(policy)),
         canaries: {
             let mut at: Vec<String> = canaries.iter().map(|c| c.planted.clone()).collect();
             at.dedup();
@@ -180,6 +180,18 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         inspect_all: policy.network.dlp.inspect_all,
         inspect: policy.network.dlp.inspect.clone(),
     }))
+}
+
+/// The hosts of the run's model APIs: its credentials' and the gateway's.
+fn model_hosts(policy: &Policy) -> Vec<String> {
+    let mut h: Vec<String> = policy
+        .network
+        .credentials
+        .iter()
+        .map(|c| c.host.clone())
+        .collect();
+    h.extend(policy.network.gateway.hosts.iter().cloned());
+    h
 }
 
 /// The run's CA, in the sandbox's trust store.
