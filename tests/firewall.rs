@@ -29,6 +29,14 @@ function get(opts) {
     const m = await client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] });
     console.log('reply\t' + m.content[0].text);
   } catch (e) { console.log('reply\terror:' + e.status); }
+  // HTTP/2 from the agent (curl), HTTP/1.1 to the upstream: cordon speaks each side's.
+  try {
+    const v = require('child_process').execFileSync('curl', ['-s', '--http2', '-o', '/dev/null',
+      '-w', '%{http_version} %{http_code}', '-X', 'POST', '-H', 'x-api-key: ' + key,
+      '-H', 'content-type: application/json', '-d', '{"model":"m","messages":[]}',
+      'https://api.anthropic.com/v1/messages/count_tokens']).toString();
+    console.log('h2\t' + v);
+  } catch (e) { console.log('h2\terror'); }
   // The placeholder carried to another allowed host, in a header and in a name.
   console.log('exfil_header\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/', headers: { 'x-token': key } }));
   console.log('plain_request\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/' }));
@@ -81,6 +89,7 @@ fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
     let r = results(&stdout(&out));
     assert_eq!(r["key_is_placeholder"], "true", "{r:?}");
     assert_eq!(r["reply"], "stand-in got the real key", "{r:?}\n{err}");
+    assert_eq!(r["h2"], "2 200", "{r:?}");
     assert!(r["exfil_header"].starts_with("error:"), "{r:?}");
     assert_eq!(r["plain_request"], "status:200", "{r:?}");
     assert!(r["exfil_dns"].starts_with("error:"), "{r:?}");
