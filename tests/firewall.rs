@@ -308,3 +308,111 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+const OPENAI_AGENT: &str = r#"
+const OpenAI = require('/opt/cordon-test-agents/node_modules/openai');
+const client = new OpenAI({ maxRetries: 0, timeout: 20000 });
+(async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  const messages = [{ role: 'user', content: 'weather in Paris?' }];
+  try {
+    const first = await client.chat.completions.create({ model: 'gpt-test', messages, tools });
+    const call = first.choices[0].message.tool_calls[0];
+    console.log('call\t' + call.function.name + ' ' + call.function.arguments);
+    messages.push(first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '21C, sunny' });
+    const stream = await client.chat.completions.create({ model: 'gpt-test', messages, tools, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    for await (const chunk of stream) text += (chunk.choices[0] && chunk.choices[0].delta.content) || '';
+    console.log('reply\t' + text);
+  } catch (e) { console.log('reply\terror:' + e.status + ' ' + e.message); }
+})();
+"#;
+
+/// The OpenAI SDK from npm under the `agent` preset with OPENAI_API_KEY in the environment:
+/// the preset's optional credential gives the agent a placeholder, the stand-in of Chat
+/// Completions sees the real bearer token, and the gateway records the tool call (not
+/// streamed) and the streamed answer.
+#[test]
+fn the_openai_sdk_calls_a_tool_through_the_gateway_with_a_placeholder_key() {
+    require_root();
+    let s = Scratch::new();
+    let d = s.path();
+    test_ca(d, "ca.pem", "api.openai.com", "api");
+    let key = "sk-proj-openai-canary-0011223344556677889900aabbccddeeff";
+    let mut api = listening(
+        std::process::Command::new("/usr/bin/python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../tests/proxy/openai_standin.py"
+            ))
+            .args(["api.pem", "api.key", "127.0.0.8"])
+            .env("EXPECT_KEY", key)
+            .current_dir(d)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    s.file("agent.js", OPENAI_AGENT);
+    let profile = log_only_profile(
+        &s,
+        "oa",
+        "agent",
+        &format!(
+            "[network]\nresolve = {{ \"api.openai.com\" = \"127.0.0.8\" }}\nupstream_ca = \"{}\"\n",
+            d.join("ca.pem").display()
+        ),
+    );
+    let trace = d.join("run.trace");
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        d,
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &["/usr/bin/node", "agent.js"],
+    );
+    c.env("OPENAI_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let r = results(&stdout(&out));
+    assert_eq!(
+        r["call"],
+        "get_weather {\"city\": \"Paris\"}",
+        "{r:?}\n{}",
+        stderr(&out)
+    );
+    assert_eq!(r["reply"], "sunny in Paris", "{r:?}");
+    let events = events_of(&ev);
+    let responses: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("modelResponse")).collect();
+    assert_eq!(responses.len(), 2, "{responses:#?}");
+    assert_eq!(responses[0]["api"], "openai.chat");
+    assert_eq!(responses[0]["toolCalls"][0]["name"], "get_weather");
+    assert_eq!(responses[0]["stopReason"], "tool_calls");
+    assert_eq!(responses[1]["text"], "sunny in Paris", "{:#?}", responses[1]);
+    assert_eq!(
+        uint(&responses[1]["outputTokens"]),
+        Some(3),
+        "{:#?}",
+        responses[1]
+    );
+    let requests: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("modelRequest")).collect();
+    assert_eq!(requests[1]["stream"], true);
+    // The second turn records only what is new: the assistant's call and the tool's result.
+    let roles: Vec<&str> = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["assistant", "tool"], "{:#?}", requests[1]);
+    let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
+    assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
+}
