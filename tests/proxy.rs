@@ -97,14 +97,6 @@ fn results(stdout: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn events_of(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn names_reach_fixtures_through_the_proxy_and_everything_else_is_refused_and_recorded() {
     require_root();
@@ -411,55 +403,6 @@ client.messages.create({ model: 'claude-test', max_tokens: 16, messages: [{ role
   .catch(e => { console.log('error\t' + e); process.exit(1); });
 "#;
 
-/// A CA at `ca` and a certificate it signed for `name` (`STEM.pem`, `STEM.key`), in `d`.
-fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
-    let (key, csr, pem) = (
-        format!("{stem}.key"),
-        format!("{stem}.csr"),
-        format!("{stem}.pem"),
-    );
-    let subj = format!("/CN={name}");
-    let ca_req = [
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
-    ];
-    openssl(
-        &[&ca_req[..], &["-days", "2", "-subj", "/CN=cordon test CA"]].concat(),
-        d,
-    );
-    openssl(
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj,
-        ],
-        d,
-    );
-    std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
-    let sign = [
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        ca,
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        &pem,
-    ];
-    openssl(&[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat(), d);
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let st = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl {args:?}");
-}
-
 #[test]
 fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent_preset() {
     require_root();
@@ -467,7 +410,7 @@ fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent
     assert!(sdk.exists(), "scripts/setup installs the SDK there");
     let s = Scratch::new();
     let d = s.path();
-    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     s.file("standin.py", STAND_IN);
     s.file("agent.js", SDK_AGENT);
     let mut stand_in = std::process::Command::new("/usr/bin/python3")
@@ -575,7 +518,7 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
     let d = s.path();
     s.file("static.py", STATIC);
     // A CA and a certificate for git.fixture.test.
-    test_ca(d, "ca.pem", "git.fixture.test", "git");
+    test_ca(d, "ca.pem", &["git.fixture.test"], "git");
     // A bare repository served as static files (git's dumb HTTP protocol).
     let sh = |script: &str| {
         let st = std::process::Command::new("sh")
@@ -664,7 +607,7 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let d = s.path();
     let ws = s.dir("ws");
     let home = s.dir("home");
-    test_ca(d, "ws/ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ws/ca.pem", &["api.anthropic.com"], "api");
     // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
     let mut stand_in = std::process::Command::new("/usr/bin/python3")
         .arg(concat!(
@@ -720,21 +663,11 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
     assert!(!has(&out.stderr), "the key reached stderr");
     // Without --profile, the command picks its preset and the start line says so.
-    let mut c = cordon_command();
-    c.args([
-        "run",
-        "--workspace",
-        ws.to_str().unwrap(),
-        "--home",
-        home.to_str().unwrap(),
-        "--",
-    ])
-    .args([claude.to_str().unwrap(), "--version"]);
-    let out = output(c);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("profile claude (the preset for this agent; --profile overrides)"),
-        "{}",
-        stderr(&out)
+    let out = assert_picks_preset(
+        &ws,
+        Some(&home),
+        &[claude.to_str().unwrap(), "--version"],
+        "claude",
     );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -394,3 +394,78 @@ pub fn sandbox_id_of(marker: &str) -> String {
     );
     id
 }
+
+/// A CA at `ca` and a certificate it signed for `names` (`STEM.pem`, `STEM.key`), in `d`: for
+/// HTTPS stand-ins of real services, reached by name through the proxy's `resolve`.
+pub fn test_ca(d: &Path, ca: &str, names: &[&str], stem: &str) {
+    let (key, csr, pem) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.pem"),
+    );
+    let subj = format!("/CN={}", names[0]);
+    let ca_req = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
+    ];
+    openssl(
+        &[&ca_req[..], &["-days", "2", "-subj", "/CN=cordon test CA"]].concat(),
+        d,
+    );
+    openssl(
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj,
+        ],
+        d,
+    );
+    let alt: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    std::fs::write(d.join("ext.cnf"), format!("subjectAltName={}\n", alt.join(","))).unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+    ];
+    openssl(&[&sign[..], &["-days", "2", "-extfile", "ext.cnf"]].concat(), d);
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// `cordon run -- ARGV` with no --profile picks `preset` for this agent and its start line says
+/// so (the run itself is short: `--version` or a command that ends at once).
+pub fn assert_picks_preset(ws: &Path, home: Option<&Path>, argv: &[&str], preset: &str) -> Output {
+    let mut c = cordon_command();
+    c.args(["run", "--workspace"]).arg(ws);
+    if let Some(h) = home {
+        c.arg("--home").arg(h);
+    }
+    c.arg("--").args(argv).stdin(Stdio::null());
+    let out = output(c);
+    let want = format!("profile {preset} (the preset for this agent; --profile overrides)");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    out
+}
+
+/// The events of an `--events FILE` (JSON lines).
+pub fn events_of(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -9,6 +9,7 @@ pub mod act;
 pub mod baseline;
 pub mod cwd;
 mod finding;
+mod nested;
 pub mod offline;
 pub mod pipeline;
 mod window;

@@ -20,10 +20,7 @@ pub const PRESETS: &[(&str, &str)] = &[
         include_str!("../../../profiles/ip-allowlist.toml"),
     ),
     ("mcp-server", include_str!("../../../profiles/mcp-server.toml")),
-    (
-        "mcp-package",
-        include_str!("../../../profiles/mcp-package.toml"),
-    ),
+    ("mcp-package", include_str!("../../../profiles/mcp-package.toml")),
     ("strict", include_str!("../../../profiles/strict.toml")),
 ];
 
@@ -55,7 +52,15 @@ fn package_of<S: AsRef<str>>(args: &[S]) -> Option<&str> {
     // Runner options that take a value as the next argument (npx: -p/--package, -c/--call;
     // uvx: --from, --with, --python, -p, --index, --index-url).
     const VALUED: &[&str] = &[
-        "-p", "--package", "-c", "--call", "--from", "--with", "--python", "--index", "--index-url",
+        "-p",
+        "--package",
+        "-c",
+        "--call",
+        "--from",
+        "--with",
+        "--python",
+        "--index",
+        "--index-url",
     ];
     let mut it = args.iter().map(AsRef::as_ref);
     while let Some(a) = it.next() {
@@ -81,10 +86,7 @@ fn is_mcp_server(package: &str) -> bool {
         Some((s, n)) if s.starts_with('@') => (s, n),
         _ => ("", package),
     };
-    scope == "@modelcontextprotocol"
-        || name
-            .split(['-', '_', '.'])
-            .any(|w| w.eq_ignore_ascii_case("mcp"))
+    scope == "@modelcontextprotocol" || name.split(['-', '_', '.']).any(|w| w.eq_ignore_ascii_case("mcp"))
 }
 
 #[cfg(test)]
@@ -110,7 +112,12 @@ mod tests {
             &["npx", "@playwright/mcp@latest"],
             &["npx", "-y", "firecrawl-mcp"],
             &["uvx", "mcp-server-fetch"],
-            &["uvx", "--from", "git+https://example.test/x", "mcp-server-git==1.0"],
+            &[
+                "uvx",
+                "--from",
+                "git+https://example.test/x",
+                "mcp-server-git==1.0",
+            ],
             &["/usr/bin/npx", "-y", "@notionhq/notion-mcp-server"],
         ] {
             assert_eq!(for_command(argv), mcp, "{argv:?}");
