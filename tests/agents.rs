@@ -396,43 +396,14 @@ fn gemini_told_to_read_the_ssh_key_is_caught_and_killed_before_its_next_turn() {
     assert_theft_stopped(&out, &home, &stand_in, &events_of(&run.events));
 }
 
-/// A Python agent: the Responses API over urllib (streamed), the model's shell calls run with
-/// subprocess, until a final answer.
-const PY_AGENT: &str = r#"
-import json, os, subprocess, urllib.request
-def ask(items):
-    body = {"model": "m", "stream": True, "input": items,
-            "tools": [{"type": "function", "name": "shell", "parameters": {"type": "object"}}]}
-    req = urllib.request.Request("https://api.openai.com/v1/responses", data=json.dumps(body).encode(),
-        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"})
-    out = []
-    with urllib.request.urlopen(req, timeout=30) as r:
-        for line in r:
-            if line.startswith(b"data: "):
-                ev = json.loads(line[6:])
-                if ev["type"] == "response.output_item.done":
-                    out.append(ev["item"])
-    return out
-items = [{"role": "user", "content": "fix hello.txt"}]
-for _ in range(5):
-    reply = ask(items)
-    calls = [i for i in reply if i["type"] == "function_call"]
-    if not calls:
-        print(reply[0]["content"][0]["text"])
-        break
-    for c in calls:
-        argv = json.loads(c["arguments"])["command"]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        items += [c, {"type": "function_call_output", "call_id": c["call_id"], "output": done.stdout + done.stderr}]
-"#;
-
 const OPENAI_KEY: &str = "sk-proj-python-canary-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
 
 #[test]
 fn a_python_agent_does_a_task_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace() {
     require_root();
     let (s, ws, home) = setup(&["api.openai.com"]);
-    std::fs::write(home.join("agent.py"), PY_AGENT).unwrap();
+    let agent = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/agents/py_agent.py");
+    std::fs::copy(agent, home.join("agent.py")).unwrap();
     let stand_in = StandIn::start("responses_standin.py", s.path(), "127.0.0.5", TASK);
     let run = Run::new(
         &s,

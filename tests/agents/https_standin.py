@@ -1,6 +1,6 @@
 """What the model-API stand-ins share: a JSON reply, and serving one handler class over HTTPS
-on ADDR:443 with CERT/KEY (printing "listening" once the socket is bound)."""
-import http.server, json, ssl
+on ADDR:443 (or $STANDIN_PORT) with CERT/KEY (printing "listening" once the socket is bound)."""
+import http.server, json, os, ssl
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -23,7 +23,7 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 def serve(handler, cert, key, addr):
-    srv = Server((addr, 443), handler)
+    srv = Server((addr, int(os.environ.get("STANDIN_PORT", "443"))), handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)

@@ -42,6 +42,9 @@ const AGENTS: &[(&str, &str, &str)] = &[
         "Claude Code",
         "set sandbox.enabled to false in its settings.json",
     ),
+    // Browsers that agents and MCP servers drive (Playwright, Puppeteer).
+    ("chrome", "Chrome", "start it with --no-sandbox"),
+    ("chromium", "Chromium", "start it with --no-sandbox"),
 ];
 
 #[derive(Default)]
