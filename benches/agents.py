@@ -47,6 +47,22 @@ def sh(*argv, **kw):
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
 
 
+def run(argv, cwd, env):
+    """One run, bounded: a sandbox a false alarm froze would wait for its frozen_limit; cordon
+    is told twice to stop (it kills the sandbox) and the bench ends saying so."""
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        for _ in range(2):
+            p.terminate()
+            time.sleep(0.5)
+        out, err = p.communicate()
+        raise SystemExit(f"{argv[0]} did not finish in 120 s (frozen?)\n{err.decode()[-2000:]}")
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def certs(d, names):
     sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
        "-days", "2", "-subj", "/CN=cordon bench CA", cwd=d)
@@ -102,8 +118,7 @@ def bench(name, a, scratch):
             for side, argv, env in (sides if i % 2 == 0 else sides[::-1]):
                 sh("git", "checkout", "-q", "hello.txt", cwd=ws)
                 t = time.perf_counter()
-                r = subprocess.run(argv, cwd=ws, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+                r = run(argv, ws, env)
                 dt = time.perf_counter() - t
                 with open(f"{ws}/hello.txt") as f:
                     done = f.read() == "fixed\n"
