@@ -521,18 +521,20 @@ fn the_mcp_filesystem_server_started_by_npx_serves_the_workspace_under_its_prese
     let ws = s.dir("ws");
     s.file("ws/notes.txt", "hello from the workspace\n");
     s.file("ws/.mcp.json", "{\"mcpServers\": {}}\n");
-    // npx fetches nothing: its cache, copied where it may write, holds the server.
+    // npx fetches nothing: the preset's cache (cordon's own, in the home) already holds the
+    // server, as after a first run.
+    let home = s.dir("home");
+    std::fs::create_dir_all(home.join(".cache/cordon")).unwrap();
     let st = Command::new("cp")
         .arg("-a")
         .arg(&cache)
-        .arg(ws.join(".npm-cache"))
+        .arg(home.join(".cache/cordon/npm"))
         .status()
         .unwrap();
     assert!(st.success());
     let profile = s.file(
         "profiles/test.toml",
-        "extends = \"mcp-package\"\n[environment]\n\
-         set = { npm_config_cache = \"{workspace}/.npm-cache\", npm_config_offline = \"true\" }\n",
+        "extends = \"mcp-package\"\n[environment]\nset = { npm_config_offline = \"true\" }\n",
     );
     let ev = s.path().join("events.jsonl");
     let w = ws.to_str().unwrap();
@@ -540,7 +542,7 @@ fn the_mcp_filesystem_server_started_by_npx_serves_the_workspace_under_its_prese
     let mut c = run_cmd(
         profile.to_str().unwrap(),
         &ws,
-        &["--events", ev.to_str().unwrap()],
+        &["--events", ev.to_str().unwrap(), "--home", home.to_str().unwrap()],
         &["npx", "-y", package, w],
     );
     c.stdin(Stdio::piped())
