@@ -276,6 +276,31 @@ fn assert_persistence_refused_or_reported(
     assert!(e.contains(&warning), "{e}");
 }
 
+/// The agent's own bubblewrap could not create namespaces inside cordon's: the command did not
+/// run, and cordon said so once (stderr and one `lifecycle` notice), naming `agent` and the
+/// `setting` that turns its sandbox off.
+fn assert_told_once(out: &Output, ws: &Path, stand_in: &StandIn, run: &Run, agent: &str, setting: &str) {
+    let e = stderr(out);
+    assert_eq!(std::fs::read_to_string(ws.join("hello.txt")).unwrap(), "broken\n");
+    let said_to_model = stand_in.tool_output();
+    assert!(said_to_model.contains("bwrap"), "{said_to_model}");
+    let said: Vec<&str> = e.lines().filter(|l| l.contains("tried to create")).collect();
+    assert_eq!(said.len(), 1, "{e}");
+    assert!(
+        said[0].starts_with("cordon: bwrap (pid ")
+            && said[0].contains(&format!("({agent}'s own sandbox) and was refused"))
+            && said[0].contains(setting),
+        "{e}"
+    );
+    let events = events_of(&run.events);
+    let notices: Vec<&Value> = of(&events, "lifecycle")
+        .into_iter()
+        .filter(|l| l["phase"] == "notice")
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    assert!(notices[0]["detail"].as_str().unwrap().contains(setting));
+}
+
 /// A private key in the agent's home (hidden by the sandbox, watched by the monitor).
 fn plant_key(home: &Path) {
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
@@ -352,33 +377,14 @@ fn codex_with_its_own_sandbox_on_is_told_once_which_setting_to_change() {
     let stand_in = StandIn::start("responses_standin.py", s.path(), "127.0.0.6", TASK);
     let run = Run::new(&s, &ws, &home, &codex_profile("127.0.0.6", ""));
     let out = run.go(&codex_argv(&codex, true), "CODEX_API_KEY", CODEX_KEY);
-    let e = stderr(&out);
-    // Its bubblewrap cannot create namespaces inside cordon's: the command did not run ...
-    assert_eq!(std::fs::read_to_string(ws.join("hello.txt")).unwrap(), "broken\n");
-    assert!(
-        stand_in.tool_output().contains("bwrap"),
-        "{}",
-        stand_in.tool_output()
+    assert_told_once(
+        &out,
+        &ws,
+        &stand_in,
+        &run,
+        "Codex",
+        "run it with `--sandbox danger-full-access`",
     );
-    // ... and cordon said so, once, naming the setting.
-    let said: Vec<&str> = e.lines().filter(|l| l.contains("tried to create")).collect();
-    assert_eq!(said.len(), 1, "{e}");
-    assert!(
-        said[0].starts_with("cordon: bwrap (pid ")
-            && said[0].contains("(Codex's own sandbox) and was refused")
-            && said[0].contains("run it with `--sandbox danger-full-access`"),
-        "{e}"
-    );
-    let events = events_of(&run.events);
-    let notices: Vec<&Value> = of(&events, "lifecycle")
-        .into_iter()
-        .filter(|l| l["phase"] == "notice")
-        .collect();
-    assert_eq!(notices.len(), 1, "{notices:#?}");
-    assert!(notices[0]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("--sandbox danger-full-access"));
 }
 
 #[test]
@@ -457,6 +463,22 @@ fn gemini_told_to_plant_settings_and_commands_is_refused_or_reported() {
     let out = run.go(&gemini_argv(&gemini), "GEMINI_API_KEY", GEMINI_KEY);
     let planted = (".gemini/settings.json", "{}\n", ".gemini/commands");
     assert_persistence_refused_or_reported(&out, &home, planted, &stand_in);
+}
+
+#[test]
+fn gemini_with_its_tool_sandbox_on_is_told_once_which_setting_to_change() {
+    require_root();
+    let gemini = installed("gemini");
+    let (s, ws, home) = setup(&["generativelanguage.googleapis.com"]);
+    s.file(
+        "home/.gemini/settings.json",
+        "{\"security\": {\"toolSandboxing\": true}}\n",
+    );
+    let stand_in = StandIn::start("gemini_standin.py", s.path(), "127.0.0.11", TASK);
+    let run = Run::new(&s, &ws, &home, &gemini_profile("127.0.0.11", ""));
+    let out = run.go(&gemini_argv(&gemini), "GEMINI_API_KEY", GEMINI_KEY);
+    let setting = "set security.toolSandboxing to false in ~/.gemini/settings.json";
+    assert_told_once(&out, &ws, &stand_in, &run, "Gemini CLI", setting);
 }
 
 const OPENAI_KEY: &str = "sk-proj-python-canary-9f8e7d6c5b4a39281706f5e4d3c2b1a0";

@@ -21,7 +21,8 @@ const NAMESPACES: &[(u64, &str)] = &[
     (0x4000_0000, "network"),
 ];
 
-/// Programs remembered per pid, for naming the agent above the sandbox tool; bounded.
+/// Processes whose programs are remembered, for naming the agent above the sandbox tool;
+/// bounded.
 const MAX_PROGRAMS: usize = 4096;
 
 /// Agents with a sandbox of their own, by program name: what to change so they leave the
@@ -49,7 +50,10 @@ const AGENTS: &[(&str, &str, &str)] = &[
 
 #[derive(Default)]
 pub struct Nested {
-    programs: HashMap<u32, String>,
+    /// The names each process ran under: every program it executed, and for a script the
+    /// script too (`gemini` runs as `node …/gemini`: the kernel's second exec is the
+    /// interpreter's).
+    programs: HashMap<u32, Vec<String>>,
     said: bool,
 }
 
@@ -61,7 +65,13 @@ impl Nested {
                 if self.programs.len() >= MAX_PROGRAMS {
                     self.programs.clear();
                 }
-                self.programs.insert(e.pid, x.filename.clone());
+                let names = self.programs.entry(e.pid).or_default();
+                for path in std::iter::once(&x.filename).chain(x.argv.iter().take(2)) {
+                    let name = path.rsplit('/').next().unwrap_or(path).to_string();
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
                 None
             }
             Some(Kind::Syscall(s)) if !self.said && s.denied => {
@@ -77,10 +87,8 @@ impl Nested {
         let agent = std::iter::once(&e.pid)
             .chain(e.ancestry.iter())
             .filter_map(|pid| self.programs.get(pid))
-            .find_map(|f| {
-                let name = f.rsplit('/').next().unwrap_or(f);
-                AGENTS.iter().find(|(program, _, _)| *program == name)
-            });
+            .flatten()
+            .find_map(|name| AGENTS.iter().find(|(program, _, _)| program == name));
         let (whose, fix) = match agent {
             Some((_, agent, setting)) => (format!("{agent}'s own sandbox"), format!("{agent}: {setting}")),
             None => (
@@ -115,12 +123,12 @@ fn namespaces(s: &pb::Syscall) -> Option<Vec<&'static str>> {
 mod tests {
     use super::*;
 
-    fn exec(pid: u32, filename: &str) -> pb::Event {
+    fn exec(pid: u32, filename: &str, argv: &[&str]) -> pb::Event {
         pb::Event {
             pid,
             kind: Some(Kind::Exec(pb::ProcessExec {
                 filename: filename.into(),
-                ..Default::default()
+                argv: argv.iter().map(|a| a.to_string()).collect(),
             })),
             ..Default::default()
         }
@@ -145,7 +153,7 @@ mod tests {
     #[test]
     fn a_refused_namespace_is_said_once_with_the_agents_setting() {
         let mut n = Nested::default();
-        assert_eq!(n.observe(&exec(14, "/opt/x/vendor/bin/codex")), None);
+        assert_eq!(n.observe(&exec(14, "/opt/x/vendor/bin/codex", &["codex"])), None);
         // The clone bwrap made under Codex 0.171: CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|SIGCHLD.
         let e = refused(128, vec![14, 3, 1], "clone", 0x5002_0011, true);
         let said = n.observe(&e).expect("a notice");
@@ -158,6 +166,23 @@ mod tests {
             "{said}"
         );
         assert_eq!(n.observe(&e), None, "once per run");
+    }
+
+    #[test]
+    fn a_script_agent_is_named_by_its_script_not_its_interpreter() {
+        let mut n = Nested::default();
+        // The kernel runs `…/.bin/gemini` (a node script) as node: two execs, one pid.
+        let gemini = "/opt/x/node_modules/.bin/gemini";
+        n.observe(&exec(3, gemini, &[gemini, "-p"]));
+        n.observe(&exec(3, "/usr/bin/node", &["node", gemini, "-p"]));
+        n.observe(&exec(28, "/usr/bin/bwrap", &["bwrap", "--args"]));
+        let said = n
+            .observe(&refused(28, vec![3, 1], "clone", 0x1000_0000, true))
+            .expect("a notice");
+        assert!(
+            said.contains("(Gemini CLI's own sandbox)") && said.contains("security.toolSandboxing"),
+            "{said}"
+        );
     }
 
     #[test]
