@@ -49,7 +49,7 @@ fn canaries_stand_in_for_hidden_credentials_and_every_way_out_is_refused() {
     .unwrap();
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::write(home.join(".ssh/id_ed25519"), "REAL KEY\n").unwrap();
-    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     let mut api = messages_stand_in(d, "127.0.0.7", "unused", None);
     let port = http_fixture("fixture", 4);
     s.file("agent.py", AGENT);

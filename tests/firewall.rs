@@ -50,7 +50,7 @@ fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
     require_root();
     let s = Scratch::new();
     let d = s.path();
-    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     let key = "sk-ant-api03-firewall-canary-77aa88bb99cc00dd11ee22ff33";
     let mut api = messages_stand_in(d, "127.0.0.5", "stand-in got the real key", Some(key));
     let port = http_fixture("other says hi", 4);
@@ -202,7 +202,7 @@ fn claude_code_with_a_placeholder_key_runs_the_models_tool_call_and_the_trace_li
     let d = s.path();
     let ws = s.dir("ws");
     let home = s.dir("home");
-    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     let key = "sk-ant-api03-gateway-canary-5566778899aabbccddeeff0011";
     let mut api = messages_stand_in_with(
         d,
@@ -337,7 +337,7 @@ fn the_openai_sdk_calls_a_tool_through_the_gateway_with_a_placeholder_key() {
     require_root();
     let s = Scratch::new();
     let d = s.path();
-    test_ca(d, "ca.pem", "api.openai.com", "api");
+    test_ca(d, "ca.pem", &["api.openai.com"], "api");
     let key = "sk-proj-openai-canary-0011223344556677889900aabbccddeeff";
     let mut api = listening(
         std::process::Command::new("/usr/bin/python3")

@@ -375,7 +375,7 @@ fn the_anthropic_sdk_from_npm_reaches_its_usual_endpoint_by_name_under_the_agent
     assert!(sdk.exists(), "scripts/setup installs the SDK there");
     let s = Scratch::new();
     let d = s.path();
-    test_ca(d, "ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     s.file("standin.py", STAND_IN);
     s.file("agent.js", SDK_AGENT);
     let mut stand_in = std::process::Command::new("/usr/bin/python3")
@@ -475,7 +475,7 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
     let d = s.path();
     s.file("static.py", STATIC);
     // A CA and a certificate for git.fixture.test.
-    test_ca(d, "ca.pem", "git.fixture.test", "git");
+    test_ca(d, "ca.pem", &["git.fixture.test"], "git");
     // A bare repository served as static files (git's dumb HTTP protocol).
     let sh = |script: &str| {
         let st = std::process::Command::new("sh")
@@ -564,7 +564,7 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let d = s.path();
     let ws = s.dir("ws");
     let home = s.dir("home");
-    test_ca(d, "ws/ca.pem", "api.anthropic.com", "api");
+    test_ca(d, "ws/ca.pem", &["api.anthropic.com"], "api");
     // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
     let mut stand_in = messages_stand_in(d, "127.0.0.2", "claude under cordon", None);
     let profile = s.file(
@@ -608,21 +608,11 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
     assert!(!has(&out.stderr), "the key reached stderr");
     // Without --profile, the command picks its preset and the start line says so.
-    let mut c = cordon_command();
-    c.args([
-        "run",
-        "--workspace",
-        ws.to_str().unwrap(),
-        "--home",
-        home.to_str().unwrap(),
-        "--",
-    ])
-    .args([claude.to_str().unwrap(), "--version"]);
-    let out = output(c);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("profile claude (the preset for this agent; --profile overrides)"),
-        "{}",
-        stderr(&out)
+    let out = assert_picks_preset(
+        &ws,
+        Some(&home),
+        &[claude.to_str().unwrap(), "--version"],
+        "claude",
     );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

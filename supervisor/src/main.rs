@@ -475,7 +475,7 @@ fn run(
     // `--profile` always wins; a known agent gets its preset, and the start line says so.
     let picked = asked_profile
         .is_none()
-        .then(|| command.first().and_then(|c| profile::presets::for_command(c)))
+        .then(|| profile::presets::for_command(&command))
         .flatten();
     let profile_name = asked_profile.or(picked).unwrap_or("default");
     let p = profile::load(profile_name)?;

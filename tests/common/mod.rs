@@ -443,14 +443,15 @@ pub fn events_of(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A CA at `ca` and a certificate it signed for `name` (`STEM.pem`, `STEM.key`), in `d`.
-pub fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
+/// A CA at `ca` and a certificate it signed for `names` (`STEM.pem`, `STEM.key`), in `d`: for
+/// HTTPS stand-ins of real services, reached by name through the proxy's `resolve`.
+pub fn test_ca(d: &Path, ca: &str, names: &[&str], stem: &str) {
     let (key, csr, pem) = (
         format!("{stem}.key"),
         format!("{stem}.csr"),
         format!("{stem}.pem"),
     );
-    let subj = format!("/CN={name}");
+    let subj = format!("/CN={}", names[0]);
     let ca_req = [
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", ca,
     ];
@@ -464,7 +465,8 @@ pub fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
         ],
         d,
     );
-    std::fs::write(d.join("ext.cnf"), format!("subjectAltName=DNS:{name}\n")).unwrap();
+    let alt: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    std::fs::write(d.join("ext.cnf"), format!("subjectAltName={}\n", alt.join(","))).unwrap();
     let sign = [
         "x509",
         "-req",
@@ -482,11 +484,11 @@ pub fn test_ca(d: &Path, ca: &str, name: &str, stem: &str) {
 }
 
 pub fn openssl(args: &[&str], dir: &Path) {
-    let st = std::process::Command::new("openssl")
+    let st = Command::new("openssl")
         .args(args)
         .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success(), "openssl {args:?}");
@@ -538,4 +540,19 @@ pub fn listening(mut child: std::process::Child) -> std::process::Child {
     .unwrap();
     assert_eq!(line.trim(), "listening");
     child
+}
+
+/// `cordon run -- ARGV` with no --profile picks `preset` for this agent and its start line says
+/// so (the run itself is short: `--version` or a command that ends at once).
+pub fn assert_picks_preset(ws: &Path, home: Option<&Path>, argv: &[&str], preset: &str) -> Output {
+    let mut c = cordon_command();
+    c.args(["run", "--workspace"]).arg(ws);
+    if let Some(h) = home {
+        c.arg("--home").arg(h);
+    }
+    c.arg("--").args(argv).stdin(Stdio::null());
+    let out = output(c);
+    let want = format!("profile {preset} (the preset for this agent; --profile overrides)");
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    out
 }

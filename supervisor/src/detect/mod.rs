@@ -9,6 +9,7 @@ pub mod act;
 pub mod baseline;
 pub mod cwd;
 mod finding;
+mod nested;
 pub mod offline;
 pub mod pipeline;
 mod window;
@@ -63,9 +64,10 @@ pub struct Detector {
     /// Directories that may be gitdirs whose config, hooks or index the agent just wrote
     /// (for the session's live persistence check).
     git_touches: Vec<String>,
-    /// The last connect or send the egress hooks reported (host tid, ip, port): the syscall's
-    /// own event that follows is the same attempt.
-    last_net: Option<(u32, String, u32)>,
+    /// The last connect or send the egress hooks reported per thread (host tid → ip, port):
+    /// the syscall's own event that follows on that thread is the same attempt. Per thread:
+    /// another thread's connect or lookup often comes in between (Codex's runtime threads).
+    last_net: HashMap<u32, (String, u32)>,
     /// Reports per (rule, target) in the current second, and per rule overall.
     throttle: HashMap<(&'static str, String), Throttle>,
     rule_budget: HashMap<&'static str, Throttle>,
@@ -184,7 +186,7 @@ impl Detector {
             written_fired: false,
             baseline: None,
             cwds: cwd::Cwds::new(lookup),
-            last_net: None,
+            last_net: HashMap::new(),
             throttle: HashMap::new(),
             rule_budget: HashMap::new(),
         }
@@ -525,8 +527,8 @@ impl Detector {
         {
             let same = self
                 .last_net
-                .take()
-                .is_some_and(|(tid, ip, port)| tid == e.host_tid && ip == a.ip && port == a.port);
+                .remove(&e.host_tid)
+                .is_some_and(|(ip, port)| ip == a.ip && port == a.port);
             if !same && matches!(s.name.as_str(), "connect" | "sendto" | "sendmsg") {
                 let n = pb::Network {
                     op: if s.name == "connect" {
@@ -537,8 +539,9 @@ impl Detector {
                     protocol: String::new(),
                     ip: a.ip.clone(),
                     port: a.port,
-                    // Refused or failed: it did not get out.
-                    allowed: s.completed && s.ret >= 0,
+                    // Refused or failed: it did not get out (a non-blocking connect under
+                    // way did).
+                    allowed: s.completed && (s.ret >= 0 || s.errno == "EINPROGRESS"),
                     rule: String::new(),
                 };
                 // Its refusal is already counted above.
@@ -571,7 +574,11 @@ impl Detector {
             }
             return;
         }
-        self.last_net = Some((e.host_tid, n.ip.clone(), n.port));
+        if self.last_net.len() >= MAX_THROTTLE_KEYS {
+            // Threads that died between a hook's report and their syscall's exit.
+            self.last_net.clear();
+        }
+        self.last_net.insert(e.host_tid, (n.ip.clone(), n.port));
         if !n.allowed {
             self.denied(e, &n.op, found);
         }

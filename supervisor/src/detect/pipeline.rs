@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::baseline::{Alphabet, Live, Model};
-use super::{act::Actor, cwd, Config, Detector, Finding};
+use super::{act::Actor, cwd, nested::Nested, Config, Detector, Finding};
 use crate::events::decode::Decoder;
 use crate::events::pb;
 use crate::probes::Watch;
@@ -15,6 +15,7 @@ pub struct Detect {
     rules: Detector,
     actor: Actor,
     findings: Vec<Finding>,
+    nested: Nested,
 }
 
 /// The run's monitor cannot start.
@@ -43,11 +44,26 @@ impl Detect {
             rules,
             actor: Actor::new(cfg, cgroup, sandbox),
             findings: Vec::new(),
+            nested: Nested::default(),
         })
     }
 
     /// Judge `events` (a drained batch); detections and responses are appended to it.
     pub fn run(&mut self, watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+        // Whatever the rules: an agent's own sandbox failing inside cordon's is said once.
+        let notices: Vec<String> = events.iter().filter_map(|e| self.nested.observe(e)).collect();
+        for detail in notices {
+            if self.actor.stderr {
+                crate::text::eprint(&detail);
+            }
+            self.actor.notes.push(detail.clone());
+            let e = dec.bare(pb::event::Kind::Lifecycle(pb::Lifecycle {
+                phase: "notice".into(),
+                detail,
+                ..Default::default()
+            }));
+            dec.emit(e, events);
+        }
         if self.rules.is_idle() {
             return;
         }

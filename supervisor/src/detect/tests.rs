@@ -421,6 +421,50 @@ fn a_name_lookup_without_a_network_is_not_an_alarm() {
 }
 
 #[test]
+fn a_proxied_connect_is_paired_with_its_syscall_across_other_threads_events() {
+    // Codex 0.171 under the codex preset: thread A's connect to a stand-in address is allowed
+    // by the proxy hook, thread B looks a name up, then A's non-blocking connect returns.
+    let mut d = detector("agent");
+    let on = |tid: u32, mut e: pb::Event| {
+        e.host_tid = tid;
+        e
+    };
+    let hook = |op: &str, ip: &str, port: u32| {
+        Kind::Net(pb::Network {
+            op: op.into(),
+            protocol: if port == 53 { "udp" } else { "tcp" }.into(),
+            ip: ip.into(),
+            port,
+            allowed: true,
+            rule: "proxy".into(),
+        })
+    };
+    let Kind::Syscall(mut connect) = sys("connect", 42, "", &[9, 0, 16], -115, "EINPROGRESS") else {
+        unreachable!()
+    };
+    connect.addr = Some(pb::SocketAddress {
+        family: "inet".into(),
+        ip: "198.18.0.2".into(),
+        port: 443,
+        path: String::new(),
+    });
+    let f = run(
+        &mut d,
+        &[
+            on(701, ev(1, 0, hook("connect", "198.18.0.2", 443))),
+            on(702, ev(2, 0, hook("sendmsg", "127.0.0.1", 53))),
+            on(701, ev(3, 1, Kind::Syscall(connect.clone()))),
+        ],
+    );
+    assert!(f.iter().all(|f| f.rule != "egress"), "{f:?}");
+    // The same connect with no hook report was refused before the hooks: still an attempt.
+    connect.ret = -1;
+    connect.errno = "EPERM".into();
+    let f = run(&mut d, &[on(703, ev(4, 2, Kind::Syscall(connect)))]);
+    assert!(f.iter().any(|f| f.rule == "egress"), "{f:?}");
+}
+
+#[test]
 fn one_noisy_target_does_not_hide_another() {
     let mut cfg = config("default");
     for r in &mut cfg.rules {

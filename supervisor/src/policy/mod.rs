@@ -303,7 +303,15 @@ pub fn compile(
             ask: (profile.network.unlisted == crate::profile::Unlisted::Ask)
                 .then(|| std::time::Duration::from_millis(profile.network.ask_timeout_ms)),
             credentials: profile.network.credentials.clone(),
-            upstream_ca: profile.network.upstream_ca.as_ref().map(PathBuf::from),
+            upstream_ca: profile
+                .network
+                .upstream_ca
+                .as_ref()
+                .map(|p| {
+                    template::expand(p, &ctx.workspace, &ctx.home)
+                        .map_err(|e| CompileError::Path(p.clone(), e))
+                })
+                .transpose()?,
             gateway: profile.network.gateway.clone(),
             dlp: profile.network.dlp.clone(),
         },
