@@ -52,6 +52,16 @@ impl StandIn {
         StandIn { child, log }
     }
 
+    /// The API received `key` itself on every request (the agent held only cordon's
+    /// placeholder: the preset's credential puts the key in).
+    fn assert_got_key(&self, key: &str) {
+        let keys = std::fs::read_to_string(format!("{}.keys", self.log.display())).unwrap_or_default();
+        assert!(
+            !keys.is_empty() && keys.lines().all(|l| l.contains(key)),
+            "the API did not get the real key on every request: {keys}"
+        );
+    }
+
     /// What the tool call printed (empty: no tool output ever came back to the model).
     fn tool_output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -366,6 +376,7 @@ fn codex_does_a_task_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     let events = events_of(&run.events);
     assert_task_done(&out, &ws, &stand_in, &events, "api.openai.com");
     run.assert_key_kept_out(&out, CODEX_KEY);
+    stand_in.assert_got_key(CODEX_KEY);
     assert_state_and_pick(&ws, &home, ".codex", codex.as_str(), "codex");
 }
 
@@ -436,6 +447,7 @@ fn gemini_does_a_task_under_its_preset_quietly_and_keeps_its_key_out_of_the_trac
     let events = events_of(&run.events);
     assert_task_done(&out, &ws, &stand_in, &events, "generativelanguage.googleapis.com");
     run.assert_key_kept_out(&out, GEMINI_KEY);
+    stand_in.assert_got_key(GEMINI_KEY);
     assert_state_and_pick(&ws, &home, ".gemini", &gemini, "gemini");
 }
 
@@ -506,6 +518,7 @@ fn a_python_agent_does_a_task_under_its_preset_quietly_and_keeps_its_key_out_of_
     let events = events_of(&run.events);
     assert_task_done(&out, &ws, &stand_in, &events, "api.openai.com");
     run.assert_key_kept_out(&out, OPENAI_KEY);
+    stand_in.assert_got_key(OPENAI_KEY);
 }
 
 /// One JSON-RPC exchange over an MCP server's stdio: the answer to request `id`.

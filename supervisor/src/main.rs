@@ -529,6 +529,21 @@ fn run(
         }
     }
     if !quiet {
+        // Credentials the agent gets as they are (passed, not declared as network.credential).
+        let placeholders: Vec<&str> = firewall
+            .iter()
+            .flat_map(|f| f.credentials.iter().map(|c| c.rule.env.as_str()))
+            .collect();
+        for (name, value) in pol
+            .env
+            .iter()
+            .filter(|(k, _)| cordon::secret::credential_name(k) && !placeholders.contains(&k.as_str()))
+        {
+            text::eprint(&format!(
+                "the agent gets {name} as it is ({}): declare it as a network.credential to give it a placeholder instead",
+                cordon::secret::marker(value)
+            ));
+        }
         for c in pol.own_credentials.iter().filter(|c| c.exists()) {
             text::eprint(&format!(
                 "the agent can read its own credential file {} (read-only; every other agent's stays hidden)",

@@ -50,6 +50,22 @@ fn is_path(v: &str) -> bool {
     v.starts_with('/') && !v.contains(char::is_whitespace)
 }
 
+/// Does the variable's name say it holds a credential (`*_API_KEY`, `*_TOKEN`, …)?
+pub fn credential_name(name: &str) -> bool {
+    let n = name.to_ascii_uppercase();
+    [
+        "API_KEY",
+        "_TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "ACCESS_KEY",
+        "AUTH_KEY",
+    ]
+    .iter()
+    .any(|p| n.contains(p))
+        || n.ends_with("_KEY")
+}
+
 pub fn harmless(name: &str) -> bool {
     HARMLESS.contains(&name)
 }

@@ -73,6 +73,9 @@ class H(Handler):
         self._json(404, {"error": {"code": 404, "message": "not here", "status": "NOT_FOUND"}})
 
     def do_POST(self):
+        if log:  # the key each request carried, for the test to check what reached the API
+            with open(log + ".keys", "a") as k:
+                k.write((self.headers.get("x-goog-api-key") or self.path.partition("key=")[2]) + "\n")
         n = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(n) or b"{}")
         if os.environ.get("STANDIN_DUMP"):

@@ -73,6 +73,9 @@ class H(Handler):
         self._json(404, {"error": {"message": "not here", "type": "invalid_request_error"}})
 
     def do_POST(self):
+        if log:  # the key each request carried, for the test to check what reached the API
+            with open(log + ".keys", "a") as k:
+                k.write((self.headers.get("authorization", "")) + "\n")
         n = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(n) or b"{}")
         outs = tool_outputs(body)
