@@ -377,6 +377,19 @@ fn codex_does_a_task_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     assert_task_done(&out, &ws, &stand_in, &events, "api.openai.com");
     run.assert_key_kept_out(&out, CODEX_KEY);
     stand_in.assert_got_key(CODEX_KEY);
+    // The model gateway read Codex's streamed Responses API turns: the tool call it was
+    // asked to make, then the final answer.
+    let answers: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("modelResponse")).collect();
+    assert!(
+        answers.iter().all(|a| a["api"] == "openai.responses")
+            && answers
+                .iter()
+                .any(|a| a["toolCalls"].as_array().is_some_and(|t| !t.is_empty()))
+            && answers
+                .iter()
+                .any(|a| !a["text"].as_str().unwrap_or("").is_empty()),
+        "{answers:#?}"
+    );
     assert_state_and_pick(&ws, &home, ".codex", codex.as_str(), "codex");
 }
 
