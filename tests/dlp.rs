@@ -200,6 +200,18 @@ fn benign_request_bodies_raise_no_false_alarm() {
             alarms.push(format!("{} to {host}: {}", path.display(), f.what));
         }
     }
+    // The same source files posted elsewhere (a gist, an issue): what the non-model rules say
+    // about code that carries test fixtures shaped like secrets. Reported, not asserted.
+    let elsewhere: Vec<String> = bodies
+        .iter()
+        .filter(|(_, h)| *h == "api.anthropic.com")
+        .filter_map(|(p, _)| {
+            let data = std::fs::read(p).ok()?;
+            s.scan(&data, "gist.github.com")
+                .map(|f| format!("{}: {}", p.display(), f.what))
+        })
+        .collect();
+    eprintln!("the {code} source files posted to gist.github.com: {elsewhere:#?}");
     eprintln!(
         "DLP false-alarm corpus: {npm} npm metadata files, {pypi} Python METADATA, {packs} git packs, \
          {code} model requests with source code; {} MiB; {} alarms",

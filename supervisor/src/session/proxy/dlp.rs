@@ -27,32 +27,37 @@ enum Kind {
 
 /// Token formats: prefix, service, body length at least, where they may be sent.
 const TOKENS: &[(&str, &str, usize, &[&str])] = &[
-    ("sk-ant-", "Anthropic API key", 20, &["api.anthropic.com"]),
-    ("sk-proj-", "OpenAI API key", 20, &["api.openai.com"]),
+    ("sk-ant-", "an Anthropic API key", 20, &["api.anthropic.com"]),
+    ("sk-proj-", "an OpenAI API key", 20, &["api.openai.com"]),
     (
         "ghp_",
-        "GitHub token",
+        "a GitHub token",
         36,
         &["github.com", ".github.com", ".githubusercontent.com"],
     ),
-    ("gho_", "GitHub token", 36, &["github.com", ".github.com"]),
-    ("ghu_", "GitHub token", 36, &["github.com", ".github.com"]),
-    ("ghs_", "GitHub token", 36, &["github.com", ".github.com"]),
-    ("ghr_", "GitHub token", 36, &["github.com", ".github.com"]),
-    ("github_pat_", "GitHub token", 40, &["github.com", ".github.com"]),
-    ("glpat-", "GitLab token", 20, &["gitlab.com", ".gitlab.com"]),
-    ("xoxb-", "Slack token", 10, &["slack.com", ".slack.com"]),
-    ("xoxp-", "Slack token", 10, &["slack.com", ".slack.com"]),
-    ("xoxa-", "Slack token", 10, &["slack.com", ".slack.com"]),
-    ("npm_", "npm token", 36, &["registry.npmjs.org"]),
+    ("gho_", "a GitHub token", 36, &["github.com", ".github.com"]),
+    ("ghu_", "a GitHub token", 36, &["github.com", ".github.com"]),
+    ("ghs_", "a GitHub token", 36, &["github.com", ".github.com"]),
+    ("ghr_", "a GitHub token", 36, &["github.com", ".github.com"]),
+    (
+        "github_pat_",
+        "a GitHub token",
+        40,
+        &["github.com", ".github.com"],
+    ),
+    ("glpat-", "a GitLab token", 20, &["gitlab.com", ".gitlab.com"]),
+    ("xoxb-", "a Slack token", 10, &["slack.com", ".slack.com"]),
+    ("xoxp-", "a Slack token", 10, &["slack.com", ".slack.com"]),
+    ("xoxa-", "a Slack token", 10, &["slack.com", ".slack.com"]),
+    ("npm_", "an npm token", 36, &["registry.npmjs.org"]),
     (
         "pypi-AgEIcHlwaS5vcmc",
         "PyPI token",
         20,
         &["upload.pypi.org", "pypi.org"],
     ),
-    ("AKIA", "AWS access key", 16, &[".amazonaws.com"]),
-    ("ASIA", "AWS access key", 16, &[".amazonaws.com"]),
+    ("AKIA", "an AWS access key", 16, &[".amazonaws.com"]),
+    ("ASIA", "an AWS access key", 16, &[".amazonaws.com"]),
 ];
 
 /// What the scanner found (no value).
@@ -79,6 +84,8 @@ pub struct Scanner {
     /// so only canaries are refused on the way to them (code and docs often hold key headers
     /// and example tokens).
     trusted: Vec<String>,
+    /// Names of fields that hold credentials ("api_key", "token", …), case-insensitive.
+    fields: AhoCorasick,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -146,7 +153,16 @@ impl Scanner {
             .match_kind(MatchKind::LeftmostLongest)
             .build(&pats)
             .expect("the patterns are plain strings");
-        Scanner { ac, kinds, trusted }
+        let fields = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(CREDENTIAL_FIELDS)
+            .expect("the field names are plain strings");
+        Scanner {
+            ac,
+            kinds,
+            trusted,
+            fields,
+        }
     }
 
     /// The first thing in `data` that may not go to `host`.
@@ -181,15 +197,89 @@ impl Scanner {
                     });
                     if body >= *min && !home {
                         return Some(Finding {
-                            what: format!("a {service}"),
+                            what: (*service).to_string(),
                             canary: false,
                         });
                     }
                 }
             }
         }
+        if trusted {
+            return None;
+        }
+        self.credential_field(data)
+    }
+
+    /// A long, random-looking value in a field named like a credential (`"api_key": "…"`,
+    /// `token=…`): a secret of a kind no pattern knows.
+    fn credential_field(&self, data: &[u8]) -> Option<Finding> {
+        for m in self.fields.find_iter(data) {
+            let rest = &data[m.end()..];
+            // The rest of the field's name, its closing quote, then `:` or `=`.
+            let name_end = rest
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_' || **b == b'-')
+                .count();
+            let mut r = &rest[name_end..];
+            r = r.strip_prefix(b"\"").unwrap_or(r);
+            let r = trim_start(r);
+            let Some(r) = r.strip_prefix(b":").or_else(|| r.strip_prefix(b"=")) else {
+                continue;
+            };
+            let r = trim_start(r);
+            let r = r.strip_prefix(b"\"").unwrap_or(r);
+            let value: &[u8] = &r[..r
+                .iter()
+                .take_while(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-' | b'.')
+                })
+                .count()];
+            if value.len() >= 20 && entropy(value) >= 4.0 {
+                return Some(Finding {
+                    what: "a random-looking value in a credential field".into(),
+                    canary: false,
+                });
+            }
+        }
         None
     }
+}
+
+/// Field names that hold credentials.
+const CREDENTIAL_FIELDS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "api-key",
+    "secret",
+    "password",
+    "passwd",
+    "access_token",
+    "auth_token",
+    "refresh_token",
+    "private_key",
+    "client_secret",
+    "token",
+];
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    &b[b.iter().take_while(|c| c.is_ascii_whitespace()).count()..]
+}
+
+/// Shannon entropy of `v` in bits per byte.
+fn entropy(v: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in v {
+        counts[usize::from(*b)] += 1;
+    }
+    let n = v.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// After a PEM header: a line break (raw or JSON-escaped) and at least 40 base64 characters.
@@ -237,6 +327,29 @@ mod tests {
             let f = hit(enc.as_bytes()).unwrap_or_else(|| panic!("missed at offset {prefix:?}"));
             assert!(f.canary && f.what.contains("~/.aws/credentials"), "{f:?}");
         }
+    }
+
+    #[test]
+    fn random_values_in_credential_fields_but_not_plain_ones() {
+        let s = Scanner::new(&[], vec!["api.anthropic.com".into()]);
+        let hit = |d: &str| s.scan(d.as_bytes(), "x.example").map(|f| f.what);
+        assert!(hit(r#"{"api_key": "Zx8kP2mQ9vR4tY7wB1nC6hJ3Lq"}"#).is_some());
+        assert!(hit("user=a&Client_Secret=f83Hk2LmQ9pZ7xV1bN4cR6tY0wS5").is_some());
+        assert!(
+            hit(r#"{"token": "aaaaaaaaaaaaaaaaaaaaaaaaaaaa"}"#).is_none(),
+            "not random"
+        );
+        assert!(hit("password=hunter2").is_none(), "too short");
+        assert!(hit(r#"{"tokenizer": "bert-base-uncased"}"#).is_none());
+        assert!(hit(r#"{"max_tokens": 1024, "secret_santa": true}"#).is_none());
+        assert!(
+            s.scan(
+                br#"{"api_key": "Zx8kP2mQ9vR4tY7wB1nC6hJ3Lq"}"#,
+                "api.anthropic.com"
+            )
+            .is_none(),
+            "the model's own host"
+        );
     }
 
     #[test]
