@@ -25,6 +25,10 @@ const TASK: &str = r#"printf 'fixed\n' > hello.txt && git status --short && pyth
 /// An injected tool call: the model asks for the user's SSH key.
 const STEAL: &str = "cat ~/.ssh/id_rsa";
 
+/// Seconds a stand-in model takes to answer the injected call's output (real models take
+/// longer): the monitor's kill must land within it.
+const THINK: u64 = 3;
+
 /// An HTTPS stand-in of a model API (tests/agents/*.py) on `addr`:443; killed on drop. What
 /// the agent's tool call printed, as the stand-in received it, is in `log`.
 struct StandIn {
@@ -34,11 +38,18 @@ struct StandIn {
 
 impl StandIn {
     fn start(script: &str, d: &Path, addr: &str, command: &str) -> StandIn {
+        StandIn::thinking(script, d, addr, command, 0)
+    }
+
+    /// A stand-in that takes `think` seconds to answer a tool's output, as a model does: the
+    /// time in which the monitor stops a sandbox before the agent's next turn.
+    fn thinking(script: &str, d: &Path, addr: &str, command: &str, think: u64) -> StandIn {
         let log = d.join(format!("{script}.tool-output"));
         let mut child = Command::new("/usr/bin/python3")
             .arg(format!("{}/../tests/agents/{script}", env!("CARGO_MANIFEST_DIR")))
             .args(["api.pem", "api.key", addr, command])
             .arg(&log)
+            .env("STANDIN_THINK", think.to_string())
             .current_dir(d)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -204,7 +215,7 @@ fn assert_task_done(out: &Output, ws: &Path, stand_in: &StandIn, events: &[Value
 }
 
 /// The injected task was stopped: the sensitive_read detection names the key file and its
-/// evidence is the agent's open of it; the sandbox was killed before the model saw anything.
+/// evidence is the agent's open of it; the sandbox was killed before the agent's next turn.
 fn assert_theft_stopped(out: &Output, home: &Path, stand_in: &StandIn, events: &[Value]) {
     let e = stderr(out);
     let key_file = home.join(".ssh/id_rsa");
@@ -234,12 +245,16 @@ fn assert_theft_stopped(out: &Output, home: &Path, stand_in: &StandIn, events: &
             .any(|r| r["action"] == "kill" && r["done"] == true),
         "{e}"
     );
+    // Killed while the model was still thinking: no next turn, no final answer, and the
+    // agent's exit is the kill's.
+    assert!(!stdout(out).contains("done:"), "{}", stdout(out));
+    assert_eq!(out.status.code(), Some(137), "{e}");
+    // The key itself never reached the model: the sandbox hides it.
     assert!(
-        stand_in.tool_output().is_empty(),
-        "the model got an answer from the tool after the theft: {}",
+        !stand_in.tool_output().contains("PRIVATE KEY"),
+        "{}",
         stand_in.tool_output()
     );
-    assert!(!stdout(out).contains("PRIVATE KEY"), "{}", stdout(out));
 }
 
 /// The agent's state directory was created for it, private; without --profile its command
@@ -417,7 +432,7 @@ fn codex_told_to_read_the_ssh_key_is_caught_and_killed_before_its_next_turn() {
     let codex = installed("codex");
     let (s, ws, home) = setup(CODEX_NAMES);
     plant_key(&home);
-    let stand_in = StandIn::start("responses_standin.py", s.path(), "127.0.0.7", STEAL);
+    let stand_in = StandIn::thinking("responses_standin.py", s.path(), "127.0.0.7", STEAL, THINK);
     let run = Run::new(&s, &ws, &home, &codex_profile("127.0.0.7", KILL_ON_READ));
     let out = run.go(&codex_argv(&codex, false), "CODEX_API_KEY", CODEX_KEY);
     assert_theft_stopped(&out, &home, &stand_in, &events_of(&run.events));
@@ -470,7 +485,7 @@ fn gemini_told_to_read_the_ssh_key_is_caught_and_killed_before_its_next_turn() {
     let gemini = installed("gemini");
     let (s, ws, home) = setup(&["generativelanguage.googleapis.com"]);
     plant_key(&home);
-    let stand_in = StandIn::start("gemini_standin.py", s.path(), "127.0.0.8", STEAL);
+    let stand_in = StandIn::thinking("gemini_standin.py", s.path(), "127.0.0.8", STEAL, THINK);
     let run = Run::new(&s, &ws, &home, &gemini_profile("127.0.0.8", KILL_ON_READ));
     let out = run.go(&gemini_argv(&gemini), "GEMINI_API_KEY", GEMINI_KEY);
     assert_theft_stopped(&out, &home, &stand_in, &events_of(&run.events));

@@ -4,14 +4,16 @@ task in two turns: while the conversation holds no function response it answers 
 of the CLI's shell tool running COMMAND; once the tool's response comes back it answers with a
 final text quoting the end of that output, so a test sees whether the command really ran.
 Requests the CLI makes for itself (a session summary, routing, the next-speaker check) get a
-plain text answer. Every request is logged to stderr; the tool output to LOG when given.
+plain text answer. Every request is logged to stderr; the tool output to LOG when given. $STANDIN_THINK
+seconds pass before the answer to a tool's output (a model's latency).
 Usage: gemini_standin.py CERT KEY ADDR COMMAND [LOG]"""
-import json, os, sys
+import json, os, sys, time
 
 from https_standin import Handler, serve
 
 cert, key, addr, command = sys.argv[1:5]
 log = sys.argv[5] if len(sys.argv) > 5 else None
+THINK = float(os.environ.get("STANDIN_THINK", "0"))
 
 
 def declared(body):
@@ -49,6 +51,8 @@ def reply(body):
         if log:
             with open(log, "a") as f:
                 f.write(said + "\n")
+        # A model takes its time: THINK seconds before the answer to a tool's output.
+        time.sleep(THINK)
         # The CLI wraps the output: `<untrusted_context>`, `Output: …`, `Process Group PGID: …`.
         lines = [l.removeprefix("Output:").strip() for l in said.splitlines()]
         lines = [l for l in lines if l and not l.startswith("<") and not l.startswith("Process Group")]

@@ -4,13 +4,15 @@ request holds no tool output it answers with one call of the shell tool the CLI 
 COMMAND; once the tool's output comes back it answers with a final message quoting the end of
 that output, so a test sees whether the command really ran. Every request is logged to stderr
 (path, tools offered, whether a tool output came back); the tool output to LOG when given.
+$STANDIN_THINK seconds pass before the answer to a tool's output (a model's latency).
 Usage: responses_standin.py CERT KEY ADDR COMMAND [LOG]"""
-import json, os, sys
+import json, os, sys, time
 
 from https_standin import Handler, serve
 
 cert, key, addr, command = sys.argv[1:5]
 log = sys.argv[5] if len(sys.argv) > 5 else None
+THINK = float(os.environ.get("STANDIN_THINK", "0"))
 
 
 def tool_outputs(body):
@@ -92,6 +94,8 @@ class H(Handler):
             if log:
                 with open(log, "a") as f:
                     f.write(said + "\n")
+            # A model takes its time: THINK seconds before the answer to a tool's output.
+            time.sleep(THINK)
             last = said.strip().splitlines()[-1] if said.strip() else ""
             item = {"type": "message", "role": "assistant", "id": "msg_2",
                     "content": [{"type": "output_text", "text": f"done: {last}", "annotations": []}]}

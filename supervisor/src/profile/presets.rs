@@ -30,18 +30,22 @@ pub fn preset(name: &str) -> Option<&'static str> {
 
 /// The preset for a known agent command, when no profile was asked for: by the program's
 /// name (`claude`, `codex`, `gemini`), and for the package runners `npx` and `uvx` by the
-/// package they run, only when it is named like an MCP server (`npx -y
-/// @modelcontextprotocol/server-filesystem`, `uvx mcp-server-fetch`): a runner starts any
-/// package, and most are not MCP servers. `python` is not picked: a script is anything.
+/// package they run: an agent's own package (`npx @openai/codex`), or one named like an MCP
+/// server (`npx -y @modelcontextprotocol/server-filesystem`, `uvx mcp-server-fetch`); a
+/// runner starts any package, and most are neither. `python` is not picked: a script is
+/// anything.
 pub fn for_command<S: AsRef<str>>(argv: &[S]) -> Option<&'static str> {
     let program = argv.first()?.as_ref();
     match program.rsplit('/').next().unwrap_or(program) {
         "claude" => Some("claude"),
         "codex" => Some("codex"),
         "gemini" => Some("gemini"),
-        "npx" | "uvx" => package_of(&argv[1..])
-            .filter(|p| is_mcp_server(p))
-            .map(|_| "mcp-package"),
+        "npx" | "uvx" => package_of(&argv[1..]).and_then(|p| match p {
+            "@anthropic-ai/claude-code" => Some("claude"),
+            "@openai/codex" => Some("codex"),
+            "@google/gemini-cli" => Some("gemini"),
+            _ => is_mcp_server(p).then_some("mcp-package"),
+        }),
         _ => None,
     }
 }
@@ -101,6 +105,14 @@ mod tests {
         assert_eq!(for_command(&["python3", "agent.py"]), None);
         assert_eq!(for_command(&["codex-helper"]), None);
         assert_eq!(for_command::<&str>(&[]), None);
+        // Run through npx by their packages.
+        assert_eq!(
+            for_command(&["npx", "-y", "@openai/codex@0.171.0", "exec"]),
+            Some("codex")
+        );
+        assert_eq!(for_command(&["npx", "@google/gemini-cli"]), Some("gemini"));
+        assert_eq!(for_command(&["npx", "@anthropic-ai/claude-code"]), Some("claude"));
+        assert_eq!(for_command(&["npx", "@openai/codex-sdk"]), None);
     }
 
     #[test]
