@@ -81,6 +81,31 @@ fn nonexistent_workspace_is_refused() {
     );
 }
 
+/// An agent preset whose state directory is a file on the host: a clear message, nothing
+/// started, the file untouched.
+#[test]
+fn a_state_directory_that_is_a_file_is_refused_naming_it() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    std::fs::write(home.join(".claude"), "not a directory\n").unwrap();
+    let marker = s.path().join("ran");
+    let out = output(run_cmd(
+        "claude",
+        s.path(),
+        &["--home", home.to_str().unwrap()],
+        &["/usr/bin/touch", marker.to_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let want = format!("{} exists and is not a directory", home.join(".claude").display());
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    assert!(!marker.exists(), "the agent ran");
+    assert_eq!(
+        std::fs::read_to_string(home.join(".claude")).unwrap(),
+        "not a directory\n"
+    );
+}
+
 #[test]
 fn command_not_found_is_127_with_a_message() {
     require_root();

@@ -66,8 +66,18 @@ pub fn prepare(policy: &Policy, idmap_ns: Option<&OwnedFd>) -> Result<Vec<Tree>,
 fn create_state_dirs(policy: &Policy) -> Result<(), StepError> {
     use std::os::unix::fs::DirBuilderExt;
     for dir in &policy.create {
-        if dir.exists() {
-            continue;
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(StepError::msg(
+                    "filesystem: state directory",
+                    &format!(
+                        "{} exists and is not a directory: the agent keeps its state there (move the file away, or use another profile)",
+                        dir.display()
+                    ),
+                ))
+            }
+            Err(_) => {}
         }
         let mut missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
         missing.reverse();
