@@ -6,6 +6,7 @@ pub mod dns;
 pub mod firewall;
 pub mod gateway;
 pub mod intercept;
+mod relay;
 pub mod rules;
 pub mod server;
 pub mod sniff;
