@@ -254,6 +254,7 @@ pub fn log_only_profile(s: &Scratch, name: &str, base: &str, body: &str) -> Stri
         "connects",
         "execs",
         "deletions",
+        "deleted",
         "denials",
         "repeated_denials",
         "processes",

@@ -52,6 +52,8 @@ pub struct Detector {
     connects: Option<Window>,
     execs: Option<Window>,
     deletions: Option<Window>,
+    /// `deleted`: distinct files deleted under its paths over the run, and whether it fired.
+    deleted: Option<(Rule, glob::Set, std::collections::HashSet<String>, bool)>,
     denials: Option<Window>,
     processes: Option<Window>,
     repeated: Option<(Rule, HashMap<String, Window>)>,
@@ -179,6 +181,14 @@ impl Detector {
             connects: window("connects", "connects"),
             execs: window("execs", "programs started"),
             deletions: window("deletions", "deletions"),
+            deleted: cfg.rule("deleted").map(|r| {
+                (
+                    r.clone(),
+                    glob::Set::new(r.patterns.as_deref().unwrap_or_default()),
+                    std::collections::HashSet::new(),
+                    false,
+                )
+            }),
             denials: window("denials", "refused operations"),
             processes: window("processes", "processes created"),
             repeated: cfg.rule("repeated_denials").map(|r| (r.clone(), HashMap::new())),
@@ -214,6 +224,8 @@ impl Detector {
             && self.connects.is_none()
             && self.execs.is_none()
             && self.deletions.is_none()
+            && self.deleted.is_none()
+            && self.exfiltration.is_none()
             && self.denials.is_none()
             && self.processes.is_none()
             && self.repeated.is_none()
@@ -414,6 +426,36 @@ impl Detector {
         }
     }
 
+    /// One file deleted: counted once per path under the `deleted` rule's paths; over its
+    /// limit for the run, one finding (slow deletion that stays under every rate).
+    fn deleted_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+        let Some((rule, set, seen, fired)) = self.deleted.as_mut() else {
+            return;
+        };
+        let Some((_, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd, path) else {
+            return;
+        };
+        seen.insert(abs.clone());
+        if *fired || (seen.len() as u64) <= rule.limit {
+            return;
+        }
+        *fired = true;
+        let rule = rule.clone();
+        let n = seen.len();
+        let mut f = self.instant(
+            &rule,
+            e,
+            format!(
+                "{n} files deleted over the run, over the budget of {} (the last: {abs})",
+                rule.limit
+            ),
+        );
+        f.score = n as f64;
+        f.threshold = rule.limit as f64;
+        "whole run".clone_into(&mut f.window);
+        found.push(f);
+    }
+
     fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
         let t = e.time_unix_ns;
         let failed_enoent = s.completed && s.errno == "ENOENT";
@@ -502,6 +544,9 @@ impl Detector {
         if matches!(s.nr, kernel::UNLINK | kernel::UNLINKAT | kernel::RMDIR) && !failed_enoent {
             if let Some(f) = self.deletions.as_mut().and_then(|w| w.push(t, e.seq, "")) {
                 found.push(f);
+            }
+            if s.completed && s.ret == 0 {
+                self.deleted_one(e, dirfd(0), &s.path, found);
             }
         }
         if matches!(s.nr, kernel::EXECVE | kernel::EXECVEAT)

@@ -180,9 +180,12 @@ fn rates_fire_once_per_window_over_the_limit() {
             )
         })
         .collect();
-    let f = run(&mut d, &events);
+    // (The whole-run `deleted` budget fires too: 501 distinct workspace files.)
+    let f: Vec<_> = run(&mut d, &events)
+        .into_iter()
+        .filter(|f| f.rule == "deletions")
+        .collect();
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!(f[0].rule, "deletions");
     assert_eq!(f[0].score, (limit + 1) as f64);
     assert_eq!(*f[0].evidence.last().unwrap(), limit + 1);
     // The same number spread over more than the window does not fire.
@@ -198,6 +201,56 @@ fn rates_fire_once_per_window_over_the_limit() {
         })
         .collect();
     assert!(run(&mut d, &slow).is_empty());
+}
+
+#[test]
+fn slow_deletion_of_the_workspace_is_caught_over_the_run_and_regenerated_trees_are_not() {
+    let limit = config("default").rule("deleted").unwrap().limit;
+    let window = config("default").rule("deletions").unwrap().window_ms;
+    // One deletion every (window / 10): never near the rate, but past the run's budget.
+    let slow = |prefix: &str, n: u64| -> Vec<pb::Event> {
+        (0..n)
+            .map(|i| {
+                ev(
+                    i + 1,
+                    i * window / 10,
+                    sys("unlinkat", 263, &format!("{prefix}/f{i}"), &[0, 0, 0], 0, ""),
+                )
+            })
+            .collect()
+    };
+    let mut d = detector("default");
+    let f = run(&mut d, &slow("/w/src", limit + 5));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "deleted");
+    assert_eq!(f[0].window, "whole run");
+    assert!(
+        f[0].summary
+            .starts_with(&format!("{} files deleted over the run", limit + 1)),
+        "{}",
+        f[0].summary
+    );
+    // A regenerated tree, /tmp, and one file deleted over and over: not the workspace's files.
+    for prefix in [
+        "/w/node_modules/pkg",
+        "/w/app/node_modules",
+        "/w/target/debug",
+        "/tmp/x",
+    ] {
+        let mut d = detector("default");
+        assert!(run(&mut d, &slow(prefix, limit + 5)).is_empty(), "{prefix}");
+    }
+    let mut d = detector("default");
+    let same: Vec<pb::Event> = (0..limit + 5)
+        .map(|i| {
+            ev(
+                i + 1,
+                i * window / 10,
+                sys("unlinkat", 263, "/w/lock", &[0, 0, 0], 0, ""),
+            )
+        })
+        .collect();
+    assert!(run(&mut d, &same).is_empty());
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub struct RawMonitor {
     pub connects: Option<RawRule>,
     pub execs: Option<RawRule>,
     pub deletions: Option<RawRule>,
+    pub deleted: Option<RawRule>,
     pub denials: Option<RawRule>,
     pub repeated_denials: Option<RawRule>,
     pub processes: Option<RawRule>,
@@ -97,6 +98,8 @@ enum Shape {
     Rate,
     /// `limit` (bytes).
     Budget,
+    /// `limit` (a count over the whole run) and `paths`.
+    Tally,
     /// `file`, `threshold`.
     Baseline,
 }
@@ -121,6 +124,10 @@ pub const RULES: &[(&str, &str)] = &[
     ("connects", "connects per window"),
     ("execs", "programs started per window"),
     ("deletions", "files and directories deleted per window"),
+    (
+        "deleted",
+        "distinct files deleted under the paths over the whole run (slow deletion stays under any rate)",
+    ),
     ("denials", "refused operations per window"),
     ("repeated_denials", "refusals of the same syscall per window"),
     ("processes", "processes created per window"),
@@ -135,6 +142,7 @@ fn shape(rule: &str) -> Shape {
         "exec" => Shape::Allow,
         "syscalls" => Shape::Names,
         "written" => Shape::Budget,
+        "deleted" => Shape::Tally,
         "baseline" => Shape::Baseline,
         _ => Shape::Rate,
     }
@@ -151,6 +159,7 @@ fn raw_rule<'a>(m: &'a RawMonitor, name: &str) -> Option<&'a RawRule> {
         "connects" => m.connects.as_ref(),
         "execs" => m.execs.as_ref(),
         "deletions" => m.deletions.as_ref(),
+        "deleted" => m.deleted.as_ref(),
         "denials" => m.denials.as_ref(),
         "repeated_denials" => m.repeated_denials.as_ref(),
         "processes" => m.processes.as_ref(),
@@ -165,7 +174,7 @@ fn raw_rule<'a>(m: &'a RawMonitor, name: &str) -> Option<&'a RawRule> {
 pub struct Rule {
     pub name: &'static str,
     pub response: Response,
-    /// Rates: events per window; written: bytes.
+    /// Rates: events per window; written: bytes; deleted: files over the run.
     pub limit: u64,
     pub window_ms: u64,
     /// Path or program patterns, or syscall names. `None` for exec: the profile's
@@ -224,7 +233,7 @@ pub(super) fn resolve(
         let limit = layers.iter().find_map(|r| r.limit).map(|b| b.0);
         let window_ms = layers.iter().find_map(|r| r.window).map(|m| m.0);
         let patterns = match shape {
-            Shape::Paths => layers.iter().find_map(|r| r.paths.clone()),
+            Shape::Paths | Shape::Tally => layers.iter().find_map(|r| r.paths.clone()),
             Shape::Allow => layers.iter().find_map(|r| r.allow.clone()),
             Shape::Names => layers.iter().find_map(|r| r.names.clone()),
             _ => None,
@@ -236,10 +245,14 @@ pub(super) fn resolve(
             (
                 "limit",
                 any(&|r| r.limit.is_some()),
-                matches!(shape, Shape::Rate | Shape::Budget),
+                matches!(shape, Shape::Rate | Shape::Budget | Shape::Tally),
             ),
             ("window", any(&|r| r.window.is_some()), shape == Shape::Rate),
-            ("paths", any(&|r| r.paths.is_some()), shape == Shape::Paths),
+            (
+                "paths",
+                any(&|r| r.paths.is_some()),
+                matches!(shape, Shape::Paths | Shape::Tally),
+            ),
             ("allow", any(&|r| r.allow.is_some()), shape == Shape::Allow),
             ("names", any(&|r| r.names.is_some()), shape == Shape::Names),
             ("file", any(&|r| r.file.is_some()), shape == Shape::Baseline),
@@ -279,7 +292,7 @@ pub(super) fn resolve(
                 }
                 (limit, window)
             }
-            Shape::Budget => (limit.ok_or_else(|| need("limit"))?, 0),
+            Shape::Budget | Shape::Tally => (limit.ok_or_else(|| need("limit"))?, 0),
             _ => (0, 0),
         };
         if shape == Shape::Names {
@@ -289,7 +302,7 @@ pub(super) fn resolve(
                 }
             }
         }
-        if matches!(shape, Shape::Paths | Shape::Names) && patterns.is_none() {
+        if matches!(shape, Shape::Paths | Shape::Names | Shape::Tally) && patterns.is_none() {
             return Err(need(if shape == Shape::Paths { "paths" } else { "names" }));
         }
         let threshold = match shape {
