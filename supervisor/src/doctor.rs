@@ -166,10 +166,13 @@ fn probe_checks(root: bool, netns: bool) -> Vec<Check> {
         layer: "proxy",
         ok: hooks_ok && netns,
         detail: format!(
-            "prerequisites for egress by name: cgroup connect4/6, sendmsg4/6, recvmsg4/6 and getpeername4/6 hooks {}, network namespaces {}; \
-             network.mode = \"proxy\" itself is not part of this build yet",
+            "network.mode = \"proxy\" (egress by name, the AI firewall): cgroup connect4/6, sendmsg4/6, recvmsg4/6 and getpeername4/6 hooks {}, network namespaces {}; TLS interception needs a system CA bundle to extend: {}",
             if hooks_ok { "load" } else { "do NOT load" },
-            if netns { "available" } else { "NOT available" }
+            if netns { "available" } else { "NOT available" },
+            crate::launch::mounts::SYSTEM_BUNDLES
+                .iter()
+                .find(|p| std::path::Path::new(p).is_file())
+                .map_or("NONE found (credentials and the gateway cannot be used)".to_string(), |p| (*p).to_string())
         ),
     });
     out
