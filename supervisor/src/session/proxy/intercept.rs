@@ -259,6 +259,19 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         path: path.clone(),
         status: 0,
     };
+    // Every request of the connection must be for the name the agent resolved: a Host or an
+    // authority naming another site (domain fronting behind a shared CDN) would carry the
+    // credential cordon adds to that site.
+    if let Some(other) = other_host(&req, &ctx.name) {
+        let why = format!(
+            "a request on the connection to {} names {other:?}; refused",
+            ctx.name
+        );
+        record.status = u32::from(StatusCode::MISDIRECTED_REQUEST.as_u16());
+        let _ = ctx.events.send(Kind::Http(record)).await;
+        let _ = ctx.events.send(refusal(&ctx.name, "host", &why)).await;
+        return answer(StatusCode::MISDIRECTED_REQUEST, format!("cordon: {why}\n"));
+    }
     let api = super::gateway::Api::of(&path);
     let (parts, body) = req.into_parts();
     // A model API request, or any body of a known small size, is read whole: recorded (a
@@ -354,8 +367,15 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     match sent {
-        Ok(resp) => {
+        Ok(mut resp) => {
             let status = resp.status().as_u16();
+            // A service that echoes the key (an error message quoting it) must not hand the
+            // agent what it never had: each secret becomes its placeholder again.
+            unecho_headers(&ctx.fw, resp.headers_mut());
+            if !ctx.fw.credentials.is_empty() {
+                // The body may change length (a secret turned back into its placeholder).
+                resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+            }
             record.status = u32::from(status);
             let _ = ctx.events.send(Kind::Http(record)).await;
             match api {
@@ -377,6 +397,17 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 }
                 None => resp.map(|b| b.map_err(BoxError::from).boxed()),
             }
+            .map(|b| {
+                if ctx.fw.credentials.is_empty() {
+                    b
+                } else {
+                    Unecho {
+                        inner: b,
+                        fw: ctx.fw.clone(),
+                    }
+                    .boxed()
+                }
+            })
         }
         Err(e) => {
             let _ = ctx.events.send(Kind::Http(record)).await;
@@ -385,6 +416,91 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
                 format!("cordon: upstream {}: {e}\n", ctx.name),
             )
         }
+    }
+}
+
+/// The host a request names (its Host header, or its URI's authority) when that is not the
+/// connection's `name`.
+fn other_host<B>(req: &Request<B>, name: &str) -> Option<String> {
+    let named = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(String::from)
+        .into_iter()
+        .chain(req.uri().authority().map(|a| a.as_str().to_string()));
+    named
+        .map(|h| super::sniff::host_only(&h).trim_end_matches('.').to_string())
+        .find(|h| !h.eq_ignore_ascii_case(name))
+}
+
+/// Each credential's secret in `text` replaced by its placeholder.
+fn unecho(fw: &Firewall, text: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for c in &fw.credentials {
+        let secret = c.secret.expose().as_bytes();
+        let cur = out.as_deref().unwrap_or(text);
+        if cur.windows(secret.len()).any(|w| w == secret) {
+            let mut next = Vec::with_capacity(cur.len());
+            let mut i = 0;
+            while i < cur.len() {
+                if cur[i..].starts_with(secret) {
+                    next.extend_from_slice(c.placeholder.as_bytes());
+                    i += secret.len();
+                } else {
+                    next.push(cur[i]);
+                    i += 1;
+                }
+            }
+            out = Some(next);
+        }
+    }
+    out
+}
+
+fn unecho_headers(fw: &Firewall, headers: &mut hyper::HeaderMap) {
+    for v in headers.values_mut() {
+        if let Some(clean) = unecho(fw, v.as_bytes()).and_then(|b| HeaderValue::from_bytes(&b).ok()) {
+            *v = clean;
+        }
+    }
+}
+
+/// A response body with every secret the proxy added turned back into its placeholder,
+/// frame by frame (a secret split across two frames is not caught).
+struct Unecho {
+    inner: Body,
+    fw: Arc<Firewall>,
+}
+
+impl hyper::body::Body for Unecho {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(d) => hyper::body::Frame::data(match unecho(&this.fw, &d) {
+                        Some(clean) => Bytes::from(clean),
+                        None => d,
+                    }),
+                    Err(other) => other,
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        // The length changes when a secret is replaced.
+        hyper::body::SizeHint::default()
     }
 }
 
