@@ -432,3 +432,48 @@ fn the_openai_sdk_calls_a_tool_through_the_gateway_with_a_placeholder_key() {
     assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
     assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
 }
+
+/// Started through sudo, cordon reads `file:` and runs `cmd:` secrets as the invoking user,
+/// not as root: a root-only file is refused (nothing starts), and a command's identity is the
+/// caller's (the secret's hash on the start line is that of the caller's uid).
+#[test]
+fn file_and_cmd_secrets_are_read_as_the_invoking_user() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    chown_tree(&ws, SUDO_TEST_UID);
+    let secret = s.path().join("root-only-key");
+    std::fs::write(&secret, "sk-root-only-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let cred = |source: &str| {
+        s.file(
+            "profiles/cred.toml",
+            &format!(
+                "extends = \"agent\"\n[[network.credential]]\nhost = \"api.anthropic.com\"\n\
+                 secret = \"{source}\"\nenv = \"ANTHROPIC_API_KEY\"\n"
+            ),
+        )
+    };
+    let run = |profile: &std::path::Path| {
+        let mut c = run_cmd(profile.to_str().unwrap(), &ws, &[], &["/bin/true"]);
+        Caller::Sudo(SUDO_TEST_UID).apply(&mut c);
+        output(c)
+    };
+    let out = run(&cred(&format!("file:{}", secret.display())));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read it"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("sk-root-only"),
+        "the value leaked: {}",
+        stderr(&out)
+    );
+    let out = run(&cred("cmd:id -u"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let want = {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(SUDO_TEST_UID.to_string().as_bytes());
+        let hex: String = d[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("[secret sha256:{hex}]")
+    };
+    assert!(stderr(&out).contains(&want), "want {want}: {}", stderr(&out));
+}

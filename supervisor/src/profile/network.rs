@@ -117,7 +117,7 @@ pub struct RawCredential {
 pub enum SecretSource {
     /// A variable of cordon's own environment (the invoker's, e.g. with `sudo -E`).
     Env(String),
-    /// A file's contents, trailing newline removed.
+    /// A file's contents (read as the invoking user), trailing newline removed.
     File(String),
     /// A command's standard output (run by `sh -c` as the invoking user), trailing newline removed.
     Cmd(String),

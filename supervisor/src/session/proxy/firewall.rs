@@ -139,7 +139,12 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
                 continue;
             }
         }
-        let secret = read(&rule.secret).map_err(|why| FirewallError::Secret {
+        let reader = Reader {
+            uid: policy.context.owner_uid,
+            gid: policy.context.owner_gid,
+            home: &policy.context.home,
+        };
+        let secret = read(&rule.secret, Some(&reader)).map_err(|why| FirewallError::Secret {
             host: rule.host.clone(),
             source_kind: describe(&rule.secret),
             why,
@@ -311,25 +316,46 @@ fn describe(s: &SecretSource) -> String {
 }
 
 /// The secret's value; the error never quotes it.
-fn read(source: &SecretSource) -> Result<Secret, String> {
+/// Who reads `file:` and runs `cmd:` sources: the invoking user, not root (cordon may
+/// not read, on a profile's word, a file its invoker could not).
+pub struct Reader<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: &'a Path,
+}
+
+fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, String> {
+    use std::os::unix::process::CommandExt;
+    let run = |mut c: std::process::Command| -> Result<String, String> {
+        if let Some(r) = by.filter(|r| r.uid != 0) {
+            c.uid(r.uid).gid(r.gid).env("HOME", r.home);
+        }
+        let out = c
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run it: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("it failed as the invoking user ({})", out.status));
+        }
+        String::from_utf8(out.stdout).map_err(|_| "it is not UTF-8".to_string())
+    };
     let mut value = Zeroizing::new(match source {
         SecretSource::Env(v) => std::env::var(v).map_err(|_| {
             format!("cordon's environment has no {v} (with sudo, keep it with `sudo --preserve-env={v}`)")
         })?,
+        SecretSource::File(p) if by.is_some_and(|r| r.uid != 0) => {
+            let mut c = std::process::Command::new("/bin/cat");
+            c.arg("--").arg(p);
+            run(c).map_err(|e| format!("cannot read it: {e}"))?
+        }
         SecretSource::File(p) => {
             std::fs::read_to_string(Path::new(p)).map_err(|e| format!("cannot read it: {e}"))?
         }
         SecretSource::Cmd(c) => {
-            let out = std::process::Command::new("/bin/sh")
-                .args(["-c", c])
-                .stdin(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .output()
-                .map_err(|e| format!("cannot run it: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("the command failed ({})", out.status));
-            }
-            String::from_utf8(out.stdout).map_err(|_| "the command's output is not UTF-8".to_string())?
+            let mut cmd = std::process::Command::new("/bin/sh");
+            cmd.args(["-c", c]);
+            run(cmd).map_err(|e| format!("the command: {e}"))?
         }
     });
     while value.ends_with('\n') || value.ends_with('\r') {
@@ -359,16 +385,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
         std::fs::write(&f, "sk-file-secret-value\n").unwrap();
-        let s = read(&SecretSource::File(f.display().to_string())).unwrap();
+        let s = read(&SecretSource::File(f.display().to_string()), None).unwrap();
         assert_eq!(s.expose(), "sk-file-secret-value");
         assert!(!format!("{s:?}").contains("sk-file"));
-        let s = read(&SecretSource::Cmd("printf 'sk-cmd-value\\n'".into())).unwrap();
+        let s = read(&SecretSource::Cmd("printf 'sk-cmd-value\\n'".into()), None).unwrap();
         assert_eq!(s.expose(), "sk-cmd-value");
-        let e = read(&SecretSource::Cmd("echo sk-leaked-in-output; exit 3".into())).unwrap_err();
+        let e = read(
+            &SecretSource::Cmd("echo sk-leaked-in-output; exit 3".into()),
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("failed") && !e.contains("sk-leaked"), "{e}");
-        let e = read(&SecretSource::Env("CORDON_TEST_SURELY_UNSET_VAR".into())).unwrap_err();
+        let e = read(&SecretSource::Env("CORDON_TEST_SURELY_UNSET_VAR".into()), None).unwrap_err();
         assert!(e.contains("--preserve-env=CORDON_TEST_SURELY_UNSET_VAR"), "{e}");
-        let e = read(&SecretSource::File("/nonexistent/k".into())).unwrap_err();
+        let e = read(&SecretSource::File("/nonexistent/k".into()), None).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
     }
 }
