@@ -102,6 +102,34 @@ enum Cmd {
     /// given `--for` lapses by itself.
     #[command(subcommand)]
     Net(NetCmd),
+    /// Show a path of the profile's `[grants] read` envelope to a running sandbox for a while
+    /// (root only); it is hidden again by itself. Nothing outside the envelope can be granted.
+    #[command(
+        after_help = "Example:\n  sudo cordon grant 0cd4 --read ~/datasets --for 10m --reason \"train run\""
+    )]
+    Grant {
+        sandbox: String,
+        /// The path to show (exactly as the envelope lists it, after ~ and variables).
+        #[arg(long)]
+        read: PathBuf,
+        /// How long ("90s", "10m"), at most the profile's grants.max.
+        #[arg(long = "for")]
+        lasts: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// A running sandbox's grants: active (time left), expired, revoked, who gave each.
+    Grants { sandbox: String },
+    /// End a grant now (root only).
+    Revoke { sandbox: String, grant: u64 },
+    /// Internal: show or hide PATH in the mount namespace of process PID (a grant's helper).
+    #[command(name = "__mask", hide = true)]
+    Mask {
+        pid: i32,
+        #[arg(long)]
+        show: bool,
+        path: PathBuf,
+    },
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
@@ -292,6 +320,43 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Freeze { sandbox } => respond(&sandbox, cordon::respond::Action::Freeze),
         Cmd::Thaw { sandbox } => respond(&sandbox, cordon::respond::Action::Thaw),
         Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),
+        Cmd::Grant {
+            sandbox,
+            read,
+            lasts,
+            reason,
+        } => {
+            use cordon::session::control;
+            let for_ms = cordon::profile::units::parse_millis(&lasts)
+                .map_err(|e| anyhow::anyhow!("--for {lasts:?}: {e}"))?;
+            let id = control::resolve(&sandbox)?;
+            let done = control::grant(&id, &read.to_string_lossy(), for_ms, &reason)?;
+            println!("sandbox {id}: {done}");
+            Ok(0)
+        }
+        Cmd::Grants { sandbox } => {
+            use cordon::session::control;
+            let id = control::resolve(&sandbox)?;
+            println!("{}", control::grants(&id)?);
+            Ok(0)
+        }
+        Cmd::Revoke { sandbox, grant } => {
+            use cordon::session::control;
+            let id = control::resolve(&sandbox)?;
+            println!("sandbox {id}: {}", control::revoke(&id, grant)?);
+            Ok(0)
+        }
+        Cmd::Mask { pid, show, path } => {
+            // A fresh, single-threaded process: it may join the sandbox's mount namespace.
+            cordon::sys::enter_mount_ns(pid).with_context(|| format!("the mount namespace of pid {pid}"))?;
+            let done = if show {
+                launch::mounts::unmask(&path)
+            } else {
+                launch::mounts::mask(&path)
+            };
+            done.with_context(|| format!("{} {}", if show { "show" } else { "hide" }, path.display()))?;
+            Ok(0)
+        }
         Cmd::Net(NetCmd::Allow { sandbox, rule, lasts }) => {
             net_change(&sandbox, true, &rule, lasts.as_deref())
         }

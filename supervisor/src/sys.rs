@@ -481,3 +481,15 @@ pub fn lo_up() -> io::Result<()> {
     )?;
     interface_up(&s, b"lo")
 }
+
+/// Detach the mount at `path` (lazily: open files keep what they opened).
+pub fn umount_detach(path: &Path) -> io::Result<()> {
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
+}
+
+/// Join the mount namespace of process `pid`. The caller must be single-threaded (the
+/// kernel refuses a process that shares its filesystem context with other threads).
+pub fn enter_mount_ns(pid: i32) -> io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(io::Error::from)
+}

@@ -139,3 +139,21 @@ mod tests {
         assert_eq!(preview(&[b'y'; 120], 120), "y".repeat(120));
     }
 }
+
+/// Why something was refused or failed, in words for a person (no other structure to it):
+/// the error of steps whose every failure is a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+impl From<String> for Refusal {
+    fn from(s: String) -> Self {
+        Refusal(s)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(s: &str) -> Self {
+        Refusal(s.into())
+    }
+}

@@ -39,6 +39,10 @@ pub const KINDS: &[(&str, &str)] = &[
         "requests to model APIs and the model's answers (text, tool calls, tokens)",
     ),
     (
+        "grant",
+        "just-in-time grants (cordon grant): given, expired, revoked",
+    ),
+    (
         "approval",
         "something held until a person answers (network.unlisted = \"ask\"), and the answer",
     ),
@@ -65,6 +69,7 @@ pub fn is_kind(e: &pb::Event, k: &str) -> bool {
         (Some(Kind::Response(_)), "response" | "lifecycle") => true,
         (Some(Kind::Detection(_)), "detection" | "response") => true,
         (Some(Kind::Approval(_)), "approval" | "net") => true,
+        (Some(Kind::Grant(_)), "grant") => true,
         (Some(Kind::ModelRequest(_) | Kind::ModelResponse(_)), "model") => true,
         (Some(Kind::Approval(a)), "denied") => a.state != "asked" && a.state != "allowed",
         _ => false,
@@ -246,6 +251,28 @@ pub fn text(e: &pb::Event, color: bool) -> String {
                     format!(" for {} s", n.for_ms / 1000)
                 } else {
                     String::new()
+                }
+            ),
+            false,
+        ),
+        Some(Kind::Grant(g)) => (
+            format!(
+                "{:<10} #{} {} {} {} by {}{}{}",
+                "grant",
+                g.id,
+                g.what,
+                g.target,
+                g.state,
+                g.by,
+                if g.state == "granted" {
+                    format!(" for {} s", g.for_ms / 1000)
+                } else {
+                    String::new()
+                },
+                if g.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", g.reason)
                 }
             ),
             false,

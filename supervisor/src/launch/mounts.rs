@@ -265,6 +265,28 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
     Ok(())
 }
 
+/// Mask `path` (a directory: an empty read-only tmpfs; a file: the empty file), as hiding
+/// does at start. Run in the sandbox's mount namespace (`sys::enter_mount_ns`).
+pub fn mask(path: &Path) -> io::Result<()> {
+    if fs::metadata(path)?.is_dir() {
+        sys::mount(
+            "tmpfs",
+            path,
+            "tmpfs",
+            NOSUID_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            "size=4k,nr_inodes=1,mode=0755",
+        )
+    } else {
+        bind_ro(Path::new(EMPTY_FILE), path, NOSUID_NODEV | MsFlags::MS_NOEXEC)
+    }
+}
+
+/// Take the mask off `path`: what it hid is visible (and open files opened through the mask
+/// keep what they had). Run in the sandbox's mount namespace.
+pub fn unmask(path: &Path) -> io::Result<()> {
+    sys::umount_detach(path)
+}
+
 /// A hidden directory holding only the run's decoys: a small tmpfs, filled, then read-only.
 fn decoy_dir(dir: &Path, decoys: &[&crate::policy::Decoy]) -> io::Result<()> {
     sys::mount(

@@ -92,6 +92,11 @@ pub struct Policy {
     /// file itself) and its contents. Not in the trace (the proxy knows the values).
     #[serde(skip)]
     pub decoys: Vec<Decoy>,
+    /// `[grants] read`: paths hidden at start that `cordon grant --read` may show for a while
+    /// (each inside a read-only or read-write bind: landlock already allows reading it).
+    pub grant_read: Vec<PathBuf>,
+    /// The longest a grant may last.
+    pub grant_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +148,8 @@ pub enum CompileError {
     Path(String, #[source] PathError),
     #[error(transparent)]
     Monitor(#[from] monitor::ConfigError),
+    #[error("grants.read {0}: not inside anything the profile shows (add it, or a directory above it, to filesystem.read_only)")]
+    GrantOutside(PathBuf),
 }
 
 fn depth(p: &Path) -> usize {
@@ -259,16 +266,26 @@ pub fn compile(
     monitor.hook_uid = ctx.owner_uid;
     monitor.hook_gid = ctx.owner_gid;
 
+    // The agent's own credential files are shown (read-only), everything else hidden.
+    let hidden: Vec<PathBuf> = {
+        let own = ex(&fs.own_credentials)?;
+        ex(&fs.hidden)?.into_iter().filter(|h| !own.contains(h)).collect()
+    };
+    // The grant envelope is shown to landlock and the mounts (a bind above it) and hidden at
+    // start; a grant reveals it in the running sandbox's mount namespace.
+    let grant_read = ex(&profile.grants.read)?;
+    if let Some(outside) = grant_read
+        .iter()
+        .find(|g| !binds.iter().any(|b| g.starts_with(&b.path)))
+    {
+        return Err(CompileError::GrantOutside(outside.clone()));
+    }
+
     Ok(Policy {
         profile: profile.name.clone(),
         profile_hash: profile.hash.clone(),
         context: ctx.clone(),
         binds,
-        hidden: {
-            // The agent's own credential files are shown (read-only), everything else hidden.
-            let own = ex(&fs.own_credentials)?;
-            ex(&fs.hidden)?.into_iter().filter(|h| !own.contains(h)).collect()
-        },
         protected: {
             let mut p = ex(&fs.protected)?;
             p.extend(ex(&fs.own_credentials)?);
@@ -326,6 +343,14 @@ pub fn compile(
         terminal: profile.terminal.allow.clone(),
         trust: None,
         decoys: Vec::new(),
+        hidden: {
+            let mut h = hidden;
+            let more: Vec<PathBuf> = grant_read.iter().filter(|g| !h.contains(g)).cloned().collect();
+            h.extend(more);
+            h
+        },
+        grant_read,
+        grant_max_ms: profile.grants.max_ms,
     })
 }
 

@@ -68,7 +68,29 @@ pub struct RawProfile {
     pub monitor: monitor::RawMonitor,
     #[serde(default)]
     pub terminal: RawTerminal,
+    #[serde(default)]
+    pub grants: RawGrants,
 }
+
+/// `[grants]`: the envelope of what may be granted while the sandbox runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    /// Paths (files or directories) hidden at start that `cordon grant --read` may show.
+    pub read: Option<Vec<String>>,
+    /// The longest a grant may last.
+    pub max: Option<Millis>,
+}
+
+/// The resolved `[grants]` (paths still unexpanded).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grants {
+    pub read: Vec<String>,
+    pub max_ms: u64,
+}
+
+/// The longest a grant lasts unless the profile says otherwise.
+pub const DEFAULT_GRANT_MAX_MS: u64 = 60 * 60 * 1000;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +197,7 @@ pub struct Profile {
     pub syscalls: Vec<SyscallRule>,
     pub monitor: monitor::Monitor,
     pub terminal: Terminal,
+    pub grants: Grants,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -414,6 +437,10 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         syscalls,
         monitor,
         terminal,
+        grants: Grants {
+            read: pick!(chain, grants.read).unwrap_or_default(),
+            max_ms: pick!(chain, grants.max).map_or(DEFAULT_GRANT_MAX_MS, |m| m.0),
+        },
     })
 }
 

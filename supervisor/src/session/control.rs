@@ -4,6 +4,7 @@
 //! framing) both ways: one `Request`, then `Reply`s — one for `stat` and `act`, a stream of
 //! events for `events`.
 
+use crate::text::Refusal;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -202,15 +203,22 @@ pub struct Shared {
     stats: Mutex<Stats>,
     pub meta: Meta,
     net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>,
+    /// `[grants]`: what `cordon grant` may show.
+    grants: Option<Arc<super::grants::Grants>>,
 }
 
 impl Shared {
-    pub fn new(meta: Meta, net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>) -> Self {
+    pub fn new(
+        meta: Meta,
+        net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>,
+        grants: Option<Arc<super::grants::Grants>>,
+    ) -> Self {
         Self {
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
             stats: Mutex::new(Stats::default()),
             meta,
             net_changes,
+            grants,
         }
     }
 
@@ -295,6 +303,13 @@ pub async fn serve(
     }
 }
 
+fn act_answer(a: Result<String, Refusal>) -> reply::Kind {
+    match a {
+        Ok(detail) => reply::Kind::Act(wire::ActReply { done: true, detail }),
+        Err(why) => reply::Kind::Refused(why.0),
+    }
+}
+
 async fn client(
     conn: tokio::net::UnixStream,
     mut rx: broadcast::Receiver<Arc<pb::Event>>,
@@ -354,6 +369,32 @@ async fn client(
                 }
             };
             w.write_all(&framed(answer)).await
+        }
+        Some(request::Kind::Grant(g)) => {
+            let answer = match (uid, &shared.grants) {
+                (u, _) if u != 0 => Err(Refusal::from(format!("only root may grant (uid {u} asked)"))),
+                (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
+                (_, Some(gr)) => {
+                    gr.grant(&g.read, g.for_ms, &g.reason, &format!("uid {uid}"))
+                        .await
+                }
+            };
+            w.write_all(&framed(act_answer(answer))).await
+        }
+        Some(request::Kind::Revoke(r)) => {
+            let answer = match (uid, &shared.grants) {
+                (u, _) if u != 0 => Err(Refusal::from(format!("only root may revoke (uid {u} asked)"))),
+                (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
+                (_, Some(gr)) => gr.end(r.id, "revoked", &format!("uid {uid}")).await,
+            };
+            w.write_all(&framed(act_answer(answer))).await
+        }
+        Some(request::Kind::Grants(_)) => {
+            let answer = match &shared.grants {
+                None => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
+                Some(gr) => Ok(gr.list()),
+            };
+            w.write_all(&framed(act_answer(answer))).await
         }
         Some(request::Kind::Stat(_)) => {
             let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -487,6 +528,28 @@ pub enum ControlError {
     },
     #[error("sandbox {id}: {answer}")]
     Refused { id: String, answer: String },
+}
+
+/// Grant `read` (a path of the envelope) for `for_ms`.
+pub fn grant(id: &str, read: &str, for_ms: u64, reason: &str) -> Result<String, ControlError> {
+    answer(
+        id,
+        request::Kind::Grant(wire::GrantRequest {
+            read: read.into(),
+            for_ms,
+            reason: reason.into(),
+        }),
+    )
+}
+
+/// The sandbox's grants, as text.
+pub fn grants(id: &str) -> Result<String, ControlError> {
+    answer(id, request::Kind::Grants(wire::GrantsRequest {}))
+}
+
+/// End grant `grant` now.
+pub fn revoke(id: &str, grant: u64) -> Result<String, ControlError> {
+    answer(id, request::Kind::Revoke(wire::RevokeRequest { id: grant }))
 }
 
 /// Ask a running sandbox's cordon to freeze, thaw or kill it (recorded as a `Response`

@@ -15,6 +15,7 @@
 pub mod control;
 pub mod fuse;
 mod gitwatch;
+pub mod grants;
 pub mod outputs;
 pub mod pipeline;
 pub mod proxy;
@@ -119,6 +120,9 @@ pub struct Session {
     network: crate::policy::NetworkPolicy,
     redactor: crate::secret::Redactor,
     firewall: Option<Arc<proxy::firewall::Firewall>>,
+    /// `[grants] read` and its longest grant.
+    grant_read: Vec<PathBuf>,
+    grant_max_ms: u64,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -169,6 +173,8 @@ impl Session {
             redactor: crate::secret::Redactor::from_env(&policy.env)
                 .with(firewall.iter().flat_map(proxy::firewall::Firewall::secrets)),
             firewall: firewall.map(Arc::new),
+            grant_read: policy.grant_read.clone(),
+            grant_max_ms: policy.grant_max_ms,
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -184,17 +190,34 @@ impl Session {
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
         // ORDER: the proxy listens inside the sandbox's namespace before the probes send it
         // anything, and both before release: the agent's first connect already goes there.
-        let (proxy, extra) = if self.network.mode == NetworkMode::Proxy {
+        // Events of the components beside the probes (the proxy, grants), numbered and judged
+        // by the pipeline; a full queue makes them wait, never drop.
+        let (extra_tx, extra_rx) = tokio::sync::mpsc::channel(4096);
+        let proxy = if self.network.mode == NetworkMode::Proxy {
             let io = |what| move |source| SessionError::Io { what, source };
             let sockets = proxy::sockets_in(sb.pid)
                 .map_err(io("egress proxy: sockets in the sandbox's network namespace"))?;
             watch.proxy(sockets.port).map_err(SessionError::Probes)?;
-            let (p, rx) = proxy::Proxy::start(sockets, &self.network, self.firewall.clone(), fuse.clone())
-                .map_err(io("egress proxy: thread"))?;
-            (Some(p), Some(rx))
+            let p = proxy::Proxy::start(
+                sockets,
+                &self.network,
+                self.firewall.clone(),
+                extra_tx.clone(),
+                fuse.clone(),
+            )
+            .map_err(io("egress proxy: thread"))?;
+            Some(p)
         } else {
-            (None, None)
+            None
         };
+        let grants = (!self.grant_read.is_empty()).then(|| {
+            grants::Grants::new(
+                self.grant_read.clone(),
+                self.grant_max_ms,
+                sb.pid,
+                extra_tx.clone(),
+            )
+        });
         let net_changes = proxy.as_ref().map(proxy::Proxy::changes);
         let trace = self.trace.take().expect("the trace is started once");
         let recording = crate::trace::record::Recording::new(trace, sb.cgroup.to_path_buf());
@@ -216,8 +239,9 @@ impl Session {
             cgroup: sb.cgroup.to_path_buf(),
             detect,
             fuse: fuse.clone(),
-            extra,
+            extra: Some(extra_rx),
             net_changes,
+            grants,
             redactor: self.redactor.clone(),
             gitwatch: gitwatch::GitWatch::new(
                 self.workspace.clone(),

@@ -57,6 +57,8 @@ pub struct Parts {
     pub extra: Option<mpsc::Receiver<Kind>>,
     /// Where `cordon net allow|deny` goes (a `proxy` sandbox only).
     pub net_changes: Option<mpsc::Sender<super::proxy::Change>>,
+    /// `cordon grant`: the profile's `[grants]` envelope, if it has one.
+    pub grants: Option<Arc<super::grants::Grants>>,
     /// The agent's secrets, replaced in every event.
     pub redactor: crate::secret::Redactor,
     /// Live persistence check of the gitdirs the agent writes.
@@ -173,12 +175,13 @@ async fn run(
         fuse,
         mut extra,
         net_changes,
+        grants,
         redactor,
         mut gitwatch,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
-    let shared = Arc::new(Shared::new(meta.clone(), net_changes));
+    let shared = Arc::new(Shared::new(meta.clone(), net_changes, grants));
     let writer = out.and_then(|o| Writer::start(bus.subscribe(), meta.sandbox.clone(), o).ok());
     let server = tokio::net::UnixListener::from_std(listener)
         .ok()

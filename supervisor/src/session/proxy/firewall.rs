@@ -4,6 +4,7 @@
 //! in its environment instead. The proxy intercepts TLS to the credential's host and puts the
 //! secret where the placeholder was; the placeholder going anywhere else is refused.
 
+use crate::text::Refusal;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -147,7 +148,7 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         let secret = read(&rule.secret, Some(&reader)).map_err(|why| FirewallError::Secret {
             host: rule.host.clone(),
             source_kind: describe(&rule.secret),
-            why,
+            why: why.0,
         })?;
         let placeholder = format!("cordon-placeholder-{}", random_hex(16));
         policy.env.insert(rule.env.clone(), placeholder.clone());
@@ -324,9 +325,9 @@ pub struct Reader<'a> {
     pub home: &'a Path,
 }
 
-fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, String> {
+fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, Refusal> {
     use std::os::unix::process::CommandExt;
-    let run = |mut c: std::process::Command| -> Result<String, String> {
+    let run = |mut c: std::process::Command| -> Result<String, Refusal> {
         if let Some(r) = by.filter(|r| r.uid != 0) {
             c.uid(r.uid).gid(r.gid).env("HOME", r.home);
         }
@@ -336,9 +337,12 @@ fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, String
             .output()
             .map_err(|e| format!("cannot run it: {e}"))?;
         if !out.status.success() {
-            return Err(format!("it failed as the invoking user ({})", out.status));
+            return Err(Refusal::from(format!(
+                "it failed as the invoking user ({})",
+                out.status
+            )));
         }
-        String::from_utf8(out.stdout).map_err(|_| "it is not UTF-8".to_string())
+        String::from_utf8(out.stdout).map_err(|_| Refusal::from("it is not UTF-8"))
     };
     let mut value = Zeroizing::new(match source {
         SecretSource::Env(v) => std::env::var(v).map_err(|_| {
@@ -362,10 +366,10 @@ fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, String
         value.pop();
     }
     if value.is_empty() {
-        return Err("it is empty".into());
+        return Err(Refusal::from("it is empty"));
     }
     if value.contains(['\r', '\n']) {
-        return Err("it spans several lines (a header value cannot)".into());
+        return Err(Refusal::from("it spans several lines (a header value cannot)"));
     }
     Ok(Secret(value))
 }
@@ -394,11 +398,16 @@ mod tests {
             &SecretSource::Cmd("echo sk-leaked-in-output; exit 3".into()),
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .0;
         assert!(e.contains("failed") && !e.contains("sk-leaked"), "{e}");
-        let e = read(&SecretSource::Env("CORDON_TEST_SURELY_UNSET_VAR".into()), None).unwrap_err();
+        let e = read(&SecretSource::Env("CORDON_TEST_SURELY_UNSET_VAR".into()), None)
+            .unwrap_err()
+            .0;
         assert!(e.contains("--preserve-env=CORDON_TEST_SURELY_UNSET_VAR"), "{e}");
-        let e = read(&SecretSource::File("/nonexistent/k".into()), None).unwrap_err();
+        let e = read(&SecretSource::File("/nonexistent/k".into()), None)
+            .unwrap_err()
+            .0;
         assert!(e.contains("cannot read"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 //! replaced by the secret in the header it belongs to, and a placeholder anywhere else is
 //! refused.
 
+use crate::text::Refusal;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -332,7 +333,7 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if let Err((rule, why)) = checked {
         record.status = u32::from(StatusCode::FORBIDDEN.as_u16());
         let _ = ctx.events.send(Kind::Http(record)).await;
-        let _ = ctx.events.send(refusal(&ctx.name, rule, &why)).await;
+        let _ = ctx.events.send(refusal(&ctx.name, rule, &why.0)).await;
         return answer(StatusCode::FORBIDDEN, format!("cordon: {why}\n"));
     }
     let sent = match &ctx.upstream {
@@ -516,34 +517,34 @@ fn refusal(name: &str, rule: &str, why: &str) -> Kind {
 }
 
 /// DLP over a request's URL and headers (before any credential is put in).
-fn search(ctx: &Ctx, req: &Request<Body>) -> Result<(), String> {
+fn search(ctx: &Ctx, req: &Request<Body>) -> Result<(), Refusal> {
     let found = |what: &str, f: super::dlp::Finding| {
         format!("{} in the {what} of a request to {}; refused", f.what, ctx.name)
     };
     if let Some(f) = ctx.fw.dlp.scan(req.uri().to_string().as_bytes(), &ctx.name) {
-        return Err(found("URL", f));
+        return Err(found("URL", f).into());
     }
     for (h, v) in req.headers() {
         if let Some(f) = ctx.fw.dlp.scan(v.as_bytes(), &ctx.name) {
-            return Err(found(&format!("{h} header"), f));
+            return Err(found(&format!("{h} header"), f).into());
         }
     }
     Ok(())
 }
 
 /// DLP and placeholders over a body read whole.
-fn body_search(ctx: &Ctx, body: &[u8]) -> Result<(), String> {
+fn body_search(ctx: &Ctx, body: &[u8]) -> Result<(), Refusal> {
     if let Some(c) = ctx.fw.placeholder_in(&String::from_utf8_lossy(body)) {
-        return Err(format!(
+        return Err(Refusal::from(format!(
             "the placeholder of {} is in the body of a request to {}; refused",
             c.rule.env, ctx.name
-        ));
+        )));
     }
     match ctx.fw.dlp.scan(body, &ctx.name) {
-        Some(f) => Err(format!(
+        Some(f) => Err(Refusal::from(format!(
             "{} in the body of a request to {}; refused",
             f.what, ctx.name
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -635,12 +636,12 @@ fn send_now(events: &mpsc::Sender<Kind>, kind: Kind) {
 /// Put each credential for this host in place of its placeholder, in its header; refuse a
 /// placeholder anywhere else (another host, another header, the URL). The error names the
 /// credential by its variable, never by a value.
-fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), String> {
+fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), Refusal> {
     if let Some(c) = ctx.fw.placeholder_in(&req.uri().to_string()) {
-        return Err(format!(
+        return Err(Refusal::from(format!(
             "the placeholder of {} is in the URL of a request to {}; refused",
             c.rule.env, ctx.name
-        ));
+        )));
     }
     let mut replace = Vec::new();
     for (header, value) in req.headers() {
@@ -650,10 +651,10 @@ fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), String> {
         };
         let here = c.rule.host == ctx.name && c.rule.header.as_deref().is_none_or(|h| h == header.as_str());
         if !here {
-            return Err(format!(
+            return Err(Refusal::from(format!(
                 "the placeholder of {} (for {}) was sent to {} in {}; refused",
                 c.rule.env, c.rule.host, ctx.name, header
-            ));
+            )));
         }
         let real = text.replace(&c.placeholder, c.secret.expose());
         let mut v = HeaderValue::from_str(&real)

@@ -21,9 +21,6 @@ use crate::events::pb::event::Kind;
 use crate::policy::NetworkPolicy;
 pub use server::{sockets_in, Change, Sockets};
 
-/// Proxy events waiting for the pipeline (a full queue makes the proxy wait, never drop).
-const EVENT_QUEUE: usize = 4096;
-
 /// The running proxy: its thread and runtime, and the way to change its rules.
 pub struct Proxy {
     stop: Option<oneshot::Sender<()>>,
@@ -37,9 +34,9 @@ impl Proxy {
         sockets: Sockets,
         net: &NetworkPolicy,
         firewall: Option<Arc<firewall::Firewall>>,
+        events: mpsc::Sender<Kind>,
         fuse: Arc<Fuse>,
-    ) -> std::io::Result<(Proxy, mpsc::Receiver<Kind>)> {
-        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+    ) -> std::io::Result<Proxy> {
         let (changes, changes_rx) = mpsc::channel(16);
         let (stop, stopped) = oneshot::channel();
         let rules = rules::Rules::new(net);
@@ -59,14 +56,11 @@ impl Proxy {
                     }
                 });
             })?;
-        Ok((
-            Proxy {
-                stop: Some(stop),
-                thread: Some(thread),
-                changes,
-            },
-            rx,
-        ))
+        Ok(Proxy {
+            stop: Some(stop),
+            thread: Some(thread),
+            changes,
+        })
     }
 
     /// Where `cordon net allow|deny` sends its changes.

@@ -1,0 +1,131 @@
+//! Just-in-time grants on the real kernel: a path of the profile's `[grants] read` envelope is
+//! hidden from the agent at start (ENOENT), readable while a grant lasts, hidden again when it
+//! expires — a file the agent opened during the grant stays readable through that open file —
+//! and a path outside the envelope cannot be granted by anyone.
+
+mod common;
+
+use common::*;
+
+const AGENT: &str = r#"
+import os, sys, time
+path = sys.argv[1]
+def state():
+    try:
+        with open(path) as f: return "read:" + f.read().strip()
+    except OSError as e: return "error:" + os.strerror(e.errno)
+seen, held = [], None
+open("ready", "w").close()
+deadline = time.time() + 30
+while time.time() < deadline:
+    s = state()
+    if not seen or seen[-1] != s:
+        seen.append(s)
+        print(f"state\t{len(seen)}\t{s}", flush=True)
+    if s.startswith("read:") and held is None:
+        held = open(path)
+    if len(seen) >= 3:
+        break
+    time.sleep(0.02)
+print("held\t" + (held.read().strip() if held else "none"), flush=True)
+"#;
+
+#[test]
+fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    std::fs::create_dir_all(home.join("datasets")).unwrap();
+    std::fs::write(home.join("datasets/data.txt"), "granted rows\n").unwrap();
+    s.file("agent.py", AGENT);
+    let profile = log_only_profile(
+        &s,
+        "g",
+        "default",
+        "[grants]\nread = [\"{home}/datasets\"]\nmax = \"1m\"\n",
+    );
+    let ev = s.path().join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        s.path(),
+        &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
+        &[
+            "/usr/bin/python3",
+            "agent.py",
+            home.join("datasets/data.txt").to_str().unwrap(),
+        ],
+    );
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(20_000, || s.path().join("ready").exists()),
+        "the agent never got ready"
+    );
+    let id = sandbox_id_of("agent.py");
+    let cordon = |args: &[&str]| {
+        let mut c = cordon_command();
+        c.args(args);
+        output(c)
+    };
+    // Outside the envelope: refused, whoever asks.
+    let out = cordon(&["grant", &id, "--read", "/etc", "--for", "2s"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("not in this sandbox's [grants] read envelope"),
+        "{}",
+        stderr(&out)
+    );
+    // Longer than the envelope allows: refused.
+    let datasets = home.join("datasets");
+    let out = cordon(&["grant", &id, "--read", datasets.to_str().unwrap(), "--for", "2h"]);
+    assert!(
+        stderr(&out).contains("at most the profile's grants.max"),
+        "{}",
+        stderr(&out)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = cordon(&[
+        "grant",
+        &id,
+        "--read",
+        datasets.to_str().unwrap(),
+        "--for",
+        "2s",
+        "--reason",
+        "test",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = stdout(&cordon(&["grants", &id]));
+    assert!(
+        listed.contains("active") && listed.contains("datasets"),
+        "{listed}"
+    );
+    let o = child.wait_with_output().unwrap();
+    let r = String::from_utf8_lossy(&o.stdout).to_string();
+    let states: Vec<&str> = r
+        .lines()
+        .filter_map(|l| l.strip_prefix("state\t"))
+        .map(|l| l.split_once('\t').unwrap().1)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "error:No such file or directory",
+            "read:granted rows",
+            "error:No such file or directory"
+        ],
+        "before, during, after the grant:\n{r}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        r.contains("held\tgranted rows"),
+        "a file opened during the grant: {r}"
+    );
+    let events = events_of(&ev);
+    let grants: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("grant")).collect();
+    let states: Vec<&str> = grants.iter().map(|g| g["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["granted", "expired"], "{grants:#?}");
+    assert_eq!(grants[0]["by"], "uid 0");
+    assert_eq!(grants[0]["reason"], "test");
+}
