@@ -249,7 +249,8 @@ fn plant(policy: &mut Policy) -> Vec<Canary> {
     };
     let mut canaries = Vec::new();
     let mut decoys = Vec::new();
-    for hidden in &policy.hidden {
+    // A grant envelope path is hidden to be shown, not a credential store to mimic.
+    for hidden in policy.hidden.iter().filter(|h| !policy.grant_read.contains(h)) {
         let Ok(meta) = std::fs::metadata(hidden) else {
             continue;
         };
