@@ -94,6 +94,8 @@ fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope()
         "2s",
         "--reason",
         "test",
+        "--on-behalf-of",
+        "alice@example.com",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let listed = stdout(&cordon(&["grants", &id]));
@@ -126,6 +128,6 @@ fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope()
     let grants: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("grant")).collect();
     let states: Vec<&str> = grants.iter().map(|g| g["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["granted", "expired"], "{grants:#?}");
-    assert_eq!(grants[0]["by"], "uid 0");
+    assert_eq!(grants[0]["by"], "uid 0 on behalf of alice@example.com");
     assert_eq!(grants[0]["reason"], "test");
 }

@@ -117,6 +117,9 @@ enum Cmd {
         lasts: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// The person the grant is for (recorded with it).
+        #[arg(long, default_value = "")]
+        on_behalf_of: String,
     },
     /// A running sandbox's grants: active (time left), expired, revoked, who gave each.
     Grants { sandbox: String },
@@ -325,12 +328,13 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             read,
             lasts,
             reason,
+            on_behalf_of,
         } => {
             use cordon::session::control;
             let for_ms = cordon::profile::units::parse_millis(&lasts)
                 .map_err(|e| anyhow::anyhow!("--for {lasts:?}: {e}"))?;
             let id = control::resolve(&sandbox)?;
-            let done = control::grant(&id, &read.to_string_lossy(), for_ms, &reason)?;
+            let done = control::grant(&id, &read.to_string_lossy(), for_ms, &reason, &on_behalf_of)?;
             println!("sandbox {id}: {done}");
             Ok(0)
         }

@@ -375,8 +375,12 @@ async fn client(
                 (u, _) if u != 0 => Err(Refusal::from(format!("only root may grant (uid {u} asked)"))),
                 (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
                 (_, Some(gr)) => {
-                    gr.grant(&g.read, g.for_ms, &g.reason, &format!("uid {uid}"))
-                        .await
+                    let by = if g.on_behalf_of.is_empty() {
+                        format!("uid {uid}")
+                    } else {
+                        format!("uid {uid} on behalf of {}", g.on_behalf_of)
+                    };
+                    gr.grant(&g.read, g.for_ms, &g.reason, &by).await
                 }
             };
             w.write_all(&framed(act_answer(answer))).await
@@ -531,13 +535,20 @@ pub enum ControlError {
 }
 
 /// Grant `read` (a path of the envelope) for `for_ms`.
-pub fn grant(id: &str, read: &str, for_ms: u64, reason: &str) -> Result<String, ControlError> {
+pub fn grant(
+    id: &str,
+    read: &str,
+    for_ms: u64,
+    reason: &str,
+    on_behalf_of: &str,
+) -> Result<String, ControlError> {
     answer(
         id,
         request::Kind::Grant(wire::GrantRequest {
             read: read.into(),
             for_ms,
             reason: reason.into(),
+            on_behalf_of: on_behalf_of.into(),
         }),
     )
 }
