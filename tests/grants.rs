@@ -131,3 +131,83 @@ fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope()
     assert_eq!(grants[0]["by"], "uid 0 on behalf of alice@example.com");
     assert_eq!(grants[0]["reason"], "test");
 }
+
+const WRITER: &str = r#"
+import os, sys, time
+path = sys.argv[1]
+def state():
+    try:
+        with open(path, "a") as f: f.write("line\n")
+        return "wrote"
+    except OSError as e: return "error:" + os.strerror(e.errno)
+seen = []
+open("ready", "w").close()
+deadline = time.time() + 30
+while time.time() < deadline:
+    s = state()
+    if not seen or seen[-1] != s:
+        seen.append(s)
+        print(f"state\t{len(seen)}\t{s}", flush=True)
+    if len(seen) >= 3:
+        break
+    time.sleep(0.02)
+"#;
+
+/// A write grant: the envelope path is bound read-write but masked; the agent cannot write
+/// there before the grant (EROFS), can during it, cannot after; what it wrote is on the host.
+#[test]
+fn a_write_grant_makes_a_path_writable_for_its_duration() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    std::fs::create_dir_all(home.join("cache")).unwrap();
+    s.file("writer.py", WRITER);
+    let profile = log_only_profile(&s, "w", "default", "[grants]\nwrite = [\"{home}/cache\"]\n");
+    let target = home.join("cache/out.txt");
+    let mut c = run_cmd(
+        &profile,
+        s.path(),
+        &["--home", home.to_str().unwrap()],
+        &["/usr/bin/python3", "writer.py", target.to_str().unwrap()],
+    );
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(20_000, || s.path().join("ready").exists()),
+        "the agent never got ready"
+    );
+    let id = sandbox_id_of("writer.py");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut g = cordon_command();
+    g.args([
+        "grant",
+        &id,
+        "--write",
+        home.join("cache").to_str().unwrap(),
+        "--for",
+        "1s",
+    ]);
+    let out = output(g);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("writable for 1 s"), "{}", stdout(&out));
+    let o = child.wait_with_output().unwrap();
+    let r = String::from_utf8_lossy(&o.stdout).to_string();
+    let states: Vec<&str> = r
+        .lines()
+        .filter_map(|l| l.strip_prefix("state\t"))
+        .map(|l| l.split_once('\t').unwrap().1)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "error:Read-only file system",
+            "wrote",
+            "error:Read-only file system"
+        ],
+        "before, during, after:\n{r}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let written = std::fs::read_to_string(&target).unwrap();
+    assert!(written.starts_with("line\n"), "{written:?}");
+}

@@ -109,9 +109,12 @@ enum Cmd {
     )]
     Grant {
         sandbox: String,
-        /// The path to show (exactly as the envelope lists it, after ~ and variables).
+        /// A path of the read envelope to show (as the envelope lists it, variables expanded).
+        #[arg(long, required_unless_present = "write", conflicts_with = "write")]
+        read: Option<PathBuf>,
+        /// A path of the write envelope to make writable.
         #[arg(long)]
-        read: PathBuf,
+        write: Option<PathBuf>,
         /// How long ("90s", "10m"), at most the profile's grants.max.
         #[arg(long = "for")]
         lasts: String,
@@ -326,6 +329,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Grant {
             sandbox,
             read,
+            write,
             lasts,
             reason,
             on_behalf_of,
@@ -334,7 +338,12 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             let for_ms = cordon::profile::units::parse_millis(&lasts)
                 .map_err(|e| anyhow::anyhow!("--for {lasts:?}: {e}"))?;
             let id = control::resolve(&sandbox)?;
-            let done = control::grant(&id, &read.to_string_lossy(), for_ms, &reason, &on_behalf_of)?;
+            let target = match (&read, &write) {
+                (_, Some(w)) => (true, w.to_string_lossy().into_owned()),
+                (Some(r), None) => (false, r.to_string_lossy().into_owned()),
+                (None, None) => anyhow::bail!("grant what: --read PATH or --write PATH"),
+            };
+            let done = control::grant(&id, (target.0, &target.1), for_ms, &reason, &on_behalf_of)?;
             println!("sandbox {id}: {done}");
             Ok(0)
         }

@@ -95,6 +95,8 @@ pub struct Policy {
     /// `[grants] read`: paths hidden at start that `cordon grant --read` may show for a while
     /// (each inside a read-only or read-write bind: landlock already allows reading it).
     pub grant_read: Vec<PathBuf>,
+    /// `[grants] write`: bound read-write, hidden at start, shown by `cordon grant --write`.
+    pub grant_write: Vec<PathBuf>,
     /// The longest a grant may last.
     pub grant_max_ms: u64,
 }
@@ -204,6 +206,9 @@ pub fn compile(
         (&fs.read_only, Access::ReadOnly),
         (&fs.read_write, Access::ReadWrite),
         (&fs.state, Access::ReadWrite),
+        // A write grant's envelope: bound read-write (landlock allows writing it), masked
+        // until granted.
+        (&profile.grants.write, Access::ReadWrite),
     ] {
         for path in ex(list)? {
             by_path.insert(
@@ -274,6 +279,7 @@ pub fn compile(
     // The grant envelope is shown to landlock and the mounts (a bind above it) and hidden at
     // start; a grant reveals it in the running sandbox's mount namespace.
     let grant_read = ex(&profile.grants.read)?;
+    let grant_write = ex(&profile.grants.write)?;
     if let Some(outside) = grant_read
         .iter()
         .find(|g| !binds.iter().any(|b| g.starts_with(&b.path)))
@@ -345,11 +351,17 @@ pub fn compile(
         decoys: Vec::new(),
         hidden: {
             let mut h = hidden;
-            let more: Vec<PathBuf> = grant_read.iter().filter(|g| !h.contains(g)).cloned().collect();
+            let more: Vec<PathBuf> = grant_read
+                .iter()
+                .chain(&grant_write)
+                .filter(|g| !h.contains(g))
+                .cloned()
+                .collect();
             h.extend(more);
             h
         },
         grant_read,
+        grant_write,
         grant_max_ms: profile.grants.max_ms,
     })
 }

@@ -78,6 +78,9 @@ pub struct RawProfile {
 pub struct RawGrants {
     /// Paths (files or directories) hidden at start that `cordon grant --read` may show.
     pub read: Option<Vec<String>>,
+    /// Paths (existing files or directories) bound read-write but hidden at start, that
+    /// `cordon grant --write` may show.
+    pub write: Option<Vec<String>>,
     /// The longest a grant may last.
     pub max: Option<Millis>,
 }
@@ -86,6 +89,7 @@ pub struct RawGrants {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Grants {
     pub read: Vec<String>,
+    pub write: Vec<String>,
     pub max_ms: u64,
 }
 
@@ -439,6 +443,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         terminal,
         grants: Grants {
             read: pick!(chain, grants.read).unwrap_or_default(),
+            write: pick!(chain, grants.write).unwrap_or_default(),
             max_ms: pick!(chain, grants.max).map_or(DEFAULT_GRANT_MAX_MS, |m| m.0),
         },
     })

@@ -380,7 +380,12 @@ async fn client(
                     } else {
                         format!("uid {uid} on behalf of {}", g.on_behalf_of)
                     };
-                    gr.grant(&g.read, g.for_ms, &g.reason, &by).await
+                    let (write, path) = if g.write.is_empty() {
+                        (false, &g.read)
+                    } else {
+                        (true, &g.write)
+                    };
+                    gr.grant(write, path, g.for_ms, &g.reason, &by).await
                 }
             };
             w.write_all(&framed(act_answer(answer))).await
@@ -537,15 +542,21 @@ pub enum ControlError {
 /// Grant `read` (a path of the envelope) for `for_ms`.
 pub fn grant(
     id: &str,
-    read: &str,
+    (write, path): (bool, &str),
     for_ms: u64,
     reason: &str,
     on_behalf_of: &str,
 ) -> Result<String, ControlError> {
+    let (read, write) = if write {
+        (String::new(), path.to_string())
+    } else {
+        (path.to_string(), String::new())
+    };
     answer(
         id,
         request::Kind::Grant(wire::GrantRequest {
-            read: read.into(),
+            write,
+            read,
             for_ms,
             reason: reason.into(),
             on_behalf_of: on_behalf_of.into(),

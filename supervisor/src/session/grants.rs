@@ -17,6 +17,8 @@ use crate::events::pb::{self, event::Kind};
 /// One grant, as `cordon grants` lists it.
 struct Record {
     id: u64,
+    /// "read" or "write".
+    what: &'static str,
     path: PathBuf,
     by: String,
     reason: String,
@@ -29,6 +31,7 @@ struct Record {
 /// The grants of one sandbox.
 pub struct Grants {
     envelope: Vec<PathBuf>,
+    write_envelope: Vec<PathBuf>,
     max_ms: u64,
     /// The sandbox's init on the host: its mount namespace is the sandbox's.
     pid: i32,
@@ -38,9 +41,16 @@ pub struct Grants {
 }
 
 impl Grants {
-    pub fn new(envelope: Vec<PathBuf>, max_ms: u64, pid: i32, events: mpsc::Sender<Kind>) -> Arc<Self> {
+    pub fn new(
+        envelope: Vec<PathBuf>,
+        write_envelope: Vec<PathBuf>,
+        max_ms: u64,
+        pid: i32,
+        events: mpsc::Sender<Kind>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             envelope,
+            write_envelope,
             max_ms,
             pid,
             events,
@@ -56,20 +66,26 @@ impl Grants {
     /// Show `path` for `for_ms`. The answer says what happened, or why not.
     pub async fn grant(
         self: &Arc<Self>,
+        write: bool,
         path: &str,
         for_ms: u64,
         reason: &str,
         by: &str,
     ) -> Result<String, Refusal> {
         let path = PathBuf::from(path);
-        if !self.envelope.contains(&path) {
+        let (what, envelope) = if write {
+            ("write", &self.write_envelope)
+        } else {
+            ("read", &self.envelope)
+        };
+        if !envelope.contains(&path) {
             return Err(Refusal::from(format!(
-                "{} is not in this sandbox's [grants] read envelope ({}); nothing outside it can be granted",
+                "{} is not in this sandbox's [grants] {what} envelope ({}); nothing outside it can be granted",
                 path.display(),
-                if self.envelope.is_empty() {
+                if envelope.is_empty() {
                     "empty".to_string()
                 } else {
-                    self.envelope
+                    envelope
                         .iter()
                         .map(|p| p.display().to_string())
                         .collect::<Vec<_>>()
@@ -93,6 +109,7 @@ impl Grants {
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.records().push(Record {
             id,
+            what,
             path: path.clone(),
             by: by.into(),
             reason: reason.into(),
@@ -100,15 +117,16 @@ impl Grants {
             until: Instant::now() + Duration::from_millis(for_ms),
             state: "active",
         });
-        self.event(id, &path, "granted", by, reason, for_ms).await;
+        self.event(id, what, &path, "granted", by, reason, for_ms).await;
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(for_ms)).await;
             let _ = me.end(id, "expired", "cordon").await;
         });
         Ok(format!(
-            "grant {id}: {} readable for {} s",
+            "grant {id}: {} {} for {} s",
             path.display(),
+            if write { "writable" } else { "readable" },
             for_ms / 1000
         ))
     }
@@ -116,7 +134,7 @@ impl Grants {
     /// End grant `id` ("expired" by its timer, "revoked" by a person). The path is hidden
     /// again unless another active grant still shows it.
     pub async fn end(&self, id: u64, how: &'static str, by: &str) -> Result<String, Refusal> {
-        let (path, reason, for_ms, still_shown) = {
+        let (what, path, reason, for_ms, still_shown) = {
             let mut records = self.records();
             let Some(r) = records.iter_mut().find(|r| r.id == id) else {
                 return Err(Refusal::from(format!("no grant {id} in this sandbox")));
@@ -125,14 +143,14 @@ impl Grants {
                 return Err(Refusal::from(format!("grant {id} already {}", r.state)));
             }
             r.state = how;
-            let (path, reason, for_ms) = (r.path.clone(), r.reason.clone(), r.for_ms);
+            let (what, path, reason, for_ms) = (r.what, r.path.clone(), r.reason.clone(), r.for_ms);
             let still = records.iter().any(|o| o.path == path && o.state == "active");
-            (path, reason, for_ms, still)
+            (what, path, reason, for_ms, still)
         };
         if !still_shown {
             mask(self.pid, &path, false).await?;
         }
-        self.event(id, &path, how, by, &reason, for_ms).await;
+        self.event(id, what, &path, how, by, &reason, for_ms).await;
         Ok(format!("grant {id} {how}: {} hidden again", path.display()))
     }
 
@@ -158,9 +176,10 @@ impl Grants {
                     _ => String::new(),
                 };
                 format!(
-                    "{:>3}  {:<8} read {}  by {}  for {} s {}{}",
+                    "{:>3}  {:<8} {} {}  by {}  for {} s {}{}",
                     r.id,
                     r.state,
+                    r.what,
                     r.path.display(),
                     r.by,
                     r.for_ms / 1000,
@@ -176,12 +195,22 @@ impl Grants {
             .join("\n")
     }
 
-    async fn event(&self, id: u64, path: &Path, state: &str, by: &str, reason: &str, for_ms: u64) {
+    #[allow(clippy::too_many_arguments)]
+    async fn event(
+        &self,
+        id: u64,
+        what: &str,
+        path: &Path,
+        state: &str,
+        by: &str,
+        reason: &str,
+        for_ms: u64,
+    ) {
         let _ = self
             .events
             .send(Kind::Grant(pb::Grant {
                 id,
-                what: "read".into(),
+                what: what.into(),
                 target: path.display().to_string(),
                 state: state.into(),
                 by: by.into(),

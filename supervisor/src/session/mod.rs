@@ -122,6 +122,7 @@ pub struct Session {
     firewall: Option<Arc<proxy::firewall::Firewall>>,
     /// `[grants] read` and its longest grant.
     grant_read: Vec<PathBuf>,
+    grant_write: Vec<PathBuf>,
     grant_max_ms: u64,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
@@ -174,6 +175,7 @@ impl Session {
                 .with(firewall.iter().flat_map(proxy::firewall::Firewall::secrets)),
             firewall: firewall.map(Arc::new),
             grant_read: policy.grant_read.clone(),
+            grant_write: policy.grant_write.clone(),
             grant_max_ms: policy.grant_max_ms,
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
@@ -210,9 +212,10 @@ impl Session {
         } else {
             None
         };
-        let grants = (!self.grant_read.is_empty()).then(|| {
+        let grants = (!self.grant_read.is_empty() || !self.grant_write.is_empty()).then(|| {
             grants::Grants::new(
                 self.grant_read.clone(),
+                self.grant_write.clone(),
                 self.grant_max_ms,
                 sb.pid,
                 extra_tx.clone(),
