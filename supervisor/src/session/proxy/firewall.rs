@@ -74,7 +74,7 @@ pub struct Interception {
     pub authority: Arc<Authority>,
     /// The agent-facing TLS configuration (certificates from `authority`).
     pub server: Arc<rustls::ServerConfig>,
-    pub upstream: Arc<rustls::ClientConfig>,
+    pub upstream: tls::Upstream,
 }
 
 /// What the proxy of a `proxy` sandbox needs beyond its rules: credentials, the model
@@ -203,7 +203,7 @@ fn model_hosts(policy: &Policy) -> Vec<String> {
 /// The run's CA, in the sandbox's trust store.
 fn interception(policy: &mut Policy, sandbox: &str) -> Result<Interception, FirewallError> {
     let authority = Arc::new(Authority::new(sandbox)?);
-    let upstream = tls::client_config(policy.network.upstream_ca.as_deref())?;
+    let upstream = tls::Upstream::new(policy.network.upstream_ca.as_deref())?;
     // The system bundle the sandbox sees (cordon's is bound over it); the variables that
     // name a bundle point there too. The agent's own extra CAs (NODE_EXTRA_CA_CERTS names
     // one file) stay trusted: they go into the bundle.

@@ -201,7 +201,11 @@ pub async fn serve(
         .map_err(InterceptError::AgentTls)?;
     let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
         .map_err(|_| InterceptError::Name(name.into()))?;
-    let up_tls = tokio_rustls::TlsConnector::from(tls.upstream.clone())
+    let upstream = tls
+        .upstream
+        .get()
+        .map_err(|e| InterceptError::UpstreamTls(std::io::Error::other(e)))?;
+    let up_tls = tokio_rustls::TlsConnector::from(upstream)
         .connect(server_name, up)
         .await
         .map_err(InterceptError::UpstreamTls)?;

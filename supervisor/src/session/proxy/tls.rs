@@ -127,28 +127,82 @@ impl ResolvesServerCert for Leaves {
     }
 }
 
+/// The client side towards upstreams, built on the first intercepted connection (reading the
+/// system's roots costs milliseconds no launch should wait for, and a run that never reaches
+/// an intercepted host never pays them); `upstream_ca` is checked at once, so a bad file
+/// still stops the run before the agent starts.
+pub struct Upstream {
+    extra: Option<std::path::PathBuf>,
+    ready: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
+impl Upstream {
+    /// Check `extra` now; read nothing else yet.
+    pub fn new(extra: Option<&Path>) -> Result<Self, TlsError> {
+        if let Some(p) = extra {
+            extra_roots(p)?;
+        }
+        Ok(Self {
+            extra: extra.map(Path::to_path_buf),
+            ready: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The configuration (built the first time).
+    pub fn get(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        self.ready
+            .get_or_init(|| client_config(self.extra.as_deref()).map_err(|e| e.to_string()))
+            .clone()
+    }
+}
+
+/// The PEM certificates in `path`.
+fn extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |why: String| TlsError::UpstreamCa {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(&text)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("not PEM certificates: {e:?}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    Ok(certs)
+}
+
 /// The client side towards upstreams: the system's roots plus the PEM certificates in
 /// `extra`; HTTP/2 or 1.1.
 pub fn client_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_native_certs::load_native_certs().certs {
+    // The system's bundle, one file (what the sandbox's own trust store extends); without
+    // one, whatever the platform's usual places hold.
+    let bundle = crate::launch::mounts::SYSTEM_BUNDLES
+        .iter()
+        .find_map(|p| std::fs::read(p).ok());
+    let system: Vec<CertificateDer<'static>> = match bundle {
+        Some(text) => rustls::pki_types::pem::PemObject::pem_slice_iter(&text)
+            .filter_map(Result::ok)
+            .collect(),
+        None => rustls_native_certs::load_native_certs().certs,
+    };
+    for c in system {
         // A root the library cannot parse is one the upstream cannot be verified by anyway.
         let _ = roots.add(c);
     }
     if let Some(path) = extra {
-        let bad = |why: String| TlsError::UpstreamCa {
-            path: path.display().to_string(),
-            why,
-        };
-        let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let certs: Vec<CertificateDer<'static>> = rustls::pki_types::pem::PemObject::pem_slice_iter(&text)
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(format!("not PEM certificates: {e:?}")))?;
-        if certs.is_empty() {
-            return Err(bad("holds no certificate".into()));
-        }
-        for c in certs {
-            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        for c in extra_roots(path)? {
+            roots.add(c).map_err(|e| TlsError::UpstreamCa {
+                path: path.display().to_string(),
+                why: e.to_string(),
+            })?;
         }
     }
     if roots.is_empty() {
