@@ -30,6 +30,33 @@ while time.time() < deadline:
 print("held\t" + (held.read().strip() if held else "none"), flush=True)
 "#;
 
+/// Start `python3 SCRIPT ARG` under `profile`; return it once it is ready, with its sandbox id.
+fn start(
+    s: &Scratch,
+    profile: &str,
+    extra: &[&str],
+    script: &str,
+    arg: &str,
+) -> (std::process::Child, String) {
+    let mut c = run_cmd(profile, s.path(), extra, &["/usr/bin/python3", script, arg]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(20_000, || s.path().join("ready").exists()),
+        "the agent never got ready"
+    );
+    (child, sandbox_id_of(script))
+}
+
+/// The `state` lines an agent printed: its successive observations.
+fn states(out: &str) -> Vec<&str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("state\t"))
+        .map(|l| l.split_once('\t').unwrap().1)
+        .collect()
+}
+
 #[test]
 fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope() {
     require_root();
@@ -45,24 +72,13 @@ fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope()
         "[grants]\nread = [\"{home}/datasets\"]\nmax = \"1m\"\n",
     );
     let ev = s.path().join("events.jsonl");
-    let mut c = run_cmd(
+    let (child, id) = start(
+        &s,
         &profile,
-        s.path(),
         &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
-        &[
-            "/usr/bin/python3",
-            "agent.py",
-            home.join("datasets/data.txt").to_str().unwrap(),
-        ],
+        "agent.py",
+        home.join("datasets/data.txt").to_str().unwrap(),
     );
-    c.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
-    assert!(
-        eventually(20_000, || s.path().join("ready").exists()),
-        "the agent never got ready"
-    );
-    let id = sandbox_id_of("agent.py");
     let cordon = |args: &[&str]| {
         let mut c = cordon_command();
         c.args(args);
@@ -105,13 +121,8 @@ fn a_read_grant_shows_a_path_for_its_duration_and_nothing_outside_the_envelope()
     );
     let o = child.wait_with_output().unwrap();
     let r = String::from_utf8_lossy(&o.stdout).to_string();
-    let states: Vec<&str> = r
-        .lines()
-        .filter_map(|l| l.strip_prefix("state\t"))
-        .map(|l| l.split_once('\t').unwrap().1)
-        .collect();
     assert_eq!(
-        states,
+        states(&r),
         [
             "error:No such file or directory",
             "read:granted rows",
@@ -164,20 +175,13 @@ fn a_write_grant_makes_a_path_writable_for_its_duration() {
     s.file("writer.py", WRITER);
     let profile = log_only_profile(&s, "w", "default", "[grants]\nwrite = [\"{home}/cache\"]\n");
     let target = home.join("cache/out.txt");
-    let mut c = run_cmd(
+    let (child, id) = start(
+        &s,
         &profile,
-        s.path(),
         &["--home", home.to_str().unwrap()],
-        &["/usr/bin/python3", "writer.py", target.to_str().unwrap()],
+        "writer.py",
+        target.to_str().unwrap(),
     );
-    c.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = c.spawn().unwrap();
-    assert!(
-        eventually(20_000, || s.path().join("ready").exists()),
-        "the agent never got ready"
-    );
-    let id = sandbox_id_of("writer.py");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut g = cordon_command();
     g.args([
@@ -193,13 +197,8 @@ fn a_write_grant_makes_a_path_writable_for_its_duration() {
     assert!(stdout(&out).contains("writable for 1 s"), "{}", stdout(&out));
     let o = child.wait_with_output().unwrap();
     let r = String::from_utf8_lossy(&o.stdout).to_string();
-    let states: Vec<&str> = r
-        .lines()
-        .filter_map(|l| l.strip_prefix("state\t"))
-        .map(|l| l.split_once('\t').unwrap().1)
-        .collect();
     assert_eq!(
-        states,
+        states(&r),
         [
             "error:Read-only file system",
             "wrote",

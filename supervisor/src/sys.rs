@@ -74,10 +74,9 @@ pub fn clone3(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = u64::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
-    // Without CLONE_VM the child runs on a copy of our address space, like fork.
-    // SAFETY: args is a valid clone_args of the size we pass, its pidfd field points at a live
-    // int; without CLONE_VM and with a null stack the child resumes here on its own copy of
-    // our memory, as after fork.
+    // Without CLONE_VM and with a null stack the child resumes here on its own copy of our
+    // memory, as after fork.
+    // SAFETY: args is a valid clone_args of the size passed; its pidfd points at a live int.
     let ret = unsafe {
         libc::syscall(
             kernel::CLONE3.into(),
@@ -116,8 +115,8 @@ struct MountAttr {
 pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: c is a NUL-terminated path that outlives the call; open_tree returns a new
-    // descriptor (or -1), which fd_from takes.
+    // open_tree returns a new descriptor (or -1), which fd_from takes.
+    // SAFETY: c is a NUL-terminated path that outlives the call.
     unsafe {
         fd_from(libc::syscall(
             kernel::OPEN_TREE.into(),
@@ -150,8 +149,8 @@ pub fn set_tree_attrs(
             u64::try_from(ns.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     }
     let empty = c"";
-    // SAFETY: tree is an open descriptor, the empty path is NUL-terminated and used with
-    // AT_EMPTY_PATH, and attr is a live mount_attr of exactly the size passed.
+    // The empty path with AT_EMPTY_PATH names `tree` itself.
+    // SAFETY: tree is open, the path NUL-terminated, attr a live mount_attr of the size passed.
     let ret = unsafe {
         libc::syscall(
             kernel::MOUNT_SETATTR.into(),
@@ -290,8 +289,8 @@ pub fn reset_signal_dispositions() {
     };
     for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: dfl is a live kernel sigaction of the 8-byte mask size passed; SIG_DFL
-            // installs no handler, and a null old-action pointer asks for nothing back.
+            // SIG_DFL installs no handler; a null old-action pointer asks for nothing back.
+            // SAFETY: dfl is a live kernel sigaction of the 8-byte mask size passed.
             unsafe {
                 libc::syscall(
                     kernel::RT_SIGACTION.into(),
@@ -350,8 +349,8 @@ pub fn seccomp_set_mode_filter(bpf: &[u8]) -> io::Result<()> {
 /// its own probe private.
 pub fn landlock_abi_version() -> i64 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: a null attr of size 0 with the VERSION flag is the documented query; it creates
-    // no descriptor and touches no memory.
+    // A null attr of size 0 with the VERSION flag is the documented query.
+    // SAFETY: it creates no descriptor and touches no memory.
     unsafe {
         libc::syscall(
             kernel::LANDLOCK_CREATE_RULESET.into(),

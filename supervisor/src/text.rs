@@ -140,6 +140,15 @@ mod tests {
     }
 }
 
+/// Lowercase hexadecimal of `b`.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
 /// Why something was refused or failed, in words for a person (no other structure to it):
 /// the error of steps whose every failure is a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

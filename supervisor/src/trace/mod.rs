@@ -85,9 +85,7 @@ pub fn seal_signed_by(key: &VerifyingKey, s: &pb::Seal) -> bool {
     signature_ok(key, &seal_message(s), &s.signature)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::text::hex;
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {

@@ -82,9 +82,7 @@ pub fn replay(path: &Path, mut each: impl FnMut(&pb::Record) -> bool) -> Result<
     Ok(r)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::text::hex;
 
 /// What `cordon trace verify` prints: what the trace is, then the verdict. The header's
 /// strings (command, identity, host) and the seal's notes may carry any byte.

@@ -378,7 +378,7 @@ fn read(source: &SecretSource, by: Option<&Reader<'_>>) -> Result<Secret, Refusa
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     getrandom::fill(&mut b).expect("the kernel's random source");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::text::hex(&b)
 }
 
 #[cfg(test)]

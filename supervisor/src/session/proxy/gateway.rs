@@ -422,8 +422,7 @@ fn text_of(v: Option<&Value>) -> String {
 fn hash(s: &str) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(s.as_bytes());
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    format!("[sha256:{hex}]")
+    format!("[sha256:{}]", crate::text::hex(&d))
 }
 
 /// `s` cut to at most `max` bytes on a character boundary; whether it was cut.

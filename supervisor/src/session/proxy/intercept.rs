@@ -564,11 +564,6 @@ struct Searched {
     ctx: Arc<Ctx>,
 }
 
-/// A request body refused mid-stream.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Refused(String);
-
 impl hyper::body::Body for Searched {
     type Data = Bytes;
     type Error = BoxError;
@@ -610,7 +605,7 @@ impl hyper::body::Body for Searched {
                     send_now(&this.ctx.events, refusal(&this.ctx.name, rule, &why));
                     // An error aborts the upstream request: the frame that holds it never
                     // leaves.
-                    return Poll::Ready(Some(Err(Box::new(Refused(why)))));
+                    return Poll::Ready(Some(Err(Box::new(Refusal(why)))));
                 }
                 let keep = window.len().min(OVERLAP);
                 this.tail = window[window.len() - keep..].to_vec();

@@ -59,10 +59,7 @@ impl Authority {
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         use sha2::Digest;
-        let fingerprint = sha2::Sha256::digest(cert.der())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint = crate::text::hex(&sha2::Sha256::digest(cert.der()));
         Ok(Self {
             issuer: Issuer::new(params, key),
             cert_pem: cert.pem(),
