@@ -192,6 +192,7 @@ fn run_agent(args: &[&str], port_zero: bool) -> Run {
             sandbox_id: format!("proxy-test-{}-{}", std::process::id(), args.join("-")),
             command,
             interactive: false,
+            layer: None,
         },
         &mut observer,
     )

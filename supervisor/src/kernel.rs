@@ -45,6 +45,9 @@ pub const EXECVEAT: u32 = 322;
 pub const PIDFD_SEND_SIGNAL: u32 = 424;
 pub const OPEN_TREE: u32 = 428;
 pub const MOVE_MOUNT: u32 = 429;
+pub const FSOPEN: u32 = 430;
+pub const FSCONFIG: u32 = 431;
+pub const FSMOUNT: u32 = 432;
 pub const CLONE3: u32 = 435;
 pub const CLOSE_RANGE: u32 = 436;
 pub const OPENAT2: u32 = 437;
@@ -181,6 +184,9 @@ mod tests {
             (PIDFD_SEND_SIGNAL, libc::SYS_pidfd_send_signal),
             (OPEN_TREE, libc::SYS_open_tree),
             (MOVE_MOUNT, libc::SYS_move_mount),
+            (FSOPEN, libc::SYS_fsopen),
+            (FSCONFIG, libc::SYS_fsconfig),
+            (FSMOUNT, libc::SYS_fsmount),
             (CLONE3, libc::SYS_clone3),
             (CLOSE_RANGE, libc::SYS_close_range),
             (OPENAT2, libc::SYS_openat2),

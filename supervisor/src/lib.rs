@@ -26,3 +26,4 @@ pub mod session;
 pub mod sys;
 pub mod text;
 pub mod trace;
+pub mod workspace;

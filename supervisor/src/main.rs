@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use cordon::trace::writer::TraceFile;
 
+mod cli_changes;
+
 /// cordon runs an AI agent's command in a sandbox the kernel enforces: it can read the
 /// system, write only its workspace, reach no network and see no secrets unless its profile
 /// says so.
@@ -54,6 +56,17 @@ enum Cmd {
         /// enforced. Said so at start and in --events.
         #[arg(long)]
         no_probes: bool,
+        /// The agent writes into a layer (`cordon diff`, `commit`, `rollback`), not the
+        /// workspace itself. Default: the profile's filesystem.workspace.
+        #[arg(long, conflicts_with = "direct")]
+        transactional: bool,
+        /// The agent writes the workspace itself.
+        #[arg(long)]
+        direct: bool,
+        /// Transactional runs: what to do with the changes at the end. Default: the profile's
+        /// filesystem.commit (ask: on a terminal, else keep them pending).
+        #[arg(long, value_parser = ["always", "ask", "never"])]
+        commit: Option<String>,
         /// The agent's command and its arguments, after `--`.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -89,6 +102,31 @@ enum Cmd {
     },
     /// List running sandboxes with their command, profile, identity and event counts.
     Ps,
+    /// What a transactional run changed: added (A), modified (M), deleted (D), renamed (R),
+    /// mode (P); a unified diff for text files, sizes for binary ones.
+    Diff {
+        /// Sandbox id (or a unique prefix), as `cordon changes` lists it.
+        sandbox: String,
+        /// One line per change.
+        #[arg(long, conflicts_with = "name_only")]
+        stat: bool,
+        /// Only the changed paths.
+        #[arg(long)]
+        name_only: bool,
+        /// Only these paths (and what is beneath them), relative to the workspace.
+        paths: Vec<PathBuf>,
+    },
+    /// Apply a transactional run's changes to the real workspace, file by file, atomically;
+    /// a file the user changed since the run started is refused and named (exit 1).
+    Commit {
+        sandbox: String,
+        /// Only these paths (and what is beneath them).
+        paths: Vec<PathBuf>,
+    },
+    /// Discard a finished transactional run's changes (the workspace stays as it was).
+    Rollback { sandbox: String },
+    /// List transactional runs whose changes are pending.
+    Changes,
     /// Freeze a running sandbox: every process in it stops at once (cgroup freezer).
     Freeze {
         /// Sandbox id (or a unique prefix), as `cordon ps` lists it.
@@ -269,6 +307,9 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             events,
             trace,
             no_probes,
+            transactional,
+            direct,
+            commit,
             command,
         } => run(
             profile.as_deref(),
@@ -280,6 +321,16 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 events,
                 trace,
                 no_probes,
+                workspace: match (transactional, direct) {
+                    (true, _) => Some(profile::WorkspaceMode::Transactional),
+                    (_, true) => Some(profile::WorkspaceMode::Direct),
+                    _ => None,
+                },
+                commit: commit.map(|c| match c.as_str() {
+                    "always" => profile::CommitMode::Always,
+                    "never" => profile::CommitMode::Never,
+                    _ => profile::CommitMode::Ask,
+                }),
             },
             command,
         ),
@@ -320,6 +371,15 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Diff {
+            sandbox,
+            stat,
+            name_only,
+            paths,
+        } => cli_changes::diff_cmd(&sandbox, stat, name_only, &paths),
+        Cmd::Commit { sandbox, paths } => cli_changes::commit_cmd(&sandbox, &paths),
+        Cmd::Rollback { sandbox } => cli_changes::rollback_cmd(&sandbox),
+        Cmd::Changes => cli_changes::list_cmd(),
         Cmd::Trace(t) => trace_cmd(t),
         Cmd::Learn(a) => cordon::detect::offline::learn_main(a).map_err(anyhow::Error::msg),
         Cmd::Score(a) => cordon::detect::offline::score_main(&a).map_err(anyhow::Error::msg),
@@ -484,6 +544,9 @@ struct RunOutput {
     events: Option<String>,
     trace: Option<PathBuf>,
     no_probes: bool,
+    /// `--transactional` / `--direct`, over the profile's choice.
+    workspace: Option<profile::WorkspaceMode>,
+    commit: Option<profile::CommitMode>,
 }
 
 fn tail(sandbox: &str, follow: bool, format: &str, kinds: Option<&str>) -> Result<i32> {
@@ -683,6 +746,32 @@ fn run(
             pol.monitor.rules.len()
         );
     }
+    let transactional =
+        output.workspace.unwrap_or(pol.workspace_mode) == profile::WorkspaceMode::Transactional;
+    if !transactional && pol.write_quota.is_some() {
+        bail!(
+            "filesystem: the profile caps what the agent writes (write_quota), which needs the transactional workspace: run without --direct"
+        );
+    }
+    let layer = transactional
+        .then(|| {
+            cli_changes::create_layer(
+                &sandbox_id,
+                &pol.context,
+                &p.name,
+                &shown_command,
+                &trace_path,
+                pol.write_quota,
+            )
+        })
+        .transpose()?;
+    if let (Some(l), false) = (&layer, quiet) {
+        text::eprint(&format!(
+            "transactional workspace: the agent's writes go to a layer ({}){}; the workspace is untouched until `cordon commit {sandbox_id}`",
+            l.dir.display(),
+            pol.write_quota.map_or(String::new(), |q| format!(", at most {q} bytes"))
+        ));
+    }
     let mut session = cordon::session::Session::prepare(
         &pol,
         cordon::session::Setup {
@@ -699,12 +788,16 @@ fn run(
             sandbox_id,
             command,
             interactive,
+            layer: layer.as_ref().map(cordon::workspace::Layer::layer_dir),
         },
         &mut session,
     );
     let outcome = match launched {
         Ok(o) => o,
         Err(e) => {
+            if let Some(l) = &layer {
+                let _ = l.remove();
+            }
             // The trace says the run never started (sealed with cordon's error status).
             let _ = session.finish(&launch::Outcome {
                 exit_code: exit::CORDON_ERROR,
@@ -713,7 +806,27 @@ fn run(
             return Err(e.into());
         }
     };
-    let report = session.finish(&outcome);
+    // The seal names every path the agent changed in its layer and the hash of what it left.
+    let mut sealed = launch::Outcome {
+        exit_code: outcome.exit_code,
+        notes: outcome.notes.clone(),
+    };
+    let layer = layer.map(|mut l| {
+        l.record.ended = Some(outcome.exit_code);
+        if let Err(e) = l.save() {
+            text::eprint(&format!("error: {e}"));
+        }
+        sealed.notes.push(cli_changes::seal_note(&l));
+        if let Some((used, quota)) = l.quota_used().filter(|(u, q)| u + (64 << 10) >= *q) {
+            let note = format!(
+                "the agent reached its write quota ({used} of {quota} bytes): writes past it failed with ENOSPC"
+            );
+            text::eprint(&note);
+            sealed.notes.push(note);
+        }
+        l
+    });
+    let report = session.finish(&sealed);
     // Printed with -q too: each is code that runs later, outside any sandbox.
     // A planted config value may carry a token: the line is redacted like the events.
     for f in &report.persistence {
@@ -753,6 +866,10 @@ fn run(
                 }
             );
         }
+    }
+    if let Some(l) = layer {
+        let mode = output.commit.unwrap_or(pol.commit);
+        cli_changes::after_run(l, mode, interactive, quiet)?;
     }
     let t = report.trace;
     match &t.error {

@@ -182,6 +182,64 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// An overlay mount, detached: `lower` (read-only) under `upper`, `work` beside it (both
+/// descriptors of directories in one mount), built with the new mount API so that each layer
+/// can be a detached, idmapped tree (Linux 6.13: layers by descriptor). `options` are
+/// `key=value` strings. Returns the mount's descriptor, for `move_mount_to`.
+pub fn overlay_mount(
+    lower: &OwnedFd,
+    upper: &OwnedFd,
+    work: &OwnedFd,
+    options: &[(&str, &str)],
+) -> io::Result<OwnedFd> {
+    // SAFETY: the name is NUL-terminated; fsopen returns a new descriptor or -1.
+    let fs = unsafe { fd_from(libc::syscall(kernel::FSOPEN.into(), c"overlay".as_ptr(), 1))? };
+    let config =
+        |cmd: libc::c_uint, key: Option<&std::ffi::CStr>, value: *const libc::c_char, aux: libc::c_int| {
+            // SAFETY: fs is open; key and value are NUL-terminated strings (or null) that outlive
+            // the call.
+            let ret = unsafe {
+                libc::syscall(
+                    kernel::FSCONFIG.into(),
+                    fs.as_raw_fd(),
+                    cmd,
+                    key.map_or(std::ptr::null(), std::ffi::CStr::as_ptr),
+                    value,
+                    aux,
+                )
+            };
+            check(ret).map(drop)
+        };
+    for (key, fd) in [(c"lowerdir+", lower), (c"upperdir", upper), (c"workdir", work)] {
+        config(FSCONFIG_SET_FD, Some(key), std::ptr::null(), fd.as_raw_fd())?;
+    }
+    for (k, v) in options {
+        let k = CString::new(*k).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let v = CString::new(*v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        config(FSCONFIG_SET_STRING, Some(&k), v.as_ptr(), 0)?;
+    }
+    config(FSCONFIG_CMD_CREATE, None, std::ptr::null(), 0)?;
+    // SAFETY: fs is a configured filesystem context; fsmount returns a new descriptor or -1.
+    unsafe { fd_from(libc::syscall(kernel::FSMOUNT.into(), fs.as_raw_fd(), 1, 0)) }
+}
+
+/// A directory beneath a (possibly detached) mount, as an O_PATH descriptor.
+pub fn open_dir_at(base: &OwnedFd, name: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: base is open, c NUL-terminated; openat returns a new descriptor or -1.
+    unsafe {
+        fd_from(libc::c_long::from(libc::openat(
+            base.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )))
+    }
+}
+
 /// mount(2) with every string passed (empty rather than NULL), as the launch steps expect.
 pub fn mount(
     src: &str,

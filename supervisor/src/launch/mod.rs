@@ -121,6 +121,9 @@ pub struct Options {
     pub command: Vec<String>,
     /// Give the agent its own pty (decided by the caller from whether stdio is a terminal).
     pub interactive: bool,
+    /// Transactional workspace: the directory holding the overlay's `upper` and `work`
+    /// (`workspace::Layer::layer_dir`). The workspace bind becomes an overlay over it.
+    pub layer: Option<std::path::PathBuf>,
 }
 
 /// How the run ended, for the CLI to report and turn into an exit status.
@@ -279,7 +282,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
         (Some(u), Some(g)) => Some(mounts::idmap_userns(u, g)?),
         _ => None,
     };
-    let trees = mounts::prepare(policy, idmap_ns.as_ref())?;
+    let trees = mounts::prepare(policy, idmap_ns.as_ref(), opts.layer.as_deref())?;
     drop(idmap_ns);
     // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
     // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.

@@ -99,6 +99,10 @@ pub struct Policy {
     pub grant_write: Vec<PathBuf>,
     /// The longest a grant may last.
     pub grant_max_ms: u64,
+    /// `filesystem.workspace`: transactional runs see the workspace through an overlay.
+    pub workspace_mode: crate::profile::WorkspaceMode,
+    pub write_quota: Option<u64>,
+    pub commit: crate::profile::CommitMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,6 +367,9 @@ pub fn compile(
         grant_read,
         grant_write,
         grant_max_ms: profile.grants.max_ms,
+        workspace_mode: fs.workspace,
+        write_quota: fs.write_quota,
+        commit: fs.commit,
     })
 }
 

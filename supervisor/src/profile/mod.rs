@@ -111,6 +111,33 @@ pub struct RawFilesystem {
     /// The agent's own credential files: visible read-only (not hidden), and reading them is
     /// not a sensitive read. Every other agent's stay hidden.
     pub own_credentials: Option<Vec<String>>,
+    /// `direct` (the agent writes the real workspace) or `transactional` (into a layer that
+    /// `cordon diff` shows and `cordon commit` applies).
+    pub workspace: Option<WorkspaceMode>,
+    /// Transactional: the most the agent may write (ENOSPC past it).
+    pub write_quota: Option<Bytes>,
+    /// Transactional: what happens to the changes when the run ends.
+    pub commit: Option<CommitMode>,
+}
+
+/// `filesystem.workspace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    #[default]
+    Direct,
+    Transactional,
+}
+
+/// `filesystem.commit`: applied by itself, asked on the terminal, or kept pending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    Always,
+    /// Show the changes and ask on the terminal; without one, keep them pending.
+    #[default]
+    Ask,
+    Never,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -214,6 +241,9 @@ pub struct Filesystem {
     pub tmp_size: u64,
     pub state: Vec<String>,
     pub own_credentials: Vec<String>,
+    pub workspace: WorkspaceMode,
+    pub write_quota: Option<u64>,
+    pub commit: CommitMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -402,7 +432,15 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         tmp_size: pick!(chain, filesystem.tmp_size).map_or(256 << 20, |b| b.0),
         state: pick!(chain, filesystem.state).unwrap_or_default(),
         own_credentials: pick!(chain, filesystem.own_credentials).unwrap_or_default(),
+        workspace: pick!(chain, filesystem.workspace).unwrap_or_default(),
+        write_quota: pick!(chain, filesystem.write_quota).map(|b| b.0),
+        commit: pick!(chain, filesystem.commit).unwrap_or_default(),
     };
+    if filesystem.write_quota.is_some() && filesystem.workspace != WorkspaceMode::Transactional {
+        return Err(invalid(
+            "filesystem.write_quota caps what the agent writes into the transactional layer: it needs workspace = \"transactional\"".into(),
+        ));
+    }
     for p in filesystem
         .read_only
         .iter()

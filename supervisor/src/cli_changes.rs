@@ -1,0 +1,222 @@
+//! The command line of the transactional workspace: `cordon diff`, `commit`, `rollback`,
+//! `changes`, and what `cordon run` does with a run's changes when it ends.
+
+use anyhow::{bail, Context as _, Result};
+use cordon::profile::CommitMode;
+use cordon::text;
+use cordon::workspace::{apply, diff, Layer};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Paths as the user typed them (relative to the workspace, or absolute inside it).
+fn relative(layer: &Layer, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let ws = &layer.record.workspace;
+    paths
+        .iter()
+        .map(|p| {
+            let rel = if p.is_absolute() {
+                p.strip_prefix(ws)
+                    .with_context(|| format!("{} is not inside the workspace {}", p.display(), ws.display()))?
+                    .to_path_buf()
+            } else {
+                p.components().collect()
+            };
+            if rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                bail!("{}: give a path inside the workspace, without `..`", p.display());
+            }
+            Ok(rel)
+        })
+        .collect()
+}
+
+fn changes_of(layer: &Layer) -> Result<Vec<diff::Change>> {
+    diff::changes(&layer.upper(), &layer.record.workspace)
+        .with_context(|| format!("reading the layer of sandbox {}", layer.record.sandbox))
+}
+
+pub fn diff_cmd(sandbox: &str, stat: bool, name_only: bool, paths: &[PathBuf]) -> Result<i32> {
+    let layer = Layer::find(sandbox)?;
+    let only = relative(&layer, paths)?;
+    let all: Vec<diff::Change> = changes_of(&layer)?
+        .into_iter()
+        .filter(|c| diff::selects(&only, &c.path))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for c in all.iter().filter(|c| !is_rename_source(&all, c)) {
+        let line = if name_only {
+            text::escape(&c.path.to_string_lossy()).into_owned()
+        } else if stat {
+            diff::stat_line(c)
+        } else {
+            diff::unified(c, &layer.upper(), &layer.record.workspace)
+        };
+        if writeln!(out, "{}", line.trim_end()).is_err() {
+            break;
+        }
+    }
+    Ok(0)
+}
+
+/// A deletion shown as the source of a rename (`R old -> new`) is not listed again.
+fn is_rename_source(all: &[diff::Change], c: &diff::Change) -> bool {
+    c.kind == diff::Kind::Deleted && all.iter().any(|a| a.renamed_from.as_deref() == Some(&c.path))
+}
+
+pub fn commit_cmd(sandbox: &str, paths: &[PathBuf]) -> Result<i32> {
+    let mut layer = Layer::find(sandbox)?;
+    let only = relative(&layer, paths)?;
+    let out = apply::commit(&mut layer, &only)?;
+    report_commit(&layer, &out);
+    Ok(if out.refused.is_empty() { 0 } else { 1 })
+}
+
+fn report_commit(layer: &Layer, out: &apply::Outcome) {
+    let ws = layer.record.workspace.display();
+    println!(
+        "sandbox {}: {} change(s) applied to {ws}{}",
+        layer.record.sandbox,
+        out.applied.len(),
+        if out.finished {
+            "; nothing is pending any more"
+        } else {
+            ""
+        }
+    );
+    for (p, why) in &out.refused {
+        text::eprint(&format!("not committed: {}: {why}", p.display()));
+    }
+}
+
+pub fn rollback_cmd(sandbox: &str) -> Result<i32> {
+    let layer = Layer::find(sandbox)?;
+    let n = apply::rollback(&layer)?;
+    println!(
+        "sandbox {}: {n} pending change(s) discarded; {} is as it was{}",
+        layer.record.sandbox,
+        layer.record.workspace.display(),
+        if layer.record.committed.is_empty() {
+            ""
+        } else {
+            " apart from what was committed before"
+        }
+    );
+    Ok(0)
+}
+
+pub fn list_cmd() -> Result<i32> {
+    println!(
+        "{:<14} {:<10} {:>8}  {:<36} COMMAND",
+        "SANDBOX", "STATE", "CHANGES", "WORKSPACE"
+    );
+    for l in Layer::list() {
+        let state = match (l.running(), l.record.ended) {
+            (true, _) => "running".to_string(),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) => "cordon died".to_string(),
+        };
+        let n = changes_of(&l).map_or("?".into(), |c| c.len().to_string());
+        let command: Vec<_> = l.record.command.iter().map(|a| text::escape(a)).collect();
+        println!(
+            "{:<14} {:<10} {:>8}  {:<36} {}",
+            text::escape(&l.record.sandbox),
+            state,
+            n,
+            text::escape(&l.record.workspace.to_string_lossy()),
+            command.join(" ")
+        );
+    }
+    Ok(0)
+}
+
+/// The seal's note about the changes (every path and the hash of what the agent left there).
+pub fn seal_note(layer: &Layer) -> String {
+    match changes_of(layer) {
+        Ok(c) if c.is_empty() => "transactional workspace: no changes".into(),
+        Ok(c) => format!(
+            "transactional workspace: {} change(s): {}",
+            c.len(),
+            diff::summary(&c, &layer.upper()).join("; ")
+        ),
+        Err(e) => format!("transactional workspace: the layer cannot be read: {e:#}"),
+    }
+}
+
+/// The run ended: no changes removes the layer; otherwise commit, ask or keep them.
+pub fn after_run(mut layer: Layer, mode: CommitMode, interactive: bool, quiet: bool) -> Result<()> {
+    let all = changes_of(&layer)?;
+    let id = layer.record.sandbox.clone();
+    if all.is_empty() {
+        layer.remove()?;
+        return Ok(());
+    }
+    let ask = mode == CommitMode::Ask && interactive;
+    if ask || !quiet {
+        text::eprint(&format!(
+            "the agent's {} change(s) to {} are in a layer, not yet in the workspace:",
+            all.len(),
+            layer.record.workspace.display()
+        ));
+        for c in all.iter().filter(|c| !is_rename_source(&all, c)).take(40) {
+            eprintln!("  {}", diff::stat_line(c));
+        }
+        if all.len() > 40 {
+            eprintln!("  … and {} more (cordon diff {id} --stat)", all.len() - 40);
+        }
+    }
+    let commit = match mode {
+        CommitMode::Always => true,
+        CommitMode::Never => false,
+        CommitMode::Ask if interactive => confirm(&format!(
+            "commit them to {}? [y/N] ",
+            layer.record.workspace.display()
+        )),
+        CommitMode::Ask => false,
+    };
+    if commit {
+        let out = apply::commit(&mut layer, &[])?;
+        report_commit(&layer, &out);
+    } else if !quiet || mode == CommitMode::Never {
+        text::eprint(&format!(
+            "kept: see them with `cordon diff {id}`, apply with `cordon commit {id}`, discard with `cordon rollback {id}`"
+        ));
+    }
+    Ok(())
+}
+
+fn confirm(question: &str) -> bool {
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+/// Where the layer of a new transactional run goes, and its record.
+pub fn create_layer(
+    sandbox: &str,
+    ctx: &cordon::policy::Context,
+    profile: &str,
+    command: &[String],
+    trace: &Path,
+    quota: Option<u64>,
+) -> Result<Layer> {
+    let me = std::process::id();
+    Layer::create(cordon::workspace::Record {
+        sandbox: sandbox.into(),
+        workspace: ctx.workspace.clone(),
+        agent_ids: (ctx.agent_uid, ctx.agent_gid),
+        owner_ids: (ctx.owner_uid, ctx.owner_gid),
+        started_ns: cordon::workspace::now_ns(),
+        profile: profile.into(),
+        command: command.to_vec(),
+        trace: Some(trace.to_path_buf()),
+        quota,
+        cordon_pid: me,
+        cordon_start: cordon::workspace::process_start(me).unwrap_or(0),
+        ended: None,
+        committed: Default::default(),
+    })
+    .context("filesystem: transactional workspace")
+}

@@ -1,0 +1,330 @@
+//! `cordon commit`: the agent's changes applied to the real workspace, file by file.
+//!
+//! Runs as root over a directory the invoking user (and, while it runs, the agent's overlay)
+//! controls, so every step goes through a directory descriptor opened beneath the workspace
+//! with no symlink followed (`openat2` RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS): a symlink
+//! planted in the real workspace cannot turn a commit into a root write elsewhere. A file is
+//! written to a temporary name beside its target, all of them are made durable with one
+//! `syncfs`, then each is renamed over its target: a reader sees the old file or the new one,
+//! never half of it. A path whose real file changed after the run started (its ctime is later;
+//! or, for a path cordon committed before, different from what that commit left) is refused
+//! and named; the others are applied.
+
+use super::diff::{self, Change, Kind, Type};
+use super::{ctime_ns, Error, Layer};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub applied: Vec<PathBuf>,
+    /// Paths not applied, and why.
+    pub refused: Vec<(PathBuf, String)>,
+    /// Whether nothing is pending any more (the layer was removed when the run had ended).
+    pub finished: bool,
+}
+
+/// Apply the changes under `only` (all of them when empty).
+pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
+    let ws = layer.record.workspace.clone();
+    let upper = layer.upper();
+    let all = diff::changes(&upper, &ws).map_err(Error::io("cannot read the layer", &upper))?;
+    for o in only {
+        if !all.iter().any(|c| c.path.starts_with(o)) {
+            return Err(Error::Refused(format!(
+                "{}: the agent did not change it (`cordon diff {} --name-only` lists what it changed)",
+                o.display(),
+                layer.record.sandbox
+            )));
+        }
+    }
+    let selected: Vec<&Change> = all.iter().filter(|c| diff::selects(only, &c.path)).collect();
+    if selected.is_empty() {
+        return Err(Error::Refused(format!(
+            "sandbox {} has no changes to commit",
+            layer.record.sandbox
+        )));
+    }
+    let root = fs::File::open(&ws).map_err(Error::io("cannot open the workspace", &ws))?;
+    let mut out = Outcome::default();
+    let mut ok: Vec<&Change> = Vec::new();
+    for c in selected {
+        match conflict(layer, c) {
+            Some(why) => out.refused.push((c.path.clone(), why)),
+            None => ok.push(c),
+        }
+    }
+    let mut dirs = Dirs {
+        root: root
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(Error::io("cannot open", &ws))?,
+        open: HashMap::new(),
+    };
+    let to_owner = |u, g| layer.to_owner(u, g);
+    let ids: Ids = &to_owner;
+    // 1. New directories now; files and symlinks to temporary names beside their targets.
+    let mut staged: Vec<(&Change, Option<String>)> = Vec::new();
+    for c in ok {
+        match stage(&mut dirs, &upper, ids, c) {
+            Ok(tmp) => staged.push((c, tmp)),
+            Err(e) => out.refused.push((c.path.clone(), e)),
+        }
+    }
+    // 2. Every new byte on disk before any name points at it.
+    let _ = nix::unistd::syncfs(&root);
+    // 3. Renames, deletions and mode changes, in path order (contents before their directory).
+    // A hard link may point at a path that is applied or that the agent left unchanged.
+    let mut linkable: HashSet<PathBuf> = HashSet::new();
+    let changed: HashSet<&Path> = all.iter().map(|c| c.path.as_path()).collect();
+    for (c, tmp) in staged {
+        let can_link = |p: &Path| linkable.contains(p) || !changed.contains(p);
+        match finish(&mut dirs, &upper, ids, c, tmp, can_link) {
+            Ok(()) => {
+                linkable.insert(c.path.clone());
+                out.applied.push(c.path.clone());
+            }
+            Err(e) => out.refused.push((c.path.clone(), e)),
+        }
+    }
+    let _ = nix::unistd::syncfs(&root);
+    for p in &out.applied {
+        if let Ok(m) = fs::symlink_metadata(ws.join(p)) {
+            layer.record.committed.insert(p.clone(), ctime_ns(&m));
+        }
+    }
+    layer.save()?;
+    let pending = diff::changes(&upper, &ws).map(|c| !c.is_empty()).unwrap_or(true);
+    if !pending && !layer.running() {
+        layer.remove()?;
+        out.finished = true;
+    }
+    out.refused.sort();
+    Ok(out)
+}
+
+/// Why `c` must not be applied: the real file changed after the run started, or after
+/// cordon's last commit of it.
+fn conflict(layer: &Layer, c: &Change) -> Option<String> {
+    let real = fs::symlink_metadata(layer.record.workspace.join(&c.path)).ok()?;
+    let ctime = ctime_ns(&real);
+    match layer.record.committed.get(&c.path) {
+        Some(&after) if ctime != after => {
+            Some("changed in the workspace after cordon last committed it".into())
+        }
+        Some(_) => None,
+        None if ctime > layer.record.started_ns => Some(
+            "changed in the real workspace after the run started: not overwritten (commit it by hand, or rollback)"
+                .into(),
+        ),
+        None => None,
+    }
+}
+
+/// Directory descriptors beneath the workspace, opened without following any symlink.
+struct Dirs {
+    root: OwnedFd,
+    open: HashMap<PathBuf, OwnedFd>,
+}
+
+impl Dirs {
+    fn get(&mut self, rel: &Path) -> Result<&OwnedFd, String> {
+        if rel.as_os_str().is_empty() {
+            return Ok(&self.root);
+        }
+        if !self.open.contains_key(rel) {
+            let how = OpenHow::new()
+                .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                .resolve(
+                    ResolveFlag::RESOLVE_BENEATH
+                        | ResolveFlag::RESOLVE_NO_SYMLINKS
+                        | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+                );
+            let fd = nix::fcntl::openat2(&self.root, rel, how).map_err(|e| {
+                format!(
+                    "cannot open its directory {} in the workspace: {e}",
+                    rel.display()
+                )
+            })?;
+            self.open.insert(rel.to_path_buf(), fd);
+        }
+        Ok(&self.open[rel])
+    }
+}
+
+fn split(rel: &Path) -> (&Path, &std::ffi::OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or_default(),
+    )
+}
+
+fn temp_name(name: &std::ffi::OsStr) -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    format!(
+        ".{}.cordon-commit-{}",
+        name.to_string_lossy(),
+        crate::text::hex(&b)
+    )
+}
+
+fn owner(ids: Ids, m: &fs::Metadata) -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
+    let (uid, gid) = ids(m.uid(), m.gid());
+    (
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+}
+
+/// The agent's host ids → the workspace owner's (`Layer::to_owner`).
+type Ids<'a> = &'a dyn Fn(u32, u32) -> (u32, u32);
+
+/// Phase 1 for one change: a new directory is made; a file or symlink is written to a
+/// temporary name (returned).
+fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<String>, String> {
+    let Some(new) = c.new else {
+        return Ok(None);
+    };
+    if c.kind == Kind::Mode {
+        return Ok(None);
+    }
+    let src = upper.join(&c.path);
+    let um = fs::symlink_metadata(&src).map_err(|e| format!("cannot read it in the layer: {e}"))?;
+    let (parent, name) = split(&c.path);
+    let dir = dirs.get(parent)?;
+    let (uid, gid) = owner(ids, &um);
+    let at = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+    match new.ty {
+        Type::Dir => {
+            nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(new.mode))
+                .map_err(|e| format!("cannot create the directory: {e}"))?;
+            nix::unistd::fchownat(dir, name, uid, gid, at)
+                .map_err(|e| format!("cannot set its owner: {e}"))?;
+            Ok(None)
+        }
+        Type::File if c.link_of.is_some() => Ok(None), // linked in phase 3
+        Type::File => {
+            let tmp = temp_name(name);
+            let fd = nix::fcntl::openat(
+                dir,
+                tmp.as_str(),
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| format!("cannot create a temporary file beside it: {e}"))?;
+            let mut to = fs::File::from(fd);
+            let copied = fs::File::open(&src)
+                .and_then(|mut from| std::io::copy(&mut from, &mut to))
+                .map_err(|e| e.to_string())
+                .and_then(|_| nix::unistd::fchown(&to, uid, gid).map_err(|e| e.to_string()))
+                .and_then(|()| {
+                    nix::sys::stat::fchmod(&to, Mode::from_bits_truncate(new.mode)).map_err(|e| e.to_string())
+                });
+            if let Err(e) = copied {
+                let _ = nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+                return Err(format!("cannot write it: {e}"));
+            }
+            Ok(Some(tmp))
+        }
+        Type::Symlink => {
+            let target = fs::read_link(&src).map_err(|e| format!("cannot read the symlink: {e}"))?;
+            let tmp = temp_name(name);
+            nix::unistd::symlinkat(&target, dir, tmp.as_str())
+                .map_err(|e| format!("cannot create the symlink: {e}"))?;
+            nix::unistd::fchownat(dir, tmp.as_str(), uid, gid, at)
+                .map_err(|e| format!("cannot set its owner: {e}"))?;
+            Ok(Some(tmp))
+        }
+        Type::Other => Err("a special file (device, fifo or socket): not committed".into()),
+    }
+}
+
+/// Phase 3 for one change: the temporary name renamed over the target; a deletion; a mode.
+fn finish(
+    dirs: &mut Dirs,
+    upper: &Path,
+    ids: Ids,
+    c: &Change,
+    tmp: Option<String>,
+    can_link: impl Fn(&Path) -> bool,
+) -> Result<(), String> {
+    let (parent, name) = split(&c.path);
+    let dir = dirs.get(parent)?.try_clone().map_err(|e| e.to_string())?;
+    match (c.kind, c.new.map(|n| n.ty)) {
+        (Kind::Deleted, _) => {
+            let flag = if c.old.is_some_and(|o| o.ty == Type::Dir) {
+                nix::unistd::UnlinkatFlags::RemoveDir
+            } else {
+                nix::unistd::UnlinkatFlags::NoRemoveDir
+            };
+            match nix::unistd::unlinkat(&dir, name, flag) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+                Err(e) => Err(format!("cannot delete it: {e}")),
+            }
+        }
+        (Kind::Mode, Some(ty)) => {
+            let mode = c.new.map_or(0, |n| n.mode);
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+            let flags = if ty == Type::Dir {
+                flags | OFlag::O_DIRECTORY
+            } else {
+                flags
+            };
+            let fd = nix::fcntl::openat(&dir, name, flags, Mode::empty())
+                .map_err(|e| format!("cannot open it: {e}"))?;
+            nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(mode))
+                .map_err(|e| format!("cannot change its mode: {e}"))
+        }
+        (_, Some(Type::File)) if c.link_of.is_some() => {
+            let first = c.link_of.as_deref().unwrap_or(Path::new(""));
+            let tmp = temp_name(name);
+            if can_link(first) {
+                let (fp, fname) = split(first);
+                let fdir = dirs.get(fp)?.try_clone().map_err(|e| e.to_string())?;
+                nix::unistd::linkat(&fdir, fname, &dir, tmp.as_str(), nix::fcntl::AtFlags::empty())
+                    .map_err(|e| format!("cannot link it to {}: {e}", first.display()))?;
+                rename(&dir, &tmp, name)
+            } else {
+                // The first name was not committed: this one gets its own copy.
+                let copy = Change {
+                    link_of: None,
+                    ..c.clone()
+                };
+                let t = stage(dirs, upper, ids, &copy)?.unwrap_or_default();
+                rename(&dir, &t, name)
+            }
+        }
+        (_, Some(Type::Dir)) => Ok(()),
+        _ => match tmp {
+            Some(t) => rename(&dir, &t, name),
+            None => Ok(()),
+        },
+    }
+}
+
+fn rename(dir: &OwnedFd, tmp: &str, name: &std::ffi::OsStr) -> Result<(), String> {
+    nix::fcntl::renameat(dir, tmp, dir, name).map_err(|e| {
+        let _ = nix::unistd::unlinkat(dir, tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        format!("cannot put it in place: {e}")
+    })
+}
+
+/// `cordon rollback`: discard the layer. Refused while the run goes on (kill it first: the
+/// agent would keep writing into a layer that no longer exists).
+pub fn rollback(layer: &Layer) -> Result<usize, Error> {
+    if layer.running() {
+        return Err(Error::Refused(format!(
+            "sandbox {} is still running: stop it first (`cordon kill {}`), then roll back",
+            layer.record.sandbox, layer.record.sandbox
+        )));
+    }
+    let n = diff::changes(&layer.upper(), &layer.record.workspace).map_or(0, |c| c.len());
+    layer.remove()?;
+    Ok(n)
+}

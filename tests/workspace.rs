@@ -1,0 +1,405 @@
+//! The transactional workspace on the real kernel: the agent's writes land in an overlay
+//! layer; the real workspace is byte-identical until `cordon commit`, which leaves exactly the
+//! agent's result; `cordon rollback` leaves it as it was; a file the user changed meanwhile is
+//! refused; `write_quota` is ENOSPC to the agent; a killed cordon leaves a layer that `diff`
+//! and `rollback` still work on.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Every entry under `root` (`.git` included): type, mode and bytes or link target.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                format!("dir {:o}", m.mode() & 0o7777)
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                format!("file {:o} {}", m.mode() & 0o7777, hex_sha256(&bytes))
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The keys whose values differ between two listings (for a readable failure).
+fn differing(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {:?} vs {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+/// The same listing, made by the agent inside the sandbox (what it sees of its workspace).
+const DUMP: &str = r#"
+import hashlib, os, sys
+out = {}
+for d, dirs, files in os.walk(".", followlinks=False):
+    for n in dirs + files:
+        p = os.path.join(d, n)[2:]
+        st = os.lstat(p)
+        if os.path.islink(p): out[p] = "link " + os.readlink(p)
+        elif os.path.isdir(p): out[p] = "dir %o" % (st.st_mode & 0o7777)
+        else: out[p] = "file %o %s" % (st.st_mode & 0o7777, hashlib.sha256(open(p, "rb").read()).hexdigest())
+for k in sorted(out): print("DUMP\t%s\t%s" % (k, out[k]))
+"#;
+
+fn parse_dump(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("DUMP\t"))
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn git(ws: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .current_dir(ws)
+        .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+fn project(s: &Scratch) -> std::path::PathBuf {
+    let ws = s.dir("ws");
+    s.file("ws/edit.txt", "one\ntwo\n");
+    s.file("ws/gone.txt", "bye\n");
+    s.file("ws/old-name.txt", "moved\n");
+    s.file("ws/run.sh", "#!/bin/sh\n");
+    s.file("ws/sub/deep/keep.txt", "keep\n");
+    s.file("ws/tree/a.txt", "a\n");
+    s.file("ws/tree/b.txt", "b\n");
+    git(&ws, &["init", "-q", "."]);
+    git(&ws, &["add", "-A"]);
+    git(&ws, &["commit", "-qm", "init"]);
+    ws
+}
+
+/// The agent's edits of the first test: one of each kind, then a git commit and a gc.
+const EDITS: &str = "set -e
+echo three >> edit.txt
+echo new > added.txt
+rm gone.txt
+mv old-name.txt new-name.txt
+chmod 755 run.sh
+ln -s edit.txt link
+ln added.txt hard
+rm -r tree
+mkdir -p made/inner && echo z > made/inner/z.txt
+git -c user.email=a@a -c user.name=a add -A
+git -c user.email=a@a -c user.name=a commit -qm agent
+git gc -q
+";
+
+fn run_transactional(ws: &Path, extra: &[&str], script: &str) -> std::process::Output {
+    let mut args = vec!["--transactional"];
+    args.extend_from_slice(extra);
+    output(run_cmd("default", ws, &args, &["/bin/sh", "-c", script]))
+}
+
+fn cordon_out(args: &[&str]) -> std::process::Output {
+    let mut c = cordon_command();
+    c.args(args);
+    output(c)
+}
+
+/// The id of the run with pending changes in `ws` (`cordon changes`).
+fn pending_id(ws: &Path) -> Option<String> {
+    let out = stdout(&cordon_out(&["changes"]));
+    out.lines()
+        .find(|l| l.contains(&*ws.to_string_lossy()))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+}
+
+#[test]
+fn the_workspace_is_untouched_until_commit_and_then_holds_the_agents_result() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let before = snapshot(&ws);
+    let script = format!("{EDITS}\npython3 -c '{}'", DUMP.replace('\'', "'\\''"));
+    let out = run_transactional(&ws, &["--commit", "never"], &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let agent_view = parse_dump(&stdout(&out));
+    assert!(agent_view.contains_key("made/inner/z.txt"), "{agent_view:?}");
+    assert_eq!(
+        differing(&snapshot(&ws), &before),
+        Vec::<String>::new(),
+        "the real workspace changed before commit"
+    );
+
+    let id = pending_id(&ws).expect("the run's changes are pending");
+    let names = stdout(&cordon_out(&["diff", &id, "--stat"]));
+    let ours: Vec<&str> = names.lines().filter(|l| !l.contains(" .git")).collect();
+    assert_eq!(
+        ours,
+        [
+            "A added.txt (4 bytes, mode 644)",
+            "M edit.txt (8 -> 14 bytes)",
+            "D gone.txt (4 bytes, mode 644)",
+            "A hard (hard link of added.txt)",
+            "A link (symlink)",
+            "A made (directory, mode 755)",
+            "A made/inner (directory, mode 755)",
+            "A made/inner/z.txt (2 bytes, mode 644)",
+            "R old-name.txt -> new-name.txt",
+            "P run.sh (mode 644 -> 755)",
+            "D tree/a.txt (2 bytes, mode 644)",
+            "D tree/b.txt (2 bytes, mode 644)",
+            "D tree (directory, mode 755)",
+        ],
+        "{names}"
+    );
+    let unified = stdout(&cordon_out(&["diff", &id, "edit.txt"]));
+    assert!(
+        unified.contains("+++ b/edit.txt") && unified.contains("+three"),
+        "{unified}"
+    );
+
+    let c = cordon_out(&["commit", &id]);
+    assert!(c.status.success(), "{}{}", stdout(&c), stderr(&c));
+    assert_eq!(
+        differing(&snapshot(&ws), &agent_view),
+        Vec::<String>::new(),
+        "after commit the workspace is the agent's result"
+    );
+    let hard = std::fs::metadata(ws.join("hard")).unwrap();
+    assert_eq!(hard.ino(), std::fs::metadata(ws.join("added.txt")).unwrap().ino());
+    assert_eq!(
+        owner_of(&ws.join("added.txt")),
+        0,
+        "committed files belong to the workspace owner"
+    );
+    let fsck = Command::new("git")
+        .current_dir(&ws)
+        .args(["fsck"])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let log = Command::new("git")
+        .current_dir(&ws)
+        .args(["log", "--format=%s"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&log.stdout), "agent\ninit\n");
+    assert_eq!(pending_id(&ws), None, "nothing pending after a full commit");
+    let again = cordon_out(&["commit", &id]);
+    assert_eq!(again.status.code(), Some(125));
+    assert!(
+        stderr(&again).contains("no run with pending changes"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn rollback_leaves_the_workspace_as_it_was() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let before = snapshot(&ws);
+    let out = run_transactional(
+        &ws,
+        &["--commit", "never"],
+        "rm -rf ./*; echo x > planted.sh; echo x >> .git/HEAD",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = pending_id(&ws).unwrap();
+    let bad = cordon_out(&["commit", &id, "not-changed.txt"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(
+        stderr(&bad).contains("not-changed.txt: the agent did not change it"),
+        "{}",
+        stderr(&bad)
+    );
+    let r = cordon_out(&["rollback", &id]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
+    assert_eq!(pending_id(&ws), None);
+    assert!(!Path::new("/var/lib/cordon/changes").join(&id).exists());
+}
+
+#[test]
+fn a_file_the_user_changed_meanwhile_is_refused_and_the_others_applied() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let mut child = run_cmd(
+        "default",
+        &ws,
+        &["--transactional", "--commit", "always", "-q"],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo agent > edit.txt; echo agent > added.txt; echo ready; sleep 3",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // The user edits the same file in the real workspace while the agent runs.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(ws.join("edit.txt"), "user\n").unwrap();
+    let st = wait_within(&mut child, 30_000);
+    assert!(st.success());
+    assert_eq!(std::fs::read_to_string(ws.join("edit.txt")).unwrap(), "user\n");
+    assert_eq!(std::fs::read_to_string(ws.join("added.txt")).unwrap(), "agent\n");
+    let id = pending_id(&ws).expect("the refused change stays pending");
+    let names = stdout(&cordon_out(&["diff", &id, "--name-only"]));
+    assert_eq!(names, "edit.txt\n");
+    let again = cordon_out(&["commit", &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again)
+            .contains("not committed: edit.txt: changed in the real workspace after the run started"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(cordon_out(&["rollback", &id]).status.success());
+}
+
+#[test]
+fn write_quota_is_enospc_to_the_agent() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let profile = profile_file(
+        &s,
+        "quota",
+        "[filesystem]\nworkspace = \"transactional\"\nwrite_quota = \"4M\"\ncommit = \"never\"\n",
+    );
+    let out = output(run_cmd(
+        &profile,
+        &ws,
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "dd if=/dev/zero of=big bs=1M count=16 2>&1; echo dd=$?",
+        ],
+    ));
+    let text = stdout(&out);
+    assert!(
+        text.contains("No space left on device") && text.contains("dd=1"),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("reached its write quota"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ws.join("big").exists(), "the host's workspace is untouched");
+    let id = pending_id(&ws).unwrap();
+    let stat = stdout(&cordon_out(&["diff", &id, "--stat"]));
+    let size: u64 = stat
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.trim_start_matches('(').parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(size <= 4 << 20, "{stat}");
+    assert!(cordon_out(&["rollback", &id]).status.success());
+    // --direct cannot drop the cap silently.
+    let direct = output(run_cmd(&profile, &ws, &["--direct"], &["/bin/true"]));
+    assert_eq!(direct.status.code(), Some(125));
+    assert!(stderr(&direct).contains("write_quota"), "{}", stderr(&direct));
+}
+
+#[test]
+fn a_killed_cordon_leaves_a_layer_diff_and_rollback_still_work_on() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let before = snapshot(&ws);
+    let mut child = run_cmd(
+        "default",
+        &ws,
+        &["--transactional", "-q"],
+        &["/bin/sh", "-c", "echo agent >> edit.txt; echo ready; sleep 20"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let id = pending_id(&ws).unwrap();
+    let running = cordon_out(&["rollback", &id]);
+    assert_eq!(running.status.code(), Some(125));
+    assert!(stderr(&running).contains("still running"), "{}", stderr(&running));
+    // The diff works while it runs.
+    assert_eq!(stdout(&cordon_out(&["diff", &id, "--name-only"])), "edit.txt\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let listed = stdout(&cordon_out(&["changes"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("cordon died")),
+        "{listed}"
+    );
+    assert_eq!(stdout(&cordon_out(&["diff", &id, "--name-only"])), "edit.txt\n");
+    // The agent may outlive its supervisor for a moment; the rollback is refused only while
+    // cordon itself runs.
+    assert!(eventually(10_000, || cordon_out(&["rollback", &id])
+        .status
+        .success()));
+    assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    require_root();
+    let unknown = cordon_out(&["diff", "zzzz-no-such-run"]);
+    assert_eq!(unknown.status.code(), Some(125));
+    assert!(
+        stderr(&unknown).contains("no run with pending changes matches"),
+        "{}",
+        stderr(&unknown)
+    );
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let out = run_transactional(&ws, &[], "true");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        pending_id(&ws),
+        None,
+        "a run that changed nothing leaves no layer"
+    );
+}
