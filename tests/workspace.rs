@@ -403,3 +403,43 @@ fn bad_input_is_refused_with_a_clear_message() {
         "a run that changed nothing leaves no layer"
     );
 }
+
+#[test]
+fn a_mass_deletion_stopped_by_a_rollback_rule_leaves_every_file_in_place() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    for i in 0..40 {
+        s.file(&format!("ws/many/f{i}.txt"), "data\n");
+    }
+    let before = snapshot(&ws);
+    let profile = profile_file(
+        &s,
+        "rollback",
+        "[filesystem]\nworkspace = \"transactional\"\ncommit = \"always\"\n[monitor]\nfrozen_limit = \"5s\"\n[monitor.deleted]\nresponse = \"rollback\"\nlimit = 20\n",
+    );
+    let out = output(run_cmd(
+        &profile,
+        &ws,
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "for f in many/* edit.txt; do rm \"$f\"; done; sleep 5; echo survived",
+        ],
+    ));
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("survived"));
+    let err = stderr(&out);
+    assert!(err.contains("rule deleted rolled the run back"), "{err}");
+    assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
+    assert_eq!(pending_id(&ws), None);
+    // The same rule in a direct run cannot keep its promise: refused before the agent starts.
+    let direct = output(run_cmd(&profile, &ws, &["--direct"], &["/bin/true"]));
+    assert_eq!(direct.status.code(), Some(125));
+    assert!(
+        stderr(&direct).contains("monitor.deleted: response \"rollback\""),
+        "{}",
+        stderr(&direct)
+    );
+}

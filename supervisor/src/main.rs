@@ -753,6 +753,18 @@ fn run(
             "filesystem: the profile caps what the agent writes (write_quota), which needs the transactional workspace: run without --direct"
         );
     }
+    if let Some(r) = pol
+        .monitor
+        .rules
+        .iter()
+        .find(|r| r.response == profile::monitor::Response::Rollback)
+        .filter(|_| !transactional)
+    {
+        bail!(
+            "monitor.{}: response \"rollback\" discards the agent's changes, which needs the transactional workspace: run without --direct (or with --transactional)",
+            r.name
+        );
+    }
     let layer = transactional
         .then(|| {
             cli_changes::create_layer(
@@ -780,6 +792,7 @@ fn run(
             trace,
             monitored: !output.no_probes,
             firewall,
+            layer_upper: layer.as_ref().map(cordon::workspace::Layer::upper),
         },
     )?;
     let launched = launch::run(
@@ -867,7 +880,17 @@ fn run(
             );
         }
     }
-    if let Some(l) = layer {
+    let rolled_back = report.events.as_ref().and_then(|e| e.rolled_back.clone());
+    if let (Some(l), Some(rule)) = (&layer, &rolled_back) {
+        match cordon::workspace::apply::rollback(l) {
+            Ok(n) => text::eprint(&format!(
+                "rule {rule} rolled the run back: its {n} change(s) are discarded; {} is as it was",
+                l.record.workspace.display()
+            )),
+            Err(e) => text::eprint(&format!("error: rule {rule} asked for a rollback: {e}")),
+        }
+    }
+    if let Some(l) = layer.filter(|_| rolled_back.is_none()) {
         let mode = output.commit.unwrap_or(pol.commit);
         cli_changes::after_run(l, mode, interactive, quiet)?;
     }

@@ -27,6 +27,8 @@ pub struct Actor {
     egress_denied: bool,
     /// A rule killed the sandbox: nothing is left to act on.
     killed: bool,
+    /// The rule whose `rollback` response killed it (the session discards the layer).
+    pub rolled_back: Option<&'static str>,
     hooks: Vec<Child>,
     /// What the rules did, for the end of the run ("killed by rule processes").
     pub notes: Vec<String>,
@@ -45,6 +47,7 @@ impl Actor {
             frozen_by_rule: None,
             egress_denied: false,
             killed: false,
+            rolled_back: None,
             hooks: Vec::new(),
             notes: Vec::new(),
             stderr: true,
@@ -73,8 +76,8 @@ impl Actor {
                 Action::Freeze.name(),
                 respond::apply(&self.cgroup, Action::Freeze).map_err(|e| e.to_string()),
             )),
-            Response::Kill => Some((
-                Action::Kill.name(),
+            Response::Kill | Response::Rollback => Some((
+                f.response.name(),
                 respond::apply(&self.cgroup, Action::Kill).map_err(|e| e.to_string()),
             )),
             Response::Deny if self.egress_denied => None,
@@ -96,6 +99,15 @@ impl Actor {
                 self.killed = true;
                 self.notes.push(format!("killed by rule {}", f.rule));
                 "killed every process of the sandbox".into()
+            }
+            (Response::Rollback, Some((_, Ok(_)))) => {
+                self.killed = true;
+                self.rolled_back = Some(f.rule);
+                self.notes.push(format!(
+                    "killed by rule {}; its transactional workspace changes are discarded",
+                    f.rule
+                ));
+                "killed every process of the sandbox; its workspace changes are discarded".into()
             }
             (Response::Deny, Some((_, Ok(_)))) => {
                 self.egress_denied = true;

@@ -105,6 +105,11 @@ impl Detect {
         self.actor.decided(action);
     }
 
+    /// The rule whose `rollback` response killed the sandbox, if one did.
+    pub fn rolled_back(&self) -> Option<String> {
+        self.actor.rolled_back.map(str::to_string)
+    }
+
     /// cordon's notes about the run with what the rules did added.
     pub fn notes(&self, notes: String) -> String {
         let mut all: Vec<String> = Vec::new();

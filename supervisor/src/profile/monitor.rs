@@ -24,6 +24,9 @@ pub enum Response {
     Kill,
     /// Egress only: as alert, then every later connect and send to an address is refused.
     Deny,
+    /// As kill, then the run's transactional workspace layer is discarded: the real
+    /// workspace stays as it was (a direct run refuses to start with it).
+    Rollback,
 }
 
 impl Response {
@@ -35,6 +38,7 @@ impl Response {
             Response::Freeze => "freeze",
             Response::Kill => "kill",
             Response::Deny => "deny",
+            Response::Rollback => "rollback",
         }
     }
 }

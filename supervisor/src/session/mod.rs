@@ -65,6 +65,9 @@ pub struct Setup {
     pub monitored: bool,
     /// `network.credential`: the secrets and the run's CA (`proxy::firewall::prepare`).
     pub firewall: Option<proxy::firewall::Firewall>,
+    /// Transactional workspace: the layer's upper directory, where the agent's writes are
+    /// (the persistence scan at the end reads it instead of the untouched workspace).
+    pub layer_upper: Option<PathBuf>,
 }
 
 /// How the session ended, for the CLI to report.
@@ -130,6 +133,9 @@ pub struct Session {
     trace: Option<TraceFile>,
     running: Option<Components>,
     workspace: PathBuf,
+    /// Where the end-of-run persistence scan looks: the layer's upper directory in a
+    /// transactional run, else the workspace.
+    scanned: Option<PathBuf>,
     /// When the agent could first run (set on attach): the persistence scan reports what
     /// changed since.
     attached_at: Option<SystemTime>,
@@ -146,6 +152,7 @@ impl Session {
             mut trace,
             monitored,
             firewall,
+            layer_upper,
         } = setup;
         let probes = if monitored {
             Some(Probes::ready().map_err(SessionError::Probes)?)
@@ -183,6 +190,7 @@ impl Session {
             trace: Some(trace),
             running: None,
             workspace: policy.context.workspace.clone(),
+            scanned: layer_upper,
             attached_at: None,
         })
     }
@@ -267,7 +275,7 @@ impl Session {
         // Only a run whose agent started can have left anything.
         let (persistence, build_files) = split_scan(
             self.attached_at
-                .map(|t| crate::persist::scan(&self.workspace, t))
+                .map(|t| crate::persist::scan(self.scanned.as_ref().unwrap_or(&self.workspace), t))
                 .unwrap_or_default(),
         );
         let mut run_notes = outcome.notes.clone();

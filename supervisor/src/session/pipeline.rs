@@ -40,6 +40,9 @@ pub struct Summary {
     pub stream_stuck: bool,
     /// The pipeline handed the trace writer its seal.
     pub sealed: bool,
+    /// A rule whose response is `rollback` killed the sandbox: its transactional layer is to
+    /// be discarded.
+    pub rolled_back: Option<String>,
 }
 
 /// What the pipeline works on.
@@ -348,6 +351,7 @@ async fn run(
         stream_losses,
         stream_stuck,
         sealed,
+        rolled_back: detect.rolled_back(),
     }
 }
 
