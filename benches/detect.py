@@ -7,7 +7,8 @@
    `Response` event's time (written once the kernel reports the cgroup frozen) minus the
    offending event's kernel timestamp (`offending_time_unix_ns`);
 3. the area under the ROC curve of `cordon score` on traces of benign and rogue runs, against
-   a baseline learned from other benign runs, next to plain STIDE (window 6) on the same data.
+   a baseline learned from other benign runs, by each method (kNN, the default; locality frames;
+   plain STIDE, window 6) on the same data.
 """
 
 import json
@@ -202,7 +203,7 @@ def auc_figures():
     base = os.path.join(tmp, "benign.baseline")
     subprocess.run([CORDON, "learn", "--from"] + train + ["--out", base], check=True,
                    stdout=subprocess.DEVNULL)
-    for method in ("cordon", "stide"):
+    for method in ("knn", "frames", "stide"):
         b = score(base, benign, method)
         r = score(base, rogue, method)
         print(f"{method:>6}: AUC {auc(r, b):.3f}  (benign scores median {sorted(b)[len(b) // 2]:.3f}"

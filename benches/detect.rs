@@ -1,6 +1,6 @@
 //! The monitor on one core: offline scoring of a syscall sequence against a learned baseline
-//! (syscalls per second, criterion "elements"; the floor is 1 M/s), for cordon's
-//! method and plain STIDE, and the rule detectors over a stream of recorded events (events per
+//! (syscalls per second, criterion "elements"; the floor is 1 M/s), for kNN (the
+//! default), the locality frames and plain STIDE, on one long sequence and on many short ones, and the rule detectors over a stream of recorded events (events per
 //! second) as the pipeline runs them.
 
 use cordon::detect::baseline::{Alphabet, Method, Model};
@@ -57,18 +57,45 @@ fn benches(c: &mut Criterion) {
     const N: usize = 1_000_000;
     let mut model = Model::new(Alphabet::Syscalls);
     for k in 0..4 {
-        model.train(&sequence(200_000, 11 + k));
+        model.train(&sequence(200_000, 11 + k), "bench");
     }
     let probe = sequence(N, 99);
     let mut g = c.benchmark_group("detect");
     g.sample_size(10);
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("score_cordon", |b| {
-        b.iter(|| model.score(&probe, Method::Cordon).score)
+    g.bench_function("score_knn", |b| b.iter(|| model.score(&probe, Method::Knn).score));
+    g.bench_function("score_frames", |b| {
+        b.iter(|| model.score(&probe, Method::Frames).score)
     });
     g.bench_function("score_stide", |b| {
         b.iter(|| model.score(&probe, Method::Stide).score)
     });
+
+    // kNN's cost per trace grows with the number of training traces: a dataset's shape (800
+    // training traces, short traces scored one by one) is its worst case.
+    let mut wide = Model::new(Alphabet::Syscalls);
+    for k in 0..800usize {
+        wide.train(&sequence(400 + (k % 7) * 100, 1000 + k as u64), "bench");
+    }
+    let short: Vec<Vec<u32>> = (0..2500).map(|k| sequence(400, 5000 + k)).collect();
+    g.throughput(Throughput::Elements(2500 * 400));
+    g.bench_function("score_knn_2500x400_vs_800", |b| {
+        b.iter(|| {
+            short
+                .iter()
+                .map(|s| wide.score(s, Method::Knn).score)
+                .sum::<f64>()
+        })
+    });
+    g.bench_function("score_stide_2500x400_vs_800", |b| {
+        b.iter(|| {
+            short
+                .iter()
+                .map(|s| wide.score(s, Method::Stide).score)
+                .sum::<f64>()
+        })
+    });
+    g.throughput(Throughput::Elements(N as u64));
 
     const E: u64 = 200_000;
     let events: Vec<pb::Event> = (1..=E).map(event).collect();

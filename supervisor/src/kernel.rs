@@ -8,6 +8,8 @@
 //! keep their own numbers (`cordon-probe-common` cannot link this crate); the tests check that
 //! the two agree.
 
+pub mod i386;
+
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!(
     "cordon supports x86_64 only for now: the syscall table, the seccomp ABI checks and pt_regs offsets are x86_64's"

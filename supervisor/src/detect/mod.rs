@@ -9,6 +9,7 @@ pub mod act;
 pub mod baseline;
 pub mod cwd;
 mod finding;
+pub mod live;
 mod nested;
 pub mod offline;
 pub mod pipeline;
@@ -59,7 +60,7 @@ pub struct Detector {
     repeated: Option<(Rule, HashMap<String, Window>)>,
     written: Option<Rule>,
     written_fired: bool,
-    baseline: Option<(Rule, baseline::Live)>,
+    baseline: Option<(Rule, live::Live)>,
     cwds: cwd::Cwds,
     /// Does a path exist on the host (the sandbox may hide it)? Swapped in tests.
     on_host: fn(&str) -> bool,
@@ -203,7 +204,7 @@ impl Detector {
     }
 
     /// Score each process's syscall sequence against a learned baseline (the `baseline` rule).
-    pub fn set_baseline(&mut self, live: baseline::Live, rule: &Rule) {
+    pub fn set_baseline(&mut self, live: live::Live, rule: &Rule) {
         self.baseline = Some((rule.clone(), live));
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::baseline::{self, Alphabet, Method, Model};
+use super::baseline::{self, Abi, Alphabet, Method, Model};
 use crate::events::pb::event::Kind;
 use crate::trace::pb::record::Body;
 
@@ -31,8 +31,10 @@ pub enum OfflineError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: no files to learn from")]
+    #[error("{0}: no files in it to learn from (one trace per file expected)")]
     EmptyDir(PathBuf),
+    #[error("--abi {abi}: only plain syscall files have an ABI to choose; {file} is a cordon trace (always x86_64)")]
+    AbiOfTrace { file: PathBuf, abi: &'static str },
     #[error("{file}: a {input} input among {others} inputs; a baseline is learned from one kind")]
     MixedInputs {
         file: PathBuf,
@@ -111,6 +113,7 @@ pub fn read_input(path: &Path) -> Result<Input, OfflineError> {
         source,
     })?;
     let seq = baseline::parse_syscalls(&text, &path.display().to_string())?;
+    // (An empty file is an error above: a trace of nothing is a recording that failed.)
     Ok(Input {
         alphabet: Alphabet::Syscalls,
         sequences: vec![(path.display().to_string(), seq)],
@@ -126,7 +129,13 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
+        // Hidden files (editors' and file managers' droppings) are not traces.
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -135,12 +144,14 @@ pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, OfflineError> {
     Ok(files)
 }
 
-/// Build a baseline from `files` (all of one alphabet) and save it to `out`.
-pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, OfflineError> {
+/// Build a baseline from `files` (all of one alphabet; plain syscall numbers of `abi`'s table)
+/// and save it to `out`.
+pub fn learn(files: &[PathBuf], abi: Option<Abi>, out: &Path) -> Result<String, OfflineError> {
     let mut model: Option<Model> = None;
     for f in files {
         let input = read_input(f)?;
-        let m = model.get_or_insert_with(|| Model::new(input.alphabet));
+        check_abi(&input, f, abi)?;
+        let m = model.get_or_insert_with(|| Model::with_abi(input.alphabet, abi.unwrap_or_default()));
         if m.alphabet() != input.alphabet {
             return Err(OfflineError::MixedInputs {
                 file: f.clone(),
@@ -148,8 +159,8 @@ pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, OfflineError> {
                 others: alphabet_name(m.alphabet()),
             });
         }
-        for (_, s) in &input.sequences {
-            m.train(s);
+        for (label, s) in &input.sequences {
+            m.train(s, label);
         }
         m.train_counts(&input.counts);
         m.add_source(f.display().to_string());
@@ -160,14 +171,29 @@ pub fn learn(files: &[PathBuf], out: &Path) -> Result<String, OfflineError> {
     }
     model.save(out)?;
     Ok(format!(
-        "baseline {}: {} sequences from {} files, {} distinct n-grams (n <= {}), alphabet {}",
+        "baseline {}: {} sequences from {} files, {} distinct n-grams (n <= {}), alphabet {}{}",
         out.display(),
         model.sequences(),
         files.len(),
         model.grams(),
         baseline::N,
-        alphabet_name(model.alphabet())
+        alphabet_name(model.alphabet()),
+        match model.alphabet() {
+            Alphabet::Syscalls => format!(", ABI {}", model.abi().as_str()),
+            Alphabet::Events => String::new(),
+        }
     ))
+}
+
+/// `--abi` applies to plain syscall files only.
+fn check_abi(input: &Input, file: &Path, abi: Option<Abi>) -> Result<(), OfflineError> {
+    match abi {
+        Some(a) if input.alphabet == Alphabet::Events && a != Abi::X86_64 => Err(OfflineError::AbiOfTrace {
+            file: file.to_path_buf(),
+            abi: a.as_str(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn alphabet_name(a: Alphabet) -> &'static str {
@@ -183,10 +209,25 @@ pub struct Scored {
     pub line: String,
 }
 
-/// Score each file against the baseline (with plain STIDE if `stide`): one line per input.
-pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scored>, OfflineError> {
-    let method = if stide { Method::Stide } else { Method::Cordon };
+/// Score each file against the baseline by `method`: one line per input. `abi`, if given, must
+/// be the baseline's.
+pub fn score(
+    baseline: &Path,
+    files: &[PathBuf],
+    method: Method,
+    abi: Option<Abi>,
+) -> Result<Vec<Scored>, OfflineError> {
     let model = Model::load(baseline)?;
+    if let Some(a) = abi {
+        if a != model.abi() {
+            return Err(baseline::BaselineError::OtherAbi {
+                path: baseline.to_path_buf(),
+                baseline: model.abi().as_str(),
+                asked: a.as_str(),
+            }
+            .into());
+        }
+    }
     let mut out = Vec::new();
     for f in files {
         let input = read_input(f)?;
@@ -197,6 +238,7 @@ pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scor
                 baseline: alphabet_name(model.alphabet()),
             });
         }
+        check_abi(&input, f, abi)?;
         let worst = input
             .sequences
             .iter()
@@ -204,22 +246,14 @@ pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scor
             .max_by(|a, b| a.1.score.total_cmp(&b.1.score));
         let (score, detail) = match worst {
             None => (0.0, "no syscalls".to_string()),
+            Some((_, s)) if s.score == 0.0 => (0.0, "nothing unlike the baseline".to_string()),
             Some((label, s)) => {
-                let names: Vec<String> = s
-                    .window
-                    .iter()
-                    .map(|&x| baseline::symbol_name(x, model.alphabet()))
-                    .collect();
                 let at = if input.alphabet == Alphabet::Events {
                     format!("{label}, call {}", s.at + 1)
                 } else {
                     format!("call {}", s.at + 1)
                 };
-                if s.score == 0.0 {
-                    (0.0, "no window unlike the baseline".to_string())
-                } else {
-                    (s.score, format!("{at}: {}", names.join(" ")))
-                }
+                (s.score, format!("{at}: {}", explain(&model, &s)))
             }
         };
         let unseen = if input.counts.is_empty() {
@@ -246,7 +280,32 @@ pub fn score(baseline: &Path, files: &[PathBuf], stide: bool) -> Result<Vec<Scor
     Ok(out)
 }
 
-pub const LEARN_HELP: &str = "A profile uses it with\n  [monitor.baseline]\n  file = \"/path/BASELINE\"\n  threshold = 0.5\n  response = \"alert\"\n\nExamples:\n  sudo cordon learn --profile default --runs 3 --out py.baseline -- python3 -m pytest\n  cordon learn --from /var/lib/cordon/traces/*.trace --out agent.baseline\n  cordon learn --from-syscalls dataset/normal --out normal.baseline";
+/// A score in words: the worst frame, the n-grams in it training never saw, and (kNN) the
+/// nearest training sequence and what this one has more of.
+pub fn explain(model: &Model, s: &baseline::Score) -> String {
+    let names = |syms: &[u32], sep: &str| -> String {
+        syms.iter().map(|&x| model.name(x)).collect::<Vec<_>>().join(sep)
+    };
+    let mut out = names(&s.window, " ");
+    if !s.unseen.is_empty() {
+        let grams: Vec<String> = s.unseen.iter().map(|g| format!("[{}]", names(g, " "))).collect();
+        out.push_str(&format!("; never seen: {}", grams.join(" ")));
+    }
+    if let Some(n) = &s.nearest {
+        let more: Vec<String> = n
+            .excess
+            .iter()
+            .map(|(g, c, cn)| format!("{} x{c} (there x{cn})", names(g, ">")))
+            .collect();
+        out.push_str(&format!("; nearest {}", n.label));
+        if !more.is_empty() {
+            out.push_str(&format!(", more of: {}", more.join(", ")));
+        }
+    }
+    out
+}
+
+pub const LEARN_HELP: &str = "A profile uses it with\n  [monitor.baseline]\n  file = \"/path/BASELINE\"\n  threshold = 0.5\n  response = \"alert\"\n\nExamples:\n  sudo cordon learn --profile default --runs 3 --out py.baseline -- python3 -m pytest\n  cordon learn --from /var/lib/cordon/traces/*.trace --out agent.baseline\n  cordon learn --from-syscalls dataset/normal --out normal.baseline\n  cordon learn --from-syscalls adfa/train --abi i386 --out adfa.baseline";
 
 /// `cordon learn`'s arguments.
 #[derive(clap::Args)]
@@ -261,6 +320,9 @@ pub struct LearnArgs {
     /// syscall numbers.
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
     pub from_syscalls: Option<PathBuf>,
+    /// The syscall table of the numbers in `--from-syscalls` files (recorded in the baseline).
+    #[arg(long, value_enum, value_name = "ABI")]
+    pub abi: Option<Abi>,
     /// The profile CMD runs under.
     #[arg(long, short, default_value = "default")]
     pub profile: String,
@@ -278,10 +340,15 @@ pub struct LearnArgs {
 pub struct ScoreArgs {
     #[arg(long, value_name = "BASELINE")]
     pub baseline: PathBuf,
-    /// `cordon` (n-grams with back-off over locality frames) or `stide` (the fraction of
-    /// length-6 windows never seen, for comparison).
-    #[arg(long, default_value = "cordon", value_parser = ["cordon", "stide"])]
-    pub method: String,
+    /// How sequences are scored: `knn` (distance of the syscall and syscall-pair frequencies
+    /// to the nearest training sequence), `frames` (n-grams with back-off over frames of 20
+    /// calls; `cordon` is its old name) or `stide` (the fraction of length-6 windows never
+    /// seen, for comparison).
+    #[arg(long, value_enum, default_value = "knn")]
+    pub method: Method,
+    /// The syscall table of plain syscall files; it must be the baseline's (the default).
+    #[arg(long, value_enum, value_name = "ABI")]
+    pub abi: Option<Abi>,
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -294,13 +361,13 @@ pub fn learn_main(a: LearnArgs) -> Result<i32, OfflineError> {
         (None, true, false) => record_runs(&a.profile, a.workspace.as_deref(), a.runs, &a.command)?,
         (None, true, true) => return Err(OfflineError::NothingToLearn),
     };
-    println!("{}", crate::text::escape(&learn(&files, &a.out)?));
+    println!("{}", crate::text::escape(&learn(&files, a.abi, &a.out)?));
     Ok(0)
 }
 
 /// `cordon score`: one line per input.
 pub fn score_main(a: &ScoreArgs) -> Result<i32, OfflineError> {
-    for s in score(&a.baseline, &a.files, a.method == "stide")? {
+    for s in score(&a.baseline, &a.files, a.method, a.abi)? {
         // The line names the file (any bytes) beside the score.
         println!("{}", crate::text::escape(&s.line));
     }
@@ -344,4 +411,71 @@ pub fn record_runs(
         traces.push(trace);
     }
     Ok(traces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        d
+    }
+
+    fn learn_dir(d: &Path, abi: Option<Abi>) -> Result<String, OfflineError> {
+        learn(&files_in(d)?, abi, &d.join("..").join("b.baseline"))
+    }
+
+    #[test]
+    fn bad_inputs_name_the_file_and_the_item() {
+        let d = dir_with(&[("a.txt", "1 2 3\n4 5 6"), ("b.txt", "1 2\n3 open 5")]);
+        let e = learn_dir(d.path(), None).unwrap_err().to_string();
+        assert!(
+            e.ends_with("b.txt: line 2, item 4: \"open\" is not a syscall number (0 to 65535)"),
+            "{e}"
+        );
+        let d = dir_with(&[("a.txt", "1 2 3"), ("empty.txt", "")]);
+        let e = learn_dir(d.path(), None).unwrap_err().to_string();
+        assert!(
+            e.ends_with("empty.txt: no syscall numbers in it (an empty trace)"),
+            "{e}"
+        );
+        let d = dir_with(&[(".hidden", "1 2 3")]);
+        let e = learn_dir(d.path(), None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: no files in it to learn from (one trace per file expected)",
+                d.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn the_abi_is_recorded_and_checked() {
+        let d = dir_with(&[("a.txt", "5 3 3 6 1"), ("b.txt", "5 3 6 1")]);
+        let b = d.path().join("b.baseline");
+        let said = learn(&files_in(d.path()).unwrap(), Some(Abi::I386), &b).unwrap();
+        assert!(said.ends_with("ABI i386"), "{said}");
+        let probe = d.path().join("a.txt");
+        // i386 names: 5 open, 3 read, 6 close; the explanation uses them.
+        let s = score(&b, std::slice::from_ref(&probe), Method::Knn, Some(Abi::I386)).unwrap();
+        assert!(s[0].score < 0.2, "{}", s[0].line);
+        std::fs::write(&probe, "5 3 11 6").unwrap();
+        let s = score(&b, std::slice::from_ref(&probe), Method::Knn, None).unwrap();
+        assert!(s[0].line.contains("open read execve close"), "{}", s[0].line);
+        assert!(s[0].line.contains("never seen: [execve]"), "{}", s[0].line);
+        let e = score(&b, &[probe], Method::Knn, Some(Abi::X86_64))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("learned from i386 syscall numbers, but --abi x86_64 was given"),
+            "{e}"
+        );
+        assert!(e.starts_with(&b.display().to_string()), "{e}");
+    }
 }

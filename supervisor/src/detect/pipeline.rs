@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use super::baseline::{Alphabet, Live, Model};
+use super::baseline::{Alphabet, Model};
+use super::live::Live;
 use super::{act::Actor, cwd, nested::Nested, Config, Detector, Finding};
 use crate::events::decode::Decoder;
 use crate::events::pb;
