@@ -443,3 +443,45 @@ fn a_mass_deletion_stopped_by_a_rollback_rule_leaves_every_file_in_place() {
         stderr(&direct)
     );
 }
+
+#[test]
+fn a_commit_while_the_run_goes_on_applies_what_the_agent_wrote_so_far() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let mut child = run_cmd(
+        "default",
+        &ws,
+        &["--transactional", "--commit", "never", "-q"],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo first > edit.txt; echo ready; read go; echo second > edit.txt; echo again",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let id = pending_id(&ws).unwrap();
+    let c = cordon_out(&["commit", &id, "edit.txt"]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert_eq!(std::fs::read_to_string(ws.join("edit.txt")).unwrap(), "first\n");
+    assert_eq!(
+        stdout(&cordon_out(&["diff", &id, "--name-only"])),
+        "",
+        "nothing pending after it"
+    );
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "again");
+    assert!(wait_within(&mut child, 30_000).success());
+    // The agent's later write is pending again; the earlier commit does not count as a conflict.
+    assert_eq!(stdout(&cordon_out(&["diff", &id, "--name-only"])), "edit.txt\n");
+    let c = cordon_out(&["commit", &id]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert_eq!(std::fs::read_to_string(ws.join("edit.txt")).unwrap(), "second\n");
+    assert_eq!(pending_id(&ws), None);
+}

@@ -825,8 +825,7 @@ fn run(
         notes: outcome.notes.clone(),
     };
     let layer = layer.map(|mut l| {
-        l.record.ended = Some(outcome.exit_code);
-        if let Err(e) = l.save() {
+        if let Err(e) = l.mark_ended(outcome.exit_code) {
             text::eprint(&format!("error: {e}"));
         }
         sealed.notes.push(cli_changes::seal_note(&l));

@@ -66,12 +66,13 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
             .map_err(Error::io("cannot open", &ws))?,
         open: HashMap::new(),
     };
+    let via = Via::choose(layer, &ws)?;
     let to_owner = |u, g| layer.to_owner(u, g);
     let ids: Ids = &to_owner;
     // 1. New directories now; files and symlinks to temporary names beside their targets.
-    let mut staged: Vec<(&Change, Option<String>)> = Vec::new();
+    let mut staged: Vec<(&Change, Staged)> = Vec::new();
     for c in ok {
-        match stage(&mut dirs, &upper, ids, c) {
+        match stage(&mut dirs, &upper, &via, ids, c) {
             Ok(tmp) => staged.push((c, tmp)),
             Err(e) => out.refused.push((c.path.clone(), e)),
         }
@@ -84,7 +85,7 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
     let changed: HashSet<&Path> = all.iter().map(|c| c.path.as_path()).collect();
     for (c, tmp) in staged {
         let can_link = |p: &Path| linkable.contains(p) || !changed.contains(p);
-        match finish(&mut dirs, &upper, ids, c, tmp, can_link) {
+        match finish(&mut dirs, &upper, &via, ids, c, tmp, can_link) {
             Ok(()) => {
                 linkable.insert(c.path.clone());
                 out.applied.push(c.path.clone());
@@ -99,13 +100,68 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
         }
     }
     layer.save()?;
-    let pending = diff::changes(&upper, &ws).map(|c| !c.is_empty()).unwrap_or(true);
-    if !pending && !layer.running() {
-        layer.remove()?;
+    if out.applied.len() == all.len() && !layer.running() {
+        match via {
+            // The layer holds the replaced files: removed in the background.
+            Via::Move { .. } => layer.discard_later()?,
+            Via::Copy => layer.remove()?,
+        }
         out.finished = true;
+    } else if let Via::Move { trash, n } = &via {
+        // The upper paths of applied files now hold the old real ones: out of the layer.
+        let upper_fd = fs::File::open(&upper).map_err(Error::io("cannot open", &upper))?;
+        for p in &out.applied {
+            let _ = nix::fcntl::renameat(&upper_fd, p.as_path(), trash, trash_name(n).as_str());
+        }
     }
     out.refused.sort();
     Ok(out)
+}
+
+/// How files reach the workspace.
+enum Via {
+    /// Copied to a temporary name beside the target (while the run goes on, or when the
+    /// layer is on another filesystem or a tmpfs).
+    Copy,
+    /// Moved out of the layer (the run has ended; the layer is on the workspace's
+    /// filesystem): each upper file is exchanged with the real one (`renameat2`
+    /// RENAME_EXCHANGE: atomic, and no inode is freed on the commit's path); deleted real
+    /// files are moved to `trash`; what the layer then holds is removed in the background.
+    Move { trash: OwnedFd, n: std::cell::Cell<u64> },
+}
+
+impl Via {
+    fn choose(layer: &Layer, ws: &Path) -> Result<Via, Error> {
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+        if layer.running() || layer.record.quota.is_some() || dev(&layer.dir) != dev(ws) {
+            return Ok(Via::Copy);
+        }
+        let dir = layer.dir.join("trash");
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("cannot create", &dir)(e)),
+        }
+        let trash = fs::File::open(&dir).map_err(Error::io("cannot open", &dir))?;
+        Ok(Via::Move {
+            trash: trash.into(),
+            n: std::cell::Cell::new(0),
+        })
+    }
+}
+
+fn trash_name(n: &std::cell::Cell<u64>) -> String {
+    n.set(n.get() + 1);
+    n.get().to_string()
+}
+
+/// What phase 1 left for phase 3.
+enum Staged {
+    Nothing,
+    /// A temporary name beside the target.
+    Temp(String),
+    /// The file stays in the upper layer until it is exchanged with the target.
+    Upper,
 }
 
 /// Why `c` must not be applied: the real file changed after the run started, or after
@@ -187,12 +243,12 @@ type Ids<'a> = &'a dyn Fn(u32, u32) -> (u32, u32);
 
 /// Phase 1 for one change: a new directory is made; a file or symlink is written to a
 /// temporary name (returned).
-fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<String>, String> {
+fn stage(dirs: &mut Dirs, upper: &Path, via: &Via, ids: Ids, c: &Change) -> Result<Staged, String> {
     let Some(new) = c.new else {
-        return Ok(None);
+        return Ok(Staged::Nothing);
     };
     if c.kind == Kind::Mode {
-        return Ok(None);
+        return Ok(Staged::Nothing);
     }
     let src = upper.join(&c.path);
     let um = fs::symlink_metadata(&src).map_err(|e| format!("cannot read it in the layer: {e}"))?;
@@ -200,15 +256,21 @@ fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<S
     let dir = dirs.get(parent)?;
     let (uid, gid) = owner(ids, &um);
     let at = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+    let movable = matches!(new.ty, Type::Symlink) || (new.ty == Type::File && c.link_of.is_none());
+    if let (Via::Move { .. }, true) = (via, movable) {
+        nix::unistd::fchownat(nix::fcntl::AT_FDCWD, &src, uid, gid, at)
+            .map_err(|e| format!("cannot set its owner: {e}"))?;
+        return Ok(Staged::Upper);
+    }
     match new.ty {
         Type::Dir => {
             nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(new.mode))
                 .map_err(|e| format!("cannot create the directory: {e}"))?;
             nix::unistd::fchownat(dir, name, uid, gid, at)
                 .map_err(|e| format!("cannot set its owner: {e}"))?;
-            Ok(None)
+            Ok(Staged::Nothing)
         }
-        Type::File if c.link_of.is_some() => Ok(None), // linked in phase 3
+        Type::File if c.link_of.is_some() => Ok(Staged::Nothing), // linked in phase 3
         Type::File => {
             let tmp = temp_name(name);
             let fd = nix::fcntl::openat(
@@ -230,7 +292,7 @@ fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<S
                 let _ = nix::unistd::unlinkat(dir, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
                 return Err(format!("cannot write it: {e}"));
             }
-            Ok(Some(tmp))
+            Ok(Staged::Temp(tmp))
         }
         Type::Symlink => {
             let target = fs::read_link(&src).map_err(|e| format!("cannot read the symlink: {e}"))?;
@@ -239,7 +301,7 @@ fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<S
                 .map_err(|e| format!("cannot create the symlink: {e}"))?;
             nix::unistd::fchownat(dir, tmp.as_str(), uid, gid, at)
                 .map_err(|e| format!("cannot set its owner: {e}"))?;
-            Ok(Some(tmp))
+            Ok(Staged::Temp(tmp))
         }
         Type::Other => Err("a special file (device, fifo or socket): not committed".into()),
     }
@@ -249,14 +311,24 @@ fn stage(dirs: &mut Dirs, upper: &Path, ids: Ids, c: &Change) -> Result<Option<S
 fn finish(
     dirs: &mut Dirs,
     upper: &Path,
+    via: &Via,
     ids: Ids,
     c: &Change,
-    tmp: Option<String>,
+    staged: Staged,
     can_link: impl Fn(&Path) -> bool,
 ) -> Result<(), String> {
     let (parent, name) = split(&c.path);
     let dir = dirs.get(parent)?.try_clone().map_err(|e| e.to_string())?;
     match (c.kind, c.new.map(|n| n.ty)) {
+        (Kind::Deleted, _) if c.old.is_some_and(|o| o.ty != Type::Dir) && matches!(via, Via::Move { .. }) => {
+            let Via::Move { trash, n } = via else {
+                return Ok(());
+            };
+            match nix::fcntl::renameat(&dir, name, trash, trash_name(n).as_str()) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+                Err(e) => Err(format!("cannot delete it: {e}")),
+            }
+        }
         (Kind::Deleted, _) => {
             let flag = if c.old.is_some_and(|o| o.ty == Type::Dir) {
                 nix::unistd::UnlinkatFlags::RemoveDir
@@ -296,15 +368,36 @@ fn finish(
                     link_of: None,
                     ..c.clone()
                 };
-                let t = stage(dirs, upper, ids, &copy)?.unwrap_or_default();
-                rename(&dir, &t, name)
+                match stage(dirs, upper, &Via::Copy, ids, &copy)? {
+                    Staged::Temp(t) => rename(&dir, &t, name),
+                    _ => Ok(()),
+                }
             }
         }
         (_, Some(Type::Dir)) => Ok(()),
-        _ => match tmp {
-            Some(t) => rename(&dir, &t, name),
-            None => Ok(()),
+        _ => match staged {
+            Staged::Temp(t) => rename(&dir, &t, name),
+            Staged::Upper => exchange(&upper.join(&c.path), &dir, name),
+            Staged::Nothing => Ok(()),
         },
+    }
+}
+
+/// Put the upper file `src` at `name` in `dir`: exchanged with the real file when there is
+/// one (atomic; the old one is left at `src`), else moved there (refused if one appeared).
+fn exchange(src: &Path, dir: &OwnedFd, name: &std::ffi::OsStr) -> Result<(), String> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    match renameat2(nix::fcntl::AT_FDCWD, src, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ENOENT) => renameat2(
+            nix::fcntl::AT_FDCWD,
+            src,
+            dir,
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+        .map_err(|e| format!("cannot put it in place: {e}")),
+        Err(e) => Err(format!("cannot put it in place: {e}")),
     }
 }
 

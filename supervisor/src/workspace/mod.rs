@@ -175,6 +175,16 @@ impl Layer {
         fs::rename(&tmp, &path).map_err(Error::io("cannot write", &path))
     }
 
+    /// The run ended with `code`: recorded, keeping what commits made meanwhile by other
+    /// processes (`cordon commit` while it ran) wrote into the record.
+    pub fn mark_ended(&mut self, code: i32) -> Result<(), Error> {
+        if let Ok(on_disk) = Layer::read(&self.dir) {
+            self.record.committed = on_disk.record.committed;
+        }
+        self.record.ended = Some(code);
+        self.save()
+    }
+
     /// Read one run's layer (`dir` is `STATE_DIR/SANDBOX`).
     pub fn read(dir: &Path) -> Result<Layer, Error> {
         let path = dir.join(RECORD);
@@ -231,6 +241,28 @@ impl Layer {
             let _ = nix::mount::umount2(&self.layer_dir(), nix::mount::MntFlags::MNT_DETACH);
         }
         fs::remove_dir_all(&self.dir).map_err(Error::io("cannot remove the layer", &self.dir))
+    }
+
+    /// Discard the layer without waiting: renamed out of the way at once (the run is no
+    /// longer listed), its files removed by a background `rm` (freeing thousands of inodes
+    /// takes seconds on a slow disk). Falls back to removing it here.
+    pub fn discard_later(&self) -> Result<(), Error> {
+        let gone = Path::new(STATE_DIR).join(format!(".discarded-{}", self.record.sandbox));
+        if self.record.quota.is_some() || fs::rename(&self.dir, &gone).is_err() {
+            return self.remove();
+        }
+        let spawned = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg("--one-file-system")
+            .arg(&gone)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if spawned.is_err() {
+            fs::remove_dir_all(&gone).map_err(Error::io("cannot remove the layer", &gone))?;
+        }
+        Ok(())
     }
 
     /// Bytes and inodes the upper layer holds (`statvfs` of its tmpfs with a quota).
