@@ -141,6 +141,26 @@ fn pending_id(ws: &Path) -> Option<String> {
         .map(|l| l.split_whitespace().next().unwrap().to_string())
 }
 
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Start a transactional run of `sh -c SCRIPT` (stdin piped) and return once the script
+/// printed `ready`, with the rest of its output.
+fn start_ready(ws: &Path, commit: &str, script: &str) -> (std::process::Child, Lines) {
+    let mut child = run_cmd(
+        "default",
+        ws,
+        &["--transactional", "--commit", commit, "-q"],
+        &["/bin/sh", "-c", script],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    (child, lines)
+}
+
 #[test]
 fn the_workspace_is_untouched_until_commit_and_then_holds_the_agents_result() {
     require_root();
@@ -259,21 +279,11 @@ fn a_file_the_user_changed_meanwhile_is_refused_and_the_others_applied() {
     require_root();
     let s = Scratch::new();
     let ws = project(&s);
-    let mut child = run_cmd(
-        "default",
+    let (mut child, _lines) = start_ready(
         &ws,
-        &["--transactional", "--commit", "always", "-q"],
-        &[
-            "/bin/sh",
-            "-c",
-            "echo agent > edit.txt; echo agent > added.txt; echo ready; sleep 3",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        "always",
+        "echo agent > edit.txt; echo agent > added.txt; echo ready; sleep 3",
+    );
     // The user edits the same file in the real workspace while the agent runs.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(ws.join("edit.txt"), "user\n").unwrap();
@@ -348,17 +358,7 @@ fn a_killed_cordon_leaves_a_layer_diff_and_rollback_still_work_on() {
     let s = Scratch::new();
     let ws = project(&s);
     let before = snapshot(&ws);
-    let mut child = run_cmd(
-        "default",
-        &ws,
-        &["--transactional", "-q"],
-        &["/bin/sh", "-c", "echo agent >> edit.txt; echo ready; sleep 20"],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let (mut child, _lines) = start_ready(&ws, "never", "echo agent >> edit.txt; echo ready; sleep 20");
     let id = pending_id(&ws).unwrap();
     let running = cordon_out(&["rollback", &id]);
     assert_eq!(running.status.code(), Some(125));
@@ -449,22 +449,11 @@ fn a_commit_while_the_run_goes_on_applies_what_the_agent_wrote_so_far() {
     require_root();
     let s = Scratch::new();
     let ws = project(&s);
-    let mut child = run_cmd(
-        "default",
+    let (mut child, mut lines) = start_ready(
         &ws,
-        &["--transactional", "--commit", "never", "-q"],
-        &[
-            "/bin/sh",
-            "-c",
-            "echo first > edit.txt; echo ready; read go; echo second > edit.txt; echo again",
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        "never",
+        "echo first > edit.txt; echo ready; read go; echo second > edit.txt; echo again",
+    );
     let id = pending_id(&ws).unwrap();
     let c = cordon_out(&["commit", &id, "edit.txt"]);
     assert!(c.status.success(), "{}", stderr(&c));
