@@ -144,6 +144,39 @@ pub fn seal_note(layer: &Layer) -> String {
     }
 }
 
+/// What the seal says about the layer, and the layer if changes are pending. A run that
+/// changed nothing has its layer removed in a thread, while the session seals the trace.
+pub fn at_end(
+    mut layer: Layer,
+    code: i32,
+) -> (Option<Layer>, Option<std::thread::JoinHandle<()>>, Vec<String>) {
+    let changes = changes_of(&layer);
+    if changes.as_ref().is_ok_and(Vec::is_empty) {
+        let remove = std::thread::spawn(move || {
+            if let Err(e) = layer.remove() {
+                text::eprint(&format!("error: {e}"));
+            }
+        });
+        return (
+            None,
+            Some(remove),
+            vec!["transactional workspace: no changes".into()],
+        );
+    }
+    if let Err(e) = layer.mark_ended(code) {
+        text::eprint(&format!("error: {e}"));
+    }
+    let mut notes = vec![seal_note(&layer)];
+    if let Some((used, quota)) = layer.quota_used().filter(|(u, q)| u + (64 << 10) >= *q) {
+        let note = format!(
+            "the agent reached its write quota ({used} of {quota} bytes): writes past it failed with ENOSPC"
+        );
+        text::eprint(&note);
+        notes.push(note);
+    }
+    (Some(layer), None, notes)
+}
+
 /// The run ended: no changes removes the layer; otherwise commit, ask or keep them.
 pub fn after_run(mut layer: Layer, mode: CommitMode, interactive: bool, quiet: bool) -> Result<()> {
     let all = changes_of(&layer)?;

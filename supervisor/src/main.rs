@@ -824,21 +824,18 @@ fn run(
         exit_code: outcome.exit_code,
         notes: outcome.notes.clone(),
     };
-    let layer = layer.map(|mut l| {
-        if let Err(e) = l.mark_ended(outcome.exit_code) {
-            text::eprint(&format!("error: {e}"));
+    let (layer, removing) = match layer {
+        Some(l) => {
+            let (layer, removing, notes) = cli_changes::at_end(l, outcome.exit_code);
+            sealed.notes.extend(notes);
+            (layer, removing)
         }
-        sealed.notes.push(cli_changes::seal_note(&l));
-        if let Some((used, quota)) = l.quota_used().filter(|(u, q)| u + (64 << 10) >= *q) {
-            let note = format!(
-                "the agent reached its write quota ({used} of {quota} bytes): writes past it failed with ENOSPC"
-            );
-            text::eprint(&note);
-            sealed.notes.push(note);
-        }
-        l
-    });
+        None => (None, None),
+    };
     let report = session.finish(&sealed);
+    if let Some(r) = removing {
+        let _ = r.join();
+    }
     // Printed with -q too: each is code that runs later, outside any sandbox.
     // A planted config value may carry a token: the line is redacted like the events.
     for f in &report.persistence {

@@ -182,6 +182,7 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
     check(ret).map(drop)
 }
 
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_SET_FD: libc::c_uint = 5;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -189,7 +190,7 @@ const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 /// An overlay mount, detached: `lower` (read-only) under `upper`, `work` beside it (both
 /// descriptors of directories in one mount), built with the new mount API so that each layer
 /// can be a detached, idmapped tree (Linux 6.13: layers by descriptor). `options` are
-/// `key=value` strings. Returns the mount's descriptor, for `move_mount_to`.
+/// `key=value` strings, or flags (`key` with an empty value). Returns the mount's descriptor, for `move_mount_to`.
 pub fn overlay_mount(
     lower: &OwnedFd,
     upper: &OwnedFd,
@@ -219,6 +220,10 @@ pub fn overlay_mount(
     }
     for (k, v) in options {
         let k = CString::new(*k).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if v.is_empty() {
+            config(FSCONFIG_SET_FLAG, Some(&k), std::ptr::null(), 0)?;
+            continue;
+        }
         let v = CString::new(*v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         config(FSCONFIG_SET_STRING, Some(&k), v.as_ptr(), 0)?;
     }

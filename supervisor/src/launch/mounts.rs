@@ -115,6 +115,7 @@ fn overlay(
         ("metacopy", "off"),
         ("index", "off"),
         ("xino", "off"),
+        ("volatile", ""),
     ];
     let fd = sys::overlay_mount(&lower, &upper, &work, &options).map_err(|e| {
         let fs = fs_name(workspace);

@@ -2,7 +2,8 @@
 //! layer lives in cordon's state directory (`/var/lib/cordon/changes/SANDBOX/`), so the real
 //! workspace is untouched until a person applies the changes (`commit`) or discards them
 //! (`rollback`), while the run goes on or after it — also after cordon died or the host
-//! rebooted. `launch::mounts` mounts the overlay; this module owns the directory, its record
+//! rebooted (`SANDBOX/{upper,work,run.json}`; with a write quota `upper` and `work` are on a
+//! tmpfs mounted on `SANDBOX/layer/`). `launch::mounts` mounts the overlay; this module owns the directory, its record
 //! (`run.json`), and listing (`diff`), applying (`apply`) and discarding the changes.
 //! docs/workspace.md.
 
@@ -110,11 +111,11 @@ impl Layer {
 
     fn make_dirs(&self) -> Result<(), Error> {
         let root = self.layer_dir();
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(Error::io("cannot create the layer", &root))?;
         if let Some(bytes) = self.record.quota {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&root)
+                .map_err(Error::io("cannot create the layer", &root))?;
             nix::mount::mount(
                 Some("cordon-layer"),
                 &root,
@@ -127,17 +128,27 @@ impl Layer {
         let ws = fs::metadata(&self.record.workspace)
             .map_err(Error::io("cannot read the workspace", &self.record.workspace))?;
         let upper = self.upper();
-        fs::create_dir(&upper).map_err(Error::io("cannot create the upper layer", &upper))?;
+        let mode = ws.mode() & 0o7777;
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(&upper)
+            .map_err(Error::io("cannot create the upper layer", &upper))?;
         let (uid, gid) = self.to_agent(ws.uid(), ws.gid());
         std::os::unix::fs::chown(&upper, Some(uid), Some(gid))
             .map_err(Error::io("cannot give the upper layer the agent's ids", &upper))?;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(ws.mode() & 0o7777)).map_err(Error::io(
-            "cannot give the upper layer the workspace's mode",
-            &upper,
-        ))?;
+        // The umask may have taken bits off (and chown clears set-id bits).
+        if fs::metadata(&upper).map(|m| m.mode() & 0o7777).ok() != Some(mode) {
+            fs::set_permissions(&upper, fs::Permissions::from_mode(mode)).map_err(Error::io(
+                "cannot give the upper layer the workspace's mode",
+                &upper,
+            ))?;
+        }
         let work = root.join("work");
         fs::create_dir(&work).map_err(Error::io("cannot create the overlay work directory", &work))?;
-        self.save()
+        // A new directory: the record is written in place (later saves replace it atomically).
+        let path = self.dir.join(RECORD);
+        let text = serde_json::to_vec_pretty(&self.record).map_err(|e| Error::Refused(e.to_string()))?;
+        fs::write(&path, text).map_err(Error::io("cannot write", &path))
     }
 
     /// Ids as the upper layer holds them (the owner's become the agent's).
@@ -158,9 +169,14 @@ impl Layer {
         )
     }
 
-    /// The directory holding `upper` and `work` (the tmpfs mountpoint with a quota).
+    /// The directory holding `upper` and `work`: the run's directory, or with a quota the
+    /// tmpfs mounted on its `layer/`.
     pub fn layer_dir(&self) -> PathBuf {
-        self.dir.join("layer")
+        if self.record.quota.is_some() {
+            self.dir.join("layer")
+        } else {
+            self.dir.clone()
+        }
     }
 
     pub fn upper(&self) -> PathBuf {
