@@ -340,10 +340,7 @@ pub struct LearnArgs {
 pub struct ScoreArgs {
     #[arg(long, value_name = "BASELINE")]
     pub baseline: PathBuf,
-    /// How sequences are scored: `knn` (distance of the syscall and syscall-pair frequencies
-    /// to the nearest training sequence), `frames` (n-grams with back-off over frames of 20
-    /// calls; `cordon` is its old name) or `stide` (the fraction of length-6 windows never
-    /// seen, for comparison).
+    /// How sequences are scored (docs/monitor.md compares them).
     #[arg(long, value_enum, default_value = "knn")]
     pub method: Method,
     /// The syscall table of plain syscall files; it must be the baseline's (the default).
