@@ -33,6 +33,8 @@ pub enum OfflineError {
     },
     #[error("{0}: no files in it to learn from (one trace per file expected)")]
     EmptyDir(PathBuf),
+    #[error("{0} was made by a cordon before kNN and has no trace profiles: learn it again, or score with --method frames or stide")]
+    NoProfiles(PathBuf),
     #[error("--abi {abi}: only plain syscall files have an ABI to choose; {file} is a cordon trace (always x86_64)")]
     AbiOfTrace { file: PathBuf, abi: &'static str },
     #[error("{file}: a {input} input among {others} inputs; a baseline is learned from one kind")]
@@ -218,6 +220,9 @@ pub fn score(
     abi: Option<Abi>,
 ) -> Result<Vec<Scored>, OfflineError> {
     let model = Model::load(baseline)?;
+    if method == Method::Knn && !model.has_profiles() {
+        return Err(OfflineError::NoProfiles(baseline.to_path_buf()));
+    }
     if let Some(a) = abi {
         if a != model.abi() {
             return Err(baseline::BaselineError::OtherAbi {
