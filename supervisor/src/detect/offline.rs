@@ -162,7 +162,11 @@ pub fn learn(files: &[PathBuf], abi: Option<Abi>, out: &Path) -> Result<String, 
             });
         }
         for (label, s) in &input.sequences {
-            m.train(s, label);
+            // A trace's sequences are labelled by process: say which trace too.
+            match input.alphabet {
+                Alphabet::Syscalls => m.train(s, label),
+                Alphabet::Events => m.train(s, &format!("{} {label}", f.display())),
+            }
         }
         m.train_counts(&input.counts);
         m.add_source(f.display().to_string());
