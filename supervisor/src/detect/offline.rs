@@ -461,6 +461,22 @@ mod tests {
     }
 
     #[test]
+    fn a_baseline_from_before_knn_scores_by_the_other_methods_only() {
+        let d = dir_with(&[("a.txt", "1 2 3")]);
+        let b = d.path().join("old.baseline");
+        let mut v1 = b"cordon-baseline-v1\n{\"alphabet\":\"syscalls\",\"n\":6,\"frame\":20,\"sequences\":0,\"symbols\":0,\"frequency\":[],\"sources\":[]}\n".to_vec();
+        v1.extend_from_slice(&0u64.to_le_bytes());
+        std::fs::write(&b, v1).unwrap();
+        let probe = [d.path().join("a.txt")];
+        let e = score(&b, &probe, Method::Knn, None).err().unwrap().to_string();
+        assert!(
+            e.contains("has no trace profiles: learn it again, or score with --method frames"),
+            "{e}"
+        );
+        assert_eq!(score(&b, &probe, Method::Frames, None).unwrap()[0].score, 1.0);
+    }
+
+    #[test]
     fn the_abi_is_recorded_and_checked() {
         let d = dir_with(&[("a.txt", "5 3 3 6 1"), ("b.txt", "5 3 6 1")]);
         let b = d.path().join("b.baseline");
