@@ -81,7 +81,7 @@ def evaluate(corpus, tmp):
         for m in METHODS:
             pooled[m][1].extend(score(b, held, m))
             pooled[m][0].extend(score(b, attack, m))
-    return len(benign), len(attack), pooled
+    return len(benign), [os.path.basename(a)[5:-4].split("+")[-1] for a in attack], pooled
 
 
 def main():
@@ -93,7 +93,8 @@ def main():
         tmp = tempfile.mkdtemp(prefix="cordon-eval.")
         try:
             start = time.time()
-            nb, na, pooled = evaluate(corpus, tmp)
+            nb, kinds, pooled = evaluate(corpus, tmp)
+            na = len(kinds)
             for m in METHODS:
                 pos, neg = pooled[m]
                 a = auc(pos, neg)
@@ -101,7 +102,18 @@ def main():
                 print(f"{os.path.basename(corpus.rstrip('/')):<10} {f'{nb} b / {na} a':>14} {m:<8} "
                       f"{a:6.3f} {detection(pos, neg, 0.01):7.3f} {detection(pos, neg, 0.05):7.3f}",
                       flush=True)
-            print(f"{'':<10} ({time.time() - start:.0f} s)", flush=True)
+            # Which attack behaviours the first method catches at 5% false alarms (each attack
+            # is scored once per fold: the share over the folds).
+            pos, neg = pooled[METHODS[0]]
+            neg = sorted(neg, reverse=True)
+            threshold = neg[int(0.05 * len(neg))]
+            caught = {}
+            for j, p in enumerate(pos):
+                k = kinds[j % na]
+                caught.setdefault(k, []).append(p > threshold)
+            print(f"{'':<10} {METHODS[0]} at 5% false alarms: " + ", ".join(
+                f"{k} {sum(v) / len(v):.0%}" for k, v in sorted(caught.items()))
+                + f" ({time.time() - start:.0f} s)", flush=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     for m in METHODS:

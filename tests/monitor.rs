@@ -220,16 +220,27 @@ fn learn_and_score_syscall_files() {
             })
             .collect()
     };
-    for method in ["cordon", "stide"] {
+    // ("cordon" is the frames method's old name.)
+    for method in ["knn", "frames", "cordon", "stide"] {
         let r = score(method);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].0, 0.0, "{method}: {r:?}");
-        // STIDE's score is diluted by the length of the trace; the locality frame's is not.
-        let floor = if method == "stide" { 0.0 } else { 0.2 };
+        // STIDE's and kNN's scores are diluted by the length of the trace; the locality
+        // frame's is not.
+        let floor = if matches!(method, "stide" | "knn") {
+            0.0
+        } else {
+            0.2
+        };
         assert!(r[1].0 > floor, "{method}: {r:?}");
     }
-    // The most anomalous window is named, in syscall names.
+    // The most anomalous window is named, in syscall names, and what in it is new.
     assert!(score("cordon")[1].1.contains("ptrace"), "{:?}", score("cordon"));
+    assert!(
+        score("knn")[1].1.contains("never seen: [ptrace]"),
+        "{:?}",
+        score("knn")
+    );
     // Bad input: the file and the item.
     let o = cordon_out(&[
         "learn",

@@ -3,12 +3,13 @@
 //! Training keeps two things. Every n-gram (n = 1..=`N`) of each sequence, with its count:
 //! the table STIDE and the locality frames look windows up in. And each training sequence's
 //! *profile*: its counts of single syscalls and of pairs of consecutive syscalls, which the
-//! kNN method (the default, `score::knn`) compares whole sequences by.
+//! kNN method (the default, `Method::Knn`) compares whole sequences by.
 //!
 //! The methods (`Method`, in `score`):
-//! - `knn`: the cosine distance between the sequence's profile and the nearest training
-//!   profile. Chosen by `benches/baseline_eval.sh` (cross-validated on three corpora of full
-//!   syscall sequences): at least as good as STIDE-6 on each and better on average.
+//! - `knn`: the distance between the sequence's profile and the nearest training profile
+//!   (`sqrt(1 - cosine similarity)`). Chosen by `benches/baseline_eval.sh` (cross-validated
+//!   on four corpora of full syscall sequences, docs/monitor.md): at least as good as STIDE-6
+//!   on each and better on average.
 //! - `frames`: at each position the anomaly is `1 - L/N`, `L` the length of the longest run
 //!   ending there that training saw (STIDE with back-off); the score is the highest mean over
 //!   `FRAME` consecutive positions. The live monitor uses it (constant memory per process).
@@ -112,7 +113,8 @@ pub enum Method {
     /// training sequence's.
     #[default]
     Knn,
-    /// n-grams with back-off over locality frames of 20 calls (the default before kNN).
+    /// n-grams with back-off over locality frames of 20 calls (the default before kNN;
+    /// `cordon` is its old name).
     #[value(alias = "cordon")]
     Frames,
     /// The fraction of length-6 windows never seen in training.
@@ -246,6 +248,12 @@ impl Model {
 
     pub fn grams(&self) -> usize {
         self.grams.len()
+    }
+
+    /// Does the baseline keep its training sequences' profiles (the kNN method)? Not one made
+    /// by a cordon before kNN.
+    pub fn has_profiles(&self) -> bool {
+        !self.profiles.is_empty()
     }
 
     pub fn add_source(&mut self, s: String) {

@@ -33,6 +33,8 @@ pub enum OfflineError {
     },
     #[error("{0}: no files in it to learn from (one trace per file expected)")]
     EmptyDir(PathBuf),
+    #[error("{0} was made by a cordon before kNN and has no trace profiles: learn it again, or score with --method frames or stide")]
+    NoProfiles(PathBuf),
     #[error("--abi {abi}: only plain syscall files have an ABI to choose; {file} is a cordon trace (always x86_64)")]
     AbiOfTrace { file: PathBuf, abi: &'static str },
     #[error("{file}: a {input} input among {others} inputs; a baseline is learned from one kind")]
@@ -160,7 +162,11 @@ pub fn learn(files: &[PathBuf], abi: Option<Abi>, out: &Path) -> Result<String, 
             });
         }
         for (label, s) in &input.sequences {
-            m.train(s, label);
+            // A trace's sequences are labelled by process: say which trace too.
+            match input.alphabet {
+                Alphabet::Syscalls => m.train(s, label),
+                Alphabet::Events => m.train(s, &format!("{} {label}", f.display())),
+            }
         }
         m.train_counts(&input.counts);
         m.add_source(f.display().to_string());
@@ -218,6 +224,9 @@ pub fn score(
     abi: Option<Abi>,
 ) -> Result<Vec<Scored>, OfflineError> {
     let model = Model::load(baseline)?;
+    if method == Method::Knn && !model.has_profiles() {
+        return Err(OfflineError::NoProfiles(baseline.to_path_buf()));
+    }
     if let Some(a) = abi {
         if a != model.abi() {
             return Err(baseline::BaselineError::OtherAbi {
@@ -340,10 +349,7 @@ pub struct LearnArgs {
 pub struct ScoreArgs {
     #[arg(long, value_name = "BASELINE")]
     pub baseline: PathBuf,
-    /// How sequences are scored: `knn` (distance of the syscall and syscall-pair frequencies
-    /// to the nearest training sequence), `frames` (n-grams with back-off over frames of 20
-    /// calls; `cordon` is its old name) or `stide` (the fraction of length-6 windows never
-    /// seen, for comparison).
+    /// How sequences are scored (docs/monitor.md compares them).
     #[arg(long, value_enum, default_value = "knn")]
     pub method: Method,
     /// The syscall table of plain syscall files; it must be the baseline's (the default).
@@ -452,6 +458,22 @@ mod tests {
                 d.path().display()
             )
         );
+    }
+
+    #[test]
+    fn a_baseline_from_before_knn_scores_by_the_other_methods_only() {
+        let d = dir_with(&[("a.txt", "1 2 3")]);
+        let b = d.path().join("old.baseline");
+        let mut v1 = b"cordon-baseline-v1\n{\"alphabet\":\"syscalls\",\"n\":6,\"frame\":20,\"sequences\":0,\"symbols\":0,\"frequency\":[],\"sources\":[]}\n".to_vec();
+        v1.extend_from_slice(&0u64.to_le_bytes());
+        std::fs::write(&b, v1).unwrap();
+        let probe = [d.path().join("a.txt")];
+        let e = score(&b, &probe, Method::Knn, None).err().unwrap().to_string();
+        assert!(
+            e.contains("has no trace profiles: learn it again, or score with --method frames"),
+            "{e}"
+        );
+        assert_eq!(score(&b, &probe, Method::Frames, None).unwrap()[0].score, 1.0);
     }
 
     #[test]

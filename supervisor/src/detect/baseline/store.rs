@@ -2,8 +2,8 @@
 //! table (count, then key u64 + count u32 each) and the profiles (count, then per profile
 //! its length u32 and its features, key u64 + count u32 each).
 //!
-//! v2 added the profiles (the kNN method) and the ABI; a v1 file is refused with a word on
-//! how to make a new one rather than scored by a method it cannot support.
+//! v2 added the profiles (the kNN method) and the ABI. A v1 file (no profiles) still loads, for
+//! the live monitor and the frames and stide methods; `cordon score` refuses kNN on it.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -71,19 +71,20 @@ impl Model {
             path: path.to_path_buf(),
             why: why.into(),
         };
-        if bytes.starts_with(MAGIC_V1) {
-            return Err(bad(
-                "it is a v1 baseline, made by an older cordon; learn it again from the same inputs",
-            ));
-        }
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("it does not start with cordon-baseline-v2"))?;
+        let (v1, rest) = match (bytes.strip_prefix(MAGIC_V1), bytes.strip_prefix(MAGIC)) {
+            (Some(rest), _) => (true, rest),
+            (_, Some(rest)) => (false, rest),
+            _ => return Err(bad("it does not start with cordon-baseline-v2")),
+        };
         let nl = rest
             .iter()
             .position(|&b| b == b'\n')
             .ok_or_else(|| bad("no header"))?;
-        let header: Header = serde_json::from_slice(&rest[..nl]).map_err(|e| bad(&format!("header: {e}")))?;
+        let mut header: Header =
+            serde_json::from_slice(&rest[..nl]).map_err(|e| bad(&format!("header: {e}")))?;
+        if v1 {
+            header.profile_labels.clear();
+        }
         if header.n != N || header.frame != FRAME {
             return Err(bad(&format!(
                 "made with n={} frame={}, this cordon uses n={N} frame={FRAME}",
@@ -99,7 +100,7 @@ impl Model {
             let (k, v) = r.pair().ok_or_else(short)?;
             grams.insert(k, v);
         }
-        let count = r.u64().ok_or_else(short)?;
+        let count = if v1 { 0 } else { r.u64().ok_or_else(short)? };
         let mut profiles = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(r.0.len() / 4));
         for _ in 0..count {
             let len = r.u32().ok_or_else(short)?;
@@ -167,15 +168,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a cordon baseline"));
-        std::fs::write(&p, b"cordon-baseline-v1\n{}\n").unwrap();
-        assert!(Model::load(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("learn it again"));
         let mut bytes = Vec::new();
         m.save(&p).unwrap();
         std::fs::File::open(&p).unwrap().read_to_end(&mut bytes).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
         assert!(Model::load(&p).unwrap_err().to_string().contains("cut short"));
+        // A v1 file: the same without the profiles; it loads, for the methods that need none.
+        let profiles: usize = m.profiles.iter().map(|p| 4 + 12 * p.0.len()).sum();
+        let mut v1 = bytes[..bytes.len() - 8 - profiles].to_vec();
+        v1[..MAGIC.len()].copy_from_slice(MAGIC_V1);
+        std::fs::write(&p, &v1).unwrap();
+        let old = Model::load(&p).unwrap();
+        assert!(!old.has_profiles() && m.has_profiles());
+        assert_eq!(old.score(&probe, Method::Frames), m.score(&probe, Method::Frames));
     }
 }
