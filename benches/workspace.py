@@ -18,7 +18,7 @@ def run(mode, ws, cmd):
     base = [cordon, "run", "-q", "--profile", "default", "--workspace", ws]
     if mode == "bare":
         return cmd
-    extra = ["--direct"] if mode == "direct" else ["--transactional", "--commit", "always"]
+    extra = ["--direct"] if mode == "direct" else ["--transactional", "--commit", "never"]
     return base + extra + ["--"] + cmd
 
 
@@ -35,7 +35,8 @@ for _ in range(RUNS):
 d, t = med(times["direct"]), med(times["transactional"])
 print(f"launch /bin/true: direct {d:.1f} ms, transactional {t:.1f} ms (+{t - d:.2f} ms, p99 {sorted(times['transactional'])[-1]:.1f} ms)")
 
-# Workloads: each run starts from a fresh copy of the project; the agent's changes are committed.
+# Workloads: each run starts from a fresh copy of the project; the run is timed with its
+# changes kept in the layer (`--commit never`), then `cordon commit` is timed on its own.
 proj = os.path.join(scratch, "proj")
 os.makedirs(os.path.join(proj, "src"))
 for i in range(40):
@@ -57,6 +58,16 @@ workloads = {
     "python test run": ["python3", "-c", "import test_x as t\nfor n in dir(t):\n  n.startswith('test_') and getattr(t, n)()"],
 }
 geo = {"direct": [], "transactional": []}
+commits = []
+
+
+def commit_all(w):
+    """Commit the run's changes (timed), so the next run starts from a clean state."""
+    out = subprocess.run([cordon, "changes"], check=True, capture_output=True, text=True).stdout
+    ids = [l.split()[0] for l in out.splitlines()[1:] if f" {w} " in l]
+    return sum(timed([cordon, "commit", i], w) for i in ids)
+
+
 for name, cmd in workloads.items():
     res = {"bare": [], "direct": [], "transactional": []}
     for _ in range(WORK_RUNS):
@@ -65,8 +76,12 @@ for name, cmd in workloads.items():
             shutil.rmtree(w, ignore_errors=True)
             shutil.copytree(proj, w, symlinks=True)
             res[mode].append(timed(run(mode, w, cmd), w))
+            if mode == "transactional":
+                commits.append(commit_all(w))
     b, d, t = med(res["bare"]), med(res["direct"]), med(res["transactional"])
-    print(f"{name}: bare {b:.0f} ms, direct {d:.0f} ms, transactional {t:.0f} ms — transactional/direct {t / d:.3f}")
+    print(f"{name}: bare {b:.0f} ms, direct {d:.0f} ms, transactional {t:.0f} ms — transactional/direct {t / d:.3f}; "
+          f"then `cordon commit` {med(commits):.0f} ms")
+    commits.clear()
     geo["direct"].append(d)
     geo["transactional"].append(t)
 ratio = statistics.geometric_mean([t / d for t, d in zip(geo["transactional"], geo["direct"])])

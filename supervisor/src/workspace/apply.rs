@@ -17,7 +17,7 @@ use nix::sys::stat::Mode;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default)]
@@ -78,7 +78,15 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
         }
     }
     // 2. Every new byte on disk before any name points at it.
-    let _ = nix::unistd::syncfs(&root);
+    let new_files: Vec<PathBuf> = staged
+        .iter()
+        .filter_map(|(c, st)| match st {
+            Staged::Temp(t) => Some(ws.join(c.path.parent().unwrap_or(Path::new(""))).join(t)),
+            Staged::Upper => Some(upper.join(&c.path)),
+            Staged::Nothing => None,
+        })
+        .collect();
+    durable(&root, &new_files);
     // 3. Renames, deletions and mode changes, in path order (contents before their directory).
     // A hard link may point at a path that is applied or that the agent left unchanged.
     let mut linkable: HashSet<PathBuf> = HashSet::new();
@@ -93,7 +101,14 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
             Err(e) => out.refused.push((c.path.clone(), e)),
         }
     }
-    let _ = nix::unistd::syncfs(&root);
+    let mut parents: Vec<PathBuf> = out
+        .applied
+        .iter()
+        .map(|p| ws.join(p.parent().unwrap_or(Path::new(""))))
+        .collect();
+    parents.sort();
+    parents.dedup();
+    durable(&root, &parents);
     for p in &out.applied {
         if let Ok(m) = fs::symlink_metadata(ws.join(p)) {
             layer.record.committed.insert(p.clone(), ctime_ns(&m));
@@ -103,7 +118,8 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
     if out.applied.len() == all.len() && !layer.running() {
         match via {
             // The layer holds the replaced files: removed in the background.
-            Via::Move { .. } => layer.discard_later()?,
+            Via::Move { .. } if all.len() > DISCARD_INLINE_MAX => layer.discard_later()?,
+            Via::Move { .. } => layer.remove()?,
             Via::Copy => layer.remove()?,
         }
         out.finished = true;
@@ -116,6 +132,32 @@ pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
     }
     out.refused.sort();
     Ok(out)
+}
+
+/// A layer with at most this many changes is removed at once; a bigger one in the background.
+const DISCARD_INLINE_MAX: usize = 256;
+
+/// Past this many files, one `syncfs` is cheaper than an `fsync` each.
+const FSYNC_EACH_MAX: usize = 64;
+
+/// Make `paths` (files, or directories whose entries changed) durable: an fsync each when
+/// they are few (a `syncfs` would flush everything else the host wrote meanwhile), one
+/// `syncfs` of the workspace's filesystem when they are many. A symlink is made durable by its
+/// directory's fsync.
+fn durable(root: &fs::File, paths: &[PathBuf]) {
+    if paths.len() > FSYNC_EACH_MAX {
+        let _ = nix::unistd::syncfs(root);
+        return;
+    }
+    for p in paths {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(p);
+        if let Ok(f) = f {
+            let _ = f.sync_all();
+        }
+    }
 }
 
 /// How files reach the workspace.
