@@ -474,3 +474,29 @@ fn a_commit_while_the_run_goes_on_applies_what_the_agent_wrote_so_far() {
     assert_eq!(std::fs::read_to_string(ws.join("edit.txt")).unwrap(), "second\n");
     assert_eq!(pending_id(&ws), None);
 }
+
+#[test]
+fn on_a_terminal_the_run_asks_before_committing() {
+    require_root();
+    let s = Scratch::new();
+    for (answer, committed) in [("y", true), ("n", false)] {
+        let ws = project(&s);
+        let mut c = cordon_command();
+        c.args(["run", "--profile", "default", "--transactional", "--workspace"])
+            .arg(&ws)
+            .args(["--", "/bin/sh", "-c", "echo from-agent > asked.txt"]);
+        let (mut child, mut pty) = spawn_on_pty(c);
+        let shown = pty.read_until("? [y/N]", 20_000);
+        assert!(shown.contains("A asked.txt (11 bytes"), "{shown}");
+        pty.send(&format!("{answer}\r"));
+        let rest = pty.read_until(if committed { "applied" } else { "kept" }, 10_000);
+        assert!(wait_within(&mut child, 10_000).success(), "{shown}{rest}");
+        assert_eq!(ws.join("asked.txt").exists(), committed, "{answer}: {rest}");
+        let pending = pending_id(&ws);
+        assert_eq!(pending.is_some(), !committed);
+        if let Some(id) = pending {
+            assert!(cordon_out(&["rollback", &id]).status.success());
+        }
+        std::fs::remove_dir_all(&ws).unwrap();
+    }
+}
