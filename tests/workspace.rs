@@ -238,6 +238,15 @@ fn the_workspace_is_untouched_until_commit_and_then_holds_the_agents_result() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&log.stdout), "agent\ninit\n");
     assert_eq!(pending_id(&ws), None, "nothing pending after a full commit");
+    // The sealed trace names every change; a signed follow-up beside it records the commit.
+    let trace = Path::new(TEST_TRACE_DIR).join(format!("{id}.trace"));
+    let v = cordon_out(&["trace", "verify", &trace.to_string_lossy()]);
+    let said = stdout(&v);
+    assert!(v.status.success(), "{said}{}", stderr(&v));
+    assert!(said.contains("follow-up 0: commit by uid 0"), "{said}");
+    let shown = stdout(&cordon_out(&["trace", "show", &trace.to_string_lossy()]));
+    let sha = hex_sha256(b"z\n");
+    assert!(shown.contains(&format!("A made/inner/z.txt {sha}")), "{shown}");
     let again = cordon_out(&["commit", &id]);
     assert_eq!(again.status.code(), Some(125));
     assert!(
@@ -432,6 +441,20 @@ fn a_mass_deletion_stopped_by_a_rollback_rule_leaves_every_file_in_place() {
     assert!(!stdout(&out).contains("survived"));
     let err = stderr(&out);
     assert!(err.contains("rule deleted rolled the run back"), "{err}");
+    let id = err
+        .split_whitespace()
+        .skip_while(|w| *w != "sandbox")
+        .nth(1)
+        .expect("the start line names the sandbox")
+        .to_string();
+    let trace = Path::new(TEST_TRACE_DIR).join(format!("{id}.trace"));
+    let v = cordon_out(&["trace", "verify", &trace.to_string_lossy()]);
+    assert!(v.status.success(), "{}{}", stdout(&v), stderr(&v));
+    assert!(
+        stdout(&v).contains("follow-up 0: rollback (rule deleted) by uid 0"),
+        "{}",
+        stdout(&v)
+    );
     assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
     assert_eq!(pending_id(&ws), None);
     // The same rule in a direct run cannot keep its promise: refused before the agent starts.

@@ -68,9 +68,65 @@ fn is_rename_source(all: &[diff::Change], c: &diff::Change) -> bool {
 pub fn commit_cmd(sandbox: &str, paths: &[PathBuf]) -> Result<i32> {
     let mut layer = Layer::find(sandbox)?;
     let only = relative(&layer, paths)?;
-    let out = apply::commit(&mut layer, &only)?;
-    report_commit(&layer, &out);
+    let out = commit_recorded(&mut layer, &only)?;
     Ok(if out.refused.is_empty() { 0 } else { 1 })
+}
+
+/// Commit, print what happened, and record it beside the run's trace.
+fn commit_recorded(layer: &mut Layer, only: &[PathBuf]) -> Result<apply::Outcome> {
+    let out = apply::commit(layer, only)?;
+    report_commit(layer, &out);
+    let refused = out
+        .refused
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
+    follow_up(layer, "commit", &out.applied, refused);
+    Ok(out)
+}
+
+/// Append a signed follow-up record to the run's trace (when it has a sealed one). A record
+/// that cannot be written is said, not fatal: the changes are already applied.
+pub fn follow_up(layer: &Layer, action: &str, paths: &[PathBuf], refused: Vec<String>) {
+    let Some(trace) = layer.record.trace.as_deref().filter(|t| t.exists()) else {
+        return;
+    };
+    let written = cordon::keys::init(Path::new(cordon::keys::DEFAULT_DIR))
+        .map_err(|e| e.to_string())
+        .and_then(|(key, _)| {
+            cordon::trace::followup::append(
+                trace,
+                &key.signing,
+                cordon::trace::followup::FollowUp {
+                    sandbox: layer.record.sandbox.clone(),
+                    trace_sha256: String::new(),
+                    seq: 0,
+                    prev: String::new(),
+                    action: action.into(),
+                    by_uid: invoking_uid(),
+                    at_unix: 0,
+                    paths: paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+                    refused,
+                    signature: String::new(),
+                },
+            )
+            .map_err(|e| e.to_string())
+        });
+    if let Err(e) = written {
+        text::eprint(&format!(
+            "warning: the {action} is not recorded beside the trace {}: {e}",
+            trace.display()
+        ));
+    }
+}
+
+/// The person behind this command: sudo's caller, else the real uid.
+fn invoking_uid() -> u32 {
+    std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|u| u.parse().ok())
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|| unsafe { libc::getuid() })
 }
 
 fn report_commit(layer: &Layer, out: &apply::Outcome) {
@@ -92,7 +148,9 @@ fn report_commit(layer: &Layer, out: &apply::Outcome) {
 
 pub fn rollback_cmd(sandbox: &str) -> Result<i32> {
     let layer = Layer::find(sandbox)?;
+    let pending: Vec<PathBuf> = changes_of(&layer).map(|c| c.into_iter().map(|c| c.path).collect())?;
     let n = apply::rollback(&layer)?;
+    follow_up(&layer, "rollback", &pending, Vec::new());
     println!(
         "sandbox {}: {n} pending change(s) discarded; {} is as it was{}",
         layer.record.sandbox,
@@ -209,8 +267,7 @@ pub fn after_run(mut layer: Layer, mode: CommitMode, interactive: bool, quiet: b
         CommitMode::Ask => false,
     };
     if commit {
-        let out = apply::commit(&mut layer, &[])?;
-        report_commit(&layer, &out);
+        commit_recorded(&mut layer, &[])?;
     } else if !quiet || mode == CommitMode::Never {
         text::eprint(&format!(
             "kept: see them with `cordon diff {id}`, apply with `cordon commit {id}`, discard with `cordon rollback {id}`"

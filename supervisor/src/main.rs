@@ -878,7 +878,14 @@ fn run(
     }
     let rolled_back = report.events.as_ref().and_then(|e| e.rolled_back.clone());
     if let (Some(l), Some(rule)) = (&layer, &rolled_back) {
-        match cordon::workspace::apply::rollback(l) {
+        let pending: Vec<PathBuf> = cordon::workspace::diff::changes(&l.upper(), &l.record.workspace)
+            .map(|c| c.into_iter().map(|c| c.path).collect())
+            .unwrap_or_default();
+        let discarded = cordon::workspace::apply::rollback(l);
+        if discarded.is_ok() {
+            cli_changes::follow_up(l, &format!("rollback (rule {rule})"), &pending, Vec::new());
+        }
+        match discarded {
             Ok(n) => text::eprint(&format!(
                 "rule {rule} rolled the run back: its {n} change(s) are discarded; {} is as it was",
                 l.record.workspace.display()

@@ -4,6 +4,7 @@
 //! `writer` appends records (hash chain, signed checkpoints, seal) for one sandbox; `verify`
 //! reads a trace back, recovers every complete record and names the first damage.
 
+pub mod followup;
 mod frames;
 pub mod record;
 pub mod show;
@@ -87,7 +88,7 @@ pub fn seal_signed_by(key: &VerifyingKey, s: &pb::Seal) -> bool {
 
 use crate::text::hex;
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }

@@ -51,7 +51,23 @@ pub fn verify_file(path: &Path, pubkey: Option<&str>, head: Option<&str>) -> Res
     let head = head.map(|h| super::parse_head(&text_or_file(h))).transpose()?;
     let r = super::verify::verify(&read(path)?, key, head.as_ref());
     print!("{}", describe(path, &r));
-    Ok(r.valid())
+    // What became of a transactional run's changes: signed records beside the sealed trace.
+    let followed = match (&r.key, r.seal.is_some()) {
+        (Some(k), true) => match super::followup::verify(path, k) {
+            Ok(records) => {
+                for f in &records {
+                    println!("{}", text::escape(&super::followup::describe(f)));
+                }
+                true
+            }
+            Err(e) => {
+                println!("FOLLOW-UP DAMAGED: {}", text::escape(&e.0));
+                false
+            }
+        },
+        _ => true,
+    };
+    Ok(r.valid() && followed)
 }
 
 /// `cordon trace head`: the latest signed head as text (damage after it is noted on stderr).
