@@ -523,3 +523,48 @@ fn on_a_terminal_the_run_asks_before_committing() {
         std::fs::remove_dir_all(&ws).unwrap();
     }
 }
+
+#[test]
+fn code_planted_in_the_layer_is_reported_live_and_after_the_run() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let attack = "set -e\n\
+         mkdir v2 && cd v2 && git init -q --separate-git-dir=../.g2 .\n\
+         printf '[core]\\n\\tfsmonitor = \"touch /tmp/x; false\"\\n' >> ../.g2/config\n\
+         echo planted; sleep 1";
+    let ev = s.path().join("events.jsonl");
+    let profile = log_only_profile(&s, "plant", "default", "");
+    let out = output(run_cmd(
+        &profile,
+        &ws,
+        &[
+            "--transactional",
+            "--commit",
+            "never",
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &["/bin/sh", "-c", attack],
+    ));
+    let err = stderr(&out);
+    assert!(stdout(&out).contains("planted"), "{err}");
+    let events = std::fs::read_to_string(&ev).unwrap();
+    // Live: read in the layer (the write is only there), reported with its path in the layer.
+    let live = "/upper/.g2/config core.fsmonitor";
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"window\":\"live\"") && l.contains(live)),
+        "no live persistence alert for {live}:\n{events}"
+    );
+    // After the run: the scan of the layer.
+    assert!(
+        err.lines()
+            .any(|l| l.contains("the agent left code that runs later")
+                && l.contains(".g2/config core.fsmonitor")),
+        "{err}"
+    );
+    let id = pending_id(&ws).unwrap();
+    assert!(cordon_out(&["rollback", &id]).status.success());
+}

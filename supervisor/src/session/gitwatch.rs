@@ -17,6 +17,10 @@ const SETTLE: Duration = Duration::from_millis(150);
 pub struct GitWatch {
     workspace: PathBuf,
     since: SystemTime,
+    /// A transactional run's layer (its upper directory): the agent's writes under the
+    /// workspace are only there, so gitdirs under the workspace are read in it (and reported
+    /// with their path in the layer, as the end-of-run scan of the layer reports them).
+    layer: Option<PathBuf>,
     /// Gitdir candidates and the time of their latest write.
     pending: HashMap<PathBuf, Instant>,
     /// What was already reported, so each finding is alerted once.
@@ -24,10 +28,11 @@ pub struct GitWatch {
 }
 
 impl GitWatch {
-    pub fn new(workspace: PathBuf, since: SystemTime) -> Self {
+    pub fn new(workspace: PathBuf, since: SystemTime, layer: Option<PathBuf>) -> Self {
         Self {
             workspace,
             since,
+            layer,
             pending: HashMap::new(),
             reported: BTreeSet::new(),
         }
@@ -52,7 +57,11 @@ impl GitWatch {
         let mut out = Vec::new();
         for dir in due {
             self.pending.remove(&dir);
-            for f in crate::persist::scan_gitdir(&self.workspace, Path::new(&dir), self.since) {
+            let (ws, dir) = match (&self.layer, dir.strip_prefix(&self.workspace)) {
+                (Some(upper), Ok(rel)) => (upper.clone(), upper.join(rel)),
+                _ => (self.workspace.clone(), dir),
+            };
+            for f in crate::persist::scan_gitdir(&ws, &dir, self.since) {
                 if self
                     .reported
                     .insert((f.file.clone(), f.key.clone(), f.value_preview.clone()))

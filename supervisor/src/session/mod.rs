@@ -257,6 +257,7 @@ impl Session {
             gitwatch: gitwatch::GitWatch::new(
                 self.workspace.clone(),
                 self.attached_at.unwrap_or_else(std::time::SystemTime::now),
+                self.scanned.clone(),
             ),
         })
         .map_err(SessionError::Events)?;
