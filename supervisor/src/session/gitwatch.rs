@@ -4,7 +4,7 @@
 //! would run code later is an `alert` at once — not only in the end-of-run scan.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::pb::{self, event::Kind};
