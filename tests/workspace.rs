@@ -319,6 +319,8 @@ fn write_quota_is_enospc_to_the_agent() {
     require_root();
     let s = Scratch::new();
     let ws = s.dir("ws");
+    s.file("ws/gone.txt", "bye\n");
+    s.file("ws/d/x.txt", "x\n");
     let profile = profile_file(
         &s,
         "quota",
@@ -331,7 +333,7 @@ fn write_quota_is_enospc_to_the_agent() {
         &[
             "/bin/sh",
             "-c",
-            "dd if=/dev/zero of=big bs=1M count=16 2>&1; echo dd=$?",
+            "rm gone.txt; rm -r d; mkdir d; echo y > d/y.txt; dd if=/dev/zero of=big bs=1M count=16 2>&1; echo dd=$?",
         ],
     ));
     let text = stdout(&out);
@@ -347,7 +349,15 @@ fn write_quota_is_enospc_to_the_agent() {
     );
     assert!(!ws.join("big").exists(), "the host's workspace is untouched");
     let id = pending_id(&ws).unwrap();
-    let stat = stdout(&cordon_out(&["diff", &id, "--stat"]));
+    // The layer left its tmpfs for the disk when the run ended (it survives a reboot), with
+    // its whiteouts and opaque directory.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&id), "{mounts}");
+    assert_eq!(
+        stdout(&cordon_out(&["diff", &id, "--name-only"])),
+        "big\nd/x.txt\nd/y.txt\ngone.txt\n"
+    );
+    let stat = stdout(&cordon_out(&["diff", &id, "--stat", "big"]));
     let size: u64 = stat
         .split_whitespace()
         .nth(2)

@@ -221,11 +221,17 @@ pub fn at_end(
             vec!["transactional workspace: no changes".into()],
         );
     }
+    let full = layer.quota_used().filter(|(u, q)| u + (64 << 10) >= *q);
+    if let Err(e) = layer.move_to_disk() {
+        text::eprint(&format!(
+            "error: {e} (the changes stay on the tmpfs until a reboot)"
+        ));
+    }
     if let Err(e) = layer.mark_ended(code) {
         text::eprint(&format!("error: {e}"));
     }
     let mut notes = vec![seal_note(&layer)];
-    if let Some((used, quota)) = layer.quota_used().filter(|(u, q)| u + (64 << 10) >= *q) {
+    if let Some((used, quota)) = full {
         let note = format!(
             "the agent reached its write quota ({used} of {quota} bytes): writes past it failed with ENOSPC"
         );

@@ -245,6 +245,22 @@ pub fn open_dir_at(base: &OwnedFd, name: &Path) -> io::Result<OwnedFd> {
     }
 }
 
+/// An extended attribute of `path` itself (not a symlink's target) into `buf`: its length.
+pub fn lgetxattr(path: &Path, name: &std::ffi::CStr, buf: &mut [u8]) -> io::Result<usize> {
+    let c = cstr(path)?;
+    // SAFETY: c and name are NUL-terminated; buf is writable for its length.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Set an extended attribute of `path` itself.
+pub fn lsetxattr(path: &Path, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: c and name are NUL-terminated; value is a live buffer of the length passed.
+    let r = unsafe { libc::lsetxattr(c.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    check(libc::c_long::from(r)).map(drop)
+}
+
 /// mount(2) with every string passed (empty rather than NULL), as the launch steps expect.
 pub fn mount(
     src: &str,

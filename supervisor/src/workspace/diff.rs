@@ -99,17 +99,10 @@ fn entry(m: &fs::Metadata) -> Entry {
     }
 }
 
-fn xattr_is(path: &Path, name: &std::ffi::CStr) -> bool {
-    let Ok(c) = crate::sys::cstr(path) else {
-        return false;
-    };
+/// Whether `path` carries the overlay marker `name` (set, empty or `y`).
+pub(super) fn xattr_is(path: &Path, name: &std::ffi::CStr) -> bool {
     let mut buf = [0u8; 4];
-    // SAFETY: c and name are NUL-terminated; buf is writable for its length.
-    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    n >= 0
-        && usize::try_from(n)
-            .ok()
-            .is_some_and(|n| n == 0 || buf[..n.min(4)].first() == Some(&b'y'))
+    crate::sys::lgetxattr(path, name, &mut buf).is_ok_and(|n| n == 0 || buf[0] == b'y')
 }
 
 /// An overlay whiteout: the deletion of what the lower layer has at this name.

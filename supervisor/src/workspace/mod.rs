@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod diff;
+mod ondisk;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
