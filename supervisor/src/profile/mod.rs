@@ -637,6 +637,38 @@ mod tests {
     }
 
     #[test]
+    fn transactional_keys_resolve_and_a_quota_needs_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = load_text(
+            dir.path(),
+            "extends = \"default\"\n[filesystem]\nworkspace = \"transactional\"\nwrite_quota = \"2G\"\ncommit = \"always\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.filesystem.workspace, WorkspaceMode::Transactional);
+        assert_eq!(p.filesystem.write_quota, Some(2 << 30));
+        assert_eq!(p.filesystem.commit, CommitMode::Always);
+        assert_eq!(
+            load("default").unwrap().filesystem.workspace,
+            WorkspaceMode::Direct
+        );
+        let e = load_text(
+            dir.path(),
+            "extends = \"default\"\n[filesystem]\nwrite_quota = \"2G\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("needs workspace = \"transactional\""),
+            "{e}"
+        );
+        let e = load_text(
+            dir.path(),
+            "extends = \"default\"\n[filesystem]\nworkspace = \"layered\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("located.toml:3:13"), "{e}");
+    }
+
+    #[test]
     fn every_preset_resolves() {
         for (name, _) in PRESETS {
             let p = load(name).unwrap_or_else(|e| panic!("preset {name}: {e}"));
