@@ -289,8 +289,81 @@ fn confirm(question: &str) -> bool {
     std::io::stdin().lock().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
+/// A direct run of a profile whose promises need the layer is refused before anything
+/// starts: a write cap, a rule that rolls back.
+pub fn refuse_direct(pol: &cordon::policy::Policy, transactional: bool) -> Result<()> {
+    if transactional {
+        return Ok(());
+    }
+    if pol.write_quota.is_some() {
+        bail!(
+            "filesystem: the profile caps what the agent writes (write_quota), which needs the transactional workspace: run without --direct"
+        );
+    }
+    if let Some(r) = pol
+        .monitor
+        .rules
+        .iter()
+        .find(|r| r.response == cordon::profile::monitor::Response::Rollback)
+    {
+        bail!(
+            "monitor.{}: response \"rollback\" discards the agent's changes, which needs the transactional workspace: run without --direct (or with --transactional)",
+            r.name
+        );
+    }
+    Ok(())
+}
+
+/// The layer of a new transactional run, said on stderr unless `quiet`.
+pub fn start(
+    pol: &cordon::policy::Policy,
+    sandbox: &str,
+    profile: &str,
+    command: &[String],
+    trace: &Path,
+    quiet: bool,
+) -> Result<Layer> {
+    let layer = create_layer(sandbox, &pol.context, profile, command, trace, pol.write_quota)?;
+    if !quiet {
+        text::eprint(&format!(
+            "transactional workspace: the agent's writes go to a layer ({}){}; the workspace is untouched until `cordon commit {sandbox}`",
+            layer.dir.display(),
+            pol.write_quota.map_or(String::new(), |q| format!(", at most {q} bytes"))
+        ));
+    }
+    Ok(layer)
+}
+
+/// After the trace is sealed: a `rollback` rule's run is discarded (and recorded); otherwise
+/// the changes are committed, asked about or kept (`after_run`).
+pub fn after_the_seal(
+    layer: Layer,
+    rolled_back_by: Option<&str>,
+    mode: CommitMode,
+    interactive: bool,
+    quiet: bool,
+) -> Result<()> {
+    let Some(rule) = rolled_back_by else {
+        return after_run(layer, mode, interactive, quiet);
+    };
+    let pending: Vec<PathBuf> = changes_of(&layer)
+        .map(|c| c.into_iter().map(|c| c.path).collect())
+        .unwrap_or_default();
+    match apply::rollback(&layer) {
+        Ok(n) => {
+            follow_up(&layer, &format!("rollback (rule {rule})"), &pending, Vec::new());
+            text::eprint(&format!(
+                "rule {rule} rolled the run back: its {n} change(s) are discarded; {} is as it was",
+                layer.record.workspace.display()
+            ));
+        }
+        Err(e) => text::eprint(&format!("error: rule {rule} asked for a rollback: {e}")),
+    }
+    Ok(())
+}
+
 /// Where the layer of a new transactional run goes, and its record.
-pub fn create_layer(
+fn create_layer(
     sandbox: &str,
     ctx: &cordon::policy::Context,
     profile: &str,

@@ -748,42 +748,10 @@ fn run(
     }
     let transactional =
         output.workspace.unwrap_or(pol.workspace_mode) == profile::WorkspaceMode::Transactional;
-    if !transactional && pol.write_quota.is_some() {
-        bail!(
-            "filesystem: the profile caps what the agent writes (write_quota), which needs the transactional workspace: run without --direct"
-        );
-    }
-    if let Some(r) = pol
-        .monitor
-        .rules
-        .iter()
-        .find(|r| r.response == profile::monitor::Response::Rollback)
-        .filter(|_| !transactional)
-    {
-        bail!(
-            "monitor.{}: response \"rollback\" discards the agent's changes, which needs the transactional workspace: run without --direct (or with --transactional)",
-            r.name
-        );
-    }
+    cli_changes::refuse_direct(&pol, transactional)?;
     let layer = transactional
-        .then(|| {
-            cli_changes::create_layer(
-                &sandbox_id,
-                &pol.context,
-                &p.name,
-                &shown_command,
-                &trace_path,
-                pol.write_quota,
-            )
-        })
+        .then(|| cli_changes::start(&pol, &sandbox_id, &p.name, &shown_command, &trace_path, quiet))
         .transpose()?;
-    if let (Some(l), false) = (&layer, quiet) {
-        text::eprint(&format!(
-            "transactional workspace: the agent's writes go to a layer ({}){}; the workspace is untouched until `cordon commit {sandbox_id}`",
-            l.dir.display(),
-            pol.write_quota.map_or(String::new(), |q| format!(", at most {q} bytes"))
-        ));
-    }
     let mut session = cordon::session::Session::prepare(
         &pol,
         cordon::session::Setup {
@@ -877,25 +845,14 @@ fn run(
         }
     }
     let rolled_back = report.events.as_ref().and_then(|e| e.rolled_back.clone());
-    if let (Some(l), Some(rule)) = (&layer, &rolled_back) {
-        let pending: Vec<PathBuf> = cordon::workspace::diff::changes(&l.upper(), &l.record.workspace)
-            .map(|c| c.into_iter().map(|c| c.path).collect())
-            .unwrap_or_default();
-        let discarded = cordon::workspace::apply::rollback(l);
-        if discarded.is_ok() {
-            cli_changes::follow_up(l, &format!("rollback (rule {rule})"), &pending, Vec::new());
-        }
-        match discarded {
-            Ok(n) => text::eprint(&format!(
-                "rule {rule} rolled the run back: its {n} change(s) are discarded; {} is as it was",
-                l.record.workspace.display()
-            )),
-            Err(e) => text::eprint(&format!("error: rule {rule} asked for a rollback: {e}")),
-        }
-    }
-    if let Some(l) = layer.filter(|_| rolled_back.is_none()) {
-        let mode = output.commit.unwrap_or(pol.commit);
-        cli_changes::after_run(l, mode, interactive, quiet)?;
+    if let Some(l) = layer {
+        cli_changes::after_the_seal(
+            l,
+            rolled_back.as_deref(),
+            output.commit.unwrap_or(pol.commit),
+            interactive,
+            quiet,
+        )?;
     }
     let t = report.trace;
     match &t.error {
