@@ -133,6 +133,12 @@ fn cordon_out(args: &[&str]) -> std::process::Output {
     output(c)
 }
 
+/// Refused with cordon's status (125) and a message holding `why`.
+fn refused(out: &std::process::Output, why: &str) {
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(out));
+    assert!(stderr(out).contains(why), "{}", stderr(out));
+}
+
 /// The id of the run with pending changes in `ws` (`cordon changes`).
 fn pending_id(ws: &Path) -> Option<String> {
     let out = stdout(&cordon_out(&["changes"]));
@@ -248,12 +254,7 @@ fn the_workspace_is_untouched_until_commit_and_then_holds_the_agents_result() {
     let sha = hex_sha256(b"z\n");
     assert!(shown.contains(&format!("A made/inner/z.txt {sha}")), "{shown}");
     let again = cordon_out(&["commit", &id]);
-    assert_eq!(again.status.code(), Some(125));
-    assert!(
-        stderr(&again).contains("no run with pending changes"),
-        "{}",
-        stderr(&again)
-    );
+    refused(&again, "no run with pending changes");
 }
 
 #[test]
@@ -270,12 +271,7 @@ fn rollback_leaves_the_workspace_as_it_was() {
     assert!(out.status.success(), "{}", stderr(&out));
     let id = pending_id(&ws).unwrap();
     let bad = cordon_out(&["commit", &id, "not-changed.txt"]);
-    assert_eq!(bad.status.code(), Some(125));
-    assert!(
-        stderr(&bad).contains("not-changed.txt: the agent did not change it"),
-        "{}",
-        stderr(&bad)
-    );
+    refused(&bad, "not-changed.txt: the agent did not change it");
     let r = cordon_out(&["rollback", &id]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
@@ -367,8 +363,7 @@ fn write_quota_is_enospc_to_the_agent() {
     assert!(cordon_out(&["rollback", &id]).status.success());
     // --direct cannot drop the cap silently.
     let direct = output(run_cmd(&profile, &ws, &["--direct"], &["/bin/true"]));
-    assert_eq!(direct.status.code(), Some(125));
-    assert!(stderr(&direct).contains("write_quota"), "{}", stderr(&direct));
+    refused(&direct, "write_quota");
 }
 
 #[test]
@@ -380,8 +375,7 @@ fn a_killed_cordon_leaves_a_layer_diff_and_rollback_still_work_on() {
     let (mut child, _lines) = start_ready(&ws, "never", "echo agent >> edit.txt; echo ready; sleep 20");
     let id = pending_id(&ws).unwrap();
     let running = cordon_out(&["rollback", &id]);
-    assert_eq!(running.status.code(), Some(125));
-    assert!(stderr(&running).contains("still running"), "{}", stderr(&running));
+    refused(&running, "still running");
     // The diff works while it runs.
     assert_eq!(stdout(&cordon_out(&["diff", &id, "--name-only"])), "edit.txt\n");
     child.kill().unwrap();
@@ -406,12 +400,7 @@ fn a_killed_cordon_leaves_a_layer_diff_and_rollback_still_work_on() {
 fn bad_input_is_refused_with_a_clear_message() {
     require_root();
     let unknown = cordon_out(&["diff", "zzzz-no-such-run"]);
-    assert_eq!(unknown.status.code(), Some(125));
-    assert!(
-        stderr(&unknown).contains("no run with pending changes matches"),
-        "{}",
-        stderr(&unknown)
-    );
+    refused(&unknown, "no run with pending changes matches");
     let s = Scratch::new();
     let ws = s.dir("ws");
     let out = run_transactional(&ws, &[], "true");
@@ -469,12 +458,7 @@ fn a_mass_deletion_stopped_by_a_rollback_rule_leaves_every_file_in_place() {
     assert_eq!(pending_id(&ws), None);
     // The same rule in a direct run cannot keep its promise: refused before the agent starts.
     let direct = output(run_cmd(&profile, &ws, &["--direct"], &["/bin/true"]));
-    assert_eq!(direct.status.code(), Some(125));
-    assert!(
-        stderr(&direct).contains("monitor.deleted: response \"rollback\""),
-        "{}",
-        stderr(&direct)
-    );
+    refused(&direct, "monitor.deleted: response \"rollback\"");
 }
 
 #[test]

@@ -68,13 +68,21 @@ fn is_rename_source(all: &[diff::Change], c: &diff::Change) -> bool {
 pub fn commit_cmd(sandbox: &str, paths: &[PathBuf]) -> Result<i32> {
     let mut layer = Layer::find(sandbox)?;
     let only = relative(&layer, paths)?;
-    let out = commit_recorded(&mut layer, &only)?;
+    let out = commit_recorded(&mut layer, None, &only)?;
     Ok(if out.refused.is_empty() { 0 } else { 1 })
 }
 
-/// Commit, print what happened, and record it beside the run's trace.
-fn commit_recorded(layer: &mut Layer, only: &[PathBuf]) -> Result<apply::Outcome> {
-    let out = apply::commit(layer, only)?;
+/// Commit (the changes already read, or read now), print what happened, and record it
+/// beside the run's trace.
+fn commit_recorded(
+    layer: &mut Layer,
+    all: Option<&[diff::Change]>,
+    only: &[PathBuf],
+) -> Result<apply::Outcome> {
+    let out = match all {
+        Some(all) => apply::commit_changes(layer, all, only)?,
+        None => apply::commit(layer, only)?,
+    };
     report_commit(layer, &out);
     let refused = out
         .refused
@@ -148,12 +156,12 @@ fn report_commit(layer: &Layer, out: &apply::Outcome) {
 
 pub fn rollback_cmd(sandbox: &str) -> Result<i32> {
     let layer = Layer::find(sandbox)?;
-    let pending: Vec<PathBuf> = changes_of(&layer).map(|c| c.into_iter().map(|c| c.path).collect())?;
-    let n = apply::rollback(&layer)?;
-    follow_up(&layer, "rollback", &pending, Vec::new());
+    let discarded = apply::rollback(&layer)?;
+    follow_up(&layer, "rollback", &discarded, Vec::new());
     println!(
-        "sandbox {}: {n} pending change(s) discarded; {} is as it was{}",
+        "sandbox {}: {} pending change(s) discarded; {} is as it was{}",
         layer.record.sandbox,
+        discarded.len(),
         layer.record.workspace.display(),
         if layer.record.committed.is_empty() {
             ""
@@ -189,25 +197,20 @@ pub fn list_cmd() -> Result<i32> {
     Ok(0)
 }
 
-/// The seal's note about the changes (every path and the hash of what the agent left there).
-pub fn seal_note(layer: &Layer) -> String {
-    match changes_of(layer) {
-        Ok(c) if c.is_empty() => "transactional workspace: no changes".into(),
-        Ok(c) => format!(
-            "transactional workspace: {} change(s): {}",
-            c.len(),
-            diff::summary(&c, &layer.upper()).join("; ")
-        ),
-        Err(e) => format!("transactional workspace: the layer cannot be read: {e:#}"),
-    }
+/// A run's layer once the run ended, with its changes as read then (`None`: the layer could
+/// not be read; it is kept as it is).
+pub struct Ended {
+    layer: Layer,
+    changes: Option<Vec<diff::Change>>,
 }
 
 /// What the seal says about the layer, and the layer if changes are pending. A run that
 /// changed nothing has its layer removed in a thread, while the session seals the trace.
+/// The layer is read once here; the seal and what happens after it use that reading.
 pub fn at_end(
     mut layer: Layer,
     code: i32,
-) -> (Option<Layer>, Option<std::thread::JoinHandle<()>>, Vec<String>) {
+) -> (Option<Ended>, Option<std::thread::JoinHandle<()>>, Vec<String>) {
     let changes = changes_of(&layer);
     if changes.as_ref().is_ok_and(Vec::is_empty) {
         let remove = std::thread::spawn(move || {
@@ -230,7 +233,15 @@ pub fn at_end(
     if let Err(e) = layer.mark_ended(code) {
         text::eprint(&format!("error: {e}"));
     }
-    let mut notes = vec![seal_note(&layer)];
+    // Every path and the hash of what the agent left there.
+    let mut notes = vec![match &changes {
+        Ok(c) => format!(
+            "transactional workspace: {} change(s): {}",
+            c.len(),
+            diff::summary(c, &layer.upper()).join("; ")
+        ),
+        Err(e) => format!("transactional workspace: the layer cannot be read: {e:#}"),
+    }];
     if let Some((used, quota)) = full {
         let note = format!(
             "the agent reached its write quota ({used} of {quota} bytes): writes past it failed with ENOSPC"
@@ -238,17 +249,25 @@ pub fn at_end(
         text::eprint(&note);
         notes.push(note);
     }
-    (Some(layer), None, notes)
+    let changes = changes.ok();
+    (Some(Ended { layer, changes }), None, notes)
 }
 
-/// The run ended: no changes removes the layer; otherwise commit, ask or keep them.
-pub fn after_run(mut layer: Layer, mode: CommitMode, interactive: bool, quiet: bool) -> Result<()> {
-    let all = changes_of(&layer)?;
+/// The run ended with changes: commit, ask or keep them.
+fn after_run(
+    mut layer: Layer,
+    all: Option<Vec<diff::Change>>,
+    mode: CommitMode,
+    interactive: bool,
+    quiet: bool,
+) -> Result<()> {
     let id = layer.record.sandbox.clone();
-    if all.is_empty() {
-        layer.remove()?;
+    let Some(all) = all else {
+        text::eprint(&format!(
+            "the layer of sandbox {id} could not be read: kept as it is (`cordon diff {id}`)"
+        ));
         return Ok(());
-    }
+    };
     let ask = mode == CommitMode::Ask && interactive;
     if ask || !quiet {
         text::eprint(&format!(
@@ -273,7 +292,7 @@ pub fn after_run(mut layer: Layer, mode: CommitMode, interactive: bool, quiet: b
         CommitMode::Ask => false,
     };
     if commit {
-        commit_recorded(&mut layer, &[])?;
+        commit_recorded(&mut layer, Some(&all), &[])?;
     } else if !quiet || mode == CommitMode::Never {
         text::eprint(&format!(
             "kept: see them with `cordon diff {id}`, apply with `cordon commit {id}`, discard with `cordon rollback {id}`"
@@ -337,23 +356,22 @@ pub fn start(
 /// After the trace is sealed: a `rollback` rule's run is discarded (and recorded); otherwise
 /// the changes are committed, asked about or kept (`after_run`).
 pub fn after_the_seal(
-    layer: Layer,
+    ended: Ended,
     rolled_back_by: Option<&str>,
     mode: CommitMode,
     interactive: bool,
     quiet: bool,
 ) -> Result<()> {
+    let Ended { layer, changes } = ended;
     let Some(rule) = rolled_back_by else {
-        return after_run(layer, mode, interactive, quiet);
+        return after_run(layer, changes, mode, interactive, quiet);
     };
-    let pending: Vec<PathBuf> = changes_of(&layer)
-        .map(|c| c.into_iter().map(|c| c.path).collect())
-        .unwrap_or_default();
     match apply::rollback(&layer) {
-        Ok(n) => {
-            follow_up(&layer, &format!("rollback (rule {rule})"), &pending, Vec::new());
+        Ok(discarded) => {
+            follow_up(&layer, &format!("rollback (rule {rule})"), &discarded, Vec::new());
             text::eprint(&format!(
-                "rule {rule} rolled the run back: its {n} change(s) are discarded; {} is as it was",
+                "rule {rule} rolled the run back: its {} change(s) are discarded; {} is as it was",
+                discarded.len(),
                 layer.record.workspace.display()
             ));
         }

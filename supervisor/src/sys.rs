@@ -201,8 +201,7 @@ pub fn overlay_mount(
     let fs = unsafe { fd_from(libc::syscall(kernel::FSOPEN.into(), c"overlay".as_ptr(), 1))? };
     let config =
         |cmd: libc::c_uint, key: Option<&std::ffi::CStr>, value: *const libc::c_char, aux: libc::c_int| {
-            // SAFETY: fs is open; key and value are NUL-terminated strings (or null) that outlive
-            // the call.
+            // SAFETY: fs is open; key and value are NUL-terminated (or null) and outlive the call.
             let ret = unsafe {
                 libc::syscall(
                     kernel::FSCONFIG.into(),
@@ -443,8 +442,8 @@ pub fn landlock_abi_version() -> i64 {
 /// Open the peer (slave) of a pty master by descriptor, never by path (TIOCGPTPEER, which
 /// neither nix nor libc wraps).
 pub fn pty_peer(master: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: TIOCGPTPEER takes its open flags by value and returns a new descriptor (or -1),
-    // which fd_from takes.
+    // TIOCGPTPEER takes its open flags by value and returns a new descriptor (or -1).
+    // SAFETY: the master is open for the call; fd_from takes the descriptor it returns.
     unsafe {
         fd_from(libc::c_long::from(libc::ioctl(
             master.as_raw_fd(),
@@ -462,8 +461,8 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, TIOCSWINSZ reads one from it; both
-    // descriptors are open for the call.
+    // TIOCGWINSZ writes one winsize into `ws`, TIOCSWINSZ reads one from it.
+    // SAFETY: both descriptors are open for the call and `ws` is a live winsize.
     unsafe {
         if libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) == 0 {
             libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &ws);

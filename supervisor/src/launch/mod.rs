@@ -6,6 +6,7 @@ mod channel;
 mod child;
 mod confine;
 pub mod mounts;
+mod overlay;
 mod pty;
 mod supervise;
 mod terminal;

@@ -31,9 +31,16 @@ pub struct Outcome {
 
 /// Apply the changes under `only` (all of them when empty).
 pub fn commit(layer: &mut Layer, only: &[PathBuf]) -> Result<Outcome, Error> {
+    let upper = layer.upper();
+    let all =
+        diff::changes(&upper, &layer.record.workspace).map_err(Error::io("cannot read the layer", &upper))?;
+    commit_changes(layer, &all, only)
+}
+
+/// [`commit`] with the layer's changes already read (`diff::changes`).
+pub fn commit_changes(layer: &mut Layer, all: &[Change], only: &[PathBuf]) -> Result<Outcome, Error> {
     let ws = layer.record.workspace.clone();
     let upper = layer.upper();
-    let all = diff::changes(&upper, &ws).map_err(Error::io("cannot read the layer", &upper))?;
     for o in only {
         if !all.iter().any(|c| c.path.starts_with(o)) {
             return Err(Error::Refused(format!(
@@ -452,14 +459,17 @@ fn rename(dir: &OwnedFd, tmp: &str, name: &std::ffi::OsStr) -> Result<(), String
 
 /// `cordon rollback`: discard the layer. Refused while the run goes on (kill it first: the
 /// agent would keep writing into a layer that no longer exists).
-pub fn rollback(layer: &Layer) -> Result<usize, Error> {
+/// The paths discarded (for the record), as far as the layer could be read.
+pub fn rollback(layer: &Layer) -> Result<Vec<PathBuf>, Error> {
     if layer.running() {
         return Err(Error::Refused(format!(
             "sandbox {} is still running: stop it first (`cordon kill {}`), then roll back",
             layer.record.sandbox, layer.record.sandbox
         )));
     }
-    let n = diff::changes(&layer.upper(), &layer.record.workspace).map_or(0, |c| c.len());
+    let discarded = diff::changes(&layer.upper(), &layer.record.workspace)
+        .map(|c| c.into_iter().map(|c| c.path).collect())
+        .unwrap_or_default();
     layer.remove()?;
-    Ok(n)
+    Ok(discarded)
 }
