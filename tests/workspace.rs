@@ -562,3 +562,93 @@ fn code_planted_in_the_layer_is_reported_live_and_after_the_run() {
     let id = pending_id(&ws).unwrap();
     assert!(cordon_out(&["rollback", &id]).status.success());
 }
+
+/// The real Claude Code (npm, installed by scripts/setup) under its preset, transactional: the
+/// model's Bash tool call writes a file, which lands in the layer, not the workspace; `cordon
+/// commit` puts it there; the API key is in none of the records the layer adds.
+#[test]
+fn claude_code_works_in_a_transactional_workspace() {
+    require_root();
+    let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    assert!(claude.exists(), "scripts/setup installs Claude Code there");
+    let s = Scratch::new();
+    let d = s.path();
+    let ws = project(&s);
+    let home = s.dir("home");
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
+    let key = "sk-ant-api03-layer-canary-99aa88bb77cc66dd55ee44ff33";
+    let mut api = messages_stand_in_with(
+        d,
+        "127.0.0.12",
+        "the file is made",
+        Some(key),
+        &[("TOOL_COMMAND", "echo from-the-model > made-by-tool.txt")],
+    );
+    let profile = log_only_profile(
+        &s,
+        "claude-tx",
+        "claude",
+        &format!(
+            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.12\" }}\nupstream_ca = \"{}\"\n\
+             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
+            d.join("ca.pem").display()
+        ),
+    );
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        &ws,
+        &[
+            "--transactional",
+            "--commit",
+            "never",
+            "--home",
+            home.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &[
+            claude.to_str().unwrap(),
+            "-p",
+            "make the file",
+            "--allowedTools",
+            "Bash",
+        ],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("the file is made"), "{}", stdout(&out));
+    assert!(
+        !ws.join("made-by-tool.txt").exists(),
+        "the write went to the layer"
+    );
+    let id = pending_id(&ws).expect("the agent's change is pending");
+    let names = stdout(&cordon_out(&["diff", &id, "--name-only"]));
+    assert!(names.lines().any(|l| l == "made-by-tool.txt"), "{names}");
+    let layer_record =
+        std::fs::read(Path::new("/var/lib/cordon/changes").join(&id).join("run.json")).unwrap();
+    let c = cordon_out(&["commit", &id]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("made-by-tool.txt"))
+            .unwrap()
+            .trim(),
+        "from-the-model"
+    );
+    let trace = Path::new(TEST_TRACE_DIR).join(format!("{id}.trace"));
+    let followup = std::fs::read(trace.with_file_name(format!("{id}.trace.followup"))).unwrap();
+    let has = |bytes: &[u8]| bytes.windows(key.len()).any(|w| w == key.as_bytes());
+    for (what, bytes) in [
+        ("trace", std::fs::read(&trace).unwrap()),
+        ("follow-up", followup),
+        ("events", std::fs::read(&ev).unwrap()),
+        ("run.json", layer_record),
+        ("stderr", out.stderr.clone()),
+        ("diff", cordon_out(&["diff", &id]).stdout),
+    ] {
+        assert!(!has(&bytes), "the key reached the {what}");
+    }
+}
