@@ -266,9 +266,11 @@ fn rollback_leaves_the_workspace_as_it_was() {
     let out = run_transactional(
         &ws,
         &["--commit", "never"],
-        "rm -rf ./*; echo x > planted.sh; echo x >> .git/HEAD",
+        "rm -rf ./*; echo x > planted.sh; echo x >> .git/HEAD; echo evil >> .git/config || echo protected",
     );
     assert!(out.status.success(), "{}", stderr(&out));
+    // Protected paths stay protected inside the layer.
+    assert!(stdout(&out).contains("protected"), "{}", stdout(&out));
     let id = pending_id(&ws).unwrap();
     let bad = cordon_out(&["commit", &id, "not-changed.txt"]);
     refused(&bad, "not-changed.txt: the agent did not change it");
