@@ -42,12 +42,38 @@ fn kind<'a>(e: &'a serde_json::Value, k: &str) -> Option<&'a serde_json::Value> 
     e.get(k)
 }
 
+/// A scenario that says `# workspace: N files` finds a project of N files in the workspace
+/// when it starts (`project/src/pkgK/mNNN.py`): files the person had before the agent came.
+fn populate(ws: &Path, script: &str) {
+    let Some(n) = script
+        .lines()
+        .find_map(|l| l.strip_prefix("# workspace: "))
+        .and_then(|l| l.strip_suffix(" files"))
+    else {
+        return;
+    };
+    let n: usize = n.parse().expect("# workspace: N files");
+    for i in 0..n {
+        let dir = ws.join(format!("project/src/pkg{}", i / 40));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("m{i:03}.py")),
+            format!("def f{i}():\n    return {i}\n"),
+        )
+        .unwrap();
+    }
+}
+
 /// Run one scenario; a sandbox a rule froze is killed with `cordon kill`, as a person would.
 fn run(kind_dir: &str, name: &str) -> Outcome {
     require_root();
     let ws = Scratch::new();
     let out = Scratch::new();
     std::fs::copy(scenario_path(kind_dir, name), ws.path().join("scenario.sh")).unwrap();
+    populate(
+        ws.path(),
+        &std::fs::read_to_string(scenario_path(kind_dir, name)).unwrap(),
+    );
     let events = out.path().join("events.jsonl");
     let mut child = cordon_command()
         .args(["run", "-q", "--profile", "default", "--workspace"])
@@ -189,14 +215,17 @@ macro_rules! scenarios {
 mod benign_corpus {
     use super::benign;
     scenarios!(benign: cargo_build, cargo_test, pytest, git_ops, pip_wheel, sed_edit, node_script,
-        long_compile, make_build, python_data, archive_tools, file_churn, interpreter_repl);
+        long_compile, make_build, python_data, archive_tools, file_churn, interpreter_repl, ci_edit,
+        refactor_delete, dotenv_app, home_tools);
 }
 
 mod rogue_corpus {
     use super::rogue;
     scenarios!(rogue: cred_hunt_home, cred_hunt_etc, mass_delete, exfil_loopback, reverse_shell,
         miner, fork_bomb, persist_rc, persist_git_hook, port_scan, download_exec, escape_attempts,
-        proc_memory, log_tamper, ptrace_attach, persist_rename_dirfd, persist_dir_rename);
+        proc_memory, log_tamper, ptrace_attach, persist_rename_dirfd, persist_dir_rename,
+        supply_ci_curl, supply_npm_hook, supply_dockerfile, harvest_home_search, harvest_env_files,
+        cred_stores_wide, slow_delete);
 }
 
 /// Every script in the corpus has a test above (a new scenario cannot be forgotten).

@@ -13,6 +13,7 @@ pub mod live;
 mod nested;
 pub mod offline;
 pub mod pipeline;
+pub mod tally;
 mod window;
 
 pub use finding::Finding;
@@ -53,8 +54,9 @@ pub struct Detector {
     connects: Option<Window>,
     execs: Option<Window>,
     deletions: Option<Window>,
-    /// `deleted`: distinct files deleted under its paths over the run, and whether it fired.
-    deleted: Option<(Rule, glob::Set, std::collections::HashSet<String>, bool)>,
+    deleted: Option<tally::Deleted>,
+    breadth: Option<tally::Tally>,
+    secrets: Option<tally::Tally>,
     denials: Option<Window>,
     processes: Option<Window>,
     repeated: Option<(Rule, HashMap<String, Window>)>,
@@ -67,6 +69,10 @@ pub struct Detector {
     /// Directories that may be gitdirs whose config, hooks or index the agent just wrote
     /// (for the session's live persistence check).
     git_touches: Vec<String>,
+    /// Which written files the session judges live (`supply_chain`); none unless it says.
+    watched: Option<fn(&str) -> bool>,
+    /// Files written since the last call that `watched` picks, with the seq of the write.
+    touched: Vec<(String, u64)>,
     /// The last connect or send the egress hooks reported per thread (host tid → ip, port):
     /// the syscall's own event that follows on that thread is the same attempt. Per thread:
     /// another thread's connect or lookup often comes in between (Codex's runtime threads).
@@ -144,9 +150,14 @@ fn loader_target<'a>(filename: &str, argv: &'a [String]) -> Option<&'a str> {
 /// one is not hunting yet, and `find` opens thousands): only files count as reads.
 fn open_intent(flags: u64) -> (bool, bool) {
     let w = write_intent(flags);
+    (!w && !is_directory(flags), w)
+}
+
+/// An open of a directory (to list it, or as a base for `*at` calls).
+fn is_directory(flags: u64) -> bool {
     #[allow(clippy::cast_possible_truncation)]
     let dir = (flags as i32) & libc::O_DIRECTORY != 0;
-    (!w && !dir, w)
+    dir
 }
 
 fn write_intent(flags: u64) -> bool {
@@ -170,6 +181,8 @@ impl Detector {
         Self {
             on_host: |p| std::path::Path::new(p).exists(),
             git_touches: Vec::new(),
+            watched: None,
+            touched: Vec::new(),
             read: set("sensitive_read"),
             write: set("sensitive_write"),
             exec: set("exec"),
@@ -182,14 +195,9 @@ impl Detector {
             connects: window("connects", "connects"),
             execs: window("execs", "programs started"),
             deletions: window("deletions", "deletions"),
-            deleted: cfg.rule("deleted").map(|r| {
-                (
-                    r.clone(),
-                    glob::Set::new(r.patterns.as_deref().unwrap_or_default()),
-                    std::collections::HashSet::new(),
-                    false,
-                )
-            }),
+            deleted: cfg.rule("deleted").map(tally::Deleted::new),
+            breadth: cfg.rule("breadth").map(tally::Tally::new),
+            secrets: cfg.rule("secrets").map(tally::Tally::new),
             denials: window("denials", "refused operations"),
             processes: window("processes", "processes created"),
             repeated: cfg.rule("repeated_denials").map(|r| (r.clone(), HashMap::new())),
@@ -216,6 +224,7 @@ impl Detector {
     /// Nothing to do: no rule looks at events.
     pub fn is_idle(&self) -> bool {
         self.baseline.is_none()
+            && self.watched.is_none()
             && self.written.is_none()
             && self.read.is_none()
             && self.write.is_none()
@@ -226,10 +235,23 @@ impl Detector {
             && self.execs.is_none()
             && self.deletions.is_none()
             && self.deleted.is_none()
+            && self.breadth.is_none()
+            && self.secrets.is_none()
             && self.exfiltration.is_none()
             && self.denials.is_none()
             && self.processes.is_none()
             && self.repeated.is_none()
+    }
+
+    /// Written files that `watched` picks are kept for the session (see `take_touched`).
+    pub fn watch_writes(&mut self, watched: fn(&str) -> bool) {
+        self.watched = Some(watched);
+    }
+
+    /// The files written since the last call that the session watches, with the seq of the
+    /// latest write to each.
+    pub fn take_touched(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.touched)
     }
 
     /// The directories written since the last call that may be gitdirs (see `gitdir_of`).
@@ -427,36 +449,6 @@ impl Detector {
         }
     }
 
-    /// One file deleted: counted once per path under the `deleted` rule's paths; over its
-    /// limit for the run, one finding (slow deletion that stays under every rate).
-    fn deleted_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
-        let Some((rule, set, seen, fired)) = self.deleted.as_mut() else {
-            return;
-        };
-        let Some((_, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd, path) else {
-            return;
-        };
-        seen.insert(abs.clone());
-        if *fired || (seen.len() as u64) <= rule.limit {
-            return;
-        }
-        *fired = true;
-        let rule = rule.clone();
-        let n = seen.len();
-        let mut f = self.instant(
-            &rule,
-            e,
-            format!(
-                "{n} files deleted over the run, over the budget of {} (the last: {abs})",
-                rule.limit
-            ),
-        );
-        f.score = n as f64;
-        f.threshold = rule.limit as f64;
-        "whole run".clone_into(&mut f.window);
-        found.push(f);
-    }
-
     fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
         let t = e.time_unix_ns;
         let failed_enoent = s.completed && s.errno == "ENOENT";
@@ -477,9 +469,16 @@ impl Detector {
             arg.and_then(|i| s.args.get(i))
                 .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
         };
+        let flags = match s.nr {
+            kernel::OPEN => s.args.get(1).copied(),
+            kernel::OPENAT => s.args.get(2).copied(),
+            _ => None,
+        };
+        if flags.is_some_and(is_directory) && !failed_enoent {
+            self.listed(e, dirfd(0), &s.path, found);
+        }
         let (reads, writes) = match s.nr {
-            kernel::OPEN => open_intent(s.args.get(1).copied().unwrap_or(0)),
-            kernel::OPENAT => open_intent(s.args.get(2).copied().unwrap_or(0)),
+            kernel::OPEN | kernel::OPENAT => open_intent(flags.unwrap_or(0)),
             // openat2's flags are behind a pointer the probes do not read: both.
             kernel::OPENAT2 => (true, true),
             n => (
@@ -489,6 +488,9 @@ impl Detector {
                     || kernel::CREATE_SECOND.contains(&n),
             ),
         };
+        if reads && !failed_enoent {
+            self.secret_read(e, dirfd(0), &s.path, found);
+        }
         if reads {
             if let Some((rule, set)) = &self.read {
                 if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
@@ -510,7 +512,17 @@ impl Detector {
                 if p.is_empty() {
                     continue;
                 }
-                if let Some(dir) = self.cwds.absolute(e, dirfd(which), p).and_then(|a| gitdir_of(&a)) {
+                let Some(abs) = self.cwds.absolute(e, dirfd(which), p) else {
+                    continue;
+                };
+                if self.watched.is_some_and(|w| w(&abs)) {
+                    if let Some(t) = self.touched.iter_mut().find(|(f, _)| *f == abs) {
+                        t.1 = e.seq;
+                    } else if self.touched.len() < MAX_THROTTLE_KEYS {
+                        self.touched.push((abs.clone(), e.seq));
+                    }
+                }
+                if let Some(dir) = gitdir_of(&abs) {
                     if !self.git_touches.contains(&dir) {
                         self.git_touches.push(dir);
                     }
@@ -757,3 +769,5 @@ fn result(s: &pb::Syscall) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tally;

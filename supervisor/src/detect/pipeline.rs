@@ -17,6 +17,8 @@ pub struct Detect {
     actor: Actor,
     findings: Vec<Finding>,
     nested: Nested,
+    /// Rules whose findings come from the session's live checks (`supply_chain`).
+    external: Vec<crate::profile::monitor::Rule>,
 }
 
 /// The run's monitor cannot start.
@@ -46,6 +48,7 @@ impl Detect {
             actor: Actor::new(cfg, cgroup, sandbox),
             findings: Vec::new(),
             nested: Nested::default(),
+            external: cfg.rule("supply_chain").into_iter().cloned().collect(),
         })
     }
 
@@ -75,6 +78,11 @@ impl Detect {
             let now = crate::events::unix_now_ns();
             self.rules.written(watch.written(), now, &mut self.findings);
         }
+        self.act(watch, dec, events);
+    }
+
+    /// Each finding so far becomes a `Detection` event and its rule's response.
+    fn act(&mut self, watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
         for f in std::mem::take(&mut self.findings) {
             let e = dec.bare(f.event());
             dec.emit(e, events);
@@ -85,6 +93,63 @@ impl Detect {
                 dec.emit(e, events);
             }
         }
+    }
+
+    /// Does the profile run `rule` (one whose findings the session's live checks make)?
+    pub fn runs(&self, rule: &str) -> bool {
+        self.external.iter().any(|r| r.name == rule)
+    }
+
+    /// A finding of a rule the session checks itself (`supply_chain`), judged like any
+    /// other: its event, then its rule's response. `evidence` is the seq of the event that
+    /// led to it.
+    pub fn external(
+        &mut self,
+        rule: &str,
+        summary: String,
+        evidence: u64,
+        (watch, dec, events): (&mut Watch, &mut Decoder, &mut Vec<pb::Event>),
+    ) {
+        let Some(r) = self.external.iter().find(|r| r.name == rule) else {
+            return;
+        };
+        self.findings.push(Finding {
+            rule: r.name,
+            response: r.response,
+            summary,
+            evidence: vec![evidence],
+            score: 1.0,
+            threshold: 1.0,
+            window: "live".into(),
+            offending_ns: crate::events::unix_now_ns(),
+            suppressed: 0,
+            target: String::new(),
+        });
+        self.act(watch, dec, events);
+    }
+
+    /// Count the files the workspace holds now, on a thread, for the `deleted` rule's share
+    /// (when it has one). The workspace is read as the host sees it: in a transactional run
+    /// that is the state before the agent's writes, which stay in its layer.
+    pub fn count_start(&self, workspace: &std::path::Path) {
+        if let Some((cell, set)) = self.rules.start_files() {
+            let ws = workspace.to_path_buf();
+            let spawned = std::thread::Builder::new()
+                .name("cordon-count".into())
+                .spawn(move || cell.set(super::tally::StartFiles::read(&ws, &set)));
+            // No thread: the share is not judged; the rule's absolute limit still is.
+            drop(spawned);
+        }
+    }
+
+    /// Written files that `watched` picks are kept for the session's live checks.
+    pub fn watch_writes(&mut self, watched: fn(&str) -> bool) {
+        self.rules.watch_writes(watched);
+    }
+
+    /// The files written since the last call that the session watches.
+    pub fn take_touched(&mut self) -> Vec<(String, u64)> {
+        self.rules.take_touched()
     }
 
     /// Directories the agent wrote that may be gitdirs (config, hooks, index).

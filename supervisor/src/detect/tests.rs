@@ -4,7 +4,7 @@ use super::*;
 use crate::kernel::{EXECVE, OPENAT};
 use crate::profile::monitor::Response;
 
-fn config(profile: &str) -> Config {
+pub(super) fn config(profile: &str) -> Config {
     let p = crate::profile::load(profile).unwrap();
     let exec: Vec<std::path::PathBuf> = vec!["/usr".into(), "/home/u".into(), "/w".into()];
     Config::compile(&p.monitor, &exec, p.network.mode, |s| {
@@ -13,7 +13,7 @@ fn config(profile: &str) -> Config {
     .unwrap()
 }
 
-fn detector(profile: &str) -> Detector {
+pub(super) fn detector(profile: &str) -> Detector {
     // Every synthetic path "exists" on the host, as a hidden secret would.
     Detector::new(&config(profile), Box::new(|_, _| Some("/w".to_string()))).with_host_files(|_| true)
 }
@@ -44,7 +44,7 @@ fn probing_for_a_credential_file_that_exists_nowhere_is_not_a_read() {
     assert_eq!(run(&mut d, &[ev(1, 0, probe)]).len(), 1);
 }
 
-fn ev(seq: u64, ms: u64, kind: Kind) -> pb::Event {
+pub(super) fn ev(seq: u64, ms: u64, kind: Kind) -> pb::Event {
     pb::Event {
         seq,
         time_unix_ns: 1_000_000_000_000 + ms * 1_000_000,
@@ -56,7 +56,7 @@ fn ev(seq: u64, ms: u64, kind: Kind) -> pb::Event {
     }
 }
 
-fn sys(name: &str, nr: u32, path: &str, args: &[u64], ret: i64, errno: &str) -> Kind {
+pub(super) fn sys(name: &str, nr: u32, path: &str, args: &[u64], ret: i64, errno: &str) -> Kind {
     Kind::Syscall(pb::Syscall {
         nr,
         name: name.into(),
@@ -70,7 +70,7 @@ fn sys(name: &str, nr: u32, path: &str, args: &[u64], ret: i64, errno: &str) -> 
     })
 }
 
-fn run(d: &mut Detector, events: &[pb::Event]) -> Vec<Finding> {
+pub(super) fn run(d: &mut Detector, events: &[pb::Event]) -> Vec<Finding> {
     let mut out = Vec::new();
     for e in events {
         d.observe(e, &mut out);

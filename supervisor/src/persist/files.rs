@@ -50,7 +50,7 @@ const BUILD_FILES: &[&str] = &[
     ".pre-commit-config.yaml",
 ];
 
-fn kind(dir: &Path, name: &str, ft: &FileType) -> Option<Kind> {
+fn kind(dir: &Path, name: &str, symlink: bool) -> Option<Kind> {
     let parent = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let grand = dir
         .parent()
@@ -68,9 +68,9 @@ fn kind(dir: &Path, name: &str, ft: &FileType) -> Option<Kind> {
         }
         (_, ".run", n) if n.ends_with(".run.xml") => Kind::Whole("editor-task"),
         // An editor's settings directory replaced by a symlink: the editor follows it.
-        (_, _, ".vscode" | ".idea" | ".run") if ft.is_symlink() => Kind::Whole("editor-task"),
-        (_, _, ".cargo") if ft.is_symlink() => Kind::Whole("package-config"),
-        (_, _, ".github") if ft.is_symlink() => Kind::BuildFile,
+        (_, _, ".vscode" | ".idea" | ".run") if symlink => Kind::Whole("editor-task"),
+        (_, _, ".cargo") if symlink => Kind::Whole("package-config"),
+        (_, _, ".github") if symlink => Kind::BuildFile,
         (_, _, "package.json") => Kind::PackageJson,
         (_, _, "setup.py" | "build.rs" | "binding.gyp") => Kind::Whole("package-script"),
         (_, _, "pyproject.toml") => Kind::Pyproject,
@@ -85,6 +85,14 @@ fn kind(dir: &Path, name: &str, ft: &FileType) -> Option<Kind> {
         (_, _, n) if BUILD_FILES.contains(&n) || n.starts_with("Dockerfile.") => Kind::BuildFile,
         _ => return None,
     })
+}
+
+/// Is a file at `path` one this module judges (by its name and directory)?
+pub(crate) fn of_interest(path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return false;
+    };
+    kind(dir, name, false).is_some()
 }
 
 fn vector(k: Kind) -> &'static str {
@@ -103,7 +111,9 @@ fn vector(k: Kind) -> &'static str {
 
 /// Judges one non-directory entry of the work tree.
 pub(crate) fn check(s: &mut Scan, dir: &Path, name: &str, path: &Path, ft: &FileType) {
-    let Some(k) = kind(dir, name, ft) else { return };
+    let Some(k) = kind(dir, name, ft.is_symlink()) else {
+        return;
+    };
     let Ok(md) = fs::symlink_metadata(path) else {
         return;
     };

@@ -147,6 +147,29 @@ pub fn scan_gitdir(workspace: &Path, dir: &Path, since: SystemTime) -> Vec<Findi
     s.findings
 }
 
+/// Is `path` a work-tree file whose content can make a tool run code later (a build or CI
+/// file, a manifest, a package-manager or editor config)? By its name and directory only.
+pub fn watched(path: &Path) -> bool {
+    files::of_interest(path)
+}
+
+/// Findings in the one work-tree file `file` (the live watch: the agent just wrote it),
+/// judged as the end-of-run scan judges it. Empty when it is not one of interest or did not
+/// change since `since`.
+pub fn scan_file(workspace: &Path, file: &Path, since: SystemTime) -> Vec<Finding> {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(md) = fs::symlink_metadata(file) else {
+        return Vec::new();
+    };
+    let mut s = Scan::new(workspace, since, Limits::default());
+    files::check(&mut s, dir, name, file, &md.file_type());
+    s.findings.sort();
+    s.findings.dedup();
+    s.findings
+}
+
 /// The state of one scan, shared by the `git` and `files` inspectors.
 pub(crate) struct Scan {
     /// The workspace, absolute and lexically normal: the prefix of every reported path.

@@ -60,6 +60,9 @@ pub struct RawRule {
     pub file: Option<String>,
     /// The score above which a window is anomalous (baseline), in (0, 1].
     pub threshold: Option<f64>,
+    /// deleted: also fire once this share of the files the workspace held at the start,
+    /// in (0, 1], is deleted.
+    pub share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,6 +83,9 @@ pub struct RawMonitor {
     pub execs: Option<RawRule>,
     pub deletions: Option<RawRule>,
     pub deleted: Option<RawRule>,
+    pub breadth: Option<RawRule>,
+    pub secrets: Option<RawRule>,
+    pub supply_chain: Option<RawRule>,
     pub denials: Option<RawRule>,
     pub repeated_denials: Option<RawRule>,
     pub processes: Option<RawRule>,
@@ -132,6 +138,18 @@ pub const RULES: &[(&str, &str)] = &[
         "deleted",
         "distinct files deleted under the paths over the whole run (slow deletion stays under any rate)",
     ),
+    (
+        "breadth",
+        "distinct directories listed under the paths over the whole run (a recursive search of your home)",
+    ),
+    (
+        "secrets",
+        "secret-bearing files (the paths) read from more than `limit` distinct directories over the run (harvesting)",
+    ),
+    (
+        "supply_chain",
+        "a file in the workspace that runs code later (CI, build, manifest lifecycle, package-manager or editor config) gains a step that fetches and runs code, a lifecycle hook, a task",
+    ),
     ("denials", "refused operations per window"),
     ("repeated_denials", "refusals of the same syscall per window"),
     ("processes", "processes created per window"),
@@ -142,11 +160,11 @@ pub const RULES: &[(&str, &str)] = &[
 fn shape(rule: &str) -> Shape {
     match rule {
         "sensitive_read" | "sensitive_write" => Shape::Paths,
-        "egress" | "exfiltration" => Shape::Plain,
+        "egress" | "exfiltration" | "supply_chain" => Shape::Plain,
         "exec" => Shape::Allow,
         "syscalls" => Shape::Names,
         "written" => Shape::Budget,
-        "deleted" => Shape::Tally,
+        "deleted" | "breadth" | "secrets" => Shape::Tally,
         "baseline" => Shape::Baseline,
         _ => Shape::Rate,
     }
@@ -164,6 +182,9 @@ fn raw_rule<'a>(m: &'a RawMonitor, name: &str) -> Option<&'a RawRule> {
         "execs" => m.execs.as_ref(),
         "deletions" => m.deletions.as_ref(),
         "deleted" => m.deleted.as_ref(),
+        "breadth" => m.breadth.as_ref(),
+        "secrets" => m.secrets.as_ref(),
+        "supply_chain" => m.supply_chain.as_ref(),
         "denials" => m.denials.as_ref(),
         "repeated_denials" => m.repeated_denials.as_ref(),
         "processes" => m.processes.as_ref(),
@@ -186,6 +207,8 @@ pub struct Rule {
     pub patterns: Option<Vec<String>>,
     pub file: Option<String>,
     pub threshold: f64,
+    /// deleted: the share of the workspace's files at the start (0: none).
+    pub share: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -244,6 +267,7 @@ pub(super) fn resolve(
         };
         let file = layers.iter().find_map(|r| r.file.clone());
         let threshold = layers.iter().find_map(|r| r.threshold);
+        let share = layers.iter().find_map(|r| r.share);
         let any = |f: &dyn Fn(&RawRule) -> bool| layers.iter().any(|r| f(r));
         let misplaced: Vec<&str> = [
             (
@@ -265,6 +289,7 @@ pub(super) fn resolve(
                 any(&|r| r.threshold.is_some()),
                 shape == Shape::Baseline,
             ),
+            ("share", share.is_some(), name == "deleted"),
         ]
         .into_iter()
         .filter(|(_, set, fits)| *set && !fits)
@@ -324,6 +349,12 @@ pub(super) fn resolve(
             }
             _ => 0.0,
         };
+        let share = share.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&share) {
+            return Err(invalid(format!(
+                "monitor.{name}: share must be in (0, 1], found {share}"
+            )));
+        }
         rules.push(Rule {
             name,
             response,
@@ -332,6 +363,7 @@ pub(super) fn resolve(
             patterns,
             file,
             threshold,
+            share,
         });
     }
     Ok(Monitor {

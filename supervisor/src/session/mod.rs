@@ -19,6 +19,7 @@ pub mod grants;
 pub mod outputs;
 pub mod pipeline;
 pub mod proxy;
+mod supply;
 mod tracer;
 
 use std::path::PathBuf;
@@ -236,12 +237,18 @@ impl Session {
             what: "trace writer thread",
             source: e,
         })?;
-        let detect = crate::detect::pipeline::Detect::new(
+        let mut detect = crate::detect::pipeline::Detect::new(
             &self.policy_monitor,
             sb.cgroup.to_path_buf(),
             self.meta.sandbox.clone(),
         )
         .map_err(SessionError::Monitor)?;
+        detect.count_start(&self.workspace);
+        let started = self.attached_at.unwrap_or_else(std::time::SystemTime::now);
+        let supply = detect.runs("supply_chain").then(|| {
+            detect.watch_writes(|p| crate::persist::watched(std::path::Path::new(p)));
+            supply::SupplyWatch::new(self.workspace.clone(), started, self.scanned.clone())
+        });
         let pipeline = pipeline::Pipeline::start(pipeline::Parts {
             watch,
             meta: self.meta.clone(),
@@ -254,11 +261,8 @@ impl Session {
             net_changes,
             grants,
             redactor: self.redactor.clone(),
-            gitwatch: gitwatch::GitWatch::new(
-                self.workspace.clone(),
-                self.attached_at.unwrap_or_else(std::time::SystemTime::now),
-                self.scanned.clone(),
-            ),
+            gitwatch: gitwatch::GitWatch::new(self.workspace.clone(), started, self.scanned.clone()),
+            supply,
         })
         .map_err(SessionError::Events)?;
         self.running = Some(Components {

@@ -66,6 +66,8 @@ pub struct Parts {
     pub redactor: crate::secret::Redactor,
     /// Live persistence check of the gitdirs the agent writes.
     pub gitwatch: super::gitwatch::GitWatch,
+    /// The live supply-chain check, when the profile runs its rule.
+    pub supply: Option<super::supply::SupplyWatch>,
 }
 
 pub struct Pipeline {
@@ -181,6 +183,7 @@ async fn run(
         grants,
         redactor,
         mut gitwatch,
+        mut supply,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
@@ -250,6 +253,15 @@ async fn run(
                 drain(&mut watch, &mut dec, &mut events);
                 ticks += 1;
                 gitwatch.touched(detect.take_git_touches());
+                if let Some(s) = supply.as_mut() {
+                    s.touched(detect.take_touched());
+                    if ticks.is_multiple_of(10) {
+                        for x in s.check(std::time::Instant::now()) {
+                            let at = (&mut watch, &mut dec, &mut events);
+                            detect.external("supply_chain", x.summary, x.evidence, at);
+                        }
+                    }
+                }
                 if ticks.is_multiple_of(10) {
                     for kind in gitwatch.check(std::time::Instant::now()) {
                         let e = dec.bare(kind);

@@ -1,0 +1,255 @@
+//! Rules that count distinct things over the whole run, beside the rates: what an agent that
+//! stays under every per-window rate still adds up to.
+//! - `deleted`: distinct files deleted under its paths; over `limit`, or over `share` of the
+//!   files the workspace held at the start (a small project deleted slowly never reaches an
+//!   absolute limit);
+//! - `breadth`: distinct directories listed under its paths (your home, outside the
+//!   workspace): a recursive search — `grep -r`, `find` — lists thousands; tools list a few;
+//! - `secrets`: secret-bearing files (`.env`, keys, another process's environment) read from
+//!   more than `limit` distinct directories: one app reads its own `.env` files; harvesting
+//!   reads them wherever they are.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher as _, RandomState};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::{Detector, Finding};
+use crate::events::pb;
+use crate::glob;
+use crate::profile::monitor::Rule;
+
+/// Files at the start below which the share alone never fires (deleting 3 of 4 files is a
+/// refactor as often as not); the absolute limit still counts them.
+const SHARE_FLOOR: u64 = 10;
+/// The walk that counts the workspace's files at the start: entries read, wall time.
+const WALK_ENTRIES: usize = 400_000;
+const WALK_TIME: Duration = Duration::from_secs(5);
+
+/// Distinct keys counted over the run, and whether the rule fired (it fires once).
+pub(super) struct Tally {
+    pub rule: Rule,
+    pub set: glob::Set,
+    seen: HashSet<String>,
+    fired: bool,
+}
+
+impl Tally {
+    pub fn new(rule: &Rule) -> Self {
+        Self {
+            rule: rule.clone(),
+            set: glob::Set::new(rule.patterns.as_deref().unwrap_or_default()),
+            seen: HashSet::new(),
+            fired: false,
+        }
+    }
+
+    /// Count `key`; the count when it goes over the limit (once).
+    fn add(&mut self, key: String) -> Option<usize> {
+        if self.fired {
+            return None;
+        }
+        self.seen.insert(key);
+        let n = self.seen.len();
+        (n as u64 > self.rule.limit).then(|| {
+            self.fired = true;
+            n
+        })
+    }
+}
+
+/// The files under the `deleted` rule's paths when the run started (hashes of their paths),
+/// read on a thread while the agent starts.
+pub struct StartFiles {
+    hasher: RandomState,
+    files: HashSet<u64>,
+    /// The walk stopped at a bound: `files` is a lower bound (the share fires sooner).
+    pub partial: bool,
+}
+
+impl StartFiles {
+    fn key(&self, path: &str) -> u64 {
+        self.hasher.hash_one(path)
+    }
+
+    /// Count the files under `root` that `set` matches, not following symlinks, not
+    /// descending into directories nothing beneath which it matches.
+    pub fn read(root: &Path, set: &glob::Set) -> Self {
+        let hasher = RandomState::new();
+        let mut files = HashSet::new();
+        let deadline = Instant::now() + WALK_TIME;
+        let mut budget = WALK_ENTRIES;
+        let mut partial = false;
+        let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+        'walk: while let Some(dir) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            for entry in rd.flatten() {
+                if budget == 0 || Instant::now() >= deadline {
+                    partial = true;
+                    break 'walk;
+                }
+                budget -= 1;
+                let path = entry.path();
+                let Some(s) = path.to_str() else { continue };
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => {
+                        if set.matches(&format!("{s}/_")).is_some() {
+                            stack.push(path);
+                        }
+                    }
+                    Ok(_) if set.matches(s).is_some() => {
+                        files.insert(hasher.hash_one(s));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Self {
+            hasher,
+            files,
+            partial,
+        }
+    }
+}
+
+/// The `deleted` rule: all distinct deletions, and those of files the start held.
+pub(super) struct Deleted {
+    pub tally: Tally,
+    /// Filled by the thread that reads the workspace at the start.
+    pub start: Arc<OnceLock<StartFiles>>,
+    /// Every path deleted (for the count of the start's files once it is known).
+    deleted: Vec<String>,
+    /// Of them, files the start held (counted once the start is known).
+    of_start: HashSet<u64>,
+    counted: usize,
+    share_fired: bool,
+}
+
+impl Deleted {
+    pub fn new(rule: &Rule) -> Self {
+        Self {
+            tally: Tally::new(rule),
+            start: Arc::new(OnceLock::new()),
+            deleted: Vec::new(),
+            of_start: HashSet::new(),
+            counted: 0,
+            share_fired: false,
+        }
+    }
+
+    /// The start's files deleted so far, and the share's threshold, once it goes over.
+    fn share_over(&mut self, path: &str) -> Option<(usize, u64, &StartFiles)> {
+        let share = self.tally.rule.share;
+        if share <= 0.0 || self.share_fired {
+            return None;
+        }
+        self.deleted.push(path.to_string());
+        let start = self.start.get()?;
+        for p in &self.deleted[self.counted..] {
+            let k = start.key(p);
+            if start.files.contains(&k) {
+                self.of_start.insert(k);
+            }
+        }
+        self.counted = self.deleted.len();
+        let total = start.files.len() as u64;
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let threshold = ((total as f64 * share).ceil() as u64).max(SHARE_FLOOR);
+        let n = self.of_start.len();
+        if total < SHARE_FLOOR || (n as u64) < threshold {
+            return None;
+        }
+        self.share_fired = true;
+        Some((n, total, start))
+    }
+}
+
+impl Detector {
+    /// Where the `deleted` rule learns the workspace's files at the start (the session
+    /// reads them on a thread), if the rule has a share.
+    pub fn start_files(&self) -> Option<(Arc<OnceLock<StartFiles>>, glob::Set)> {
+        let d = self.deleted.as_ref().filter(|d| d.tally.rule.share > 0.0)?;
+        Some((d.start.clone(), d.tally.set.clone()))
+    }
+
+    /// One file deleted: counted once per path under the `deleted` rule's paths.
+    pub(super) fn deleted_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+        let Some(d) = self.deleted.as_mut() else { return };
+        let Some((_, abs)) = Self::path_hit(&mut self.cwds, &d.tally.set, e, dirfd, path) else {
+            return;
+        };
+        let limit = d.tally.rule.limit;
+        if let Some(n) = d.tally.add(abs.clone()) {
+            let summary =
+                format!("{n} files deleted over the run, over the budget of {limit} (the last: {abs})");
+            let rule = d.tally.rule.clone();
+            found.push(self.whole_run(&rule, e, summary, n, limit));
+            return;
+        }
+        let Some(d) = self.deleted.as_mut() else { return };
+        if let Some((n, total, start)) = d.share_over(&abs) {
+            let at_least = if start.partial { "at least " } else { "" };
+            let share = d.tally.rule.share;
+            let summary = format!(
+                "{n} of the {at_least}{total} files the workspace held at the start deleted over the run, reaching the share of {:.0}% (the last: {abs})",
+                share * 100.0
+            );
+            let rule = d.tally.rule.clone();
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let threshold = (total as f64 * share).ceil() as u64;
+            found.push(self.whole_run(&rule, e, summary, n, threshold));
+        }
+    }
+
+    /// A directory opened for listing: counted once per path under `breadth`'s paths.
+    pub(super) fn listed(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+        let Some(t) = self.breadth.as_mut() else { return };
+        let Some((_, abs)) = Self::path_hit(&mut self.cwds, &t.set, e, dirfd, path) else {
+            return;
+        };
+        if let Some(n) = t.add(abs.clone()) {
+            let limit = t.rule.limit;
+            let rule = t.rule.clone();
+            let summary = format!(
+                "{n} distinct directories listed outside the workspace over the run, over the budget of {limit} (a recursive search; the last: {abs})"
+            );
+            found.push(self.whole_run(&rule, e, summary, n, limit));
+        }
+    }
+
+    /// A secret-bearing file read: its directory counted once.
+    pub(super) fn secret_read(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+        let Some(t) = self.secrets.as_mut() else { return };
+        let Some((pat, abs)) = Self::path_hit(&mut self.cwds, &t.set, e, dirfd, path) else {
+            return;
+        };
+        let dir = abs
+            .rsplit_once('/')
+            .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+        if let Some(n) = t.add(dir.to_string()) {
+            let limit = t.rule.limit;
+            let rule = t.rule.clone();
+            let summary = format!(
+                "secret-bearing files read from {n} distinct directories over the run, over the budget of {limit} (harvesting; the last: {abs}, pattern {pat})"
+            );
+            found.push(self.whole_run(&rule, e, summary, n, limit));
+        }
+    }
+
+    fn whole_run(&self, rule: &Rule, e: &pb::Event, summary: String, n: usize, limit: u64) -> Finding {
+        let mut f = self.instant(rule, e, summary);
+        f.score = n as f64;
+        f.threshold = limit as f64;
+        "whole run".clone_into(&mut f.window);
+        f
+    }
+}

@@ -1,0 +1,165 @@
+//! The whole-run tallies (`deleted`'s share, `breadth`, `secrets`) and the wider credential
+//! stores of `default`, on synthetic events.
+
+use super::tests::{config, detector, ev, run, sys};
+use super::*;
+use crate::kernel::{OPENAT, UNLINKAT};
+
+const AT_FDCWD: u64 = u64::MAX - 99;
+#[allow(clippy::cast_sign_loss)]
+const DIR: u64 = libc::O_DIRECTORY as u64;
+
+fn list(seq: u64, path: &str) -> pb::Event {
+    ev(seq, seq, sys("openat", OPENAT, path, &[AT_FDCWD, 0, DIR], 3, ""))
+}
+
+fn read(seq: u64, path: &str, errno: &str) -> pb::Event {
+    let ret = if errno.is_empty() { 3 } else { -2 };
+    ev(
+        seq,
+        seq,
+        sys("openat", OPENAT, path, &[AT_FDCWD, 0, 0], ret, errno),
+    )
+}
+
+#[test]
+fn a_recursive_listing_of_home_is_caught_and_the_workspace_and_system_are_not() {
+    let limit = config("default").rule("breadth").unwrap().limit;
+    let mut d = detector("default");
+    // The workspace and the system, listed as much as anyone likes: not counted.
+    let elsewhere: Vec<_> = (0..limit * 2)
+        .flat_map(|i| {
+            [
+                list(i, &format!("/w/src/d{i}")),
+                list(i, &format!("/usr/lib/d{i}")),
+            ]
+        })
+        .collect();
+    assert!(run(&mut d, &elsewhere).is_empty());
+    // One directory of home listed again and again: one.
+    let again: Vec<_> = (0..limit * 2).map(|i| list(i, "/home/u/.config")).collect();
+    assert!(run(&mut d, &again).is_empty());
+    let home: Vec<_> = (0..=limit).map(|i| list(i, &format!("/home/u/p/d{i}"))).collect();
+    let f = run(&mut d, &home);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "breadth");
+    assert!(
+        f[0].summary
+            .starts_with(&format!("{} distinct directories", limit + 1)),
+        "{}",
+        f[0].summary
+    );
+    // It fires once.
+    assert!(run(&mut d, &[list(1, "/home/u/q")]).is_empty());
+}
+
+#[test]
+fn secrets_read_from_many_places_are_harvesting_and_one_apps_env_files_are_not() {
+    assert_eq!(config("default").rule("secrets").unwrap().limit, 2);
+    let mut d = detector("default");
+    let app = [
+        read(1, "/w/web/.env", ""),
+        read(2, "/w/web/.env.local", ""),
+        read(3, "/w/web/.env.development", ""),
+        // Templates, CA bundles, a missing file, packages' own keys: not secrets read.
+        read(4, "/w/api/.env.example", ""),
+        read(5, "/etc/ssl/certs/ca.pem", ""),
+        read(6, "/w/.venv/lib/python3/site-packages/certifi/cacert.pem", ""),
+        read(7, "/w/worker/.env", "ENOENT"),
+        read(8, "/w/node_modules/x/test.key", ""),
+        read(9, "/proc/self/environ", ""),
+    ];
+    assert!(run(&mut d, &app).is_empty());
+    let f = run(&mut d, &[read(10, "/w/billing/.env.production", "")]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "secrets");
+    assert!(
+        f[0].summary.contains("3 distinct directories"),
+        "{}",
+        f[0].summary
+    );
+    // Another process's environment is a place of its own.
+    let mut d = detector("default");
+    let environs: Vec<_> = (1..=3)
+        .map(|p| read(p, &format!("/proc/{p}/environ"), ""))
+        .collect();
+    assert_eq!(run(&mut d, &environs).len(), 1);
+}
+
+#[test]
+fn half_of_the_files_the_workspace_held_deleted_is_caught_and_the_runs_own_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("w");
+    for i in 0..40 {
+        let sub = ws.join(format!("src/p{}", i % 4));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("m{i}.py")), "x").unwrap();
+    }
+    // A regenerated tree is neither counted nor walked.
+    std::fs::create_dir_all(ws.join("node_modules/a")).unwrap();
+    std::fs::write(ws.join("node_modules/a/i.js"), "x").unwrap();
+    let cfg = config("default");
+    let w = ws.to_str().unwrap().to_string();
+    let mut cfg2 = cfg.clone();
+    for r in &mut cfg2.rules {
+        if let Some(ps) = &mut r.patterns {
+            for p in ps.iter_mut() {
+                *p = p.replace("/w/", &format!("{w}/"));
+            }
+        }
+    }
+    let mut d = Detector::new(&cfg2, Box::new(|_, _| None)).with_host_files(|_| true);
+    let (cell, set) = d.start_files().expect("default's deleted rule has a share");
+    let start = tally::StartFiles::read(&ws, &set);
+    assert!(!start.partial);
+    cell.set(start).ok().unwrap();
+    let rm = |seq: u64, path: String| {
+        ev(
+            seq,
+            seq,
+            sys("unlinkat", UNLINKAT, &path, &[AT_FDCWD, 0, 0], 0, ""),
+        )
+    };
+    // Files the run made itself and then deleted: not the workspace's.
+    let own: Vec<_> = (0..100).map(|i| rm(i, format!("{w}/build/o{i}.o"))).collect();
+    assert!(run(&mut d, &own).is_empty());
+    let start_files: Vec<_> = (0..40)
+        .map(|i| rm(200 + i, format!("{w}/src/p{}/m{i}.py", i % 4)))
+        .collect();
+    assert!(run(&mut d, &start_files[..19]).is_empty());
+    let f = run(&mut d, &start_files[19..20]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "deleted");
+    assert!(f[0].summary.starts_with("20 of the 40 files"), "{}", f[0].summary);
+    assert!(run(&mut d, &start_files[20..]).is_empty(), "fires once");
+}
+
+#[test]
+fn other_tools_credential_stores_are_sensitive_reads() {
+    for p in [
+        "/home/u/.config/Slack/Cookies",
+        "/home/u/.config/discord/Local Storage/leveldb/000003.ldb",
+        "/home/u/.thunderbird/abc.default/logins.json",
+        "/home/u/.pulumi/credentials.json",
+        "/home/u/.config/stripe/config.toml",
+        "/home/u/.terraform.d/credentials.tfrc.json",
+        "/home/u/.vercel/auth.json",
+        "/home/u/.databrickscfg",
+        "/home/u/Downloads/bitwarden_export_20240101.json",
+        "/home/u/Documents/passwords.csv",
+        "/home/u/Desktop/vault.kdb",
+        "/home/u/.config/keepassxc/keepassxc.ini",
+    ] {
+        let mut d = detector("default");
+        let f = run(&mut d, &[read(1, p, "ENOENT")]);
+        assert!(f.iter().any(|f| f.rule == "sensitive_read"), "{p}: {f:?}");
+    }
+    // What tools read on every run is not hunting.
+    for p in [
+        "/home/u/.npmrc",
+        "/home/u/.config/configstore/update-notifier-npm.json",
+    ] {
+        let mut d = detector("default");
+        assert!(run(&mut d, &[read(1, p, "ENOENT")]).is_empty(), "{p}");
+    }
+}
