@@ -1,14 +1,19 @@
 """The monitor's figures, on the real kernel (run by benches/detect.sh):
 
 1. detection rate on the rogue corpus and false alarms per benign run (tests/scenarios), under
-   the `default` profile, ROUNDS runs of each;
+   the `default` profile, ROUNDS runs of each, overall and per class of misbehaviour (the loud
+   ones, and the quiet ones issue 20 names: supply-chain writes, secret harvesting, other
+   tools' credential stores, slow deletion — each with its benign look-alikes);
 2. time from the offending syscall to a frozen sandbox: an agent reads a credential path,
    gets frozen, is thawed, and does it again, FREEZES times; the latency of each is the
    `Response` event's time (written once the kernel reports the cgroup frozen) minus the
    offending event's kernel timestamp (`offending_time_unix_ns`);
 3. the area under the ROC curve of `cordon score` on traces of benign and rogue runs, against
    a baseline learned from other benign runs, by each method (kNN, the default; locality frames;
-   plain STIDE, window 6) on the same data.
+   plain STIDE, window 6) on the same data;
+4. (ONLY=live) the live baseline (`[monitor.baseline]`, response log): learned from half of
+   the benign scenarios, its detections on runs of the other half (false alarms on workloads
+   it never saw) and on the rogue corpus.
 """
 
 import json
@@ -25,7 +30,22 @@ SCEN = os.path.join(ROOT, "tests", "scenarios")
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 FREEZES = int(os.environ.get("FREEZES", "100"))
 RULES = ["sensitive_read", "sensitive_write", "egress", "exec", "syscalls", "connects", "execs",
-         "deletions", "denials", "repeated_denials", "processes", "written"]
+         "deletions", "deleted", "breadth", "secrets", "supply_chain", "denials", "repeated_denials",
+         "processes", "written"]
+
+# The class of each scenario (issue 20's quiet classes; the rest are loud). Benign look-alikes
+# carry the class they could be mistaken for.
+CLASSES = {
+    "supply-chain": ["supply_ci_curl", "supply_npm_hook", "supply_dockerfile", "ci_edit",
+                     "persist_git_hook", "persist_rc"],
+    "harvesting": ["harvest_home_search", "harvest_env_files", "dotenv_app", "home_tools"],
+    "credential stores": ["cred_stores_wide", "cred_hunt_home", "cred_hunt_etc"],
+    "slow deletion": ["slow_delete", "refactor_delete", "mass_delete"],
+}
+
+
+def class_of(name):
+    return next((c for c, ns in CLASSES.items() if name in ns), "loud / other")
 
 
 def names(kind):
@@ -50,12 +70,25 @@ def kinds(evs, k):
     return [e[k] for e in evs if k in e]
 
 
+def populate(ws, script):
+    """`# workspace: N files`: the project the person had before the agent came (as
+    tests/detect.rs makes it)."""
+    with open(script) as f:
+        n = next((int(l.split()[2]) for l in f if l.startswith("# workspace: ")), 0)
+    for i in range(n):
+        d = os.path.join(ws, "project", "src", f"pkg{i // 40}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"m{i:03}.py"), "w") as f:
+            f.write(f"def f{i}():\n    return {i}\n")
+
+
 def run_scenario(kind, name, profile="default", trace=None, limit=90):
     """Run one scenario; a sandbox a rule froze is killed as a person would. Returns
     (exit status, events, finished)."""
     ws = tempfile.mkdtemp(prefix="cordon-bench.")
     os.chmod(ws, 0o755)
     shutil.copy(os.path.join(SCEN, kind, name + ".sh"), os.path.join(ws, "scenario.sh"))
+    populate(ws, os.path.join(SCEN, kind, name + ".sh"))
     evfile = os.path.join(tempfile.mkdtemp(prefix="cordon-bench-ev."), "ev.jsonl")
     cmd = [CORDON, "run", "-q", "--profile", profile, "--workspace", ws, "--events", evfile]
     if trace:
@@ -88,6 +121,7 @@ def detection_figures():
     print(f"== detection, default profile, {ROUNDS} runs of each scenario")
     caught = total = 0
     missed = []
+    per = {}  # class -> [caught, rogue runs, false alarms, benign runs]
     for name in names("rogue"):
         for _ in range(ROUNDS):
             code, evs, finished = run_scenario("rogue", name)
@@ -97,6 +131,9 @@ def detection_figures():
             ok = bool(kinds(evs, "detection")) and stopped and not finished
             total += 1
             caught += ok
+            c = per.setdefault(class_of(name), [0, 0, 0, 0])
+            c[0] += ok
+            c[1] += 1
             if not ok:
                 missed.append(name)
     alarms = runs = 0
@@ -107,12 +144,18 @@ def detection_figures():
             d = kinds(evs, "detection")
             runs += 1
             alarms += len(d)
+            c = per.setdefault(class_of(name), [0, 0, 0, 0])
+            c[2] += len(d)
+            c[3] += 1
             if d:
                 noisy.append((name, [x["rule"] for x in d]))
     print(f"rogue detected and stopped: {caught}/{total} ({100.0 * caught / total:.1f}%)"
           + (f"; missed: {missed}" if missed else ""))
     print(f"false alarms: {alarms} in {runs} benign runs ({alarms / runs:.3f} per run)"
           + (f"; {noisy}" if noisy else ""))
+    print(f"{'class':<20} {'rogue stopped':>14} {'false alarms':>20}")
+    for c, (k, n, a, b) in sorted(per.items()):
+        print(f"{c:<20} {f'{k}/{n}':>14} {f'{a} in {b} benign runs':>20}")
 
 
 def latency_figures():
@@ -213,6 +256,55 @@ def auc_figures():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def live_figures():
+    print("== the live baseline ([monitor.baseline], response log): learned from half of the "
+          "benign scenarios, run on the other half and on the rogue corpus")
+    tmp = tempfile.mkdtemp(prefix="cordon-bench-live.")
+    log_only = os.path.join(tmp, "log-only.toml")
+    with open(log_only, "w") as f:
+        f.write('extends = "default"\n')
+        for r in RULES:
+            f.write(f'[monitor.{r}]\nresponse = "log"\n')
+    benign = names("benign")
+    learn_from, held_out = benign[0::2], benign[1::2]
+    traces = []
+    for name in learn_from:
+        for i in range(ROUNDS):
+            t = os.path.join(tmp, f"b-{name}-{i}.trace")
+            run_scenario("benign", name, profile=log_only, trace=t)
+            traces.append(t)
+    base = os.path.join(tmp, "live.baseline")
+    subprocess.run([CORDON, "learn", "--from"] + traces + ["--out", base], check=True,
+                   stdout=subprocess.DEVNULL)
+    live = os.path.join(tmp, "live.toml")
+    with open(live, "w") as f:
+        f.write(f'extends = "{log_only}"\n[monitor.baseline]\nresponse = "log"\nfile = "{base}"\n')
+    def baseline_hits(kind, name):
+        _, evs, _ = run_scenario(kind, name, profile=live, limit=30)
+        return [d for d in kinds(evs, "detection") if d["rule"] == "baseline"]
+    fa_runs = fa = runs = 0
+    noisy = []
+    for name in held_out:
+        for _ in range(ROUNDS):
+            hits = baseline_hits("benign", name)
+            runs += 1
+            fa += len(hits)
+            fa_runs += bool(hits)
+            if hits:
+                noisy.append((name, hits[0]["summary"][:100]))
+    print(f"learned from {len(traces)} runs of {learn_from}")
+    print(f"held-out benign runs with a baseline detection: {fa_runs}/{runs} ({fa} detections)")
+    for n, s in noisy:
+        print(f"   {n}: {s}")
+    hit = 0
+    rogue = names("rogue")
+    for name in rogue:
+        hit += bool(baseline_hits("rogue", name))
+    print(f"rogue runs with a baseline detection: {hit}/{len(rogue)}")
+    subprocess.run(["chattr", "-R", "-a", tmp], stderr=subprocess.DEVNULL)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     which = os.environ.get("ONLY", "detection,latency,auc").split(",")
     if "detection" in which:
@@ -221,3 +313,5 @@ if __name__ == "__main__":
         latency_figures()
     if "auc" in which:
         auc_figures()
+    if "live" in which:
+        live_figures()

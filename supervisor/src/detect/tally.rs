@@ -232,9 +232,14 @@ impl Detector {
         let Some((pat, abs)) = Self::path_hit(&mut self.cwds, &t.set, e, dirfd, path) else {
             return;
         };
-        let dir = abs
-            .rsplit_once('/')
-            .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d });
+        // Processes' environments are one place, whichever pid: `ps` reads them all (Claude
+        // Code runs it), and a harvest of them is one source among the .env files it reads.
+        let dir = if abs.starts_with("/proc/") {
+            "/proc"
+        } else {
+            abs.rsplit_once('/')
+                .map_or("/", |(d, _)| if d.is_empty() { "/" } else { d })
+        };
         if let Some(n) = t.add(dir.to_string()) {
             let limit = t.rule.limit;
             let rule = t.rule.clone();
