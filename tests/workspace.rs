@@ -654,3 +654,35 @@ fn claude_code_works_in_a_transactional_workspace() {
         assert!(!has(&bytes), "the key reached the {what}");
     }
 }
+
+/// `git clone` of a repository in the workspace, hard-linking its objects (the default for a
+/// local path), again and again inside one layer: linking a lower file copies it up, and git
+/// checks each link it made ("hardlink different from source" on a plain overlay mounted
+/// `xino=auto`, which cordon does not use).
+#[test]
+fn local_git_clones_inside_the_layer_keep_their_hard_links() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let before = snapshot(&ws);
+    let out = run_transactional(
+        &ws,
+        &["--commit", "never"],
+        "set -e
+for i in 1 2 3; do
+  rm -rf clone
+  git clone -q . clone
+  git -C clone log --oneline >/dev/null
+  git -C clone fsck --no-progress >/dev/null
+done
+echo cloned",
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("cloned"), "{}", stdout(&out));
+    assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
+    let id = pending_id(&ws).unwrap();
+    let d = cordon_out(&["diff", &id, "--name-only"]);
+    assert!(stdout(&d).lines().any(|l| l.ends_with("clone/.git/HEAD")), "{}", stdout(&d));
+    let r = cordon_out(&["rollback", &id]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
