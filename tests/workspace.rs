@@ -682,7 +682,11 @@ echo cloned",
     assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
     let id = pending_id(&ws).unwrap();
     let d = cordon_out(&["diff", &id, "--name-only"]);
-    assert!(stdout(&d).lines().any(|l| l.ends_with("clone/.git/HEAD")), "{}", stdout(&d));
+    assert!(
+        stdout(&d).lines().any(|l| l.ends_with("clone/.git/HEAD")),
+        "{}",
+        stdout(&d)
+    );
     let r = cordon_out(&["rollback", &id]);
     assert!(r.status.success(), "{}", stderr(&r));
 }

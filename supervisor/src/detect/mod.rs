@@ -54,7 +54,8 @@ pub struct Detector {
     connects: Option<Window>,
     execs: Option<Window>,
     deletions: Option<Window>,
-    deleted: Option<tally::Deleted>,
+    deleted: Option<tally::Share>,
+    rewritten: Option<tally::Share>,
     breadth: Option<tally::Tally>,
     secrets: Option<tally::Tally>,
     denials: Option<Window>,
@@ -195,7 +196,8 @@ impl Detector {
             connects: window("connects", "connects"),
             execs: window("execs", "programs started"),
             deletions: window("deletions", "deletions"),
-            deleted: cfg.rule("deleted").map(tally::Deleted::new),
+            deleted: cfg.rule("deleted").map(tally::Share::new),
+            rewritten: cfg.rule("rewritten").map(tally::Share::new),
             breadth: cfg.rule("breadth").map(tally::Tally::new),
             secrets: cfg.rule("secrets").map(tally::Tally::new),
             denials: window("denials", "refused operations"),
@@ -235,6 +237,7 @@ impl Detector {
             && self.execs.is_none()
             && self.deletions.is_none()
             && self.deleted.is_none()
+            && self.rewritten.is_none()
             && self.breadth.is_none()
             && self.secrets.is_none()
             && self.exfiltration.is_none()
@@ -552,6 +555,16 @@ impl Detector {
                     let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
                     found.push(self.instant(rule, e, summary).about(pat));
                 }
+            }
+        }
+        // Rewritten: opened with O_TRUNC, or replaced by a rename onto it.
+        if s.completed && s.ret >= 0 {
+            #[allow(clippy::cast_possible_truncation)]
+            let trunc = flags.is_some_and(|f| (f as i32) & libc::O_TRUNC != 0);
+            if trunc {
+                self.rewritten_one(e, dirfd(0), &s.path, found);
+            } else if kernel::RENAMES.contains(&s.nr) && !s.path2.is_empty() {
+                self.rewritten_one(e, dirfd(1), &s.path2, found);
             }
         }
         if matches!(s.nr, kernel::UNLINK | kernel::UNLINKAT | kernel::RMDIR) && !failed_enoent {

@@ -128,18 +128,24 @@ impl Detect {
         self.act(watch, dec, events);
     }
 
-    /// Count the files the workspace holds now, on a thread, for the `deleted` rule's share
-    /// (when it has one). The workspace is read as the host sees it: in a transactional run
-    /// that is the state before the agent's writes, which stay in its layer.
+    /// Count the files the workspace holds now, on a thread, for the shares of `deleted` and
+    /// `rewritten` (those that have one). The workspace is read as the host sees it: in a
+    /// transactional run that is the state before the agent's writes, which stay in its layer.
     pub fn count_start(&self, workspace: &std::path::Path) {
-        if let Some((cell, set)) = self.rules.start_files() {
-            let ws = workspace.to_path_buf();
-            let spawned = std::thread::Builder::new()
-                .name("cordon-count".into())
-                .spawn(move || cell.set(super::tally::StartFiles::read(&ws, &set)));
-            // No thread: the share is not judged; the rule's absolute limit still is.
-            drop(spawned);
+        let wanted = self.rules.start_files();
+        if wanted.is_empty() {
+            return;
         }
+        let ws = workspace.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("cordon-count".into())
+            .spawn(move || {
+                for (cell, set) in wanted {
+                    let _ = cell.set(super::tally::StartFiles::read(&ws, &set));
+                }
+            });
+        // No thread: the shares are not judged; the rules' absolute limits still are.
+        drop(spawned);
     }
 
     /// Written files that `watched` picks are kept for the session's live checks.

@@ -3,6 +3,8 @@
 //! - `deleted`: distinct files deleted under its paths; over `limit`, or over `share` of the
 //!   files the workspace held at the start (a small project deleted slowly never reaches an
 //!   absolute limit);
+//! - `rewritten`: the same for files truncated or replaced by a rename (every file of the
+//!   project rewritten in place — encrypted, emptied — deletes nothing);
 //! - `breadth`: distinct directories listed under its paths (your home, outside the
 //!   workspace): a recursive search — `grep -r`, `find` — lists thousands; tools list a few;
 //! - `secrets`: secret-bearing files (`.env`, keys, another process's environment) read from
@@ -113,12 +115,12 @@ impl StartFiles {
     }
 }
 
-/// The `deleted` rule: all distinct deletions, and those of files the start held.
-pub(super) struct Deleted {
+/// `deleted` and `rewritten`: all distinct files, and those the start held.
+pub(super) struct Share {
     pub tally: Tally,
     /// Filled by the thread that reads the workspace at the start.
     pub start: Arc<OnceLock<StartFiles>>,
-    /// Every path deleted (for the count of the start's files once it is known).
+    /// Every path counted (for the count of the start's files once it is known).
     deleted: Vec<String>,
     /// Of them, files the start held (counted once the start is known).
     of_start: HashSet<u64>,
@@ -126,7 +128,7 @@ pub(super) struct Deleted {
     share_fired: bool,
 }
 
-impl Deleted {
+impl Share {
     pub fn new(rule: &Rule) -> Self {
         Self {
             tally: Tally::new(rule),
@@ -170,42 +172,60 @@ impl Deleted {
 }
 
 impl Detector {
-    /// Where the `deleted` rule learns the workspace's files at the start (the session
-    /// reads them on a thread), if the rule has a share.
-    pub fn start_files(&self) -> Option<(Arc<OnceLock<StartFiles>>, glob::Set)> {
-        let d = self.deleted.as_ref().filter(|d| d.tally.rule.share > 0.0)?;
-        Some((d.start.clone(), d.tally.set.clone()))
+    /// Where the `deleted` and `rewritten` rules learn the workspace's files at the start
+    /// (the session reads them on a thread), for those with a share.
+    pub fn start_files(&self) -> Vec<(Arc<OnceLock<StartFiles>>, glob::Set)> {
+        [&self.deleted, &self.rewritten]
+            .into_iter()
+            .flatten()
+            .filter(|d| d.tally.rule.share > 0.0)
+            .map(|d| (d.start.clone(), d.tally.set.clone()))
+            .collect()
     }
 
     /// One file deleted: counted once per path under the `deleted` rule's paths.
     pub(super) fn deleted_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
-        let Some(d) = self.deleted.as_mut() else { return };
+        self.share_one(e, dirfd, path, "deleted", found);
+    }
+
+    /// One file truncated or replaced: counted once per path under `rewritten`'s paths.
+    pub(super) fn rewritten_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+        self.share_one(e, dirfd, path, "rewritten", found);
+    }
+
+    fn share_one(&mut self, e: &pb::Event, dirfd: i64, path: &str, verb: &str, found: &mut Vec<Finding>) {
+        let rule = if verb == "deleted" {
+            &mut self.deleted
+        } else {
+            &mut self.rewritten
+        };
+        let Some(d) = rule.as_mut() else { return };
         let Some((_, abs)) = Self::path_hit(&mut self.cwds, &d.tally.set, e, dirfd, path) else {
             return;
         };
         let limit = d.tally.rule.limit;
-        if let Some(n) = d.tally.add(abs.clone()) {
+        let found_now = if let Some(n) = d.tally.add(abs.clone()) {
             let summary =
-                format!("{n} files deleted over the run, over the budget of {limit} (the last: {abs})");
-            let rule = d.tally.rule.clone();
-            found.push(self.whole_run(&rule, e, summary, n, limit));
-            return;
-        }
-        let Some(d) = self.deleted.as_mut() else { return };
-        if let Some((n, total, start)) = d.share_over(&abs) {
+                format!("{n} files {verb} over the run, over the budget of {limit} (the last: {abs})");
+            Some((d.tally.rule.clone(), summary, n, limit))
+        } else if let Some((n, total, start)) = d.share_over(&abs) {
             let at_least = if start.partial { "at least " } else { "" };
             let share = d.tally.rule.share;
             let summary = format!(
-                "{n} of the {at_least}{total} files the workspace held at the start deleted over the run, reaching the share of {:.0}% (the last: {abs})",
+                "{n} of the {at_least}{total} files the workspace held at the start {verb} over the run, reaching the share of {:.0}% (the last: {abs})",
                 share * 100.0
             );
-            let rule = d.tally.rule.clone();
             #[allow(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
                 clippy::cast_precision_loss
             )]
             let threshold = (total as f64 * share).ceil() as u64;
+            Some((d.tally.rule.clone(), summary, n, threshold))
+        } else {
+            None
+        };
+        if let Some((rule, summary, n, threshold)) = found_now {
             found.push(self.whole_run(&rule, e, summary, n, threshold));
         }
     }

@@ -111,10 +111,17 @@ fn half_of_the_files_the_workspace_held_deleted_is_caught_and_the_runs_own_are_n
         }
     }
     let mut d = Detector::new(&cfg2, Box::new(|_, _| None)).with_host_files(|_| true);
-    let (cell, set) = d.start_files().expect("default's deleted rule has a share");
-    let start = tally::StartFiles::read(&ws, &set);
-    assert!(!start.partial);
-    cell.set(start).ok().unwrap();
+    let wanted = d.start_files();
+    assert_eq!(
+        wanted.len(),
+        2,
+        "default's deleted and rewritten rules have a share"
+    );
+    for (cell, set) in wanted {
+        let start = tally::StartFiles::read(&ws, &set);
+        assert!(!start.partial);
+        cell.set(start).ok().unwrap();
+    }
     let rm = |seq: u64, path: String| {
         ev(
             seq,
@@ -164,4 +171,59 @@ fn other_tools_credential_stores_are_sensitive_reads() {
         let mut d = detector("default");
         assert!(run(&mut d, &[read(1, p, "ENOENT")]).is_empty(), "{p}");
     }
+}
+
+#[test]
+fn most_of_the_workspace_rewritten_in_place_is_an_alert() {
+    let rule = config("default").rule("rewritten").cloned().unwrap();
+    assert_eq!(rule.response, crate::profile::monitor::Response::Alert);
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("w");
+    std::fs::create_dir_all(ws.join("src")).unwrap();
+    for i in 0..20 {
+        std::fs::write(ws.join(format!("src/m{i}.py")), "x").unwrap();
+    }
+    let w = ws.to_str().unwrap().to_string();
+    let mut cfg = config("default");
+    for r in &mut cfg.rules {
+        for p in r.patterns.iter_mut().flatten() {
+            *p = p.replace("/w/", &format!("{w}/"));
+        }
+    }
+    let mut d = Detector::new(&cfg, Box::new(|_, _| None)).with_host_files(|_| true);
+    for (cell, set) in d.start_files() {
+        cell.set(tally::StartFiles::read(&ws, &set)).ok().unwrap();
+    }
+    let trunc = |seq: u64, i: u64| {
+        #[allow(clippy::cast_sign_loss)]
+        let flags = (libc::O_WRONLY | libc::O_TRUNC) as u64;
+        let path = format!("{w}/src/m{i}.py");
+        ev(
+            seq,
+            seq,
+            sys("openat", OPENAT, &path, &[AT_FDCWD, 0, flags], 3, ""),
+        )
+    };
+    let renamed = |seq: u64, i: u64| {
+        let mut k = sys(
+            "rename",
+            crate::kernel::RENAMES[0],
+            &format!("{w}/tmp{i}"),
+            &[],
+            0,
+            "",
+        );
+        if let Kind::Syscall(s) = &mut k {
+            s.path2 = format!("{w}/src/m{i}.py");
+        }
+        ev(seq, seq, k)
+    };
+    // 15 of 20: under 80%.
+    let mut evs: Vec<_> = (0..8).map(|i| trunc(i, i)).collect();
+    evs.extend((8..15).map(|i| renamed(i, i)));
+    assert!(run(&mut d, &evs).is_empty());
+    let f = run(&mut d, &[trunc(15, 15)]);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].rule, "rewritten");
+    assert!(f[0].summary.starts_with("16 of the 20 files"), "{}", f[0].summary);
 }

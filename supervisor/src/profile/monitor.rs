@@ -83,6 +83,7 @@ pub struct RawMonitor {
     pub execs: Option<RawRule>,
     pub deletions: Option<RawRule>,
     pub deleted: Option<RawRule>,
+    pub rewritten: Option<RawRule>,
     pub breadth: Option<RawRule>,
     pub secrets: Option<RawRule>,
     pub supply_chain: Option<RawRule>,
@@ -139,6 +140,10 @@ pub const RULES: &[(&str, &str)] = &[
         "distinct files deleted under the paths over the whole run (slow deletion stays under any rate)",
     ),
     (
+        "rewritten",
+        "distinct files truncated or replaced under the paths over the whole run, or a share of the workspace's files",
+    ),
+    (
         "breadth",
         "distinct directories listed under the paths over the whole run (a recursive search of your home)",
     ),
@@ -164,7 +169,7 @@ fn shape(rule: &str) -> Shape {
         "exec" => Shape::Allow,
         "syscalls" => Shape::Names,
         "written" => Shape::Budget,
-        "deleted" | "breadth" | "secrets" => Shape::Tally,
+        "deleted" | "rewritten" | "breadth" | "secrets" => Shape::Tally,
         "baseline" => Shape::Baseline,
         _ => Shape::Rate,
     }
@@ -182,6 +187,7 @@ fn raw_rule<'a>(m: &'a RawMonitor, name: &str) -> Option<&'a RawRule> {
         "execs" => m.execs.as_ref(),
         "deletions" => m.deletions.as_ref(),
         "deleted" => m.deleted.as_ref(),
+        "rewritten" => m.rewritten.as_ref(),
         "breadth" => m.breadth.as_ref(),
         "secrets" => m.secrets.as_ref(),
         "supply_chain" => m.supply_chain.as_ref(),
@@ -289,7 +295,7 @@ pub(super) fn resolve(
                 any(&|r| r.threshold.is_some()),
                 shape == Shape::Baseline,
             ),
-            ("share", share.is_some(), name == "deleted"),
+            ("share", share.is_some(), matches!(name, "deleted" | "rewritten")),
         ]
         .into_iter()
         .filter(|(_, set, fits)| *set && !fits)
