@@ -244,3 +244,70 @@ fn the_signing_key_is_created_once_root_only_and_refused_when_exposed() {
         stderr(&exposed)
     );
 }
+
+/// A profile that extends `default` and widens it past its `[invariants]` is refused before
+/// anything starts, naming the promise, the layer and the line; `profile check` says the
+/// same, and proves every preset's promises.
+#[test]
+fn a_profile_breaking_its_invariants_is_refused_before_anything_starts() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let bad = profile_file(
+        &s,
+        "wide",
+        "[filesystem]\nread_write = [\"{workspace}\", \"/etc\"]\n",
+    );
+    let out = output(run_cmd(&bad, &ws, &[], &["/bin/sh", "-c", "echo ran > ran.txt"]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("invariant never_write \"/etc/**\" broken by mounts") && err.contains("wide.toml:3"),
+        "{err}"
+    );
+    assert!(!ws.join("ran.txt").exists(), "the agent ran");
+    let check = output({
+        let mut c = cordon_command();
+        c.args(["profile", "check", &bad, "-w"]).arg(&ws);
+        c
+    });
+    assert_eq!(check.status.code(), Some(1));
+    assert!(stderr(&check).contains("wide.toml:3"), "{}", stderr(&check));
+    for preset in [
+        "default",
+        "agent",
+        "claude",
+        "codex",
+        "gemini",
+        "strict",
+        "networked",
+    ] {
+        let ok = output({
+            let mut c = cordon_command();
+            c.args(["profile", "check", preset, "-w"]).arg(&ws);
+            c
+        });
+        assert!(ok.status.success(), "{preset}: {}", stderr(&ok));
+        assert!(stdout(&ok).contains("invariants proven"), "{}", stdout(&ok));
+    }
+    // The run records what it proved in the trace's policy.
+    let trace = s.path().join("run.trace");
+    let run = output(run_cmd(
+        "default",
+        &ws,
+        &["--trace", trace.to_str().unwrap()],
+        &["/bin/true"],
+    ));
+    assert!(run.status.success(), "{}", stderr(&run));
+    let shown = output({
+        let mut c = cordon_command();
+        c.args(["trace", "show", "--format", "json"]).arg(&trace);
+        c
+    });
+    let header = stdout(&shown).lines().next().unwrap_or_default().to_string();
+    assert!(
+        header.contains("[invariants] (proven against this policy)")
+            && header.contains("never_write \\\"/etc/**\\\""),
+        "{header}"
+    );
+}

@@ -267,11 +267,15 @@ enum ProfileCmd {
         #[arg(long, short)]
         workspace: Option<PathBuf>,
     },
-    /// Validate a profile file; print every error with file:line:column.
+    /// Validate a profile (file or preset): every error with file:line:column, then each of
+    /// its `[invariants]` proven against its compiled policy, or broken (layer, file:line).
     Check {
-        /// Profile file(s).
+        /// Profile file(s) or preset names.
         #[arg(required = true)]
         files: Vec<String>,
+        /// The workspace the policy is compiled for (default: the current directory).
+        #[arg(long, short)]
+        workspace: Option<PathBuf>,
     },
 }
 
@@ -483,19 +487,42 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Profile(ProfileCmd::Show { profile, workspace }) => {
             let p = profile::load(&profile)?;
             let id = Identity::detect(None);
-            let pol = compile(&p, &id, workspace)?;
+            let mut pol = compile(&p, &id, workspace)?;
+            let proof = policy::prove::prove(&p, &pol);
+            pol.invariants = proof.kept;
             print!("{}", policy::render(&p, &pol));
+            for b in &proof.broken {
+                println!("  BROKEN: {}", text::escape(&b.to_string()));
+            }
             Ok(0)
         }
-        Cmd::Profile(ProfileCmd::Check { files }) => {
+        Cmd::Profile(ProfileCmd::Check { files, workspace }) => {
+            let id = Identity::detect(None);
             let mut bad = 0;
             for f in &files {
-                match profile::load(f) {
-                    Ok(p) => println!("{f}: ok (sha256 {})", &p.hash[..16]),
+                let p = match profile::load(f) {
+                    Ok(p) => p,
                     Err(e) => {
                         eprintln!("{}", text::escape(&e.to_string()));
                         bad += 1;
+                        continue;
                     }
+                };
+                let proof = policy::prove::prove(&p, &compile(&p, &id, workspace.clone())?);
+                for k in &proof.kept {
+                    println!("{f}: proven: {}", text::escape(k));
+                }
+                for b in &proof.broken {
+                    eprintln!("{f}: {}", text::escape(&b.to_string()));
+                }
+                if proof.broken.is_empty() {
+                    println!(
+                        "{f}: ok (sha256 {}; {} invariants proven)",
+                        &p.hash[..16],
+                        proof.kept.len()
+                    );
+                } else {
+                    bad += 1;
                 }
             }
             Ok(if bad > 0 { 1 } else { 0 })
@@ -627,6 +654,20 @@ fn run(
             .with_context(|| format!("home {} does not exist or cannot be resolved", h.display()))?;
     }
     let mut pol = compile(&p, &id, workspace)?;
+    // The profile's promises, proven against what will be built: a broken one stops the run.
+    let proof = policy::prove::prove(&p, &pol);
+    if !proof.broken.is_empty() {
+        for b in &proof.broken {
+            text::eprint(&b.to_string());
+        }
+        bail!(
+            "profile {}: {} of its invariants broken by its own policy (`cordon profile check {}` shows them); nothing was started",
+            p.name,
+            proof.broken.len(),
+            p.name
+        );
+    }
+    pol.invariants = proof.kept;
     let sandbox_id = sandbox_id();
     // Credentials the proxy adds: read now (a missing one stops the run before anything
     // starts); the agent gets placeholders and a trust store with the run's CA.

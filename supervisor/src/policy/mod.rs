@@ -2,6 +2,7 @@
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
 pub mod monitor;
+pub mod prove;
 mod render;
 pub mod syscalls;
 pub use render::render;
@@ -103,6 +104,9 @@ pub struct Policy {
     pub workspace_mode: crate::profile::WorkspaceMode,
     pub write_quota: Option<u64>,
     pub commit: crate::profile::CommitMode,
+    /// The profile's `[invariants]` proven against this policy (`prove`), recorded with the
+    /// policy in the trace header; set by the run once proven.
+    pub invariants: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,6 +374,7 @@ pub fn compile(
         workspace_mode: fs.workspace,
         write_quota: fs.write_quota,
         commit: fs.commit,
+        invariants: Vec::new(),
     })
 }
 

@@ -215,5 +215,11 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
         };
         let _ = writeln!(s, "  {:<18} -> {action}{when}: {}", r.name, r.reason);
     }
+    if !pol.invariants.is_empty() {
+        let _ = writeln!(s, "\n[invariants] (proven against this policy)");
+        for i in &pol.invariants {
+            let _ = writeln!(s, "  {i}");
+        }
+    }
     s
 }

@@ -7,6 +7,7 @@
 
 pub mod destination;
 pub mod egress;
+pub mod invariants;
 pub mod monitor;
 pub mod presets;
 pub mod template;
@@ -70,6 +71,8 @@ pub struct RawProfile {
     pub terminal: RawTerminal,
     #[serde(default)]
     pub grants: RawGrants,
+    #[serde(default)]
+    pub invariants: invariants::RawInvariants,
 }
 
 /// `[grants]`: the envelope of what may be granted while the sandbox runs.
@@ -229,6 +232,8 @@ pub struct Profile {
     pub monitor: monitor::Monitor,
     pub terminal: Terminal,
     pub grants: Grants,
+    /// What the profile promises (checked against the compiled policy: `policy::prove`).
+    pub invariants: invariants::Invariants,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -466,6 +471,16 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
                 .map_err(|e| invalid(format!("monitor.{} pattern {pat:?}: {e}", p.name)))?;
         }
     }
+    let invariants = invariants::Invariants {
+        never_write: pick!(chain, invariants.never_write).unwrap_or_default(),
+        never_read: pick!(chain, invariants.never_read).unwrap_or_default(),
+        never_exec: pick!(chain, invariants.never_exec).unwrap_or_default(),
+        never_grant: pick!(chain, invariants.never_grant).unwrap_or_default(),
+        network: pick!(chain, invariants.network),
+        network_only: pick!(chain, invariants.network_only),
+        deny_syscalls: pick!(chain, invariants.deny_syscalls).unwrap_or_default(),
+    };
+    invariants.check().map_err(|e| invalid(e.0))?;
     Ok(Profile {
         name: name.to_string(),
         description: pick!(chain, description).unwrap_or_default(),
@@ -484,6 +499,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
             write: pick!(chain, grants.write).unwrap_or_default(),
             max_ms: pick!(chain, grants.max).map_or(DEFAULT_GRANT_MAX_MS, |m| m.0),
         },
+        invariants,
     })
 }
 
