@@ -1,6 +1,7 @@
 //! Policy compilation: a resolved `Profile` plus the run's context become the exact set of
 //! kernel objects to create. Pure: no syscalls here, so every preset can be tested as data.
 
+pub mod explain;
 pub mod monitor;
 pub mod prove;
 mod render;
