@@ -311,3 +311,84 @@ fn a_profile_breaking_its_invariants_is_refused_before_anything_starts() {
         "{header}"
     );
 }
+
+/// `cordon explain --verify` on the presets: every answer of the model agrees with what a
+/// throwaway sandbox of the profile really does (reads, writes, exec, loopback connects).
+#[test]
+fn explain_agrees_with_the_sandbox_on_every_preset() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    s.file("ws/src/a.txt", "hello\n");
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    let w = ws.to_str().unwrap();
+    let questions = [
+        "read /etc/hostname".to_string(),
+        "write /etc/hostname".to_string(),
+        "read ~/.ssh/id_ed25519".to_string(),
+        format!("read {w}/src/a.txt"),
+        format!("write {w}/src/a.txt"),
+        format!("write {w}/new.txt"),
+        format!("write {w}/.git/hooks/pre-commit"),
+        "exec /usr/bin/true".to_string(),
+        "exec /tmp/planted".to_string(),
+        "write /usr/local/bin/planted".to_string(),
+        "read /srv/cordon-nothing-here".to_string(),
+        "connect 127.0.0.1:9".to_string(),
+        "syscall bpf".to_string(),
+    ];
+    for preset in [
+        "default",
+        "agent",
+        "claude",
+        "networked",
+        "offline-analyst",
+        "mcp-server",
+        "strict",
+    ] {
+        let mut c = cordon_command();
+        c.args(["explain", preset, "--verify", "-w", w]);
+        for q in &questions {
+            c.args(["--can", q]);
+        }
+        let out = output(c);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{preset}:\n{text}\n{}", stderr(&out));
+        assert!(!text.contains("DISAGREES"), "{preset}:\n{text}");
+        if preset != "strict" {
+            // Verified, not skipped: the reads, writes and execs were done.
+            assert!(
+                text.matches("verified in a sandbox").count() >= 10,
+                "{preset}:\n{text}"
+            );
+        }
+    }
+    // The default's answers, with the deciding layer.
+    let out = output({
+        let mut c = cordon_command();
+        c.args([
+            "explain",
+            "default",
+            "-w",
+            w,
+            "--can",
+            "write /etc/passwd",
+            "--can",
+            "exec /tmp/x",
+            "--can",
+            "syscall bpf",
+        ]);
+        c
+    });
+    let text = stdout(&out);
+    assert!(
+        text.contains("write /etc/passwd: no — mounts: /etc is bound read-only"),
+        "{text}"
+    );
+    assert!(text.contains("exec /tmp/x: no — landlock"), "{text}");
+    assert!(text.contains("syscall bpf: no — seccomp"), "{text}");
+    assert!(text.contains("preset:default:"), "{text}");
+    // Nothing the probes did stayed behind.
+    assert!(!ws.join("new.txt").exists());
+    assert_eq!(std::fs::read_to_string(ws.join("src/a.txt")).unwrap(), "hello\n");
+}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use cordon::trace::writer::TraceFile;
 
 mod cli_changes;
+mod cli_policy;
 
 /// cordon runs an AI agent's command in a sandbox the kernel enforces: it can read the
 /// system, write only its workspace, reach no network and see no secrets unless its profile
@@ -183,6 +184,26 @@ enum Cmd {
     /// Manage the host key that signs traces.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Could the agent of a profile do this? Yes or no, the layer that decides and the
+    /// profile line that causes it (`cordon explain default --can 'write /etc/passwd'`).
+    Explain {
+        /// Preset name or file.
+        profile: String,
+        /// 'read PATH', 'write PATH', 'exec PATH', 'connect HOST:PORT', 'resolve NAME',
+        /// 'syscall NAME' (`~` is the home); repeat for more.
+        #[arg(long = "can", required = true)]
+        can: Vec<String>,
+        /// The workspace the policy is compiled for (default: the current directory).
+        #[arg(long, short)]
+        workspace: Option<PathBuf>,
+        /// Also do it for real in a throwaway sandbox of the profile; exit 1 if what the
+        /// sandbox did disagrees with the answer.
+        #[arg(long)]
+        verify: bool,
+        /// One JSON object per question.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what this kernel offers and which profile layers it can enforce.
     Doctor,
 }
@@ -526,6 +547,17 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 }
             }
             Ok(if bad > 0 { 1 } else { 0 })
+        }
+        Cmd::Explain {
+            profile,
+            can,
+            workspace,
+            verify,
+            json,
+        } => {
+            let p = profile::load(&profile)?;
+            let pol = compile(&p, &Identity::detect(None), workspace)?;
+            cli_policy::explain_cmd(&profile, &can, &pol, &p, verify, json)
         }
         Cmd::Doctor => {
             let checks = doctor::checks();

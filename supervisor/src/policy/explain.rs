@@ -369,8 +369,8 @@ fn connect(cx: &Cx, host: &str, port: u16) -> Answer {
     let mut a = match net.mode {
         NetworkMode::None => answer(
             false,
-            "network",
-            "the sandbox has its own network namespace with nothing in it: no route (ENETUNREACH)".into(),
+            "network (landlock and the network namespace)",
+            "landlock refuses every TCP connect and bind (EACCES), and the sandbox's own network namespace has nothing beyond it (UDP: no route)".into(),
             at,
         ),
         NetworkMode::Loopback => {
@@ -382,6 +382,13 @@ fn connect(cx: &Cx, host: &str, port: u16) -> Answer {
             };
             answer(ok, "network", why, at)
         }
+        // The proxy's sandbox has a network namespace of its own: its loopback is its own.
+        NetworkMode::Proxy if ip.is_some_and(|i| i.is_loopback()) => answer(
+            true,
+            "network",
+            "the sandbox's own loopback (its own network namespace; cordon's proxy takes every other connect): nothing leaves".into(),
+            at,
+        ),
         NetworkMode::Allowlist | NetworkMode::Proxy => {
             let by_addr = ip.and_then(|i| {
                 net.allow
@@ -570,7 +577,10 @@ mod tests {
         assert!(!ask("default", "read /srv/data").allowed);
 
         let a = ask("default", "connect 169.254.169.254:80");
-        assert_eq!((a.allowed, a.layer), (false, "network"));
+        assert_eq!(
+            (a.allowed, a.layer),
+            (false, "network (landlock and the network namespace)")
+        );
         assert!(a.monitor.iter().any(|m| m.contains("egress")));
         assert!(!ask("default", "resolve evil.example").allowed);
 
@@ -583,6 +593,7 @@ mod tests {
         let a = ask("agent", "connect api.anthropic.com:443");
         assert!(a.allowed, "{a:?}");
         assert!(!ask("agent", "connect evil.example:443").allowed);
+        assert!(ask("agent", "connect 127.0.0.1:9").allowed, "its own loopback");
         assert!(ask("agent", "resolve api.openai.com").allowed);
         assert!(!ask("agent", "resolve evil.example").allowed);
     }
