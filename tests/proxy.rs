@@ -508,7 +508,8 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
             "extends = \"default\"\n[network]\nmode = \"proxy\"\n\
              allow = [\"git.fixture.test:{git_port}\", \"pypi.fixture.test:{pip_port}\"]\n\
              resolve = {{ \"git.fixture.test\" = \"127.0.0.1\", \"pypi.fixture.test\" = \"127.0.0.1\" }}\n\
-             [environment]\nset = {{ GIT_SSL_CAINFO = \"{}/ca.pem\", GIT_CONFIG_NOSYSTEM = \"1\" }}\n",
+             [environment]\nset = {{ GIT_SSL_CAINFO = \"{}/ca.pem\", GIT_CONFIG_NOSYSTEM = \"1\" }}\n\
+             [invariants]\nnetwork = \"any\"\n",
             d.display()
         ),
     );

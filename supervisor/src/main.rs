@@ -693,7 +693,7 @@ fn run(
             text::eprint(&b.to_string());
         }
         bail!(
-            "profile {}: {} of its invariants broken by its own policy (`cordon profile check {}` shows them); nothing was started",
+            "profile {}: {} of its invariants broken by its own policy (`cordon profile check {}` shows them); nothing was started. A profile that means to widen a promise restates it in its own [invariants] (docs/proofs.md)",
             p.name,
             proof.broken.len(),
             p.name

@@ -234,16 +234,26 @@ pub fn eventually(ms: u64, mut f: impl FnMut() -> bool) -> bool {
 pub fn profile_file(s: &Scratch, name: &str, body: &str) -> String {
     s.file(
         &format!("profiles/{name}.toml"),
-        &format!("extends = \"default\"\n{body}"),
+        &format!("extends = \"default\"\n{body}{}", network_waiver(body)),
     )
     .to_string_lossy()
     .into_owned()
 }
 
+/// A test profile that sets its own network states that it widens the network promises of
+/// the preset it extends (`[invariants]`, docs/proofs.md), unless it sets invariants itself.
+pub fn network_waiver(body: &str) -> &'static str {
+    if body.contains("[network]") && !body.contains("[invariants]") {
+        "\n[invariants]\nnetwork = \"any\"\nnetwork_only = [\"*\"]\n"
+    } else {
+        ""
+    }
+}
+
 /// A profile extending `base` whose monitor rules only log: for tests of the kernel layers,
 /// whose hostile probes the default monitor would otherwise freeze at the first one.
 pub fn log_only_profile(s: &Scratch, name: &str, base: &str, body: &str) -> String {
-    let mut text = format!("extends = \"{base}\"\n{body}\n");
+    let mut text = format!("extends = \"{base}\"\n{body}\n{}", network_waiver(body));
     for rule in [
         "sensitive_read",
         "sensitive_write",
@@ -255,6 +265,10 @@ pub fn log_only_profile(s: &Scratch, name: &str, base: &str, body: &str) -> Stri
         "execs",
         "deletions",
         "deleted",
+        "rewritten",
+        "breadth",
+        "secrets",
+        "supply_chain",
         "denials",
         "repeated_denials",
         "processes",

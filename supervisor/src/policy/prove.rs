@@ -284,9 +284,11 @@ fn network(cx: &Ctx, inv: &Invariants, out: &mut Proof) {
             };
             reach.push((s, "allow"));
         }
+        // `*`: no promise (a derived profile that means to reach anything says so).
         let listed = |r: &str| {
-            only.iter()
-                .any(|o| o == r || (!o.contains(':') && r.rsplit_once(':').is_some_and(|(h, _)| h == o)))
+            only.iter().any(|o| {
+                o == "*" || o == r || (!o.contains(':') && r.rsplit_once(':').is_some_and(|(h, _)| h == o))
+            })
         };
         let before = out.broken.len();
         if matches!(net.mode, NetworkMode::Allowlist | NetworkMode::Proxy) {
