@@ -392,3 +392,75 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
     assert!(!ws.join("new.txt").exists());
     assert_eq!(std::fs::read_to_string(ws.join("src/a.txt")).unwrap(), "hello\n");
 }
+
+/// `cordon why TRACE SEQ` explains a recorded refusal and a detection against the policy the
+/// run was held to (the profile as the trace recorded it), naming the layer and the line.
+#[test]
+fn why_explains_a_recorded_refusal_and_a_detection() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    let trace = s.path().join("run.trace");
+    // The read is detected and alerted on (not frozen: nobody is there to thaw it).
+    let profile = profile_file(&s, "alerting", "[monitor.sensitive_read]\nresponse = \"alert\"\n");
+    let out = output(run_cmd(
+        &profile,
+        &ws,
+        &["--trace", trace.to_str().unwrap()],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo x >> /etc/passwd; cat ~/.ssh/id_rsa; sleep 1; true",
+        ],
+    ));
+    assert!(out.status.code().is_some(), "{}", stderr(&out));
+    let shown = output({
+        let mut c = cordon_command();
+        c.args(["trace", "show", "--format", "json"]).arg(&trace);
+        c
+    });
+    let records: Vec<serde_json::Value> = stdout(&shown)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let seq_of = |f: &dyn Fn(&serde_json::Value) -> bool| -> String {
+        let e = records
+            .iter()
+            .filter_map(|r| r.get("event"))
+            .find(|e| f(e))
+            .unwrap_or_else(|| panic!("no such event in {}", stdout(&shown)));
+        e["seq"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| e["seq"].to_string())
+    };
+    let refused = seq_of(&|e| e["syscall"]["path"] == "/etc/passwd" && e["syscall"]["errno"] == "EROFS");
+    let detected = seq_of(&|e| e["detection"]["rule"] == "sensitive_read");
+    let why = |seq: &str| {
+        let mut c = cordon_command();
+        c.args(["why"]).arg(&trace).arg(seq);
+        output(c)
+    };
+    let w = why(&refused);
+    assert!(w.status.success(), "{}", stderr(&w));
+    assert!(
+        stdout(&w).contains("write /etc/passwd: no — mounts: /etc is bound read-only"),
+        "{}",
+        stdout(&w)
+    );
+    assert!(stdout(&w).contains("preset:default:"), "{}", stdout(&w));
+    let w = why(&detected);
+    let text = stdout(&w);
+    assert!(
+        text.contains("rule sensitive_read (alert)") && text.contains("alerting.toml:3"),
+        "{text}"
+    );
+    assert!(text.contains("id_rsa: no — mounts (hidden)"), "{text}");
+    let missing = why("999999");
+    assert_eq!(missing.status.code(), Some(125));
+    assert!(
+        stderr(&missing).contains("no event 999999"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -262,3 +262,191 @@ fn run_probe_args(profile_name: &str, pol: &policy::Policy, script: &str, args: 
         None => Seen::Refused("killed by a signal".into()),
     }
 }
+
+/// `cordon why TRACE SEQ`: the recorded event SEQ (a refusal, an attempt, a detection)
+/// explained against the policy the run was held to — its profile resolved again from the
+/// texts the trace recorded, compiled for the recorded workspace and home.
+pub fn why_cmd(trace: &Path, seq: u64) -> Result<i32> {
+    use cordon::trace::pb::record::Body;
+    let mut header = None;
+    let mut events = Vec::new();
+    let report = cordon::trace::show::replay(trace, |rec| {
+        match &rec.body {
+            Some(Body::Header(h)) => header = Some(h.clone()),
+            Some(Body::Event(e)) => events.push(e.clone()),
+            _ => {}
+        }
+        true
+    })
+    .map_err(anyhow::Error::msg)?;
+    if !report.valid() {
+        text::eprint(&format!(
+            "{}: the trace does not verify (`cordon trace verify` says where): explaining what it holds anyway",
+            trace.display()
+        ));
+    }
+    let h = header.with_context(|| format!("{}: no header", trace.display()))?;
+    let Some(e) = events.iter().find(|e| e.seq == seq) else {
+        anyhow::bail!(
+            "{}: no event {seq} (it holds {} events)",
+            trace.display(),
+            events.len()
+        );
+    };
+    let sources: Vec<(String, String)> = h
+        .profile_sources
+        .iter()
+        .map(|s| (s.label.clone(), s.text.clone()))
+        .collect();
+    let p = profile::from_recorded(&h.profile_name, &sources)?;
+    let home = h
+        .policy
+        .lines()
+        .find_map(|l| l.strip_prefix("home "))
+        .map(|v| PathBuf::from(v.trim()))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(h.invoking_uid))
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .context("the trace records no home and its invoking user has none")?;
+    let ctx = policy::Context {
+        workspace: PathBuf::from(&h.workspace),
+        home,
+        owner_uid: h.invoking_uid,
+        owner_gid: h.invoking_uid,
+        agent_uid: 0,
+        agent_gid: 0,
+    };
+    let pol = policy::compile(&p, &ctx, &Default::default())?;
+    println!("event {seq}: {}", text::escape(&cordon::events::text(e, false)));
+    let mut subjects = vec![e.clone()];
+    if let Some(cordon::events::pb::event::Kind::Detection(d)) = &e.kind {
+        let rule = pol.monitor.rules.iter().find(|r| r.name == d.rule);
+        let at = rule.and_then(|_| {
+            let section = format!("monitor.{}", d.rule);
+            profile::invariants::line_of(&p.sources, &p.texts, &section, "response", &|_| true)
+                .or_else(|| profile::invariants::line_of(&p.sources, &p.texts, &section, "paths", &|_| true))
+        });
+        println!(
+            "  rule {} ({}) of the profile{}",
+            d.rule,
+            rule.map_or("not in the recorded profile: a built-in check", |r| r
+                .response
+                .name()),
+            at.map(|a| format!(", {a}")).unwrap_or_default()
+        );
+        subjects = Vec::new();
+        for s in d.evidence.iter().take(3) {
+            match events.iter().find(|e| e.seq == *s) {
+                Some(ev) => subjects.push(ev.clone()),
+                // Routine reads (read-only opens that succeeded or found nothing) are
+                // summarised in the trace, not recorded one by one.
+                None => println!("  evidence {s}: not in the trace (a routine read, summarised)"),
+            }
+        }
+        // A path rule names the path in its summary ("openat of /p (ENOENT; …"): explained
+        // even when its event was summarised.
+        if subjects.is_empty() {
+            let path = d
+                .summary
+                .split_once(" of ")
+                .and_then(|(_, rest)| rest.split_once(" ("))
+                .map(|(p, _)| p);
+            let q = match (d.rule.as_str(), path) {
+                ("sensitive_read", Some(p)) => Some(Query::Read(PathBuf::from(p))),
+                ("sensitive_write", Some(p)) => Some(Query::Write(PathBuf::from(p))),
+                _ => None,
+            };
+            if let Some(q) = q.filter(|q| matches!(q, Query::Read(p) | Query::Write(p) if p.is_absolute())) {
+                print_answer(&q, &explain(&p, &pol, &q));
+            }
+        }
+    }
+    for ev in &subjects {
+        let Some(q) = query_of(ev, &pol.context.workspace) else {
+            if ev.seq != seq {
+                println!(
+                    "  evidence {}: {}",
+                    ev.seq,
+                    text::escape(&cordon::events::text(ev, false))
+                );
+            }
+            continue;
+        };
+        if ev.seq != seq {
+            println!(
+                "  evidence {}: {}",
+                ev.seq,
+                text::escape(&cordon::events::text(ev, false))
+            );
+        }
+        print_answer(&q, &explain(&p, &pol, &q));
+    }
+    Ok(0)
+}
+
+/// The action an event records, as a question for `explain`.
+fn query_of(e: &cordon::events::pb::Event, workspace: &Path) -> Option<Query> {
+    use cordon::events::pb::event::Kind;
+    let abs = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            workspace.join(p)
+        }
+    };
+    match e.kind.as_ref()? {
+        Kind::Syscall(s) => {
+            let flags = match s.name.as_str() {
+                "open" => s.args.get(1).copied(),
+                "openat" => s.args.get(2).copied(),
+                _ => None,
+            };
+            #[allow(clippy::cast_possible_truncation)]
+            let writes = |f: u64| {
+                (f as i32) & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND)
+                    != 0
+            };
+            Some(match s.name.as_str() {
+                "open" | "openat" if !s.path.is_empty() => {
+                    if flags.is_some_and(writes) {
+                        Query::Write(abs(&s.path))
+                    } else {
+                        Query::Read(abs(&s.path))
+                    }
+                }
+                "openat2" | "creat" | "unlink" | "unlinkat" | "rmdir" | "mkdir" | "mkdirat" | "rename"
+                | "renameat" | "renameat2" | "link" | "linkat" | "symlink" | "symlinkat" | "chmod"
+                | "fchmodat" | "fchmodat2" | "chown" | "fchownat" | "lchown" | "truncate" | "mknod"
+                | "mknodat"
+                    if !s.path.is_empty() =>
+                {
+                    Query::Write(abs(&s.path))
+                }
+                "execve" | "execveat" if !s.path.is_empty() => Query::Exec(abs(&s.path)),
+                "connect" | "sendto" | "sendmsg" => {
+                    let a = s
+                        .addr
+                        .as_ref()
+                        .filter(|a| a.family == "inet" || a.family == "inet6")?;
+                    Query::Connect(a.ip.clone(), u16::try_from(a.port).ok()?)
+                }
+                name => Query::Syscall(name.to_string()),
+            })
+        }
+        Kind::Exec(x) => Some(Query::Exec(abs(&x.filename))),
+        Kind::Connection(c) => {
+            let host = if c.name.is_empty() {
+                c.ip.clone()
+            } else {
+                c.name.clone()
+            };
+            Some(Query::Connect(host, u16::try_from(c.port).ok()?))
+        }
+        Kind::Net(n) if n.op == "connect" => Some(Query::Connect(n.ip.clone(), u16::try_from(n.port).ok()?)),
+        _ => None,
+    }
+}

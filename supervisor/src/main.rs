@@ -204,6 +204,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Explain a recorded event (a refusal, an attempt, a detection) against the policy the
+    /// run was held to: the layer that decided, the profile line (`cordon why run.trace 42`).
+    Why { trace: PathBuf, seq: u64 },
     /// Show what this kernel offers and which profile layers it can enforce.
     Doctor,
 }
@@ -559,6 +562,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             let pol = compile(&p, &Identity::detect(None), workspace)?;
             cli_policy::explain_cmd(&profile, &can, &pol, &p, verify, json)
         }
+        Cmd::Why { trace, seq } => cli_policy::why_cmd(&trace, seq),
         Cmd::Doctor => {
             let checks = doctor::checks();
             for c in &checks {

@@ -11,6 +11,7 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
     let _ = writeln!(s, "profile      {} (sha256 {})", p.name, p.hash);
     let _ = writeln!(s, "from         {}", p.sources.join(" <- "));
     let _ = writeln!(s, "workspace    {}", pol.context.workspace.display());
+    let _ = writeln!(s, "home         {}", pol.context.home.display());
     let _ = writeln!(
         s,
         "identity     agent = host uid {} gid {} (inside uid {})",

@@ -349,6 +349,31 @@ pub fn load(name: &str) -> Result<Profile, ProfileError> {
     resolve(name, &chain)
 }
 
+/// The profile a trace recorded (`label`, `text` of each file of its chain, most derived
+/// first), resolved again from those texts alone: what the run was held to, whatever the
+/// files say now.
+pub fn from_recorded(name: &str, sources: &[(String, String)]) -> Result<Profile, ProfileError> {
+    let mut chain = Vec::new();
+    for (label, text) in sources {
+        let raw = parse(label, text)?;
+        chain.push((
+            Source {
+                label: label.clone(),
+                text: text.clone(),
+                dir: None,
+            },
+            raw,
+        ));
+    }
+    if chain.is_empty() {
+        return Err(ProfileError::Invalid {
+            file: name.to_string(),
+            message: "the trace recorded no profile text".into(),
+        });
+    }
+    resolve(name, &chain)
+}
+
 macro_rules! pick {
     ($chain:expr, $($field:ident).+) => {
         $chain.iter().find_map(|(_, r)| r.$($field).+.clone())
