@@ -464,3 +464,67 @@ fn why_explains_a_recorded_refusal_and_a_detection() {
         stderr(&missing)
     );
 }
+
+/// `cordon profile suggest --from TRACE`: the suggested profile holds only the places the run
+/// used (not the whole home, not /opt), keeps the base's promises, and the same workload runs
+/// under it with the same output and not one refusal.
+#[test]
+fn a_suggested_profile_runs_the_same_workload_without_a_refusal() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    s.file(
+        "ws/work.sh",
+        "cat /etc/hostname\nls /usr/share >/dev/null && echo listed\necho x > out.txt; mkdir -p d; rm -rf d\n\
+         if command -v python3 >/dev/null; then python3 -c 'import json; print(json.dumps([1]))'; fi\n\
+         git --version >/dev/null && echo git\n",
+    );
+    let run = |profile: &str, trace: &std::path::Path| {
+        output(run_cmd(
+            profile,
+            &ws,
+            &["--trace", trace.to_str().unwrap()],
+            &["/bin/sh", "work.sh"],
+        ))
+    };
+    let first = run("default", &s.path().join("first.trace"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let suggested = s.path().join("suggested.toml");
+    let sug = output({
+        let mut c = cordon_command();
+        c.args(["profile", "suggest", "--from"])
+            .arg(s.path().join("first.trace"))
+            .arg("--out")
+            .arg(&suggested);
+        c
+    });
+    assert!(sug.status.success(), "{}", stderr(&sug));
+    assert!(stderr(&sug).contains("invariants proven"), "{}", stderr(&sug));
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(text.contains("extends = \"default\""), "{text}");
+    assert!(
+        text.contains("\"/etc/hostname\", # read: /etc/hostname"),
+        "{text}"
+    );
+    assert!(!text.contains("\"{home}\","), "the whole home: {text}");
+    assert!(!text.contains("\"/opt\""), "{text}");
+    let second = run(suggested.to_str().unwrap(), &s.path().join("second.trace"));
+    assert!(second.status.success(), "{}\n{text}", stderr(&second));
+    assert_eq!(stdout(&second), stdout(&first), "{text}");
+    let shown = output({
+        let mut c = cordon_command();
+        c.args(["trace", "show", "--format", "json"])
+            .arg(s.path().join("second.trace"));
+        c
+    });
+    let shown = stdout(&shown);
+    let refusals: Vec<&str> = shown
+        .lines()
+        .filter(|l| {
+            l.contains("\"denied\":true")
+                || l.contains("\"errno\":\"EACCES\"")
+                || l.contains("\"errno\":\"EROFS\"")
+        })
+        .collect();
+    assert!(refusals.is_empty(), "{refusals:#?}\n{text}");
+}

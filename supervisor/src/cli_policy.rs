@@ -299,26 +299,7 @@ pub fn why_cmd(trace: &Path, seq: u64) -> Result<i32> {
         .map(|s| (s.label.clone(), s.text.clone()))
         .collect();
     let p = profile::from_recorded(&h.profile_name, &sources)?;
-    let home = h
-        .policy
-        .lines()
-        .find_map(|l| l.strip_prefix("home "))
-        .map(|v| PathBuf::from(v.trim()))
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(h.invoking_uid))
-                .ok()
-                .flatten()
-                .map(|u| u.dir)
-        })
-        .context("the trace records no home and its invoking user has none")?;
-    let ctx = policy::Context {
-        workspace: PathBuf::from(&h.workspace),
-        home,
-        owner_uid: h.invoking_uid,
-        owner_gid: h.invoking_uid,
-        agent_uid: 0,
-        agent_gid: 0,
-    };
+    let ctx = recorded_context(&h)?;
     let pol = policy::compile(&p, &ctx, &Default::default())?;
     println!("event {seq}: {}", text::escape(&cordon::events::text(e, false)));
     let mut subjects = vec![e.clone()];
@@ -449,4 +430,161 @@ fn query_of(e: &cordon::events::pb::Event, workspace: &Path) -> Option<Query> {
         Kind::Net(n) if n.op == "connect" => Some(Query::Connect(n.ip.clone(), u16::try_from(n.port).ok()?)),
         _ => None,
     }
+}
+
+/// `cordon profile suggest --from TRACE…`: the least profile under which these runs would
+/// have done what they did (`policy::suggest`), checked (`prove`) before it is printed.
+pub fn suggest_cmd(traces: &[PathBuf], base: Option<&str>, out: Option<&Path>) -> Result<i32> {
+    use cordon::events::pb::event::Kind;
+    use cordon::policy::suggest::{suggest, Usage};
+    use cordon::trace::pb::record::Body;
+    let mut u = Usage::default();
+    let mut ctx = None;
+    let mut recorded_profile = None;
+    for t in traces {
+        let mut header = None;
+        let mut events = Vec::new();
+        let mut reads = Vec::new();
+        let r = cordon::trace::show::replay(t, |rec| {
+            match &rec.body {
+                Some(Body::Header(h)) => header = Some(h.clone()),
+                Some(Body::Event(e)) => events.push(e.clone()),
+                Some(Body::Reads(s)) => {
+                    reads.extend(s.paths.iter().filter(|p| p.opened > 0).map(|p| p.path.clone()))
+                }
+                _ => {}
+            }
+            true
+        })
+        .map_err(anyhow::Error::msg)?;
+        if !r.valid() {
+            anyhow::bail!(
+                "{}: the trace does not verify (`cordon trace verify`): not suggesting from it",
+                t.display()
+            );
+        }
+        let h = header.with_context(|| format!("{}: no header", t.display()))?;
+        let ws = PathBuf::from(&h.workspace);
+        recorded_profile.get_or_insert(h.profile_name.clone());
+        if ctx.is_none() {
+            ctx = Some(recorded_context(&h)?);
+        }
+        u.traces.push(t.display().to_string());
+        let abs = |p: &str| {
+            if Path::new(p).is_absolute() {
+                PathBuf::from(p)
+            } else {
+                ws.join(p)
+            }
+        };
+        u.read.extend(reads.iter().map(|p| abs(p)));
+        for e in &events {
+            match e.kind.as_ref() {
+                Some(Kind::Syscall(s)) if !s.path.is_empty() => {
+                    let refused = s.denied || matches!(s.errno.as_str(), "EACCES" | "EPERM" | "EROFS");
+                    if refused {
+                        u.refused.insert(format!("{} {}: {}", s.name, s.path, s.errno));
+                        continue;
+                    }
+                    if !(s.completed && s.ret >= 0) {
+                        continue;
+                    }
+                    match query_of(e, &ws) {
+                        Some(Query::Read(p)) => {
+                            u.read.insert(p);
+                        }
+                        Some(Query::Write(p)) => {
+                            u.written.insert(p);
+                            if !s.path2.is_empty() {
+                                u.written.insert(abs(&s.path2));
+                            }
+                        }
+                        Some(Query::Exec(p)) => {
+                            u.executed.insert(p);
+                        }
+                        _ => {}
+                    }
+                }
+                Some(Kind::Exec(x)) => {
+                    u.executed.insert(abs(&x.filename));
+                }
+                Some(Kind::Connection(c)) if c.allowed => {
+                    let host = if c.name.is_empty() { &c.ip } else { &c.name };
+                    u.reached.insert(format!("{host}:{}", c.port));
+                }
+                Some(Kind::Connection(c)) => {
+                    u.refused
+                        .insert(format!("connect {}:{}: {}", c.name, c.port, c.reason));
+                }
+                _ => {}
+            }
+        }
+    }
+    let ctx = ctx.context("no trace given")?;
+    let recorded = recorded_profile.unwrap_or_default();
+    let base = base.map_or_else(
+        || {
+            if recorded.contains('/') || recorded.ends_with(".toml") {
+                "default".to_string()
+            } else {
+                recorded.clone()
+            }
+        },
+        str::to_string,
+    );
+    let text = suggest(&base, &ctx, &u);
+    // Checked before anyone uses it: it loads, and it keeps every promise of its base.
+    let dir = std::env::temp_dir().join(format!("cordon-suggest.{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = match out {
+        Some(o) => o.to_path_buf(),
+        None => dir.join("suggested.toml"),
+    };
+    std::fs::write(&file, &text).with_context(|| format!("write {}", file.display()))?;
+    let checked = (|| -> Result<policy::prove::Proof> {
+        let p = profile::load(&file.to_string_lossy())?;
+        let pol = policy::compile(&p, &ctx, &Default::default())?;
+        Ok(policy::prove::prove(&p, &pol))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let proof = checked?;
+    if out.is_none() {
+        print!("{text}");
+    }
+    for b in &proof.broken {
+        text::eprint(&b.to_string());
+    }
+    text::eprint(&format!(
+        "suggested from {} trace(s), extending {base}: {} invariants proven{}",
+        traces.len(),
+        proof.kept.len(),
+        out.map(|o| format!("; written to {}", o.display()))
+            .unwrap_or_default()
+    ));
+    Ok(if proof.broken.is_empty() { 0 } else { 1 })
+}
+
+/// The context a recorded run was compiled for: its workspace, and its home (a line of the
+/// recorded policy; older traces: the invoking user's home).
+fn recorded_context(h: &cordon::trace::pb::Header) -> Result<policy::Context> {
+    let home = h
+        .policy
+        .lines()
+        .find_map(|l| l.strip_prefix("home "))
+        .map(|v| PathBuf::from(v.trim()))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(h.invoking_uid))
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .context("the trace records no home and its invoking user has none")?;
+    Ok(policy::Context {
+        workspace: PathBuf::from(&h.workspace),
+        home,
+        owner_uid: h.invoking_uid,
+        owner_gid: h.invoking_uid,
+        agent_uid: 0,
+        agent_gid: 0,
+    })
 }

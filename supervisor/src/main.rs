@@ -291,6 +291,19 @@ enum ProfileCmd {
         #[arg(long, short)]
         workspace: Option<PathBuf>,
     },
+    /// Write the least profile under which these recorded runs would have done what they
+    /// did (places read, written and run from, names reached), extending a base profile.
+    Suggest {
+        /// Traces of the runs (`cordon run --trace FILE`).
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// The profile it extends (default: the one the runs had, if a preset; else default).
+        #[arg(long)]
+        extends: Option<String>,
+        /// Write it here instead of printing it.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
     /// Validate a profile (file or preset): every error with file:line:column, then each of
     /// its `[invariants]` proven against its compiled policy, or broken (layer, file:line).
     Check {
@@ -519,6 +532,9 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 println!("  BROKEN: {}", text::escape(&b.to_string()));
             }
             Ok(0)
+        }
+        Cmd::Profile(ProfileCmd::Suggest { from, extends, out }) => {
+            cli_policy::suggest_cmd(&from, extends.as_deref(), out.as_deref())
         }
         Cmd::Profile(ProfileCmd::Check { files, workspace }) => {
             let id = Identity::detect(None);

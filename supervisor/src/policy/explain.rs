@@ -526,19 +526,12 @@ fn syscall(cx: &Cx, name: &str) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{compile, Context};
+    use crate::policy::compile;
     use crate::profile::load;
 
     fn ask(profile: &str, q: &str) -> Answer {
         let p = load(profile).unwrap();
-        let ctx = Context {
-            workspace: "/home/alice/proj".into(),
-            home: "/home/alice".into(),
-            owner_uid: 1000,
-            owner_gid: 1000,
-            agent_uid: 2_147_000_000,
-            agent_gid: 2_147_000_000,
-        };
+        let ctx = crate::policy::test_context();
         let pol = compile(&p, &ctx, &Default::default()).unwrap();
         explain(&p, &pol, &Query::parse(q, &ctx.home).unwrap())
     }

@@ -5,6 +5,7 @@ pub mod explain;
 pub mod monitor;
 pub mod prove;
 mod render;
+pub mod suggest;
 pub mod syscalls;
 pub use render::render;
 
@@ -161,6 +162,19 @@ pub enum CompileError {
     Monitor(#[from] monitor::ConfigError),
     #[error("grants.read {0}: not inside anything the profile shows (add it, or a directory above it, to filesystem.read_only)")]
     GrantOutside(PathBuf),
+}
+
+/// A context for unit tests: alice's project under her home.
+#[cfg(test)]
+pub(crate) fn test_context() -> Context {
+    Context {
+        workspace: "/home/alice/proj".into(),
+        home: "/home/alice".into(),
+        owner_uid: 1000,
+        owner_gid: 1000,
+        agent_uid: 2_147_000_000,
+        agent_gid: 2_147_000_000,
+    }
 }
 
 fn depth(p: &Path) -> usize {

@@ -344,14 +344,7 @@ mod tests {
     use crate::profile::{load, Profile};
 
     fn ctx() -> Context {
-        Context {
-            workspace: "/home/alice/proj".into(),
-            home: "/home/alice".into(),
-            owner_uid: 1000,
-            owner_gid: 1000,
-            agent_uid: 2_147_000_000,
-            agent_gid: 2_147_000_000,
-        }
+        crate::policy::test_context()
     }
 
     fn proof_of(text: &str) -> Proof {
