@@ -210,10 +210,22 @@ mod tests {
         };
         let text = suggest("default", &ctx(), &u);
         let raw: crate::profile::RawProfile = toml::from_str(&text).expect(&text);
-        let ro = raw.filesystem.read_only.unwrap();
+        // The loader (added whenever something ran) where this host has it.
+        let loader = |mut v: Vec<String>| {
+            v.retain(|p| p != "/lib64" && p != "/lib");
+            v
+        };
+        let ro = loader(raw.filesystem.read_only.unwrap());
         assert_eq!(ro, vec!["/etc/hostname", "/usr", "{home}/.gitconfig"], "{text}");
         assert_eq!(raw.filesystem.read_write.unwrap(), vec!["{workspace}"]);
-        assert_eq!(raw.filesystem.executable.unwrap(), vec!["{workspace}", "/usr"]);
+        let exec = loader(raw.filesystem.executable.unwrap());
+        assert_eq!(exec, vec!["{workspace}", "/usr"]);
+        if Path::new("/lib64/ld-linux-x86-64.so.2").exists() {
+            assert!(
+                text.contains("\"/lib64\", # ran or mapped: /lib64/ld-linux-x86-64.so.2"),
+                "{text}"
+            );
+        }
         assert!(text.contains("# read: /etc/hostname"), "{text}");
         assert!(text.contains("mode = \"proxy\""), "{text}");
         assert!(text.contains("#   openat /etc/shadow: EACCES"), "{text}");
