@@ -528,3 +528,77 @@ fn a_suggested_profile_runs_the_same_workload_without_a_refusal() {
         .collect();
     assert!(refusals.is_empty(), "{refusals:#?}\n{text}");
 }
+
+/// `cordon selftest` on the presets: every attempt of the battery is blocked on this host.
+/// A profile that lets a real-looking key into the environment is caught (exit 1, the
+/// variable named, its value nowhere); strict, which shows no C library, says so.
+#[test]
+fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
+    require_root();
+    for preset in ["default", "agent", "claude", "networked", "codex", "mcp-server"] {
+        let out = output({
+            let mut c = cordon_command();
+            c.args(["selftest", "--profile", preset]);
+            c
+        });
+        let text = stdout(&out);
+        assert!(out.status.success(), "{preset}:\n{text}\n{}", stderr(&out));
+        assert!(!text.contains("GOT THROUGH"), "{preset}:\n{text}");
+        assert!(text.matches("blocked ").count() >= 30, "{preset}:\n{text}");
+        for family in [
+            "namespaces",
+            "mounts",
+            "ptrace",
+            "/proc",
+            "kernel",
+            "io_uring",
+            "terminal",
+            "ABI",
+            "filesystem",
+            "network",
+            "resources",
+            "secrets",
+        ] {
+            assert!(
+                text.contains(&format!(" {family} ")),
+                "{preset}: no {family} attempt\n{text}"
+            );
+        }
+    }
+    let s = Scratch::new();
+    let weak = profile_file(
+        &s,
+        "weak",
+        "[environment]\npass = [\"PATH\", \"CORDON_TEST_KEY\"]\n",
+    );
+    let secret = "sk-ant-api03-selftestSECRETvalue0123456789";
+    let out = output({
+        let mut c = cordon_command();
+        c.args(["selftest", "--profile", &weak])
+            .env("CORDON_TEST_KEY", secret);
+        c
+    });
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("GOT THROUGH secrets     find real API keys in the environment"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("found in CORDON_TEST_KEY"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    // Profiles that let nothing run from the workspace cannot host the probe: said, exit 125.
+    for preset in ["strict", "offline-analyst"] {
+        let out = output({
+            let mut c = cordon_command();
+            c.args(["selftest", "--profile", preset]);
+            c
+        });
+        assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+        let want = format!("the battery did not run inside a sandbox of {preset}: the probe");
+        assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    }
+}

@@ -690,3 +690,41 @@ echo cloned",
     let r = cordon_out(&["rollback", &id]);
     assert!(r.status.success(), "{}", stderr(&r));
 }
+
+/// A rebase inside the layer (branch, commits on both sides, `git rebase`), then `git gc`:
+/// the layer's repository is whole (`fsck`), its history is the rebased one, and the real
+/// workspace's is untouched until the commit.
+#[test]
+fn a_git_rebase_inside_the_layer_works_and_stays_there() {
+    require_root();
+    let s = Scratch::new();
+    let ws = project(&s);
+    let before = snapshot(&ws);
+    let out = run_transactional(
+        &ws,
+        &["--commit", "never"],
+        "set -e
+g() { git -c user.email=a@a -c user.name=a \"$@\"; }
+main=$(git rev-parse --abbrev-ref HEAD)
+g checkout -q -b topic
+echo topic >> edit.txt && g commit -qam topic1
+echo more > topic.txt && g add topic.txt && g commit -qm topic2
+g checkout -q \"$main\"
+echo main > main.txt && g add main.txt && g commit -qm main1
+g checkout -q topic
+g rebase -q \"$main\"
+g gc -q
+git fsck --no-progress >/dev/null
+git log --format=%s | tr '\\n' ' '",
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).starts_with("topic2 topic1 main1 init"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(differing(&snapshot(&ws), &before), Vec::<String>::new());
+    let id = pending_id(&ws).unwrap();
+    let r = cordon_out(&["rollback", &id]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}

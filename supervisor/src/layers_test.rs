@@ -30,7 +30,7 @@ const LAYERS: &[&[&str]] = &[
     // The live monitor; the post-run persistence scan.
     &["detect", "persist"],
     // One run's components; the host check.
-    &["session", "doctor"],
+    &["session", "doctor", "selftest"],
 ];
 
 /// Files under src/ that are not modules of a layer: the crate root, the binary, this test.

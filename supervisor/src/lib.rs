@@ -22,6 +22,7 @@ pub mod probes;
 pub mod profile;
 pub mod respond;
 pub mod secret;
+pub mod selftest;
 pub mod session;
 pub mod sys;
 pub mod text;

@@ -167,6 +167,18 @@ enum Cmd {
     Grants { sandbox: String },
     /// End a grant now (root only).
     Revoke { sandbox: String, grant: u64 },
+    /// Run a battery of escape and abuse attempts inside a sandbox of the profile on this
+    /// host: one line per attempt (blocked, by which layer, or GOT THROUGH) and what this
+    /// host's kernel lacks. Exit 1 if anything got through.
+    Selftest {
+        #[arg(long, default_value = "default")]
+        profile: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the selftest battery itself, run inside the sandbox.
+    #[command(name = "__selftest", hide = true)]
+    SelftestProbe { setup: String },
     /// Internal: show or hide PATH in the mount namespace of process PID (a grant's helper).
     #[command(name = "__mask", hide = true)]
     Mask {
@@ -458,6 +470,22 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             use cordon::session::control;
             let id = control::resolve(&sandbox)?;
             println!("sandbox {id}: {}", control::revoke(&id, grant)?);
+            Ok(0)
+        }
+        Cmd::Selftest { profile, json } => {
+            let p = profile::load(&profile)?;
+            let ws = cli_policy::selftest_workspace()?;
+            let pol = compile(&p, &Identity::detect(None), Some(ws.clone()));
+            let code = pol.and_then(|pol| cli_policy::selftest_cmd(&profile, &p, &pol, json));
+            let _ = std::fs::remove_dir_all(&ws);
+            code
+        }
+        Cmd::SelftestProbe { setup } => {
+            let setup: cordon::selftest::Setup =
+                serde_json::from_str(&setup).context("the selftest's setup")?;
+            for a in cordon::selftest::run(&setup) {
+                println!("{}", serde_json::to_string(&a)?);
+            }
             Ok(0)
         }
         Cmd::Mask { pid, show, path } => {

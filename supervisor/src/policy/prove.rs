@@ -58,7 +58,7 @@ fn expand(p: &Policy, pat: &str) -> String {
 }
 
 /// The literal start of a pattern: its segments before the first with a wildcard.
-fn literal_start(pat: &str) -> PathBuf {
+pub fn literal_start(pat: &str) -> PathBuf {
     let mut out = PathBuf::from("/");
     for seg in pat.split('/').filter(|s| !s.is_empty()) {
         if seg.contains(['*', '?', '[']) {
