@@ -322,21 +322,74 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
     s.file("ws/src/a.txt", "hello\n");
     std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
     let w = ws.to_str().unwrap();
-    let questions = [
-        "read /etc/hostname".to_string(),
-        "write /etc/hostname".to_string(),
-        "read ~/.ssh/id_ed25519".to_string(),
-        format!("read {w}/src/a.txt"),
-        format!("write {w}/src/a.txt"),
-        format!("write {w}/new.txt"),
-        format!("write {w}/.git/hooks/pre-commit"),
-        "exec /usr/bin/true".to_string(),
-        "exec /tmp/planted".to_string(),
-        "write /usr/local/bin/planted".to_string(),
-        "read /srv/cordon-nothing-here".to_string(),
-        "connect 127.0.0.1:9".to_string(),
-        "syscall bpf".to_string(),
-    ];
+    let mut questions: Vec<String> = Vec::new();
+    for p in [
+        "/etc/hostname",
+        "/etc/passwd",
+        "/etc/hosts",
+        "/etc/os-release",
+        "/usr/bin/env",
+        "/bin/sh",
+        "~/.gitconfig",
+        "~/.bashrc",
+        "~/.profile",
+        "~/.ssh/id_rsa",
+        "~/.aws/credentials",
+        "~/.npmrc",
+        "~/.claude/.credentials.json",
+        "/proc/self/status",
+        "/dev/null",
+        "/srv/cordon-nothing-here",
+        "/var/log/dpkg.log",
+    ] {
+        questions.push(format!("read {p}"));
+    }
+    for p in [
+        "/etc/hostname",
+        "/etc/cordon-new-file",
+        "/usr/local/bin/planted",
+        "/bin/planted",
+        "~/.bashrc",
+        "~/.profile",
+        "~/.gitconfig",
+        "~/cordon-planted.txt",
+        "~/.ssh/authorized_keys",
+        "/tmp/scratch.txt",
+        "/dev/null",
+        "/var/tmp/cordon-x",
+    ] {
+        questions.push(format!("write {p}"));
+    }
+    for p in [
+        "src/a.txt",
+        "new.txt",
+        ".git/hooks/pre-commit",
+        ".git/config",
+        ".envrc",
+    ] {
+        questions.push(format!("read {w}/{p}"));
+        questions.push(format!("write {w}/{p}"));
+    }
+    for p in [
+        "/usr/bin/true",
+        "/bin/true",
+        "/tmp/planted",
+        "~/cordon-planted-bin",
+        "/dev/shm/planted",
+    ] {
+        questions.push(format!("exec {p}"));
+    }
+    questions.push(format!("exec {w}/tool"));
+    for q in [
+        "connect 127.0.0.1:9",
+        "connect [::1]:9",
+        "syscall bpf",
+        "syscall getpid",
+        "resolve example.invalid",
+    ] {
+        questions.push(q.to_string());
+    }
+    assert!(questions.len() >= 40, "{}", questions.len());
     for preset in [
         "default",
         "agent",
@@ -358,7 +411,7 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         if preset != "strict" {
             // Verified, not skipped: the reads, writes and execs were done.
             assert!(
-                text.matches("verified in a sandbox").count() >= 10,
+                text.matches("verified in a sandbox").count() >= 35,
                 "{preset}:\n{text}"
             );
         }

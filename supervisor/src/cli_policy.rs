@@ -167,6 +167,9 @@ fn probe(profile_name: &str, probe_profile: &str, pol: &policy::Policy, q: &Quer
         return Seen::Skipped(format!("{profile_name} lets no /bin/sh run to probe with"));
     }
     if let Query::Read(p) = q {
+        if std::fs::symlink_metadata(p).is_err() {
+            return Seen::Skipped("nothing is there on the host to read".into());
+        }
         let empty = if p.is_dir() {
             std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
         } else {
@@ -194,7 +197,7 @@ fn probe(profile_name: &str, probe_profile: &str, pol: &policy::Policy, q: &Quer
             path_arg(p),
         ),
         Query::Exec(p) => (
-            "cp /bin/true \"$1\" 2>/dev/null || { echo 'could not put a program there' >&2; exit 3; }; \"$1\"; s=$?; rm -f -- \"$1\"; [ $s -eq 0 ] && echo ran",
+            "cp /bin/true \"$1\" 2>/dev/null || exit 3; \"$1\"; s=$?; rm -f -- \"$1\"; [ $s -eq 0 ] && echo ran",
             path_arg(p),
         ),
         Query::Connect(host, port) => return connect_probe(probe_profile, pol, host, *port),
@@ -252,6 +255,10 @@ fn run_probe_args(profile_name: &str, pol: &policy::Policy, script: &str, args: 
     let last_err = stderr.lines().last().unwrap_or("").to_string();
     match out.status.code() {
         Some(125) => Seen::Skipped(format!("the sandbox did not start: {last_err}")),
+        // The exec probe could not put a program where none is: nothing to run there.
+        Some(3) if script.starts_with("cp /bin/true") => {
+            Seen::Skipped("nothing is there to run, and the sandbox cannot put a program there".into())
+        }
         Some(0) if stdout == "0" => Seen::Refused("opened, but empty: a stand-in, or an empty file".into()),
         Some(0) => Seen::Allowed(stdout),
         Some(code) => Seen::Refused(if last_err.is_empty() {

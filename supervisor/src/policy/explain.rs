@@ -119,6 +119,7 @@ fn normalize(p: &Path) -> PathBuf {
 struct Cx<'a> {
     profile: &'a Profile,
     policy: &'a Policy,
+    exists: &'a dyn Fn(&Path) -> bool,
 }
 
 impl Cx<'_> {
@@ -172,9 +173,19 @@ const BIND_KEYS: &[(&str, &str)] = &[
     ("filesystem", "executable"),
 ];
 
-/// Could the agent of `policy` (compiled from `profile`) do `q`?
+/// Could the agent of `policy` (compiled from `profile`) do `q`? Paths are looked up on this
+/// host (a protected path protects only when it exists at launch).
 pub fn explain(profile: &Profile, policy: &Policy, q: &Query) -> Answer {
-    let cx = Cx { profile, policy };
+    explain_with(profile, policy, q, &|p: &Path| p.exists())
+}
+
+/// [`explain`] with the host's files looked up by `exists` (tests pretend).
+pub fn explain_with(profile: &Profile, policy: &Policy, q: &Query, exists: &dyn Fn(&Path) -> bool) -> Answer {
+    let cx = Cx {
+        profile,
+        policy,
+        exists,
+    };
     match q {
         Query::Read(p) | Query::Write(p) | Query::Exec(p) => path(&cx, q, p),
         Query::Connect(h, port) => connect(&cx, h, *port),
@@ -246,17 +257,34 @@ fn path_decision(cx: &Cx, p: &Path, write: bool, exec: bool) -> Answer {
             .filter(|x| p.starts_with(x))
             .max_by_key(|x| x.components().count())
         {
-            return answer(
-                false,
-                "mounts (protected)",
-                format!(
-                    "{} is protected: bound read-only inside a writable place (EROFS)",
-                    pr.display()
-                ),
-                cx.line(&[("filesystem", "protected")], pr),
+            if (cx.exists)(pr) {
+                return answer(
+                    false,
+                    "mounts (protected)",
+                    format!(
+                        "{} is protected: bound read-only inside a writable place (EROFS)",
+                        pr.display()
+                    ),
+                    cx.line(&[("filesystem", "protected")], pr),
+                );
+            }
+            // A protected path is a read-only bind of what exists at launch: a missing one is
+            // not there to bind, and the agent can create it.
+            let mut a = bind_decision(cx, p, write, exec);
+            a.why = format!(
+                "{} — {} is protected but does not exist here: a protected path guards only what exists at launch, so the agent can create it",
+                a.why,
+                pr.display()
             );
+            return a;
         }
     }
+    bind_decision(cx, p, write, exec)
+}
+
+/// The decision of the binds, landlock's exec places and the sandbox's own filesystems.
+fn bind_decision(cx: &Cx, p: &Path, write: bool, exec: bool) -> Answer {
+    let pol = cx.policy;
     let bind = pol
         .binds
         .iter()
@@ -533,7 +561,8 @@ mod tests {
         let p = load(profile).unwrap();
         let ctx = crate::policy::test_context();
         let pol = compile(&p, &ctx, &Default::default()).unwrap();
-        explain(&p, &pol, &Query::parse(q, &ctx.home).unwrap())
+        // The host is pretended to hold every path.
+        explain_with(&p, &pol, &Query::parse(q, &ctx.home).unwrap(), &|_| true)
     }
 
     #[test]

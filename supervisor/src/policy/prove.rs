@@ -172,10 +172,18 @@ const RO: &str = "mounts (bind; landlock allows reading)";
 const EXEC: &str = "landlock (an executable place; its mount allows exec)";
 const GRANT: &str = "grants";
 
-/// Check `profile`'s invariants against `policy` (compiled from it).
+/// Check `profile`'s invariants against `policy` (compiled from it), with the host's files
+/// (a protected path covers only when it exists at launch).
 pub fn prove(profile: &Profile, policy: &Policy) -> Proof {
+    prove_with(profile, policy, &|p: &Path| p.exists())
+}
+
+/// [`prove`] with the host's files looked up by `exists` (tests pretend).
+pub fn prove_with(profile: &Profile, policy: &Policy, exists: &dyn Fn(&Path) -> bool) -> Proof {
     let inv: &Invariants = &profile.invariants;
     let cx = Ctx { profile, policy };
+    // A protected path that does not exist is no read-only bind: the agent can create it.
+    let protected: Vec<PathBuf> = policy.protected.iter().filter(|p| exists(p)).cloned().collect();
     let mut out = Proof::default();
     let fs_keys: &[(&str, &str)] = &[
         ("filesystem", "read_write"),
@@ -189,7 +197,7 @@ pub fn prove(profile: &Profile, policy: &Policy) -> Proof {
     let grant_r: &[(&str, &str)] = &[("grants", "read")];
     let exec_keys: &[(&str, &str)] = &[("filesystem", "executable")];
     let hidden = &policy.hidden;
-    let protected = &policy.protected;
+    let protected = &protected;
 
     let mut writable: Vec<Place> = policy
         .binds
@@ -353,7 +361,8 @@ mod tests {
         std::fs::write(&f, text).unwrap();
         let p: Profile = load(f.to_str().unwrap()).unwrap();
         let pol = compile(&p, &ctx(), &Default::default()).unwrap();
-        let mut proof = prove(&p, &pol);
+        // The host is pretended to hold every path.
+        let mut proof = prove_with(&p, &pol, &|_| true);
         // Lines are named by the file: keep only its name.
         for b in &mut proof.broken {
             b.at =
@@ -394,8 +403,15 @@ mod tests {
         let pol = compile(&p, &c, &Default::default()).unwrap();
         assert_eq!(prove(&p, &pol).broken, vec![]);
 
-        // A protected path dropped: the workspace's hooks become writable.
-        let p = proof_of("extends = \"default\"\n[filesystem]\nprotected = []\n");
+        // A protected path dropped: the workspace's hooks (promised here) become writable.
+        let promise = "[invariants]\nnever_write = [\"{workspace}/.git/hooks/**\"]\n";
+        assert_eq!(
+            proof_of(&format!("extends = \"default\"\n{promise}")).broken,
+            vec![]
+        );
+        let p = proof_of(&format!(
+            "extends = \"default\"\n[filesystem]\nprotected = []\n{promise}"
+        ));
         assert!(
             p.broken.iter().any(|b| b.invariant.contains(".git/hooks")),
             "{:#?}",
