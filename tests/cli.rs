@@ -90,9 +90,12 @@ fn a_state_directory_that_is_a_file_is_refused_naming_it() {
     let home = s.dir("home");
     std::fs::write(home.join(".claude"), "not a directory\n").unwrap();
     let marker = s.path().join("ran");
+    // A workspace beside the home (one that contains it breaks default's promises about the
+    // home's rc files that do not exist: refused for that reason first — docs/proofs.md).
+    let ws = s.dir("ws");
     let out = output(run_cmd(
         "claude",
-        s.path(),
+        &ws,
         &["--home", home.to_str().unwrap()],
         &["/usr/bin/touch", marker.to_str().unwrap()],
     ));
