@@ -109,20 +109,29 @@ impl Ctx<'_> {
     /// Every place in `places` where a pattern of `pats` matches something not covered.
     fn paths(&self, key: &str, pats: &[String], places: &[Place], covers: &[&Vec<PathBuf>], out: &mut Proof) {
         // `!` entries are exceptions: a region wholly inside one is not promised.
-        let exceptions: Vec<String> = pats
+        // (raw, expanded) exceptions.
+        let exceptions: Vec<(&str, String)> = pats
             .iter()
             .filter_map(|p| p.strip_prefix('!'))
-            .map(|p| expand(self.policy, p))
+            .map(|p| (p, expand(self.policy, p)))
             .collect();
         for pat in pats.iter().filter(|p| !p.starts_with('!')) {
             let expanded = expand(self.policy, pat);
             let set = glob::Set::new(std::slice::from_ref(&expanded));
-            // An exception narrows the broader patterns only: not one that lies inside it
-            // (`{workspace}/.git/hooks/**` stays promised beside `!{workspace}/**`).
-            let start = literal_start(&expanded);
+            // An exception narrows the patterns that do not themselves name the place it
+            // excepts: `!{workspace}/**` excepts `/usr/**` and `{home}/.bashrc` where the
+            // workspace holds them, not `{workspace}/.git/hooks/**`.
             let narrowing: Vec<&String> = exceptions
                 .iter()
-                .filter(|x| !start.starts_with(literal_start(x)))
+                .filter(|(raw, _)| {
+                    let named = raw
+                        .split(['*', '?', '['])
+                        .next()
+                        .unwrap_or(raw)
+                        .trim_end_matches('/');
+                    named.is_empty() || !pat.starts_with(named)
+                })
+                .map(|(_, x)| x)
                 .collect();
             let excepted = glob::Set::new(&narrowing);
             let mut kept = true;
