@@ -1,8 +1,8 @@
 """Least-privilege profiles from behaviour, measured on the scenario corpus (benches/suggest.sh).
 
 For each benign scenario: run it under `default` with a trace, `cordon profile suggest` from
-that trace, run it again under the suggestion — it must finish (`ok`) with no refusal and no
-detection. Then every rogue scenario is run under each suggestion whose workload it could hide
+that trace, run it again under the suggestion — it must finish with exit 0, no detection and
+no refusal the run under `default` did not have. Then every rogue scenario is run under each suggestion whose workload it could hide
 in (each under one, round robin): it must still be refused by the sandbox or detected by the
 monitor.
 """
@@ -55,7 +55,10 @@ def main():
         t2 = os.path.join(tmp, f"{name}.2.trace")
         code2, evs2, _ = detect.run_scenario("benign", name, profile=prof, trace=t2)
         det = [d["rule"] for d in detect.kinds(evs2, "detection")]
-        bad = refusals(events(t2))
+        # Refusals the run under `default` had too (a tool probing a read-only home) are the
+        # base's, not the suggestion's.
+        base = set(refusals(events(t1)))
+        bad = [r for r in refusals(events(t2)) if r not in base]
         ok = code2 == 0 and not det and not bad
         clean += ok
         if not ok:

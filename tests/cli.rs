@@ -533,7 +533,8 @@ fn a_suggested_profile_runs_the_same_workload_without_a_refusal() {
         "ws/work.sh",
         "cat /etc/hostname\nls /usr/share >/dev/null && echo listed\necho x > out.txt; mkdir -p d; rm -rf d\n\
          if command -v python3 >/dev/null; then python3 -c 'import json; print(json.dumps([1]))'; fi\n\
-         git --version >/dev/null && echo git\n",
+         git --version >/dev/null && echo git\n\
+         echo awk | awk '{ print $1 }'\n",
     );
     let run = |profile: &str, trace: &std::path::Path| {
         output(run_cmd(

@@ -528,6 +528,12 @@ pub fn suggest_cmd(traces: &[PathBuf], base: Option<&str>, out: Option<&Path>) -
         }
     }
     let ctx = ctx.context("no trace given")?;
+    // The kernel follows symlinks inside open and execve without an event: each hop of a
+    // used path is a place too (/usr/bin/awk -> /etc/alternatives/awk -> /usr/bin/mawk).
+    for set in [&mut u.executed, &mut u.read] {
+        let hops: Vec<PathBuf> = set.iter().flat_map(|p| symlink_hops(p)).collect();
+        set.extend(hops);
+    }
     let recorded = recorded_profile.unwrap_or_default();
     let base = base.map_or_else(
         || {
@@ -710,4 +716,24 @@ pub fn selftest_cmd(
 fn expand(pol: &policy::Policy, pat: &str) -> String {
     pat.replace("{home}", &pol.context.home.to_string_lossy())
         .replace("{workspace}", &pol.context.workspace.to_string_lossy())
+}
+
+/// The paths a symlink chain at `p` passes through on this host (at most 8 hops; the links in
+/// its parent directories are not followed).
+fn symlink_hops(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut cur = p.to_path_buf();
+    for _ in 0..8 {
+        let Ok(target) = std::fs::read_link(&cur) else {
+            break;
+        };
+        let next = if target.is_absolute() {
+            target
+        } else {
+            cur.parent().unwrap_or(Path::new("/")).join(target)
+        };
+        out.push(next.clone());
+        cur = next;
+    }
+    out
 }
