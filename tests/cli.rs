@@ -344,6 +344,10 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         "/dev/null",
         "/srv/cordon-nothing-here",
         "/var/log/dpkg.log",
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/usr/lib/os-release",
+        "/usr/share/common-licenses/GPL-3",
+        "/etc/ld.so.cache",
     ] {
         questions.push(format!("read {p}"));
     }
@@ -360,6 +364,9 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         "/tmp/scratch.txt",
         "/dev/null",
         "/var/tmp/cordon-x",
+        "/usr/share/cordon-planted",
+        "/etc/ssl/certs/cordon-planted.pem",
+        "/lib/cordon-planted.so",
     ] {
         questions.push(format!("write {p}"));
     }
@@ -379,6 +386,8 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         "/tmp/planted",
         "~/cordon-planted-bin",
         "/dev/shm/planted",
+        "/usr/bin/env",
+        "/usr/bin/git",
     ] {
         questions.push(format!("exec {p}"));
     }
@@ -386,6 +395,7 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
     for q in [
         "connect 127.0.0.1:9",
         "connect [::1]:9",
+        "connect 127.0.0.1:80",
         "syscall bpf",
         "syscall getpid",
         "resolve example.invalid",
@@ -414,7 +424,7 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         if preset != "strict" {
             // Verified, not skipped: the reads, writes and execs were done.
             assert!(
-                text.matches("verified in a sandbox").count() >= 35,
+                text.matches("verified in a sandbox").count() >= 40,
                 "{preset}:\n{text}"
             );
         }
@@ -592,7 +602,19 @@ fn a_suggested_profile_runs_the_same_workload_without_a_refusal() {
 #[test]
 fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
     require_root();
-    for preset in ["default", "agent", "claude", "networked", "codex", "mcp-server"] {
+    let presets = [
+        "default",
+        "agent",
+        "claude",
+        "codex",
+        "gemini",
+        "python-agent",
+        "networked",
+        "ip-allowlist",
+        "mcp-server",
+        "mcp-package",
+    ];
+    for preset in presets {
         let out = output({
             let mut c = cordon_command();
             c.args(["selftest", "--profile", preset]);
@@ -647,6 +669,37 @@ fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
         stdout(&out)
     );
     assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+    // A profile that shares the host's network and lets the agent reach a host service.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let shared = s.file(
+        "profiles/shared.toml",
+        &format!(
+            "extends = \"ip-allowlist\"\n[network]\nallow = [\"127.0.0.1:{port}\"]\n[invariants]\nnetwork_only = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    let out = output({
+        let mut c = cordon_command();
+        c.args([
+            "selftest",
+            "--profile",
+            shared.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ]);
+        c
+    });
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "GOT THROUGH network     connect to a service on the host's loopback (127.0.0.1:{port})"
+        )),
+        "{}",
+        stdout(&out)
+    );
     // Profiles that let nothing run from the workspace cannot host the probe: said, exit 125.
     for preset in ["strict", "offline-analyst"] {
         let out = output({

@@ -618,6 +618,7 @@ pub fn selftest_cmd(
     p: &profile::Profile,
     pol: &policy::Policy,
     json: bool,
+    port: Option<u16>,
 ) -> Result<i32> {
     use cordon::selftest::{Attempt, Setup};
     use std::os::unix::fs::PermissionsExt as _;
@@ -625,7 +626,8 @@ pub fn selftest_cmd(
     let probe = ws.join("cordon-selftest");
     std::fs::copy(std::env::current_exe()?, &probe).context("copy cordon into the selftest's workspace")?;
     std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755))?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("a port on the host's loopback")?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
+        .context("a port on the host's loopback")?;
     // The places the profile promises are never written: each one that exists is tried.
     let exceptions: Vec<String> = p
         .invariants

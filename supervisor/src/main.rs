@@ -175,6 +175,10 @@ enum Cmd {
         profile: String,
         #[arg(long)]
         json: bool,
+        /// The port on the host's loopback the network attempt targets (cordon listens on
+        /// it during the battery; default: a free one). To check an allowlist that names it.
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Internal: the selftest battery itself, run inside the sandbox.
     #[command(name = "__selftest", hide = true)]
@@ -472,11 +476,11 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             println!("sandbox {id}: {}", control::revoke(&id, grant)?);
             Ok(0)
         }
-        Cmd::Selftest { profile, json } => {
+        Cmd::Selftest { profile, json, port } => {
             let p = profile::load(&profile)?;
             let ws = cli_policy::selftest_workspace()?;
             let pol = compile(&p, &Identity::detect(None), Some(ws.clone()));
-            let code = pol.and_then(|pol| cli_policy::selftest_cmd(&profile, &p, &pol, json));
+            let code = pol.and_then(|pol| cli_policy::selftest_cmd(&profile, &p, &pol, json, port));
             let _ = std::fs::remove_dir_all(&ws);
             code
         }
