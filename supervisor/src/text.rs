@@ -36,7 +36,11 @@ pub fn preview(bytes: &[u8], max: usize) -> String {
 /// One line of cordon's own on stderr, `cordon: ` first, escaped: a message may quote a path,
 /// a command or an error that carries sandbox-controlled text.
 pub fn eprint(line: &str) {
-    eprintln!("cordon: {}", escape(line));
+    // One write: stderr is unbuffered and `eprintln!` writes each piece on its own, so the
+    // agent's output (the same terminal or pipe) could land between "cordon: " and the rest.
+    use std::io::Write as _;
+    let text = format!("cordon: {}\n", escape(line));
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn cut(bytes: &[u8], max: usize) -> String {
