@@ -114,6 +114,13 @@ impl Actor {
                 self.notes.push(format!("network cut by rule {}", f.rule));
                 "refuses every further connect and send of the sandbox".into()
             }
+            // The run ended between the offending event and the response: nothing to stop.
+            (_, Some((_, Err(_)))) if !self.cgroup.exists() => {
+                format!(
+                    "the sandbox had already ended: nothing left to {}",
+                    f.response.name()
+                )
+            }
             (_, Some((_, Err(e)))) => format!("could not {}: {e}", f.response.name()),
             _ if stopped => "the sandbox is already stopped".into(),
             _ => "the agent goes on".into(),
