@@ -147,6 +147,20 @@ fn loader_target<'a>(filename: &str, argv: &'a [String]) -> Option<&'a str> {
     None
 }
 
+/// Does `set` match `path`, resolved once for its event to `abs` (None: its directory was
+/// not known)? The matching pattern and the path as resolved.
+fn set_hit(set: &glob::Set, abs: Option<&str>, path: &str) -> Option<(String, String)> {
+    if path.is_empty() {
+        return None;
+    }
+    match abs {
+        Some(a) => set.matches(a).map(|p| (p.to_string(), a.to_string())),
+        None => set
+            .matches_relative(path)
+            .map(|p| (p.to_string(), path.to_string())),
+    }
+}
+
 /// (reads, writes) of an open with these flags. Opening a directory reads no secret (listing
 /// one is not hunting yet, and `find` opens thousands): only files count as reads.
 fn open_intent(flags: u64) -> (bool, bool) {
@@ -444,12 +458,7 @@ impl Detector {
         if path.is_empty() {
             return None;
         }
-        match cwds.absolute(e, dirfd, path) {
-            Some(abs) => set.matches(&abs).map(|p| (p.to_string(), abs)),
-            None => set
-                .matches_relative(path)
-                .map(|p| (p.to_string(), path.to_string())),
-        }
+        set_hit(set, cwds.absolute(e, dirfd, path).as_deref(), path)
     }
 
     fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
@@ -477,9 +486,7 @@ impl Detector {
             kernel::OPENAT => s.args.get(2).copied(),
             _ => None,
         };
-        if flags.is_some_and(is_directory) && !failed_enoent {
-            self.listed(e, dirfd(0), &s.path, found);
-        }
+        let listing = flags.is_some_and(is_directory) && !failed_enoent;
         let (reads, writes) = match s.nr {
             kernel::OPEN | kernel::OPENAT => open_intent(flags.unwrap_or(0)),
             // openat2's flags are behind a pointer the probes do not read: both.
@@ -491,12 +498,21 @@ impl Detector {
                     || kernel::CREATE_SECOND.contains(&n),
             ),
         };
+        // The first path resolved once for the rules that read it (the hot path: every open).
+        let abs0 = if (listing || reads) && !s.path.is_empty() {
+            self.cwds.absolute(e, dirfd(0), &s.path)
+        } else {
+            None
+        };
+        if listing {
+            self.listed(e, abs0.as_deref(), &s.path, found);
+        }
         if reads && !failed_enoent {
-            self.secret_read(e, dirfd(0), &s.path, found);
+            self.secret_read(e, abs0.as_deref(), &s.path, found);
         }
         if reads {
             if let Some((rule, set)) = &self.read {
-                if let Some((pat, abs)) = Self::path_hit(&mut self.cwds, set, e, dirfd(0), &s.path) {
+                if let Some((pat, abs)) = set_hit(set, abs0.as_deref(), &s.path) {
                     // Tools look for ~/.netrc on every request (git, curl, python
                     // requests, pip): a lookup of one that exists nowhere reads nothing. One
                     // the host has but the sandbox hides is still an attempt, and every other

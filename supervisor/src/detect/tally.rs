@@ -120,11 +120,10 @@ pub(super) struct Share {
     pub tally: Tally,
     /// Filled by the thread that reads the workspace at the start.
     pub start: Arc<OnceLock<StartFiles>>,
-    /// Every path counted (for the count of the start's files once it is known).
+    /// Paths counted before the start's files were known.
     deleted: Vec<String>,
     /// Of them, files the start held (counted once the start is known).
     of_start: HashSet<u64>,
-    counted: usize,
     share_fired: bool,
 }
 
@@ -135,7 +134,6 @@ impl Share {
             start: Arc::new(OnceLock::new()),
             deleted: Vec::new(),
             of_start: HashSet::new(),
-            counted: 0,
             share_fired: false,
         }
     }
@@ -146,15 +144,21 @@ impl Share {
         if share <= 0.0 || self.share_fired {
             return None;
         }
-        self.deleted.push(path.to_string());
-        let start = self.start.get()?;
-        for p in &self.deleted[self.counted..] {
+        // Paths are kept only until the start's files are known, then counted as they come.
+        let Some(start) = self.start.get() else {
+            self.deleted.push(path.to_string());
+            return None;
+        };
+        for p in std::mem::take(&mut self.deleted)
+            .iter()
+            .map(String::as_str)
+            .chain([path])
+        {
             let k = start.key(p);
             if start.files.contains(&k) {
                 self.of_start.insert(k);
             }
         }
-        self.counted = self.deleted.len();
         let total = start.files.len() as u64;
         #[allow(
             clippy::cast_possible_truncation,
@@ -231,9 +235,9 @@ impl Detector {
     }
 
     /// A directory opened for listing: counted once per path under `breadth`'s paths.
-    pub(super) fn listed(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+    pub(super) fn listed(&mut self, e: &pb::Event, abs: Option<&str>, path: &str, found: &mut Vec<Finding>) {
         let Some(t) = self.breadth.as_mut() else { return };
-        let Some((_, abs)) = Self::path_hit(&mut self.cwds, &t.set, e, dirfd, path) else {
+        let Some((_, abs)) = super::set_hit(&t.set, abs, path) else {
             return;
         };
         if let Some(n) = t.add(abs.clone()) {
@@ -247,9 +251,15 @@ impl Detector {
     }
 
     /// A secret-bearing file read: its directory counted once.
-    pub(super) fn secret_read(&mut self, e: &pb::Event, dirfd: i64, path: &str, found: &mut Vec<Finding>) {
+    pub(super) fn secret_read(
+        &mut self,
+        e: &pb::Event,
+        abs: Option<&str>,
+        path: &str,
+        found: &mut Vec<Finding>,
+    ) {
         let Some(t) = self.secrets.as_mut() else { return };
-        let Some((pat, abs)) = Self::path_hit(&mut self.cwds, &t.set, e, dirfd, path) else {
+        let Some((pat, abs)) = super::set_hit(&t.set, abs, path) else {
             return;
         };
         // Processes' environments are one place, whichever pid: `ps` reads them all (Claude
