@@ -38,7 +38,7 @@ const NOT_LAYERED: &[&str] = &[
     "lib.rs",
     "main.rs",
     "cli_changes.rs",
-    "cli_policy.rs",
+    "cli_policy",
     "layers_test.rs",
 ];
 
@@ -284,7 +284,7 @@ fn scan(src: &Path) -> (BTreeSet<String>, Edges) {
     let mut edges = Vec::new();
     for file in files {
         let rel = file.strip_prefix(src).unwrap();
-        if NOT_LAYERED.iter().any(|n| rel == Path::new(n)) {
+        if NOT_LAYERED.iter().any(|n| rel.starts_with(n)) {
             continue;
         }
         let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
