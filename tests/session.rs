@@ -213,12 +213,15 @@ fn a_second_sigterm_ends_a_run_whose_agent_ignores_the_first() {
         &[
             "/bin/sh",
             "-c",
-            &format!("trap '' TERM; while :; do sleep 0.1; done # {marker}"),
+            &format!("trap '' TERM; : > ignoring; while :; do sleep 0.1; done # {marker}"),
         ],
     );
     c.stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     sandbox_id_of(marker);
+    // The shell's command line is visible before it has run `trap`: wait until it has.
+    let ready = s.path().join("ignoring");
+    assert!(eventually(10_000, || ready.exists()), "the agent set its trap");
     // SAFETY: signalling the cordon this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(300));
