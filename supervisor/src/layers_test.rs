@@ -37,6 +37,7 @@ const LAYERS: &[&[&str]] = &[
 const NOT_LAYERED: &[&str] = &[
     "lib.rs",
     "main.rs",
+    "cli_approvals.rs",
     "cli_changes.rs",
     "cli_policy",
     "layers_test.rs",

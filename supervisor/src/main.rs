@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use cordon::trace::writer::TraceFile;
 
+mod cli_approvals;
 mod cli_changes;
 mod cli_policy;
 
@@ -141,19 +142,23 @@ enum Cmd {
     /// given `--for` lapses by itself.
     #[command(subcommand)]
     Net(NetCmd),
-    /// Show a path of the profile's `[grants] read` envelope to a running sandbox for a while
-    /// (root only); it is hidden again by itself. Nothing outside the envelope can be granted.
+    /// Grant a running sandbox a piece of its profile's `[grants]` envelope for a while (root
+    /// or the user who started it): a path to read or write, a name to reach. It lapses by
+    /// itself. Nothing outside the envelope can be granted.
     #[command(
-        after_help = "Example:\n  sudo cordon grant 0cd4 --read ~/datasets --for 10m --reason \"train run\""
+        after_help = "Examples:\n  sudo cordon grant 0cd4 --read ~/datasets --for 10m --reason \"train run\"\n  sudo cordon grant 0cd4 --net pypi.org:443 --for 5m"
     )]
     Grant {
         sandbox: String,
         /// A path of the read envelope to show (as the envelope lists it, variables expanded).
-        #[arg(long, required_unless_present = "write", conflicts_with = "write")]
-        read: Option<PathBuf>,
+        #[arg(long)]
+        read: Option<String>,
         /// A path of the write envelope to make writable.
         #[arg(long)]
-        write: Option<PathBuf>,
+        write: Option<String>,
+        /// A name of the net envelope to let the agent reach (NAME[:PORT]; a proxy sandbox).
+        #[arg(long)]
+        net: Option<String>,
         /// How long ("90s", "10m"), at most the profile's grants.max.
         #[arg(long = "for")]
         lasts: String,
@@ -165,8 +170,56 @@ enum Cmd {
     },
     /// A running sandbox's grants: active (time left), expired, revoked, who gave each.
     Grants { sandbox: String },
-    /// End a grant now (root only).
+    /// End a grant now (root or the user who started the run).
     Revoke { sandbox: String, grant: u64 },
+    /// Questions waiting for an answer (held connections, rules whose response is `ask`,
+    /// the agent's requests), one line each: who asks, what, why, what the monitor saw lately.
+    Pending {
+        /// Only this sandbox (default: every running one).
+        sandbox: Option<String>,
+    },
+    /// Approve a waiting question (SANDBOX/N, or N when only one sandbox has an N waiting).
+    Approve {
+        id: String,
+        /// Remember the answer this long (the same question is approved without asking; a
+        /// grant or connection approved lasts as long). Default: this once.
+        #[arg(long = "for", conflicts_with = "once")]
+        lasts: Option<String>,
+        /// This once (the default).
+        #[arg(long)]
+        once: bool,
+        /// The person the answer is given for (recorded with it).
+        #[arg(long, default_value = "")]
+        on_behalf_of: String,
+    },
+    /// Refuse a waiting question (a rule's question: the sandbox is killed).
+    Deny {
+        id: String,
+        /// Remember the refusal this long (the same question is refused without asking).
+        #[arg(long = "for", conflicts_with = "once")]
+        lasts: Option<String>,
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "")]
+        on_behalf_of: String,
+    },
+    /// Inside a sandbox whose profile takes requests (`approvals.requests`): ask for a piece
+    /// of its `[grants]` envelope and wait for the answer (exit 0 granted, 1 refused). The
+    /// sandbox has this as `cordon-request` on its PATH.
+    Request {
+        #[arg(long)]
+        read: Option<String>,
+        #[arg(long)]
+        write: Option<String>,
+        #[arg(long)]
+        net: Option<String>,
+        /// How long it is wanted (the person may give less or more, up to grants.max).
+        #[arg(long = "for")]
+        lasts: Option<String>,
+        /// Why, for the person who answers.
+        #[arg(long, default_value = "")]
+        why: String,
+    },
     /// Run a battery of escape and abuse attempts inside a sandbox of the profile on this
     /// host: one line per attempt (blocked, by which layer, or GOT THROUGH) and what this
     /// host's kernel lacks. Exit 1 if anything got through.
@@ -335,7 +388,7 @@ enum ProfileCmd {
 use cordon::exit;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli_approvals::argv());
     let code = match dispatch(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -447,35 +500,39 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             sandbox,
             read,
             write,
+            net,
             lasts,
             reason,
             on_behalf_of,
-        } => {
-            use cordon::session::control;
-            let for_ms = cordon::profile::units::parse_millis(&lasts)
-                .map_err(|e| anyhow::anyhow!("--for {lasts:?}: {e}"))?;
-            let id = control::resolve(&sandbox)?;
-            let target = match (&read, &write) {
-                (_, Some(w)) => (true, w.to_string_lossy().into_owned()),
-                (Some(r), None) => (false, r.to_string_lossy().into_owned()),
-                (None, None) => anyhow::bail!("grant what: --read PATH or --write PATH"),
-            };
-            let done = control::grant(&id, (target.0, &target.1), for_ms, &reason, &on_behalf_of)?;
-            println!("sandbox {id}: {done}");
-            Ok(0)
-        }
-        Cmd::Grants { sandbox } => {
-            use cordon::session::control;
-            let id = control::resolve(&sandbox)?;
-            println!("{}", control::grants(&id)?);
-            Ok(0)
-        }
-        Cmd::Revoke { sandbox, grant } => {
-            use cordon::session::control;
-            let id = control::resolve(&sandbox)?;
-            println!("sandbox {id}: {}", control::revoke(&id, grant)?);
-            Ok(0)
-        }
+        } => cli_approvals::grant(cli_approvals::GrantArgs {
+            sandbox,
+            piece: cli_approvals::piece(read, write, net)?,
+            lasts,
+            reason,
+            on_behalf_of,
+        }),
+        Cmd::Grants { sandbox } => cli_approvals::grants(&sandbox),
+        Cmd::Revoke { sandbox, grant } => cli_approvals::revoke(&sandbox, grant),
+        Cmd::Pending { sandbox } => cli_approvals::pending(sandbox.as_deref()),
+        Cmd::Approve {
+            id,
+            lasts,
+            on_behalf_of,
+            ..
+        } => cli_approvals::answer(&id, true, lasts.as_deref(), &on_behalf_of),
+        Cmd::Deny {
+            id,
+            lasts,
+            on_behalf_of,
+            ..
+        } => cli_approvals::answer(&id, false, lasts.as_deref(), &on_behalf_of),
+        Cmd::Request {
+            read,
+            write,
+            net,
+            lasts,
+            why,
+        } => cli_approvals::request(cli_approvals::piece(read, write, net)?, lasts.as_deref(), &why),
         Cmd::Selftest { profile, json, port } => {
             let p = profile::load(&profile)?;
             let ws = cli_policy::selftest_workspace()?;
@@ -756,6 +813,8 @@ fn run(
     // Credentials the proxy adds: read now (a missing one stops the run before anything
     // starts); the agent gets placeholders and a trust store with the run's CA.
     let firewall = cordon::session::proxy::firewall::prepare(&mut pol, &sandbox_id)?;
+    cordon::session::requests::prepare(&mut pol, &sandbox_id)
+        .context("approvals.requests: the run's request directory")?;
     if !quiet {
         text::eprint(&format!(
             "sandbox {sandbox_id} {} — profile {}{} ({}) workspace {}",
@@ -846,6 +905,7 @@ fn run(
         identity: id.line(),
         cordon_pid: std::process::id(),
         started_unix: cordon::events::unix_now_ns() / 1_000_000_000,
+        owner_uid: id.owner_uid,
     };
     // The trace is started (header on disk) before the sandbox: no trace, no run.
     let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))

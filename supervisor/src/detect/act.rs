@@ -34,6 +34,9 @@ pub struct Actor {
     pub notes: Vec<String>,
     /// Print alerts on stderr (off in tests of the pipeline).
     pub stderr: bool,
+    /// Rules whose `ask` response froze the sandbox: the question to put to a person (rule,
+    /// summary), taken by the session's approval broker.
+    pub asks: Vec<(&'static str, String)>,
 }
 
 impl Actor {
@@ -51,6 +54,7 @@ impl Actor {
             hooks: Vec::new(),
             notes: Vec::new(),
             stderr: true,
+            asks: Vec::new(),
         }
     }
 
@@ -68,11 +72,12 @@ impl Actor {
         let reason = format!("rule {} (event {detection})", f.rule);
         // Events recorded before the sandbox stopped keep arriving: a sandbox a rule already
         // froze (and nobody thawed) or killed is not acted on again.
-        let stopped = self.killed || (self.frozen_by_rule.is_some() && f.response == Response::Freeze);
+        let stopped = self.killed
+            || (self.frozen_by_rule.is_some() && matches!(f.response, Response::Freeze | Response::Ask));
         let result = match f.response {
             _ if stopped => None,
             Response::Log | Response::Off | Response::Alert => None,
-            Response::Freeze => Some((
+            Response::Freeze | Response::Ask => Some((
                 Action::Freeze.name(),
                 respond::apply(&self.cgroup, Action::Freeze).map_err(|e| e.to_string()),
             )),
@@ -92,6 +97,14 @@ impl Actor {
                 format!(
                     "froze the sandbox: `cordon thaw {id}` resumes it, `cordon kill {id}` ends it (killed in {} if nobody decides)",
                     super::fmt_ms(u64::try_from(self.frozen_limit.as_millis()).unwrap_or(u64::MAX)),
+                    id = self.sandbox
+                )
+            }
+            (Response::Ask, Some((_, Ok(_)))) => {
+                self.frozen_by_rule.get_or_insert((Instant::now(), f.rule));
+                self.asks.push((f.rule, f.summary.clone()));
+                format!(
+                    "froze the sandbox and asks: `cordon approve {id}/N` thaws it, `cordon deny {id}/N` ends it (`cordon pending` shows N)",
                     id = self.sandbox
                 )
             }

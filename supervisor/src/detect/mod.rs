@@ -17,7 +17,8 @@ pub mod tally;
 mod window;
 
 pub use finding::Finding;
-use window::{fmt_ms, Throttle, Window};
+pub use window::fmt_ms;
+use window::{Throttle, Window};
 
 use std::collections::HashMap;
 

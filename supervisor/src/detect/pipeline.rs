@@ -173,6 +173,12 @@ impl Detect {
     }
 
     /// Someone thawed or killed the sandbox through its socket.
+    /// Questions the `ask` responses of rules put to a person since the last call: (rule,
+    /// summary). The sandbox is frozen until the answer.
+    pub fn take_asks(&mut self) -> Vec<(&'static str, String)> {
+        std::mem::take(&mut self.actor.asks)
+    }
+
     pub fn decided(&mut self, action: Action) {
         self.actor.decided(action);
     }

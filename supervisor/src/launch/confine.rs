@@ -171,6 +171,12 @@ pub fn landlock(policy: &Policy) -> Result<(), StepError> {
     for e in &policy.exec_only {
         add(e, read | exec)?;
     }
+    if policy.request_dir.is_some() {
+        // The request client: readable and executable, nothing else (the socket beside it
+        // needs no landlock right to connect to).
+        let client = Path::new(crate::policy::REQUESTS_INSIDE).join(crate::policy::REQUEST_CLIENT);
+        add(&client, read | exec)?;
+    }
     add(Path::new("/tmp"), all & !exec)?;
     add(Path::new("/dev"), read | AccessFs::WriteFile | AccessFs::IoctlDev)?;
     add(

@@ -74,6 +74,40 @@ pub fn prepare(
             fd,
         });
     }
+    if let Some(dir) = &policy.request_dir {
+        trees.extend(request_trees(dir)?);
+    }
+    Ok(trees)
+}
+
+/// `approvals.requests`: the run's request directory at `/run/cordon` (read-only: the agent
+/// connects to the socket in it, nothing more) and cordon's own binary over the empty
+/// `cordon-request` file in it (read-only, executable: the client).
+fn request_trees(dir: &Path) -> Result<Vec<Tree>, StepError> {
+    use crate::policy::{REQUESTS_INSIDE as INSIDE_DIR, REQUEST_CLIENT as CLIENT_NAME};
+    let exe = fs::read_link("/proc/self/exe")
+        .map_err(|e| StepError::io("approvals: cordon's own binary", &e, "/proc/self/exe"))?;
+    let inside = Path::new(INSIDE_DIR);
+    let mut trees = Vec::new();
+    for (src, at, is_dir) in [
+        (dir.to_path_buf(), inside.to_path_buf(), true),
+        (exe, inside.join(CLIENT_NAME), false),
+    ] {
+        let fd = super::overlay::clone_tree(&src, None)?;
+        sys::set_tree_attrs(&fd, true, false, None)
+            .map_err(|e| StepError::io("approvals: mount_setattr", &e, &src.display().to_string()))?;
+        trees.push(Tree {
+            bind: Bind {
+                path: at,
+                access: Access::ReadOnly,
+                exec: !is_dir,
+                idmap: false,
+                required: true,
+            },
+            is_dir,
+            fd,
+        });
+    }
     Ok(trees)
 }
 
@@ -182,6 +216,10 @@ fn mkdirs(p: &Path) -> io::Result<()> {
 }
 
 fn touch(p: &Path) -> io::Result<()> {
+    // A mountpoint that exists already (inside a read-only bind) is used as it is.
+    if fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
     if let Some(parent) = p.parent() {
         mkdirs(parent)?;
     }

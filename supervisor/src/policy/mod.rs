@@ -54,6 +54,11 @@ pub struct Bind {
     pub required: bool,
 }
 
+/// `approvals.requests`: where the request directory appears inside the sandbox, and the
+/// name of the client in it (cordon's own binary, bound there).
+pub const REQUESTS_INSIDE: &str = "/run/cordon";
+pub const REQUEST_CLIENT: &str = "cordon-request";
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     pub profile: String,
@@ -95,13 +100,21 @@ pub struct Policy {
     /// file itself) and its contents. Not in the trace (the proxy knows the values).
     #[serde(skip)]
     pub decoys: Vec<Decoy>,
+    /// `approvals.requests`: the run's request directory on the host (bound at
+    /// `/run/cordon` with the `cordon-request` client), set by the run.
+    #[serde(skip)]
+    pub request_dir: Option<PathBuf>,
     /// `[grants] read`: paths hidden at start that `cordon grant --read` may show for a while
     /// (each inside a read-only or read-write bind: landlock already allows reading it).
     pub grant_read: Vec<PathBuf>,
     /// `[grants] write`: bound read-write, hidden at start, shown by `cordon grant --write`.
     pub grant_write: Vec<PathBuf>,
+    /// `[grants] net`: names `cordon grant --net` may let the agent reach for a while.
+    pub grant_net: Vec<String>,
     /// The longest a grant may last.
     pub grant_max_ms: u64,
+    /// `[approvals]`: how questions to a person are asked.
+    pub approvals: crate::profile::Approvals,
     /// `filesystem.workspace`: transactional runs see the workspace through an overlay.
     pub workspace_mode: crate::profile::WorkspaceMode,
     pub write_quota: Option<u64>,
@@ -280,7 +293,12 @@ pub fn compile(
             }),
     );
 
-    let mut monitor = monitor::Config::compile(&profile.monitor, &executable, profile.network.mode, |p| {
+    // The request client (`approvals.requests`) is a program the agent may run.
+    let mut runs: Vec<PathBuf> = executable.clone();
+    if profile.approvals.requests {
+        runs.push(Path::new(REQUESTS_INSIDE).join(REQUEST_CLIENT));
+    }
+    let mut monitor = monitor::Config::compile(&profile.monitor, &runs, profile.network.mode, |p| {
         template::expand(p, &ctx.workspace, &ctx.home).map(|p| p.to_string_lossy().into_owned())
     })?;
     // Reading its own credential file is what the agent is for; every other one still counts.
@@ -372,6 +390,7 @@ pub fn compile(
         terminal: profile.terminal.allow.clone(),
         trust: None,
         decoys: Vec::new(),
+        request_dir: None,
         hidden: {
             let mut h = hidden;
             let more: Vec<PathBuf> = grant_read
@@ -385,7 +404,9 @@ pub fn compile(
         },
         grant_read,
         grant_write,
+        grant_net: profile.grants.net.clone(),
         grant_max_ms: profile.grants.max_ms,
+        approvals: profile.approvals.clone(),
         workspace_mode: fs.workspace,
         write_quota: fs.write_quota,
         commit: fs.commit,

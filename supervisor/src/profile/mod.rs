@@ -73,7 +73,37 @@ pub struct RawProfile {
     pub grants: RawGrants,
     #[serde(default)]
     pub invariants: invariants::RawInvariants,
+    #[serde(default)]
+    pub approvals: RawApprovals,
 }
+
+/// `[approvals]`: how questions to a person are asked and when they lapse (docs/approvals.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApprovals {
+    /// Unanswered questions are refused after this long.
+    pub timeout: Option<Millis>,
+    /// New questions a minute; more are refused without asking.
+    pub per_minute: Option<u32>,
+    /// A command (absolute path first) that gets each question as JSON and may answer it.
+    pub hook: Option<Vec<String>>,
+    /// May the agent ask for a piece of the `[grants]` envelope (`cordon-request`)?
+    pub requests: Option<bool>,
+}
+
+/// The resolved `[approvals]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Approvals {
+    pub timeout_ms: u64,
+    pub per_minute: u32,
+    pub hook: Vec<String>,
+    pub requests: bool,
+}
+
+/// How long a question waits unless the profile says otherwise.
+pub const DEFAULT_APPROVAL_TIMEOUT_MS: u64 = 2 * 60 * 1000;
+/// New questions a minute unless the profile says otherwise.
+pub const DEFAULT_APPROVALS_PER_MINUTE: u32 = 6;
 
 /// `[grants]`: the envelope of what may be granted while the sandbox runs.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +114,9 @@ pub struct RawGrants {
     /// Paths (existing files or directories) bound read-write but hidden at start, that
     /// `cordon grant --write` may show.
     pub write: Option<Vec<String>>,
+    /// Names (NAME[:PORT], *.SUFFIX[:PORT]) `cordon grant --net` may let the agent reach
+    /// for a while (a `proxy` sandbox only).
+    pub net: Option<Vec<String>>,
     /// The longest a grant may last.
     pub max: Option<Millis>,
 }
@@ -93,6 +126,7 @@ pub struct RawGrants {
 pub struct Grants {
     pub read: Vec<String>,
     pub write: Vec<String>,
+    pub net: Vec<String>,
     pub max_ms: u64,
 }
 
@@ -232,6 +266,7 @@ pub struct Profile {
     pub monitor: monitor::Monitor,
     pub terminal: Terminal,
     pub grants: Grants,
+    pub approvals: Approvals,
     /// What the profile promises (checked against the compiled policy: `policy::prove`).
     pub invariants: invariants::Invariants,
 }
@@ -506,6 +541,33 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         deny_syscalls: pick!(chain, invariants.deny_syscalls).unwrap_or_default(),
     };
     invariants.check().map_err(|e| invalid(e.0))?;
+    let grant_net: Vec<String> = pick!(chain, grants.net).unwrap_or_default();
+    for rule in &grant_net {
+        egress::parse(rule).map_err(|e| invalid(format!("grants.net {rule:?}: {e}")))?;
+    }
+    if !grant_net.is_empty() && network.mode != NetworkMode::Proxy {
+        return Err(invalid(
+            "grants.net needs network.mode = \"proxy\" (only the proxy can change what the agent reaches while it runs)".into(),
+        ));
+    }
+    let approvals = Approvals {
+        timeout_ms: pick!(chain, approvals.timeout).map_or(DEFAULT_APPROVAL_TIMEOUT_MS, |m| m.0),
+        per_minute: pick!(chain, approvals.per_minute).unwrap_or(DEFAULT_APPROVALS_PER_MINUTE),
+        hook: pick!(chain, approvals.hook).unwrap_or_default(),
+        requests: pick!(chain, approvals.requests).unwrap_or(false),
+    };
+    if approvals.hook.first().is_some_and(|c| !c.starts_with('/')) {
+        return Err(invalid(format!(
+            "approvals.hook: the command must be an absolute path, found {:?}",
+            approvals.hook[0]
+        )));
+    }
+    if approvals.timeout_ms == 0 || approvals.per_minute == 0 {
+        return Err(invalid(
+            "approvals: timeout and per_minute must be above 0 (to ask nothing, leave nothing on \"ask\")"
+                .into(),
+        ));
+    }
     Ok(Profile {
         name: name.to_string(),
         description: pick!(chain, description).unwrap_or_default(),
@@ -522,8 +584,10 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         grants: Grants {
             read: pick!(chain, grants.read).unwrap_or_default(),
             write: pick!(chain, grants.write).unwrap_or_default(),
+            net: grant_net,
             max_ms: pick!(chain, grants.max).map_or(DEFAULT_GRANT_MAX_MS, |m| m.0),
         },
+        approvals,
         invariants,
     })
 }

@@ -24,6 +24,9 @@ pub enum Response {
     Kill,
     /// Egress only: as alert, then every later connect and send to an address is refused.
     Deny,
+    /// As freeze, and a question to a person (`cordon pending`, the approvals hook): approve
+    /// thaws the sandbox, deny or no answer within `approvals.timeout` kills it.
+    Ask,
     /// As kill, then the run's transactional workspace layer is discarded: the real
     /// workspace stays as it was (a direct run refuses to start with it).
     Rollback,
@@ -39,6 +42,7 @@ impl Response {
             Response::Kill => "kill",
             Response::Deny => "deny",
             Response::Rollback => "rollback",
+            Response::Ask => "ask",
         }
     }
 }

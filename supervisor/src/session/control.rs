@@ -173,6 +173,12 @@ impl Socket {
         let _ = std::fs::remove_file(&sock);
         let listener = std::os::unix::net::UnixListener::bind(&sock)?;
         listener.set_nonblocking(true)?;
+        // Root and the user who started the run may connect (and the server checks which).
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::os::unix::fs::chown(&sock, Some(meta.owner_uid), None)?;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        }
         let meta_file = meta_path(&meta.sandbox);
         std::fs::write(&meta_file, serde_json::to_vec(meta).unwrap_or_default())?;
         Ok(Socket {
@@ -205,6 +211,8 @@ pub struct Shared {
     net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>,
     /// `[grants]`: what `cordon grant` may show.
     grants: Option<Arc<super::grants::Grants>>,
+    /// The questions waiting for a person.
+    pub approvals: Arc<super::approvals::Approvals>,
 }
 
 impl Shared {
@@ -212,6 +220,7 @@ impl Shared {
         meta: Meta,
         net_changes: Option<tokio::sync::mpsc::Sender<super::proxy::Change>>,
         grants: Option<Arc<super::grants::Grants>>,
+        approvals: Arc<super::approvals::Approvals>,
     ) -> Self {
         Self {
             history: Mutex::new(VecDeque::with_capacity(HISTORY)),
@@ -219,6 +228,21 @@ impl Shared {
             meta,
             net_changes,
             grants,
+            approvals,
+        }
+    }
+
+    /// Root, or the user who started the run (peer credentials of the socket).
+    fn may_decide(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.meta.owner_uid
+    }
+
+    /// "uid N", or "uid N on behalf of P".
+    fn principal(uid: u32, on_behalf_of: &str) -> String {
+        if on_behalf_of.is_empty() {
+            format!("uid {uid}")
+        } else {
+            format!("uid {uid} on behalf of {on_behalf_of}")
         }
     }
 
@@ -244,12 +268,8 @@ impl Shared {
                     _ => {}
                 }
             }
-            if let Some(Kind::Approval(a)) = &e.kind {
-                stats.waiting = if a.state == "asked" {
-                    stats.waiting.saturating_add(1)
-                } else {
-                    stats.waiting.saturating_sub(1)
-                };
+            if let Some(Kind::Detection(d)) = &e.kind {
+                self.approvals.saw(&d.rule, &d.summary);
             }
             if history.len() == HISTORY {
                 history.pop_front();
@@ -259,10 +279,12 @@ impl Shared {
     }
 }
 
-/// A freeze, thaw or kill asked for on the socket; the answer goes to `reply`.
+/// A freeze, thaw or kill asked for on the socket or by an answered question; the answer
+/// goes to `reply`.
 pub struct Control {
     pub action: Action,
-    pub uid: u32,
+    /// Who, as the Response event records it ("cordon thaw by uid 0").
+    pub reason: String,
     pub reply: oneshot::Sender<wire::ActReply>,
 }
 
@@ -329,13 +351,20 @@ async fn client(
         Some(request::Kind::Act(a)) => {
             let answer = match action_of(a.action) {
                 None => reply::Kind::Refused(format!("no such action ({})", a.action)),
-                Some(action) if uid != 0 => reply::Kind::Refused(format!(
-                    "only root may {} a sandbox (uid {uid} asked)",
+                Some(action) if !shared.may_decide(uid) => reply::Kind::Refused(format!(
+                    "only root or the user who started the run may {} it (uid {uid} asked)",
                     action.name()
                 )),
                 Some(action) => {
                     let (reply, answer) = oneshot::channel();
-                    let sent = ctl.send(Control { action, uid, reply }).await;
+                    let reason = format!("cordon {} by uid {uid}", action.name());
+                    let sent = ctl
+                        .send(Control {
+                            action,
+                            reason,
+                            reply,
+                        })
+                        .await;
                     match (sent, answer.await) {
                         (Ok(()), Ok(done)) => reply::Kind::Act(done),
                         _ => reply::Kind::Refused("the run is ending".into()),
@@ -346,8 +375,8 @@ async fn client(
         }
         Some(request::Kind::Net(n)) => {
             let answer = match (uid, &shared.net_changes, crate::profile::egress::parse(&n.rule)) {
-                (u, _, _) if u != 0 => reply::Kind::Refused(format!(
-                    "only root may change a sandbox's network rules (uid {u} asked)"
+                (u, _, _) if !shared.may_decide(u) => reply::Kind::Refused(format!(
+                    "only root or the user who started the run may change its network rules (uid {u} asked)"
                 )),
                 (_, None, _) => reply::Kind::Refused("this sandbox's network.mode is not \"proxy\"".into()),
                 (_, _, Err(e)) => reply::Kind::Refused(format!("rule {:?}: {e}", n.rule)),
@@ -358,6 +387,7 @@ async fn client(
                         rule,
                         lasts: (n.for_ms > 0).then(|| std::time::Duration::from_millis(n.for_ms)),
                         by: format!("uid {uid}"),
+                        withdraw: false,
                     };
                     match tx.send(change).await {
                         Ok(()) => reply::Kind::Act(wire::ActReply {
@@ -372,29 +402,46 @@ async fn client(
         }
         Some(request::Kind::Grant(g)) => {
             let answer = match (uid, &shared.grants) {
-                (u, _) if u != 0 => Err(Refusal::from(format!("only root may grant (uid {u} asked)"))),
+                (u, _) if !shared.may_decide(u) => Err(Refusal::from(format!(
+                    "only root or the user who started the run may grant (uid {u} asked)"
+                ))),
                 (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
                 (_, Some(gr)) => {
-                    let by = if g.on_behalf_of.is_empty() {
-                        format!("uid {uid}")
+                    let by = Shared::principal(uid, &g.on_behalf_of);
+                    let piece = if !g.net.is_empty() {
+                        super::grants::Piece::Net(g.net.clone())
+                    } else if !g.write.is_empty() {
+                        super::grants::Piece::Write(g.write.clone())
                     } else {
-                        format!("uid {uid} on behalf of {}", g.on_behalf_of)
+                        super::grants::Piece::Read(g.read.clone())
                     };
-                    let (write, path) = if g.write.is_empty() {
-                        (false, &g.read)
-                    } else {
-                        (true, &g.write)
-                    };
-                    gr.grant(write, path, g.for_ms, &g.reason, &by).await
+                    gr.grant(&piece, g.for_ms, &g.reason, &by).await
                 }
             };
             w.write_all(&framed(act_answer(answer))).await
         }
         Some(request::Kind::Revoke(r)) => {
             let answer = match (uid, &shared.grants) {
-                (u, _) if u != 0 => Err(Refusal::from(format!("only root may revoke (uid {u} asked)"))),
+                (u, _) if !shared.may_decide(u) => Err(Refusal::from(format!(
+                    "only root or the user who started the run may revoke (uid {u} asked)"
+                ))),
                 (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
                 (_, Some(gr)) => gr.end(r.id, "revoked", &format!("uid {uid}")).await,
+            };
+            w.write_all(&framed(act_answer(answer))).await
+        }
+        Some(request::Kind::Pending(_)) => {
+            w.write_all(&framed(act_answer(Ok(shared.approvals.list()))))
+                .await
+        }
+        Some(request::Kind::Answer(a)) => {
+            let answer = if shared.may_decide(uid) {
+                let by = Shared::principal(uid, &a.on_behalf_of);
+                shared.approvals.answer(a.id, a.approve, a.for_ms, &by).await
+            } else {
+                Err(Refusal::from(format!(
+                    "only root or the user who started the run may answer its requests (uid {uid} asked)"
+                )))
             };
             w.write_all(&framed(act_answer(answer))).await
         }
@@ -406,7 +453,8 @@ async fn client(
             w.write_all(&framed(act_answer(answer))).await
         }
         Some(request::Kind::Stat(_)) => {
-            let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.waiting = u32::try_from(shared.approvals.waiting()).unwrap_or(u32::MAX);
             let stat = wire::StatReply {
                 meta: Some(shared.meta.clone()),
                 stats: Some(stats),
@@ -477,6 +525,7 @@ pub fn list() -> Vec<Running> {
             Err(_) if !cordon_alive(id) => {
                 let _ = std::fs::remove_file(meta_path(id));
                 let _ = std::fs::remove_file(socket_path(id));
+                let _ = std::fs::remove_dir_all(super::requests::host_dir(id));
             }
             Err(_) => {}
         }
@@ -539,26 +588,49 @@ pub enum ControlError {
     Refused { id: String, answer: String },
 }
 
-/// Grant `read` (a path of the envelope) for `for_ms`.
+/// Grant a piece of the envelope (`--read PATH`, `--write PATH`, `--net NAME[:PORT]`) for
+/// `for_ms`.
 pub fn grant(
     id: &str,
-    (write, path): (bool, &str),
+    piece: &super::grants::Piece,
     for_ms: u64,
     reason: &str,
     on_behalf_of: &str,
 ) -> Result<String, ControlError> {
-    let (read, write) = if write {
-        (String::new(), path.to_string())
-    } else {
-        (path.to_string(), String::new())
+    use super::grants::Piece;
+    let mut g = wire::GrantRequest {
+        for_ms,
+        reason: reason.into(),
+        on_behalf_of: on_behalf_of.into(),
+        ..Default::default()
     };
+    match piece {
+        Piece::Read(p) => g.read.clone_from(p),
+        Piece::Write(p) => g.write.clone_from(p),
+        Piece::Net(n) => g.net.clone_from(n),
+    }
+    answer(id, request::Kind::Grant(g))
+}
+
+/// The requests of sandbox `id` waiting for an answer, one line each (empty: none).
+pub fn pending(id: &str) -> Result<String, ControlError> {
+    answer(id, request::Kind::Pending(wire::PendingRequest {}))
+}
+
+/// Approve or deny request `request` of sandbox `id`; `for_ms` > 0 remembers the answer.
+pub fn answer_request(
+    id: &str,
+    request: u64,
+    approve: bool,
+    for_ms: u64,
+    on_behalf_of: &str,
+) -> Result<String, ControlError> {
     answer(
         id,
-        request::Kind::Grant(wire::GrantRequest {
-            write,
-            read,
+        request::Kind::Answer(wire::AnswerRequest {
+            id: request,
+            approve,
             for_ms,
-            reason: reason.into(),
             on_behalf_of: on_behalf_of.into(),
         }),
     )

@@ -2,7 +2,8 @@
 //! hidden at start, is shown to the running sandbox for a while and hidden again when the
 //! grant ends. Landlock already allows the whole envelope (it cannot be widened later); the
 //! sandbox's mount namespace decides, changed from outside by a single-threaded helper
-//! (`cordon __mask`, which joins that namespace). Nothing outside the envelope can be granted.
+//! (`cordon __mask`, which joins that namespace). A `[grants] net` name is a live allow rule
+//! of the egress proxy for the grant's time. Nothing outside the envelope can be granted.
 
 use crate::text::Refusal;
 use std::path::{Path, PathBuf};
@@ -12,13 +13,50 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::proxy::Change;
 use crate::events::pb::{self, event::Kind};
+use crate::profile::egress::Egress;
+
+/// Does the envelope's `e` cover the asked-for `asked`?
+fn covers(e: &Egress, asked: &Egress) -> bool {
+    match (e, asked) {
+        (Egress::Name(e), Egress::Name(a)) => e.covers(a),
+        (Egress::Address(e), Egress::Address(a)) => e == a,
+        _ => false,
+    }
+}
+
+/// A piece of the envelope, as `cordon grant` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Read(String),
+    Write(String),
+    /// NAME[:PORT] or *.SUFFIX[:PORT].
+    Net(String),
+}
+
+impl Piece {
+    pub fn what(&self) -> &'static str {
+        match self {
+            Piece::Read(_) => "read",
+            Piece::Write(_) => "write",
+            Piece::Net(_) => "net",
+        }
+    }
+
+    pub fn target(&self) -> &str {
+        match self {
+            Piece::Read(t) | Piece::Write(t) | Piece::Net(t) => t,
+        }
+    }
+}
 
 /// One grant, as `cordon grants` lists it.
 struct Record {
     id: u64,
-    /// "read" or "write".
+    /// "read", "write" or "net".
     what: &'static str,
+    /// The path shown, or the rule allowed (as text).
     path: PathBuf,
     by: String,
     reason: String,
@@ -32,6 +70,9 @@ struct Record {
 pub struct Grants {
     envelope: Vec<PathBuf>,
     write_envelope: Vec<PathBuf>,
+    net_envelope: Vec<Egress>,
+    /// The egress proxy's live rules (a `proxy` sandbox).
+    net_changes: Option<mpsc::Sender<Change>>,
     max_ms: u64,
     /// The sandbox's init on the host: its mount namespace is the sandbox's.
     pid: i32,
@@ -42,8 +83,8 @@ pub struct Grants {
 
 impl Grants {
     pub fn new(
-        envelope: Vec<PathBuf>,
-        write_envelope: Vec<PathBuf>,
+        (envelope, write_envelope, net_envelope): (Vec<PathBuf>, Vec<PathBuf>, Vec<Egress>),
+        net_changes: Option<mpsc::Sender<Change>>,
         max_ms: u64,
         pid: i32,
         events: mpsc::Sender<Kind>,
@@ -51,6 +92,8 @@ impl Grants {
         Arc::new(Self {
             envelope,
             write_envelope,
+            net_envelope,
+            net_changes,
             max_ms,
             pid,
             events,
@@ -63,36 +106,60 @@ impl Grants {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Show `path` for `for_ms`. The answer says what happened, or why not.
+    /// Is `piece` inside the envelope? The refusal says what the envelope holds.
+    pub fn check(&self, piece: &Piece) -> Result<(), Refusal> {
+        let (inside, listed): (bool, Vec<String>) = match piece {
+            Piece::Read(p) | Piece::Write(p) => {
+                let envelope = if matches!(piece, Piece::Write(_)) {
+                    &self.write_envelope
+                } else {
+                    &self.envelope
+                };
+                (
+                    envelope.contains(&PathBuf::from(p)),
+                    envelope.iter().map(|p| p.display().to_string()).collect(),
+                )
+            }
+            Piece::Net(n) => {
+                let rule = crate::profile::egress::parse(n)
+                    .map_err(|e| Refusal::from(format!("--net {n:?}: {e}")))?;
+                (
+                    self.net_envelope.iter().any(|e| covers(e, &rule)),
+                    self.net_envelope.iter().map(ToString::to_string).collect(),
+                )
+            }
+        };
+        if inside {
+            return Ok(());
+        }
+        Err(Refusal::from(format!(
+            "{} is not in this sandbox's [grants] {} envelope ({}); nothing outside it can be granted",
+            piece.target(),
+            piece.what(),
+            if listed.is_empty() {
+                "empty".to_string()
+            } else {
+                listed.join(", ")
+            }
+        )))
+    }
+
+    /// The longest a grant may last.
+    pub fn max_ms(&self) -> u64 {
+        self.max_ms
+    }
+
+    /// Grant `piece` for `for_ms`. The answer says what happened, or why not.
     pub async fn grant(
         self: &Arc<Self>,
-        write: bool,
-        path: &str,
+        piece: &Piece,
         for_ms: u64,
         reason: &str,
         by: &str,
     ) -> Result<String, Refusal> {
-        let path = PathBuf::from(path);
-        let (what, envelope) = if write {
-            ("write", &self.write_envelope)
-        } else {
-            ("read", &self.envelope)
-        };
-        if !envelope.contains(&path) {
-            return Err(Refusal::from(format!(
-                "{} is not in this sandbox's [grants] {what} envelope ({}); nothing outside it can be granted",
-                path.display(),
-                if envelope.is_empty() {
-                    "empty".to_string()
-                } else {
-                    envelope
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            )));
-        }
+        self.check(piece)?;
+        let what = piece.what();
+        let path = PathBuf::from(piece.target());
         if for_ms == 0 || for_ms > self.max_ms {
             return Err(Refusal::from(format!(
                 "--for must be above 0 and at most the profile's grants.max ({} s)",
@@ -102,9 +169,11 @@ impl Grants {
         let already = self
             .records()
             .iter()
-            .any(|r| r.path == path && r.state == "active");
-        if !already {
-            mask(self.pid, &path, true).await?;
+            .any(|r| r.path == path && r.what == what && r.state == "active");
+        match piece {
+            Piece::Net(n) => self.net(n, for_ms, by, false).await?,
+            _ if already => {}
+            _ => mask(self.pid, &path, true).await?,
         }
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.records().push(Record {
@@ -126,9 +195,31 @@ impl Grants {
         Ok(format!(
             "grant {id}: {} {} for {} s",
             path.display(),
-            if write { "writable" } else { "readable" },
+            match piece {
+                Piece::Read(_) => "readable",
+                Piece::Write(_) => "writable",
+                Piece::Net(_) => "reachable",
+            },
             for_ms / 1000
         ))
+    }
+
+    /// Allow (or withdraw) `name` in the proxy's live rules.
+    async fn net(&self, name: &str, for_ms: u64, by: &str, withdraw: bool) -> Result<(), Refusal> {
+        let Some(tx) = &self.net_changes else {
+            return Err(Refusal::from("this sandbox's network.mode is not \"proxy\""));
+        };
+        let rule = crate::profile::egress::parse(name).map_err(|e| Refusal::from(e.to_string()))?;
+        let change = Change {
+            allow: true,
+            rule,
+            lasts: Some(Duration::from_millis(for_ms)),
+            by: by.into(),
+            withdraw,
+        };
+        tx.send(change)
+            .await
+            .map_err(|_| Refusal::from("the run is ending"))
     }
 
     /// End grant `id` ("expired" by its timer, "revoked" by a person). The path is hidden
@@ -144,14 +235,25 @@ impl Grants {
             }
             r.state = how;
             let (what, path, reason, for_ms) = (r.what, r.path.clone(), r.reason.clone(), r.for_ms);
-            let still = records.iter().any(|o| o.path == path && o.state == "active");
+            let still = records
+                .iter()
+                .any(|o| o.path == path && o.what == what && o.state == "active");
             (what, path, reason, for_ms, still)
         };
-        if !still_shown {
-            mask(self.pid, &path, false).await?;
+        let target = path.display().to_string();
+        match what {
+            // Its live rule lapses by itself at the same time; a revocation withdraws it.
+            "net" if how == "expired" || still_shown => {}
+            "net" => self.net(&target, 0, by, true).await?,
+            _ if still_shown => {}
+            _ => mask(self.pid, &path, false).await?,
         }
         self.event(id, what, &path, how, by, &reason, for_ms).await;
-        Ok(format!("grant {id} {how}: {} hidden again", path.display()))
+        if what == "net" {
+            Ok(format!("grant {id} {how}: {target} refused again"))
+        } else {
+            Ok(format!("grant {id} {how}: {target} hidden again"))
+        }
     }
 
     /// The grants, one line each.
@@ -159,14 +261,14 @@ impl Grants {
         let now = Instant::now();
         let records = self.records();
         if records.is_empty() {
-            return format!(
-                "no grants yet; the envelope: {}",
-                self.envelope
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let all: Vec<String> = self
+                .envelope
+                .iter()
+                .chain(&self.write_envelope)
+                .map(|p| p.display().to_string())
+                .chain(self.net_envelope.iter().map(ToString::to_string))
+                .collect();
+            return format!("no grants yet; the envelope: {}", all.join(", "));
         }
         records
             .iter()

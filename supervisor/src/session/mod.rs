@@ -12,6 +12,7 @@
 //! Fail closed: a component that panics or fails blows the session's fuse, which freezes and
 //! kills the whole sandbox at once; the trace is sealed with the reason (`fuse`).
 
+pub mod approvals;
 pub mod control;
 pub mod fuse;
 mod gitwatch;
@@ -19,6 +20,7 @@ pub mod grants;
 pub mod outputs;
 pub mod pipeline;
 pub mod proxy;
+pub mod requests;
 mod supply;
 mod tracer;
 
@@ -127,7 +129,11 @@ pub struct Session {
     /// `[grants] read` and its longest grant.
     grant_read: Vec<PathBuf>,
     grant_write: Vec<PathBuf>,
+    grant_net: Vec<crate::profile::egress::Egress>,
     grant_max_ms: u64,
+    approvals: crate::profile::Approvals,
+    /// `approvals.requests`: the run's request directory (removed when the session ends).
+    request_dir: Option<RequestDir>,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -184,7 +190,14 @@ impl Session {
             firewall: firewall.map(Arc::new),
             grant_read: policy.grant_read.clone(),
             grant_write: policy.grant_write.clone(),
+            grant_net: policy
+                .grant_net
+                .iter()
+                .filter_map(|r| crate::profile::egress::parse(r).ok())
+                .collect(),
             grant_max_ms: policy.grant_max_ms,
+            approvals: policy.approvals.clone(),
+            request_dir: policy.request_dir.clone().map(RequestDir),
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -204,6 +217,16 @@ impl Session {
         // Events of the components beside the probes (the proxy, grants), numbered and judged
         // by the pipeline; a full queue makes them wait, never drop.
         let (extra_tx, extra_rx) = tokio::sync::mpsc::channel(4096);
+        let approvals = approvals::Approvals::new(
+            self.meta.sandbox.clone(),
+            approvals::Settings {
+                timeout: std::time::Duration::from_millis(self.approvals.timeout_ms),
+                per_minute: self.approvals.per_minute,
+                hook: self.approvals.hook.clone(),
+                hook_ids: (self.policy_monitor.hook_uid, self.policy_monitor.hook_gid),
+            },
+            extra_tx.clone(),
+        );
         let proxy = if self.network.mode == NetworkMode::Proxy {
             let io = |what| move |source| SessionError::Io { what, source };
             let sockets = proxy::sockets_in(sb.pid)
@@ -213,7 +236,7 @@ impl Session {
                 sockets,
                 &self.network,
                 self.firewall.clone(),
-                extra_tx.clone(),
+                (extra_tx.clone(), approvals.clone()),
                 fuse.clone(),
             )
             .map_err(io("egress proxy: thread"))?;
@@ -221,16 +244,29 @@ impl Session {
         } else {
             None
         };
-        let grants = (!self.grant_read.is_empty() || !self.grant_write.is_empty()).then(|| {
+        let requests = match &self.request_dir {
+            Some(d) => Some(requests::listen(&d.0).map_err(|source| SessionError::Io {
+                what: "approvals: the request socket",
+                source,
+            })?),
+            None => None,
+        };
+        let net_changes = proxy.as_ref().map(proxy::Proxy::changes);
+        let has_envelope =
+            !(self.grant_read.is_empty() && self.grant_write.is_empty() && self.grant_net.is_empty());
+        let grants = has_envelope.then(|| {
             grants::Grants::new(
-                self.grant_read.clone(),
-                self.grant_write.clone(),
+                (
+                    self.grant_read.clone(),
+                    self.grant_write.clone(),
+                    self.grant_net.clone(),
+                ),
+                net_changes.clone(),
                 self.grant_max_ms,
                 sb.pid,
                 extra_tx.clone(),
             )
         });
-        let net_changes = proxy.as_ref().map(proxy::Proxy::changes);
         let trace = self.trace.take().expect("the trace is started once");
         let recording = crate::trace::record::Recording::new(trace, sb.cgroup.to_path_buf());
         let tracer = tracer::Tracer::start(recording, fuse.clone()).map_err(|e| SessionError::Io {
@@ -260,6 +296,8 @@ impl Session {
             extra: Some(extra_rx),
             net_changes,
             grants,
+            approvals,
+            requests,
             redactor: self.redactor.clone(),
             gitwatch: gitwatch::GitWatch::new(self.workspace.clone(), started, self.scanned.clone()),
             supply,
@@ -341,6 +379,15 @@ impl Observer for Session {
             Some(p) => self.start(sb, p).map_err(Into::into),
             None => Ok(()),
         }
+    }
+}
+
+/// The run's request directory on the host, removed with the session.
+struct RequestDir(PathBuf);
+
+impl Drop for RequestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

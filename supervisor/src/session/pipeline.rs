@@ -62,6 +62,10 @@ pub struct Parts {
     pub net_changes: Option<mpsc::Sender<super::proxy::Change>>,
     /// `cordon grant`: the profile's `[grants]` envelope, if it has one.
     pub grants: Option<Arc<super::grants::Grants>>,
+    /// The questions waiting for a person (held connections, `ask` responses, requests).
+    pub approvals: Arc<super::approvals::Approvals>,
+    /// `approvals.requests`: the socket the sandbox's `cordon-request` asks on.
+    pub requests: Option<std::os::unix::net::UnixListener>,
     /// The agent's secrets, replaced in every event.
     pub redactor: crate::secret::Redactor,
     /// Live persistence check of the gitdirs the agent writes.
@@ -181,17 +185,25 @@ async fn run(
         mut extra,
         net_changes,
         grants,
+        approvals,
+        requests,
         redactor,
         mut gitwatch,
         mut supply,
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
-    let shared = Arc::new(Shared::new(meta.clone(), net_changes, grants));
+    let asks = requests
+        .and_then(|l| tokio::net::UnixListener::from_std(l).ok())
+        .map(|l| {
+            let serve = super::requests::serve(l, approvals.clone(), grants.clone(), cgroup.clone());
+            tokio::spawn(serve)
+        });
+    let shared = Arc::new(Shared::new(meta.clone(), net_changes, grants, approvals.clone()));
     let writer = out.and_then(|o| Writer::start(bus.subscribe(), meta.sandbox.clone(), o).ok());
     let server = tokio::net::UnixListener::from_std(listener)
         .ok()
-        .map(|l| tokio::spawn(control::serve(l, bus.clone(), ctl_tx, shared.clone())));
+        .map(|l| tokio::spawn(control::serve(l, bus.clone(), ctl_tx.clone(), shared.clone())));
     let mut publish = Publish {
         trace,
         bus,
@@ -239,14 +251,19 @@ async fn run(
                 }
                 drain(&mut watch, &mut dec, &mut events);
                 detect.run(&mut watch, &mut dec, &mut events);
+                put_questions(&mut detect, &approvals, &ctl_tx);
                 publish.send(&mut events);
             }
             Some(kind) = recv_extra(&mut extra) => {
                 drain(&mut watch, &mut dec, &mut events);
-                ask_line(&kind, &meta.sandbox);
                 let e = dec.bare(kind);
                 dec.emit(e, &mut events);
+                // The line quotes the event as recorded: secrets already replaced.
+                if let Some(kind) = events.last().and_then(|e| e.kind.as_ref()) {
+                    ask_line(kind, &meta.sandbox);
+                }
                 detect.run(&mut watch, &mut dec, &mut events);
+                put_questions(&mut detect, &approvals, &ctl_tx);
                 publish.send(&mut events);
             }
             _ = tick.tick() => {
@@ -287,6 +304,7 @@ async fn run(
                 }
                 detect.run(&mut watch, &mut dec, &mut events);
                 detect.tick(&mut dec, &mut events);
+                put_questions(&mut detect, &approvals, &ctl_tx);
                 publish.send(&mut events);
             }
             Some(c) = ctl_rx.recv() => {
@@ -302,7 +320,7 @@ async fn run(
                 };
                 let e = dec.bare(Kind::Response(pb::Response {
                     action: c.action.name().into(),
-                    reason: format!("cordon {} by uid {}", c.action.name(), c.uid),
+                    reason: c.reason,
                     done,
                     detail: detail.clone(),
                 }));
@@ -351,6 +369,10 @@ async fn run(
         s.abort();
         let _ = s.await;
     }
+    if let Some(a) = asks {
+        a.abort();
+        let _ = a.await;
+    }
     drop(publish);
     let (stream_losses, stream_stuck) = match writer.map(Writer::finish) {
         Some(Some(lost)) => (lost, false),
@@ -374,23 +396,71 @@ fn alert_line(kind: &Kind, sandbox: &str) {
     }
 }
 
-/// The stderr lines of a held connection (`unlisted = "ask"`): what to type to answer, then
-/// the answer. Escaped: the target is a name the agent chose.
+/// The stderr lines of a question to a person: what it is and how to answer, then the
+/// answer. Escaped: the target and the reason are the agent's words.
 fn ask_line(kind: &Kind, sandbox: &str) {
     let Kind::Approval(a) = kind else { return };
+    let what = match a.what.as_str() {
+        "connect" => format!("the agent wants to connect to {}", a.target),
+        "rule" => format!("rule {} froze the sandbox: {}", a.target, a.why),
+        w => format!("{} asks to {w} {}", a.asker, a.target),
+    };
+    let why = match a.what.as_str() {
+        "rule" | "connect" => String::new(),
+        _ if a.why.is_empty() => String::new(),
+        _ => format!(" (\"{}\")", a.why),
+    };
     let line = match a.state.as_str() {
         "asked" => format!(
-            "ASK {sandbox}: #{} the agent wants to {} {} — held; answer with `cordon net allow {sandbox} {}` (or `deny`); refused in {} s",
-            a.id,
-            if a.what == "connect" { "connect to" } else { &a.what },
-            a.target,
-            a.target,
-            a.timeout_ms / 1000
+            "ASK {sandbox}: #{id} {what}{why} — held; answer with `cordon approve {sandbox}/{id}` or `cordon deny {sandbox}/{id}`{net}; refused in {} s",
+            a.timeout_ms / 1000,
+            id = a.id,
+            net = if a.what == "connect" {
+                format!(" (or `cordon net allow {sandbox} {}`)", a.target)
+            } else {
+                String::new()
+            },
         ),
-        state if a.by.is_empty() => format!("ASK {sandbox}: #{} {} {state}", a.id, a.target),
-        state => format!("ASK {sandbox}: #{} {} {state} by {} ({})", a.id, a.target, a.by, a.rule),
+        state if a.by.is_empty() => format!("ASK {sandbox}: #{} {} {} {state} ({})", a.id, a.what, a.target, a.rule),
+        state => format!("ASK {sandbox}: #{} {} {} {state} by {} ({})", a.id, a.what, a.target, a.by, a.rule),
     };
     crate::text::eprint(&line);
+}
+
+/// The questions of rules whose response is `ask` (the sandbox is frozen): each goes to the
+/// broker; approved, the sandbox is thawed, else killed (as `cordon thaw|kill` would).
+fn put_questions(
+    detect: &mut Detect,
+    approvals: &Arc<super::approvals::Approvals>,
+    ctl: &mpsc::Sender<Control>,
+) {
+    for (rule, summary) in detect.take_asks() {
+        let approvals = approvals.clone();
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            let q = super::approvals::Question {
+                what: "rule".into(),
+                target: rule.into(),
+                why: summary,
+                asker: format!("rule {rule}"),
+            };
+            let (id, a) = approvals.ask(q).await;
+            let action = if a.approved { Action::Thaw } else { Action::Kill };
+            let reason = if a.by.is_empty() {
+                format!("request #{id} {}: {}", a.state, a.rule)
+            } else {
+                format!("request #{id} {} by {}", a.state, a.by)
+            };
+            let (reply, _answer) = oneshot::channel();
+            let _ = ctl
+                .send(Control {
+                    action,
+                    reason,
+                    reply,
+                })
+                .await;
+        });
+    }
 }
 
 async fn recv_extra(rx: &mut Option<mpsc::Receiver<Kind>>) -> Option<Kind> {

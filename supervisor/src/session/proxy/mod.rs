@@ -34,7 +34,7 @@ impl Proxy {
         sockets: Sockets,
         net: &NetworkPolicy,
         firewall: Option<Arc<firewall::Firewall>>,
-        events: mpsc::Sender<Kind>,
+        (events, approvals): (mpsc::Sender<Kind>, Arc<super::approvals::Approvals>),
         fuse: Arc<Fuse>,
     ) -> std::io::Result<Proxy> {
         let (changes, changes_rx) = mpsc::channel(16);
@@ -50,7 +50,12 @@ impl Proxy {
             .spawn(move || {
                 fuse.clone().guard("egress proxy", move || {
                     if let Err(e) = rt.block_on(server::serve(
-                        sockets, rules, firewall, events, changes_rx, stopped,
+                        sockets,
+                        rules,
+                        firewall,
+                        (events, approvals),
+                        changes_rx,
+                        stopped,
                     )) {
                         fuse.blow("egress proxy", &e.to_string());
                     }

@@ -203,6 +203,11 @@ impl Rules {
         self.live.push(Live { rule, allow, until });
     }
 
+    /// Drop the live allow rules equal to `rule` (a grant revoked before its time).
+    pub fn withdraw(&mut self, rule: &Egress) {
+        self.live.retain(|l| !(l.allow && &l.rule == rule));
+    }
+
     /// Drop live rules whose time is up; returns them (to be recorded).
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let (gone, kept): (Vec<Live>, Vec<Live>) = std::mem::take(&mut self.live)

@@ -14,6 +14,7 @@ use hickory_proto::rr::RecordType;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
+use super::super::approvals::{Answer, Approvals, Question};
 use super::ask::{self, Holds, Outcome};
 use super::dns::{self, Entry, Synth};
 use super::firewall::Firewall;
@@ -65,6 +66,8 @@ pub struct Change {
     pub lasts: Option<Duration>,
     /// Who asked ("uid 0").
     pub by: String,
+    /// Take back the live allow rules equal to `rule` (a revoked grant) instead of adding.
+    pub withdraw: bool,
 }
 
 struct State {
@@ -73,6 +76,8 @@ struct State {
     events: mpsc::Sender<Kind>,
     host_addrs: Vec<IpAddr>,
     holds: Holds,
+    /// Where held connections are asked about.
+    approvals: Arc<Approvals>,
     /// Credentials and TLS interception (`network.credential`).
     firewall: Option<Arc<Firewall>>,
 }
@@ -111,7 +116,7 @@ pub async fn serve(
     sockets: Sockets,
     rules: Rules,
     firewall: Option<Arc<Firewall>>,
-    events: mpsc::Sender<Kind>,
+    (events, approvals): (mpsc::Sender<Kind>, Arc<Approvals>),
     mut changes: mpsc::Receiver<Change>,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
@@ -123,6 +128,7 @@ pub async fn serve(
         events,
         host_addrs: host_addresses(),
         holds: Holds::default(),
+        approvals,
         firewall,
     });
     let mut buf = vec![0u8; 4096];
@@ -140,21 +146,7 @@ pub async fn serve(
                     tokio::spawn(question(state.clone(), udp.clone(), buf[..n].to_vec(), from));
                 }
             }
-            Some(c) = changes.recv() => {
-                let text = c.rule.to_string();
-                let until = c.lasts.map(|d| Instant::now() + d);
-                {
-                    let mut rules = state.rules();
-                    rules.add(c.rule, c.allow, until);
-                    state.holds.decide(&rules, &c.by);
-                }
-                state.emit(Kind::NetChange(pb::NetChange {
-                    action: if c.allow { "allow" } else { "deny" }.into(),
-                    rule: text,
-                    by: c.by,
-                    for_ms: c.lasts.map_or(0, millis),
-                })).await;
-            }
+            Some(c) = changes.recv() => change(&state, c).await,
             () = sleep_until(next_expiry) => {
                 let gone = state.rules().expire(Instant::now());
                 for rule in gone {
@@ -168,6 +160,38 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Apply a change to the live rules (`cordon net allow|deny`, a grant, an approval given
+/// `--for`): held connections it speaks for are answered; recorded as a `NetChange`.
+async fn change(state: &State, c: Change) {
+    let text = c.rule.to_string();
+    if c.withdraw {
+        state.rules().withdraw(&c.rule);
+        state
+            .emit(Kind::NetChange(pb::NetChange {
+                action: "withdraw".into(),
+                rule: text,
+                by: c.by,
+                for_ms: 0,
+            }))
+            .await;
+        return;
+    }
+    let until = c.lasts.map(|d| Instant::now() + d);
+    {
+        let mut rules = state.rules();
+        rules.add(c.rule, c.allow, until);
+        state.holds.decide(&rules, &c.by);
+    }
+    state
+        .emit(Kind::NetChange(pb::NetChange {
+            action: if c.allow { "allow" } else { "deny" }.into(),
+            rule: text,
+            by: c.by,
+            for_ms: c.lasts.map_or(0, millis),
+        }))
+        .await;
 }
 
 fn millis(d: Duration) -> u64 {
@@ -265,46 +289,75 @@ fn stand_in(state: &State, entry: Entry, event: &mut pb::Dns) -> (ResponseCode, 
     }
 }
 
-/// Hold a connection no rule allows until a person answers (`unlisted = "ask"`); each step
-/// is an `Approval` event. Returns the verdict that ends the hold.
+/// Hold a connection no rule allows until a person answers (`unlisted = "ask"`): a question
+/// to the approval broker (`cordon approve|deny`, the hook), which a live rule (`cordon net
+/// allow|deny`) may also answer. Returns the verdict that ends the hold.
 async fn held(state: &State, conn: &TcpStream, name: &str, ip: IpAddr, port: u16, wait: Duration) -> Verdict {
     let target = if name.is_empty() {
         SocketAddr::new(ip, port).to_string()
     } else {
         format!("{name}:{port}")
     };
-    let (id, answer) = state.holds.add(name, ip, port);
-    let started = Instant::now();
-    let mut event = pb::Approval {
-        id,
+    let q = Question {
         what: "connect".into(),
-        target,
-        state: "asked".into(),
-        timeout_ms: millis(wait),
-        ..Default::default()
+        target: target.clone(),
+        why: String::new(),
+        asker: "connection".into(),
     };
-    state.emit(Kind::Approval(event.clone())).await;
-    let verdict = match ask::wait(conn, answer, wait).await {
-        Outcome::Answered(a) => {
-            event.state = if a.verdict.allowed { "allowed" } else { "refused" }.into();
-            event.by = a.by;
-            a.verdict
-        }
-        Outcome::TimedOut => {
-            state.holds.forget(id);
-            event.state = "timed out".into();
-            Verdict::refuse(format!("nobody answered within {} s", wait.as_secs()))
-        }
-        Outcome::Abandoned => {
-            state.holds.forget(id);
-            event.state = "abandoned".into();
-            Verdict::refuse("the agent closed the connection while it was held")
+    let (id, rx) = match state.approvals.open(q).await {
+        Ok((id, a)) => return approved(state, id, &target, a).await,
+        Err(waiting) => waiting,
+    };
+    let (hold, by_rule) = state.holds.add(name, ip, port);
+    // The broker's timeout decides; the hold's own wait only has to outlast it.
+    let answer = tokio::select! {
+        (id, a) = state.approvals.wait_for(id, rx, wait) => (id, a),
+        outcome = ask::wait(conn, by_rule, wait + Duration::from_secs(1)) => {
+            let answer = match outcome {
+                Outcome::Answered(a) => Answer {
+                    approved: a.verdict.allowed,
+                    state: if a.verdict.allowed { "allowed" } else { "refused" },
+                    by: a.by,
+                    rule: a.verdict.rule,
+                    for_ms: 0,
+                },
+                Outcome::TimedOut => Answer::refused("timed out", "nobody answered"),
+                Outcome::Abandoned => Answer::refused(
+                    "abandoned",
+                    "the agent closed the connection while it was held",
+                ),
+            };
+            state.approvals.close(id, answer.clone()).await;
+            (id, answer)
         }
     };
-    event.rule.clone_from(&verdict.rule);
-    event.waited_ms = millis(started.elapsed());
-    state.emit(Kind::Approval(event)).await;
-    verdict
+    state.holds.forget(hold);
+    approved(state, answer.0, &target, answer.1).await
+}
+
+/// The verdict of an answered connect; approved `--for` a while, it becomes a live allow
+/// rule for that long (the next connections are not asked).
+async fn approved(state: &State, id: u64, target: &str, a: Answer) -> Verdict {
+    if !a.approved {
+        return Verdict::refuse(format!("#{id} {}: {}", a.state, a.rule));
+    }
+    if a.for_ms > 0 {
+        if let Ok(rule) = crate::profile::egress::parse(target) {
+            let c = Change {
+                allow: true,
+                rule,
+                lasts: Some(Duration::from_millis(a.for_ms)),
+                by: a.by.clone(),
+                withdraw: false,
+            };
+            change(state, c).await;
+        }
+    }
+    if a.rule.starts_with("live ") {
+        Verdict::allow(a.rule)
+    } else {
+        Verdict::allow(format!("#{id} approved by {} ({})", a.by, a.rule))
+    }
 }
 
 /// Where cordon connects for an allowed `name`: the profile's fixed address, or its own DNS
