@@ -89,7 +89,9 @@ fn an_unlisted_name_is_held_until_a_person_answers_and_refused_when_nobody_does(
     assert_eq!(r["again"], "fixture says hi", "the allow rule lasts: {r:?}");
     assert!(asking_seen, "`cordon ps` never showed the sandbox asking\n{said}");
     assert!(
-        said.contains("ASK ") && said.contains("held; answer with `cordon net allow "),
+        said.contains("ASK ")
+            && said.contains("held; answer with `cordon approve ")
+            && said.contains("(or `cordon net allow "),
         "{said}"
     );
     let events = events_of(&ev);

@@ -312,6 +312,30 @@ impl Approvals {
         true
     }
 
+    /// The run is ending: every question still waiting is refused ("abandoned") and recorded.
+    /// Synchronous (the session's end is not async); the event queue is not full at the end.
+    pub fn end_all(&self, why: &str) {
+        let pending = std::mem::take(&mut self.inner().pending);
+        for p in pending {
+            let answer = Answer::refused("abandoned", why);
+            let e = pb::Approval {
+                id: p.id,
+                what: p.q.what.clone(),
+                target: p.q.target.clone(),
+                state: answer.state.into(),
+                rule: answer.rule.clone(),
+                waited_ms: millis(p.asked.elapsed()),
+                why: p.q.why.clone(),
+                asker: p.q.asker.clone(),
+                ..Default::default()
+            };
+            let _ = self.events.try_send(Kind::Approval(e));
+            for w in p.waiters {
+                let _ = w.send(answer.clone());
+            }
+        }
+    }
+
     /// `cordon approve|deny`: answer request `id`.
     pub async fn answer(&self, id: u64, approve: bool, for_ms: u64, by: &str) -> Result<String, Refusal> {
         let q = {

@@ -118,6 +118,7 @@ struct Components {
     pipeline: pipeline::Pipeline,
     /// `network.mode = "proxy"`: the egress proxy.
     proxy: Option<proxy::Proxy>,
+    approvals: Arc<approvals::Approvals>,
 }
 
 pub struct Session {
@@ -296,7 +297,7 @@ impl Session {
             extra: Some(extra_rx),
             net_changes,
             grants,
-            approvals,
+            approvals: approvals.clone(),
             requests,
             redactor: self.redactor.clone(),
             gitwatch: gitwatch::GitWatch::new(self.workspace.clone(), started, self.scanned.clone()),
@@ -308,6 +309,7 @@ impl Session {
             tracer,
             pipeline,
             proxy,
+            approvals,
         });
         Ok(())
     }
@@ -345,6 +347,8 @@ impl Session {
         if let Some(p) = c.proxy {
             p.stop();
         }
+        // Questions nobody answered before the agent was gone are recorded as abandoned.
+        c.approvals.end_all("the run ended before anyone answered");
         let events = c.pipeline.finish(pipeline::End {
             exit_code: outcome.exit_code,
             notes: run_notes.join("; "),

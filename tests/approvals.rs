@@ -1,0 +1,390 @@
+//! Approvals on the real kernel (docs/approvals.md): the agent asks for a piece of the
+//! `[grants]` envelope with `cordon-request` and gets it only once a person (`cordon approve`)
+//! or the profile's hook says yes, for the time given; what is outside the envelope is refused
+//! at once; a monitor rule whose response is `ask` freezes the sandbox until the answer (thawed
+//! when approved, killed when denied); a `[grants] net` name is reachable only during its
+//! grant; only root or the user who started the run may answer.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// The first pending line of sandbox `id` that contains `needle`, waited for.
+fn pending_line(id: &str, needle: &str) -> String {
+    let mut found = String::new();
+    assert!(
+        eventually(20_000, || {
+            let mut c = cordon_command();
+            c.args(["pending", id]);
+            let out = stdout(&output(c));
+            match out.lines().find(|l| l.contains(needle)) {
+                Some(l) => {
+                    found = l.to_string();
+                    true
+                }
+                None => false,
+            }
+        }),
+        "nothing pending in {id} with {needle:?}"
+    );
+    found
+}
+
+/// The request id (`SANDBOX/N`) a pending line starts with.
+fn request_of(line: &str) -> String {
+    line.split_whitespace().next().unwrap().to_string()
+}
+
+/// Start `sh -c SCRIPT` under `profile` with `home` as the home, its events to a file.
+fn start_sh(
+    s: &Scratch,
+    profile: &str,
+    home: &std::path::Path,
+    script: &str,
+) -> (std::process::Child, std::path::PathBuf) {
+    let ev = s.path().join("events.jsonl");
+    let mut c = run_cmd(
+        profile,
+        s.path(),
+        &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", script],
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    (c.spawn().unwrap(), ev)
+}
+
+fn cordon_ok(args: &[&str]) -> String {
+    let mut c = cordon_command();
+    c.args(args);
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn approvals_in(events: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    events.iter().filter_map(|e| e.get("approval").cloned()).collect()
+}
+
+#[test]
+fn an_agent_gets_a_path_it_asks_for_only_once_approved_and_only_for_the_time_given() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/data/x", "the data\n");
+    let data = home.join("data");
+    let profile = log_only_profile(
+        &s,
+        "req",
+        "default",
+        "[grants]\nread = [\"{home}/data\"]\n[approvals]\nrequests = true\ntimeout = \"20s\"\n",
+    );
+    let marker = "approvals-request-3317";
+    let script = format!(
+        r#"d={d}
+cat $d/x 2>&1
+cordon-request --read $d --for 2s --why "need the training data"; echo "rc=$?"
+cat $d/x 2>&1
+cordon-request --read /etc --why "just looking"; echo "outside rc=$?"
+sleep 3
+cat $d/x 2>&1
+: {marker}"#,
+        d = data.display()
+    );
+    let (child, ev) = start_sh(&s, &profile, &home, &script);
+    let id = sandbox_id_of(marker);
+    let line = pending_line(&id, "read");
+    assert!(
+        line.contains(&format!("read {}", data.display()))
+            && line.contains("\"need the training data\"")
+            && line.contains("asked by pid")
+            && line.contains("(cordon-request)"),
+        "the summary says who asks, what and why: {line}"
+    );
+    let said = cordon_ok(&["approve", &request_of(&line)]);
+    assert!(said.contains("approved"), "{said}");
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("No such file or directory"), "before: {out}");
+    assert!(
+        lines[1].contains("approved by uid 0") && lines[1].contains("readable for 2 s"),
+        "{out}"
+    );
+    assert_eq!(lines[2], "rc=0", "{out}");
+    assert_eq!(lines[3], "the data", "during: {out}");
+    assert_eq!(lines[4], "outside rc=1", "{out}\n{err}");
+    assert!(lines[5].contains("No such file or directory"), "after: {out}");
+    assert!(
+        err.contains("/etc is not in this sandbox's [grants] read envelope"),
+        "{err}"
+    );
+    let approvals = approvals_in(&events_of(&ev));
+    let states: Vec<(&str, &str)> = approvals
+        .iter()
+        .map(|a| (a["target"].as_str().unwrap(), a["state"].as_str().unwrap()))
+        .collect();
+    let d = data.to_str().unwrap();
+    assert_eq!(
+        states,
+        [(d, "asked"), (d, "allowed"), ("/etc", "refused")],
+        "{approvals:#?}"
+    );
+    assert_eq!(approvals[1]["by"], "uid 0");
+    assert_eq!(approvals[0]["why"], "need the training data");
+    let grants: Vec<String> = events_of(&ev)
+        .iter()
+        .filter_map(|e| e.get("grant"))
+        .map(|g| g["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(grants, ["granted", "expired"]);
+}
+
+const HOOK: &str = r#"#!/bin/sh
+# Approve reading the data set for a minute; refuse everything else for a minute.
+req=$(cat)
+case "$req" in
+  *'"target":"'*/data'"'*) echo "approve for 1m" ;;
+  *) echo "deny 1m" ;;
+esac
+"#;
+
+#[test]
+fn the_profiles_hook_answers_and_its_refusal_is_remembered() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/data/x", "the data\n");
+    s.file("home/other/y", "other\n");
+    let hook = s.file("hook.sh", HOOK);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let profile = log_only_profile(
+        &s,
+        "hooked",
+        "default",
+        &format!(
+            "[grants]\nread = [\"{{home}}/data\", \"{{home}}/other\"]\n[approvals]\nrequests = true\ntimeout = \"10s\"\nhook = [\"{}\"]\n",
+            hook.display()
+        ),
+    );
+    let script = format!(
+        r#"cordon-request --read {h}/data --why "data"; echo "data rc=$?"
+cat {h}/data/x
+cordon-request --read {h}/other; echo "other rc=$?"
+cordon-request --read {h}/other; echo "again rc=$?"
+cat {h}/other/y 2>&1"#,
+        h = home.display()
+    );
+    let (child, ev) = start_sh(&s, &profile, &home, &script);
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}\n{err}");
+    assert!(lines[0].contains("approved by hook"), "{out}\n{err}");
+    assert_eq!(
+        lines[1..5],
+        ["data rc=0", "the data", "other rc=1", "again rc=1"],
+        "{out}\n{err}"
+    );
+    assert!(lines[5].contains("No such file or directory"), "{out}");
+    let approvals = approvals_in(&events_of(&ev));
+    let decided: Vec<(&str, &str, &str)> = approvals
+        .iter()
+        .filter(|a| a["state"] != "asked")
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap(),
+                a["by"].as_str().unwrap(),
+                a["rule"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let by = format!("hook {}", hook.display());
+    assert_eq!(decided.len(), 3, "{approvals:#?}");
+    assert_eq!((decided[0].0, decided[0].1), ("allowed", by.as_str()));
+    assert_eq!((decided[1].0, decided[1].1), ("refused", by.as_str()));
+    assert!(
+        decided[2].0 == "refused" && decided[2].2.starts_with("remembered from #"),
+        "the second ask is answered by the remembered refusal, without a question: {approvals:#?}"
+    );
+    assert_eq!(
+        approvals.iter().filter(|a| a["state"] == "asked").count(),
+        2,
+        "{approvals:#?}"
+    );
+}
+
+/// A profile whose `sensitive_read` asks about reading `bait*` in the workspace.
+fn asking_profile(s: &Scratch, name: &str) -> String {
+    profile_file(
+        s,
+        name,
+        "[monitor.sensitive_read]\nresponse = \"ask\"\npaths = [\"{workspace}/bait*\"]\n[approvals]\ntimeout = \"20s\"\n",
+    )
+}
+
+#[test]
+fn a_rule_that_asks_freezes_the_sandbox_until_approved_and_a_denial_kills_it() {
+    require_root();
+    for (approve, marker) in [(true, "ask-rule-approve-5521"), (false, "ask-rule-deny-5522")] {
+        let s = Scratch::new();
+        s.file("bait.env", "TOKEN=x\n");
+        let profile = asking_profile(&s, "asks");
+        // The agent goes on after the read: the rule's freeze stops it there.
+        let script = format!("cat bait.env > /dev/null; sleep 1; echo after > after.txt # {marker}");
+        let mut c = run_cmd(&profile, s.path(), &[], &["/bin/sh", "-c", &script]);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let id = sandbox_id_of(marker);
+        let line = pending_line(&id, "rule sensitive_read");
+        assert!(
+            line.contains("bait.env"),
+            "the question says what the rule saw: {line}"
+        );
+        // Frozen while it waits: the agent has not gone on.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!s.path().join("after.txt").exists(), "the sandbox waits frozen");
+        let verb = if approve { "approve" } else { "deny" };
+        cordon_ok(&[verb, &request_of(&line)]);
+        let status = wait_within(&mut child, 20_000);
+        let mut err = String::new();
+        use std::io::Read as _;
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        if approve {
+            assert_eq!(status.code(), Some(0), "{err}");
+            assert!(s.path().join("after.txt").exists(), "thawed, it went on: {err}");
+        } else {
+            assert_eq!(status.code(), Some(137), "{err}");
+            assert!(!s.path().join("after.txt").exists(), "killed, it did not go on");
+        }
+        assert!(
+            err.contains("ASK ") && err.contains("rule sensitive_read froze the sandbox"),
+            "{err}"
+        );
+    }
+}
+
+const NET_AGENT: &str = r#"
+import os, sys, time, urllib.request
+port = int(sys.argv[1])
+def get():
+    try:
+        return urllib.request.urlopen(f"http://granted.fixture.test:{port}/", timeout=5).read().decode()
+    except Exception as e:
+        return "error:" + type(e).__name__
+def wait(name):
+    end = time.time() + 20
+    while not os.path.exists(name) and time.time() < end:
+        time.sleep(0.02)
+print("before\t" + get(), flush=True)
+open("ready", "w").close()
+wait("go")
+print("during\t" + get(), flush=True)
+wait("expired")
+print("after\t" + get(), flush=True)
+"#;
+
+#[test]
+fn a_net_grant_makes_a_name_of_the_envelope_reachable_for_its_time_only() {
+    require_root();
+    let s = Scratch::new();
+    let port = http_fixture("granted hello", 2);
+    s.file("net.py", NET_AGENT);
+    let profile = log_only_profile(
+        &s,
+        "netgrant",
+        "default",
+        &format!(
+            "[network]\nmode = \"proxy\"\nresolve = {{ \"granted.fixture.test\" = \"127.0.0.1\" }}\n[grants]\nnet = [\"granted.fixture.test:{port}\"]\n"
+        ),
+    );
+    let mut c = run_cmd(
+        &profile,
+        s.path(),
+        &[],
+        &["/usr/bin/python3", "net.py", &port.to_string()],
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(20_000, || s.path().join("ready").exists()),
+        "the agent never got ready"
+    );
+    let id = sandbox_id_of("net.py");
+    // Outside the envelope: refused at the command, nothing changed.
+    let mut bad = cordon_command();
+    bad.args(["grant", &id, "--net", "evil.test:443", "--for", "1m"]);
+    let out = output(bad);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not in this sandbox's [grants] net envelope"),
+        "{}",
+        stderr(&out)
+    );
+    let said = cordon_ok(&[
+        "grant",
+        &id,
+        "--net",
+        &format!("granted.fixture.test:{port}"),
+        "--for",
+        "2s",
+    ]);
+    assert!(said.contains("reachable for 2 s"), "{said}");
+    std::fs::write(s.path().join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::write(s.path().join("expired"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let got: Vec<&str> = out.lines().collect();
+    assert!(got[0].starts_with("before\terror:"), "{out}\n{err}");
+    assert_eq!(got[1], "during\tgranted hello", "{out}\n{err}");
+    assert!(got[2].starts_with("after\terror:"), "{out}\n{err}");
+}
+
+#[test]
+fn only_root_or_the_user_who_started_the_run_may_decide_for_it() {
+    require_root();
+    let s = Scratch::new();
+    let marker = "approvals-owner-8812";
+    let mut c = run_cmd(
+        "default",
+        s.path(),
+        &[],
+        &["/bin/sh", "-c", &format!("sleep 30 # {marker}")],
+    );
+    c.env("SUDO_UID", "1000").env("SUDO_GID", "1000");
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let id = sandbox_id_of(marker);
+    let as_uid = |uid: &str, args: &[&str]| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid", uid, "--regid", uid, "--clear-groups", "--"])
+            .arg(cordon())
+            .args(args)
+            .env("CORDON_TRACE_DIR", "/tmp");
+        output(c)
+    };
+    // Another user is refused and nothing changes.
+    let other = as_uid("1001", &["freeze", &id]);
+    assert_ne!(other.status.code(), Some(0), "{}", stdout(&other));
+    let ps = cordon_ok(&["ps"]);
+    assert!(
+        !ps.lines().any(|l| l.starts_with(&id) && l.contains("frozen")),
+        "{ps}"
+    );
+    // The owner may.
+    let owner = as_uid("1000", &["freeze", &id]);
+    assert_eq!(owner.status.code(), Some(0), "{}", stderr(&owner));
+    let owner = as_uid("1000", &["kill", &id]);
+    assert_eq!(owner.status.code(), Some(0), "{}", stderr(&owner));
+    let status = wait_within(&mut child, 10_000);
+    assert_eq!(status.code(), Some(137));
+}
