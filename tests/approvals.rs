@@ -78,7 +78,7 @@ fn an_agent_gets_a_path_it_asks_for_only_once_approved_and_only_for_the_time_giv
         &s,
         "req",
         "default",
-        "[grants]\nread = [\"{home}/data\"]\n[approvals]\nrequests = true\ntimeout = \"20s\"\n",
+        "[grants]\nread = [\"{home}/data\"]\n[approvals]\nrequests = \"ask\"\ntimeout = \"20s\"\n",
     );
     let marker = "approvals-request-3317";
     let script = format!(
@@ -143,6 +143,41 @@ cat $d/x 2>&1
     assert_eq!(grants, ["granted", "expired"]);
 }
 
+#[test]
+fn at_level_5_a_request_inside_the_envelope_is_granted_without_asking() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/data/x", "the data\n");
+    let profile = log_only_profile(&s, "auto", "level-5", "[grants]\nread = [\"{home}/data\"]\n");
+    let script = format!(
+        "cordon-request --read {h}/data --why 'eval'; echo \"rc=$?\"; cat {h}/data/x",
+        h = home.display()
+    );
+    let (child, ev) = start_sh(&s, &profile, &home, &script);
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("rc=0\nthe data"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let approvals = approvals_in(&events_of(&ev));
+    assert_eq!(
+        approvals.len(),
+        1,
+        "one decided event, no question: {approvals:#?}"
+    );
+    assert_eq!(approvals[0]["state"], "allowed");
+    assert!(
+        approvals[0]["by"]
+            .as_str()
+            .unwrap()
+            .contains("approvals.requests"),
+        "{approvals:#?}"
+    );
+}
+
 const HOOK: &str = r#"#!/bin/sh
 # Approve reading the data set for a minute; refuse everything else for a minute.
 req=$(cat)
@@ -169,7 +204,7 @@ fn the_profiles_hook_answers_and_its_refusal_is_remembered() {
         "hooked",
         "default",
         &format!(
-            "[grants]\nread = [\"{{home}}/data\", \"{{home}}/other\"]\n[approvals]\nrequests = true\ntimeout = \"10s\"\nhook = [\"{}\"]\n",
+            "[grants]\nread = [\"{{home}}/data\", \"{{home}}/other\"]\n[approvals]\nrequests = \"ask\"\ntimeout = \"10s\"\nhook = [\"{}\"]\n",
             hook.display()
         ),
     );

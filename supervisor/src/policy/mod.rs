@@ -295,7 +295,7 @@ pub fn compile(
 
     // The request client (`approvals.requests`) is a program the agent may run.
     let mut runs: Vec<PathBuf> = executable.clone();
-    if profile.approvals.requests {
+    if profile.approvals.requests != crate::profile::RequestsMode::Off {
         runs.push(Path::new(REQUESTS_INSIDE).join(REQUEST_CLIENT));
     }
     let mut monitor = monitor::Config::compile(&profile.monitor, &runs, profile.network.mode, |p| {

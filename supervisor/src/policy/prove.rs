@@ -308,6 +308,41 @@ fn network(cx: &Ctx, inv: &Invariants, out: &mut Proof) {
             })
         };
         let before = out.broken.len();
+        let anything = only.iter().any(|o| o == "*");
+        if net.ask.is_some() && !anything {
+            out.broken.push(Breach {
+                invariant: name.clone(),
+                layer: "network",
+                detail:
+                    "network.unlisted = \"ask\": a person's answer can let the agent reach any destination"
+                        .into(),
+                at: line_of(
+                    &cx.profile.sources,
+                    &cx.profile.texts,
+                    "network",
+                    "unlisted",
+                    &|_| true,
+                ),
+            });
+        }
+        // A net grant reaches its name while it lasts: the list must hold it.
+        for g in &cx.policy.grant_net {
+            let covered = anything
+                || only.iter().any(|o| {
+                    let (o, g) = (o.as_str(), g.as_str());
+                    o == g || (!o.contains(':') && g.rsplit_once(':').is_some_and(|(h, _)| h == o))
+                });
+            if !covered {
+                out.broken.push(Breach {
+                    invariant: name.clone(),
+                    layer: "grants",
+                    detail: format!("[grants] net lets a grant reach {g}, which the list does not hold"),
+                    at: line_of(&cx.profile.sources, &cx.profile.texts, "grants", "net", &|q| {
+                        q == g
+                    }),
+                });
+            }
+        }
         if matches!(net.mode, NetworkMode::Allowlist | NetworkMode::Proxy) {
             for (r, key) in reach.iter().filter(|(r, _)| !listed(r)) {
                 let host = r.rsplit_once(':').map_or(r.as_str(), |(h, _)| h);
@@ -463,6 +498,33 @@ mod tests {
             "{:#?}",
             p.broken
         );
+    }
+
+    #[test]
+    fn a_person_who_may_allow_anything_or_a_net_grant_outside_the_list_breaks_network_only() {
+        let p = proof_of("extends = \"agent\"\n[network]\nunlisted = \"ask\"\n");
+        assert_eq!(p.broken.len(), 1, "{:#?}", p.broken);
+        assert!(
+            p.broken[0].detail.contains("a person's answer"),
+            "{}",
+            p.broken[0].detail
+        );
+        assert_eq!(p.broken[0].at.as_deref(), Some("p.toml:3"));
+        let p = proof_of("extends = \"agent\"\n[grants]\nnet = [\"pypi.org:443\", \"evil.example:443\"]\n");
+        assert_eq!(
+            p.broken.len(),
+            1,
+            "pypi.org is listed, evil.example is not: {:#?}",
+            p.broken
+        );
+        assert_eq!(
+            (p.broken[0].layer, p.broken[0].at.as_deref()),
+            ("grants", Some("p.toml:3"))
+        );
+        let p = proof_of(
+            "extends = \"agent\"\n[network]\nunlisted = \"ask\"\n[invariants]\nnetwork_only = [\"*\"]\n",
+        );
+        assert_eq!(p.broken, vec![]);
     }
 
     #[test]

@@ -87,8 +87,22 @@ pub struct RawApprovals {
     pub per_minute: Option<u32>,
     /// A command (absolute path first) that gets each question as JSON and may answer it.
     pub hook: Option<Vec<String>>,
-    /// May the agent ask for a piece of the `[grants]` envelope (`cordon-request`)?
-    pub requests: Option<bool>,
+    /// May the agent ask for a piece of the `[grants]` envelope (`cordon-request`), and who
+    /// answers?
+    pub requests: Option<RequestsMode>,
+}
+
+/// `approvals.requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestsMode {
+    /// The sandbox has no request socket.
+    #[default]
+    Off,
+    /// A person (or the hook) answers each request.
+    Ask,
+    /// A request inside the envelope is granted at once, without asking (autonomy level 5).
+    Approve,
 }
 
 /// The resolved `[approvals]`.
@@ -97,7 +111,7 @@ pub struct Approvals {
     pub timeout_ms: u64,
     pub per_minute: u32,
     pub hook: Vec<String>,
-    pub requests: bool,
+    pub requests: RequestsMode,
 }
 
 /// How long a question waits unless the profile says otherwise.
@@ -554,7 +568,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
         timeout_ms: pick!(chain, approvals.timeout).map_or(DEFAULT_APPROVAL_TIMEOUT_MS, |m| m.0),
         per_minute: pick!(chain, approvals.per_minute).unwrap_or(DEFAULT_APPROVALS_PER_MINUTE),
         hook: pick!(chain, approvals.hook).unwrap_or_default(),
-        requests: pick!(chain, approvals.requests).unwrap_or(false),
+        requests: pick!(chain, approvals.requests).unwrap_or_default(),
     };
     if approvals.hook.first().is_some_and(|c| !c.starts_with('/')) {
         return Err(invalid(format!(

@@ -22,6 +22,12 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("mcp-server", include_str!("../../../profiles/mcp-server.toml")),
     ("mcp-package", include_str!("../../../profiles/mcp-package.toml")),
     ("strict", include_str!("../../../profiles/strict.toml")),
+    ("level-0", include_str!("../../../profiles/level-0.toml")),
+    ("level-1", include_str!("../../../profiles/level-1.toml")),
+    ("level-2", include_str!("../../../profiles/level-2.toml")),
+    ("level-3", include_str!("../../../profiles/level-3.toml")),
+    ("level-4", include_str!("../../../profiles/level-4.toml")),
+    ("level-5", include_str!("../../../profiles/level-5.toml")),
 ];
 
 pub fn preset(name: &str) -> Option<&'static str> {

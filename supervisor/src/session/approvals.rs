@@ -245,13 +245,29 @@ impl Approvals {
 
     /// Record `q` as refused without asking anyone (it asks for what nobody may grant).
     pub async fn refuse_unasked(&self, q: Question, why: &str) {
+        self.unasked(&q, Answer::refused("refused", why)).await;
+    }
+
+    /// Record `q` as approved without asking anyone, by `by` (the profile says so).
+    pub async fn approve_unasked(&self, q: Question, by: &str) -> (u64, Answer) {
+        let a = Answer {
+            approved: true,
+            state: "allowed",
+            by: by.into(),
+            rule: "unasked".into(),
+            for_ms: 0,
+        };
+        (self.unasked(&q, a.clone()).await, a)
+    }
+
+    async fn unasked(&self, q: &Question, a: Answer) -> u64 {
         let id = {
             let mut inner = self.inner();
             inner.last_id += 1;
             inner.last_id
         };
-        self.event(id, &q, &Answer::refused("refused", why), Duration::ZERO)
-            .await;
+        self.event(id, q, &a, Duration::ZERO).await;
+        id
     }
 
     /// Wait for request `id`'s answer, at most the profile's timeout from now.

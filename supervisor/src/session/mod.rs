@@ -246,10 +246,16 @@ impl Session {
             None
         };
         let requests = match &self.request_dir {
-            Some(d) => Some(requests::listen(&d.0).map_err(|source| SessionError::Io {
-                what: "approvals: the request socket",
-                source,
-            })?),
+            Some(d) => {
+                let l = requests::listen(&d.0).map_err(|source| SessionError::Io {
+                    what: "approvals: the request socket",
+                    source,
+                })?;
+                Some((
+                    l,
+                    self.approvals.requests == crate::profile::RequestsMode::Approve,
+                ))
+            }
             None => None,
         };
         let net_changes = proxy.as_ref().map(proxy::Proxy::changes);

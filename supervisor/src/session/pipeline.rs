@@ -64,8 +64,9 @@ pub struct Parts {
     pub grants: Option<Arc<super::grants::Grants>>,
     /// The questions waiting for a person (held connections, `ask` responses, requests).
     pub approvals: Arc<super::approvals::Approvals>,
-    /// `approvals.requests`: the socket the sandbox's `cordon-request` asks on.
-    pub requests: Option<std::os::unix::net::UnixListener>,
+    /// `approvals.requests`: the socket the sandbox's `cordon-request` asks on, and whether
+    /// its requests are granted without asking.
+    pub requests: Option<(std::os::unix::net::UnixListener, bool)>,
     /// The agent's secrets, replaced in every event.
     pub redactor: crate::secret::Redactor,
     /// Live persistence check of the gitdirs the agent writes.
@@ -193,12 +194,16 @@ async fn run(
     } = p;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
-    let asks = requests
-        .and_then(|l| tokio::net::UnixListener::from_std(l).ok())
-        .map(|l| {
-            let serve = super::requests::serve(l, approvals.clone(), grants.clone(), cgroup.clone());
-            tokio::spawn(serve)
-        });
+    let asks = requests.and_then(|(l, unasked)| {
+        let l = tokio::net::UnixListener::from_std(l).ok()?;
+        let desk = super::requests::Desk {
+            approvals: approvals.clone(),
+            grants: grants.clone(),
+            cgroup: cgroup.clone(),
+            unasked,
+        };
+        Some(tokio::spawn(super::requests::serve(l, desk)))
+    });
     let shared = Arc::new(Shared::new(meta.clone(), net_changes, grants, approvals.clone()));
     let writer = out.and_then(|o| Writer::start(bus.subscribe(), meta.sandbox.clone(), o).ok());
     let server = tokio::net::UnixListener::from_std(listener)

@@ -57,7 +57,7 @@ pub fn host_dir(id: &str) -> PathBuf {
 /// binds it at `/run/cordon` and gives the agent `CORDON_REQUEST` and the client on its PATH.
 pub fn prepare(policy: &mut crate::policy::Policy, id: &str) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    if !policy.approvals.requests {
+    if policy.approvals.requests == crate::profile::RequestsMode::Off {
         return Ok(());
     }
     let dir = host_dir(id);
@@ -92,38 +92,39 @@ pub fn listen(dir: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
 }
 
 /// Serve requests until the run ends.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
-    approvals: Arc<Approvals>,
-    grants: Option<Arc<Grants>>,
-    cgroup: PathBuf,
-) {
+/// What a request is answered with.
+#[derive(Clone)]
+pub struct Desk {
+    pub approvals: Arc<Approvals>,
+    pub grants: Option<Arc<Grants>>,
+    /// The sandbox's cgroup2 directory: only its processes are heard.
+    pub cgroup: PathBuf,
+    /// `approvals.requests = "approve"`: granted inside the envelope without asking.
+    pub unasked: bool,
+}
+
+pub async fn serve(listener: tokio::net::UnixListener, desk: Desk) {
     while let Ok((conn, _)) = listener.accept().await {
-        let (approvals, grants, cgroup) = (approvals.clone(), grants.clone(), cgroup.clone());
+        let desk = desk.clone();
         tokio::spawn(async move {
-            let _ = one(conn, &approvals, grants.as_ref(), &cgroup).await;
+            let _ = one(conn, &desk).await;
         });
     }
 }
 
-async fn one(
-    conn: tokio::net::UnixStream,
-    approvals: &Arc<Approvals>,
-    grants: Option<&Arc<Grants>>,
-    cgroup: &Path,
-) -> std::io::Result<()> {
+async fn one(conn: tokio::net::UnixStream, desk: &Desk) -> std::io::Result<()> {
     let pid = conn.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     let mut r = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST as u64));
     let reply = match r.read_line(&mut line).await {
-        _ if !in_sandbox(pid, cgroup) => Reply {
+        _ if !in_sandbox(pid, &desk.cgroup) => Reply {
             granted: false,
             detail: "only the sandbox's own processes may ask here".into(),
         },
         Ok(_) if line.len() >= MAX_REQUEST => refused("a request longer than 16 KiB"),
         Ok(_) => match serde_json::from_str::<Request>(line.trim_end()) {
-            Ok(req) => decide(req, pid, approvals, grants).await,
+            Ok(req) => decide(req, pid, desk).await,
             Err(e) => refused(&format!("an unreadable request: {e}")),
         },
         Err(e) => refused(&format!("an unreadable request: {e}")),
@@ -160,7 +161,8 @@ fn asker(pid: i32) -> String {
     format!("pid {pid} ({})", comm.trim())
 }
 
-async fn decide(req: Request, pid: i32, approvals: &Arc<Approvals>, grants: Option<&Arc<Grants>>) -> Reply {
+async fn decide(req: Request, pid: i32, desk: &Desk) -> Reply {
+    let approvals = &desk.approvals;
     let piece = match req.what.as_str() {
         "read" => Piece::Read(req.target.clone()),
         "write" => Piece::Write(req.target.clone()),
@@ -173,7 +175,7 @@ async fn decide(req: Request, pid: i32, approvals: &Arc<Approvals>, grants: Opti
         why: req.why.clone(),
         asker: asker(pid),
     };
-    let Some(grants) = grants else {
+    let Some(grants) = &desk.grants else {
         let why = "this sandbox's profile has no [grants] envelope: nothing can be granted";
         approvals.refuse_unasked(q, why).await;
         return refused(why);
@@ -182,7 +184,13 @@ async fn decide(req: Request, pid: i32, approvals: &Arc<Approvals>, grants: Opti
         approvals.refuse_unasked(q, &why.0).await;
         return refused(&why.0);
     }
-    let (id, a) = approvals.ask(q).await;
+    let (id, a) = if desk.unasked {
+        approvals
+            .approve_unasked(q, "the profile (approvals.requests = \"approve\")")
+            .await
+    } else {
+        approvals.ask(q).await
+    };
     if !a.approved {
         let by = if a.by.is_empty() {
             String::new()
