@@ -423,3 +423,48 @@ fn only_root_or_the_user_who_started_the_run_may_decide_for_it() {
     let status = wait_within(&mut child, 10_000);
     assert_eq!(status.code(), Some(137));
 }
+
+#[test]
+fn on_a_terminal_the_question_is_asked_there_and_one_key_answers_it() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/data/x", "the data\n");
+    s.file("home/other/y", "other\n");
+    let profile = log_only_profile(
+        &s,
+        "tty",
+        "default",
+        "[grants]\nread = [\"{home}/data\", \"{home}/other\"]\n[approvals]\nrequests = \"ask\"\ntimeout = \"20s\"\n",
+    );
+    let script = format!(
+        "cordon-request --read {h}/data --why 'tty test'; echo \"first rc=$?\"; cat {h}/data/x; \
+         cordon-request --read {h}/other; echo \"second rc=$?\"",
+        h = home.display()
+    );
+    let (mut child, mut pty) = spawn_on_pty(run_cmd(
+        &profile,
+        s.path(),
+        &["--home", home.to_str().unwrap()],
+        &["/bin/sh", "-c", &script],
+    ));
+    let first = pty.read_until("[n] deny: ", 20_000);
+    assert!(
+        first.contains("cordon ASK #1") && first.contains("asks to read") && first.contains("\"tty test\""),
+        "{first}"
+    );
+    pty.send("y");
+    let second = pty.read_until("[n] deny: ", 20_000);
+    assert!(second.contains("approved"), "{second}");
+    assert!(
+        second.contains("first rc=0") && second.contains("the data"),
+        "{second}"
+    );
+    assert!(second.contains("cordon ASK #2"), "{second}");
+    pty.send("n");
+    let rest = pty.read_until("second rc=", 20_000);
+    let rest = rest + &pty.read_until("\n", 2_000);
+    assert!(rest.contains("denied") && rest.contains("second rc=1"), "{rest}");
+    let status = wait_within(&mut child, 20_000);
+    assert_eq!(status.code(), Some(0));
+}

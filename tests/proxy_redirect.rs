@@ -193,6 +193,7 @@ fn run_agent(args: &[&str], port_zero: bool) -> Run {
             command,
             interactive: false,
             layer: None,
+            desk: None,
         },
         &mut observer,
     )

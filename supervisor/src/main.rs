@@ -937,6 +937,11 @@ fn run(
     let layer = transactional
         .then(|| cli_changes::start(&pol, &sandbox_id, &p.name, &shown_command, &trace_path, quiet))
         .transpose()?;
+    // Questions to a person are asked on the terminal too when cordon relays the agent's.
+    let desk = interactive
+        .then(launch::desk::Desk::new)
+        .transpose()
+        .context("approvals: the terminal's question desk (eventfd)")?;
     let mut session = cordon::session::Session::prepare(
         &pol,
         cordon::session::Setup {
@@ -946,6 +951,7 @@ fn run(
             monitored: !output.no_probes,
             firewall,
             layer_upper: layer.as_ref().map(cordon::workspace::Layer::upper),
+            desk: desk.clone(),
         },
     )?;
     let launched = launch::run(
@@ -955,6 +961,7 @@ fn run(
             command,
             interactive,
             layer: layer.as_ref().map(cordon::workspace::Layer::layer_dir),
+            desk,
         },
         &mut session,
     );

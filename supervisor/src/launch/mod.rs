@@ -5,6 +5,7 @@ mod cgroup;
 mod channel;
 mod child;
 mod confine;
+pub mod desk;
 pub mod mounts;
 mod overlay;
 mod pty;
@@ -125,6 +126,8 @@ pub struct Options {
     /// Transactional workspace: the directory holding the overlay's `upper` and `work`
     /// (`workspace::Layer::layer_dir`). The workspace bind becomes an overlay over it.
     pub layer: Option<std::path::PathBuf>,
+    /// Interactive runs: questions the approval broker asks on the user's terminal.
+    pub desk: Option<std::sync::Arc<desk::Desk>>,
 }
 
 /// How the run ended, for the CLI to report and turn into an exit status.
@@ -387,6 +390,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
         wall_clock_ms: policy.limits.wall_clock_ms,
         ignored: &ignored,
         terminal: &policy.terminal,
+        desk: opts.desk.as_deref(),
     });
     std::mem::forget(guard);
     let mut outcome = outcome?;

@@ -51,6 +51,8 @@ pub struct Running<'a> {
     pub ignored: &'a [libc::c_int],
     /// What the agent's output may do to the user's terminal beyond its screen.
     pub terminal: &'a [crate::profile::TerminalFeature],
+    /// Questions to ask on the user's terminal (interactive runs).
+    pub desk: Option<&'a super::desk::Desk>,
 }
 
 fn signalfd() -> io::Result<SignalFd> {
@@ -147,6 +149,8 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     // and exits 128+signal: `timeout`, Ctrl-C and a closed terminal always end the run.
     let mut terminating = 0u32;
     let mut forced_exit: Option<i32> = None;
+    // A question on the user's terminal pauses the relay both ways until it is answered.
+    let mut asking = super::desk::Asking::default();
 
     loop {
         let mut fds = vec![
@@ -156,7 +160,11 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
         ];
         if let Some(m) = &master {
             fds.push(stdin_open.then(|| stdin.as_fd()));
-            fds.push(master_open.then(|| m.as_fd()));
+            fds.push((master_open && asking.current.is_none()).then(|| m.as_fd()));
+        }
+        let desk_at = fds.len();
+        if let (Some(d), Some(_)) = (r.desk, &master) {
+            fds.push(Some(d.fd()));
         }
         let timeout = match deadline {
             Some(d) if !timed_out => {
@@ -217,8 +225,28 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
                 master = reports.pty_master.take();
             }
         }
-        if let (Some(m), true) = (&master, revents.len() == 5) {
-            if !revents[3].is_empty() && !pump(stdin.as_fd(), m.as_fd(), None) {
+        if let Some(d) = r
+            .desk
+            .filter(|_| revents.get(desk_at).is_some_and(|e| !e.is_empty()))
+        {
+            write_all(stdout.as_fd(), asking.update(d).as_bytes());
+        }
+        if let (Some(m), true) = (&master, revents.len() >= 5) {
+            if let (Some(d), Some(_), false) = (r.desk, asking.current, revents[3].is_empty()) {
+                // The person's keys answer the question; they do not reach the agent.
+                let mut buf = [0u8; 64];
+                match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                    Ok(0) => stdin_open = false,
+                    Ok(n) => {
+                        for &b in &buf[..n] {
+                            if asking.current.is_some() {
+                                write_all(stdout.as_fd(), asking.key(d, b).as_bytes());
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                }
+            } else if !revents[3].is_empty() && !pump(stdin.as_fd(), m.as_fd(), None) {
                 stdin_open = false;
             }
             if !revents[4].is_empty() && !pump(m.as_fd(), stdout.as_fd(), Some(&mut filter)) {

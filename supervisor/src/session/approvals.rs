@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::pb::{self, event::Kind};
 use crate::text::Refusal;
 
-/// What the profile's `[approvals]` says.
-#[derive(Debug, Clone)]
+/// What the profile's `[approvals]` says, and the terminal to ask on.
+#[derive(Clone)]
 pub struct Settings {
     /// Unanswered questions are refused after this long.
     pub timeout: Duration,
@@ -28,6 +28,8 @@ pub struct Settings {
     pub hook: Vec<String>,
     /// The hook runs as this user and group (the one who started the run).
     pub hook_ids: (u32, u32),
+    /// Interactive runs: the user's terminal, where each question is asked too.
+    pub desk: Option<Arc<crate::launch::desk::Desk>>,
 }
 
 /// One question.
@@ -234,6 +236,9 @@ impl Approvals {
                     ..Default::default()
                 };
                 let _ = self.events.send(Kind::Approval(asked)).await;
+                if let Some(d) = &self.settings.desk {
+                    d.ask(id, crate::text::escape(&terminal_line(&q)).into_owned());
+                }
                 if !self.settings.hook.is_empty() {
                     let me = self.clone();
                     tokio::spawn(async move { me.run_hook(id, q).await });
@@ -322,6 +327,9 @@ impl Approvals {
             p
         };
         self.event(id, &taken.q, &answer, taken.asked.elapsed()).await;
+        if let Some(d) = &self.settings.desk {
+            d.withdraw(id, how(&answer));
+        }
         for w in taken.waiters {
             let _ = w.send(answer.clone());
         }
@@ -346,6 +354,9 @@ impl Approvals {
                 ..Default::default()
             };
             let _ = self.events.try_send(Kind::Approval(e));
+            if let Some(d) = &self.settings.desk {
+                d.withdraw(p.id, how(&answer));
+            }
             for w in p.waiters {
                 let _ = w.send(answer.clone());
             }
@@ -506,6 +517,29 @@ fn parse_hook_answer(line: &str) -> Option<(bool, u64)> {
     Some((approve, for_ms))
 }
 
+/// The question as the terminal shows it (escaped by the caller).
+fn terminal_line(q: &Question) -> String {
+    let what = match q.what.as_str() {
+        "connect" => format!("the agent wants to connect to {}", q.target),
+        "rule" => format!("rule {} froze the sandbox: {}", q.target, q.why),
+        w => format!("{} asks to {w} {}", q.asker, q.target),
+    };
+    if q.why.is_empty() || q.what == "rule" {
+        what
+    } else {
+        format!("{what} — \"{}\"", crate::text::preview(q.why.as_bytes(), 200))
+    }
+}
+
+/// An answer in words ("allowed by uid 0", "timed out").
+fn how(a: &Answer) -> String {
+    if a.by.is_empty() {
+        format!("{} ({})", a.state, a.rule)
+    } else {
+        format!("{} by {}", a.state, a.by)
+    }
+}
+
 fn summary(sandbox: &str, p: &Pending, timeout: Duration, seen: &str) -> String {
     let left = timeout.saturating_sub(p.asked.elapsed()).as_secs();
     let why = if p.q.why.is_empty() {
@@ -543,6 +577,7 @@ mod tests {
             per_minute,
             hook: vec![],
             hook_ids: (0, 0),
+            desk: None,
         };
         (Approvals::new("sb".into(), settings, tx), rx)
     }

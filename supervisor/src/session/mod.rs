@@ -71,6 +71,9 @@ pub struct Setup {
     /// Transactional workspace: the layer's upper directory, where the agent's writes are
     /// (the persistence scan at the end reads it instead of the untouched workspace).
     pub layer_upper: Option<PathBuf>,
+    /// Interactive runs: the user's terminal, where questions are asked too (the same desk
+    /// goes to the launcher, whose loop shows them).
+    pub desk: Option<Arc<crate::launch::desk::Desk>>,
 }
 
 /// How the session ended, for the CLI to report.
@@ -135,6 +138,7 @@ pub struct Session {
     approvals: crate::profile::Approvals,
     /// `approvals.requests`: the run's request directory (removed when the session ends).
     request_dir: Option<RequestDir>,
+    desk: Option<Arc<crate::launch::desk::Desk>>,
     net_rules: crate::probes::NetRules,
     probes: Option<Probes>,
     out: Option<Output>,
@@ -161,6 +165,7 @@ impl Session {
             monitored,
             firewall,
             layer_upper,
+            desk,
         } = setup;
         let probes = if monitored {
             Some(Probes::ready().map_err(SessionError::Probes)?)
@@ -199,6 +204,7 @@ impl Session {
             grant_max_ms: policy.grant_max_ms,
             approvals: policy.approvals.clone(),
             request_dir: policy.request_dir.clone().map(RequestDir),
+            desk,
             net_rules: crate::probes::net_rules(&policy.network),
             probes,
             out,
@@ -225,9 +231,17 @@ impl Session {
                 per_minute: self.approvals.per_minute,
                 hook: self.approvals.hook.clone(),
                 hook_ids: (self.policy_monitor.hook_uid, self.policy_monitor.hook_gid),
+                desk: self.desk.clone(),
             },
             extra_tx.clone(),
         );
+        // The terminal's answers reach the broker through the pipeline's runtime.
+        let (answers_tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(d) = &self.desk {
+            d.on_answer(move |id, approve, for_ms| {
+                let _ = answers_tx.send((id, approve, for_ms));
+            });
+        }
         let proxy = if self.network.mode == NetworkMode::Proxy {
             let io = |what| move |source| SessionError::Io { what, source };
             let sockets = proxy::sockets_in(sb.pid)
@@ -304,6 +318,7 @@ impl Session {
             net_changes,
             grants,
             approvals: approvals.clone(),
+            terminal_answers: answers,
             requests,
             redactor: self.redactor.clone(),
             gitwatch: gitwatch::GitWatch::new(self.workspace.clone(), started, self.scanned.clone()),

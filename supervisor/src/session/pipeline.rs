@@ -64,6 +64,8 @@ pub struct Parts {
     pub grants: Option<Arc<super::grants::Grants>>,
     /// The questions waiting for a person (held connections, `ask` responses, requests).
     pub approvals: Arc<super::approvals::Approvals>,
+    /// Answers typed on the user's terminal: (request id, approve, remember for ms).
+    pub terminal_answers: mpsc::UnboundedReceiver<(u64, bool, u64)>,
     /// `approvals.requests`: the socket the sandbox's `cordon-request` asks on, and whether
     /// its requests are granted without asking.
     pub requests: Option<(std::os::unix::net::UnixListener, bool)>,
@@ -187,6 +189,7 @@ async fn run(
         net_changes,
         grants,
         approvals,
+        mut terminal_answers,
         requests,
         redactor,
         mut gitwatch,
@@ -311,6 +314,10 @@ async fn run(
                 detect.tick(&mut dec, &mut events);
                 put_questions(&mut detect, &approvals, &ctl_tx);
                 publish.send(&mut events);
+            }
+            Some((id, approve, for_ms)) = terminal_answers.recv() => {
+                let by = format!("the terminal (uid {})", meta.owner_uid);
+                let _ = approvals.answer(id, approve, for_ms, &by).await;
             }
             Some(c) = ctl_rx.recv() => {
                 drain(&mut watch, &mut dec, &mut events);
