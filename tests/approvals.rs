@@ -468,3 +468,98 @@ fn on_a_terminal_the_question_is_asked_there_and_one_key_answers_it() {
     let status = wait_within(&mut child, 20_000);
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn a_secret_grant_puts_the_real_key_in_its_hosts_requests_only_while_it_lasts() {
+    require_root();
+    let s = Scratch::new();
+    let d = s.path();
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
+    let key = "sk-ant-api03-secret-grant-canary-5511aa22bb33cc44dd55";
+    let mut api = messages_stand_in(d, "127.0.0.14", "stand-in got the real key", Some(key));
+    let profile = log_only_profile(
+        &s,
+        "secretgrant",
+        "agent",
+        &format!(
+            "[network]\nallow = [\"api.anthropic.com\"]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.14\" }}\n\
+             upstream_ca = \"{}\"\n\
+             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n\
+             [grants]\nsecrets = [\"ANTHROPIC_API_KEY\"]\n",
+            d.join("ca.pem").display()
+        ),
+    );
+    let script = r#"call() { curl -s -o /dev/null -w '%{http_code}' -X POST -H "x-api-key: $ANTHROPIC_API_KEY" \
+  -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+  -d '{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}' https://api.anthropic.com/v1/messages; }
+wait_for() { i=0; while [ ! -e "$1" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; }
+echo "before $(call)"; : > ready; wait_for go
+echo "during $(call)"; wait_for expired
+echo "after $(call)" # secret-grant-7731"#;
+    let (trace, ev) = (d.join("run.trace"), d.join("events.jsonl"));
+    let mut c = run_cmd(
+        &profile,
+        d,
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--events",
+            ev.to_str().unwrap(),
+        ],
+        &["/bin/sh", "-c", script],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(
+        eventually(20_000, || d.join("ready").exists()),
+        "the agent never got ready"
+    );
+    let id = sandbox_id_of("secret-grant-7731");
+    let mut bad = cordon_command();
+    bad.args(["grant", &id, "--secret", "OPENAI_API_KEY", "--for", "1m"]);
+    let out = output(bad);
+    assert!(
+        stderr(&out).contains("not in this sandbox's [grants] secret envelope"),
+        "{}",
+        stderr(&out)
+    );
+    let said = cordon_ok(&["grant", &id, "--secret", "ANTHROPIC_API_KEY", "--for", "2s"]);
+    assert!(said.contains("for 2 s"), "{said}");
+    std::fs::write(d.join("go"), "").unwrap();
+    std::thread::sleep(Duration::from_millis(2_500));
+    std::fs::write(d.join("expired"), "").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let _ = api.kill();
+    let _ = api.wait();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let r: Vec<&str> = out.lines().collect();
+    assert_eq!(r.len(), 3, "{out}\n{err}");
+    assert!(
+        r[0].starts_with("before ") && r[0] != "before 200",
+        "{out}\n{err}"
+    );
+    assert_eq!(r[1], "during 200", "{out}\n{err}");
+    assert!(r[2].starts_with("after ") && r[2] != "after 200", "{out}\n{err}");
+    let events = events_of(&ev);
+    let refused = events
+        .iter()
+        .filter_map(|e| e.get("connection").or_else(|| e.get("http")))
+        .filter(|c| c["rule"] == "secret not granted")
+        .count();
+    assert!(
+        refused >= 2,
+        "before and after were refused as not granted: {events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .filter_map(|e| e.get("detection"))
+            .any(|x| x["rule"] == "exfiltration"),
+        "the placeholder went where its secret goes: not an exfiltration"
+    );
+    let has = |b: &[u8]| b.windows(key.len()).any(|w| w == key.as_bytes());
+    assert!(!has(&std::fs::read(&trace).unwrap()) && !has(&std::fs::read(&ev).unwrap()));
+    assert!(!has(out.as_bytes()) && !has(err.as_bytes()));
+}

@@ -10,13 +10,19 @@ fn millis(what: &str, d: &str) -> Result<u64> {
     cordon::profile::units::parse_millis(d).map_err(|e| anyhow::anyhow!("{what} {d:?}: {e}"))
 }
 
-/// The piece of the envelope `--read`, `--write` or `--net` names (exactly one).
-pub fn piece(read: Option<String>, write: Option<String>, net: Option<String>) -> Result<Piece> {
-    match (read, write, net) {
-        (Some(r), None, None) => Ok(Piece::Read(r)),
-        (None, Some(w), None) => Ok(Piece::Write(w)),
-        (None, None, Some(n)) => Ok(Piece::Net(n)),
-        _ => bail!("name exactly one of --read PATH, --write PATH or --net NAME[:PORT]"),
+/// The piece of the envelope `--read`, `--write`, `--net` or `--secret` names (exactly one).
+pub fn piece(
+    read: Option<String>,
+    write: Option<String>,
+    net: Option<String>,
+    secret: Option<String>,
+) -> Result<Piece> {
+    match (read, write, net, secret) {
+        (Some(r), None, None, None) => Ok(Piece::Read(r)),
+        (None, Some(w), None, None) => Ok(Piece::Write(w)),
+        (None, None, Some(n), None) => Ok(Piece::Net(n)),
+        (None, None, None, Some(s)) => Ok(Piece::Secret(s)),
+        _ => bail!("name exactly one of --read PATH, --write PATH, --net NAME[:PORT] or --secret NAME"),
     }
 }
 

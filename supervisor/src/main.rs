@@ -159,6 +159,10 @@ enum Cmd {
         /// A name of the net envelope to let the agent reach (NAME[:PORT]; a proxy sandbox).
         #[arg(long)]
         net: Option<String>,
+        /// A credential of the secrets envelope (its variable) the proxy then puts in its
+        /// host's requests.
+        #[arg(long)]
+        secret: Option<String>,
         /// How long ("90s", "10m"), at most the profile's grants.max.
         #[arg(long = "for")]
         lasts: String,
@@ -213,6 +217,8 @@ enum Cmd {
         write: Option<String>,
         #[arg(long)]
         net: Option<String>,
+        #[arg(long)]
+        secret: Option<String>,
         /// How long it is wanted (the person may give less or more, up to grants.max).
         #[arg(long = "for")]
         lasts: Option<String>,
@@ -501,12 +507,13 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             read,
             write,
             net,
+            secret,
             lasts,
             reason,
             on_behalf_of,
         } => cli_approvals::grant(cli_approvals::GrantArgs {
             sandbox,
-            piece: cli_approvals::piece(read, write, net)?,
+            piece: cli_approvals::piece(read, write, net, secret)?,
             lasts,
             reason,
             on_behalf_of,
@@ -530,9 +537,14 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             read,
             write,
             net,
+            secret,
             lasts,
             why,
-        } => cli_approvals::request(cli_approvals::piece(read, write, net)?, lasts.as_deref(), &why),
+        } => cli_approvals::request(
+            cli_approvals::piece(read, write, net, secret)?,
+            lasts.as_deref(),
+            &why,
+        ),
         Cmd::Selftest { profile, json, port } => {
             let p = profile::load(&profile)?;
             let ws = cli_policy::selftest_workspace()?;

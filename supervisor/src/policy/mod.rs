@@ -111,6 +111,8 @@ pub struct Policy {
     pub grant_write: Vec<PathBuf>,
     /// `[grants] net`: names `cordon grant --net` may let the agent reach for a while.
     pub grant_net: Vec<String>,
+    /// `[grants] secrets`: credentials injected only while granted (`cordon grant --secret`).
+    pub grant_secrets: Vec<String>,
     /// The longest a grant may last.
     pub grant_max_ms: u64,
     /// `[approvals]`: how questions to a person are asked.
@@ -405,6 +407,7 @@ pub fn compile(
         grant_read,
         grant_write,
         grant_net: profile.grants.net.clone(),
+        grant_secrets: profile.grants.secrets.clone(),
         grant_max_ms: profile.grants.max_ms,
         approvals: profile.approvals.clone(),
         workspace_mode: fs.workspace,

@@ -131,6 +131,9 @@ pub struct RawGrants {
     /// Names (NAME[:PORT], *.SUFFIX[:PORT]) `cordon grant --net` may let the agent reach
     /// for a while (a `proxy` sandbox only).
     pub net: Option<Vec<String>>,
+    /// Credentials (`network.credential`, by the variable the agent finds the placeholder
+    /// in) the proxy puts in requests only while `cordon grant --secret` says so.
+    pub secrets: Option<Vec<String>>,
     /// The longest a grant may last.
     pub max: Option<Millis>,
 }
@@ -141,6 +144,7 @@ pub struct Grants {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub net: Vec<String>,
+    pub secrets: Vec<String>,
     pub max_ms: u64,
 }
 
@@ -564,6 +568,14 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
             "grants.net needs network.mode = \"proxy\" (only the proxy can change what the agent reaches while it runs)".into(),
         ));
     }
+    let grant_secrets: Vec<String> = pick!(chain, grants.secrets).unwrap_or_default();
+    for name in &grant_secrets {
+        if !network.credentials.iter().any(|c| &c.env == name) {
+            return Err(invalid(format!(
+                "grants.secrets {name:?}: no network.credential gives the agent a placeholder in {name} (the envelope names credentials by their variable)"
+            )));
+        }
+    }
     let approvals = Approvals {
         timeout_ms: pick!(chain, approvals.timeout).map_or(DEFAULT_APPROVAL_TIMEOUT_MS, |m| m.0),
         per_minute: pick!(chain, approvals.per_minute).unwrap_or(DEFAULT_APPROVALS_PER_MINUTE),
@@ -599,6 +611,7 @@ fn resolve(name: &str, chain: &[(Source, RawProfile)]) -> Result<Profile, Profil
             read: pick!(chain, grants.read).unwrap_or_default(),
             write: pick!(chain, grants.write).unwrap_or_default(),
             net: grant_net,
+            secrets: grant_secrets,
             max_ms: pick!(chain, grants.max).map_or(DEFAULT_GRANT_MAX_MS, |m| m.0),
         },
         approvals,

@@ -408,7 +408,9 @@ async fn client(
                 (_, None) => Err(Refusal::from("this sandbox's profile has no [grants] envelope")),
                 (_, Some(gr)) => {
                     let by = Shared::principal(uid, &g.on_behalf_of);
-                    let piece = if !g.net.is_empty() {
+                    let piece = if !g.secret.is_empty() {
+                        super::grants::Piece::Secret(g.secret.clone())
+                    } else if !g.net.is_empty() {
                         super::grants::Piece::Net(g.net.clone())
                     } else if !g.write.is_empty() {
                         super::grants::Piece::Write(g.write.clone())
@@ -608,6 +610,7 @@ pub fn grant(
         Piece::Read(p) => g.read.clone_from(p),
         Piece::Write(p) => g.write.clone_from(p),
         Piece::Net(n) => g.net.clone_from(n),
+        Piece::Secret(n) => g.secret.clone_from(n),
     }
     answer(id, request::Kind::Grant(g))
 }

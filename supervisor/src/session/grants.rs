@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::proxy::firewall::SecretGate;
 use super::proxy::Change;
 use crate::events::pb::{self, event::Kind};
 use crate::profile::egress::Egress;
@@ -33,6 +34,8 @@ pub enum Piece {
     Write(String),
     /// NAME[:PORT] or *.SUFFIX[:PORT].
     Net(String),
+    /// A credential of `[grants] secrets`, by its variable.
+    Secret(String),
 }
 
 impl Piece {
@@ -41,12 +44,13 @@ impl Piece {
             Piece::Read(_) => "read",
             Piece::Write(_) => "write",
             Piece::Net(_) => "net",
+            Piece::Secret(_) => "secret",
         }
     }
 
     pub fn target(&self) -> &str {
         match self {
-            Piece::Read(t) | Piece::Write(t) | Piece::Net(t) => t,
+            Piece::Read(t) | Piece::Write(t) | Piece::Net(t) | Piece::Secret(t) => t,
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Grants {
     net_envelope: Vec<Egress>,
     /// The egress proxy's live rules (a `proxy` sandbox).
     net_changes: Option<mpsc::Sender<Change>>,
+    /// The firewall's credentials that go into requests only while granted.
+    secrets: Option<Arc<SecretGate>>,
     max_ms: u64,
     /// The sandbox's init on the host: its mount namespace is the sandbox's.
     pid: i32,
@@ -84,7 +90,7 @@ pub struct Grants {
 impl Grants {
     pub fn new(
         (envelope, write_envelope, net_envelope): (Vec<PathBuf>, Vec<PathBuf>, Vec<Egress>),
-        net_changes: Option<mpsc::Sender<Change>>,
+        (net_changes, secrets): (Option<mpsc::Sender<Change>>, Option<Arc<SecretGate>>),
         max_ms: u64,
         pid: i32,
         events: mpsc::Sender<Kind>,
@@ -94,6 +100,7 @@ impl Grants {
             write_envelope,
             net_envelope,
             net_changes,
+            secrets,
             max_ms,
             pid,
             events,
@@ -127,6 +134,14 @@ impl Grants {
                     self.net_envelope.iter().any(|e| covers(e, &rule)),
                     self.net_envelope.iter().map(ToString::to_string).collect(),
                 )
+            }
+            Piece::Secret(n) => {
+                let envelope = self
+                    .secrets
+                    .as_ref()
+                    .map(|g| g.envelope.clone())
+                    .unwrap_or_default();
+                (envelope.contains(n), envelope)
             }
         };
         if inside {
@@ -172,6 +187,11 @@ impl Grants {
             .any(|r| r.path == path && r.what == what && r.state == "active");
         match piece {
             Piece::Net(n) => self.net(n, for_ms, by, false).await?,
+            Piece::Secret(n) => {
+                if let Some(g) = &self.secrets {
+                    g.grant(n, Instant::now() + Duration::from_millis(for_ms));
+                }
+            }
             _ if already => {}
             _ => mask(self.pid, &path, true).await?,
         }
@@ -199,6 +219,7 @@ impl Grants {
                 Piece::Read(_) => "readable",
                 Piece::Write(_) => "writable",
                 Piece::Net(_) => "reachable",
+                Piece::Secret(_) => "put in its host's requests",
             },
             for_ms / 1000
         ))
@@ -245,11 +266,17 @@ impl Grants {
             // Its live rule lapses by itself at the same time; a revocation withdraws it.
             "net" if how == "expired" || still_shown => {}
             "net" => self.net(&target, 0, by, true).await?,
+            "secret" if still_shown => {}
+            "secret" => {
+                if let Some(g) = &self.secrets {
+                    g.close(&target);
+                }
+            }
             _ if still_shown => {}
             _ => mask(self.pid, &path, false).await?,
         }
         self.event(id, what, &path, how, by, &reason, for_ms).await;
-        if what == "net" {
+        if what == "net" || what == "secret" {
             Ok(format!("grant {id} {how}: {target} refused again"))
         } else {
             Ok(format!("grant {id} {how}: {target} hidden again"))
@@ -267,6 +294,7 @@ impl Grants {
                 .chain(&self.write_envelope)
                 .map(|p| p.display().to_string())
                 .chain(self.net_envelope.iter().map(ToString::to_string))
+                .chain(self.secrets.iter().flat_map(|g| g.envelope.iter().cloned()))
                 .collect();
             return format!("no grants yet; the envelope: {}", all.join(", "));
         }

@@ -273,8 +273,11 @@ impl Session {
             None => None,
         };
         let net_changes = proxy.as_ref().map(proxy::Proxy::changes);
-        let has_envelope =
-            !(self.grant_read.is_empty() && self.grant_write.is_empty() && self.grant_net.is_empty());
+        let secrets = self.firewall.as_ref().map(|f| f.gate.clone());
+        let has_envelope = !(self.grant_read.is_empty()
+            && self.grant_write.is_empty()
+            && self.grant_net.is_empty()
+            && secrets.as_ref().is_none_or(|g| g.envelope.is_empty()));
         let grants = has_envelope.then(|| {
             grants::Grants::new(
                 (
@@ -282,7 +285,7 @@ impl Session {
                     self.grant_write.clone(),
                     self.grant_net.clone(),
                 ),
-                net_changes.clone(),
+                (net_changes.clone(), secrets.clone()),
                 self.grant_max_ms,
                 sb.pid,
                 extra_tx.clone(),

@@ -167,7 +167,8 @@ async fn decide(req: Request, pid: i32, desk: &Desk) -> Reply {
         "read" => Piece::Read(req.target.clone()),
         "write" => Piece::Write(req.target.clone()),
         "net" => Piece::Net(req.target.clone()),
-        other => return refused(&format!("cannot ask for {other:?} (read, write or net)")),
+        "secret" => Piece::Secret(req.target.clone()),
+        other => return refused(&format!("cannot ask for {other:?} (read, write, net or secret)")),
     };
     let q = Question {
         what: req.what.clone(),

@@ -91,6 +91,51 @@ pub struct Firewall {
     pub canaries: Vec<String>,
     inspect_all: bool,
     inspect: Vec<crate::profile::egress::NameRule>,
+    /// `[grants] secrets`: which credentials are put in requests right now.
+    pub gate: Arc<SecretGate>,
+}
+
+/// `[grants] secrets`: a credential of the envelope goes into requests only while a grant
+/// lasts; the others always do.
+#[derive(Debug, Default)]
+pub struct SecretGate {
+    /// The credentials' variables the envelope holds.
+    pub envelope: Vec<String>,
+    open: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+}
+
+impl SecretGate {
+    pub fn new(envelope: Vec<String>) -> SecretGate {
+        SecretGate {
+            envelope,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, Vec<(String, std::time::Instant)>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// May the credential in `env` go into a request now?
+    pub fn allows(&self, env: &str) -> bool {
+        !self.envelope.iter().any(|e| e == env)
+            || self
+                .open()
+                .iter()
+                .any(|(e, until)| e == env && *until > std::time::Instant::now())
+    }
+
+    /// A grant: `env` until `until` (the latest of its grants counts).
+    pub fn grant(&self, env: &str, until: std::time::Instant) {
+        self.open().push((env.to_string(), until));
+    }
+
+    /// Every grant of `env` ended (revoked, or expired).
+    pub fn close(&self, env: &str) {
+        self.open().retain(|(e, _)| e != env);
+    }
 }
 
 impl Firewall {
@@ -185,6 +230,7 @@ pub fn prepare(policy: &mut Policy, sandbox: &str) -> Result<Option<Firewall>, F
         },
         inspect_all: policy.network.dlp.inspect_all,
         inspect: policy.network.dlp.inspect.clone(),
+        gate: Arc::new(SecretGate::new(policy.grant_secrets.clone())),
     }))
 }
 

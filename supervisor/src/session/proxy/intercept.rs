@@ -309,7 +309,7 @@ async fn request(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     };
     let checked = search(ctx, &req)
         .map_err(|why| (DLP_RULE, why))
-        .and_then(|()| credentials(ctx, &mut req).map_err(|why| (PLACEHOLDER_RULE, why)))
+        .and_then(|()| credentials(ctx, &mut req))
         .and_then(|()| match &model_body {
             Some(b) => body_search(ctx, b).map_err(|why| (DLP_RULE, why)),
             None => Ok(()),
@@ -635,9 +635,14 @@ fn send_now(events: &mpsc::Sender<Kind>, kind: Kind) {
 /// Put each credential for this host in place of its placeholder, in its header; refuse a
 /// placeholder anywhere else (another host, another header, the URL). The error names the
 /// credential by its variable, never by a value.
-fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), Refusal> {
+/// The rule of a request refused because its credential is not granted now (not an
+/// exfiltration: the placeholder went where its secret goes).
+const SECRET_NOT_GRANTED: &str = "secret not granted";
+
+fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), (&'static str, Refusal)> {
+    let placeholder = |why: String| (PLACEHOLDER_RULE, Refusal::from(why));
     if let Some(c) = ctx.fw.placeholder_in(&req.uri().to_string()) {
-        return Err(Refusal::from(format!(
+        return Err(placeholder(format!(
             "the placeholder of {} is in the URL of a request to {}; refused",
             c.rule.env, ctx.name
         )));
@@ -650,14 +655,27 @@ fn credentials(ctx: &Ctx, req: &mut Request<Body>) -> Result<(), Refusal> {
         };
         let here = c.rule.host == ctx.name && c.rule.header.as_deref().is_none_or(|h| h == header.as_str());
         if !here {
-            return Err(Refusal::from(format!(
+            return Err(placeholder(format!(
                 "the placeholder of {} (for {}) was sent to {} in {}; refused",
                 c.rule.env, c.rule.host, ctx.name, header
             )));
         }
+        if !ctx.fw.gate.allows(&c.rule.env) {
+            return Err((
+                SECRET_NOT_GRANTED,
+                Refusal::from(format!(
+                    "the credential {} for {} is in the [grants] secrets envelope and not granted now (`cordon grant SANDBOX --secret {}`)",
+                    c.rule.env, c.rule.host, c.rule.env
+                )),
+            ));
+        }
         let real = text.replace(&c.placeholder, c.secret.expose());
-        let mut v = HeaderValue::from_str(&real)
-            .map_err(|_| format!("the secret of {} is not a valid header value", c.rule.env))?;
+        let mut v = HeaderValue::from_str(&real).map_err(|_| {
+            placeholder(format!(
+                "the secret of {} is not a valid header value",
+                c.rule.env
+            ))
+        })?;
         v.set_sensitive(true);
         replace.push((header.clone(), v));
     }
