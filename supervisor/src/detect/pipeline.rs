@@ -137,11 +137,12 @@ impl Detect {
             return;
         }
         let ws = workspace.to_path_buf();
+        let since = std::time::SystemTime::now();
         let spawned = std::thread::Builder::new()
             .name("cordon-count".into())
             .spawn(move || {
                 for (cell, set) in wanted {
-                    let _ = cell.set(super::tally::StartFiles::read(&ws, &set));
+                    let _ = cell.set(super::tally::StartFiles::read(&ws, &set, since));
                 }
             });
         // No thread: the shares are not judged; the rules' absolute limits still are.

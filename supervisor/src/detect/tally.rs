@@ -65,7 +65,7 @@ impl Tally {
 /// read on a thread while the agent starts.
 pub struct StartFiles {
     hasher: RandomState,
-    files: HashSet<u64>,
+    pub(super) files: HashSet<u64>,
     /// The walk stopped at a bound: `files` is a lower bound (the share fires sooner).
     pub partial: bool,
 }
@@ -76,8 +76,10 @@ impl StartFiles {
     }
 
     /// Count the files under `root` that `set` matches, not following symlinks, not
-    /// descending into directories nothing beneath which it matches.
-    pub fn read(root: &Path, set: &glob::Set) -> Self {
+    /// descending into directories nothing beneath which it matches. A file modified at or
+    /// after `since` (the run's start) is the run's own, not the start's: the walk runs beside
+    /// the agent and may reach a directory after the agent wrote in it.
+    pub fn read(root: &Path, set: &glob::Set, since: std::time::SystemTime) -> Self {
         let hasher = RandomState::new();
         let mut files = HashSet::new();
         let deadline = Instant::now() + WALK_TIME;
@@ -101,7 +103,13 @@ impl StartFiles {
                         }
                     }
                     Ok(_) if set.matches(s).is_some() => {
-                        files.insert(hasher.hash_one(s));
+                        let before = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|t| t < since);
+                        if before {
+                            files.insert(hasher.hash_one(s));
+                        }
                     }
                     _ => {}
                 }

@@ -118,8 +118,11 @@ fn half_of_the_files_the_workspace_held_deleted_is_caught_and_the_runs_own_are_n
         "default's deleted and rewritten rules have a share"
     );
     for (cell, set) in wanted {
-        let start = tally::StartFiles::read(&ws, &set);
+        let start = tally::StartFiles::read(&ws, &set, std::time::SystemTime::now());
         assert!(!start.partial);
+        // Files changed after the run started are the run's own, whenever the walk sees them.
+        let none = tally::StartFiles::read(&ws, &set, std::time::UNIX_EPOCH);
+        assert!(none.files.is_empty(), "every file here is younger than 1970");
         cell.set(start).ok().unwrap();
     }
     let rm = |seq: u64, path: String| {
@@ -192,7 +195,9 @@ fn most_of_the_workspace_rewritten_in_place_is_an_alert() {
     }
     let mut d = Detector::new(&cfg, Box::new(|_, _| None)).with_host_files(|_| true);
     for (cell, set) in d.start_files() {
-        cell.set(tally::StartFiles::read(&ws, &set)).ok().unwrap();
+        cell.set(tally::StartFiles::read(&ws, &set, std::time::SystemTime::now()))
+            .ok()
+            .unwrap();
     }
     let trunc = |seq: u64, i: u64| {
         #[allow(clippy::cast_sign_loss)]
