@@ -563,3 +563,123 @@ echo "after $(call)" # secret-grant-7731"#;
     assert!(!has(&std::fs::read(&trace).unwrap()) && !has(&std::fs::read(&ev).unwrap()));
     assert!(!has(out.as_bytes()) && !has(err.as_bytes()));
 }
+
+const CONNECT_AGENT: &str = r#"
+import sys, urllib.request
+port = int(sys.argv[1])
+def get(name):
+    try:
+        return urllib.request.urlopen(f"http://{name}:{port}/", timeout=30).read().decode()
+    except Exception as e:
+        return "error:" + type(e).__name__
+print("first\t" + get("held.fixture.test"), flush=True)
+print("again\t" + get("held.fixture.test"), flush=True)
+print("refused\t" + get("nope.fixture.test"), flush=True)
+"#;
+
+#[test]
+fn a_held_connection_goes_through_when_approved_and_an_approval_for_a_while_allows_the_next() {
+    require_root();
+    let s = Scratch::new();
+    let port = http_fixture("approved hello", 3);
+    s.file("connect.py", CONNECT_AGENT);
+    let profile = log_only_profile(
+        &s,
+        "held",
+        "default",
+        "[network]\nmode = \"proxy\"\nunlisted = \"ask\"\nask_timeout = \"20s\"\n\
+         resolve = { \"held.fixture.test\" = \"127.0.0.1\", \"nope.fixture.test\" = \"127.0.0.1\" }\n",
+    );
+    let ev = s.path().join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "connect.py", &port.to_string()],
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let id = sandbox_id_of("connect.py");
+    let line = pending_line(&id, &format!("connect held.fixture.test:{port}"));
+    cordon_ok(&["approve", &request_of(&line), "--for", "1m"]);
+    let line = pending_line(&id, "connect nope.fixture.test");
+    cordon_ok(&["deny", &request_of(&line)]);
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let r = results(&out);
+    assert_eq!(r["first"], "approved hello", "{out}\n{err}");
+    assert_eq!(r["again"], "approved hello", "{out}\n{err}");
+    assert!(r["refused"].starts_with("error:"), "{out}");
+    let approvals = approvals_in(&events_of(&ev));
+    let asked = approvals.iter().filter(|a| a["state"] == "asked").count();
+    assert_eq!(
+        asked, 2,
+        "the second connection is allowed by the answer given for a while: {approvals:#?}"
+    );
+    let first = approvals
+        .iter()
+        .find(|a| a["state"] == "allowed")
+        .unwrap_or_else(|| panic!("{approvals:#?}"));
+    assert_eq!(
+        (first["by"].as_str(), first["forMs"].as_str()),
+        (Some("uid 0"), Some("60000")),
+        "{first}"
+    );
+    let changes: Vec<serde_json::Value> = events_of(&ev)
+        .iter()
+        .filter_map(|e| e.get("netChange").cloned())
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["action"] == "allow" && c["rule"] == format!("held.fixture.test:{port}")),
+        "{changes:#?}"
+    );
+}
+
+#[test]
+fn a_grant_in_one_sandbox_shows_nothing_in_another() {
+    require_root();
+    let s = Scratch::new();
+    let home = s.dir("home");
+    s.file("home/data/x", "the data\n");
+    let profile = log_only_profile(&s, "two", "default", "[grants]\nread = [\"{home}/data\"]\n");
+    let x = home.join("data/x");
+    let script = |marker: &str| {
+        format!(
+            "i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; cat {x} 2>&1 # {marker}",
+            go = s.path().join("go").display(),
+            x = x.display()
+        )
+    };
+    let spawn = |marker: &str| {
+        let mut c = run_cmd(
+            &profile,
+            s.path(),
+            &["--home", home.to_str().unwrap()],
+            &["/bin/sh", "-c", &script(marker)],
+        );
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn("two-sandboxes-a-4411"), spawn("two-sandboxes-b-4412"));
+    let ida = sandbox_id_of("two-sandboxes-a-4411");
+    sandbox_id_of("two-sandboxes-b-4412");
+    cordon_ok(&[
+        "grant",
+        &ida,
+        "--read",
+        home.join("data").to_str().unwrap(),
+        "--for",
+        "1m",
+    ]);
+    std::fs::write(s.path().join("go"), "").unwrap();
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(String::from_utf8_lossy(&oa.stdout).trim(), "the data");
+    assert!(
+        String::from_utf8_lossy(&ob.stdout).contains("No such file or directory"),
+        "{}",
+        String::from_utf8_lossy(&ob.stdout)
+    );
+}

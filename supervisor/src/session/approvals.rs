@@ -177,16 +177,16 @@ impl Approvals {
                 .iter()
                 .find(|r| r.what == q.what && r.target == q.target)
             {
-                Some((
+                (
                     id,
-                    Answer {
+                    Some(Answer {
                         approved: r.approved,
                         state: if r.approved { "allowed" } else { "refused" },
                         by: r.by.clone(),
                         rule: format!("remembered from #{}", r.from),
                         for_ms: 0,
-                    },
-                ))
+                    }),
+                )
             } else {
                 while inner
                     .recent
@@ -196,16 +196,16 @@ impl Approvals {
                     inner.recent.pop_front();
                 }
                 if inner.recent.len() >= self.settings.per_minute as usize {
-                    Some((
+                    (
                         id,
-                        Answer::refused(
+                        Some(Answer::refused(
                             "refused",
                             format!(
                                 "over approvals.per_minute ({} questions a minute): refused without asking",
                                 self.settings.per_minute
                             ),
-                        ),
-                    ))
+                        )),
+                    )
                 } else {
                     inner.recent.push_back(now);
                     inner.pending.push(Pending {
@@ -214,17 +214,16 @@ impl Approvals {
                         asked: now,
                         waiters: vec![tx],
                     });
-                    None
+                    (id, None)
                 }
             }
         };
         match decided {
-            Some((id, answer)) => {
+            (id, Some(answer)) => {
                 self.event(id, &q, &answer, Duration::ZERO).await;
                 Ok((id, answer))
             }
-            None => {
-                let id = self.inner().last_id;
+            (id, None) => {
                 let asked = pb::Approval {
                     id,
                     what: q.what.clone(),
