@@ -60,7 +60,8 @@ print("cordon revoke         " + stats(revoke))
 print("  (any cordon command's start and socket round trip, `cordon grants`: %.2f ms)" % floor)
 
 # 2. an agent's request, approved with `cordon approve`: from the approve command's start to
-#    the agent holding the grant (its own clock reading after cordon-request returned).
+#    the agent holding the grant (its own clock reading after cordon-request returned); each
+#    grant is revoked before the next request, so each approval changes the mounts.
 marker = "approvals-bench-request"
 agent = (
     "import subprocess, sys, time\n"
@@ -88,6 +89,8 @@ for i in range(N):
     approve_cmd.append((time.perf_counter() - p) * 1e3)
     got = int(run.stdout.readline())
     trip.append((got - t0) / 1e6)
+    # Hidden again, so the next approval's grant mounts for real.
+    cordon("revoke", sb, str(i + 1))
 run.wait()
 print("request round trip (cordon approve → the agent holds the grant)  " + stats(trip))
 print("  of which the `cordon approve` command itself                    " + stats(approve_cmd))

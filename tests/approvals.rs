@@ -561,6 +561,17 @@ echo "after $(call)" # secret-grant-7731"#;
     );
     let has = |b: &[u8]| b.windows(key.len()).any(|w| w == key.as_bytes());
     assert!(!has(&std::fs::read(&trace).unwrap()) && !has(&std::fs::read(&ev).unwrap()));
+    // The grant is in the signed trace, in order: granted, then expired.
+    let verified = cordon_ok(&["trace", "verify", trace.to_str().unwrap()]);
+    assert!(!verified.is_empty());
+    let shown = cordon_ok(&["trace", "show", trace.to_str().unwrap(), "--format", "json"]);
+    let states: Vec<String> = shown
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r.get("event").and_then(|e| e.get("grant")).cloned())
+        .map(|g| g["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["granted", "expired"]);
     assert!(!has(out.as_bytes()) && !has(err.as_bytes()));
 }
 

@@ -242,14 +242,6 @@ enum Cmd {
     /// Internal: the selftest battery itself, run inside the sandbox.
     #[command(name = "__selftest", hide = true)]
     SelftestProbe { setup: String },
-    /// Internal: show or hide PATH in the mount namespace of process PID (a grant's helper).
-    #[command(name = "__mask", hide = true)]
-    Mask {
-        pid: i32,
-        #[arg(long)]
-        show: bool,
-        path: PathBuf,
-    },
     /// Manage the eBPF probes shared by all sandboxes on this host.
     #[command(subcommand)]
     Probes(ProbesCmd),
@@ -559,17 +551,6 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             for a in cordon::selftest::run(&setup) {
                 println!("{}", serde_json::to_string(&a)?);
             }
-            Ok(0)
-        }
-        Cmd::Mask { pid, show, path } => {
-            // A fresh, single-threaded process: it may join the sandbox's mount namespace.
-            cordon::sys::enter_mount_ns(pid).with_context(|| format!("the mount namespace of pid {pid}"))?;
-            let done = if show {
-                launch::mounts::unmask(&path)
-            } else {
-                launch::mounts::mask(&path)
-            };
-            done.with_context(|| format!("{} {}", if show { "show" } else { "hide" }, path.display()))?;
             Ok(0)
         }
         Cmd::Net(NetCmd::Allow { sandbox, rule, lasts }) => {

@@ -564,9 +564,44 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
     nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
-/// Join the mount namespace of process `pid`. The caller must be single-threaded (the
-/// kernel refuses a process that shares its filesystem context with other threads).
-pub fn enter_mount_ns(pid: i32) -> io::Result<()> {
+/// Run `op` in the mount namespace of process `pid`, in a child that shares cordon's memory
+/// but not its filesystem context (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): the kernel
+/// refuses `setns(CLONE_NEWNS)` to a task sharing that context with other threads, and such a
+/// child starts in microseconds where a new process of cordon's binary takes milliseconds.
+/// cordon's calling thread waits while it runs (vfork), so `op` must only make system calls
+/// (no allocation, no locks: other threads keep running). The child's error is its exit
+/// status (an errno).
+pub fn in_mount_ns(pid: i32, op: &mut (dyn FnMut() -> io::Result<()> + Send)) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(io::Error::from)
+    let fd = ns.as_raw_fd();
+    let mut stack = vec![0u8; 256 * 1024];
+    let cb = Box::new(move || -> isize {
+        // SAFETY: setns on a descriptor this process holds open; no memory is passed.
+        if unsafe { libc::setns(fd, libc::CLONE_NEWNS) } != 0 {
+            return isize::try_from(nix::errno::Errno::last() as i32).unwrap_or(1);
+        }
+        match op() {
+            Ok(()) => 0,
+            Err(e) => isize::try_from(e.raw_os_error().unwrap_or(libc::EIO)).unwrap_or(1),
+        }
+    });
+    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
+    // SAFETY: the child runs `cb` on its own stack (`stack` outlives it: this thread is
+    // suspended until the child exits) and ends with the exit system call; `cb` only makes
+    // system calls.
+    let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
+    let status = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+        nix::sys::wait::WaitStatus::Exited(_, code) => Err(io::Error::from_raw_os_error(code)),
+        other => Err(io::Error::other(format!(
+            "the mount namespace helper ended: {other:?}"
+        ))),
+    }
 }

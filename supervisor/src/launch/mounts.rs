@@ -321,7 +321,7 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
 }
 
 /// Mask `path` (a directory: an empty read-only tmpfs; a file: the empty file), as hiding
-/// does at start. Run in the sandbox's mount namespace (`sys::enter_mount_ns`).
+/// does at start. Run in the sandbox's mount namespace (`sys::in_mount_ns`).
 pub fn mask(path: &Path) -> io::Result<()> {
     if fs::metadata(path)?.is_dir() {
         sys::mount(

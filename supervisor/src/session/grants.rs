@@ -2,7 +2,7 @@
 //! hidden at start, is shown to the running sandbox for a while and hidden again when the
 //! grant ends. Landlock already allows the whole envelope (it cannot be widened later); the
 //! sandbox's mount namespace decides, changed from outside by a single-threaded helper
-//! (`cordon __mask`, which joins that namespace). A `[grants] net` name is a live allow rule
+//! (`sys::in_mount_ns`: a child sharing cordon's memory joins that namespace). A `[grants] net` name is a live allow rule
 //! of the egress proxy for the grant's time. Nothing outside the envelope can be granted.
 
 use crate::text::Refusal;
@@ -351,27 +351,20 @@ impl Grants {
     }
 }
 
-/// Show (`show`) or hide `path` in the mount namespace of `pid`, through `cordon __mask`
-/// (joining a mount namespace needs a single-threaded process).
+/// Show (`show`) or hide `path` in the mount namespace of `pid` (`sys::in_mount_ns`: a
+/// vfork-like child joins it; the path resolves as the agent sees it).
 async fn mask(pid: i32, path: &Path, show: bool) -> Result<(), Refusal> {
-    let exe = std::env::current_exe().map_err(|e| format!("cordon's own binary: {e}"))?;
-    let mut c = tokio::process::Command::new(exe);
-    c.arg("__mask").arg(pid.to_string());
-    if show {
-        c.arg("--show");
-    }
-    let out = c
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("the mount helper: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Refusal::from(format!(
-            "the mount helper failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    let path = path.to_path_buf();
+    let done = tokio::task::spawn_blocking(move || {
+        crate::sys::in_mount_ns(pid, &mut || {
+            if show {
+                crate::launch::mounts::unmask(&path)
+            } else {
+                crate::launch::mounts::mask(&path)
+            }
+        })
+    })
+    .await
+    .map_err(|e| Refusal::from(format!("the mount helper: {e}")))?;
+    done.map_err(|e| Refusal::from(format!("the mount helper failed: {e}")))
 }
