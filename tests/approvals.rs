@@ -694,3 +694,89 @@ fn a_grant_in_one_sandbox_shows_nothing_in_another() {
         String::from_utf8_lossy(&ob.stdout)
     );
 }
+
+const APPROVE_HOOK: &str = "#!/bin/sh\ncat > /dev/null\necho approve\n";
+
+#[test]
+fn claude_code_asks_for_a_path_with_cordon_request_and_gets_it_when_the_hook_approves() {
+    require_root();
+    let claude = std::path::Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    assert!(claude.exists(), "scripts/setup installs Claude Code there");
+    let s = Scratch::new();
+    let d = s.path();
+    let ws = s.dir("ws");
+    let home = s.dir("home");
+    s.file("home/data/x", "the held-out data\n");
+    let hook = s.file("approve.sh", APPROVE_HOOK);
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
+    let key = "sk-ant-api03-approvals-canary-99887766554433221100aa";
+    let data = home.join("data");
+    let tool = format!(
+        "cordon-request --read {} --why 'the task needs the data' && cat {}/x > got.txt",
+        data.display(),
+        data.display()
+    );
+    let mut api = messages_stand_in_with(d, "127.0.0.15", "done", Some(key), &[("TOOL_COMMAND", &tool)]);
+    let profile = log_only_profile(
+        &s,
+        "claude-asks",
+        "claude",
+        &format!(
+            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.15\" }}\nupstream_ca = \"{}\"\n\
+             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n\
+             [grants]\nread = [\"{{home}}/data\"]\n\
+             [approvals]\nrequests = \"ask\"\ntimeout = \"30s\"\nhook = [\"{}\"]\n",
+            d.join("ca.pem").display(),
+            hook.display()
+        ),
+    );
+    let ev = d.join("events.jsonl");
+    let mut c = run_cmd(
+        &profile,
+        &ws,
+        &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
+        &[
+            claude.to_str().unwrap(),
+            "-p",
+            "use the data",
+            "--allowedTools",
+            "Bash",
+        ],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(ws.join("got.txt"))
+            .unwrap_or_default()
+            .trim(),
+        "the held-out data",
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let events = events_of(&ev);
+    let approvals = approvals_in(&events);
+    let by = format!("hook {}", hook.display());
+    assert!(
+        approvals
+            .iter()
+            .any(|a| a["state"] == "allowed" && a["by"] == by.as_str() && a["what"] == "read"),
+        "{approvals:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter_map(|e| e.get("grant"))
+            .any(|g| g["state"] == "granted"),
+        "the approval became a grant"
+    );
+    let detections: Vec<&serde_json::Value> = events.iter().filter_map(|e| e.get("detection")).collect();
+    assert!(detections.is_empty(), "false alarms: {detections:#?}");
+}
