@@ -700,8 +700,6 @@ const APPROVE_HOOK: &str = "#!/bin/sh\ncat > /dev/null\necho approve\n";
 #[test]
 fn claude_code_asks_for_a_path_with_cordon_request_and_gets_it_when_the_hook_approves() {
     require_root();
-    let claude = std::path::Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
-    assert!(claude.exists(), "scripts/setup installs Claude Code there");
     let s = Scratch::new();
     let d = s.path();
     let ws = s.dir("ws");
@@ -720,7 +718,7 @@ fn claude_code_asks_for_a_path_with_cordon_request_and_gets_it_when_the_hook_app
         data.display(),
         data.display()
     );
-    let mut api = messages_stand_in_with(d, "127.0.0.15", "done", Some(key), &[("TOOL_COMMAND", &tool)]);
+    let api = messages_stand_in_with(d, "127.0.0.15", "done", Some(key), &[("TOOL_COMMAND", &tool)]);
     let profile = log_only_profile(
         &s,
         "claude-asks",
@@ -735,23 +733,8 @@ fn claude_code_asks_for_a_path_with_cordon_request_and_gets_it_when_the_hook_app
         ),
     );
     let ev = d.join("events.jsonl");
-    let mut c = run_cmd(
-        &profile,
-        &ws,
-        &["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()],
-        &[
-            claude.to_str().unwrap(),
-            "-p",
-            "use the data",
-            "--allowedTools",
-            "Bash",
-        ],
-    );
-    c.env("ANTHROPIC_API_KEY", key);
-    let out = output(c);
-    let _ = api.kill();
-    let _ = api.wait();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let extra = ["--home", home.to_str().unwrap(), "--events", ev.to_str().unwrap()];
+    let out = run_claude(&profile, &ws, &extra, "use the data", key, api);
     assert_eq!(
         std::fs::read_to_string(ws.join("got.txt"))
             .unwrap_or_default()

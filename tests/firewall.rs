@@ -220,7 +220,7 @@ fn claude_code_with_a_placeholder_key_runs_the_models_tool_call_and_the_trace_li
     let home = s.dir("home");
     test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     let key = "sk-ant-api03-gateway-canary-5566778899aabbccddeeff0011";
-    let mut api = messages_stand_in_with(
+    let api = messages_stand_in_with(
         d,
         "127.0.0.6",
         "the file is made",
@@ -239,30 +239,15 @@ fn claude_code_with_a_placeholder_key_runs_the_models_tool_call_and_the_trace_li
     );
     let trace = d.join("run.trace");
     let ev = d.join("events.jsonl");
-    let mut c = run_cmd(
-        &profile,
-        &ws,
-        &[
-            "--home",
-            home.to_str().unwrap(),
-            "--trace",
-            trace.to_str().unwrap(),
-            "--events",
-            ev.to_str().unwrap(),
-        ],
-        &[
-            claude.to_str().unwrap(),
-            "-p",
-            "make the file",
-            "--allowedTools",
-            "Bash",
-        ],
-    );
-    c.env("ANTHROPIC_API_KEY", key);
-    let out = output(c);
-    let _ = api.kill();
-    let _ = api.wait();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let extra = [
+        "--home",
+        home.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--events",
+        ev.to_str().unwrap(),
+    ];
+    let out = run_claude(&profile, &ws, &extra, "make the file", key, api);
     assert!(stdout(&out).contains("the file is made"), "{}", stdout(&out));
     assert_eq!(
         std::fs::read_to_string(ws.join("made-by-tool.txt"))

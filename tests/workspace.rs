@@ -579,7 +579,7 @@ fn claude_code_works_in_a_transactional_workspace() {
     let home = s.dir("home");
     test_ca(d, "ca.pem", &["api.anthropic.com"], "api");
     let key = "sk-ant-api03-layer-canary-99aa88bb77cc66dd55ee44ff33";
-    let mut api = messages_stand_in_with(
+    let api = messages_stand_in_with(
         d,
         "127.0.0.12",
         "the file is made",
@@ -597,31 +597,16 @@ fn claude_code_works_in_a_transactional_workspace() {
         ),
     );
     let ev = d.join("events.jsonl");
-    let mut c = run_cmd(
-        &profile,
-        &ws,
-        &[
-            "--transactional",
-            "--commit",
-            "never",
-            "--home",
-            home.to_str().unwrap(),
-            "--events",
-            ev.to_str().unwrap(),
-        ],
-        &[
-            claude.to_str().unwrap(),
-            "-p",
-            "make the file",
-            "--allowedTools",
-            "Bash",
-        ],
-    );
-    c.env("ANTHROPIC_API_KEY", key);
-    let out = output(c);
-    let _ = api.kill();
-    let _ = api.wait();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let extra = [
+        "--transactional",
+        "--commit",
+        "never",
+        "--home",
+        home.to_str().unwrap(),
+        "--events",
+        ev.to_str().unwrap(),
+    ];
+    let out = run_claude(&profile, &ws, &extra, "make the file", key, api);
     assert!(stdout(&out).contains("the file is made"), "{}", stdout(&out));
     assert!(
         !ws.join("made-by-tool.txt").exists(),

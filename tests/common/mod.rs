@@ -571,3 +571,30 @@ pub fn assert_picks_preset(ws: &Path, home: Option<&Path>, argv: &[&str], preset
     assert!(stderr(&out).contains(&want), "{}", stderr(&out));
     out
 }
+
+/// The real Claude Code from `scripts/setup`, run headless (`-p PROMPT --allowedTools Bash`)
+/// under `profile` in `ws` with `key` as its API key; its model's stand-in `api` is stopped
+/// when it ends. The run must succeed (its output is in the message otherwise).
+pub fn run_claude(
+    profile: &str,
+    ws: &Path,
+    extra: &[&str],
+    prompt: &str,
+    key: &str,
+    mut api: std::process::Child,
+) -> Output {
+    let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    assert!(claude.exists(), "scripts/setup installs Claude Code there");
+    let mut c = run_cmd(
+        profile,
+        ws,
+        extra,
+        &[claude.to_str().unwrap(), "-p", prompt, "--allowedTools", "Bash"],
+    );
+    c.env("ANTHROPIC_API_KEY", key);
+    let out = output(c);
+    let _ = api.kill();
+    let _ = api.wait();
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    out
+}
