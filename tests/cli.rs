@@ -598,22 +598,19 @@ fn a_suggested_profile_runs_the_same_workload_without_a_refusal() {
 
 /// `cordon selftest` on the presets: every attempt of the battery is blocked on this host.
 /// A profile that lets a real-looking key into the environment is caught (exit 1, the
-/// variable named, its value nowhere); strict, which shows no C library, says so.
+/// variable named, its value nowhere).
 #[test]
 fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
     require_root();
-    let presets = [
-        "default",
-        "agent",
-        "claude",
-        "codex",
-        "gemini",
-        "python-agent",
-        "networked",
-        "ip-allowlist",
-        "mcp-server",
-        "mcp-package",
-    ];
+    // Every preset, strict and offline-analyst included (they show no C library, or let
+    // nothing run from the workspace: the probe is bound in with its libraries).
+    let list = stdout(&output({
+        let mut c = cordon_command();
+        c.args(["profile", "list"]);
+        c
+    }));
+    let presets: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(presets.len() >= 18, "{list}");
     for preset in presets {
         let out = output({
             let mut c = cordon_command();
@@ -623,7 +620,8 @@ fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
         let text = stdout(&out);
         assert!(out.status.success(), "{preset}:\n{text}\n{}", stderr(&out));
         assert!(!text.contains("GOT THROUGH"), "{preset}:\n{text}");
-        assert!(text.matches("blocked ").count() >= 30, "{preset}:\n{text}");
+        let least = if preset == "strict" { 25 } else { 30 };
+        assert!(text.matches("blocked ").count() >= least, "{preset}:\n{text}");
         for family in [
             "namespaces",
             "mounts",
@@ -700,15 +698,4 @@ fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
         "{}",
         stdout(&out)
     );
-    // Profiles that let nothing run from the workspace cannot host the probe: said, exit 125.
-    for preset in ["strict", "offline-analyst"] {
-        let out = output({
-            let mut c = cordon_command();
-            c.args(["selftest", "--profile", preset]);
-            c
-        });
-        assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
-        let want = format!("the battery did not run inside a sandbox of {preset}: the probe");
-        assert!(stderr(&out).contains(&want), "{}", stderr(&out));
-    }
 }

@@ -69,6 +69,10 @@ enum Cmd {
         /// filesystem.commit (ask: on a terminal, else keep them pending).
         #[arg(long, value_parser = ["always", "ask", "never"])]
         commit: Option<String>,
+        /// Internal (`cordon selftest`): bind cordon's own binary and shared libraries into
+        /// the sandbox, read-only and executable, so the battery runs in any profile.
+        #[arg(long, hide = true)]
+        selftest_probe: bool,
         /// The agent's command and its arguments, after `--`.
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -387,6 +391,12 @@ use cordon::exit;
 
 fn main() {
     let cli = Cli::parse_from(cli_approvals::argv());
+    // A command that prints (`cordon profile list | head`) ends quietly when its reader goes
+    // away. Not `run`: its proxy and relays write to sockets, where EPIPE is an answer.
+    if !matches!(cli.cmd, Cmd::Run { .. }) {
+        // SAFETY: setting a signal's disposition to the default touches no memory.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match dispatch(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
@@ -418,6 +428,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             transactional,
             direct,
             commit,
+            selftest_probe,
             command,
         } => run(
             profile.as_deref(),
@@ -429,6 +440,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 events,
                 trace,
                 no_probes,
+                selftest_probe,
                 workspace: match (transactional, direct) {
                     (true, _) => Some(profile::WorkspaceMode::Transactional),
                     (_, true) => Some(profile::WorkspaceMode::Direct),
@@ -705,6 +717,8 @@ struct RunOutput {
     events: Option<String>,
     trace: Option<PathBuf>,
     no_probes: bool,
+    /// `--selftest-probe` (hidden): the battery's binary and libraries bound in.
+    selftest_probe: bool,
     /// `--transactional` / `--direct`, over the profile's choice.
     workspace: Option<profile::WorkspaceMode>,
     commit: Option<profile::CommitMode>,
@@ -808,6 +822,9 @@ fn run(
     let firewall = cordon::session::proxy::firewall::prepare(&mut pol, &sandbox_id)?;
     cordon::session::requests::prepare(&mut pol, &sandbox_id)
         .context("approvals.requests: the run's request directory")?;
+    if output.selftest_probe {
+        pol.probe_files = cordon::selftest::probe_files().context("selftest: cordon's own files")?;
+    }
     if !quiet {
         text::eprint(&format!(
             "sandbox {sandbox_id} {} — profile {}{} ({}) workspace {}",

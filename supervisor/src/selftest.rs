@@ -452,3 +452,43 @@ fn secrets(out: &mut Vec<Attempt>) {
         },
     });
 }
+
+/// The files `cordon selftest` binds into its sandbox so the probe runs in any profile (one
+/// that shows no C library, or lets nothing run from the workspace): cordon's own binary at
+/// `policy::SELFTEST_PROBE`, and each shared object it has mapped at its own path — and the
+/// dynamic loader also where the binary asks for it (`/lib64/…` on x86_64, a symlink on the
+/// host that the sandbox may not have). Read from `/proc/self/maps`.
+pub fn probe_files() -> std::io::Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
+    use std::path::{Path, PathBuf};
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let mut out = vec![(exe, PathBuf::from(crate::policy::SELFTEST_PROBE))];
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut libs: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && p.contains(".so"))
+        .map(PathBuf::from)
+        .collect();
+    libs.sort();
+    libs.dedup();
+    for lib in libs {
+        if let Some(name) = lib.file_name().and_then(|n| n.to_str()) {
+            let interp = Path::new("/lib64").join(name);
+            if name.starts_with("ld-linux") && interp.exists() && interp != lib {
+                out.push((lib.clone(), interp));
+            }
+        }
+        // The loader asks for the soname (`libseccomp.so.2`), a symlink beside the file.
+        if let Some(dir) = lib.parent() {
+            for e in std::fs::read_dir(dir)?.flatten() {
+                let link = e.path();
+                let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+                if is_link && std::fs::canonicalize(&link).is_ok_and(|t| t == lib) {
+                    out.push((lib.clone(), link));
+                }
+            }
+        }
+        out.push((lib.clone(), lib));
+    }
+    Ok(out)
+}

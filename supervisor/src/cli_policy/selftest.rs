@@ -28,11 +28,7 @@ pub fn selftest_cmd(
     port: Option<u16>,
 ) -> Result<i32> {
     use cordon::selftest::{Attempt, Setup};
-    use std::os::unix::fs::PermissionsExt as _;
     let ws = &pol.context.workspace;
-    let probe = ws.join("cordon-selftest");
-    std::fs::copy(std::env::current_exe()?, &probe).context("copy cordon into the selftest's workspace")?;
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755))?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port.unwrap_or(0)))
         .context("a port on the host's loopback")?;
     // The places the profile promises are never written: each one that exists is tried.
@@ -43,12 +39,23 @@ pub fn selftest_cmd(
         .filter_map(|x| x.strip_prefix('!'))
         .map(|x| expand(pol, x))
         .collect();
+    // "/**" promises everything: the system's usual places stand for it.
+    let everything = [Path::new("/etc"), Path::new("/usr"), Path::new("/var")].map(Path::to_path_buf);
     let never_write: Vec<PathBuf> = p
         .invariants
         .never_write
         .iter()
         .filter(|x| !x.starts_with('!'))
         .map(|x| policy::prove::literal_start(&expand(pol, x)))
+        .flat_map(|d| {
+            if d == Path::new("/") {
+                let mut all = everything.to_vec();
+                all.push(pol.context.home.clone());
+                all
+            } else {
+                vec![d]
+            }
+        })
         .filter(|d| d.is_dir() && d != Path::new("/") && !d.starts_with("/tmp") && !d.starts_with(ws))
         .filter(|d| {
             !exceptions
@@ -67,10 +74,17 @@ pub fn selftest_cmd(
     std::fs::create_dir_all(&scratch)?;
     let logging = logging_profile(profile_name, p, &scratch)?;
     let out = Command::new(std::env::current_exe()?)
-        .args(["run", "-q", "--profile", &logging, "--workspace"])
+        .args([
+            "run",
+            "-q",
+            "--selftest-probe",
+            "--profile",
+            &logging,
+            "--workspace",
+        ])
         .arg(ws)
         .arg("--")
-        .arg(&probe)
+        .arg(policy::SELFTEST_PROBE)
         .args(["__selftest", &serde_json::to_string(&setup)?])
         .stdin(Stdio::null())
         .output()
@@ -83,7 +97,11 @@ pub fn selftest_cmd(
     if attempts.is_empty() {
         let err = String::from_utf8_lossy(&out.stderr);
         let why = match out.status.code() {
-            Some(126 | 127) => "the probe (a copy of cordon, placed in the workspace) cannot run there: the profile lets nothing run from the workspace, or shows no C library".to_string(),
+            Some(126 | 127) => format!(
+                "the probe (cordon's own binary, bound at {}) cannot run there: {}",
+                policy::SELFTEST_PROBE,
+                err.lines().last().unwrap_or("").trim()
+            ),
             code => format!("exit {code:?}: {}", err.lines().last().unwrap_or("").trim()),
         };
         anyhow::bail!("the battery did not run inside a sandbox of {profile_name}: {why}");

@@ -177,6 +177,9 @@ pub fn landlock(policy: &Policy) -> Result<(), StepError> {
         let client = Path::new(crate::policy::REQUESTS_INSIDE).join(crate::policy::REQUEST_CLIENT);
         add(&client, read | exec)?;
     }
+    for (_, at) in &policy.probe_files {
+        add(at, read | exec)?;
+    }
     add(Path::new("/tmp"), all & !exec)?;
     add(Path::new("/dev"), read | AccessFs::WriteFile | AccessFs::IoctlDev)?;
     add(

@@ -150,6 +150,10 @@ pub fn resolve_program(cmd: &str, env_path: Option<&str>, policy: &Policy) -> Re
     };
     if cmd.contains('/') {
         let p = policy.context.workspace.join(cmd);
+        // The selftest's probe: a file bound in at a path of its own.
+        if policy.probe_files.iter().any(|(_, at)| at == &p) {
+            return Ok(p);
+        }
         return if p.exists() && visible(&p) {
             Ok(p)
         } else {

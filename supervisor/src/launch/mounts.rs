@@ -77,6 +77,13 @@ pub fn prepare(
     if let Some(dir) = &policy.request_dir {
         trees.extend(request_trees(dir)?);
     }
+    for (src, at) in &policy.probe_files {
+        // A library the profile shows already is used where it is.
+        if policy.binds.iter().any(|b| at.starts_with(&b.path)) {
+            continue;
+        }
+        trees.push(ro_tree(src, at, false, "selftest: a file of the probe")?);
+    }
     Ok(trees)
 }
 
@@ -84,31 +91,33 @@ pub fn prepare(
 /// connects to the socket in it, nothing more) and cordon's own binary over the empty
 /// `cordon-request` file in it (read-only, executable: the client).
 fn request_trees(dir: &Path) -> Result<Vec<Tree>, StepError> {
-    use crate::policy::{REQUESTS_INSIDE as INSIDE_DIR, REQUEST_CLIENT as CLIENT_NAME};
+    use crate::policy::{REQUEST_CLIENT as CLIENT_NAME, REQUESTS_INSIDE as INSIDE_DIR};
     let exe = fs::read_link("/proc/self/exe")
         .map_err(|e| StepError::io("approvals: cordon's own binary", &e, "/proc/self/exe"))?;
     let inside = Path::new(INSIDE_DIR);
-    let mut trees = Vec::new();
-    for (src, at, is_dir) in [
-        (dir.to_path_buf(), inside.to_path_buf(), true),
-        (exe, inside.join(CLIENT_NAME), false),
-    ] {
-        let fd = super::overlay::clone_tree(&src, None)?;
-        sys::set_tree_attrs(&fd, true, false, None)
-            .map_err(|e| StepError::io("approvals: mount_setattr", &e, &src.display().to_string()))?;
-        trees.push(Tree {
-            bind: Bind {
-                path: at,
-                access: Access::ReadOnly,
-                exec: !is_dir,
-                idmap: false,
-                required: true,
-            },
-            is_dir,
-            fd,
-        });
-    }
-    Ok(trees)
+    Ok(vec![
+        ro_tree(dir, inside, true, "approvals: the request directory")?,
+        ro_tree(&exe, &inside.join(CLIENT_NAME), false, "approvals: the request client")?,
+    ])
+}
+
+/// A read-only bind of `src` at `at` in the sandbox: a directory not executable, a file
+/// executable.
+fn ro_tree(src: &Path, at: &Path, is_dir: bool, step_name: &'static str) -> Result<Tree, StepError> {
+    let fd = super::overlay::clone_tree(src, None)?;
+    sys::set_tree_attrs(&fd, true, is_dir, None)
+        .map_err(|e| StepError::io(step_name, &e, &src.display().to_string()))?;
+    Ok(Tree {
+        bind: Bind {
+            path: at.to_path_buf(),
+            access: Access::ReadOnly,
+            exec: !is_dir,
+            idmap: false,
+            required: true,
+        },
+        is_dir,
+        fd,
+    })
 }
 
 /// `filesystem.state` directories that do not exist yet are made, as the invoking user's

@@ -58,6 +58,8 @@ pub struct Bind {
 /// name of the client in it (cordon's own binary, bound there).
 pub const REQUESTS_INSIDE: &str = "/run/cordon";
 pub const REQUEST_CLIENT: &str = "cordon-request";
+/// Where `cordon selftest` puts its probe (cordon's own binary) in the sandbox.
+pub const SELFTEST_PROBE: &str = "/run/cordon-selftest/cordon";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
@@ -104,6 +106,11 @@ pub struct Policy {
     /// `/run/cordon` with the `cordon-request` client), set by the run.
     #[serde(skip)]
     pub request_dir: Option<PathBuf>,
+    /// `cordon selftest` only: files bound read-only and executable, each at its path, so
+    /// the battery (cordon's own binary, at `SELFTEST_PROBE`) runs whatever the profile shows:
+    /// (source on the host, where in the sandbox).
+    #[serde(skip)]
+    pub probe_files: Vec<(PathBuf, PathBuf)>,
     /// `[grants] read`: paths hidden at start that `cordon grant --read` may show for a while
     /// (each inside a read-only or read-write bind: landlock already allows reading it).
     pub grant_read: Vec<PathBuf>,
@@ -393,6 +400,7 @@ pub fn compile(
         trust: None,
         decoys: Vec::new(),
         request_dir: None,
+        probe_files: Vec::new(),
         hidden: {
             let mut h = hidden;
             let more: Vec<PathBuf> = grant_read
