@@ -315,6 +315,22 @@ fn a_profile_breaking_its_invariants_is_refused_before_anything_starts() {
     );
 }
 
+/// Every preset, as `cordon profile list` names them.
+fn preset_names() -> Vec<String> {
+    let list = stdout(&output({
+        let mut c = cordon_command();
+        c.args(["profile", "list"]);
+        c
+    }));
+    let names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    assert!(names.len() >= 18, "{list}");
+    names
+}
+
 /// `cordon explain --verify` on the presets: every answer of the model agrees with what a
 /// throwaway sandbox of the profile really does (reads, writes, exec, loopback connects).
 #[test]
@@ -403,15 +419,8 @@ fn explain_agrees_with_the_sandbox_on_every_preset() {
         questions.push(q.to_string());
     }
     assert!(questions.len() >= 40, "{}", questions.len());
-    for preset in [
-        "default",
-        "agent",
-        "claude",
-        "networked",
-        "offline-analyst",
-        "mcp-server",
-        "strict",
-    ] {
+    let presets = preset_names();
+    for preset in presets.iter().map(String::as_str) {
         let mut c = cordon_command();
         c.args(["explain", preset, "--verify", "-w", w]);
         for q in &questions {
@@ -604,14 +613,8 @@ fn selftest_blocks_every_attempt_on_the_presets_and_catches_a_weak_profile() {
     require_root();
     // Every preset, strict and offline-analyst included (they show no C library, or let
     // nothing run from the workspace: the probe is bound in with its libraries).
-    let list = stdout(&output({
-        let mut c = cordon_command();
-        c.args(["profile", "list"]);
-        c
-    }));
-    let presets: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    assert!(presets.len() >= 18, "{list}");
-    for preset in presets {
+    let presets = preset_names();
+    for preset in presets.iter().map(String::as_str) {
         let out = output({
             let mut c = cordon_command();
             c.args(["selftest", "--profile", preset]);

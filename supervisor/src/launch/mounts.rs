@@ -91,13 +91,18 @@ pub fn prepare(
 /// connects to the socket in it, nothing more) and cordon's own binary over the empty
 /// `cordon-request` file in it (read-only, executable: the client).
 fn request_trees(dir: &Path) -> Result<Vec<Tree>, StepError> {
-    use crate::policy::{REQUEST_CLIENT as CLIENT_NAME, REQUESTS_INSIDE as INSIDE_DIR};
+    use crate::policy::{REQUESTS_INSIDE as INSIDE_DIR, REQUEST_CLIENT as CLIENT_NAME};
     let exe = fs::read_link("/proc/self/exe")
         .map_err(|e| StepError::io("approvals: cordon's own binary", &e, "/proc/self/exe"))?;
     let inside = Path::new(INSIDE_DIR);
     Ok(vec![
         ro_tree(dir, inside, true, "approvals: the request directory")?,
-        ro_tree(&exe, &inside.join(CLIENT_NAME), false, "approvals: the request client")?,
+        ro_tree(
+            &exe,
+            &inside.join(CLIENT_NAME),
+            false,
+            "approvals: the request client",
+        )?,
     ])
 }
 
