@@ -324,14 +324,16 @@ fn write_quota_is_enospc_to_the_agent() {
         "quota",
         "[filesystem]\nworkspace = \"transactional\"\nwrite_quota = \"4M\"\ncommit = \"never\"\n",
     );
+    let ev = s.path().join("events.jsonl");
     let out = output(run_cmd(
         &profile,
         &ws,
-        &[],
+        &["--events", ev.to_str().unwrap()],
         &[
             "/bin/sh",
             "-c",
-            "rm gone.txt; rm -r d; mkdir d; echo y > d/y.txt; dd if=/dev/zero of=big bs=1M count=16 2>&1; echo dd=$?",
+            // The agent goes on a while after: the cap is reported while the run goes on.
+            "rm gone.txt; rm -r d; mkdir d; echo y > d/y.txt; dd if=/dev/zero of=big bs=1M count=16 2>&1; echo dd=$?; sleep 0.6",
         ],
     ));
     let text = stdout(&out);
@@ -346,6 +348,20 @@ fn write_quota_is_enospc_to_the_agent() {
         stderr(&out)
     );
     assert!(!ws.join("big").exists(), "the host's workspace is untouched");
+    let reached: Vec<serde_json::Value> = events_of(&ev)
+        .iter()
+        .filter_map(|e| e.get("detection").cloned())
+        .filter(|d| d["rule"] == "write_quota")
+        .collect();
+    assert_eq!(
+        reached.len(),
+        1,
+        "one live event says the cap was reached: {reached:#?}"
+    );
+    assert!(
+        reached[0]["summary"].as_str().unwrap().contains("ENOSPC"),
+        "{reached:#?}"
+    );
     let id = pending_id(&ws).unwrap();
     // The layer left its tmpfs for the disk when the run ended (it survives a reboot), with
     // its whiteouts and opaque directory.
@@ -712,4 +728,59 @@ git log --format=%s | tr '\\n' ' '",
     let id = pending_id(&ws).unwrap();
     let r = cordon_out(&["rollback", &id]);
     assert!(r.status.success(), "{}", stderr(&r));
+}
+
+/// `cordon changes --prune AGE` discards what finished runs older than AGE left pending, and
+/// nothing younger (the age is when the run started: here made old in its record).
+#[test]
+fn changes_prune_discards_only_what_is_older_than_the_age() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ws");
+    s.file("ws/keep.txt", "mine\n");
+    let out = run_transactional(&ws, &["--commit", "never"], "echo agent > new.txt; rm keep.txt");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = pending_id(&ws).expect("pending");
+    let young = cordon_out(&["changes", "--prune", "1d"]);
+    assert!(!stdout(&young).contains(&id), "{}", stdout(&young));
+    assert_eq!(pending_id(&ws).as_deref(), Some(id.as_str()));
+    let record = Path::new("/var/lib/cordon/changes").join(&id).join("run.json");
+    let mut run: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let two_days_ago = run["started_ns"].as_i64().unwrap() - 2 * 86_400 * 1_000_000_000;
+    run["started_ns"] = serde_json::json!(two_days_ago);
+    std::fs::write(&record, serde_json::to_vec(&run).unwrap()).unwrap();
+    let pruned = cordon_out(&["changes", "--prune", "1d"]);
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains(&format!("sandbox {id}: 2 pending change(s) discarded")),
+        "{}",
+        stdout(&pruned)
+    );
+    assert_eq!(pending_id(&ws), None);
+    assert_eq!(std::fs::read_to_string(ws.join("keep.txt")).unwrap(), "mine\n");
+    assert!(!ws.join("new.txt").exists());
+}
+
+/// A workspace on a filesystem cordon cannot use (ramfs: no idmapped mounts) is refused in both
+/// modes before the agent starts, naming the filesystem and what to do; nothing is left behind.
+#[test]
+fn a_workspace_on_a_filesystem_cordon_cannot_use_is_refused_naming_it() {
+    require_root();
+    let s = Scratch::new();
+    let ws = s.dir("ramfs");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "ramfs", "ramfs"])
+        .arg(&ws)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    std::fs::write(ws.join("a.txt"), "x\n").unwrap();
+    let tx = run_transactional(&ws, &[], "true");
+    let direct = output(run_cmd("default", &ws, &["--direct"], &["/bin/true"]));
+    let _ = std::process::Command::new("umount").arg(&ws).status();
+    for out in [&tx, &direct] {
+        refused(out, "(ramfs): this filesystem cannot be idmapped");
+        assert!(stderr(out).contains("no agent was started"), "{}", stderr(out));
+    }
+    assert_eq!(pending_id(&ws), None, "no layer is left");
 }

@@ -172,6 +172,34 @@ pub fn rollback_cmd(sandbox: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// `cordon changes --prune AGE`: roll back the pending changes of runs that started more than
+/// AGE ago and are not running (each recorded as a rollback follow-up of its trace).
+pub fn prune_cmd(age: &str) -> Result<i32> {
+    let ms =
+        cordon::profile::units::parse_millis(age).map_err(|e| anyhow::anyhow!("--prune {age:?}: {e}"))?;
+    let now = i64::try_from(cordon::events::unix_now_ns()).unwrap_or(i64::MAX);
+    let cutoff = now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX).saturating_mul(1_000_000));
+    let mut pruned = 0;
+    for l in Layer::list() {
+        if l.running() || l.record.started_ns > cutoff {
+            continue;
+        }
+        let discarded = apply::rollback(&l)?;
+        follow_up(&l, "rollback", &discarded, Vec::new());
+        println!(
+            "sandbox {}: {} pending change(s) discarded ({})",
+            text::escape(&l.record.sandbox),
+            discarded.len(),
+            text::escape(&l.record.workspace.to_string_lossy())
+        );
+        pruned += 1;
+    }
+    if pruned == 0 {
+        println!("nothing pending is older than {age} (running runs are never pruned)");
+    }
+    Ok(0)
+}
+
 pub fn list_cmd() -> Result<i32> {
     println!(
         "{:<14} {:<10} {:>8}  {:<36} COMMAND",

@@ -131,8 +131,13 @@ enum Cmd {
     },
     /// Discard a finished transactional run's changes (the workspace stays as it was).
     Rollback { sandbox: String },
-    /// List transactional runs whose changes are pending.
-    Changes,
+    /// List transactional runs whose changes are pending; `--prune D` discards those of runs
+    /// that started more than D ago and are no longer running (as `cordon rollback` would).
+    Changes {
+        /// An age ("7d", "12h"): discard what older finished runs left pending.
+        #[arg(long, value_name = "AGE")]
+        prune: Option<String>,
+    },
     /// Freeze a running sandbox: every process in it stops at once (cgroup freezer).
     Freeze {
         /// Sandbox id (or a unique prefix), as `cordon ps` lists it.
@@ -499,7 +504,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         } => cli_changes::diff_cmd(&sandbox, stat, name_only, &paths),
         Cmd::Commit { sandbox, paths } => cli_changes::commit_cmd(&sandbox, &paths),
         Cmd::Rollback { sandbox } => cli_changes::rollback_cmd(&sandbox),
-        Cmd::Changes => cli_changes::list_cmd(),
+        Cmd::Changes { prune: None } => cli_changes::list_cmd(),
+        Cmd::Changes { prune: Some(age) } => cli_changes::prune_cmd(&age),
         Cmd::Trace(t) => trace_cmd(t),
         Cmd::Learn(a) => cordon::detect::offline::learn_main(a).map_err(anyhow::Error::msg),
         Cmd::Score(a) => cordon::detect::offline::score_main(&a).map_err(anyhow::Error::msg),

@@ -13,8 +13,17 @@ pub(super) fn clone_tree(path: &Path, idmap: Option<&OwnedFd>) -> Result<OwnedFd
     let shown = path.display().to_string();
     let fd = sys::open_tree_clone(path).map_err(|e| StepError::io("filesystem: open_tree", &e, &shown))?;
     if idmap.is_some() {
-        sys::set_tree_attrs(&fd, false, false, idmap)
-            .map_err(|e| StepError::io("filesystem: idmapped mount", &e, &shown))?;
+        sys::set_tree_attrs(&fd, false, false, idmap).map_err(|e| {
+            let detail = if e.raw_os_error() == Some(libc::EINVAL) {
+                format!(
+                    "{shown} ({}): this filesystem cannot be idmapped, which cordon needs to show its owner's files as the agent's; use a directory on ext4, xfs, btrfs or tmpfs",
+                    fs_name(path)
+                )
+            } else {
+                shown.clone()
+            };
+            StepError::io("filesystem: idmapped mount", &e, &detail)
+        })?;
     }
     Ok(fd)
 }

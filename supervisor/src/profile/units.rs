@@ -78,13 +78,14 @@ const SIZE: Unit = Unit {
 const DURATION: Unit = Unit {
     what: "duration",
     example: "\"90s\" or \"2h\"",
-    known: "ms, s, m or h",
+    known: "ms, s, m, h or d",
     multiplier: |suffix| {
         Some(match suffix {
             "ms" => 1,
             "" | "s" => 1000,
             "m" | "min" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return None,
         })
     },
@@ -164,6 +165,7 @@ mod tests {
         assert_eq!(parse_millis("2h"), Ok(7_200_000));
         assert_eq!(parse_millis("250ms"), Ok(250));
         assert_eq!(parse_millis("5"), Ok(5000));
-        assert!(parse_millis("5d").is_err());
+        assert_eq!(parse_millis("5d"), Ok(5 * 86_400_000));
+        assert!(parse_millis("5w").is_err());
     }
 }

@@ -151,6 +151,8 @@ pub struct Session {
     /// When the agent could first run (set on attach): the persistence scan reports what
     /// changed since.
     attached_at: Option<SystemTime>,
+    /// `write_quota`: the layer's upper directory and the cap.
+    quota: Option<(PathBuf, u64)>,
 }
 
 impl Session {
@@ -211,6 +213,7 @@ impl Session {
             trace: Some(trace),
             running: None,
             workspace: policy.context.workspace.clone(),
+            quota: policy.write_quota.zip(layer_upper.clone()).map(|(q, u)| (u, q)),
             scanned: layer_upper,
             attached_at: None,
         })
@@ -326,6 +329,7 @@ impl Session {
             redactor: self.redactor.clone(),
             gitwatch: gitwatch::GitWatch::new(self.workspace.clone(), started, self.scanned.clone()),
             supply,
+            quota: self.quota.clone(),
         })
         .map_err(SessionError::Events)?;
         self.running = Some(Components {

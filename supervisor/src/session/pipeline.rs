@@ -75,6 +75,9 @@ pub struct Parts {
     pub gitwatch: super::gitwatch::GitWatch,
     /// The live supply-chain check, when the profile runs its rule.
     pub supply: Option<super::supply::SupplyWatch>,
+    /// `write_quota`: the layer's directory (on its tmpfs) and the cap, watched so that
+    /// reaching it is an event while the run goes on.
+    pub quota: Option<(PathBuf, u64)>,
 }
 
 pub struct Pipeline {
@@ -194,7 +197,9 @@ async fn run(
         redactor,
         mut gitwatch,
         mut supply,
+        quota,
     } = p;
+    let mut quota_reached = false;
     let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
     let asks = requests.and_then(|(l, unasked)| {
@@ -295,6 +300,14 @@ async fn run(
                         if let Some(kind) = events.last().and_then(|e| e.kind.as_ref()) {
                             alert_line(kind, &meta.sandbox);
                         }
+                    }
+                }
+                if ticks.is_multiple_of(50) && !quota_reached {
+                    if let Some(kind) = quota.as_ref().and_then(|(dir, q)| quota_detection(dir, *q)) {
+                        quota_reached = true;
+                        alert_line(&kind, &meta.sandbox);
+                        let e = dec.bare(kind);
+                        dec.emit(e, &mut events);
                     }
                 }
                 if ticks == 20 && injected("event pipeline") {
@@ -399,6 +412,27 @@ async fn run(
         sealed,
         rolled_back: detect.rolled_back(),
     }
+}
+
+/// `write_quota` reached (within 64 KiB: tmpfs allocates in pages): a detection, once. The
+/// kernel already refuses the writes past it (ENOSPC); this says so while the run goes on.
+fn quota_detection(dir: &std::path::Path, quota: u64) -> Option<Kind> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let used = quota.saturating_sub(st.blocks_available() * st.fragment_size());
+    (used + (64 << 10) >= quota).then(|| {
+        Kind::Detection(pb::Detection {
+            rule: "write_quota".into(),
+            summary: format!(
+                "the agent reached its write quota ({used} of {quota} bytes): writes past it fail with ENOSPC"
+            ),
+            response: "alert".into(),
+            window: "whole run".into(),
+            score: used as f64,
+            threshold: quota as f64,
+            offending_time_unix_ns: crate::events::unix_now_ns(),
+            ..Default::default()
+        })
+    })
 }
 
 /// The stderr line of a live persistence finding (escaped: it quotes the agent's bytes).
