@@ -787,6 +787,7 @@ fn run(
     command: Vec<String>,
 ) -> Result<i32> {
     let quiet = output.quiet;
+    text::milestone("run: start");
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -924,6 +925,7 @@ fn run(
         owner_uid: id.owner_uid,
     };
     // The trace is started (header on disk) before the sandbox: no trace, no run.
+    text::milestone("profile loaded, compiled and proven");
     let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))
         .context("the trace signing key")?
         .0;
@@ -958,6 +960,7 @@ fn run(
         .then(launch::desk::Desk::new)
         .transpose()
         .context("approvals: the terminal's question desk (eventfd)")?;
+    text::milestone("trace header written");
     let mut session = cordon::session::Session::prepare(
         &pol,
         cordon::session::Setup {
@@ -970,6 +973,7 @@ fn run(
             desk: desk.clone(),
         },
     )?;
+    text::milestone("session prepared (probes ready)");
     let launched = launch::run(
         &pol,
         launch::Options {
@@ -1008,7 +1012,9 @@ fn run(
         }
         None => (None, None),
     };
+    text::milestone("agent exited");
     let report = session.finish(&sealed);
+    text::milestone("session finished (trace sealed)");
     if let Some(r) = removing {
         let _ = r.join();
     }

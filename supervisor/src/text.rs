@@ -170,3 +170,18 @@ impl From<&str> for Refusal {
         Refusal(s.into())
     }
 }
+
+/// `CORDON_TIMES=1`: one line on stderr per step of a run, with the milliseconds since the
+/// first step (to see where a launch's time goes; `benches/compare.sh` times the whole).
+pub fn milestone(what: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| std::env::var_os("CORDON_TIMES").map(|_| Instant::now()));
+    if let Some(t0) = start {
+        eprint(&format!(
+            "time {:>8.2} ms  {what}",
+            t0.elapsed().as_secs_f64() * 1e3
+        ));
+    }
+}

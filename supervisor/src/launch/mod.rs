@@ -341,6 +341,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     drop(trees);
     let guard = supervise::KillOnDrop(&pidfd);
 
+    crate::text::milestone("launch: cloned");
     // 7. The observer watches the sandbox (probes, trace, monitor). ORDER: before release, so
     //    the agent's first syscall is already recorded and its first connect already judged.
     let watched = observer
@@ -364,6 +365,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
             .send(&channel::Msg::Release)
             .map_err(|e| StepError::io("handshake: release", &e, ""))
     };
+    crate::text::milestone("launch: observer attached");
     match watched.and_then(|()| release().map_err(LaunchError::from)) {
         Ok(()) => {}
         Err(e) => {
@@ -384,6 +386,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     }
     drop(v1_join);
 
+    crate::text::milestone("launch: released");
     // 9. Supervise until the sandbox is gone.
     let outcome = supervise::run(supervise::Running {
         pid,

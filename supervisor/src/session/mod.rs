@@ -221,6 +221,7 @@ impl Session {
 
     fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
         let mut watch = watch(probes, sb, self.net_rules.clone())?;
+        crate::text::milestone("session: probes watch the sandbox");
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
         // ORDER: the proxy listens inside the sandbox's namespace before the probes send it
         // anything, and both before release: the agent's first connect already goes there.
@@ -294,12 +295,14 @@ impl Session {
                 extra_tx.clone(),
             )
         });
+        crate::text::milestone("session: proxy, approvals, grants");
         let trace = self.trace.take().expect("the trace is started once");
         let recording = crate::trace::record::Recording::new(trace, sb.cgroup.to_path_buf());
         let tracer = tracer::Tracer::start(recording, fuse.clone()).map_err(|e| SessionError::Io {
             what: "trace writer thread",
             source: e,
         })?;
+        crate::text::milestone("session: trace writer started");
         let mut detect = crate::detect::pipeline::Detect::new(
             &self.policy_monitor,
             sb.cgroup.to_path_buf(),
@@ -312,6 +315,7 @@ impl Session {
             detect.watch_writes(|p| crate::persist::watched(std::path::Path::new(p)));
             supply::SupplyWatch::new(self.workspace.clone(), started, self.scanned.clone())
         });
+        crate::text::milestone("session: monitor ready");
         let pipeline = pipeline::Pipeline::start(pipeline::Parts {
             watch,
             meta: self.meta.clone(),
@@ -351,6 +355,7 @@ impl Session {
                 .map(|t| crate::persist::scan(self.scanned.as_ref().unwrap_or(&self.workspace), t))
                 .unwrap_or_default(),
         );
+        crate::text::milestone("session: persistence scan");
         let mut run_notes = outcome.notes.clone();
         run_notes.extend(build_files_note(&build_files));
         let Some(c) = self.running.take() else {
@@ -385,6 +390,7 @@ impl Session {
                 .map(|f| gitwatch::detection(f, "after the run"))
                 .collect(),
         });
+        crate::text::milestone("session: pipeline drained and stopped (probes released)");
         let failures = c.fuse.failures();
         let mut notes = run_notes;
         notes.extend(failures.iter().cloned());

@@ -388,7 +388,9 @@ async fn run(
     dec.emit(e, &mut events);
     publish.send(&mut events);
     let sealed = publish.trace_alive && publish.trace.send(TraceMsg::Seal(exit_code, notes)).is_ok();
+    crate::text::milestone("pipeline: last events out, seal sent");
     drop(watch);
+    crate::text::milestone("pipeline: probes released");
     // ORDER: the server holds a sender; stop it first so the bus closes and consumers end.
     if let Some(s) = server {
         s.abort();

@@ -26,8 +26,10 @@ pub const CHECKPOINT_RECORDS: u32 = 4096;
 pub const CHECKPOINT_MS: u32 = 1000;
 /// Written records reach the disk (`fdatasync`) at most this long after they were written.
 pub const SYNC_MS: u64 = 1000;
-pub const DURABILITY: &str = "records are written to the file at least every 10 ms; fdatasync \
-    at most once per second when something was written; the seal is fsynced with the directory";
+pub const DURABILITY: &str = "the header is written before the agent starts and fdatasynced \
+    with the first records (off the launch path); records are written to the file at least every \
+    10 ms; fdatasync at most once per second when something was written; the seal is fsynced \
+    with the directory";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -260,11 +262,18 @@ impl TraceFile {
             unsynced: false,
             done: false,
         };
-        // The header is on disk before the agent runs: a trace that cannot start stops the run.
-        if let Err(e) = t.write_io().and_then(|()| t.sync()) {
+        // The header is written before the agent runs: a trace that cannot start stops the run.
+        // Its fdatasync is due at once but left to the first write after this one — the trace
+        // writer's, on its own thread while the agent starts (it protects the first records
+        // against a host crash, as every later sync does; a failure there stops the run like
+        // any later one).
+        if let Err(e) = t.write_io() {
             t.abandon();
             return Err(err(e));
         }
+        t.last_sync = Instant::now()
+            .checked_sub(Duration::from_millis(SYNC_MS))
+            .unwrap_or(t.last_sync);
         Ok(t)
     }
 
