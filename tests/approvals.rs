@@ -389,20 +389,30 @@ fn only_root_or_the_user_who_started_the_run_may_decide_for_it() {
     require_root();
     let s = Scratch::new();
     let marker = "approvals-owner-8812";
+    let home = s.dir("home");
     let mut c = run_cmd(
         "default",
         s.path(),
-        &[],
+        &["--home", home.to_str().unwrap()],
         &["/bin/sh", "-c", &format!("sleep 30 # {marker}")],
     );
     c.env("SUDO_UID", "1000").env("SUDO_GID", "1000");
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let id = sandbox_id_of(marker);
+    // A copy of cordon other users can run wherever the build directory is.
+    let bin = s.dir("bin");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [s.path(), bin.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::copy(cordon(), bin.join("cordon")).unwrap();
+    }
     let as_uid = |uid: &str, args: &[&str]| {
         let mut c = std::process::Command::new("setpriv");
         c.args(["--reuid", uid, "--regid", uid, "--clear-groups", "--"])
-            .arg(cordon())
+            .arg(bin.join("cordon"))
             .args(args)
             .env("CORDON_TRACE_DIR", "/tmp");
         output(c)
