@@ -18,6 +18,12 @@ mod window;
 
 pub use finding::Finding;
 pub use window::fmt_ms;
+
+/// The `processes` rule counts the processes created while at least `limit / 8` (2 to 64) of
+/// the sandbox's processes are alive at once: 62 for `default`'s 500, 4 for `strict`'s 32.
+fn storm_live(limit: u64) -> i64 {
+    i64::try_from(limit / 8).unwrap_or(64).clamp(2, 64)
+}
 use window::{Throttle, Window};
 
 use std::collections::HashMap;
@@ -61,6 +67,10 @@ pub struct Detector {
     secrets: Option<tally::Tally>,
     denials: Option<Window>,
     processes: Option<Window>,
+    /// The sandbox's processes alive now (forks minus exits, as recorded; init is one), and
+    /// how many make a storm (`storm_live`).
+    live_processes: i64,
+    storm_live: i64,
     repeated: Option<(Rule, HashMap<String, Window>)>,
     written: Option<Rule>,
     written_fired: bool,
@@ -216,7 +226,9 @@ impl Detector {
             breadth: cfg.rule("breadth").map(tally::Tally::new),
             secrets: cfg.rule("secrets").map(tally::Tally::new),
             denials: window("denials", "refused operations"),
-            processes: window("processes", "processes created"),
+            processes: window("processes", "processes created while many are alive"),
+            live_processes: 1,
+            storm_live: cfg.rule("processes").map_or(64, |r| storm_live(r.limit)),
             repeated: cfg.rule("repeated_denials").map(|r| (r.clone(), HashMap::new())),
             written: cfg.rule("written").cloned(),
             written_fired: false,
@@ -336,13 +348,21 @@ impl Detector {
                 }
             }
             Some(Kind::Fork(f)) if !f.thread => {
+                self.live_processes += 1;
+                // A fork storm keeps what it makes alive; a loop of short commands (a shell
+                // pipeline per file) makes as many but never holds many at once.
+                let storm = self.live_processes >= self.storm_live;
                 if let Some(f) = self
                     .processes
                     .as_mut()
+                    .filter(|_| storm)
                     .and_then(|w| w.push(e.time_unix_ns, e.seq, ""))
                 {
                     found.push(f);
                 }
+            }
+            Some(Kind::Exit(x)) if x.process => {
+                self.live_processes = (self.live_processes - 1).max(0);
             }
             Some(Kind::Net(n)) => self.net(e, n, &mut found),
             Some(Kind::Counts(c)) => self.frequencies(e, c, &mut found),

@@ -632,3 +632,35 @@ fn a_directory_renamed_onto_a_protected_name_writes_everything_beneath_it() {
     );
     assert!(what[1].contains("/w/.git/hooks"), "{what:?}");
 }
+
+#[test]
+fn processes_counts_a_storm_that_stays_alive_not_a_loop_of_short_commands() {
+    let fork = |n: u32| {
+        Kind::Fork(pb::ProcessFork {
+            child_pid: n,
+            child_host_pid: n + 1000,
+            thread: false,
+        })
+    };
+    let exit = Kind::Exit(pb::ProcessExit {
+        status: 0,
+        signal: 0,
+        process: true,
+    });
+    // A shell loop: 900 commands in 2 s, each gone before the next.
+    let mut d = detector("default");
+    let mut churn = Vec::new();
+    for i in 0..900u32 {
+        churn.push(ev(u64::from(2 * i), u64::from(i) * 2, fork(i + 2)));
+        churn.push(ev(u64::from(2 * i + 1), u64::from(i) * 2 + 1, exit.clone()));
+    }
+    let found = run(&mut d, &churn);
+    assert!(!found.iter().any(|f| f.rule == "processes"), "{found:?}");
+    // A fork storm: 700 processes in 1 s, none exiting.
+    let mut d = detector("default");
+    let storm: Vec<_> = (0..700u32)
+        .map(|i| ev(u64::from(i), u64::from(i), fork(i + 2)))
+        .collect();
+    let found = run(&mut d, &storm);
+    assert!(found.iter().any(|f| f.rule == "processes"), "{found:?}");
+}

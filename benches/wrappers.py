@@ -1,0 +1,61 @@
+"""The wrappers the side-by-side benches time (benches/compare.py, benches/agent.py): the same
+policy for each — workspace read-write, everything else read-only, ~/.ssh hidden, no network."""
+import os, statistics, subprocess, time
+
+HOME = os.path.expanduser("~")
+
+def wrappers(cordon_bin, ws):
+    """(name, wrap) pairs: "cordon" has the eBPF probes attached (the default); "cordon-np" is
+    --no-probes; "cordon-proxy" is `networked` (network.mode = "proxy")."""
+    def cordon(cmd):
+        return [cordon_bin, "run", "-q", "--profile", "default", "--workspace", ws, "--"] + cmd
+
+    def cordon_proxy(cmd):
+        return [cordon_bin, "run", "-q", "--profile", "networked", "--workspace", ws, "--"] + cmd
+
+    def cordon_unmonitored(cmd):
+        return [cordon_bin, "run", "-q", "--no-probes", "--profile", "default", "--workspace", ws, "--"] + cmd
+
+    # bwrap cannot hide a directory that does not exist (it would have to create it on the
+    # read-only root).
+    hide_ssh = ["--tmpfs", f"{HOME}/.ssh"] if os.path.isdir(f"{HOME}/.ssh") else []
+
+    def bwrap(cmd):
+        return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", ws, ws,
+                *hide_ssh, "--unshare-all", "--unshare-user", "--disable-userns",
+                "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+                "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", HOME,
+                "--chdir", ws, "--"] + cmd
+
+    def firejail(cmd):
+        return ["firejail", "--quiet", "--noprofile", "--net=none", "--read-only=/", f"--read-write={ws}",
+                f"--blacklist={HOME}/.ssh", "--caps.drop=all", "--seccomp", "--nonewprivs", "--private-dev",
+                "--nogroups", "--disable-mnt", "--restrict-namespaces", "--protocol=unix,inet,inet6",
+                "--ipc-namespace", "--"] + cmd
+
+    def bare(cmd):
+        return cmd
+
+    return {"bare": bare, "cordon": cordon, "cordon-np": cordon_unmonitored, "cordon-proxy": cordon_proxy,
+            "bwrap": bwrap, "firejail": firejail}
+
+
+def once(argv, ws):
+    """Seconds one wrapped command takes; a failure stops the bench with its stderr."""
+    t = time.perf_counter()
+    r = subprocess.run(argv, cwd=ws, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed ({r.returncode}): {r.stderr.decode()[-500:]}")
+    return time.perf_counter() - t
+
+
+def interleaved(cmd, names, wraps, runs, ws):
+    """Median seconds per wrapper: one warm-up each, then the wrappers run by run in turn, so
+    drift on a shared VM hits all of them alike."""
+    samples = {w: [] for w in names}
+    for w in names:
+        once(wraps[w](cmd), ws)
+    for _ in range(runs):
+        for w in names:
+            samples[w].append(once(wraps[w](cmd), ws))
+    return {w: statistics.median(v) for w, v in samples.items()}
