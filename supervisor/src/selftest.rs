@@ -28,8 +28,11 @@ pub struct Attempt {
 /// What the battery needs from outside the sandbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Setup {
-    /// A port cordon listens on at the host's 127.0.0.1.
+    /// A port cordon listens on at the host's 127.0.0.1; what it says to whoever connects
+    /// (reaching something else on that port — a proxy inside the sandbox — is not the host).
     pub host_port: u16,
+    #[serde(default)]
+    pub host_token: String,
     /// Directories the profile promises are never written (invariants).
     pub never_write: Vec<PathBuf>,
     /// The home, and how many entries its ~/.ssh has on the host.
@@ -368,7 +371,17 @@ fn network(setup: &Setup, out: &mut Vec<Attempt>) {
         return;
     }
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], setup.host_port));
-    let r = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    // Through only if the host's service answers with its token: a connect inside the
+    // sandbox's own network namespace (its proxy may listen on the same port) reaches nothing
+    // of the host.
+    let heard = |mut c: std::net::TcpStream| -> Result<bool, std::io::Error> {
+        use std::io::Read as _;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut buf = [0u8; 128];
+        let n = c.read(&mut buf)?;
+        Ok(!setup.host_token.is_empty() && buf[..n].starts_with(setup.host_token.as_bytes()))
+    };
+    let r = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(heard);
     out.push(Attempt {
         family: "network".into(),
         what: format!(
@@ -376,9 +389,10 @@ fn network(setup: &Setup, out: &mut Vec<Attempt>) {
             setup.host_port
         ),
         layer: "network namespace, landlock, egress hooks".into(),
-        blocked: r.is_err(),
+        blocked: !matches!(r, Ok(true)),
         detail: match r {
-            Ok(_) => "connected".into(),
+            Ok(true) => "connected: the host's service answered".into(),
+            Ok(false) => "connected to something else on that port (not the host's service)".into(),
             Err(e) => e.raw_os_error().map_or_else(|| e.to_string(), name),
         },
     });

@@ -63,8 +63,29 @@ pub fn selftest_cmd(
                 .any(|x| d.starts_with(policy::prove::literal_start(x)))
         })
         .collect();
+    // The host's service: it greets whoever reaches it with a token the probe checks.
+    let host_token = format!("cordon-selftest-{}", std::process::id());
+    let served = listener.try_clone()?;
+    served.set_nonblocking(true)?;
+    let token = host_token.clone();
+    let serving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = serving.clone();
+    let server = std::thread::spawn(move || {
+        use std::io::Write as _;
+        // Bounded: it stops when the battery is done (or after two minutes).
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while still.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < end {
+            match served.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(format!("{token}\n").as_bytes());
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    });
     let setup = Setup {
         host_port: listener.local_addr()?.port(),
+        host_token,
         never_write,
         home: pol.context.home.clone(),
         ssh_entries_on_host: std::fs::read_dir(pol.context.home.join(".ssh")).map_or(0, |d| d.count()),
@@ -89,6 +110,8 @@ pub fn selftest_cmd(
         .stdin(Stdio::null())
         .output()
         .context("cordon run")?;
+    serving.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = server.join();
     drop(listener);
     let attempts: Vec<Attempt> = String::from_utf8_lossy(&out.stdout)
         .lines()
