@@ -44,7 +44,10 @@ pub fn grant(a: GrantArgs) -> Result<i32> {
 
 pub fn grants(sandbox: &str) -> Result<i32> {
     let id = control::resolve(sandbox)?;
-    println!("{}", control::grants(&id)?);
+    // Reasons may be the agent's words (a request's `--why`): escaped.
+    for line in control::grants(&id)?.lines() {
+        println!("{}", cordon::text::escape(line));
+    }
     Ok(0)
 }
 

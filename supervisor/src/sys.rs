@@ -561,7 +561,8 @@ pub fn lo_up() -> io::Result<()> {
 
 /// Detach the mount at `path` (lazily: open files keep what they opened).
 pub fn umount_detach(path: &Path) -> io::Result<()> {
-    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from)
+    use nix::mount::MntFlags;
+    nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(io::Error::from)
 }
 
 /// Run `op` in the mount namespace of process `pid`, in a child that shares cordon's memory

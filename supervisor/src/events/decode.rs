@@ -424,6 +424,16 @@ fn redact(r: &crate::secret::Redactor, e: &mut pb::Event) {
             r.field(&mut m.text);
             m.tool_calls.iter_mut().for_each(|t| r.field(&mut t.input));
         }
+        // The agent's own words: its request's target and reason.
+        Some(Kind::Approval(a)) => {
+            r.field(&mut a.target);
+            r.field(&mut a.why);
+            r.field(&mut a.rule);
+        }
+        Some(Kind::Grant(g)) => {
+            r.field(&mut g.target);
+            r.field(&mut g.reason);
+        }
         _ => {}
     }
 }

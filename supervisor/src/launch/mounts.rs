@@ -337,6 +337,11 @@ fn hide(policy: &Policy) -> Result<(), StepError> {
 /// Mask `path` (a directory: an empty read-only tmpfs; a file: the empty file), as hiding
 /// does at start. Run in the sandbox's mount namespace (`sys::in_mount_ns`).
 pub fn mask(path: &Path) -> io::Result<()> {
+    // A grant's path is never a symlink (the envelope lies under read-only places only; this
+    // is the second line).
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     if fs::metadata(path)?.is_dir() {
         sys::mount(
             "tmpfs",

@@ -184,6 +184,8 @@ pub enum CompileError {
     Monitor(#[from] monitor::ConfigError),
     #[error("grants.read {0}: not inside anything the profile shows (add it, or a directory above it, to filesystem.read_only)")]
     GrantOutside(PathBuf),
+    #[error("grants.{0} {1}: inside the read-write place {2}, where the agent could replace it with a symlink or keep it by moving it, and a read grant would be writable; put it under a read-only place")]
+    GrantInWritable(&'static str, PathBuf, PathBuf),
 }
 
 /// A context for unit tests: alice's project under her home.
@@ -336,6 +338,21 @@ pub fn compile(
     {
         return Err(CompileError::GrantOutside(outside.clone()));
     }
+    // A grant changes mounts at the envelope's path as root: nothing on that path may be the
+    // agent's to change (the innermost place holding it, the write envelope's own bind aside).
+    let innermost = |p: &PathBuf, own: bool| {
+        binds
+            .iter()
+            .filter(|b| p.starts_with(&b.path) && !(own && &b.path == p))
+            .max_by_key(|b| b.path.components().count())
+    };
+    for (key, list, own) in [("read", &grant_read, false), ("write", &grant_write, true)] {
+        for g in list {
+            if let Some(b) = innermost(g, own).filter(|b| b.access == Access::ReadWrite) {
+                return Err(CompileError::GrantInWritable(key, g.clone(), b.path.clone()));
+            }
+        }
+    }
 
     Ok(Policy {
         profile: profile.name.clone(),
@@ -464,6 +481,27 @@ mod tests {
         assert!(p.mount_needs_exec(Path::new("/data")));
         assert!(p.mount_needs_exec(Path::new("/tmp")));
         assert!(!p.mount_needs_exec(Path::new("/etc")));
+    }
+
+    #[test]
+    fn a_grant_envelope_under_a_place_the_agent_writes_is_refused() {
+        let c = ctx(0, ROOT_CALLER_AGENT_ID);
+        // Under the read-write workspace: the agent could swap it for a symlink.
+        let mut profile = load("default").unwrap();
+        profile.grants.read.push("{workspace}/data".into());
+        let e = compile(&profile, &c, &env()).unwrap_err().to_string();
+        assert!(
+            e.contains("grants.read /home/alice/proj/data: inside the read-write place /home/alice/proj"),
+            "{e}"
+        );
+        let mut profile = load("default").unwrap();
+        profile.grants.write.push("{workspace}/out".into());
+        assert!(compile(&profile, &c, &env()).is_err());
+        // Under the read-only home: fine, and a write envelope is its own bind.
+        let mut profile = load("default").unwrap();
+        profile.grants.read.push("{home}/datasets".into());
+        profile.grants.write.push("{home}/.cache/pip".into());
+        assert!(compile(&profile, &c, &env()).is_ok());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Settings {
     pub hook_ids: (u32, u32),
     /// Interactive runs: the user's terminal, where each question is asked too.
     pub desk: Option<Arc<crate::launch::desk::Desk>>,
+    /// The agent's secrets: replaced in what it asks before anyone (the terminal, the hook,
+    /// `cordon pending`, the events) sees it.
+    pub redactor: crate::secret::Redactor,
 }
 
 /// One question.
@@ -154,8 +157,10 @@ impl Approvals {
     /// else its id and where the answer will come.
     pub async fn open(
         self: &Arc<Self>,
-        q: Question,
+        mut q: Question,
     ) -> Result<(u64, Answer), (u64, oneshot::Receiver<Answer>)> {
+        self.settings.redactor.field(&mut q.target);
+        self.settings.redactor.field(&mut q.why);
         let now = Instant::now();
         let (tx, rx) = oneshot::channel();
         let decided = {
@@ -309,7 +314,10 @@ impl Approvals {
                 return false;
             };
             let p = inner.pending.swap_remove(i);
-            if answer.for_ms > 0 && (answer.state == "allowed" || answer.state == "refused") {
+            // A rule's question is about what the agent just did, not about the rule: its
+            // answer is never remembered (that would switch the rule off for a while).
+            let rememberable = p.q.what != "rule";
+            if rememberable && answer.for_ms > 0 && (answer.state == "allowed" || answer.state == "refused") {
                 let (what, target) = (p.q.what.clone(), p.q.target.clone());
                 inner
                     .remembered
@@ -577,6 +585,7 @@ mod tests {
             hook: vec![],
             hook_ids: (0, 0),
             desk: None,
+            redactor: crate::secret::Redactor::default(),
         };
         (Approvals::new("sb".into(), settings, tx), rx)
     }

@@ -315,7 +315,15 @@ pub async fn serve(
     ctl: tokio::sync::mpsc::Sender<Control>,
     shared: Arc<Shared>,
 ) {
-    while let Ok((conn, _)) = listener.accept().await {
+    loop {
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            // Out of descriptors for a moment: `cordon kill` must keep working after.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let rx = tx.subscribe();
         let shared = shared.clone();
         let ctl = ctl.clone();

@@ -236,6 +236,7 @@ impl Session {
                 hook: self.approvals.hook.clone(),
                 hook_ids: (self.policy_monitor.hook_uid, self.policy_monitor.hook_gid),
                 desk: self.desk.clone(),
+                redactor: self.redactor.clone(),
             },
             extra_tx.clone(),
         );

@@ -329,8 +329,10 @@ async fn run(
                 publish.send(&mut events);
             }
             Some((id, approve, for_ms)) = terminal_answers.recv() => {
+                // On a task of its own: the answer's event goes into the queue this loop drains.
                 let by = format!("the terminal (uid {})", meta.owner_uid);
-                let _ = approvals.answer(id, approve, for_ms, &by).await;
+                let approvals = approvals.clone();
+                tokio::spawn(async move { approvals.answer(id, approve, for_ms, &by).await });
             }
             Some(c) = ctl_rx.recv() => {
                 drain(&mut watch, &mut dec, &mut events);

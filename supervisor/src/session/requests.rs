@@ -103,12 +103,28 @@ pub struct Desk {
     pub unasked: bool,
 }
 
+/// Requests served at once; more wait to be accepted (each holds a descriptor of cordon's).
+const AT_ONCE: usize = 64;
+/// A request line must arrive this soon after connecting.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn serve(listener: tokio::net::UnixListener, desk: Desk) {
-    while let Ok((conn, _)) = listener.accept().await {
-        let desk = desk.clone();
-        tokio::spawn(async move {
-            let _ = one(conn, &desk).await;
-        });
+    let slots = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                let desk = desk.clone();
+                tokio::spawn(async move {
+                    let _ = one(conn, &desk).await;
+                    drop(permit);
+                });
+            }
+            // Out of descriptors, or a connection gone before it was accepted: keep serving.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 
@@ -117,7 +133,9 @@ async fn one(conn: tokio::net::UnixStream, desk: &Desk) -> std::io::Result<()> {
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     let mut r = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST as u64));
-    let reply = match r.read_line(&mut line).await {
+    let read = tokio::time::timeout(READ_TIMEOUT, r.read_line(&mut line)).await;
+    let read = read.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    let reply = match read {
         _ if !in_sandbox(pid, &desk.cgroup) => Reply {
             granted: false,
             detail: "only the sandbox's own processes may ask here".into(),
