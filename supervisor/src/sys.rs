@@ -565,16 +565,16 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
     nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(io::Error::from)
 }
 
-/// Run `op` in the mount namespace of process `pid`, in a child that shares cordon's memory
+/// Run `op` in the mount namespace `ns` (a `/proc/PID/ns/mnt` opened while the process lived:
+/// a pid reused later cannot lead elsewhere), in a child that shares cordon's memory
 /// but not its filesystem context (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): the kernel
 /// refuses `setns(CLONE_NEWNS)` to a task sharing that context with other threads, and such a
 /// child starts in microseconds where a new process of cordon's binary takes milliseconds.
 /// cordon's calling thread waits while it runs (vfork), so `op` must only make system calls
 /// (no allocation, no locks: other threads keep running). The child's error is its exit
 /// status (an errno).
-pub fn in_mount_ns(pid: i32, op: &mut (dyn FnMut() -> io::Result<()> + Send)) -> io::Result<()> {
+pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> + Send)) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
     let fd = ns.as_raw_fd();
     let mut stack = vec![0u8; 256 * 1024];
     let cb = Box::new(move || -> isize {

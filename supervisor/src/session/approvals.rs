@@ -495,7 +495,8 @@ impl Approvals {
         if tokio::time::timeout(self.settings.timeout, read).await.is_err() {
             return;
         }
-        let _ = child.wait().await;
+        // A hook that closed its output but goes on is not waited for (dropped: killed).
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         let text = String::from_utf8_lossy(&out);
         if let Some((approve, for_ms)) = parse_hook_answer(text.lines().next().unwrap_or("")) {
             let by = format!("hook {program}");

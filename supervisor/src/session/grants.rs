@@ -80,8 +80,9 @@ pub struct Grants {
     /// The firewall's credentials that go into requests only while granted.
     secrets: Option<Arc<SecretGate>>,
     max_ms: u64,
-    /// The sandbox's init on the host: its mount namespace is the sandbox's.
-    pid: i32,
+    /// The sandbox's mount namespace, opened at start (not looked up by pid at each grant: a
+    /// pid can be reused once the sandbox is gone).
+    mount_ns: Option<Arc<std::fs::File>>,
     events: mpsc::Sender<Kind>,
     records: Mutex<Vec<Record>>,
     last_id: AtomicU64,
@@ -102,7 +103,9 @@ impl Grants {
             net_changes,
             secrets,
             max_ms,
-            pid,
+            mount_ns: std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
+                .ok()
+                .map(Arc::new),
             events,
             records: Mutex::new(Vec::new()),
             last_id: AtomicU64::new(0),
@@ -193,7 +196,7 @@ impl Grants {
                 }
             }
             _ if already => {}
-            _ => mask(self.pid, &path, true).await?,
+            _ => mask(self.mount_ns.clone(), &path, true).await?,
         }
         let id = self.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.records().push(Record {
@@ -273,7 +276,7 @@ impl Grants {
                 }
             }
             _ if still_shown => {}
-            _ => mask(self.pid, &path, false).await?,
+            _ => mask(self.mount_ns.clone(), &path, false).await?,
         }
         self.event(id, what, &path, how, by, &reason, for_ms).await;
         if what == "net" || what == "secret" {
@@ -351,12 +354,17 @@ impl Grants {
     }
 }
 
-/// Show (`show`) or hide `path` in the mount namespace of `pid` (`sys::in_mount_ns`: a
+/// Show (`show`) or hide `path` in the sandbox's mount namespace `ns` (`sys::in_mount_ns`: a
 /// vfork-like child joins it; the path resolves as the agent sees it).
-async fn mask(pid: i32, path: &Path, show: bool) -> Result<(), Refusal> {
+async fn mask(ns: Option<Arc<std::fs::File>>, path: &Path, show: bool) -> Result<(), Refusal> {
+    let Some(ns) = ns else {
+        return Err(Refusal::from(
+            "the sandbox's mount namespace could not be opened when it started",
+        ));
+    };
     let path = path.to_path_buf();
     let done = tokio::task::spawn_blocking(move || {
-        crate::sys::in_mount_ns(pid, &mut || {
+        crate::sys::in_mount_ns(&ns, &mut || {
             if show {
                 crate::launch::mounts::unmask(&path)
             } else {
