@@ -496,11 +496,8 @@ fn a_secret_grant_puts_the_real_key_in_its_hosts_requests_only_while_it_lasts() 
         "secretgrant",
         "agent",
         &format!(
-            "[network]\nallow = [\"api.anthropic.com\"]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.14\" }}\n\
-             upstream_ca = \"{}\"\n\
-             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n\
-             [grants]\nsecrets = [\"ANTHROPIC_API_KEY\"]\n",
-            d.join("ca.pem").display()
+            "{}[grants]\nsecrets = [\"ANTHROPIC_API_KEY\"]\n",
+            anthropic_stand_in("127.0.0.14", &d.join("ca.pem"))
         ),
     );
     let script = r#"call() { curl -s -o /dev/null -w '%{http_code}' -X POST -H "x-api-key: $ANTHROPIC_API_KEY" \
@@ -738,11 +735,9 @@ fn claude_code_asks_for_a_path_with_cordon_request_and_gets_it_when_the_hook_app
         "claude-asks",
         "claude",
         &format!(
-            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.15\" }}\nupstream_ca = \"{}\"\n\
-             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n\
-             [grants]\nread = [\"{{home}}/data\"]\n\
+            "{}[grants]\nread = [\"{{home}}/data\"]\n\
              [approvals]\nrequests = \"ask\"\ntimeout = \"30s\"\nhook = [\"{}\"]\n",
-            d.join("ca.pem").display(),
+            anthropic_stand_in("127.0.0.15", &d.join("ca.pem")),
             hook.display()
         ),
     );

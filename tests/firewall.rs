@@ -231,11 +231,7 @@ fn claude_code_with_a_placeholder_key_runs_the_models_tool_call_and_the_trace_li
         &s,
         "claude-gw",
         "claude",
-        &format!(
-            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.6\" }}\nupstream_ca = \"{}\"\n\
-             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
-            d.join("ca.pem").display()
-        ),
+        &anthropic_stand_in("127.0.0.6", &d.join("ca.pem")),
     );
     let trace = d.join("run.trace");
     let ev = d.join("events.jsonl");

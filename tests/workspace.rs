@@ -606,11 +606,7 @@ fn claude_code_works_in_a_transactional_workspace() {
         &s,
         "claude-tx",
         "claude",
-        &format!(
-            "[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.12\" }}\nupstream_ca = \"{}\"\n\
-             [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
-            d.join("ca.pem").display()
-        ),
+        &anthropic_stand_in("127.0.0.12", &d.join("ca.pem")),
     );
     let ev = d.join("events.jsonl");
     let extra = [

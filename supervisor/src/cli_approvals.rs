@@ -10,20 +10,50 @@ fn millis(what: &str, d: &str) -> Result<u64> {
     cordon::profile::units::parse_millis(d).map_err(|e| anyhow::anyhow!("{what} {d:?}: {e}"))
 }
 
-/// The piece of the envelope `--read`, `--write`, `--net` or `--secret` names (exactly one).
-pub fn piece(
+/// The piece of the envelope a grant or a request names: exactly one of these.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PieceArgs {
+    /// A path of the read envelope (as the envelope lists it, variables expanded).
+    #[arg(long)]
     read: Option<String>,
+    /// A path of the write envelope.
+    #[arg(long)]
     write: Option<String>,
+    /// A name of the net envelope (NAME[:PORT]; a proxy sandbox).
+    #[arg(long)]
     net: Option<String>,
+    /// A credential of the secrets envelope (its variable), put in its host's requests.
+    #[arg(long)]
     secret: Option<String>,
-) -> Result<Piece> {
-    match (read, write, net, secret) {
-        (Some(r), None, None, None) => Ok(Piece::Read(r)),
-        (None, Some(w), None, None) => Ok(Piece::Write(w)),
-        (None, None, Some(n), None) => Ok(Piece::Net(n)),
-        (None, None, None, Some(s)) => Ok(Piece::Secret(s)),
-        _ => bail!("name exactly one of --read PATH, --write PATH, --net NAME[:PORT] or --secret NAME"),
+}
+
+impl From<PieceArgs> for Piece {
+    fn from(a: PieceArgs) -> Piece {
+        match (a.read, a.write, a.net, a.secret) {
+            (Some(r), ..) => Piece::Read(r),
+            (_, Some(w), ..) => Piece::Write(w),
+            (_, _, Some(n), _) => Piece::Net(n),
+            // The group requires exactly one.
+            (.., s) => Piece::Secret(s.unwrap_or_default()),
+        }
     }
+}
+
+/// `cordon approve|deny ID [--for D | --once]`.
+#[derive(clap::Args)]
+pub struct AnswerArgs {
+    id: String,
+    /// Remember the answer this long (the same question is answered without asking; a grant
+    /// or connection approved lasts as long). Default: this once.
+    #[arg(long = "for", conflicts_with = "once")]
+    lasts: Option<String>,
+    /// This once (the default).
+    #[arg(long)]
+    once: bool,
+    /// The person the answer is given for (recorded with it).
+    #[arg(long, default_value = "")]
+    on_behalf_of: String,
 }
 
 pub struct GrantArgs {
@@ -115,10 +145,15 @@ fn request_id(given: &str) -> Result<(String, u64)> {
 }
 
 /// `cordon approve|deny ID [--for D | --once]`.
-pub fn answer(given: &str, approve: bool, lasts: Option<&str>, on_behalf_of: &str) -> Result<i32> {
-    let for_ms = lasts.map(|d| millis("--for", d)).transpose()?.unwrap_or(0);
-    let (id, n) = request_id(given)?;
-    let done = control::answer_request(&id, n, approve, for_ms, on_behalf_of)?;
+pub fn answer(a: &AnswerArgs, approve: bool) -> Result<i32> {
+    let for_ms = a
+        .lasts
+        .as_deref()
+        .map(|d| millis("--for", d))
+        .transpose()?
+        .unwrap_or(0);
+    let (id, n) = request_id(&a.id)?;
+    let done = control::answer_request(&id, n, approve, for_ms, &a.on_behalf_of)?;
     println!("sandbox {id}: {}", cordon::text::escape(&done));
     Ok(0)
 }

@@ -159,19 +159,8 @@ enum Cmd {
     )]
     Grant {
         sandbox: String,
-        /// A path of the read envelope to show (as the envelope lists it, variables expanded).
-        #[arg(long)]
-        read: Option<String>,
-        /// A path of the write envelope to make writable.
-        #[arg(long)]
-        write: Option<String>,
-        /// A name of the net envelope to let the agent reach (NAME[:PORT]; a proxy sandbox).
-        #[arg(long)]
-        net: Option<String>,
-        /// A credential of the secrets envelope (its variable) the proxy then puts in its
-        /// host's requests.
-        #[arg(long)]
-        secret: Option<String>,
+        #[command(flatten)]
+        piece: cli_approvals::PieceArgs,
         /// How long ("90s", "10m"), at most the profile's grants.max.
         #[arg(long = "for")]
         lasts: String,
@@ -192,42 +181,15 @@ enum Cmd {
         sandbox: Option<String>,
     },
     /// Approve a waiting question (SANDBOX/N, or N when only one sandbox has an N waiting).
-    Approve {
-        id: String,
-        /// Remember the answer this long (the same question is approved without asking; a
-        /// grant or connection approved lasts as long). Default: this once.
-        #[arg(long = "for", conflicts_with = "once")]
-        lasts: Option<String>,
-        /// This once (the default).
-        #[arg(long)]
-        once: bool,
-        /// The person the answer is given for (recorded with it).
-        #[arg(long, default_value = "")]
-        on_behalf_of: String,
-    },
+    Approve(cli_approvals::AnswerArgs),
     /// Refuse a waiting question (a rule's question: the sandbox is killed).
-    Deny {
-        id: String,
-        /// Remember the refusal this long (the same question is refused without asking).
-        #[arg(long = "for", conflicts_with = "once")]
-        lasts: Option<String>,
-        #[arg(long)]
-        once: bool,
-        #[arg(long, default_value = "")]
-        on_behalf_of: String,
-    },
+    Deny(cli_approvals::AnswerArgs),
     /// Inside a sandbox whose profile takes requests (`approvals.requests`): ask for a piece
     /// of its `[grants]` envelope and wait for the answer (exit 0 granted, 1 refused). The
     /// sandbox has this as `cordon-request` on its PATH.
     Request {
-        #[arg(long)]
-        read: Option<String>,
-        #[arg(long)]
-        write: Option<String>,
-        #[arg(long)]
-        net: Option<String>,
-        #[arg(long)]
-        secret: Option<String>,
+        #[command(flatten)]
+        piece: cli_approvals::PieceArgs,
         /// How long it is wanted (the person may give less or more, up to grants.max).
         #[arg(long = "for")]
         lasts: Option<String>,
@@ -514,16 +476,13 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Kill { sandbox } => respond(&sandbox, cordon::respond::Action::Kill),
         Cmd::Grant {
             sandbox,
-            read,
-            write,
-            net,
-            secret,
+            piece,
             lasts,
             reason,
             on_behalf_of,
         } => cli_approvals::grant(cli_approvals::GrantArgs {
             sandbox,
-            piece: cli_approvals::piece(read, write, net, secret)?,
+            piece: piece.into(),
             lasts,
             reason,
             on_behalf_of,
@@ -531,30 +490,9 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
         Cmd::Grants { sandbox } => cli_approvals::grants(&sandbox),
         Cmd::Revoke { sandbox, grant } => cli_approvals::revoke(&sandbox, grant),
         Cmd::Pending { sandbox } => cli_approvals::pending(sandbox.as_deref()),
-        Cmd::Approve {
-            id,
-            lasts,
-            on_behalf_of,
-            ..
-        } => cli_approvals::answer(&id, true, lasts.as_deref(), &on_behalf_of),
-        Cmd::Deny {
-            id,
-            lasts,
-            on_behalf_of,
-            ..
-        } => cli_approvals::answer(&id, false, lasts.as_deref(), &on_behalf_of),
-        Cmd::Request {
-            read,
-            write,
-            net,
-            secret,
-            lasts,
-            why,
-        } => cli_approvals::request(
-            cli_approvals::piece(read, write, net, secret)?,
-            lasts.as_deref(),
-            &why,
-        ),
+        Cmd::Approve(a) => cli_approvals::answer(&a, true),
+        Cmd::Deny(a) => cli_approvals::answer(&a, false),
+        Cmd::Request { piece, lasts, why } => cli_approvals::request(piece.into(), lasts.as_deref(), &why),
         Cmd::Selftest { profile, json, port } => {
             let p = profile::load(&profile)?;
             let ws = cli_policy::selftest_workspace()?;

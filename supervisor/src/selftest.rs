@@ -485,24 +485,31 @@ pub fn probe_files() -> std::io::Result<Vec<(std::path::PathBuf, std::path::Path
         .collect();
     libs.sort();
     libs.dedup();
-    for lib in libs {
+    for lib in &libs {
         if let Some(name) = lib.file_name().and_then(|n| n.to_str()) {
             let interp = Path::new("/lib64").join(name);
-            if name.starts_with("ld-linux") && interp.exists() && interp != lib {
+            if name.starts_with("ld-linux") && interp.exists() && &interp != lib {
                 out.push((lib.clone(), interp));
             }
         }
-        // The loader asks for the soname (`libseccomp.so.2`), a symlink beside the file.
-        if let Some(dir) = lib.parent() {
-            for e in std::fs::read_dir(dir)?.flatten() {
-                let link = e.path();
-                let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
-                if is_link && std::fs::canonicalize(&link).is_ok_and(|t| t == lib) {
-                    out.push((lib.clone(), link));
+        out.push((lib.clone(), lib.clone()));
+    }
+    // The loader asks for sonames (`libseccomp.so.2`): symlinks beside the files, found with
+    // one pass over each directory that holds one of them.
+    let mut dirs: Vec<&Path> = libs.iter().filter_map(|l| l.parent()).collect();
+    dirs.dedup();
+    for dir in dirs {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+                continue;
+            }
+            let link = e.path();
+            if let Ok(target) = std::fs::canonicalize(&link) {
+                if libs.contains(&target) {
+                    out.push((target, link));
                 }
             }
         }
-        out.push((lib.clone(), lib));
     }
     Ok(out)
 }

@@ -588,9 +588,9 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
         }
     });
     let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
-    // SAFETY: the child runs `cb` on its own stack (`stack` outlives it: this thread is
-    // suspended until the child exits) and ends with the exit system call; `cb` only makes
-    // system calls.
+    // The child runs `cb` on its own stack (`stack` outlives it: this thread is suspended
+    // until the child exits) and ends with the exit system call; `cb` only makes system calls.
+    // SAFETY: as above — a private stack that outlives the child, a callback of syscalls only.
     let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
     let status = loop {
         match nix::sys::wait::waitpid(child, None) {

@@ -598,3 +598,14 @@ pub fn run_claude(
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
     out
 }
+
+/// A profile's `[network]` for a stand-in of the Anthropic API at `addr` (reached by name,
+/// verified with the test CA `ca`) and the key in `ANTHROPIC_API_KEY` as a credential the
+/// proxy adds: the agent holds a placeholder.
+pub fn anthropic_stand_in(addr: &str, ca: &Path) -> String {
+    format!(
+        "[network]\nresolve = {{ \"api.anthropic.com\" = \"{addr}\" }}\nupstream_ca = \"{}\"\n\
+         [[network.credential]]\nhost = \"api.anthropic.com\"\nheader = \"x-api-key\"\nsecret = \"env:ANTHROPIC_API_KEY\"\n",
+        ca.display()
+    )
+}

@@ -230,18 +230,14 @@ impl Approvals {
             }
             (id, None) => {
                 let asked = pb::Approval {
-                    id,
-                    what: q.what.clone(),
-                    target: q.target.clone(),
                     state: "asked".into(),
                     timeout_ms: millis(self.settings.timeout),
-                    why: q.why.clone(),
-                    asker: q.asker.clone(),
-                    ..Default::default()
+                    ..record(id, &q)
                 };
                 let _ = self.events.send(Kind::Approval(asked)).await;
                 if let Some(d) = &self.settings.desk {
-                    d.ask(id, crate::text::escape(&terminal_line(&q)).into_owned());
+                    let line = describe(&q.what, &q.target, &q.why, &q.asker);
+                    d.ask(id, crate::text::escape(&line).into_owned());
                 }
                 if !self.settings.hook.is_empty() {
                     let me = self.clone();
@@ -349,18 +345,8 @@ impl Approvals {
         let pending = std::mem::take(&mut self.inner().pending);
         for p in pending {
             let answer = Answer::refused("abandoned", why);
-            let e = pb::Approval {
-                id: p.id,
-                what: p.q.what.clone(),
-                target: p.q.target.clone(),
-                state: answer.state.into(),
-                rule: answer.rule.clone(),
-                waited_ms: millis(p.asked.elapsed()),
-                why: p.q.why.clone(),
-                asker: p.q.asker.clone(),
-                ..Default::default()
-            };
-            let _ = self.events.try_send(Kind::Approval(e));
+            let e = decided(p.id, &p.q, &answer, p.asked.elapsed());
+            let _ = self.events.try_send(e);
             if let Some(d) = &self.settings.desk {
                 d.withdraw(p.id, how(&answer));
             }
@@ -437,20 +423,7 @@ impl Approvals {
     }
 
     async fn event(&self, id: u64, q: &Question, a: &Answer, waited: Duration) {
-        let e = pb::Approval {
-            id,
-            what: q.what.clone(),
-            target: q.target.clone(),
-            state: a.state.into(),
-            rule: a.rule.clone(),
-            by: a.by.clone(),
-            waited_ms: millis(waited),
-            timeout_ms: 0,
-            why: q.why.clone(),
-            asker: q.asker.clone(),
-            for_ms: a.for_ms,
-        };
-        let _ = self.events.send(Kind::Approval(e)).await;
+        let _ = self.events.send(decided(id, q, a, waited)).await;
     }
 
     /// Give the question to the profile's hook (JSON on its stdin); its first line of output
@@ -525,17 +498,42 @@ fn parse_hook_answer(line: &str) -> Option<(bool, u64)> {
     Some((approve, for_ms))
 }
 
-/// The question as the terminal shows it (escaped by the caller).
-fn terminal_line(q: &Question) -> String {
-    let what = match q.what.as_str() {
-        "connect" => format!("the agent wants to connect to {}", q.target),
-        "rule" => format!("rule {} froze the sandbox: {}", q.target, q.why),
-        w => format!("{} asks to {w} {}", q.asker, q.target),
+/// Request `id`'s question as an event, before its state is set.
+fn record(id: u64, q: &Question) -> pb::Approval {
+    pb::Approval {
+        id,
+        what: q.what.clone(),
+        target: q.target.clone(),
+        why: q.why.clone(),
+        asker: q.asker.clone(),
+        ..Default::default()
+    }
+}
+
+/// The event of request `id` decided by `a` after `waited`.
+fn decided(id: u64, q: &Question, a: &Answer, waited: Duration) -> Kind {
+    Kind::Approval(pb::Approval {
+        state: a.state.into(),
+        rule: a.rule.clone(),
+        by: a.by.clone(),
+        waited_ms: millis(waited),
+        for_ms: a.for_ms,
+        ..record(id, q)
+    })
+}
+
+/// A question in words, as the terminal and cordon's stderr show it (escaped by the caller):
+/// who asks what, and why in the asker's words.
+pub fn describe(what: &str, target: &str, why: &str, asker: &str) -> String {
+    let said = match what {
+        "connect" => format!("the agent wants to connect to {target}"),
+        "rule" => return format!("rule {target} froze the sandbox: {why}"),
+        w => format!("{asker} asks to {w} {target}"),
     };
-    if q.why.is_empty() || q.what == "rule" {
-        what
+    if why.is_empty() {
+        said
     } else {
-        format!("{what} — \"{}\"", crate::text::preview(q.why.as_bytes(), 200))
+        format!("{said} — \"{}\"", crate::text::preview(why.as_bytes(), 200))
     }
 }
 

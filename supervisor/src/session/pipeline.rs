@@ -450,19 +450,10 @@ fn alert_line(kind: &Kind, sandbox: &str) {
 /// answer. Escaped: the target and the reason are the agent's words.
 fn ask_line(kind: &Kind, sandbox: &str) {
     let Kind::Approval(a) = kind else { return };
-    let what = match a.what.as_str() {
-        "connect" => format!("the agent wants to connect to {}", a.target),
-        "rule" => format!("rule {} froze the sandbox: {}", a.target, a.why),
-        w => format!("{} asks to {w} {}", a.asker, a.target),
-    };
-    let why = match a.what.as_str() {
-        "rule" | "connect" => String::new(),
-        _ if a.why.is_empty() => String::new(),
-        _ => format!(" (\"{}\")", a.why),
-    };
+    let what = super::approvals::describe(&a.what, &a.target, &a.why, &a.asker);
     let line = match a.state.as_str() {
         "asked" => format!(
-            "ASK {sandbox}: #{id} {what}{why} — held; answer with `cordon approve {sandbox}/{id}` or `cordon deny {sandbox}/{id}`{net}; refused in {} s",
+            "ASK {sandbox}: #{id} {what} — held; answer with `cordon approve {sandbox}/{id}` or `cordon deny {sandbox}/{id}`{net}; refused in {} s",
             a.timeout_ms / 1000,
             id = a.id,
             net = if a.what == "connect" {
