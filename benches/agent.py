@@ -10,7 +10,7 @@ RUNS = int(os.environ.get("WORK_RUNS", "5"))
 WS = tempfile.mkdtemp(prefix="cordon-agent-bench.")
 os.chmod(WS, 0o755)
 PY = "/usr/bin/python3"
-NAMES = ["bare", "cordon", "bwrap", "firejail"]
+NAMES = ["bare", "cordon", "cordon-process", "bwrap", "firejail"]
 
 
 def sh(cmd, cwd=WS):

@@ -13,7 +13,7 @@ os.chmod(WS, 0o755)
 PY = "/usr/bin/python3"
 
 WRAPS = wrappers.wrappers(CORDON, WS)
-NAMES = ["bare", "cordon", "cordon-np", "cordon-proxy", "bwrap", "firejail"]
+NAMES = ["bare", "cordon", "cordon-process", "cordon-np", "cordon-proxy", "bwrap", "firejail"]
 
 WORKLOADS = [
     ("wrap /bin/true", ["/bin/true"], RUNS),
@@ -37,10 +37,11 @@ t = results["wrap /bin/true"]
 print(f"probes' share of a launch (attach + register + stream): {1000*(t['cordon']-t['cordon-np']):.2f} ms")
 print(f"launch overhead (minus bare): cordon {1000*(t['cordon']-t['bare']):.2f} ms, "
       f"bwrap {1000*(t['bwrap']-t['bare']):.2f} ms, firejail {1000*(t['firejail']-t['bare']):.2f} ms")
-print(f"wrap /bin/true: cordon/bwrap = {t['cordon']/t['bwrap']:.2f}x   cordon/firejail = {t['cordon']/t['firejail']:.2f}x")
+print(f"wrap /bin/true: cordon/bwrap = {t['cordon']/t['bwrap']:.2f}x   cordon/firejail = {t['cordon']/t['firejail']:.2f}x   "
+      f"cordon (visibility process)/bwrap = {t['cordon-process']/t['bwrap']:.2f}x")
 print(f"a proxy sandbox (networked) vs none (default): {1000*(t['cordon-proxy']-t['cordon']):+.2f} ms per launch")
 for name in ["1M os.stat loop", "find /usr -type f | wc -l"]:
     r = results[name]
-    print(f"{name}: vs bare  cordon {r['cordon']/r['bare']:.3f}x  cordon --no-probes {r['cordon-np']/r['bare']:.3f}x  bwrap {r['bwrap']/r['bare']:.3f}x  "
+    print(f"{name}: vs bare  cordon {r['cordon']/r['bare']:.3f}x  cordon (visibility process) {r['cordon-process']/r['bare']:.3f}x  cordon --no-probes {r['cordon-np']/r['bare']:.3f}x  bwrap {r['bwrap']/r['bare']:.3f}x  "
           f"firejail {r['firejail']/r['bare']:.3f}x")
 subprocess.run(["rm", "-rf", WS])

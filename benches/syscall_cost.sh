@@ -3,7 +3,8 @@
 # one (openat of /dev/null: a full record with its path). Timed inside the sandbox with the
 # probes and with --no-probes, and on the host (outside any sandbox, where the probes only
 # look up the cgroup id) while a sandbox is watched, and with no sandbox running (the syscall
-# tracepoints are then detached).
+# tracepoints are then detached). The same with `[monitor] visibility = "process"` (no syscall
+# tracepoints): inside such a sandbox, and on the host while only such a sandbox runs.
 #
 #   sudo benches/syscall_cost.sh          # N=2000000 iterations, best of 5
 set -euo pipefail
@@ -41,26 +42,39 @@ int main(int argc, char **argv) {
 }
 C
 gcc -O2 -o "$ws/cost" "$ws/cost.c"
+printf 'extends = "default"\n[monitor]\nvisibility = "process"\n' > "$ws/process.toml"
 run() { (cd "$ws" && "$@" ./cost "$N"); }
 "$cordon" probes load >/dev/null
 read -r in_p in_o < <(run "$cordon" run -q --workspace "$ws" --)
+read -r pv_p pv_o < <(run "$cordon" run -q --profile "$ws/process.toml" --workspace "$ws" -- 2>/dev/null)
 read -r np_p np_o < <(run "$cordon" run -q --no-probes --workspace "$ws" --)
 # A sandbox that waits keeps the syscall tracepoints attached while the host is timed.
-"$cordon" run -q --workspace "$ws" -- /bin/sh -c 'touch ready; i=0; while [ ! -e stop ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done' &
-bg=$!
-for _ in $(seq 100); do [ -e "$ws/ready" ] && break; sleep 0.1; done
+idle() {
+    rm -f "$ws/ready" "$ws/stop"
+    "$cordon" run -q "$@" --workspace "$ws" -- /bin/sh -c 'touch ready; i=0; while [ ! -e stop ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done' 2>/dev/null &
+    bg=$!
+    for _ in $(seq 100); do [ -e "$ws/ready" ] && break; sleep 0.1; done
+}
+idle
 read -r host_p host_o < <(run env)
+touch "$ws/stop"
+wait "$bg"
+idle --profile "$ws/process.toml"
+read -r hostpv_p hostpv_o < <(run env)
 touch "$ws/stop"
 wait "$bg"
 read -r off_p off_o < <(run env)
 printf '%-44s %10s %16s\n' "ns per syscall (best of 5)" "getppid" "openat+close"
 printf '%-44s %10s %16s\n' "sandbox, probes attached" "$in_p" "$in_o"
+printf '%-44s %10s %16s\n' "sandbox, visibility = process" "$pv_p" "$pv_o"
 printf '%-44s %10s %16s\n' "sandbox, --no-probes" "$np_p" "$np_o"
 printf '%-44s %10s %16s\n' "host process while a sandbox is watched" "$host_p" "$host_o"
+printf '%-44s %10s %16s\n' "host process, only a visibility=process one" "$hostpv_p" "$hostpv_o"
 printf '%-44s %10s %16s\n' "host process, no sandbox running" "$off_p" "$off_o"
-python3 - "$in_p" "$np_p" "$in_o" "$np_o" "$host_p" "$off_p" <<'PY'
+python3 - "$in_p" "$np_p" "$in_o" "$np_o" "$host_p" "$off_p" "$pv_p" "$pv_o" "$hostpv_p" <<'PY'
 import sys
 a = [float(x) for x in sys.argv[1:]]
 print(f"added by the probes in a sandbox: getppid {a[0]-a[1]:+.1f} ns (counted), openat+close {a[2]-a[3]:+.1f} ns (openat recorded)")
-print(f"added to every other process on the host while a sandbox runs: getppid {a[4]-a[5]:+.1f} ns")
+print(f"added by visibility = process in a sandbox: getppid {a[6]-a[1]:+.1f} ns, openat+close {a[7]-a[3]:+.1f} ns")
+print(f"added to every other process on the host while a sandbox runs: getppid {a[4]-a[5]:+.1f} ns (full), {a[8]-a[5]:+.1f} ns (only visibility = process)")
 PY

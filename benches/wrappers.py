@@ -6,7 +6,12 @@ HOME = os.path.expanduser("~")
 
 def wrappers(cordon_bin, ws):
     """(name, wrap) pairs: "cordon" has the eBPF probes attached (the default); "cordon-np" is
-    --no-probes; "cordon-proxy" is `networked` (network.mode = "proxy")."""
+    --no-probes; "cordon-proxy" is `networked` (network.mode = "proxy"); "cordon-process" is
+    `default` with `[monitor] visibility = "process"` (no syscall tracepoints)."""
+    process_profile = os.path.join(ws, ".process-profile.toml")
+    with open(process_profile, "w") as f:
+        f.write('extends = "default"\n[monitor]\nvisibility = "process"\n')
+
     def cordon(cmd):
         return [cordon_bin, "run", "-q", "--profile", "default", "--workspace", ws, "--"] + cmd
 
@@ -15,6 +20,9 @@ def wrappers(cordon_bin, ws):
 
     def cordon_unmonitored(cmd):
         return [cordon_bin, "run", "-q", "--no-probes", "--profile", "default", "--workspace", ws, "--"] + cmd
+
+    def cordon_process(cmd):
+        return [cordon_bin, "run", "-q", "--profile", process_profile, "--workspace", ws, "--"] + cmd
 
     # bwrap cannot hide a directory that does not exist (it would have to create it on the
     # read-only root).
@@ -37,7 +45,7 @@ def wrappers(cordon_bin, ws):
         return cmd
 
     return {"bare": bare, "cordon": cordon, "cordon-np": cordon_unmonitored, "cordon-proxy": cordon_proxy,
-            "bwrap": bwrap, "firejail": firejail}
+            "cordon-process": cordon_process, "bwrap": bwrap, "firejail": firejail}
 
 
 def once(argv, ws):

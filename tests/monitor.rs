@@ -36,9 +36,8 @@ fn run_with_events(profile: &str, ws: &std::path::Path, events: &std::path::Path
     output(c)
 }
 
-#[test]
-fn deny_cuts_the_network_after_an_unlisted_connect() {
-    require_root();
+/// A loopback port whose listener accepts (and closes) up to 4 connections.
+fn closing_listener() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -46,6 +45,13 @@ fn deny_cuts_the_network_after_an_unlisted_connect() {
             drop(c);
         }
     });
+    port
+}
+
+#[test]
+fn deny_cuts_the_network_after_an_unlisted_connect() {
+    require_root();
+    let port = closing_listener();
     let s = Scratch::new();
     let out = Scratch::new();
     let profile = profile_file(
@@ -369,4 +375,92 @@ fn a_missing_baseline_stops_the_run_before_the_agent() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("plain syscall files"), "{}", stderr(&o));
     assert!(!s.path().join("ran").exists());
+}
+
+/// `[monitor] visibility = "process"`: no syscall is counted or recorded, while processes
+/// and egress still are — and enforcement is the same: the unlisted connect is refused by the
+/// kernel and the egress rule cuts the network.
+#[test]
+fn process_visibility_records_processes_and_egress_but_no_syscalls() {
+    require_root();
+    let port = closing_listener();
+    let s = Scratch::new();
+    let out = Scratch::new();
+    let profile = profile_file(
+        &out,
+        "process",
+        &format!(
+            "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{port}\"]\n\
+             [monitor]\nvisibility = \"process\"\n[monitor.egress]\nresponse = \"deny\"\n"
+        ),
+    );
+    s.file(
+        "c.py",
+        &format!(
+            "import socket\n\
+             def tryc(p):\n    try:\n        socket.create_connection(('127.0.0.1', p), timeout=2).close(); return 'ok'\n    except OSError as e:\n        return type(e).__name__\n\
+             print('listed', tryc({port}))\n\
+             print('unlisted', tryc(9))\n"
+        ),
+    );
+    let ev = out.path().join("ev.jsonl");
+    let trace = out.path().join("t.trace");
+    let o = output(run_cmd(
+        &profile,
+        s.path(),
+        &[
+            "-q",
+            "--events",
+            ev.to_str().unwrap(),
+            "--trace",
+            trace.to_str().unwrap(),
+        ],
+        &["sh", "-c", "cat /etc/hostname >/dev/null; /usr/bin/python3 c.py"],
+    ));
+    assert_eq!(
+        stdout(&o),
+        "listed ok\nunlisted PermissionError\n",
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("sensitive_read") && stderr(&o).contains("do not run"),
+        "the run says which inherited rules cannot run: {}",
+        stderr(&o)
+    );
+    let events = events_of(&ev);
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter_map(|e| event_kind(e).filter(|(k, _)| *k == kind).map(|(_, b)| b))
+            .collect()
+    };
+    assert!(of("syscall").is_empty(), "no syscall record: {:?}", of("syscall"));
+    let counts = of("counts");
+    assert!(
+        !counts.is_empty() && counts.iter().all(|c| uint(&c["total"]).unwrap_or(0) == 0),
+        "no syscall counted: {counts:?}"
+    );
+    let execs: Vec<&str> = of("exec").iter().filter_map(|x| x["filename"].as_str()).collect();
+    assert!(
+        execs.contains(&"/usr/bin/cat") && execs.contains(&"/usr/bin/python3"),
+        "{execs:?}"
+    );
+    assert!(!of("fork").is_empty() && !of("exit").is_empty());
+    assert!(
+        of("net")
+            .iter()
+            .any(|n| n.to_string().contains(":9") || n.to_string().contains("\"port\":9")),
+        "the refused connect is recorded: {:?}",
+        of("net")
+    );
+    assert!(
+        detections(&ev)
+            .iter()
+            .any(|d| d["rule"] == "egress" && d["response"] == "deny"),
+        "{:?}",
+        detections(&ev)
+    );
+    let show = cordon_out(&["trace", "show", trace.to_str().unwrap()]);
+    assert!(stdout(&show).contains("visibility process"), "{}", stdout(&show));
 }

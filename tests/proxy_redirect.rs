@@ -133,7 +133,7 @@ fn serve(listener: TcpListener, dns: UdpSocket, mut watch: Watch, stop: Arc<Atom
 impl Observer for ProxyObserver {
     fn attach(&mut self, sb: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let probes = self.probes.take().expect("attached once");
-        let mut watch = cordon::session::watch(probes, sb, self.rules.clone())?;
+        let mut watch = cordon::session::watch(probes, sb, self.rules.clone(), Default::default())?;
         let (listener, dns) = sockets_in(sb.pid)?;
         let port = listener.local_addr()?.port();
         std::fs::write(self.workspace.join("proxy_port"), port.to_string())?;

@@ -886,6 +886,12 @@ fn run(
             "cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded and the profile's {} monitor rules do not run",
             pol.monitor.rules.len()
         );
+    } else if !pol.monitor.unseen.is_empty() {
+        eprintln!(
+            "cordon: monitor.visibility = \"{}\": no syscall is recorded; these inherited rules read syscall records and do not run: {}",
+            pol.monitor.visibility.name(),
+            pol.monitor.unseen.join(", ")
+        );
     }
     let transactional =
         output.workspace.unwrap_or(pol.workspace_mode) == profile::WorkspaceMode::Transactional;

@@ -6,7 +6,7 @@
 #![no_std]
 
 /// Sandboxes that can be watched at once on one host (slots in the per-slot maps).
-pub const MAX_SANDBOXES: u32 = 256;
+pub const MAX_SANDBOXES: u32 = 512;
 /// Syscall numbers counted per sandbox; higher numbers are counted in the last bucket.
 pub const MAX_SYSCALL: u32 = 512;
 /// Bytes of a path argument kept in a record (longer paths are cut and flagged).
@@ -15,8 +15,18 @@ pub const PATH_LEN: usize = 256;
 pub const AUX_LEN: usize = 256;
 /// argv entries copied for an exec (the rest is counted as cut).
 pub const ARGV_MAX: usize = 16;
-/// Size of one sandbox's ring buffer.
+/// Size of the ring buffer of a sandbox with `visibility = "full"` (the template of `RINGS`:
+/// the kernel does not compare a ring's size with its map-of-maps' template, so the smaller
+/// rings below fit the same table). The supervisor maps a ring whole (the kernel maps every
+/// page at mmap time: ~0.5 ms per MiB of a launch here) and it stays allocated with its slot.
 pub const RING_BYTES: u32 = 8 << 20;
+/// Size of the ring buffer of a sandbox with `visibility = "process"`: fork, exec, exit and
+/// egress records only.
+pub const RING_BYTES_PROCESS: u32 = 256 << 10;
+/// Slots `0..FULL_SLOTS` have `RING_BYTES` rings, the others `RING_BYTES_PROCESS` ones: a
+/// slot keeps its ring from one sandbox to the next, because replacing an entry of `RINGS`
+/// waits for an RCU grace period.
+pub const FULL_SLOTS: u32 = MAX_SANDBOXES / 2;
 /// Egress rules per sandbox.
 pub const MAX_NET_RULES: usize = 16;
 
@@ -35,11 +45,19 @@ pub struct Sandbox {
     pub cgroup_id: u64,
     /// Index into the per-slot maps (ring buffers, counters, drops, egress rules).
     pub slot: u32,
-    pub _pad: u32,
+    /// `sbflag` bits.
+    pub flags: u32,
     /// The sandbox's pid namespace (device and inode of `/proc/PID/ns/pid`), so records carry
     /// pids as the agent sees them.
     pub pidns_dev: u64,
     pub pidns_ino: u64,
+}
+
+/// `Sandbox::flags`.
+pub mod sbflag {
+    /// `[monitor] visibility = "process"`: the syscall programs pass the sandbox by (they may
+    /// be attached for another sandbox); processes and egress are still recorded.
+    pub const NO_SYSCALLS: u32 = 1;
 }
 
 /// Record kinds (first field of every record).

@@ -137,7 +137,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
                     rule,
                     family,
                 });
-                entry.submit(submit_flags(ring));
+                entry.submit(submit_flags(ring, sandbox.slot));
             }
             None => count_drop(sandbox.slot),
         }

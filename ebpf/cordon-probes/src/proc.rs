@@ -46,7 +46,7 @@ fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
         (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     fill(rec);
-    entry.submit(submit_flags(ring));
+    entry.submit(submit_flags(ring, sandbox.slot));
 }
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`

@@ -38,6 +38,12 @@ pub static DROPS: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::ne
 #[btf_map]
 pub static WRITTEN: PerCpuArray<u64, { MAX_SANDBOXES as usize }> = PerCpuArray::new();
 
+/// Per slot: 1 while the slot's reader sleeps (its sandbox was quiet) and wants the next
+/// record to wake it; the first record after that clears it and wakes the reader, later ones
+/// do not (the reader drains on its timer again until it is quiet).
+#[btf_map]
+pub static ASLEEP: Array<u32, { MAX_SANDBOXES as usize }> = Array::new();
+
 /// Egress policy per slot.
 #[btf_map]
 pub static NET: Array<NetPolicy, { MAX_SANDBOXES as usize }> = Array::new();
@@ -149,24 +155,36 @@ pub fn offsets() -> Option<&'static KernelOffsets> {
 }
 
 /// Submit flags: do not wake the reader for each record (a wakeup per record costs more than
-/// the record); it drains on a short timer, and is woken only when the ring is a quarter full.
+/// the record); it drains on a short timer, and is woken only when the ring is a quarter full
+/// or when it sleeps (`ASLEEP`: an idle sandbox costs its supervisor no timer).
 #[inline(always)]
-pub fn submit_flags(ring: &RingBuf<SyscallRecord, { RING_BYTES as usize }>) -> u64 {
+pub fn submit_flags(ring: &RingBuf<SyscallRecord, { RING_BYTES as usize }>, slot: u32) -> u64 {
     const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_RING_SIZE: u64 = 1;
     const BPF_RB_NO_WAKEUP: u64 = 1;
     const BPF_RB_FORCE_WAKEUP: u64 = 2;
-    // SAFETY: `ring` is the map pointer the outer-map lookup returned.
-    let avail = unsafe {
-        bpf_ringbuf_query(
-            (ring as *const RingBuf<SyscallRecord, { RING_BYTES as usize }>)
-                .cast_mut()
-                .cast(),
-            BPF_RB_AVAIL_DATA,
+    let map = (ring as *const RingBuf<SyscallRecord, { RING_BYTES as usize }>)
+        .cast_mut()
+        .cast();
+    // SAFETY: `map` is the map pointer the outer-map lookup returned. Rings differ in size
+    // (`RING_BYTES_PROCESS`), so the size is asked, not assumed.
+    let (avail, size) = unsafe {
+        (
+            bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA),
+            bpf_ringbuf_query(map, BPF_RB_RING_SIZE),
         )
     };
-    if avail > u64::from(RING_BYTES / 4) {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
+    if avail > size / 4 {
+        return BPF_RB_FORCE_WAKEUP;
     }
+    if let Some(asleep) = ASLEEP.get_ptr_mut(slot) {
+        // SAFETY: a map value of this slot; a racing writer costs at most one more wakeup.
+        unsafe {
+            if *asleep != 0 {
+                *asleep = 0;
+                return BPF_RB_FORCE_WAKEUP;
+            }
+        }
+    }
+    BPF_RB_NO_WAKEUP
 }

@@ -8,7 +8,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use cordon_probe_common::{
-    kind, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallRecord, ARGV_MAX, AUX_LEN, PATH_LEN,
+    kind, sbflag, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallRecord, ARGV_MAX, AUX_LEN,
+    PATH_LEN,
 };
 
 use crate::shared::{count_drop, count_syscall, count_written, current_sandbox, header, ring, submit_flags};
@@ -43,6 +44,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some(sandbox) = current_sandbox() else {
         return 0;
     };
+    if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
+        return 0;
+    }
     let nr = ctx.arg::<u64>(1) as u32;
     count_syscall(sandbox.slot, nr);
     let sp = syscall_spec(nr);
@@ -62,6 +66,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(sandbox) = current_sandbox() else {
         return 0;
     };
+    if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
+        return 0;
+    }
     let regs = ctx.arg::<*const u8>(0);
     let ret = ctx.arg::<i64>(1);
     let mut nr: u64 = 0;
@@ -99,7 +106,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         _pad: 0,
         ret,
     });
-    entry.submit(submit_flags(ring));
+    entry.submit(submit_flags(ring, sandbox.slot));
     0
 }
 
@@ -190,7 +197,7 @@ fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], s
         (*rec).aux_len = aux_len;
         (*rec).flags = flags;
     }
-    entry.submit(submit_flags(ring));
+    entry.submit(submit_flags(ring, sandbox.slot));
 }
 
 /// Copies argv strings NUL-separated into `aux`: each cut to `ARGV_PIECE` bytes, at most

@@ -1,7 +1,7 @@
 //! The monitor of one run: the profile's `[monitor]` section compiled for one workspace
 //! (variables expanded, the exec rule's default allowlist filled in). `detect` runs it.
 
-use crate::profile::monitor::{Monitor, Rule};
+use crate::profile::monitor::{Monitor, Rule, Visibility};
 use crate::profile::template::PathError;
 use crate::profile::NetworkMode;
 
@@ -22,6 +22,10 @@ pub struct Config {
     pub frozen_limit_ms: u64,
     pub rules: Vec<Rule>,
     pub net_mode: Option<NetworkMode>,
+    /// What the probes record of the sandbox.
+    pub visibility: Visibility,
+    /// Rules the profile inherits that this visibility cannot feed (they do not run).
+    pub unseen: Vec<&'static str>,
     /// Host uid and gid the hook runs as (the invoking user).
     pub hook_uid: u32,
     pub hook_gid: u32,
@@ -72,6 +76,8 @@ impl Config {
             frozen_limit_ms: m.frozen_limit_ms,
             rules,
             net_mode: Some(net_mode),
+            visibility: m.visibility,
+            unseen: m.unseen.clone(),
             hook_uid: 0,
             hook_gid: 0,
         })

@@ -164,6 +164,21 @@ pub fn render(p: &Profile, pol: &Policy) -> String {
         "\n[monitor] (a frozen sandbox nobody decides about is killed after {} s)",
         m.frozen_limit_ms / 1000
     );
+    if m.visibility != crate::profile::monitor::Visibility::Full {
+        let _ = writeln!(
+            s,
+            "  visibility       {} (processes and egress only: no syscall is counted or recorded){}",
+            m.visibility.name(),
+            if m.unseen.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; not running, they read syscall records: {}",
+                    m.unseen.join(", ")
+                )
+            }
+        );
+    }
     for r in &m.rules {
         let what = match (&r.patterns, r.limit, r.window_ms) {
             (Some(p), _, _) if !p.is_empty() => {

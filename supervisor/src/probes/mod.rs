@@ -57,8 +57,9 @@ const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
     ("skb_ingress", CgroupSkbAttachType::Ingress),
 ];
-const MAPS: [&str; 9] = [
+const MAPS: [&str; 10] = [
     "SANDBOXES",
+    "ASLEEP",
     "RINGS",
     "COUNTS",
     "DROPS",
@@ -120,6 +121,7 @@ pub struct Probes {
     pub(crate) counts: PerCpuArray<MapData, SlotCounts>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
     pub(crate) net: Array<MapData, NetPolicy>,
+    pub(crate) asleep: Array<MapData, u32>,
     pub(crate) traffic: PerCpuHashMap<MapData, TrafficKey, Traffic>,
     pub(crate) untracked: PerCpuArray<MapData, u64>,
     pub(crate) written: PerCpuArray<MapData, u64>,
@@ -201,6 +203,7 @@ impl Probes {
             counts: pinned_map(&dir, "COUNTS")?,
             drops: pinned_map(&dir, "DROPS")?,
             net: pinned_map(&dir, "NET")?,
+            asleep: pinned_map(&dir, "ASLEEP")?,
             traffic: pinned_map(&dir, "TRAFFIC")?,
             untracked: pinned_map(&dir, "UNTRACKED")?,
             written: pinned_map(&dir, "WRITTEN")?,
@@ -341,7 +344,7 @@ fn lock_probes() -> Result<FileLock, ProbeError> {
 /// next one ends (or `cordon probes unload`).
 pub(crate) fn detach_syscalls_if_idle(pin_dir: &Path) {
     let Ok(_lock) = lock_probes() else { return };
-    if any_slot_held() {
+    if any_slot_held(true) {
         return;
     }
     for (prog, _) in SYSCALL_TRACEPOINTS {
@@ -447,12 +450,17 @@ fn verifier(e: aya::programs::ProgramError) -> String {
     }
 }
 
-fn any_slot_held() -> bool {
+/// Whether any slot is held by a running `cordon` — only those whose sandbox needs the
+/// syscall tracepoints (below `FULL_SLOTS`) when `needing_syscalls`.
+fn any_slot_held(needing_syscalls: bool) -> bool {
     let Ok(dir) = std::fs::read_dir(Path::new(STATE).join("slots")) else {
         return false;
     };
-    dir.flatten()
-        .any(|e| matches!(FileLock::acquire(&e.path(), false), Ok(None)))
+    dir.flatten().any(|e| {
+        let slot: Option<u32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        (!needing_syscalls || slot.is_some_and(|s| s < cordon_probe_common::FULL_SLOTS))
+            && matches!(FileLock::acquire(&e.path(), false), Ok(None))
+    })
 }
 
 /// Builds of cordon other than this one left pins behind; remove those no sandbox uses.
@@ -466,7 +474,7 @@ fn remove_other_builds(current: &Path) {
             continue;
         }
         // A cordon of that build may still be running: keep its pins while any slot is held.
-        if !any_slot_held() {
+        if !any_slot_held(false) {
             let _ = std::fs::remove_dir_all(&path);
         }
     }

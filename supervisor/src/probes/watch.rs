@@ -5,7 +5,9 @@
 //! Slots are claimed with an `flock` on `/run/cordon/slots/N`: the kernel releases the lock
 //! when a `cordon` dies, however it dies, so a slot is never leaked. The file says "clean"
 //! when its last owner zeroed the slot's counters on the way out; otherwise the next owner
-//! zeroes them first.
+//! zeroes them first. While held it says "in use INDEX". Slots below `FULL_SLOTS` are for
+//! sandboxes that need the syscall tracepoints (`[monitor] visibility = "full"`), so the last
+//! of those detaches them (`super::detach_syscalls_if_idle`).
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
@@ -14,8 +16,8 @@ use std::path::Path;
 use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
 use aya::programs::{links::CgroupAttachMode, CgroupSkb, CgroupSockAddr};
 use cordon_probe_common::{
-    NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES,
-    SANDBOX_TABLE, SANDBOX_WAYS,
+    sbflag, NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey, FULL_SLOTS, MAX_SANDBOXES, MAX_SYSCALL,
+    RING_BYTES, RING_BYTES_PROCESS, SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
 use super::{err, kerr, FileLock, ProbeError, Probes, STATE};
@@ -44,10 +46,18 @@ pub struct Watch {
     lock: Option<FileLock>,
 }
 
-fn claim_slot() -> Result<(u32, FileLock), ProbeError> {
+/// Claim a free slot of the class the sandbox needs: slots keep their rings, full-size ones
+/// below `FULL_SLOTS`, small ones above (see `RING_BYTES_PROCESS`).
+fn claim_slot(syscalls: bool) -> Result<(u32, FileLock), ProbeError> {
     let dir = Path::new(STATE).join("slots");
     std::fs::create_dir_all(&dir).map_err(|e| err("state directory", format!("{}: {e}", dir.display())))?;
-    for slot in 0..MAX_SANDBOXES {
+    let class = if syscalls {
+        0..FULL_SLOTS
+    } else {
+        FULL_SLOTS..MAX_SANDBOXES
+    };
+    let size = class.len();
+    for slot in class {
         if let Some(lock) =
             FileLock::acquire(&dir.join(slot.to_string()), false).map_err(|e| err("slot lock", e))?
         {
@@ -56,7 +66,10 @@ fn claim_slot() -> Result<(u32, FileLock), ProbeError> {
     }
     Err(err(
         "slots",
-        format!("all {MAX_SANDBOXES} sandbox slots are in use on this host"),
+        format!(
+            "all {size} sandbox slots for visibility \"{}\" are in use on this host",
+            if syscalls { "full" } else { "process" }
+        ),
     ))
 }
 
@@ -69,8 +82,9 @@ impl Watch {
         cgroup_id: u64,
         pidns: (u64, u64),
         rules: NetRules,
+        syscalls: bool,
     ) -> Result<Self, ProbeError> {
-        let (slot, lock) = claim_slot()?;
+        let (slot, lock) = claim_slot(syscalls)?;
         let mut state = String::new();
         let _ = lock.file().read_to_string(&mut state);
         // A dead owner ("in use INDEX") may have left its cgroup registered and its counters
@@ -96,8 +110,11 @@ impl Watch {
             })
             .find(|&i| probes.sandboxes.get(&i, 0).is_ok_and(|sb| sb.cgroup_id == 0))
             .ok_or_else(|| err("SANDBOXES", "no free entry for this cgroup id (table collision)"))?;
+        // ORDER: marked before the tracepoints are attached (under the probes' lock), so a
+        // sandbox ending meanwhile sees this one needs them and keeps them.
         mark(&lock, &format!("in use {index}"));
 
+        crate::text::milestone("probes: slot claimed");
         let mut ring = slot_ring(&mut probes, slot)?;
         // Records a previous owner of the slot left unread (it was killed) are not ours.
         while ring.next().is_some() {}
@@ -109,22 +126,27 @@ impl Watch {
         // ORDER: the egress hooks are attached before the agent is released, so its first
         // connect is already judged; a failure here stops the run (fail closed).
         let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
+        crate::text::milestone("probes: ring and egress policy set");
         let mut egress = probes.sock_addr_programs(proxy)?;
-        probes.attach_syscalls()?;
+        if syscalls {
+            probes.attach_syscalls()?;
+        }
         for p in &mut egress {
             p.attach(&cgroup_dir, CgroupAttachMode::Single)
                 .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
         }
+        crate::text::milestone("probes: egress hooks attached");
         clear_traffic(&mut probes, slot);
         let mut skb = probes.skb_programs()?;
         for (p, ty) in &mut skb {
             p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
                 .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
         }
+        crate::text::milestone("probes: traffic counters attached");
         let sandbox = Sandbox {
             cgroup_id,
             slot,
-            _pad: 0,
+            flags: if syscalls { 0 } else { sbflag::NO_SYSCALLS },
             pidns_dev: pidns.0,
             pidns_ino: pidns.1,
         };
@@ -157,6 +179,12 @@ impl Watch {
                 (n > 0).then_some((nr, n))
             })
             .collect()
+    }
+
+    /// Ask the probes to wake the reader with the slot's next record (`true`: the reader
+    /// sleeps without a drain timer), or not (`false`: it drains on its timer).
+    pub fn set_asleep(&mut self, asleep: bool) {
+        let _ = self.probes.asleep.set(self.slot, &u32::from(asleep), 0);
     }
 
     /// Records the probes could not deliver (ring buffer full), summed over CPUs.
@@ -257,7 +285,11 @@ fn slot_ring(probes: &mut Probes, slot: u32) -> Result<RingBuf<MapData>, ProbeEr
                     aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
                     0,
                     0,
-                    RING_BYTES,
+                    if slot < FULL_SLOTS {
+                        RING_BYTES
+                    } else {
+                        RING_BYTES_PROCESS
+                    },
                     0,
                 ),
                 "cordon_ring",
@@ -288,6 +320,7 @@ fn mark(lock: &FileLock, state: &str) {
 
 /// Clear a slot's counters: syscalls, ring drops, untracked packets.
 fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
+    probes.asleep.set(slot, &0, 0).map_err(|e| kerr("ASLEEP", &e))?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize;
     let counts = PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).expect("one value per cpu");
     probes
@@ -331,12 +364,16 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
         clear_traffic(&mut self.probes, self.slot);
+        crate::text::milestone("probes: traffic cleared");
         let clean = zero_slot(&mut self.probes, self.slot).is_ok();
+        crate::text::milestone("probes: slot zeroed");
         if let Some(lock) = self.lock.take() {
             if clean {
                 mark(&lock, "clean");
             }
         }
-        super::detach_syscalls_if_idle(&self.probes.pin_dir);
+        if self.slot < FULL_SLOTS {
+            super::detach_syscalls_if_idle(&self.probes.pin_dir);
+        }
     }
 }

@@ -769,6 +769,67 @@ mod tests {
     }
 
     #[test]
+    fn process_visibility_switches_off_inherited_syscall_rules_and_refuses_its_own() {
+        use monitor::{Visibility, SYSCALL_RULES};
+        let dir = tempfile::tempdir().unwrap();
+        let full = load("default").unwrap();
+        assert_eq!(full.monitor.visibility, Visibility::Full);
+        assert!(full.monitor.unseen.is_empty());
+        let p = load_text(
+            dir.path(),
+            "extends = \"default\"\n[monitor]\nvisibility = \"process\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.monitor.visibility, Visibility::Process);
+        // Every rule default runs that reads syscall records is listed, none of them runs, and
+        // the others (exec, egress, processes …) still do.
+        let inherited: Vec<&str> = full
+            .monitor
+            .rules
+            .iter()
+            .map(|r| r.name)
+            .filter(|n| SYSCALL_RULES.contains(n))
+            .collect();
+        assert!(!inherited.is_empty());
+        assert_eq!(p.monitor.unseen, inherited);
+        assert!(p.monitor.rules.iter().all(|r| !SYSCALL_RULES.contains(&r.name)));
+        assert!(p.monitor.rule("exec").is_some() && p.monitor.rule("processes").is_some());
+        // A rule the same profile turns on contradicts its visibility.
+        let e = load_text(
+            dir.path(),
+            "extends = \"default\"\n[monitor]\nvisibility = \"process\"\n[monitor.written]\nlimit = \"1G\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("monitor.written") && e.contains("visibility"), "{e}");
+        // Turned off there, it is no contradiction; nor is a profile extending one that chose.
+        load_text(
+            dir.path(),
+            "extends = \"default\"\n[monitor]\nvisibility = \"process\"\n[monitor.written]\nresponse = \"off\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("base.toml"),
+            "extends = \"default\"\n[monitor]\nvisibility = \"process\"\n",
+        )
+        .unwrap();
+        let e = load_text(
+            dir.path(),
+            &format!(
+                "extends = {:?}\n[monitor.sensitive_read]\nresponse = \"kill\"\n",
+                dir.path().join("base.toml").display()
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("monitor.sensitive_read"), "{e}");
+        let e = load_text(dir.path(), "[monitor]\nvisibility = \"files\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("full") && e.contains("process"), "{e}");
+    }
+
+    #[test]
     fn transactional_keys_resolve_and_a_quota_needs_the_layer() {
         let dir = tempfile::tempdir().unwrap();
         let p = load_text(

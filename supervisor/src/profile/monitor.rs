@@ -69,9 +69,54 @@ pub struct RawRule {
     pub share: Option<f64>,
 }
 
+/// What the probes record of a sandbox (`[monitor] visibility`). Enforcement (mounts,
+/// landlock, seccomp, limits, egress hooks) is the same at every level; only what is seen
+/// and recorded differs, and what it costs (docs/monitor.md, "Visibility").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Every syscall counted; files, programs with their arguments, sockets, credentials and
+    /// namespaces recorded with arguments and results; every refused call recorded. While
+    /// such a sandbox runs, every process on the host takes the kernel's traced-syscall path.
+    #[default]
+    Full,
+    /// Processes (fork, exec with the program's path, exit) and network egress (every
+    /// connect, send and bind, allowed or refused, and the traffic per remote) only: no
+    /// per-syscall cost in the sandbox and none on the host. The rules that read syscall
+    /// records (`SYSCALL_RULES`) cannot run.
+    Process,
+}
+
+impl Visibility {
+    pub fn name(self) -> &'static str {
+        match self {
+            Visibility::Full => "full",
+            Visibility::Process => "process",
+        }
+    }
+}
+
+/// The rules that read syscall records: they need `visibility = "full"`.
+pub const SYSCALL_RULES: &[&str] = &[
+    "sensitive_read",
+    "sensitive_write",
+    "syscalls",
+    "deletions",
+    "deleted",
+    "rewritten",
+    "breadth",
+    "secrets",
+    "denials",
+    "repeated_denials",
+    "written",
+    "baseline",
+];
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMonitor {
+    /// What the probes record (full, process).
+    pub visibility: Option<Visibility>,
     /// A command run (as the invoking user) for every alert, with the detection as one JSON
     /// line on its stdin.
     pub hook: Option<Vec<String>>,
@@ -227,6 +272,10 @@ pub struct Monitor {
     pub frozen_limit_ms: u64,
     /// Rules that run (response other than `off`).
     pub rules: Vec<Rule>,
+    pub visibility: Visibility,
+    /// Rules an extended profile turned on that this visibility cannot feed: they do not run
+    /// (`cordon profile explain` and the run's start say so).
+    pub unseen: Vec<&'static str>,
 }
 
 impl Monitor {
@@ -258,13 +307,22 @@ pub(super) fn resolve(
         .iter()
         .find_map(|p| p.monitor.frozen_limit)
         .map_or(FROZEN_LIMIT_MS, |m| m.0);
+    // The layer that chose the visibility (most derived first): a rule that layer or a more
+    // derived one turns on and the visibility cannot feed is a contradiction; one only
+    // inherited from below it is switched off and listed.
+    let chosen_at = chain.iter().position(|p| p.monitor.visibility.is_some());
+    let visibility = chosen_at
+        .and_then(|i| chain[i].monitor.visibility)
+        .unwrap_or_default();
     let mut rules = Vec::new();
+    let mut unseen = Vec::new();
     for &(name, _) in RULES {
         // The rule as each layer of the chain writes it, most derived first.
         let layers: Vec<&RawRule> = chain.iter().filter_map(|p| raw_rule(&p.monitor, name)).collect();
         if layers.is_empty() {
             continue;
         }
+        let blind = visibility != Visibility::Full && SYSCALL_RULES.contains(&name);
         let shape = shape(name);
         let response = layers.iter().find_map(|r| r.response).unwrap_or(Response::Alert);
         let limit = layers.iter().find_map(|r| r.limit).map(|b| b.0);
@@ -317,6 +375,20 @@ pub(super) fn resolve(
             )));
         }
         if response == Response::Off {
+            continue;
+        }
+        if blind {
+            let set_with_visibility = chain
+                .iter()
+                .take(chosen_at.map_or(0, |i| i + 1))
+                .any(|p| raw_rule(&p.monitor, name).is_some());
+            if set_with_visibility {
+                return Err(invalid(format!(
+                    "monitor.{name} reads syscall records, which monitor.visibility = \"{}\" does not record: set its response to \"off\" or the visibility to \"full\"",
+                    visibility.name()
+                )));
+            }
+            unseen.push(name);
             continue;
         }
         let need = |what: &str| invalid(format!("monitor.{name}: `{what}` is required"));
@@ -380,5 +452,7 @@ pub(super) fn resolve(
         hook,
         frozen_limit_ms,
         rules,
+        visibility,
+        unseen,
     })
 }

@@ -38,6 +38,11 @@ impl GitWatch {
         }
     }
 
+    /// Nothing written waits to be judged.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The agent wrote these (possible) gitdirs just now.
     pub fn touched(&mut self, dirs: Vec<String>) {
         let now = Instant::now();

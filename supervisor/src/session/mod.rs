@@ -220,7 +220,7 @@ impl Session {
     }
 
     fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
-        let mut watch = watch(probes, sb, self.net_rules.clone())?;
+        let mut watch = watch(probes, sb, self.net_rules.clone(), self.policy_monitor.visibility)?;
         crate::text::milestone("session: probes watch the sandbox");
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
         // ORDER: the proxy listens inside the sandbox's namespace before the probes send it
@@ -448,6 +448,7 @@ pub fn watch(
     probes: Probes,
     sb: &Sandbox<'_>,
     rules: crate::probes::NetRules,
+    visibility: crate::profile::monitor::Visibility,
 ) -> Result<Watch, SessionError> {
     use std::os::unix::fs::MetadataExt;
     let io = |what| move |source| SessionError::Io { what, source };
@@ -456,5 +457,13 @@ pub fn watch(
     let cg = std::fs::File::from(sb.cgroup_fd.try_clone().map_err(io("probes: cgroup"))?)
         .metadata()
         .map_err(io("probes: cgroup id"))?;
-    Watch::start(probes, sb.cgroup_fd, cg.ino(), (ns.dev(), ns.ino()), rules).map_err(SessionError::Probes)
+    Watch::start(
+        probes,
+        sb.cgroup_fd,
+        cg.ino(),
+        (ns.dev(), ns.ino()),
+        rules,
+        visibility == crate::profile::monitor::Visibility::Full,
+    )
+    .map_err(SessionError::Probes)
 }

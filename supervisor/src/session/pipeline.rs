@@ -29,6 +29,41 @@ use crate::respond::Action;
 pub const BUS_CAPACITY: usize = 1 << 16;
 /// How often the reader drains the ring buffer when the probes have not woken it.
 const DRAIN_MS: u64 = 5;
+/// Drains that found nothing before the reader sleeps (100 ms of a quiet sandbox): then the
+/// probes wake it with the next record (`Watch::set_asleep`), and it looks at its duties
+/// (rule timers, the workspace watches, drops) only every `ASLEEP_MS`.
+const QUIET_DRAINS: u32 = 20;
+const ASLEEP_MS: u64 = 250;
+
+/// When the pipeline's periodic duties fall due next.
+struct Duties {
+    watches: std::time::Instant,
+    drops: std::time::Instant,
+    quota: std::time::Instant,
+    counts: std::time::Instant,
+}
+
+impl Duties {
+    fn new() -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            watches: now,
+            drops: now,
+            quota: now,
+            counts: now,
+        }
+    }
+
+    /// Whether the duty stamped `at` is due every `ms` (restamped when it is).
+    fn due(at: &mut std::time::Instant, ms: u64) -> bool {
+        let now = std::time::Instant::now();
+        if now.duration_since(*at) >= Duration::from_millis(ms) {
+            *at = now;
+            return true;
+        }
+        false
+    }
+}
 
 #[derive(Debug)]
 pub struct Summary {
@@ -241,9 +276,13 @@ async fn run(
     publish.send(&mut events);
 
     let mut drops_seen = 0u64;
-    // The probes wake this reader only when a ring is a quarter full (see submit_flags), so it
-    // drains on this tick: at most ~5 ms between a syscall and its event.
-    let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_MS));
+    // The probes wake this reader only when a ring is a quarter full (see submit_flags), or
+    // when it sleeps: it drains on this timer, at most ~5 ms between a syscall and its event.
+    let mut next = tokio::time::Instant::now() + Duration::from_millis(DRAIN_MS);
+    let mut quiet = 0u32;
+    let mut asleep = false;
+    let mut duties = Duties::new();
+    let (mut counted, mut trafficked) = (0u64, 0u64);
     let mut ticks = 0u64;
     let ring_dup = std::os::fd::AsFd::as_fd(&watch.ring)
         .try_clone_to_owned()
@@ -262,6 +301,12 @@ async fn run(
                 if let Ok(mut g) = ready {
                     g.clear_ready();
                 }
+                if asleep {
+                    // The probes cleared the flag as they woke us; drain on the timer again.
+                    asleep = false;
+                    quiet = 0;
+                    next = tokio::time::Instant::now() + Duration::from_millis(DRAIN_MS);
+                }
                 drain(&mut watch, &mut dec, &mut events);
                 detect.run(&mut watch, &mut dec, &mut events);
                 put_questions(&mut detect, &approvals, &ctl_tx);
@@ -279,20 +324,21 @@ async fn run(
                 put_questions(&mut detect, &approvals, &ctl_tx);
                 publish.send(&mut events);
             }
-            _ = tick.tick() => {
-                drain(&mut watch, &mut dec, &mut events);
+            _ = tokio::time::sleep_until(next) => {
+                let found = drain(&mut watch, &mut dec, &mut events);
                 ticks += 1;
                 gitwatch.touched(detect.take_git_touches());
+                let watches_due = Duties::due(&mut duties.watches, 50);
                 if let Some(s) = supply.as_mut() {
                     s.touched(detect.take_touched());
-                    if ticks.is_multiple_of(10) {
+                    if watches_due {
                         for x in s.check(std::time::Instant::now()) {
                             let at = (&mut watch, &mut dec, &mut events);
                             detect.external("supply_chain", x.summary, x.evidence, at);
                         }
                     }
                 }
-                if ticks.is_multiple_of(10) {
+                if watches_due {
                     for kind in gitwatch.check(std::time::Instant::now()) {
                         let e = dec.bare(kind);
                         dec.emit(e, &mut events);
@@ -302,7 +348,7 @@ async fn run(
                         }
                     }
                 }
-                if ticks.is_multiple_of(50) && !quota_reached {
+                if !quota_reached && Duties::due(&mut duties.quota, 250) {
                     if let Some(kind) = quota.as_ref().and_then(|(dir, q)| quota_detection(dir, *q)) {
                         quota_reached = true;
                         alert_line(&kind, &meta.sandbox);
@@ -313,20 +359,52 @@ async fn run(
                 if ticks == 20 && injected("event pipeline") {
                     panic!("fault injected for a test");
                 }
-                if ticks.is_multiple_of(25) {
+                if Duties::due(&mut duties.drops, 125) {
                     report_drops(&watch, &mut dec, &mut drops_seen, &mut events);
                 }
-                if ticks.is_multiple_of(500) {
-                    dec.counts(&watch.counts(), false, &mut events);
+                if Duties::due(&mut duties.counts, 2500) {
+                    // Only what changed: an idle sandbox adds nothing to its trace.
+                    let counts = watch.counts();
+                    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+                    if total != counted {
+                        counted = total;
+                        dec.counts(&counts, false, &mut events);
+                    }
                     let (remotes, untracked) = watch.traffic();
-                    if !remotes.is_empty() || untracked > 0 {
+                    let moved = remotes
+                        .iter()
+                        .map(|(_, t)| t.packets_in + t.packets_out)
+                        .sum::<u64>()
+                        + untracked;
+                    if moved != trafficked {
+                        trafficked = moved;
                         dec.traffic(&remotes, untracked, false, &mut events);
                     }
                 }
                 detect.run(&mut watch, &mut dec, &mut events);
                 detect.tick(&mut dec, &mut events);
                 put_questions(&mut detect, &approvals, &ctl_tx);
+                let settled = supply.as_ref().is_none_or(|s| s.settled()) && gitwatch.settled();
+                quiet = if found == 0 && events.is_empty() { quiet + 1 } else { 0 };
                 publish.send(&mut events);
+                if asleep && quiet == 0 {
+                    asleep = false;
+                    watch.set_asleep(false);
+                } else if !asleep && quiet >= QUIET_DRAINS && settled && ticks > 20 {
+                    // ORDER: the flag first, then a last drain: a record that came between
+                    // the two either is drained here or wakes us.
+                    watch.set_asleep(true);
+                    if drain(&mut watch, &mut dec, &mut events) == 0 {
+                        asleep = true;
+                    } else {
+                        watch.set_asleep(false);
+                        quiet = 0;
+                        detect.run(&mut watch, &mut dec, &mut events);
+                        publish.send(&mut events);
+                    }
+                }
+                let period = if asleep { ASLEEP_MS } else { DRAIN_MS };
+                next = tokio::time::Instant::now() + Duration::from_millis(period);
             }
             Some((id, approve, for_ms)) = terminal_answers.recv() => {
                 // On a task of its own: the answer's event goes into the queue this loop drains.
@@ -511,10 +589,14 @@ async fn recv_extra(rx: &mut Option<mpsc::Receiver<Kind>>) -> Option<Kind> {
     }
 }
 
-fn drain(watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) {
+/// Decode what the ring holds; how many records that was.
+fn drain(watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) -> usize {
+    let mut n = 0;
     while let Some(item) = watch.ring.next() {
         dec.record(&item, events);
+        n += 1;
     }
+    n
 }
 
 fn report_drops(watch: &Watch, dec: &mut Decoder, seen: &mut u64, events: &mut Vec<pb::Event>) {

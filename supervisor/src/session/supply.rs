@@ -69,6 +69,11 @@ impl SupplyWatch {
         }
     }
 
+    /// Nothing written waits to be judged.
+    pub fn settled(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The agent wrote these files (absolute, as the sandbox names them; seq of the write).
     pub fn touched(&mut self, files: Vec<(String, u64)>) {
         let now = Instant::now();

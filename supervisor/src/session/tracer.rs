@@ -15,6 +15,9 @@ use crate::trace::record::{Recording, TraceOutcome};
 const QUEUE: usize = 256;
 /// Summaries and checkpoints fall due on this tick.
 const TICK: Duration = Duration::from_millis(5);
+/// How long the writer waits for events when nothing is due (an idle sandbox's writer does
+/// not wake 200 times a second).
+const QUIET_WAIT: Duration = Duration::from_secs(1);
 
 pub enum Msg {
     Events(Vec<Arc<pb::Event>>),
@@ -65,7 +68,8 @@ fn write(mut rec: Recording, rx: Receiver<Msg>) -> TraceOutcome {
     let mut last_tick = Instant::now();
     let mut batches = 0u64;
     let (code, notes) = loop {
-        match rx.recv_timeout(TICK) {
+        let wait = if rec.quiet() { QUIET_WAIT } else { TICK };
+        match rx.recv_timeout(wait) {
             Ok(Msg::Events(batch)) => {
                 rec.record(batch.iter().map(|e| &**e));
                 batches += 1;

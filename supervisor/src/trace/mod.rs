@@ -192,6 +192,7 @@ pub fn header(s: &Start) -> pb::Header {
         policy: crate::policy::render(s.profile, s.policy),
         public_key: crate::keys::public_text(s.key),
         monitored: s.monitored,
+        visibility: s.policy.monitor.visibility.name().into(),
         ..Default::default()
     }
 }

@@ -136,6 +136,11 @@ impl Recording {
     }
 
     /// The pending read summary and a checkpoint when due; write.
+    /// Nothing is due on a tick: no summary, checkpoint, write or sync waits.
+    pub fn quiet(&self) -> bool {
+        self.reads.summary.seqs.is_empty() && self.file.as_ref().is_none_or(TraceFile::quiet)
+    }
+
     pub fn tick(&mut self) {
         if let Some(f) = &mut self.file {
             if self.reads.due() {

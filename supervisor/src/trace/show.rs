@@ -118,11 +118,7 @@ pub fn describe(path: &Path, r: &Report) -> String {
             "profile   {} (sha256 {}){}",
             h.profile_name,
             h.profile_sha256,
-            if h.monitored {
-                ""
-            } else {
-                ", NOT monitored (--no-probes)"
-            }
+            watched(h)
         ));
         put(format!(
             "file      {}",
@@ -177,6 +173,17 @@ pub fn describe(path: &Path, r: &Report) -> String {
 /// stream and the other records as `#` comments; for programs, the whole `Record` in the
 /// canonical proto3 JSON mapping (the body under its oneof name: `header`, `event`, …). The
 /// text is escaped (`text`): the JSON keeps every byte as recorded.
+/// How the run was watched, when not fully: after the profile in a trace's description.
+fn watched(h: &pb::Header) -> String {
+    if !h.monitored {
+        ", NOT monitored (--no-probes)".to_string()
+    } else if !h.visibility.is_empty() && h.visibility != "full" {
+        format!(", visibility {} (no syscall records)", h.visibility)
+    } else {
+        String::new()
+    }
+}
+
 pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
     let body = rec.body.as_ref()?;
     if json {
@@ -185,12 +192,13 @@ pub fn line(rec: &pb::Record, json: bool, color: bool) -> Option<String> {
     Some(match body {
         Body::Event(e) => crate::events::text(e, color),
         Body::Header(h) => text::escape(&format!(
-            "# trace of sandbox {} on {}: {} — profile {} ({}) — {} — signed by {}",
+            "# trace of sandbox {} on {}: {} — profile {} ({}){} — {} — signed by {}",
             h.sandbox,
             h.host,
             h.command.join(" "),
             h.profile_name,
             &h.profile_sha256[..h.profile_sha256.len().min(12)],
+            watched(h),
             h.identity,
             h.public_key
         ))

@@ -277,6 +277,12 @@ impl TraceFile {
         Ok(t)
     }
 
+    /// Nothing waits to be written, synced or covered by a checkpoint.
+    pub fn quiet(&self) -> bool {
+        self.done
+            || (self.chain.pending().is_empty() && !self.unsynced && self.chain.first_uncovered.is_none())
+    }
+
     /// Write what the chain holds (group commit), and fdatasync when `SYNC_MS` have passed.
     pub fn write(&mut self) -> Result<(), TraceError> {
         self.write_io().map_err(|source| TraceError::Write {
