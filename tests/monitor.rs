@@ -446,6 +446,13 @@ fn process_visibility_records_processes_and_egress_but_no_syscalls() {
         execs.contains(&"/usr/bin/cat") && execs.contains(&"/usr/bin/python3"),
         "{execs:?}"
     );
+    assert!(
+        of("exec")
+            .iter()
+            .any(|x| x["argv"] == serde_json::json!(["cat", "/etc/hostname"])),
+        "argv is read from the new program's memory: {:?}",
+        of("exec")
+    );
     assert!(!of("fork").is_empty() && !of("exit").is_empty());
     assert!(
         of("net")

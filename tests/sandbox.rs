@@ -652,3 +652,26 @@ fn an_agent_preset_sees_only_its_own_credential_read_only() {
     );
     assert!(reads.iter().any(|l| l.contains(".codex/auth.json")), "{events}");
 }
+
+/// The child builds the sandbox while the supervisor attaches the probes: a layer it cannot
+/// apply then is still named, and the agent never starts.
+#[test]
+fn a_layer_the_child_cannot_apply_is_named_and_nothing_starts() {
+    require_root();
+    let s = Scratch::new();
+    let out = Scratch::new();
+    let profile = profile_file(&out, "nofile", "[limits]\nopen_files = 99999999\n");
+    let o = output(run_cmd(
+        &profile,
+        s.path(),
+        &["-q"],
+        &["/bin/sh", "-c", "touch started"],
+    ));
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("limits: open_files (RLIMIT_NOFILE)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.path().join("started").exists());
+}

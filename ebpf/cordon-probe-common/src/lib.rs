@@ -141,8 +141,11 @@ pub struct ProcRecord {
     pub comm: [u8; 16],
     /// EXEC: the file executed.
     pub filename_len: u32,
-    pub _pad: u32,
+    /// EXEC of a sandbox without syscall records (`sbflag::NO_SYSCALLS`): the new program's
+    /// argv as its memory holds it, NUL-separated, cut at `AUX_LEN` (0: not read).
+    pub argv_len: u32,
     pub filename: [u8; PATH_LEN],
+    pub argv: [u8; AUX_LEN],
 }
 
 /// Socket operations seen by the cgroup hooks (`NetRecord::op`).
@@ -357,6 +360,9 @@ pub struct KernelOffsets {
     pub task_exit_code: u32,
     pub task_comm: u32,
     pub binprm_filename: u32,
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
     pub _pad: u32,
 }
 
@@ -430,7 +436,7 @@ const _: () = {
     assert!(core::mem::size_of::<Header>() == 32);
     assert!(core::mem::size_of::<SyscallRecord>() == 32 + 24 + 48 + PATH_LEN + AUX_LEN);
     assert!(core::mem::size_of::<ExitRecord>() == 48);
-    assert!(core::mem::size_of::<ProcRecord>() == 32 + 16 + 16 + 8 + PATH_LEN);
+    assert!(core::mem::size_of::<ProcRecord>() == 32 + 16 + 16 + 8 + PATH_LEN + AUX_LEN);
     assert!(core::mem::size_of::<NetRecord>() == 32 + 16 + 16 + 8);
     assert!(core::mem::size_of::<Sandbox>() == 32);
     assert!(core::mem::size_of::<NetRule>() == 32);
@@ -438,7 +444,7 @@ const _: () = {
     assert!(core::mem::align_of::<NetPolicy>() == 4);
     assert!(core::mem::size_of::<DnsOrigin>() == 8);
     assert!(core::mem::align_of::<SyscallRecord>() == 8);
-    assert!(core::mem::size_of::<KernelOffsets>() == 24);
+    assert!(core::mem::size_of::<KernelOffsets>() == 36);
     assert!(core::mem::size_of::<SlotCounts>() == 8 * MAX_SYSCALL as usize);
     assert!(core::mem::size_of::<TrafficKey>() == 32);
     assert!(core::mem::size_of::<Traffic>() == 32);

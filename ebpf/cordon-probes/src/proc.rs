@@ -4,27 +4,58 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm,
-        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str},
+        generated::{
+            bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user,
+        },
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use cordon_probe_common::{kind, ProcRecord, Sandbox, PATH_LEN};
+use cordon_probe_common::{kind, sbflag, KernelOffsets, ProcRecord, Sandbox, AUX_LEN, PATH_LEN};
 
 use crate::shared::{count_drop, current_sandbox, header, offsets, ring, submit_flags};
 
+/// A `T` at `base + off` in kernel memory (zero if unreadable).
 #[inline(always)]
-fn read_u32(base: *const u8, off: u32) -> u32 {
-    let mut v: u32 = 0;
+fn read_at<T: Copy + Default>(base: *const u8, off: u32) -> T {
+    let mut v = T::default();
     // SAFETY: reads kernel memory through the helper, which faults safely.
     unsafe {
         bpf_probe_read_kernel(
-            (&mut v as *mut u32).cast(),
-            4,
+            (&mut v as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
             base.wrapping_add(off as usize).cast(),
         )
     };
     v
+}
+
+/// The current (just exec'd) task's argv, from its memory: `mm->arg_start..arg_end`, cut at
+/// `AUX_LEN`. Returns the bytes copied.
+#[inline(always)]
+fn read_argv(off: &KernelOffsets, dst: *mut u8) -> u32 {
+    // SAFETY: a helper without arguments.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let mm = read_at::<u64>(task, off.task_mm) as *const u8;
+    if mm.is_null() {
+        return 0;
+    }
+    let (start, end) = (
+        read_at::<u64>(mm, off.mm_arg_start),
+        read_at::<u64>(mm, off.mm_arg_end),
+    );
+    if end <= start {
+        return 0;
+    }
+    let mut n = end - start;
+    if n > AUX_LEN as u64 {
+        n = AUX_LEN as u64;
+    }
+    // SAFETY: `dst` has `AUX_LEN` writable bytes; the helper faults safely on a bad source.
+    if unsafe { bpf_probe_read_user(dst.cast(), n as u32, start as *const _) } != 0 {
+        return 0;
+    }
+    n as u32
 }
 
 #[inline(always)]
@@ -43,6 +74,7 @@ fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
         (*rec).exit_code = 0;
         (*rec).group_dead = 0;
         (*rec).filename_len = 0;
+        (*rec).argv_len = 0;
         (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     fill(rec);
@@ -57,7 +89,10 @@ pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
     };
     let Some(off) = offsets() else { return 0 };
     let child = ctx.arg::<*const u8>(1);
-    let (tid, tgid) = (read_u32(child, off.task_pid), read_u32(child, off.task_tgid));
+    let (tid, tgid) = (
+        read_at::<u32>(child, off.task_pid),
+        read_at::<u32>(child, off.task_tgid),
+    );
     emit(sandbox, kind::FORK, |rec| {
         // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {
@@ -94,6 +129,10 @@ pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
                 filename as *const _,
             );
             (*rec).filename_len = if n > 0 { n as u32 } else { 0 };
+            // Without syscall records there is no execve entry to take argv from.
+            if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
+                (*rec).argv_len = read_argv(off, (*rec).argv.as_mut_ptr());
+            }
         }
     });
     0
@@ -108,7 +147,7 @@ pub fn sched_exit(ctx: RawTracePointContext) -> i32 {
     let Some(off) = offsets() else { return 0 };
     let task = ctx.arg::<*const u8>(0);
     let group_dead = ctx.arg::<u64>(1) as u32 & 1;
-    let code = read_u32(task, off.task_exit_code);
+    let code = read_at::<u32>(task, off.task_exit_code);
     emit(sandbox, kind::EXIT, |rec| {
         // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {

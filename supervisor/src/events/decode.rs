@@ -259,7 +259,13 @@ impl Decoder {
                 // The execve that led here is still pending (it completes in the new program).
                 let argv = match self.pending.get(&h.tid).and_then(|p| p.kind.as_ref()) {
                     Some(Kind::Syscall(s)) => s.argv.clone(),
-                    _ => Vec::new(),
+                    // A sandbox without syscall records: the probes read argv from the new
+                    // program's memory.
+                    _ => r.argv[..(r.argv_len as usize).min(r.argv.len())]
+                        .split(|&c| c == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect(),
                 };
                 let filename = cstr(&r.filename, r.filename_len);
                 let e = self.envelope(&h, Kind::Exec(pb::ProcessExec { filename, argv }));
@@ -541,11 +547,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn fork_builds_ancestry_and_exit_reports_status() {
-        let mut d = decoder();
-        let mut out = vec![];
-        let proc_rec = |kind, tgid, child, code| ProcRecord {
+    /// A process record of `sh` (host pid `tgid`): `child` for forks, `code` for exits.
+    fn proc_rec(kind: u32, tgid: u32, child: u32, code: u32) -> ProcRecord {
+        ProcRecord {
             hdr: hdr(kind, tgid, tgid),
             child_tid: child,
             child_tgid: child,
@@ -553,9 +557,36 @@ mod tests {
             group_dead: 1,
             comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             filename_len: 0,
-            _pad: 0,
+            argv_len: 0,
             filename: [0; PATH_LEN],
+            argv: [0; cordon_probe_common::AUX_LEN],
+        }
+    }
+
+    #[test]
+    fn an_exec_without_its_execve_takes_argv_from_the_record() {
+        let mut d = decoder();
+        let mut out = vec![];
+        let mut rec = proc_rec(kind::EXEC, 1001, 0, 0);
+        rec.filename_len = 13;
+        rec.filename[..13].copy_from_slice(b"/usr/bin/cat\0");
+        let args = b"cat\0/etc/hostname\0";
+        rec.argv[..args.len()].copy_from_slice(args);
+        rec.argv_len = u32::try_from(args.len()).unwrap();
+        d.record(&bytes(&rec), &mut out);
+        let Some(Kind::Exec(x)) = &out.last().unwrap().kind else {
+            panic!()
         };
+        assert_eq!(
+            (x.filename.as_str(), x.argv.clone()),
+            ("/usr/bin/cat", vec!["cat".to_string(), "/etc/hostname".into()])
+        );
+    }
+
+    #[test]
+    fn fork_builds_ancestry_and_exit_reports_status() {
+        let mut d = decoder();
+        let mut out = vec![];
         d.record(&bytes(&proc_rec(kind::FORK, 1001, 1002, 0)), &mut out);
         d.record(&bytes(&proc_rec(kind::FORK, 1002, 1003, 0)), &mut out);
         d.record(&bytes(&proc_rec(kind::EXIT, 1003, 0, 3 << 8)), &mut out);

@@ -8,8 +8,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    /// Parent → child: maps written and cgroups joined; go on.
+    /// Parent → child: maps written and cgroups joined; build the sandbox.
     Release,
+    /// Parent → child: the sandbox is watched (probes, proxy, monitor); start the agent.
+    Go,
     /// Child → parent: every layer is in place; the agent is being started.
     Ready,
     /// Child → parent: a setup step failed; nothing of the agent ran.
@@ -30,6 +32,7 @@ impl Msg {
     fn encode(&self) -> Vec<u8> {
         match self {
             Msg::Release => b"R".to_vec(),
+            Msg::Go => b"G".to_vec(),
             Msg::Ready => b"Y".to_vec(),
             Msg::SetupFailed { step, errno, detail } => format!("S{errno}\0{step}\0{detail}").into_bytes(),
             Msg::ExecFailed { errno, program } => format!("X{errno}\0{program}").into_bytes(),
@@ -44,6 +47,7 @@ impl Msg {
         let mut parts = text.splitn(3, '\0');
         Some(match tag {
             b'R' => Msg::Release,
+            b'G' => Msg::Go,
             b'Y' => Msg::Ready,
             b'S' => Msg::SetupFailed {
                 errno: parts.next()?.parse().ok()?,

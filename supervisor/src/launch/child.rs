@@ -158,6 +158,17 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     confine::landlock(policy)?;
     confine::drop_capabilities()?;
     confine::load_seccomp(plan.seccomp_bpf)?;
+    // 10. Wait until the supervisor watches the sandbox (it did so while we built it): the
+    // agent's first syscall is recorded and its first connect judged.
+    match ch.recv() {
+        Ok(Some(Msg::Go)) => {}
+        _ => {
+            return Err(StepError::msg(
+                "handshake",
+                "supervisor went away before the start",
+            ))
+        }
+    }
     ch.send(&Msg::Ready)
         .map_err(|e| StepError::io("handshake: ready", &e, ""))?;
     Ok(pty_slave)

@@ -342,18 +342,8 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     let guard = supervise::KillOnDrop(&pidfd);
 
     crate::text::milestone("launch: cloned");
-    // 7. The observer watches the sandbox (probes, trace, monitor). ORDER: before release, so
-    //    the agent's first syscall is already recorded and its first connect already judged.
-    let watched = observer
-        .attach(&Sandbox {
-            id: &opts.sandbox_id,
-            pid,
-            cgroup: &cgroup.v2,
-            cgroup_fd: &cg_fd,
-        })
-        .map_err(LaunchError::Observer);
-
-    // 8. Identity maps (inside 1000 -> the agent's unprivileged host ids), release.
+    // 7. Identity maps (inside 1000 -> the agent's unprivileged host ids), release: the child
+    //    builds the sandbox (root, landlock, seccomp) while we watch it, then waits for `Go`.
     let release = || -> Result<(), StepError> {
         let write_maps = || -> io::Result<()> {
             std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
@@ -365,28 +355,48 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
             .send(&channel::Msg::Release)
             .map_err(|e| StepError::io("handshake: release", &e, ""))
     };
-    crate::text::milestone("launch: observer attached");
-    match watched.and_then(|()| release().map_err(LaunchError::from)) {
-        Ok(()) => {}
-        Err(e) => {
-            // The child may have failed first (it joins the v1 cgroups before waiting for
-            // us): its own report names the real cause. Kill it so the channel closes, then
-            // read.
-            let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
-            let first = match parent_ch.recv() {
+    let released = release().map_err(LaunchError::from);
+    crate::text::milestone("launch: released");
+    // 8. The observer watches the sandbox (probes, trace, monitor, proxy). ORDER: before `Go`,
+    //    so the agent's first syscall is already recorded and its first connect already judged.
+    let started = released
+        .and_then(|()| {
+            observer
+                .attach(&Sandbox {
+                    id: &opts.sandbox_id,
+                    pid,
+                    cgroup: &cgroup.v2,
+                    cgroup_fd: &cg_fd,
+                })
+                .map_err(LaunchError::Observer)
+        })
+        .and_then(|()| {
+            crate::text::milestone("launch: observer attached");
+            parent_ch
+                .send(&channel::Msg::Go)
+                .map_err(|e| StepError::io("handshake: start", &e, "").into())
+        });
+    if let Err(e) = started {
+        // The child may have failed first (it joins the v1 cgroups before waiting for us, and
+        // builds the sandbox while we attach): its own report names the real cause. Kill it so
+        // the channel closes, then read.
+        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let first = loop {
+            match parent_ch.recv() {
                 Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => {
-                    StepError { step, errno, detail }.into()
+                    break StepError { step, errno, detail }.into();
                 }
-                _ => e,
-            };
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-            return Err(first);
-        }
+                // A terminal the child opened before it failed: not the cause.
+                Ok(Some(channel::Msg::PtyMaster | channel::Msg::Ready)) => continue,
+                _ => break e,
+            }
+        };
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(first);
     }
     drop(v1_join);
 
-    crate::text::milestone("launch: released");
     // 9. Supervise until the sandbox is gone.
     let outcome = supervise::run(supervise::Running {
         pid,

@@ -21,6 +21,84 @@ pub enum BtfError {
     NoMember(String, String),
 }
 
+const KIND_UNION: u32 = 5;
+
+/// The parts of a BTF blob the offset lookup reads.
+struct Blob<'a> {
+    btf: &'a [u8],
+    strings: usize,
+    /// Byte offset of each type record, by type id (id 0 is `void`).
+    types: Vec<usize>,
+}
+
+impl Blob<'_> {
+    fn u32_at(&self, o: usize) -> Result<u32, BtfError> {
+        self.btf
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or(BtfError::Short("type section"))
+    }
+
+    fn string(&self, off: u32) -> &[u8] {
+        let start = self.strings + off as usize;
+        let rest = self.btf.get(start..).unwrap_or(&[]);
+        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    }
+
+    /// (name offset, kind, vlen, kind_flag, body offset, size-or-type) of type `id`.
+    fn head(&self, id: u32) -> Result<(u32, u32, usize, u32, usize, u32), BtfError> {
+        let at = *self.types.get(id as usize).ok_or(BtfError::Short("type id"))?;
+        let (name_off, info, size_type) = (self.u32_at(at)?, self.u32_at(at + 4)?, self.u32_at(at + 8)?);
+        Ok((
+            name_off,
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            info >> 31,
+            at + 12,
+            size_type,
+        ))
+    }
+
+    /// Look for `want`'s members in struct or union `id`, whose start is `base` bytes into the
+    /// outer struct, descending into anonymous struct and union members (`mm_struct` keeps
+    /// most of its fields in one).
+    fn members(
+        &self,
+        id: u32,
+        base: u32,
+        want: &[&str],
+        found: &mut [Option<u32>],
+        depth: u32,
+    ) -> Result<(), BtfError> {
+        let (_, _, vlen, kind_flag, body, _) = self.head(id)?;
+        for m in 0..vlen {
+            let rec = body + 12 * m;
+            let (m_name, m_type, m_off) = (self.u32_at(rec)?, self.u32_at(rec + 4)?, self.u32_at(rec + 8)?);
+            let bits = if kind_flag == 1 { m_off & 0xff_ffff } else { m_off };
+            let at = base + bits / 8;
+            let name = self.string(m_name);
+            if name.is_empty() && depth < 4 {
+                // Through typedefs and qualifiers to the anonymous struct or union.
+                let mut t = m_type;
+                for _ in 0..8 {
+                    let (_, kind, _, _, _, next) = self.head(t)?;
+                    match kind {
+                        KIND_STRUCT | KIND_UNION => {
+                            self.members(t, at, want, found, depth + 1)?;
+                            break;
+                        }
+                        8..=11 | 18 => t = next,
+                        _ => break,
+                    }
+                }
+            } else if let Some(i) = want.iter().position(|w| w.as_bytes() == name) {
+                found[i].get_or_insert(at);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Find `struct NAME`'s member byte offsets in a BTF blob.
 fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, BtfError> {
     let u16_at = |o: usize| btf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
@@ -38,35 +116,22 @@ fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, 
         u32_at(12).ok_or(BtfError::Short("header"))? as usize,
     );
     let str_off = u32_at(16).ok_or(BtfError::Short("header"))? as usize;
-    let types = hdr_len + type_off;
-    let strings = hdr_len + str_off;
-    let string = |off: u32| -> &[u8] {
-        let start = strings + off as usize;
-        let rest = btf.get(start..).unwrap_or(&[]);
-        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+    let start = hdr_len + type_off;
+    let mut blob = Blob {
+        btf,
+        strings: hdr_len + str_off,
+        types: vec![0],
     };
-    let mut at = types;
-    while at + 12 <= types + type_len {
+    let mut at = start;
+    let mut target = None;
+    while at + 12 <= start + type_len {
         let (name_off, info) = (u32_at(at).ok_or(SHORT)?, u32_at(at + 4).ok_or(SHORT)?);
-        let (kind, vlen, kind_flag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
-        let body = at + 12;
-        if kind == KIND_STRUCT && string(name_off) == name.as_bytes() {
-            let mut found = vec![None; members.len()];
-            for m in 0..vlen {
-                let rec = body + 12 * m;
-                let (m_name, m_off) = (u32_at(rec).ok_or(SHORT)?, u32_at(rec + 8).ok_or(SHORT)?);
-                let bits = if kind_flag == 1 { m_off & 0xff_ffff } else { m_off };
-                if let Some(i) = members.iter().position(|w| w.as_bytes() == string(m_name)) {
-                    found[i] = Some(bits / 8);
-                }
-            }
-            return members
-                .iter()
-                .zip(found)
-                .map(|(m, f)| f.ok_or_else(|| BtfError::NoMember(name.into(), (*m).into())))
-                .collect();
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        if kind == KIND_STRUCT && target.is_none() && blob.string(name_off) == name.as_bytes() {
+            target = Some(u32::try_from(blob.types.len()).map_err(|_| SHORT)?);
         }
-        at = body
+        blob.types.push(at);
+        at += 12
             + match kind {
                 1 | 14 | 17 => 4,
                 3 => 12,
@@ -75,20 +140,31 @@ fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, 
                 _ => 0,
             };
     }
-    Err(BtfError::NoStruct(name.into()))
+    let id = target.ok_or_else(|| BtfError::NoStruct(name.into()))?;
+    let mut found = vec![None; members.len()];
+    blob.members(id, 0, members, &mut found, 0)?;
+    members
+        .iter()
+        .zip(found)
+        .map(|(m, f)| f.ok_or_else(|| BtfError::NoMember(name.into(), (*m).into())))
+        .collect()
 }
 
 /// The offsets the probes need, from the running kernel.
 pub fn kernel_offsets() -> Result<KernelOffsets, BtfError> {
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").map_err(BtfError::Read)?;
-    let task = member_offsets(&btf, "task_struct", &["pid", "tgid", "exit_code", "comm"])?;
+    let task = member_offsets(&btf, "task_struct", &["pid", "tgid", "exit_code", "comm", "mm"])?;
     let bprm = member_offsets(&btf, "linux_binprm", &["filename"])?;
+    let mm = member_offsets(&btf, "mm_struct", &["arg_start", "arg_end"])?;
     Ok(KernelOffsets {
         task_pid: task[0],
         task_tgid: task[1],
         task_exit_code: task[2],
         task_comm: task[3],
         binprm_filename: bprm[0],
+        task_mm: task[4],
+        mm_arg_start: mm[0],
+        mm_arg_end: mm[1],
         _pad: 0,
     })
 }
@@ -101,6 +177,9 @@ mod tests {
         // pid and tgid are adjacent pid_t fields in every kernel since 2.6.
         assert_eq!(o.task_tgid, o.task_pid + 4);
         assert!(o.task_comm > o.task_pid);
+        // Inside mm_struct's anonymous struct: found through it, adjacent longs.
+        assert!(o.mm_arg_start > 0);
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
     }
 
     #[test]
