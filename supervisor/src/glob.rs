@@ -115,11 +115,27 @@ pub fn segments(path: &str) -> Option<Vec<&str>> {
     Some(out)
 }
 
+/// Paths a `Set` remembers its answer for: agents open the same files again and again (the
+/// monitor matched every open against every pattern: the pipeline's largest cost).
+const MEMO: usize = 4096;
+
 /// Patterns with exceptions.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Set {
     include: Vec<Pattern>,
     exclude: Vec<Pattern>,
+    /// Absolute path → the index of the include pattern that matched it (None: no match).
+    memo: std::sync::Mutex<std::collections::HashMap<Box<str>, Option<usize>>>,
+}
+
+impl Clone for Set {
+    fn clone(&self) -> Self {
+        Self {
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            memo: Default::default(),
+        }
+    }
 }
 
 impl Set {
@@ -136,8 +152,21 @@ impl Set {
 
     /// The first pattern that matches the absolute `path` (and no exception does).
     pub fn matches(&self, path: &str) -> Option<&str> {
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = memo.get(path) {
+            return hit.map(|i| self.include[i].text.as_str());
+        }
         let segs = segments(path)?;
-        self.matches_segments(&segs)
+        let hit = self.include.iter().position(|p| p.matches(&segs));
+        let hit = hit.filter(|_| !self.exclude.iter().any(|p| p.matches(&segs)));
+        if memo.len() >= MEMO {
+            memo.clear();
+        }
+        memo.insert(path.into(), hit);
+        hit.map(|i| self.include[i].text.as_str())
     }
 
     /// The first pattern that something beneath the absolute `path` could match (exceptions
@@ -175,6 +204,23 @@ impl Set {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_answers_are_the_answers() {
+        let s = Set::new(&["/home/u/.ssh/**", "**/.env", "!**/sample/.env"]);
+        for _ in 0..2 {
+            assert_eq!(s.matches("/home/u/.ssh/id_rsa"), Some("/home/u/.ssh/**"));
+            assert_eq!(s.matches("/w/.env"), Some("**/.env"));
+            assert_eq!(s.matches("/w/sample/.env"), None);
+            assert_eq!(s.matches("/w/readme"), None);
+        }
+        // Past its capacity the memo starts over; answers stay right.
+        for i in 0..(MEMO + 10) {
+            assert_eq!(s.matches(&format!("/w/{i}/.env")), Some("**/.env"));
+        }
+        assert_eq!(s.matches("/home/u/.ssh/config"), Some("/home/u/.ssh/**"));
+        assert_eq!(s.clone().matches("/w/sample/.env"), None);
+    }
 
     #[test]
     fn segments_and_wildcards() {
