@@ -240,7 +240,7 @@ fn tampering_with_a_real_trace_is_detected_with_its_kind_and_record() {
         &s,
         &t,
         &[],
-        "for i in 1 2 3 4 5; do cat /etc/hostname >/dev/null; sleep 0.5; done",
+        "for i in 1 2 3 4 5; do cat /etc/hostname /etc/hostname >/dev/null; cat /etc/hostname >/dev/null; cat /etc/hostname >/dev/null; sleep 0.5; done",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let bytes = std::fs::read(&t).unwrap();
