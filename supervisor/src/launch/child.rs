@@ -76,7 +76,9 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
         }
     };
     let agent = spawn_agent(ch, plan, pty_slave.as_ref());
+    crate::text::milestone("child: agent forked");
     let status = reap_until(agent);
+    crate::text::milestone("child: agent reaped");
     let _ = ch.send(&Msg::AgentExited { status });
     sys::exit_now(0)
 }
@@ -131,6 +133,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
         // their owners' destructors (it leaves by _exit), so nothing closes them twice.
         let _ = nix::unistd::close(*fd);
     }
+    crate::text::milestone("child: root built");
     // 6. UTS and network namespaces.
     confine::hostname_and_loopback(policy.network.mode)?;
     std::env::set_current_dir(&policy.context.workspace).map_err(|e| {
@@ -158,6 +161,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     confine::landlock(policy)?;
     confine::drop_capabilities()?;
     confine::load_seccomp(plan.seccomp_bpf)?;
+    crate::text::milestone("child: confined");
     // 10. Wait until the supervisor watches the sandbox (it did so while we built it): the
     // agent's first syscall is recorded and its first connect judged.
     match ch.recv() {
@@ -169,6 +173,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
             ))
         }
     }
+    crate::text::milestone("child: go");
     ch.send(&Msg::Ready)
         .map_err(|e| StepError::io("handshake: ready", &e, ""))?;
     Ok(pty_slave)
@@ -225,6 +230,7 @@ fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! 
     }
     // Nothing but stdio crosses execve.
     let _ = sys::close_range_cloexec(3);
+    crate::text::milestone("agent: execve");
     let e = match nix::unistd::execve(&plan.program, &plan.argv, &plan.envp) {
         Err(e) => e,
         Ok(never) => match never {},

@@ -285,6 +285,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     let seccomp_bpf = confine::compile_seccomp(policy)?;
     // 3. cgroups beneath our own, with the profile's limits.
     let cgroup = cgroup::Cgroup::create(&opts.sandbox_id, &policy.limits)?;
+    crate::text::milestone("launch: cgroups made");
     // 4. Detached bind trees, idmapped where the invoking user's files must look like the agent's.
     let idmap_ns = match (&policy.idmap_uid_map, &policy.idmap_gid_map) {
         (Some(u), Some(g)) => Some(mounts::idmap_userns(u, g)?),
@@ -292,6 +293,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     };
     let trees = mounts::prepare(policy, idmap_ns.as_ref(), opts.layer.as_deref())?;
     drop(idmap_ns);
+    crate::text::milestone("launch: mount trees prepared");
     // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
     // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
     let ignored: Vec<libc::c_int> = child::FORWARDED
