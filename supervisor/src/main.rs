@@ -316,6 +316,10 @@ enum ProbesCmd {
     Load,
     /// Detach and unpin this build's probes (running sandboxes keep theirs until they end).
     Unload,
+    /// (Internal) Started by the last sandbox that needed the syscall tracepoints: detach
+    /// them after a short wait unless another such sandbox runs by then.
+    #[command(hide = true)]
+    Linger,
 }
 
 #[derive(Subcommand)]
@@ -357,6 +361,7 @@ enum ProfileCmd {
 use cordon::exit;
 
 fn main() {
+    text::milestone("main");
     let cli = Cli::parse_from(cli_approvals::argv());
     // A command that prints (`cordon profile list | head`) ends quietly when its reader goes
     // away. Not `run`: its proxy and relays write to sockets, where EPIPE is an answer.
@@ -378,6 +383,7 @@ fn main() {
             }
         }
     };
+    text::milestone("exit");
     std::process::exit(code);
 }
 
@@ -538,6 +544,10 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
                 Some(d) => println!("probes loaded and pinned in {:.1} ms", d.as_secs_f64() * 1e3),
                 None => println!("probes were already loaded"),
             }
+            Ok(0)
+        }
+        Cmd::Probes(ProbesCmd::Linger) => {
+            cordon::probes::linger();
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Unload) => {

@@ -133,11 +133,11 @@ pub struct Probes {
 /// Directory of this build's pins: a hash of the object, so a rebuilt cordon never reuses
 /// programs or map layouts of another build.
 fn pin_dir() -> PathBuf {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(OBJECT);
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    Path::new(BPFFS).join("cordon").join(hex)
+    Path::new(BPFFS).join("cordon").join(OBJECT_ID)
 }
+
+/// The first 8 bytes of the object's sha256, in hex (build.rs).
+const OBJECT_ID: &str = include_str!(concat!(env!("OUT_DIR"), "/cordon-probes.id"));
 
 fn ensure_bpffs() -> Result<(), ProbeError> {
     use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
@@ -238,7 +238,7 @@ impl Probes {
     }
 
     /// Attach the syscall tracepoints unless another sandbox already has. Called by a sandbox
-    /// holding its slot, so a concurrent `detach_syscalls_if_idle` sees it and keeps them.
+    /// holding its slot, so a concurrent `detach_syscalls_if_idle` (a lingerer) sees it and keeps them.
     pub(crate) fn attach_syscalls(&self) -> Result<(), ProbeError> {
         let _lock = lock_probes()?;
         for (prog, tracepoint) in SYSCALL_TRACEPOINTS {
@@ -300,9 +300,9 @@ impl Probes {
                 hook: format!("raw tracepoint {tp}"),
                 loaded: pinned("progs", prog),
                 attached: if pinned("links", prog) {
-                    "attached (a sandbox is watched; meanwhile every process on the host takes the traced syscall path: +235 ns per getppid on the reference VM, `sudo benches/syscall_cost.sh` measures this host)"
+                    "attached (a sandbox with visibility \"full\" is watched or ended less than 2 s ago; meanwhile every process on the host takes the traced syscall path: +235 ns per getppid on the reference VM, `sudo benches/syscall_cost.sh` measures this host)"
                 } else {
-                    "detached (attached only while a sandbox is watched; then every process on the host takes the traced syscall path: +235 ns per getppid on the reference VM, `sudo benches/syscall_cost.sh` measures this host)"
+                    "detached (attached only while a sandbox with visibility \"full\" is watched and for 2 s after the last ends; then every process on the host takes the traced syscall path: +235 ns per getppid on the reference VM, `sudo benches/syscall_cost.sh` measures this host)"
                 },
             });
         }
@@ -339,10 +339,53 @@ fn lock_probes() -> Result<FileLock, ProbeError> {
         .expect("blocking lock"))
 }
 
-/// Detach the syscall tracepoints when no sandbox is watched any more. Called by a sandbox
-/// after giving up its slot; a `cordon` killed before it could leaves them attached until the
-/// next one ends (or `cordon probes unload`).
-pub(crate) fn detach_syscalls_if_idle(pin_dir: &Path) {
+/// How long the syscall tracepoints stay attached after the last sandbox that needs them
+/// ends: back-to-back launches (an agent's tool calls, each in its own sandbox) then neither
+/// attach nor detach them (~1.3 ms of each launch, and the detach's text patching sends an
+/// IPI to every CPU). Every process on the host pays the traced-syscall path meanwhile.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Called by a sandbox that needed the syscall tracepoints, after giving up its slot: when
+/// no such sandbox is watched any more, start `cordon probes linger` to detach them after
+/// `LINGER` (at once if it cannot be started). A `cordon` killed before it could leaves them
+/// attached until the next one ends (or `cordon probes unload`).
+pub(crate) fn release_syscalls(pin_dir: &Path) {
+    {
+        let Ok(_lock) = lock_probes() else { return };
+        if any_slot_held(true) || !pin_dir.join("links").join(SYSCALL_TRACEPOINTS[0].0).exists() {
+            return;
+        }
+    }
+    use std::os::unix::process::CommandExt;
+    let started = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["probes", "linger"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if started.is_err() {
+        detach_syscalls_if_idle(pin_dir);
+    }
+}
+
+/// `cordon probes linger`: one at a time (a second one leaves it to the first, which checks
+/// after the later sandbox ended); wait `LINGER`, then detach if no sandbox needs them.
+pub fn linger() {
+    let Ok(Some(waiting)) = FileLock::acquire(&Path::new(STATE).join("linger.lock"), false) else {
+        return;
+    };
+    std::thread::sleep(LINGER);
+    // ORDER: the lock is given up before the check: a sandbox ending after the check starts
+    // a lingerer of its own, which must be able to take it.
+    drop(waiting);
+    detach_syscalls_if_idle(&pin_dir());
+}
+
+/// Detach the syscall tracepoints when no sandbox needs them.
+fn detach_syscalls_if_idle(pin_dir: &Path) {
     let Ok(_lock) = lock_probes() else { return };
     if any_slot_held(true) {
         return;
@@ -515,4 +558,16 @@ pub fn net_rules(net: &crate::policy::NetworkPolicy) -> NetRules {
     }
     r.policy.count = u32::try_from(r.texts.len()).unwrap_or(0);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pin_directory_is_named_by_the_embedded_objects_hash() {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(super::OBJECT);
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(super::OBJECT_ID, hex);
+        assert!(super::pin_dir().ends_with(&hex));
+    }
 }

@@ -7,7 +7,7 @@
 //! when its last owner zeroed the slot's counters on the way out; otherwise the next owner
 //! zeroes them first. While held it says "in use INDEX". Slots below `FULL_SLOTS` are for
 //! sandboxes that need the syscall tracepoints (`[monitor] visibility = "full"`), so the last
-//! of those detaches them (`super::detach_syscalls_if_idle`).
+//! of those has them detached (`super::release_syscalls`, after `super::LINGER`).
 
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsFd;
@@ -42,7 +42,7 @@ pub struct Watch {
     _egress: Vec<CgroupSockAddr>,
     /// Likewise for the traffic counters.
     _skb: Vec<CgroupSkb>,
-    /// The slot's lock; taken on drop so the slot is free before `detach_syscalls_if_idle`.
+    /// The slot's lock; taken on drop so the slot is free before `release_syscalls`.
     lock: Option<FileLock>,
 }
 
@@ -373,7 +373,7 @@ impl Drop for Watch {
             }
         }
         if self.slot < FULL_SLOTS {
-            super::detach_syscalls_if_idle(&self.probes.pin_dir);
+            super::release_syscalls(&self.probes.pin_dir);
         }
     }
 }
