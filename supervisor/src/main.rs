@@ -319,7 +319,11 @@ enum ProbesCmd {
     /// (Internal) Started by the last sandbox that needed the syscall tracepoints: detach
     /// them after a short wait unless another such sandbox runs by then.
     #[command(hide = true)]
-    Linger,
+    Linger {
+        /// The pin directory of the build whose tracepoints to detach (the binary on disk may
+        /// be another build by now).
+        pins: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -546,8 +550,8 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Probes(ProbesCmd::Linger) => {
-            cordon::probes::linger();
+        Cmd::Probes(ProbesCmd::Linger { pins }) => {
+            cordon::probes::linger(&pins)?;
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Unload) => {

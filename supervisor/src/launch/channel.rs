@@ -107,6 +107,7 @@ impl Channel {
     pub fn recv_fd(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = [0u8; 4096];
         let mut cbuf = nix::cmsg_space!([RawFd; 1]);
+        let mut reset_seen = false;
         let (n, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match socket::recvmsg::<()>(
@@ -116,6 +117,13 @@ impl Channel {
                 MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Err(Errno::EINTR) => continue,
+                // The peer closed with our message (`Go`) unread: the kernel reports that once
+                // (ECONNRESET, then cleared) before the messages it sent us, which are still
+                // queued: its SetupFailed must not be lost behind it.
+                Err(Errno::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
                 Ok(msg) => {
                     let mut fds = Vec::new();
@@ -166,6 +174,7 @@ mod tests {
             },
             Msg::AgentExited { status: 9 },
             Msg::PtyMaster,
+            Msg::Go,
         ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
@@ -177,5 +186,22 @@ mod tests {
         assert!(fd.is_some());
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    /// The child failed and exited while our `Go` sat unread in its queue: its report still
+    /// reaches us (the kernel's ECONNRESET comes first), then the end.
+    #[test]
+    fn a_report_behind_a_reset_is_read() {
+        let (parent, child) = pair().unwrap();
+        let failed = Msg::SetupFailed {
+            step: "limits".into(),
+            errno: 1,
+            detail: String::new(),
+        };
+        child.send(&failed).unwrap();
+        parent.send(&Msg::Go).unwrap();
+        drop(child);
+        assert_eq!(parent.recv().unwrap(), Some(failed));
+        assert_eq!(parent.recv().unwrap(), None);
     }
 }

@@ -360,6 +360,7 @@ pub(crate) fn release_syscalls(pin_dir: &Path) {
     let started = std::env::current_exe().and_then(|exe| {
         std::process::Command::new(exe)
             .args(["probes", "linger"])
+            .arg(pin_dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -373,15 +374,29 @@ pub(crate) fn release_syscalls(pin_dir: &Path) {
 
 /// `cordon probes linger`: one at a time (a second one leaves it to the first, which checks
 /// after the later sandbox ended); wait `LINGER`, then detach if no sandbox needs them.
-pub fn linger() {
-    let Ok(Some(waiting)) = FileLock::acquire(&Path::new(STATE).join("linger.lock"), false) else {
-        return;
+pub fn linger(pins: &Path) -> Result<(), ProbeError> {
+    let cordon = Path::new(BPFFS).join("cordon");
+    if pins.parent() != Some(cordon.as_path()) {
+        return Err(err(
+            "linger",
+            format!("{} is not a pin directory of cordon's", pins.display()),
+        ));
+    }
+    // One lingerer per build: each build's tracepoints are its own.
+    let id = pins
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock = Path::new(STATE).join(format!("linger-{id}.lock"));
+    let Ok(Some(waiting)) = FileLock::acquire(&lock, false) else {
+        return Ok(());
     };
     std::thread::sleep(LINGER);
     // ORDER: the lock is given up before the check: a sandbox ending after the check starts
     // a lingerer of its own, which must be able to take it.
     drop(waiting);
-    detach_syscalls_if_idle(&pin_dir());
+    detach_syscalls_if_idle(pins);
+    Ok(())
 }
 
 /// Detach the syscall tracepoints when no sandbox needs them.
