@@ -552,28 +552,23 @@ fn git_clone_over_https_and_pip_download_from_an_index_work_by_name() {
     );
 }
 
-/// Issue 14's acceptance test: the real Claude Code CLI from npm (installed by scripts/setup)
-/// under the `claude` preset, with its usual endpoint answered by a stand-in of the Messages
-/// API (streaming) reached by name: it answers, creates its state in ~/.claude, raises no
-/// detection, and its API key is in no byte of the trace or the stream.
-#[test]
-fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace() {
-    require_root();
+/// Claude Code (`claude -p "say hi"`) under `claude` extended by `extra`, its API answered by
+/// a stand-in on `addr` reached by name; asserts it answered, raised no detection, made its
+/// state, and left its key in no byte of the trace, the stream or stderr. Returns its events.
+fn claude_says_hi(s: &Scratch, addr: &str, extra: &str) -> Vec<Value> {
     let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
     assert!(claude.exists(), "scripts/setup installs Claude Code there");
-    let s = Scratch::new();
     let d = s.path();
     let ws = s.dir("ws");
     let home = s.dir("home");
     test_ca(d, "ws/ca.pem", &["api.anthropic.com"], "api");
-    // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
-    let mut stand_in = messages_stand_in(d, "127.0.0.2", "claude under cordon", None);
+    let mut stand_in = messages_stand_in(d, addr, "claude under cordon", None);
     let profile = s.file(
         "profiles/claude-test.toml",
         // The preset intercepts its API's TLS (the key is a credential): cordon verifies the
         // stand-in with the test CA.
         &format!(
-            "extends = \"claude\"\n[network]\nresolve = {{ \"api.anthropic.com\" = \"127.0.0.2\" }}\n\
+            "extends = \"claude\"\n{extra}\n[network]\nresolve = {{ \"api.anthropic.com\" = \"{addr}\" }}\n\
              upstream_ca = \"{}\"\n",
             ws.join("ca.pem").display()
         ),
@@ -608,6 +603,21 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
     assert!(!has(&std::fs::read(&trace).unwrap()), "the key reached the trace");
     assert!(!has(&std::fs::read(&ev).unwrap()), "the key reached the events");
     assert!(!has(&out.stderr), "the key reached stderr");
+    events
+}
+
+/// Issue 14's acceptance test: the real Claude Code CLI from npm (installed by scripts/setup)
+/// under the `claude` preset, with its usual endpoint answered by a stand-in of the Messages
+/// API (streaming) reached by name: it answers, creates its state in ~/.claude, raises no
+/// detection, and its API key is in no byte of the trace or the stream.
+#[test]
+fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace() {
+    require_root();
+    let s = Scratch::new();
+    // 127.0.0.2: the SDK test's stand-in has 127.0.0.1:443.
+    claude_says_hi(&s, "127.0.0.2", "");
+    let claude = Path::new("/opt/cordon-test-agents/node_modules/.bin/claude");
+    let (ws, home) = (s.path().join("ws"), s.path().join("home"));
     // Without --profile, the command picks its preset and the start line says so.
     let out = assert_picks_preset(
         &ws,
@@ -616,4 +626,27 @@ fn claude_code_works_under_its_preset_quietly_and_keeps_its_key_out_of_the_trace
         "claude",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// Issue 19: the same real agent with `[monitor] visibility = "process"` (no syscall
+/// tracepoints): it works the same, its programs are recorded with their arguments, its
+/// API traffic goes through the proxy as before, and no syscall is recorded.
+#[test]
+fn claude_code_works_with_process_visibility() {
+    require_root();
+    let s = Scratch::new();
+    let events = claude_says_hi(&s, "127.0.0.16", "[monitor]\nvisibility = \"process\"\n");
+    let kinds = |k: &str| events.iter().filter(|e| e.get(k).is_some()).count();
+    assert_eq!(kinds("syscall"), 0, "no syscall is recorded");
+    let execs: Vec<&Value> = events.iter().filter_map(|e| e.get("exec")).collect();
+    assert!(
+        execs
+            .iter()
+            .any(|x| x["argv"].as_array().is_some_and(|a| !a.is_empty())),
+        "programs come with their arguments: {execs:?}"
+    );
+    assert!(
+        kinds("http") + kinds("connection") > 0,
+        "its API calls are recorded by the proxy"
+    );
 }
