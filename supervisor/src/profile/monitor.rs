@@ -80,7 +80,7 @@ pub enum Visibility {
     /// such a sandbox runs, every process on the host takes the kernel's traced-syscall path.
     #[default]
     Full,
-    /// Processes (fork, exec with the program's path, exit) and network egress (every
+    /// Processes (fork, exec with the program's path and arguments, exit) and network egress (every
     /// connect, send and bind, allowed or refused, and the traffic per remote) only: no
     /// per-syscall cost in the sandbox and none on the host. The rules that read syscall
     /// records (`SYSCALL_RULES`) cannot run.
