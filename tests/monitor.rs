@@ -48,29 +48,37 @@ fn closing_listener() -> u16 {
     port
 }
 
-#[test]
-fn deny_cuts_the_network_after_an_unlisted_connect() {
-    require_root();
+/// A workspace whose `c.py` connects to an allowlisted loopback port and to an unlisted one
+/// (then runs `more`, where `PORT` is the listed port), and a profile allowing that port with
+/// `monitor` (a `[monitor]` section, or "") and `egress` set to deny: (workspace, scratch
+/// holding the profile, profile).
+fn egress_case(name: &str, monitor: &str, more: &str) -> (Scratch, Scratch, String) {
     let port = closing_listener();
     let s = Scratch::new();
     let out = Scratch::new();
     let profile = profile_file(
         &out,
-        "deny",
+        name,
         &format!(
             "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{port}\"]\n\
-             [monitor.egress]\nresponse = \"deny\"\n"
+             {monitor}[monitor.egress]\nresponse = \"deny\"\n"
         ),
     );
     let py = format!(
         "import socket, time\n\
          def tryc(p):\n    try:\n        socket.create_connection(('127.0.0.1', p), timeout=2).close(); return 'ok'\n    except OSError as e:\n        return type(e).__name__\n\
          print('listed', tryc({port}))\n\
-         print('unlisted', tryc(9))\n\
-         time.sleep(0.5)\n\
-         print('listed again', tryc({port}))\n"
+         print('unlisted', tryc(9))\n{}",
+        more.replace("PORT", &port.to_string())
     );
     s.file("c.py", &py);
+    (s, out, profile)
+}
+
+#[test]
+fn deny_cuts_the_network_after_an_unlisted_connect() {
+    require_root();
+    let (s, out, profile) = egress_case("deny", "", "time.sleep(0.5)\nprint('listed again', tryc(PORT))\n");
     let ev = out.path().join("ev.jsonl");
     let o = run_with_events(&profile, s.path(), &ev, "/usr/bin/python3 c.py");
     assert_eq!(
@@ -383,26 +391,7 @@ fn a_missing_baseline_stops_the_run_before_the_agent() {
 #[test]
 fn process_visibility_records_processes_and_egress_but_no_syscalls() {
     require_root();
-    let port = closing_listener();
-    let s = Scratch::new();
-    let out = Scratch::new();
-    let profile = profile_file(
-        &out,
-        "process",
-        &format!(
-            "[network]\nmode = \"allowlist\"\nallow = [\"127.0.0.1:{port}\"]\n\
-             [monitor]\nvisibility = \"process\"\n[monitor.egress]\nresponse = \"deny\"\n"
-        ),
-    );
-    s.file(
-        "c.py",
-        &format!(
-            "import socket\n\
-             def tryc(p):\n    try:\n        socket.create_connection(('127.0.0.1', p), timeout=2).close(); return 'ok'\n    except OSError as e:\n        return type(e).__name__\n\
-             print('listed', tryc({port}))\n\
-             print('unlisted', tryc(9))\n"
-        ),
-    );
+    let (s, out, profile) = egress_case("process", "[monitor]\nvisibility = \"process\"\n", "");
     let ev = out.path().join("ev.jsonl");
     let trace = out.path().join("t.trace");
     let o = output(run_cmd(

@@ -159,9 +159,7 @@ impl Set {
         if let Some(hit) = memo.get(path) {
             return hit.map(|i| self.include[i].text.as_str());
         }
-        let segs = segments(path)?;
-        let hit = self.include.iter().position(|p| p.matches(&segs));
-        let hit = hit.filter(|_| !self.exclude.iter().any(|p| p.matches(&segs)));
+        let hit = self.hit(&segments(path)?);
         if memo.len() >= MEMO {
             memo.clear();
         }
@@ -180,8 +178,13 @@ impl Set {
     }
 
     pub fn matches_segments(&self, segs: &[&str]) -> Option<&str> {
-        let hit = self.include.iter().find(|p| p.matches(segs))?;
-        (!self.exclude.iter().any(|p| p.matches(segs))).then_some(hit.text.as_str())
+        self.hit(segs).map(|i| self.include[i].text.as_str())
+    }
+
+    /// The index of the first include pattern matching `segs`, unless an exception does.
+    fn hit(&self, segs: &[&str]) -> Option<usize> {
+        let i = self.include.iter().position(|p| p.matches(segs))?;
+        (!self.exclude.iter().any(|p| p.matches(segs))).then_some(i)
     }
 
     /// For a relative path that could not be resolved: only patterns that start with `**`

@@ -166,8 +166,8 @@ pub fn submit_flags(ring: &RingBuf<SyscallRecord, { RING_BYTES as usize }>, slot
     let map = (ring as *const RingBuf<SyscallRecord, { RING_BYTES as usize }>)
         .cast_mut()
         .cast();
-    // SAFETY: `map` is the map pointer the outer-map lookup returned. Rings differ in size
-    // (`RING_BYTES_PROCESS`), so the size is asked, not assumed.
+    // Rings differ in size (`RING_BYTES_PROCESS`): the size is asked, not assumed.
+    // SAFETY: `map` is the map pointer the outer-map lookup returned.
     let (avail, size) = unsafe {
         (
             bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA),

@@ -214,11 +214,7 @@ impl Decoder {
         } else if r.flags & sysflag::AUX_SOCKADDR != 0 {
             s.addr = sockaddr(aux);
         } else if r.flags & sysflag::AUX_ARGV != 0 {
-            s.argv = aux
-                .split(|&c| c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
+            s.argv = argv_of(aux);
         }
         self.envelope(&r.hdr, Kind::Syscall(s))
     }
@@ -261,11 +257,7 @@ impl Decoder {
                     Some(Kind::Syscall(s)) => s.argv.clone(),
                     // A sandbox without syscall records: the probes read argv from the new
                     // program's memory.
-                    _ => r.argv[..(r.argv_len as usize).min(r.argv.len())]
-                        .split(|&c| c == 0)
-                        .filter(|a| !a.is_empty())
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect(),
+                    _ => argv_of(&r.argv[..(r.argv_len as usize).min(r.argv.len())]),
                 };
                 let filename = cstr(&r.filename, r.filename_len);
                 let e = self.envelope(&h, Kind::Exec(pb::ProcessExec { filename, argv }));
@@ -395,6 +387,15 @@ impl Decoder {
 
 /// The strings of an event that can carry what the agent typed or received: argv, paths,
 /// summaries built from them, names and URLs.
+/// NUL-separated argv strings as the probes copy them.
+fn argv_of(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&c| c == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 fn redact(r: &crate::secret::Redactor, e: &mut pb::Event) {
     match &mut e.kind {
         Some(Kind::Syscall(s)) => {

@@ -389,7 +389,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
                     break StepError { step, errno, detail }.into();
                 }
                 // A terminal the child opened before it failed: not the cause.
-                Ok(Some(channel::Msg::PtyMaster | channel::Msg::Ready)) => continue,
+                Ok(Some(channel::Msg::PtyMaster)) => continue,
                 _ => break e,
             }
         };

@@ -101,31 +101,27 @@ impl Blob<'_> {
 
 /// Find `struct NAME`'s member byte offsets in a BTF blob.
 fn member_offsets(btf: &[u8], name: &str, members: &[&str]) -> Result<Vec<u32>, BtfError> {
-    let u16_at = |o: usize| btf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        btf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
     const SHORT: BtfError = BtfError::Short("type section");
-    if u16_at(0) != Some(0xeb9f) {
+    if btf.get(..2) != Some(&0xeb9fu16.to_le_bytes()[..]) {
         return Err(BtfError::NotBtf);
     }
-    let hdr_len = u32_at(4).ok_or(BtfError::Short("header"))? as usize;
-    let (type_off, type_len) = (
-        u32_at(8).ok_or(BtfError::Short("header"))? as usize,
-        u32_at(12).ok_or(BtfError::Short("header"))? as usize,
-    );
-    let str_off = u32_at(16).ok_or(BtfError::Short("header"))? as usize;
-    let start = hdr_len + type_off;
     let mut blob = Blob {
         btf,
-        strings: hdr_len + str_off,
+        strings: 0,
         types: vec![0],
     };
+    let header = |o: usize| {
+        blob.u32_at(o)
+            .map(|v| v as usize)
+            .map_err(|_| BtfError::Short("header"))
+    };
+    let (hdr_len, type_off, type_len, str_off) = (header(4)?, header(8)?, header(12)?, header(16)?);
+    blob.strings = hdr_len + str_off;
+    let start = hdr_len + type_off;
     let mut at = start;
     let mut target = None;
     while at + 12 <= start + type_len {
-        let (name_off, info) = (u32_at(at).ok_or(SHORT)?, u32_at(at + 4).ok_or(SHORT)?);
+        let (name_off, info) = (blob.u32_at(at)?, blob.u32_at(at + 4)?);
         let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
         if kind == KIND_STRUCT && target.is_none() && blob.string(name_off) == name.as_bytes() {
             target = Some(u32::try_from(blob.types.len()).map_err(|_| SHORT)?);

@@ -364,9 +364,7 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let _ = self.probes.sandboxes.set(self.index, &Sandbox::default(), 0);
         clear_traffic(&mut self.probes, self.slot);
-        crate::text::milestone("probes: traffic cleared");
         let clean = zero_slot(&mut self.probes, self.slot).is_ok();
-        crate::text::milestone("probes: slot zeroed");
         if let Some(lock) = self.lock.take() {
             if clean {
                 mark(&lock, "clean");
