@@ -1,6 +1,6 @@
 """Times cordon, bwrap and firejail wrapping the same commands; prints medians and ratios.
 Called by benches/compare.sh (which builds cordon first)."""
-import os, subprocess, sys, tempfile
+import os, statistics, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wrappers  # noqa: E402
@@ -26,8 +26,11 @@ print(subprocess.run([CORDON, "probes", "load"], capture_output=True, text=True)
 print(f"{subprocess.run([CORDON, '--version'], capture_output=True, text=True).stdout.strip()}, "
       f"{RUNS} launches / {WORK_RUNS} workload runs each, medians")
 results = {}
+tails = {}
 for name, cmd, runs in WORKLOADS:
-    row = wrappers.interleaved(cmd, NAMES, WRAPS, runs, WS)
+    got = wrappers.samples(cmd, NAMES, WRAPS, runs, WS)
+    row = {w: statistics.median(v) for w, v in got.items()}
+    tails[name] = {w: wrappers.p99(v) for w, v in got.items()}
     results[name] = row
     cells = "  ".join(f"{w:>9} {row[w]*1000:8.2f} ms" for w in NAMES)
     print(f"{name:<28} {cells}", flush=True)
@@ -39,6 +42,9 @@ print(f"launch overhead (minus bare): cordon {1000*(t['cordon']-t['bare']):.2f} 
       f"bwrap {1000*(t['bwrap']-t['bare']):.2f} ms, firejail {1000*(t['firejail']-t['bare']):.2f} ms")
 print(f"wrap /bin/true: cordon/bwrap = {t['cordon']/t['bwrap']:.2f}x   cordon/firejail = {t['cordon']/t['firejail']:.2f}x   "
       f"cordon (visibility process)/bwrap = {t['cordon-process']/t['bwrap']:.2f}x")
+p = tails["wrap /bin/true"]
+print(f"wrap /bin/true p99: cordon {p['cordon']*1000:.2f} ms ({p['cordon']/t['bwrap']:.2f}x bwrap's median), "
+      f"cordon (process) {p['cordon-process']*1000:.2f} ms, bwrap {p['bwrap']*1000:.2f} ms")
 print(f"a proxy sandbox (networked) vs none (default): {1000*(t['cordon-proxy']-t['cordon']):+.2f} ms per launch")
 for name in ["1M os.stat loop", "find /usr -type f | wc -l"]:
     r = results[name]

@@ -57,13 +57,24 @@ def once(argv, ws):
     return time.perf_counter() - t
 
 
-def interleaved(cmd, names, wraps, runs, ws):
-    """Median seconds per wrapper: one warm-up each, then the wrappers run by run in turn, so
-    drift on a shared VM hits all of them alike."""
-    samples = {w: [] for w in names}
+def samples(cmd, names, wraps, runs, ws):
+    """Seconds of each run per wrapper: one warm-up each, then the wrappers run by run in
+    turn, so drift on a shared VM hits all of them alike."""
+    out = {w: [] for w in names}
     for w in names:
         once(wraps[w](cmd), ws)
     for _ in range(runs):
         for w in names:
-            samples[w].append(once(wraps[w](cmd), ws))
-    return {w: statistics.median(v) for w, v in samples.items()}
+            out[w].append(once(wraps[w](cmd), ws))
+    return out
+
+
+def interleaved(cmd, names, wraps, runs, ws):
+    """Median seconds per wrapper (see `samples`)."""
+    return {w: statistics.median(v) for w, v in samples(cmd, names, wraps, runs, ws).items()}
+
+
+def p99(values):
+    """The 99th percentile (nearest rank)."""
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, -(-99 * len(v) // 100) - 1))]

@@ -391,7 +391,16 @@ fn a_missing_baseline_stops_the_run_before_the_agent() {
 #[test]
 fn process_visibility_records_processes_and_egress_but_no_syscalls() {
     require_root();
-    let (s, out, profile) = egress_case("process", "[monitor]\nvisibility = \"process\"\n", "");
+    // argv is now read from memory: a secret the agent passes on a command line is redacted
+    // like every other field.
+    let secret = "tok-visibility-canary-5e1f0a9c";
+    let (s, out, profile) = egress_case(
+        "process",
+        &format!(
+            "[environment]\nset = {{ API_TOKEN = \"{secret}\" }}\n[monitor]\nvisibility = \"process\"\n"
+        ),
+        "",
+    );
     let ev = out.path().join("ev.jsonl");
     let trace = out.path().join("t.trace");
     let o = output(run_cmd(
@@ -404,7 +413,11 @@ fn process_visibility_records_processes_and_egress_but_no_syscalls() {
             "--trace",
             trace.to_str().unwrap(),
         ],
-        &["sh", "-c", "cat /etc/hostname >/dev/null; /usr/bin/python3 c.py"],
+        &[
+            "sh",
+            "-c",
+            &format!("cat /etc/hostname >/dev/null; /bin/echo {secret} >/dev/null; /usr/bin/python3 c.py"),
+        ],
     ));
     assert_eq!(
         stdout(&o),
@@ -442,6 +455,25 @@ fn process_visibility_records_processes_and_egress_but_no_syscalls() {
         "argv is read from the new program's memory: {:?}",
         of("exec")
     );
+    let echo = of("exec")
+        .into_iter()
+        .find(|x| x["filename"] == "/usr/bin/echo" || x["filename"] == "/bin/echo")
+        .cloned();
+    assert!(
+        echo.as_ref()
+            .is_some_and(|x| x["argv"][1].as_str().is_some_and(|a| a.starts_with("[secret"))),
+        "the secret in argv is redacted: {echo:?}"
+    );
+    for bytes in [
+        std::fs::read(&ev).unwrap(),
+        std::fs::read(&trace).unwrap(),
+        o.stderr.clone(),
+    ] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret reached the output"
+        );
+    }
     assert!(!of("fork").is_empty() && !of("exit").is_empty());
     assert!(
         of("net")
