@@ -42,6 +42,77 @@ fn slot_holders() -> Vec<String> {
 }
 
 /// Pins of the syscall tracepoints' links, of any cordon build.
+/// The lingerers' own cgroups beneath ours (`cordon-PID-keep`), where they hold the probes'
+/// cgroup hooks.
+fn keep_cgroups() -> Vec<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let v2 = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.controllers").exists())
+        .unwrap();
+    let Ok(dir) = std::fs::read_dir(root.join(v2)) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("cordon-") && n.ends_with("-keep")
+        })
+        .collect()
+}
+
+/// How many programs are attached to the cgroup `dir` at the kernel's attach type `ty`
+/// (`BPF_PROG_QUERY`).
+fn attached_programs(dir: &std::path::Path, ty: u32) -> u32 {
+    use std::os::fd::AsRawFd;
+    let cg = std::fs::File::open(dir).unwrap();
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        _pad: [u32; 9],
+    }
+    let mut ids = [0u32; 8];
+    let mut q = Query {
+        target_fd: u32::try_from(cg.as_raw_fd()).unwrap(),
+        attach_type: ty,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: 8,
+        ..Query::default()
+    };
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    // SAFETY: the attribute is a valid, zero-padded bpf_attr query for its size; the kernel
+    // writes at most `prog_cnt` ids into `ids`, which outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut q as *mut Query,
+            std::mem::size_of::<Query>(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "BPF_PROG_QUERY {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+    q.prog_cnt
+}
+
 fn syscall_link_pins() -> Vec<std::path::PathBuf> {
     let Ok(builds) = std::fs::read_dir("/sys/fs/bpf/cordon") else {
         return Vec::new();
@@ -477,12 +548,28 @@ fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
         before.len() + 2,
         "attached for 2 s after the last sandbox ends"
     );
+    // …and so do the cgroup hooks, held by the lingerer on an empty cgroup of its own (a next
+    // launch's attach and detach do not switch the kernel's cgroup-BPF keys).
+    const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+    let keep = keep_cgroups();
+    assert!(
+        eventually(2_000, || keep_cgroups()
+            .iter()
+            .any(|k| attached_programs(k, BPF_CGROUP_INET4_CONNECT) == 1)),
+        "no lingerer's cgroup holds the connect4 hook: {keep:?}"
+    );
     // …then, the last sandbox gone, every process on the host is off the slow syscall path
     // again (as far as this build goes).
     assert!(
         eventually(6_000, || syscall_link_pins() == before),
         "still attached: {:?}; slot files open in: {:?}",
         syscall_link_pins(),
+        slot_holders()
+    );
+    assert!(
+        eventually(3_000, || keep_cgroups().is_empty()),
+        "the lingerer's cgroup is still there: {:?}; slot files open in: {:?}",
+        keep_cgroups(),
         slot_holders()
     );
 }

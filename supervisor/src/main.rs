@@ -316,8 +316,9 @@ enum ProbesCmd {
     Load,
     /// Detach and unpin this build's probes (running sandboxes keep theirs until they end).
     Unload,
-    /// (Internal) Started by the last sandbox that needed the syscall tracepoints: detach
-    /// them after a short wait unless another such sandbox runs by then.
+    /// (Internal) Started by a sandbox as it ends when none runs: keeps the probes' attach
+    /// points warm while sandboxes run and for 2 s after the last; then detaches the syscall
+    /// tracepoints.
     #[command(hide = true)]
     Linger {
         /// The pin directory of the build whose tracepoints to detach (the binary on disk may
@@ -551,7 +552,12 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Linger { pins }) => {
-            cordon::probes::linger(&pins)?;
+            use std::os::fd::AsFd;
+            // An empty cgroup of its own to hold the probes' cgroup hooks (see `linger`); without
+            // one it still detaches the tracepoints on time.
+            let keep = launch::Cgroup::create("keep", &cordon::profile::Limits::default()).ok();
+            let fd = keep.as_ref().and_then(|k| k.v2_dir_fd().ok());
+            cordon::probes::linger(&pins, fd.as_ref().map(AsFd::as_fd))?;
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Unload) => {
@@ -754,6 +760,7 @@ fn run(
         .flatten();
     let profile_name = asked_profile.or(picked).unwrap_or("default");
     let p = profile::load(profile_name)?;
+    text::milestone("run: profile read");
     let mut id = Identity::detect(on_behalf_of);
     if let Some(h) = home {
         id.home = h
@@ -761,6 +768,7 @@ fn run(
             .with_context(|| format!("home {} does not exist or cannot be resolved", h.display()))?;
     }
     let mut pol = compile(&p, &id, workspace)?;
+    text::milestone("run: policy compiled");
     // The profile's promises, proven against what will be built: a broken one stops the run.
     let proof = policy::prove::prove(&p, &pol);
     if !proof.broken.is_empty() {
@@ -775,6 +783,7 @@ fn run(
         );
     }
     pol.invariants = proof.kept;
+    text::milestone("run: invariants proven");
     let sandbox_id = sandbox_id();
     // Credentials the proxy adds: read now (a missing one stops the run before anything
     // starts); the agent gets placeholders and a trust store with the run's CA.

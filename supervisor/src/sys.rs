@@ -512,35 +512,24 @@ pub fn add_inode_flags(f: impl AsFd, add: libc::c_long) -> io::Result<()> {
 /// Write `value` to the open sysctl `file` as a process of the pid namespace `pidns`.
 /// Per-pid-namespace sysctls (`vm.memfd_noexec`) act on the *writer's* namespace, and only a
 /// writer that is root in the initial user namespace passes proc's permission check: so a
-/// helper thread joins the namespace for its children (setns) and forks one writer, which
-/// calls only write(2) and _exit(2) and reports the errno as its exit status.
+/// helper thread joins the namespace for its children (setns) and starts one writer sharing
+/// cordon's memory (`vfork_child`: a fork of the whole supervisor copied its page tables,
+/// ~1 ms of a launch), which calls only write(2) and reports the errno as its exit status.
 pub fn write_sysctl_in_pid_ns(pidns: &OwnedFd, file: &std::fs::File, value: &[u8]) -> io::Result<()> {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::ForkResult;
+    let fd = file.as_raw_fd();
     std::thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {
             // Only this helper thread's children join the namespace.
             nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
-            // SAFETY: the child calls only async-signal-safe functions (write, _exit) on
-            // memory that existed before the fork, so other threads' locks cannot bite it.
-            match unsafe { nix::unistd::fork() }? {
-                ForkResult::Child => {
-                    // SAFETY: `file` is open and `value` is a live slice of `value.len()` bytes.
-                    let n = unsafe { libc::write(file.as_raw_fd(), value.as_ptr().cast(), value.len()) };
-                    let code = if usize::try_from(n).is_ok_and(|n| n == value.len()) {
-                        0
-                    } else {
-                        // SAFETY: reading errno is async-signal-safe.
-                        unsafe { *libc::__errno_location() }.clamp(1, 255)
-                    };
-                    exit_now(code)
+            vfork_child("the sysctl writer", &mut || {
+                // SAFETY: `fd` is open and `value` is a live slice of `value.len()` bytes.
+                let n = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
+                if usize::try_from(n).is_ok_and(|n| n == value.len()) {
+                    0
+                } else {
+                    nix::errno::Errno::last() as i32
                 }
-                ForkResult::Parent { child } => match waitpid(child, None)? {
-                    WaitStatus::Exited(_, 0) => Ok(()),
-                    WaitStatus::Exited(_, errno) => Err(io::Error::from_raw_os_error(errno)),
-                    other => Err(io::Error::other(format!("the sysctl writer ended: {other:?}"))),
-                },
-            }
+            })
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
@@ -566,27 +555,34 @@ pub fn umount_detach(path: &Path) -> io::Result<()> {
 }
 
 /// Run `op` in the mount namespace `ns` (a `/proc/PID/ns/mnt` opened while the process lived:
-/// a pid reused later cannot lead elsewhere), in a child that shares cordon's memory
-/// but not its filesystem context (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): the kernel
-/// refuses `setns(CLONE_NEWNS)` to a task sharing that context with other threads, and such a
-/// child starts in microseconds where a new process of cordon's binary takes milliseconds.
-/// cordon's calling thread waits while it runs (vfork), so `op` must only make system calls
-/// (no allocation, no locks: other threads keep running). The child's error is its exit
-/// status (an errno).
+/// a pid reused later cannot lead elsewhere), in a `vfork_child` (it shares cordon's memory but
+/// not its filesystem context: the kernel refuses `setns(CLONE_NEWNS)` to a task sharing that
+/// context with other threads). `op` must only make system calls. The child's error is its
+/// exit status (an errno).
 pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> + Send)) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let fd = ns.as_raw_fd();
-    let mut stack = vec![0u8; 256 * 1024];
-    let cb = Box::new(move || -> isize {
+    vfork_child("the mount namespace helper", &mut || {
         // SAFETY: setns on a descriptor this process holds open; no memory is passed.
         if unsafe { libc::setns(fd, libc::CLONE_NEWNS) } != 0 {
-            return isize::try_from(nix::errno::Errno::last() as i32).unwrap_or(1);
+            return nix::errno::Errno::last() as i32;
         }
         match op() {
             Ok(()) => 0,
-            Err(e) => isize::try_from(e.raw_os_error().unwrap_or(libc::EIO)).unwrap_or(1),
+            Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
-    });
+    })
+}
+
+/// Run `op` in a child that shares cordon's memory but not its filesystem context
+/// (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): it starts in microseconds, where a fork copies the
+/// supervisor's page tables and a new process of cordon's binary takes milliseconds. The
+/// calling thread waits while it runs (vfork), so `op` must only make system calls (no
+/// allocation, no locks: other threads keep running). `op` returns 0 or an errno, which
+/// becomes the child's exit status and the error.
+fn vfork_child(what: &str, op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<()> {
+    let mut stack = vec![0u8; 256 * 1024];
+    let cb = Box::new(move || -> isize { isize::try_from(op().clamp(0, 255)).unwrap_or(1) });
     let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
     // The child runs `cb` on its own stack (`stack` outlives it: this thread is suspended
     // until the child exits) and ends with the exit system call; `cb` only makes system calls.
@@ -601,8 +597,6 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
     match status {
         nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
         nix::sys::wait::WaitStatus::Exited(_, code) => Err(io::Error::from_raw_os_error(code)),
-        other => Err(io::Error::other(format!(
-            "the mount namespace helper ended: {other:?}"
-        ))),
+        other => Err(io::Error::other(format!("{what} ended: {other:?}"))),
     }
 }

@@ -179,9 +179,17 @@ pub fn milestone(what: &str) {
     static START: OnceLock<Option<Instant>> = OnceLock::new();
     let start = START.get_or_init(|| std::env::var_os("CORDON_TIMES").map(|_| Instant::now()));
     if let Some(t0) = start {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         eprint(&format!(
-            "time {:>8.2} ms  {what}",
-            t0.elapsed().as_secs_f64() * 1e3
+            "time {:>8.2} ms  {what} @{}.{:09}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            ts.tv_sec,
+            ts.tv_nsec
         ));
     }
 }

@@ -126,6 +126,7 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     {
         return Err(StepError::msg("lifecycle", "supervisor died during setup"));
     }
+    crate::text::milestone("child: identity set");
     // 5. The root filesystem, then pivot into it.
     mounts::build_root(policy, plan.trees)?;
     for fd in &plan.close_after_root {
@@ -158,7 +159,9 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
     // 9. rlimits, landlock (ORDER: after the last mount; it also forbids later mounts),
     // capabilities (bounding set while CAP_SETPCAP is still effective), seccomp last.
     confine::rlimits(policy)?;
+    crate::text::milestone("child: terminal, session, rlimits");
     confine::landlock(policy)?;
+    crate::text::milestone("child: landlock");
     confine::drop_capabilities()?;
     confine::load_seccomp(plan.seccomp_bpf)?;
     crate::text::milestone("child: confined");

@@ -12,7 +12,7 @@ mod pty;
 mod supervise;
 mod terminal;
 
-pub use cgroup::{detect_layout, Layout};
+pub use cgroup::{detect_layout, Cgroup, Layout};
 pub use confine::{compile_seccomp, landlock_abi, landlock_reliance, LANDLOCK_ABI};
 
 use crate::policy::Policy;

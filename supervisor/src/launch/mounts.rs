@@ -475,18 +475,23 @@ pub fn build_root(policy: &Policy, trees: &[Tree]) -> Result<(), StepError> {
         mount_tmp(root, policy)?;
     }
 
+    crate::text::milestone("child: binds attached");
     build_dev(root)?;
+    crate::text::milestone("child: /dev built");
     // ORDER: proc is mounted before pivot_root: the kernel only lets a user namespace mount
     // proc while a fully visible proc mount exists in its mount namespace (the host's).
     build_proc(root)?;
+    crate::text::milestone("child: /proc mounted");
 
     std::env::set_current_dir(root).map_err(step("filesystem: chdir new root", root))?;
     sys::pivot_root_here().map_err(step("filesystem: pivot_root", root))?;
     std::env::set_current_dir("/").map_err(step("filesystem: chdir /", root))?;
     // ORDER: masks and protections after pivot_root, so that symlinks among those paths
     // resolve inside the sandbox's view rather than the host's.
+    crate::text::milestone("child: pivoted");
     protect(policy)?;
     hide(policy)?;
+    crate::text::milestone("child: protected and hidden");
     // The sandbox's own user database: the agent is `agent` (uid 1000), not whoever the host
     // calls uid 1000, and the host's accounts are not listed.
     for (ours, theirs) in [(PASSWD_FILE, "/etc/passwd"), (GROUP_FILE, "/etc/group")] {

@@ -216,25 +216,12 @@ impl Probes {
     /// The reply-side hooks (recvmsg, getpeername) only matter when the proxy rewrites
     /// destinations: every attach costs launch time, so other sandboxes go without them.
     pub(crate) fn sock_addr_programs(&self, proxy: bool) -> Result<Vec<CgroupSockAddr>, ProbeError> {
-        SOCK_ADDR
-            .iter()
-            .filter(|(name, _)| proxy || !PROXY_ONLY.contains(name))
-            .map(|(name, ty)| {
-                CgroupSockAddr::from_pin(self.pin_dir.join("progs").join(name), *ty)
-                    .map_err(|e| kerr(name, &e))
-            })
-            .collect()
+        sock_addr_programs(&self.pin_dir, proxy)
     }
 
     /// The traffic counters, opened from their pins, ready to attach to one sandbox's cgroup.
     pub(crate) fn skb_programs(&self) -> Result<Vec<(CgroupSkb, CgroupSkbAttachType)>, ProbeError> {
-        SKB.iter()
-            .map(|(name, ty)| {
-                let p = CgroupSkb::from_pin(self.pin_dir.join("progs").join(name), *ty)
-                    .map_err(|e| kerr(name, &e))?;
-                Ok((p, *ty))
-            })
-            .collect()
+        skb_programs(&self.pin_dir)
     }
 
     /// Attach the syscall tracepoints unless another sandbox already has. Called by a sandbox
@@ -339,22 +326,45 @@ fn lock_probes() -> Result<FileLock, ProbeError> {
         .expect("blocking lock"))
 }
 
-/// How long the syscall tracepoints stay attached after the last sandbox that needs them
-/// ends: back-to-back launches (an agent's tool calls, each in its own sandbox) then neither
-/// attach nor detach them (~1.3 ms of each launch, and the detach's text patching sends an
-/// IPI to every CPU). Every process on the host pays the traced-syscall path meanwhile.
-pub const LINGER: Duration = Duration::from_secs(2);
+fn sock_addr_programs(pins: &Path, proxy: bool) -> Result<Vec<CgroupSockAddr>, ProbeError> {
+    SOCK_ADDR
+        .iter()
+        .filter(|(name, _)| proxy || !PROXY_ONLY.contains(name))
+        .map(|(name, ty)| {
+            CgroupSockAddr::from_pin(pins.join("progs").join(name), *ty).map_err(|e| kerr(name, &e))
+        })
+        .collect()
+}
 
-/// Called by a sandbox that needed the syscall tracepoints, after giving up its slot: when
-/// no such sandbox is watched any more, start `cordon probes linger` to detach them after
-/// `LINGER` (at once if it cannot be started). A `cordon` killed before it could leaves them
-/// attached until the next one ends (or `cordon probes unload`).
-pub(crate) fn release_syscalls(pin_dir: &Path) {
-    {
-        let Ok(_lock) = lock_probes() else { return };
-        if any_slot_held(true) || !pin_dir.join("links").join(SYSCALL_TRACEPOINTS[0].0).exists() {
-            return;
-        }
+fn skb_programs(pins: &Path) -> Result<Vec<(CgroupSkb, CgroupSkbAttachType)>, ProbeError> {
+    SKB.iter()
+        .map(|(name, ty)| {
+            let p = CgroupSkb::from_pin(pins.join("progs").join(name), *ty).map_err(|e| kerr(name, &e))?;
+            Ok((p, *ty))
+        })
+        .collect()
+}
+
+/// How long the lingerer keeps the probes' attach points warm after the last sandbox that
+/// needs them ends: back-to-back launches (an agent's tool calls, each in its own sandbox)
+/// then neither attach nor detach the syscall tracepoints (~1.3 ms of a launch) nor flip the
+/// kernel's cgroup-BPF switches (below). Every process on the host pays the traced-syscall
+/// path meanwhile (while a `full` sandbox ran).
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How often the lingerer looks at the slots.
+const LINGER_TICK: Duration = Duration::from_millis(250);
+
+/// Called by every sandbox as it gives up its slot: unless a lingerer runs, start `cordon
+/// probes linger`. If it cannot be started, the syscall tracepoints are detached at once when
+/// no sandbox needs them. A `cordon` killed before it could leaves them attached until the
+/// next one ends (or `cordon probes unload`).
+pub(crate) fn release(pin_dir: &Path) {
+    match FileLock::acquire(&linger_lock(pin_dir), false) {
+        // One runs: it sees this slot free at its next look.
+        Ok(None) => return,
+        // ORDER: given up before the lingerer starts, which takes it.
+        Ok(Some(free)) => drop(free),
+        Err(_) => {}
     }
     use std::os::unix::process::CommandExt;
     let started = std::env::current_exe().and_then(|exe| {
@@ -372,9 +382,24 @@ pub(crate) fn release_syscalls(pin_dir: &Path) {
     }
 }
 
-/// `cordon probes linger`: one at a time (a second one leaves it to the first, which checks
-/// after the later sandbox ended); wait `LINGER`, then detach if no sandbox needs them.
-pub fn linger(pins: &Path) -> Result<(), ProbeError> {
+/// The lingerer's lock: one per build (each build's tracepoints are its own).
+fn linger_lock(pins: &Path) -> PathBuf {
+    let id = pins
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Path::new(STATE).join(format!("linger-{id}.lock"))
+}
+
+/// `cordon probes linger`: one at a time per build. It keeps every cgroup hook attached to
+/// `keep` (an empty cgroup of its own, where they never run) while any sandbox holds a slot
+/// and for `LINGER` after the last gives it up: attaching the first program of a type to any
+/// cgroup, and detaching the last, switches the kernel's cgroup-BPF static key, whose text
+/// patching stops every CPU (perf: ~4% of a launch's CPU, the IPIs' wait on the launch path);
+/// held here, a sandbox's own attach and detach only count. It detaches the syscall
+/// tracepoints `LINGER` after the last `full` sandbox ends. The links it holds go when it
+/// ends, however it ends.
+pub fn linger(pins: &Path, keep: Option<std::os::fd::BorrowedFd<'_>>) -> Result<(), ProbeError> {
     let cordon = Path::new(BPFFS).join("cordon");
     if pins.parent() != Some(cordon.as_path()) {
         return Err(err(
@@ -382,19 +407,55 @@ pub fn linger(pins: &Path) -> Result<(), ProbeError> {
             format!("{} is not a pin directory of cordon's", pins.display()),
         ));
     }
-    // One lingerer per build: each build's tracepoints are its own.
-    let id = pins
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let lock = Path::new(STATE).join(format!("linger-{id}.lock"));
-    let Ok(Some(waiting)) = FileLock::acquire(&lock, false) else {
+    let lock_path = linger_lock(pins);
+    let Ok(Some(mut lock)) = FileLock::acquire(&lock_path, false) else {
         return Ok(());
     };
-    std::thread::sleep(LINGER);
-    // ORDER: the lock is given up before the check: a sandbox ending after the check starts
-    // a lingerer of its own, which must be able to take it.
-    drop(waiting);
+    let mut _warm = (Vec::new(), Vec::new());
+    if let Some(cg) = keep {
+        let mut addr = sock_addr_programs(pins, true)?;
+        for p in &mut addr {
+            // A hook that cannot be held only costs the next launch its switch.
+            let _ = p.attach(cg, aya::programs::CgroupAttachMode::Single);
+        }
+        let mut skb = skb_programs(pins)?;
+        for (p, ty) in &mut skb {
+            let _ = p.attach(cg, *ty, aya::programs::CgroupAttachMode::Single);
+        }
+        _warm = (addr, skb);
+    }
+    let (mut full_seen, mut any_seen) = (Instant::now(), Instant::now());
+    loop {
+        std::thread::sleep(LINGER_TICK);
+        let (full, any) = slots_held();
+        let now = Instant::now();
+        if full {
+            full_seen = now;
+        } else if now.duration_since(full_seen) >= LINGER {
+            detach_syscalls_if_idle(pins);
+        }
+        if any {
+            any_seen = now;
+            continue;
+        }
+        if now.duration_since(any_seen) < LINGER {
+            continue;
+        }
+        // ORDER: the lock is given up before the last look: a sandbox ending after it starts a
+        // lingerer of its own, which must be able to take it; one that claimed a slot before
+        // it is seen here, and this lingerer goes on if it can take the lock back.
+        drop(lock);
+        if !slots_held().1 {
+            break;
+        }
+        match FileLock::acquire(&lock_path, false) {
+            Ok(Some(again)) => {
+                lock = again;
+                any_seen = Instant::now();
+            }
+            _ => return Ok(()),
+        }
+    }
     detach_syscalls_if_idle(pins);
     Ok(())
 }
@@ -511,14 +572,36 @@ fn verifier(e: aya::programs::ProgramError) -> String {
 /// Whether any slot is held by a running `cordon` — only those whose sandbox needs the
 /// syscall tracepoints (below `FULL_SLOTS`) when `needing_syscalls`.
 fn any_slot_held(needing_syscalls: bool) -> bool {
+    let (full, any) = slots_held();
+    if needing_syscalls {
+        full
+    } else {
+        any
+    }
+}
+
+/// Whether running `cordon`s hold slots: (one needing the syscall tracepoints, any).
+fn slots_held() -> (bool, bool) {
     let Ok(dir) = std::fs::read_dir(Path::new(STATE).join("slots")) else {
-        return false;
+        return (false, false);
     };
-    dir.flatten().any(|e| {
-        let slot: Option<u32> = e.file_name().to_str().and_then(|n| n.parse().ok());
-        (!needing_syscalls || slot.is_some_and(|s| s < cordon_probe_common::FULL_SLOTS))
-            && matches!(FileLock::acquire(&e.path(), false), Ok(None))
-    })
+    let (mut full, mut any) = (false, false);
+    for e in dir.flatten() {
+        let Some(slot) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if any && slot >= cordon_probe_common::FULL_SLOTS {
+            continue;
+        }
+        if matches!(FileLock::acquire(&e.path(), false), Ok(None)) {
+            any = true;
+            full |= slot < cordon_probe_common::FULL_SLOTS;
+            if full {
+                break;
+            }
+        }
+    }
+    (full, any)
 }
 
 /// Builds of cordon other than this one left pins behind; remove those no sandbox uses.

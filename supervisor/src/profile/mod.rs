@@ -304,7 +304,7 @@ pub struct Filesystem {
     pub commit: CommitMode,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Limits {
     pub memory: Option<u64>,
     pub cpu: Option<f64>,
