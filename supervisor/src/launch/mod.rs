@@ -281,19 +281,30 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     let program = cstring(&program.to_string_lossy())?;
 
     let absent = absent_protected(policy);
-    // 2. Compile the seccomp filter here; the child only loads it.
-    let seccomp_bpf = confine::compile_seccomp(policy)?;
-    // 3. cgroups beneath our own, with the profile's limits.
-    let cgroup = cgroup::Cgroup::create(&opts.sandbox_id, &policy.limits)?;
-    crate::text::milestone("launch: cgroups made");
-    // 4. Detached bind trees, idmapped where the invoking user's files must look like the agent's.
-    let idmap_ns = match (&policy.idmap_uid_map, &policy.idmap_gid_map) {
-        (Some(u), Some(g)) => Some(mounts::idmap_userns(u, g)?),
-        _ => None,
-    };
-    let trees = mounts::prepare(policy, idmap_ns.as_ref(), opts.layer.as_deref())?;
-    drop(idmap_ns);
-    crate::text::milestone("launch: mount trees prepared");
+    // 2. Compile the seccomp filter here (the child only loads it), on a thread: libseccomp's
+    //    ~0.3 ms of CPU overlap the kernel work of steps 3 and 4. Its error comes first.
+    let (seccomp_bpf, cgroup, trees) = std::thread::scope(|s| -> Result<_, LaunchError> {
+        let compiling = s.spawn(|| confine::compile_seccomp(policy));
+        let made = (|| -> Result<_, LaunchError> {
+            // 3. cgroups beneath our own, with the profile's limits.
+            let cgroup = cgroup::Cgroup::create(&opts.sandbox_id, &policy.limits)?;
+            crate::text::milestone("launch: cgroups made");
+            // 4. Detached bind trees, idmapped where the invoking user's files must look like
+            //    the agent's.
+            let idmap_ns = match (&policy.idmap_uid_map, &policy.idmap_gid_map) {
+                (Some(u), Some(g)) => Some(mounts::idmap_userns(u, g)?),
+                _ => None,
+            };
+            let trees = mounts::prepare(policy, idmap_ns.as_ref(), opts.layer.as_deref())?;
+            crate::text::milestone("launch: mount trees prepared");
+            Ok((cgroup, trees))
+        })();
+        let bpf = compiling
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        let (cgroup, trees) = made?;
+        Ok((bpf, cgroup, trees))
+    })?;
     // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
     // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
     let ignored: Vec<libc::c_int> = child::FORWARDED
