@@ -885,73 +885,87 @@ fn run(
         started_unix: cordon::events::unix_now_ns() / 1_000_000_000,
         owner_uid: id.owner_uid,
     };
-    // The trace is started (header on disk) before the sandbox: no trace, no run.
     text::milestone("profile loaded, compiled and proven");
-    let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))
-        .context("the trace signing key")?
-        .0;
-    let trace_path = output
-        .trace
-        .clone()
-        .unwrap_or_else(|| cordon::trace::default_dir().join(format!("{sandbox_id}.trace")));
-    let header = cordon::trace::header(&cordon::trace::Start {
-        sandbox: &sandbox_id,
-        command: &shown_command,
-        identity: &id,
-        profile: &p,
-        policy: &pol,
-        key: &key.public(),
-        monitored: !output.no_probes,
-    });
-    let trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
-    if output.no_probes {
-        eprintln!(
-            "cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded and the profile's {} monitor rules do not run",
-            pol.monitor.rules.len()
-        );
-    } else if !pol.monitor.unseen.is_empty() {
-        eprintln!(
-            "cordon: monitor.visibility = \"{}\": no syscall is recorded; these inherited rules read syscall records and do not run: {}",
-            pol.monitor.visibility.name(),
-            pol.monitor.unseen.join(", ")
-        );
-    }
     let transactional =
         output.workspace.unwrap_or(pol.workspace_mode) == profile::WorkspaceMode::Transactional;
-    cli_changes::refuse_direct(&pol, transactional)?;
-    let layer = transactional
-        .then(|| cli_changes::start(&pol, &sandbox_id, &p.name, &shown_command, &trace_path, quiet))
-        .transpose()?;
-    // Questions to a person are asked on the terminal too when cordon relays the agent's.
-    let desk = interactive
-        .then(launch::desk::Desk::new)
-        .transpose()
-        .context("approvals: the terminal's question desk (eventfd)")?;
-    text::milestone("trace header written");
-    let mut session = cordon::session::Session::prepare(
-        &pol,
-        cordon::session::Setup {
-            meta,
-            out,
-            trace,
+    let launch_opts = |layer: Option<PathBuf>| launch::Options {
+        sandbox_id: sandbox_id.clone(),
+        command: command.clone(),
+        interactive,
+        layer,
+        desk: None,
+    };
+    // The sandbox is made ready (refusals, seccomp filter, cgroups, mount trees) on a thread
+    // while the trace is started: nothing runs in it before the trace's header is on disk (no
+    // trace, no run). A transactional run's layer is made after the header (it names the
+    // trace), and its sandbox is prepared after it.
+    let (launched, session, layer) = std::thread::scope(|s| -> Result<_> {
+        let early = (!transactional).then(|| s.spawn(|| launch::prepare(&pol, launch_opts(None))));
+        let key = cordon::keys::init(std::path::Path::new(cordon::keys::DEFAULT_DIR))
+            .context("the trace signing key")?
+            .0;
+        let trace_path = output
+            .trace
+            .clone()
+            .unwrap_or_else(|| cordon::trace::default_dir().join(format!("{sandbox_id}.trace")));
+        let header = cordon::trace::header(&cordon::trace::Start {
+            sandbox: &sandbox_id,
+            command: &shown_command,
+            identity: &id,
+            profile: &p,
+            policy: &pol,
+            key: &key.public(),
             monitored: !output.no_probes,
-            firewall,
-            layer_upper: layer.as_ref().map(cordon::workspace::Layer::upper),
-            desk: desk.clone(),
-        },
-    )?;
-    text::milestone("session prepared (probes ready)");
-    let launched = launch::run(
-        &pol,
-        launch::Options {
-            sandbox_id,
-            command,
-            interactive,
-            layer: layer.as_ref().map(cordon::workspace::Layer::layer_dir),
-            desk,
-        },
-        &mut session,
-    );
+        });
+        let trace = TraceFile::create(&trace_path, key.signing.clone(), header)?;
+        if output.no_probes {
+            eprintln!(
+                "cordon: WARNING: --no-probes: this run is NOT monitored; no events are recorded and the profile's {} monitor rules do not run",
+                pol.monitor.rules.len()
+            );
+        } else if !pol.monitor.unseen.is_empty() {
+            eprintln!(
+                "cordon: monitor.visibility = \"{}\": no syscall is recorded; these inherited rules read syscall records and do not run: {}",
+                pol.monitor.visibility.name(),
+                pol.monitor.unseen.join(", ")
+            );
+        }
+        cli_changes::refuse_direct(&pol, transactional)?;
+        let layer = transactional
+            .then(|| cli_changes::start(&pol, &sandbox_id, &p.name, &shown_command, &trace_path, quiet))
+            .transpose()?;
+        // Questions to a person are asked on the terminal too when cordon relays the agent's.
+        let desk = interactive
+            .then(launch::desk::Desk::new)
+            .transpose()
+            .context("approvals: the terminal's question desk (eventfd)")?;
+        text::milestone("trace header written");
+        let mut session = cordon::session::Session::prepare(
+            &pol,
+            cordon::session::Setup {
+                meta,
+                out,
+                trace,
+                monitored: !output.no_probes,
+                firewall,
+                layer_upper: layer.as_ref().map(cordon::workspace::Layer::upper),
+                desk: desk.clone(),
+            },
+        )?;
+        text::milestone("session prepared (probes ready)");
+        let prepared = match early {
+            Some(preparing) => preparing.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => launch::prepare(
+                &pol,
+                launch_opts(layer.as_ref().map(cordon::workspace::Layer::layer_dir)),
+            ),
+        };
+        let launched = prepared.and_then(|mut sandbox| {
+            sandbox.set_desk(desk);
+            sandbox.start(&mut session)
+        });
+        Ok((launched, session, layer))
+    })?;
     let outcome = match launched {
         Ok(o) => o,
         Err(e) => {

@@ -252,6 +252,25 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
 
 /// Run one agent under `policy`, watched by `observer`. Blocks until the sandbox is gone.
 pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Result<Outcome, LaunchError> {
+    prepare(policy, opts)?.start(observer)
+}
+
+/// A sandbox made ready but not started: refused if it cannot be enforced, its seccomp
+/// filter compiled, its cgroups made and its mount trees detached. Nothing runs in it yet, so
+/// it may be prepared while the trace is still being written; dropping it removes what it made.
+pub struct Prepared<'p> {
+    policy: &'p Policy,
+    opts: Options,
+    /// The program, its argv and environment, as the agent's execve takes them.
+    exec: (CString, Vec<CString>, Vec<CString>),
+    /// Protected paths absent at the start (see `created_protected`).
+    absent: Vec<PathBuf>,
+    /// The seccomp filter, the cgroups, the detached mount trees.
+    made: (Vec<u8>, cgroup::Cgroup, Vec<mounts::Tree>),
+}
+
+/// Steps 1–4 of a launch (see `Prepared`).
+pub fn prepare(policy: &Policy, opts: Options) -> Result<Prepared<'_>, LaunchError> {
     // 1. Refuse what cannot be enforced, before anything is created: the kernel must offer
     // every landlock right this policy relies on; say which one is missing rather than run
     // weaker.
@@ -283,7 +302,7 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
     let absent = absent_protected(policy);
     // 2. Compile the seccomp filter here (the child only loads it), on a thread: libseccomp's
     //    ~0.3 ms of CPU overlap the kernel work of steps 3 and 4. Its error comes first.
-    let (seccomp_bpf, cgroup, trees) = std::thread::scope(|s| -> Result<_, LaunchError> {
+    let made = std::thread::scope(|s| -> Result<_, LaunchError> {
         let compiling = s.spawn(|| confine::compile_seccomp(policy));
         let made = (|| -> Result<_, LaunchError> {
             // 3. cgroups beneath our own, with the profile's limits.
@@ -305,127 +324,152 @@ pub fn run(policy: &Policy, opts: Options, observer: &mut dyn Observer) -> Resul
         let (cgroup, trees) = made?;
         Ok((bpf, cgroup, trees))
     })?;
-    // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
-    // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
-    let ignored: Vec<libc::c_int> = child::FORWARDED
-        .iter()
-        .copied()
-        .filter(|s| is_ignored(*s))
-        .collect();
-    let _blocked = supervise::BlockedSignals::block(child::signal_set(&[libc::SIGCHLD]));
-    let (parent_ch, child_ch) =
-        channel::pair().map_err(|e| StepError::io("handshake: socketpair", &e, ""))?;
-    let cg_fd = cgroup.v2_dir_fd()?;
-    let v1_join = cgroup.v1_join_fds()?;
+    Ok(Prepared {
+        policy,
+        opts,
+        exec: (program, argv, envp),
+        absent,
+        made,
+    })
+}
 
-    // 6. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
-    // With an allowlist the sandbox shares the host's network; the egress hooks on its cgroup
-    // decide every connect, sendmsg and bind.
-    let namespaces = match policy.network.mode {
-        NetworkMode::Allowlist => NAMESPACES & !libc::CLONE_NEWNET,
-        _ => NAMESPACES,
-    };
-    let forked = sys::clone3(namespaces as u64, Some(cg_fd.as_raw_fd()))
-        .map_err(|e| StepError::io("namespaces: clone3", &e, ""))?;
-    let (pid, pidfd) = match forked {
-        sys::Forked::Child => {
-            drop(parent_ch);
-            let plan = child::ChildPlan {
-                policy,
-                trees: &trees,
-                seccomp_bpf: &seccomp_bpf,
-                program,
-                argv,
-                envp,
-                interactive: opts.interactive,
-                v1_join: &v1_join,
-                // init closes these once the root is built: the sandbox keeps no host handles.
-                close_after_root: trees
-                    .iter()
-                    .map(|t| t.fd.as_raw_fd())
-                    .chain(std::iter::once(cg_fd.as_raw_fd()))
-                    .collect(),
-            };
-            child::main(&child_ch, &plan)
-        }
-        sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
-    };
-    drop(child_ch);
-    drop(trees);
-    let guard = supervise::KillOnDrop(&pidfd);
-
-    crate::text::milestone("launch: cloned");
-    // 7. Identity maps (inside 1000 -> the agent's unprivileged host ids), release: the child
-    //    builds the sandbox (root, landlock, seccomp) while we watch it, then waits for `Go`.
-    let release = || -> Result<(), StepError> {
-        let write_maps = || -> io::Result<()> {
-            std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
-            std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
-        };
-        write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
-        memfd_noexec(pid)?;
-        parent_ch
-            .send(&channel::Msg::Release)
-            .map_err(|e| StepError::io("handshake: release", &e, ""))
-    };
-    let released = release().map_err(LaunchError::from);
-    crate::text::milestone("launch: released");
-    // 8. The observer watches the sandbox (probes, trace, monitor, proxy). ORDER: before `Go`,
-    //    so the agent's first syscall is already recorded and its first connect already judged.
-    let started = released
-        .and_then(|()| {
-            observer
-                .attach(&Sandbox {
-                    id: &opts.sandbox_id,
-                    pid,
-                    cgroup: &cgroup.v2,
-                    cgroup_fd: &cg_fd,
-                })
-                .map_err(LaunchError::Observer)
-        })
-        .and_then(|()| {
-            crate::text::milestone("launch: observer attached");
-            parent_ch
-                .send(&channel::Msg::Go)
-                .map_err(|e| StepError::io("handshake: start", &e, "").into())
-        });
-    if let Err(e) = started {
-        // The child may have failed first (it joins the v1 cgroups before waiting for us, and
-        // builds the sandbox while we attach): its own report names the real cause. Kill it so
-        // the channel closes, then read.
-        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
-        let first = loop {
-            match parent_ch.recv() {
-                Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => {
-                    break StepError { step, errno, detail }.into();
-                }
-                // A terminal the child opened before it failed: not the cause.
-                Ok(Some(channel::Msg::PtyMaster)) => continue,
-                _ => break e,
-            }
-        };
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(first);
+impl Prepared<'_> {
+    /// The questions desk of an interactive run, known only once the trace exists.
+    pub fn set_desk(&mut self, desk: Option<std::sync::Arc<desk::Desk>>) {
+        self.opts.desk = desk;
     }
-    drop(v1_join);
 
-    // 9. Supervise until the sandbox is gone.
-    let outcome = supervise::run(supervise::Running {
-        pid,
-        pidfd: &pidfd,
-        channel: &parent_ch,
-        cgroup: &cgroup,
-        interactive: opts.interactive,
-        wall_clock_ms: policy.limits.wall_clock_ms,
-        ignored: &ignored,
-        terminal: &policy.terminal,
-        desk: opts.desk.as_deref(),
-    });
-    std::mem::forget(guard);
-    let mut outcome = outcome?;
-    // 10. The sandbox is gone: what it hit and what it left.
-    outcome.notes.extend(cgroup.limit_reports(&policy.limits));
-    outcome.notes.extend(created_protected(&absent));
-    Ok(outcome)
+    /// Steps 5–10: start the sandbox, watched by `observer`; block until it is gone.
+    pub fn start(self, observer: &mut dyn Observer) -> Result<Outcome, LaunchError> {
+        let Prepared {
+            policy,
+            opts,
+            exec: (program, argv, envp),
+            absent,
+            made: (seccomp_bpf, cgroup, trees),
+        } = self;
+        // 5. Signals arrive through a signalfd in the supervisor; the child inherits them blocked.
+        // A signal cordon's caller ignores (`nohup cordon run …`) is not forwarded either.
+        let ignored: Vec<libc::c_int> = child::FORWARDED
+            .iter()
+            .copied()
+            .filter(|s| is_ignored(*s))
+            .collect();
+        let _blocked = supervise::BlockedSignals::block(child::signal_set(&[libc::SIGCHLD]));
+        let (parent_ch, child_ch) =
+            channel::pair().map_err(|e| StepError::io("handshake: socketpair", &e, ""))?;
+        let cg_fd = cgroup.v2_dir_fd()?;
+        let v1_join = cgroup.v1_join_fds()?;
+
+        // 6. clone3 into new namespaces, directly into the sandbox's cgroup2 leaf.
+        // With an allowlist the sandbox shares the host's network; the egress hooks on its cgroup
+        // decide every connect, sendmsg and bind.
+        let namespaces = match policy.network.mode {
+            NetworkMode::Allowlist => NAMESPACES & !libc::CLONE_NEWNET,
+            _ => NAMESPACES,
+        };
+        let forked = sys::clone3(namespaces as u64, Some(cg_fd.as_raw_fd()))
+            .map_err(|e| StepError::io("namespaces: clone3", &e, ""))?;
+        let (pid, pidfd) = match forked {
+            sys::Forked::Child => {
+                drop(parent_ch);
+                let plan = child::ChildPlan {
+                    policy,
+                    trees: &trees,
+                    seccomp_bpf: &seccomp_bpf,
+                    program,
+                    argv,
+                    envp,
+                    interactive: opts.interactive,
+                    v1_join: &v1_join,
+                    // init closes these once the root is built: the sandbox keeps no host handles.
+                    close_after_root: trees
+                        .iter()
+                        .map(|t| t.fd.as_raw_fd())
+                        .chain(std::iter::once(cg_fd.as_raw_fd()))
+                        .collect(),
+                };
+                child::main(&child_ch, &plan)
+            }
+            sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+        };
+        drop(child_ch);
+        drop(trees);
+        let guard = supervise::KillOnDrop(&pidfd);
+
+        crate::text::milestone("launch: cloned");
+        // 7. Identity maps (inside 1000 -> the agent's unprivileged host ids), release: the child
+        //    builds the sandbox (root, landlock, seccomp) while we watch it, then waits for `Go`.
+        let release = || -> Result<(), StepError> {
+            let write_maps = || -> io::Result<()> {
+                std::fs::write(format!("/proc/{pid}/uid_map"), &policy.uid_map)?;
+                std::fs::write(format!("/proc/{pid}/gid_map"), &policy.gid_map)
+            };
+            write_maps().map_err(|e| StepError::io("identity: uid/gid maps", &e, ""))?;
+            memfd_noexec(pid)?;
+            parent_ch
+                .send(&channel::Msg::Release)
+                .map_err(|e| StepError::io("handshake: release", &e, ""))
+        };
+        let released = release().map_err(LaunchError::from);
+        crate::text::milestone("launch: released");
+        // 8. The observer watches the sandbox (probes, trace, monitor, proxy). ORDER: before `Go`,
+        //    so the agent's first syscall is already recorded and its first connect already judged.
+        let started = released
+            .and_then(|()| {
+                observer
+                    .attach(&Sandbox {
+                        id: &opts.sandbox_id,
+                        pid,
+                        cgroup: &cgroup.v2,
+                        cgroup_fd: &cg_fd,
+                    })
+                    .map_err(LaunchError::Observer)
+            })
+            .and_then(|()| {
+                crate::text::milestone("launch: observer attached");
+                parent_ch
+                    .send(&channel::Msg::Go)
+                    .map_err(|e| StepError::io("handshake: start", &e, "").into())
+            });
+        if let Err(e) = started {
+            // The child may have failed first (it joins the v1 cgroups before waiting for us, and
+            // builds the sandbox while we attach): its own report names the real cause. Kill it so
+            // the channel closes, then read.
+            let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+            let first = loop {
+                match parent_ch.recv() {
+                    Ok(Some(channel::Msg::SetupFailed { step, errno, detail })) => {
+                        break StepError { step, errno, detail }.into();
+                    }
+                    // A terminal the child opened before it failed: not the cause.
+                    Ok(Some(channel::Msg::PtyMaster)) => continue,
+                    _ => break e,
+                }
+            };
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            return Err(first);
+        }
+        drop(v1_join);
+
+        // 9. Supervise until the sandbox is gone.
+        let outcome = supervise::run(supervise::Running {
+            pid,
+            pidfd: &pidfd,
+            channel: &parent_ch,
+            cgroup: &cgroup,
+            interactive: opts.interactive,
+            wall_clock_ms: policy.limits.wall_clock_ms,
+            ignored: &ignored,
+            terminal: &policy.terminal,
+            desk: opts.desk.as_deref(),
+        });
+        std::mem::forget(guard);
+        let mut outcome = outcome?;
+        // 10. The sandbox is gone: what it hit and what it left.
+        outcome.notes.extend(cgroup.limit_reports(&policy.limits));
+        outcome.notes.extend(created_protected(&absent));
+        Ok(outcome)
+    }
 }
