@@ -277,6 +277,49 @@ fn known_actions_give_exactly_the_expected_events() {
         .all(|e| e["pid"].as_u64().unwrap() > 0 && e["pid"].as_u64() != e["hostPid"].as_u64()));
 }
 
+/// The run ends as soon as the agent has and nothing else runs (cordon does not wait for its
+/// init's namespaces to be torn down); a process the agent left running keeps that from
+/// happening: it is killed with the sandbox and its end is recorded before the seal.
+#[test]
+fn a_process_the_agent_leaves_behind_is_killed_and_recorded() {
+    require_root();
+    let _host = shared();
+    let s = Scratch::new();
+    let ev = s.path().join("events.jsonl");
+    let started = std::time::Instant::now();
+    let out = output(run_cmd(
+        "default",
+        s.path(),
+        &["-q", "--events", ev.to_str().unwrap()],
+        &["/bin/sh", "-c", "sleep 30 & echo left $!; exit 7"],
+    ));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let left: u64 = stdout(&out)
+        .trim()
+        .strip_prefix("left ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{}", stdout(&out)));
+    let events = events_of(&ev);
+    let exit_of = |pid: u64| {
+        events
+            .iter()
+            .find(|e| e["pid"].as_u64() == Some(pid) && event_kind(e).is_some_and(|(k, _)| k == "exit"))
+            .map(|e| e["exit"].clone())
+    };
+    let sleep = exit_of(left).unwrap_or_else(|| panic!("no exit of the left process {left}"));
+    assert_eq!(sleep["signal"].as_i64(), Some(9), "{sleep}");
+    let last = kind(events.last().unwrap());
+    assert_eq!(
+        (last.0, last.1["phase"].as_str(), last.1["exitCode"].as_i64()),
+        ("lifecycle", Some("exited"), Some(7))
+    );
+    // Nothing was recorded after the seal: every event is in the trace, numbered without gaps.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(uint(&e["seq"]), Some(i as u64 + 1), "{e}");
+    }
+}
+
 #[test]
 fn an_allowlist_rule_for_udp_does_not_open_tcp() {
     require_root();

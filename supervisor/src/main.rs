@@ -966,7 +966,7 @@ fn run(
         });
         Ok((launched, session, layer))
     })?;
-    let outcome = match launched {
+    let mut outcome = match launched {
         Ok(o) => o,
         Err(e) => {
             if let Some(l) = &layer {
@@ -976,6 +976,7 @@ fn run(
             let _ = session.finish(&launch::Outcome {
                 exit_code: exit::CORDON_ERROR,
                 notes: vec![format!("no agent was started: {e}")],
+                teardown: None,
             });
             return Err(e.into());
         }
@@ -984,6 +985,7 @@ fn run(
     let mut sealed = launch::Outcome {
         exit_code: outcome.exit_code,
         notes: outcome.notes.clone(),
+        teardown: None,
     };
     let (layer, removing) = match layer {
         Some(l) => {
@@ -996,6 +998,8 @@ fn run(
     text::milestone("agent exited");
     let report = session.finish(&sealed);
     text::milestone("session finished (trace sealed)");
+    // The sandbox's init, if it was still exiting: reaped, its cgroups removed.
+    drop(outcome.teardown.take());
     if let Some(r) = removing {
         let _ = r.join();
     }

@@ -61,6 +61,10 @@ pub mod sbflag {
     /// `[monitor] visibility = "process"`: the syscall programs pass the sandbox by (they may
     /// be attached for another sandbox); processes and egress are still recorded.
     pub const NO_SYSCALLS: u32 = 1;
+    /// The agent ended and only the sandbox's init is left (cordon's own code, on its way
+    /// out): nothing more is recorded or counted, so the supervisor's last drain is the last
+    /// word while init's namespaces are torn down. Egress is still judged.
+    pub const QUIET: u32 = 2;
 }
 
 /// Record kinds (first field of every record).

@@ -124,7 +124,7 @@ fn decide(ctx: &SockAddrContext, op: u32) -> i32 {
         }
         Some(_) => (1, netrule::NONE),
     };
-    if let Some(ring) = ring(sandbox.slot) {
+    if let Some(ring) = ring(sandbox) {
         match ring.reserve_untyped::<NetRecord>(0) {
             Some(mut entry) => {
                 entry.write(NetRecord {

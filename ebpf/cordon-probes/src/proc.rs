@@ -60,7 +60,7 @@ fn read_argv(off: &KernelOffsets, dst: *mut u8) -> u32 {
 
 #[inline(always)]
 fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
-    let Some(ring) = ring(sandbox.slot) else { return };
+    let Some(ring) = ring(sandbox) else { return };
     let Some(mut entry) = ring.reserve_untyped::<ProcRecord>(0) else {
         count_drop(sandbox.slot);
         return;

@@ -10,8 +10,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use cordon_probe_common::{
-    DnsOrigin, Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic, TrafficKey,
-    MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
+    sbflag, DnsOrigin, Header, KernelOffsets, NetPolicy, Sandbox, SlotCounts, SyscallRecord, Traffic,
+    TrafficKey, MAX_SANDBOXES, MAX_SYSCALL, RING_BYTES, SANDBOX_TABLE, SANDBOX_WAYS, TRAFFIC_ENTRIES,
 };
 
 /// Watched sandboxes, found by cgroup2 id (see `SANDBOX_TABLE`). Written by the supervisor
@@ -116,9 +116,13 @@ pub fn count_syscall(slot: u32, nr: u32) {
     }
 }
 
+/// The sandbox's ring buffer; none once it is `sbflag::QUIET` (nothing more is recorded).
 #[inline(always)]
-pub fn ring(slot: u32) -> Option<&'static RingBuf<SyscallRecord, { RING_BYTES as usize }>> {
-    RINGS.get(slot)
+pub fn ring(sandbox: &Sandbox) -> Option<&'static RingBuf<SyscallRecord, { RING_BYTES as usize }>> {
+    if sandbox.flags & sbflag::QUIET != 0 {
+        return None;
+    }
+    RINGS.get(sandbox.slot)
 }
 
 #[inline(always)]

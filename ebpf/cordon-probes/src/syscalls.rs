@@ -44,7 +44,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some(sandbox) = current_sandbox() else {
         return 0;
     };
-    if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
+    if sandbox.flags & (sbflag::NO_SYSCALLS | sbflag::QUIET) != 0 {
         return 0;
     }
     let nr = ctx.arg::<u64>(1) as u32;
@@ -66,7 +66,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let Some(sandbox) = current_sandbox() else {
         return 0;
     };
-    if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
+    if sandbox.flags & (sbflag::NO_SYSCALLS | sbflag::QUIET) != 0 {
         return 0;
     }
     let regs = ctx.arg::<*const u8>(0);
@@ -95,7 +95,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if sp & spec::ONLY_WITH_SOCKADDR != 0 && !has_sockaddr(sp, &read_args(regs)) {
         return 0;
     }
-    let Some(ring) = ring(sandbox.slot) else { return 0 };
+    let Some(ring) = ring(sandbox) else { return 0 };
     let Some(mut entry) = ring.reserve_untyped::<ExitRecord>(0) else {
         count_drop(sandbox.slot);
         return 0;
@@ -146,7 +146,7 @@ fn user_str(src: u64, dst: *mut u8, cap: usize) -> (u32, bool) {
 
 #[inline(always)]
 fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], sp: u32) {
-    let Some(ring) = ring(sandbox.slot) else { return };
+    let Some(ring) = ring(sandbox) else { return };
     let Some(mut entry) = ring.reserve(0) else {
         count_drop(sandbox.slot);
         return;

@@ -107,6 +107,15 @@ pub struct Sandbox<'a> {
 /// connect already judged. An error stops the launch; the sandbox is killed unreleased.
 pub trait Observer {
     fn attach(&mut self, sandbox: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The agent ended and only the sandbox's init is left (cordon's own code, exiting): stop
+    /// recording the sandbox, so that what was recorded so far is all there is and the run can
+    /// end while init's namespaces are torn down. False: it cannot, and the launch waits for
+    /// init to be gone before it returns (the default: an observer that records must say it
+    /// stopped).
+    fn quiet(&mut self) -> bool {
+        false
+    }
 }
 
 /// Watches nothing (tests of the launch sequence alone).
@@ -115,6 +124,10 @@ pub struct Unobserved;
 impl Observer for Unobserved {
     fn attach(&mut self, _: &Sandbox<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
+    }
+
+    fn quiet(&mut self) -> bool {
+        true
     }
 }
 
@@ -136,6 +149,25 @@ pub struct Outcome {
     pub exit_code: i32,
     /// Plain-words notes: limits hit, wall clock, signals.
     pub notes: Vec<String>,
+    /// The sandbox's init, still exiting when the run ended early (see `Observer::quiet`), and
+    /// its cgroups: dropping it reaps init and removes them.
+    pub teardown: Option<Teardown>,
+}
+
+/// What is left of a sandbox whose agent ended: init on its way out (nothing else runs) and
+/// the cgroups. Dropping it waits for init and removes the cgroups.
+#[derive(Debug)]
+pub struct Teardown {
+    pid: libc::pid_t,
+    _pidfd: std::os::fd::OwnedFd,
+    _cgroup: cgroup::Cgroup,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        // init exits by itself once it has reported; the cgroups go after it (field order).
+        let _ = sys::waitpid(self.pid, false);
+    }
 }
 
 /// Find the program the way execvp would, among the host paths the sandbox will see (binds
@@ -453,7 +485,7 @@ impl Prepared<'_> {
         }
         drop(v1_join);
 
-        // 9. Supervise until the sandbox is gone.
+        // 9. Supervise until the sandbox is gone (or only init is left, exiting).
         let outcome = supervise::run(supervise::Running {
             pid,
             pidfd: &pidfd,
@@ -464,12 +496,20 @@ impl Prepared<'_> {
             ignored: &ignored,
             terminal: &policy.terminal,
             desk: opts.desk.as_deref(),
+            quiet: &mut || observer.quiet(),
         });
         std::mem::forget(guard);
-        let mut outcome = outcome?;
+        let (mut outcome, init_left) = outcome?;
         // 10. The sandbox is gone: what it hit and what it left.
         outcome.notes.extend(cgroup.limit_reports(&policy.limits));
         outcome.notes.extend(created_protected(&absent));
+        if init_left {
+            outcome.teardown = Some(Teardown {
+                pid,
+                _pidfd: pidfd,
+                _cgroup: cgroup,
+            });
+        }
         Ok(outcome)
     }
 }

@@ -53,6 +53,19 @@ pub struct Running<'a> {
     pub terminal: &'a [crate::profile::TerminalFeature],
     /// Questions to ask on the user's terminal (interactive runs).
     pub desk: Option<&'a super::desk::Desk>,
+    /// Asked once the agent has ended and only init is left (a run without a terminal):
+    /// true when the observer stopped recording the sandbox; then the run may end while init
+    /// is still on its way out (`Outcome::teardown`).
+    pub quiet: &'a mut dyn FnMut() -> bool,
+}
+
+/// Whether the sandbox's init is the only process left in its cgroup.
+fn only_init(r: &Running) -> bool {
+    std::fs::read_to_string(r.cgroup.v2.join("cgroup.procs")).is_ok_and(|procs| {
+        procs
+            .split_whitespace()
+            .eq([r.pid.to_string()].iter().map(String::as_str))
+    })
 }
 
 fn signalfd() -> io::Result<SignalFd> {
@@ -124,7 +137,10 @@ impl Reports {
     }
 }
 
-pub fn run(r: Running) -> Result<Outcome, LaunchError> {
+/// Supervise until the sandbox is gone — or, without a terminal, until the agent has ended
+/// and only init is left, which the observer stopped recording (then true: init is still
+/// exiting and must be reaped).
+pub fn run(r: Running) -> Result<(Outcome, bool), LaunchError> {
     let sigfd = signalfd().map_err(|e| StepError::io("lifecycle: signalfd", &e, ""))?;
     let (stdin, stdout) = (io::stdin(), io::stdout());
     let _raw = if r.interactive {
@@ -151,6 +167,7 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     let mut forced_exit: Option<i32> = None;
     // A question on the user's terminal pauses the relay both ways until it is answered.
     let mut asking = super::desk::Asking::default();
+    let mut init_left = false;
 
     loop {
         let mut fds = vec![
@@ -224,6 +241,18 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
             if master.is_none() {
                 master = reports.pty_master.take();
             }
+            // The agent ended, nothing else of the sandbox runs: init only exits now (its
+            // namespaces torn down, ~1 ms), which the end of the run need not wait for.
+            if reports.agent_status.is_some()
+                && !r.interactive
+                && forced_exit.is_none()
+                && !timed_out
+                && only_init(&r)
+                && (r.quiet)()
+            {
+                init_left = true;
+                break;
+            }
         }
         if let Some(d) = r
             .desk
@@ -261,9 +290,14 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     // init is gone (and with it, the pid namespace). Collect its status.
     // Raw statuses throughout (sys::waitpid): nix's WaitStatus cannot hold a death by a
     // real-time signal.
-    let init_status = sys::waitpid(r.pid, false).map_or(0, |(_, status)| status);
-    // Drain what the agent's last words left in the channel and the pty.
-    while channel_open {
+    let init_status = if init_left {
+        0
+    } else {
+        sys::waitpid(r.pid, false).map_or(0, |(_, status)| status)
+    };
+    // Drain what the agent's last words left in the channel and the pty (init sends nothing
+    // after the agent's status).
+    while channel_open && !init_left {
         channel_open = reports.take(r.channel.recv_fd());
     }
     if let Some(m) = &master {
@@ -298,10 +332,14 @@ pub fn run(r: Running) -> Result<Outcome, LaunchError> {
     if agent_status.is_none() && !timed_out {
         notes.push("the sandbox's init ended before the agent reported: the whole sandbox was killed".into());
     }
-    Ok(Outcome {
-        exit_code: forced_exit.unwrap_or(exit_code),
-        notes,
-    })
+    Ok((
+        Outcome {
+            exit_code: forced_exit.unwrap_or(exit_code),
+            notes,
+            teardown: None,
+        },
+        init_left,
+    ))
 }
 
 fn signal_name(s: libc::c_int) -> &'static str {

@@ -20,7 +20,7 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader};
 use cordon_probe_common::{KernelOffsets, NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey};
 
-pub use watch::{NetRules, Watch};
+pub use watch::{NetRules, Quieter, Watch};
 
 /// The compiled programs, embedded at build time (see build.rs).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cordon-probes"));

@@ -168,6 +168,16 @@ impl Watch {
         })
     }
 
+    /// A handle that marks this sandbox `sbflag::QUIET` (see `Quieter`), for the session to
+    /// keep while the pipeline owns the watch.
+    pub fn quieter(&self) -> Result<Quieter, ProbeError> {
+        Ok(Quieter {
+            sandboxes: super::pinned_map(&self.probes.pin_dir, "SANDBOXES")?,
+            index: self.index,
+            cgroup_id: self.cgroup_id,
+        })
+    }
+
     /// Syscall counts since the start, by number (non-zero only), summed over CPUs: one
     /// lookup of the slot's per-CPU counter block.
     pub fn counts(&self) -> Vec<(u32, u64)> {
@@ -363,6 +373,30 @@ fn slot_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
 fn clear_traffic(probes: &mut Probes, slot: u32) {
     for k in slot_traffic_keys(probes, slot) {
         let _ = probes.traffic.remove(&k);
+    }
+}
+
+/// Marks one watched sandbox `sbflag::QUIET`: its agent ended and only its init is left, so
+/// the probes record and count nothing more of it (egress is still judged).
+pub struct Quieter {
+    sandboxes: aya::maps::Array<MapData, Sandbox>,
+    index: u32,
+    cgroup_id: u64,
+}
+
+impl Quieter {
+    pub fn quiet(&mut self) -> Result<(), ProbeError> {
+        let mut sb = self
+            .sandboxes
+            .get(&self.index, 0)
+            .map_err(|e| kerr("SANDBOXES", &e))?;
+        if sb.cgroup_id != self.cgroup_id {
+            return Err(err("SANDBOXES", "the sandbox's entry is gone"));
+        }
+        sb.flags |= sbflag::QUIET;
+        self.sandboxes
+            .set(self.index, &sb, 0)
+            .map_err(|e| kerr("SANDBOXES", &e))
     }
 }
 

@@ -153,6 +153,9 @@ pub struct Session {
     attached_at: Option<SystemTime>,
     /// `write_quota`: the layer's upper directory and the cap.
     quota: Option<(PathBuf, u64)>,
+    /// Watched by the probes: what marks the sandbox quiet once only its init is left (an
+    /// error: it cannot be, and cordon waits for init before its last drain).
+    quieter: Option<Result<crate::probes::Quieter, ProbeError>>,
 }
 
 impl Session {
@@ -216,11 +219,13 @@ impl Session {
             quota: policy.write_quota.zip(layer_upper.clone()).map(|(q, u)| (u, q)),
             scanned: layer_upper,
             attached_at: None,
+            quieter: None,
         })
     }
 
     fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
         let mut watch = watch(probes, sb, self.net_rules.clone(), self.policy_monitor.visibility)?;
+        self.quieter = Some(watch.quieter());
         crate::text::milestone("session: probes watch the sandbox");
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
         // ORDER: the proxy listens inside the sandbox's namespace before the probes send it
@@ -417,6 +422,15 @@ impl Observer for Session {
         match self.probes.take() {
             Some(p) => self.start(sb, p).map_err(Into::into),
             None => Ok(()),
+        }
+    }
+
+    fn quiet(&mut self) -> bool {
+        match &mut self.quieter {
+            // Not watched by the probes: nothing of init's would be recorded.
+            None => true,
+            Some(Ok(q)) => q.quiet().is_ok(),
+            Some(Err(_)) => false,
         }
     }
 }
