@@ -574,28 +574,6 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
     })
 }
 
-/// A child in a new user namespace that shares cordon's memory (`CLONE_VM`: no copy of the
-/// supervisor's page tables) and only reads the pipe `hold` until EOF, then exits: it holds the
-/// namespace while the caller writes its maps and opens it, and goes when the caller closes
-/// `writer`, the pipe's write end (its own copy it closes first). The returned stack is the
-/// child's: keep it until the child is reaped.
-pub fn userns_holder(hold: RawFd, writer: RawFd) -> io::Result<(nix::unistd::Pid, Vec<u8>)> {
-    let mut stack = vec![0u8; 64 * 1024];
-    let cb = Box::new(move || -> isize {
-        // SAFETY: closing the child's own copy of a descriptor (no CLONE_FILES).
-        unsafe { libc::close(writer) };
-        let mut b = [0u8; 1];
-        // SAFETY: reading one byte into a buffer on the child's own stack.
-        while unsafe { libc::read(hold, b.as_mut_ptr().cast(), 1) } > 0 {}
-        0
-    });
-    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_NEWUSER;
-    // SAFETY: the child runs `cb` (close, a read loop: no allocation, no locks) on `stack`, which
-    // the caller keeps until it has reaped the child; it ends with the exit system call.
-    let pid = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
-    Ok((pid, stack))
-}
-
 /// Run `op` in a child that shares cordon's memory but not its filesystem context
 /// (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): it starts in microseconds, where a fork copies the
 /// supervisor's page tables and a new process of cordon's binary takes milliseconds. The
@@ -606,9 +584,13 @@ fn vfork_child(what: &str, op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<(
     let mut stack = vec![0u8; 256 * 1024];
     let cb = Box::new(move || -> isize { isize::try_from(op().clamp(0, 255)).unwrap_or(1) });
     let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
-    // The child runs `cb` on its own stack (`stack` outlives it: this thread is suspended
-    // until the child exits) and ends with the exit system call; `cb` only makes system calls.
-    // SAFETY: as above — a private stack that outlives the child, a callback of syscalls only.
+    // The child runs `cb` on its own stack and ends with the exit system call; `cb` only makes
+    // system calls. CLONE_VFORK is what makes sharing memory sound: nix keeps `cb` in its own
+    // frame and frees it when `clone` returns, so the child must be gone by then (a CLONE_VM
+    // child without it once outlived that frame, faulted, and left std's thread-info lock held:
+    // the next thread exit in cordon hung).
+    // SAFETY: as above — a private stack and a callback that outlive the child (this thread is
+    // suspended until it exits), a callback of syscalls only.
     let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
     let status = loop {
         match nix::sys::wait::waitpid(child, None) {

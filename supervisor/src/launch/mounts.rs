@@ -8,7 +8,7 @@ use crate::sys;
 use nix::mount::MsFlags;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -642,19 +642,31 @@ fn build_proc(root: &Path) -> Result<(), StepError> {
 pub fn idmap_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepError> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| StepError::errno("identity: idmap pipe", e as i32, ""))?;
-    let (pid, stack) = sys::userns_holder(r.as_raw_fd(), w.as_raw_fd())
-        .map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))?;
-    let base = PathBuf::from(format!("/proc/{pid}"));
-    let res = (|| -> io::Result<OwnedFd> {
-        fs::write(base.join("uid_map"), uid_map)?;
-        fs::write(base.join("setgroups"), "deny")?;
-        fs::write(base.join("gid_map"), gid_map)?;
-        Ok(fs::File::open(base.join("ns/user"))?.into())
-    })();
-    // Closing the write end releases the helper; then reap it.
-    drop(w);
-    let _ = sys::waitpid(pid.as_raw(), false);
-    drop(stack);
-    drop(r);
-    res.map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))
+    let forked = sys::clone3(libc::CLONE_NEWUSER as u64, None);
+    match forked {
+        Ok(sys::Forked::Child) => {
+            // The helper only waits for the parent to close the pipe, then exits.
+            drop(w);
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(&r, &mut b);
+            sys::exit_now(0)
+        }
+        // Dropping the pipe's ends closes them.
+        Err(e) => Err(StepError::io("identity: idmap user namespace", &e, "")),
+        Ok(sys::Forked::Parent { pid, pidfd: _pidfd }) => {
+            // Our read end is not needed in the parent.
+            drop(r);
+            let base = PathBuf::from(format!("/proc/{pid}"));
+            let res = (|| -> io::Result<OwnedFd> {
+                fs::write(base.join("uid_map"), uid_map)?;
+                fs::write(base.join("setgroups"), "deny")?;
+                fs::write(base.join("gid_map"), gid_map)?;
+                Ok(fs::File::open(base.join("ns/user"))?.into())
+            })();
+            // Closing the write end releases the helper; then reap it.
+            drop(w);
+            let _ = sys::waitpid(pid, false);
+            res.map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))
+        }
+    }
 }
