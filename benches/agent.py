@@ -86,7 +86,7 @@ print(f"{RUNS} runs of each workload, each run its own sandbox; medians")
 wraps = wrappers.wrappers(CORDON, WS)
 ratios = {w: [] for w in NAMES[1:]}
 for name, cmd in WORKLOADS:
-    row = wrappers.interleaved(cmd, NAMES, wraps, RUNS, WS)
+    row = wrappers.interleaved(cmd, NAMES, wraps, RUNS, WS, settle=True)
     cells = "  ".join(f"{w} {row[w]*1000:7.1f} ms" for w in NAMES)
     vs = "  ".join(f"{w} {row[w]/row['bare']:.2f}x" for w in NAMES[1:])
     for w in NAMES[1:]:

@@ -28,7 +28,8 @@ print(f"{subprocess.run([CORDON, '--version'], capture_output=True, text=True).s
 results = {}
 tails = {}
 for name, cmd, runs in WORKLOADS:
-    got = wrappers.samples(cmd, NAMES, WRAPS, runs, WS)
+    # The syscall-bound loops settle after each `full` run (see wrappers.FULL).
+    got = wrappers.samples(cmd, NAMES, WRAPS, runs, WS, settle=name != "wrap /bin/true")
     row = {w: statistics.median(v) for w, v in got.items()}
     tails[name] = {w: wrappers.p99(v) for w, v in got.items()}
     results[name] = row
