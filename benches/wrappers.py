@@ -81,9 +81,12 @@ def samples(cmd, names, wraps, runs, ws, settle=False):
     waited = False
     for i, w in enumerate(order):
         if waited:
-            # The pause left the VM idle (a first launch after idle is slower, issue 19): one
-            # untimed launch of the same wrapper warms it like back-to-back runs.
+            # The pause left the VM idle (a first launch after idle is slower, issue 19) and let
+            # the lingerer go: one untimed launch of the same wrapper warms the VM and starts a
+            # new lingerer, given a moment to start (its exec and attaches would otherwise
+            # compete with the timed run), like back-to-back runs.
             once(wraps[w](["/bin/true"]), ws)
+            time.sleep(0.3)
             waited = False
         took = once(wraps[w](cmd), ws)
         if i >= len(names):

@@ -411,19 +411,21 @@ pub fn linger(pins: &Path, keep: Option<std::os::fd::BorrowedFd<'_>>) -> Result<
     let Ok(Some(mut lock)) = FileLock::acquire(&lock_path, false) else {
         return Ok(());
     };
+    // The links live as long as these programs (dropped when the lingerer ends). A hook that
+    // cannot be held only costs the next launch its switch: the tracepoints' detach, the
+    // lingerer's real duty, goes on regardless.
     let mut _warm = (Vec::new(), Vec::new());
-    if let Some(cg) = keep {
-        let mut addr = sock_addr_programs(pins, true)?;
+    if let (Some(cg), Ok(mut addr), Ok(mut skb)) = (keep, sock_addr_programs(pins, true), skb_programs(pins))
+    {
         for p in &mut addr {
-            // A hook that cannot be held only costs the next launch its switch.
             let _ = p.attach(cg, aya::programs::CgroupAttachMode::Single);
         }
-        let mut skb = skb_programs(pins)?;
         for (p, ty) in &mut skb {
             let _ = p.attach(cg, *ty, aya::programs::CgroupAttachMode::Single);
         }
         _warm = (addr, skb);
     }
+    let attached = || pins.join("links").join(SYSCALL_TRACEPOINTS[0].0).exists();
     let (mut full_seen, mut any_seen) = (Instant::now(), Instant::now());
     loop {
         std::thread::sleep(LINGER_TICK);
@@ -431,7 +433,7 @@ pub fn linger(pins: &Path, keep: Option<std::os::fd::BorrowedFd<'_>>) -> Result<
         let now = Instant::now();
         if full {
             full_seen = now;
-        } else if now.duration_since(full_seen) >= LINGER {
+        } else if now.duration_since(full_seen) >= LINGER && attached() {
             detach_syscalls_if_idle(pins);
         }
         if any {
