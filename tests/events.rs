@@ -93,8 +93,9 @@ fn attached_programs(dir: &std::path::Path, ty: u32) -> u32 {
         ..Query::default()
     };
     const BPF_PROG_QUERY: libc::c_long = 16;
-    // SAFETY: the attribute is a valid, zero-padded bpf_attr query for its size; the kernel
-    // writes at most `prog_cnt` ids into `ids`, which outlives the call.
+    // The attribute is a zero-padded bpf_attr query of its size; the kernel writes at most
+    // `prog_cnt` ids into `ids`, which outlives the call.
+    // SAFETY: as above: valid pointers and sizes for the duration of the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,

@@ -588,9 +588,8 @@ fn vfork_child(what: &str, op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<(
     // system calls. CLONE_VFORK is what makes sharing memory sound: nix keeps `cb` in its own
     // frame and frees it when `clone` returns, so the child must be gone by then (a CLONE_VM
     // child without it once outlived that frame, faulted, and left std's thread-info lock held:
-    // the next thread exit in cordon hung).
-    // SAFETY: as above — a private stack and a callback that outlive the child (this thread is
-    // suspended until it exits), a callback of syscalls only.
+    // the next thread exit in cordon hung). This thread is suspended until the child exits.
+    // SAFETY: a private stack and a callback that outlive the child (vfork); syscalls only.
     let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
     let status = loop {
         match nix::sys::wait::waitpid(child, None) {

@@ -465,7 +465,7 @@ pub fn linger(pins: &Path, keep: Option<std::os::fd::BorrowedFd<'_>>) -> Result<
 /// Detach the syscall tracepoints when no sandbox needs them.
 fn detach_syscalls_if_idle(pin_dir: &Path) {
     let Ok(_lock) = lock_probes() else { return };
-    if any_slot_held(true) {
+    if slots_held().0 {
         return;
     }
     for (prog, _) in SYSCALL_TRACEPOINTS {
@@ -571,17 +571,6 @@ fn verifier(e: aya::programs::ProgramError) -> String {
     }
 }
 
-/// Whether any slot is held by a running `cordon` — only those whose sandbox needs the
-/// syscall tracepoints (below `FULL_SLOTS`) when `needing_syscalls`.
-fn any_slot_held(needing_syscalls: bool) -> bool {
-    let (full, any) = slots_held();
-    if needing_syscalls {
-        full
-    } else {
-        any
-    }
-}
-
 /// Whether running `cordon`s hold slots: (one needing the syscall tracepoints, any).
 fn slots_held() -> (bool, bool) {
     let Ok(dir) = std::fs::read_dir(Path::new(STATE).join("slots")) else {
@@ -592,15 +581,15 @@ fn slots_held() -> (bool, bool) {
         let Some(slot) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if any && slot >= cordon_probe_common::FULL_SLOTS {
+        let needs_syscalls = slot < cordon_probe_common::FULL_SLOTS;
+        // A process slot held tells nothing more once one is known held.
+        if (any && !needs_syscalls) || !matches!(FileLock::acquire(&e.path(), false), Ok(None)) {
             continue;
         }
-        if matches!(FileLock::acquire(&e.path(), false), Ok(None)) {
-            any = true;
-            full |= slot < cordon_probe_common::FULL_SLOTS;
-            if full {
-                break;
-            }
+        any = true;
+        if needs_syscalls {
+            full = true;
+            break;
         }
     }
     (full, any)
@@ -617,7 +606,7 @@ fn remove_other_builds(current: &Path) {
             continue;
         }
         // A cordon of that build may still be running: keep its pins while any slot is held.
-        if !any_slot_held(false) {
+        if !slots_held().1 {
             let _ = std::fs::remove_dir_all(&path);
         }
     }
