@@ -564,6 +564,8 @@ fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
     require_root();
     let _host = HOST_STATE.write().unwrap_or_else(|e| e.into_inner());
     let s = Scratch::new();
+    // A lingerer started outside the tests may keep the hooks warm for minutes: end it.
+    cool();
     // Sandboxes that ended just before (other tests) keep them attached for `LINGER` (2 s).
     let _ = eventually(5_000, || syscall_link_pins().is_empty());
     // Another cordon build on this host (a developer's, a benchmark's) pins its own links in
@@ -616,6 +618,119 @@ fn syscall_tracepoints_are_attached_only_while_a_sandbox_is_watched() {
         keep_cgroups(),
         slot_holders()
     );
+}
+
+/// `cordon probes cool`: no lingerer runs after it.
+fn cool() -> String {
+    let out = output({
+        let mut c = cordon_command();
+        c.args(["probes", "cool"]);
+        c
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(lingerers().is_empty(), "still running: {:?}", lingerers());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Running `cordon probes linger` processes: (pid, command line).
+fn lingerers() -> Vec<(u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(" probes linger ").then_some((pid, cmd))
+        })
+        .collect()
+}
+
+/// kB of a process's memory locked (VmLck in /proc/PID/status).
+fn locked_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_lingerer_keeps_hooks_and_code_warm_for_the_time_asked_then_cools_on_request() {
+    require_root();
+    let _host = HOST_STATE.write().unwrap_or_else(|e| e.into_inner());
+    let s = Scratch::new();
+    cool();
+    let before = syscall_link_pins();
+    let mut c = run_cmd("default", s.path(), &["-q"], &["/bin/true"]);
+    c.env("CORDON_KEEP_WARM", "30");
+    let out = output(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The sandbox that ended started it, asked to stay 30 s.
+    assert!(
+        eventually(3_000, || lingerers()
+            .iter()
+            .any(|(_, cmd)| cmd.contains("--hold 30 "))),
+        "no lingerer with the hold asked: {:?}",
+        lingerers()
+    );
+    let (pid, _) = lingerers()
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("--hold 30 "))
+        .unwrap();
+    // cordon's code is held in memory (a release build: ~12 MiB; this test's debug build more).
+    assert!(
+        eventually(3_000, || locked_kib(pid) > 1024),
+        "the lingerer locked {} kB",
+        locked_kib(pid)
+    );
+    // The syscall tracepoints go after 2 s as before (every process on the host pays them)…
+    assert!(
+        eventually(6_000, || syscall_link_pins() == before),
+        "still attached: {:?}",
+        syscall_link_pins()
+    );
+    // …while the cgroup hooks stay on the lingerer's empty cgroup, past that.
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    const BPF_CGROUP_INET4_CONNECT: u32 = 10;
+    assert!(
+        keep_cgroups()
+            .iter()
+            .any(|k| attached_programs(k, BPF_CGROUP_INET4_CONNECT) == 1),
+        "the hooks were let go before the hold: {:?}",
+        keep_cgroups()
+    );
+    assert!(
+        lingerers().iter().any(|(p, _)| *p == pid),
+        "the lingerer left early"
+    );
+    // Asked to cool, it lets everything go and removes its cgroup.
+    let said = cool();
+    assert!(said.contains(&format!("lingerer {pid} stopped")), "{said}");
+    assert!(
+        keep_cgroups().is_empty(),
+        "its cgroup is left: {:?}",
+        keep_cgroups()
+    );
+    assert_eq!(cool().trim(), "no lingerer runs");
+}
+
+#[test]
+fn a_keep_warm_that_is_not_whole_seconds_is_refused_before_anything_runs() {
+    require_root();
+    let _g = shared();
+    let s = Scratch::new();
+    let mut c = run_cmd("default", s.path(), &["-q"], &["/bin/touch", "ran"]);
+    c.env("CORDON_KEEP_WARM", "10m");
+    let out = output(c);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CORDON_KEEP_WARM=\"10m\": expected whole seconds"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.path().join("ran").exists());
 }
 
 const TALKER: &str = r#"

@@ -149,6 +149,24 @@ fn probe_checks(root: bool, netns: bool) -> Vec<Check> {
             ),
         });
     }
+    out.push(Check {
+        layer: "keep-warm",
+        ok: true,
+        detail: match crate::probes::lingerer() {
+            Some(l) => format!(
+                "a lingerer (pid {}) holds the cgroup hooks on an empty cgroup and {} MiB of cordon's code locked in memory, until {} s after the last sandbox ends ({}; `cordon probes cool` ends it now)",
+                l.pid,
+                l.locked_kib / 1024,
+                l.hold.as_secs(),
+                crate::probes::KEEP_WARM_ENV
+            ),
+            None => format!(
+                "no lingerer runs: the next launch switches the kernel's cgroup-BPF keys on itself; the lingerer it starts as it ends stays {} s ({})",
+                crate::probes::keep_warm().unwrap_or(crate::probes::KEEP_WARM).as_secs(),
+                crate::probes::KEEP_WARM_ENV
+            ),
+        },
+    });
     let redirect = [
         "connect4",
         "connect6",

@@ -316,11 +316,18 @@ enum ProbesCmd {
     Load,
     /// Detach and unpin this build's probes (running sandboxes keep theirs until they end).
     Unload,
+    /// End the lingerer now: the probes' cgroup hooks and cordon's code it keeps warm are let
+    /// go (the next launch after a pause pays for them again), the syscall tracepoints detached
+    /// if no sandbox needs them.
+    Cool,
     /// (Internal) Started by a sandbox as it ends when none runs: keeps the probes' attach
-    /// points warm while sandboxes run and for 2 s after the last; then detaches the syscall
-    /// tracepoints.
+    /// points and cordon's code warm while sandboxes run and for `--hold` after the last;
+    /// detaches the syscall tracepoints 2 s after the last sandbox that needs them.
     #[command(hide = true)]
     Linger {
+        /// Seconds to stay after the last sandbox (`CORDON_KEEP_WARM`).
+        #[arg(long, default_value_t = cordon::probes::KEEP_WARM.as_secs())]
+        hold: u64,
         /// The pin directory of the build whose tracepoints to detach (the binary on disk may
         /// be another build by now).
         pins: PathBuf,
@@ -551,13 +558,27 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Probes(ProbesCmd::Linger { pins }) => {
+        Cmd::Probes(ProbesCmd::Cool) => {
+            let stopped = cordon::probes::cool()?;
+            if stopped.is_empty() {
+                println!("no lingerer runs");
+            }
+            for pid in stopped {
+                println!("lingerer {pid} stopped");
+            }
+            Ok(0)
+        }
+        Cmd::Probes(ProbesCmd::Linger { pins, hold }) => {
             use std::os::fd::AsFd;
             // An empty cgroup of its own to hold the probes' cgroup hooks (see `linger`); without
             // one it still detaches the tracepoints on time.
             let keep = launch::Cgroup::create("keep", &cordon::profile::Limits::default()).ok();
             let fd = keep.as_ref().and_then(|k| k.v2_dir_fd().ok());
-            cordon::probes::linger(&pins, fd.as_ref().map(AsFd::as_fd))?;
+            cordon::probes::linger(
+                &pins,
+                fd.as_ref().map(AsFd::as_fd),
+                std::time::Duration::from_secs(hold),
+            )?;
             Ok(0)
         }
         Cmd::Probes(ProbesCmd::Unload) => {
@@ -753,6 +774,8 @@ fn run(
              run it with sudo. The agent itself never runs as root."
         );
     }
+    // Read when the run ends (a lingerer started then stays this long): refused now, not then.
+    cordon::probes::keep_warm().map_err(anyhow::Error::msg)?;
     // `--profile` always wins; a known agent gets its preset, and the start line says so.
     let picked = asked_profile
         .is_none()

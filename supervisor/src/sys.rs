@@ -347,6 +347,19 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Lock `len` bytes of this process's address space from `start` in memory (mlock(2)): their
+/// pages are read in now and stay resident. nix's `mlock` takes a pointer; the ranges come
+/// from /proc/self/maps as numbers.
+pub fn mlock(start: usize, len: usize) -> io::Result<()> {
+    // SAFETY: mlock only changes how the kernel treats the range's pages; it reads or writes
+    // no memory of ours, and a range that is not mapped is refused with ENOMEM.
+    if unsafe { libc::mlock(start as *const libc::c_void, len) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Give every signal (1..=64, real-time ones included) the default disposition, as the agent
 /// must start with: ignored signals survive execve. nix's `sigaction` only knows the signals
 /// of its `Signal` enum and cannot reach the real-time signals glibc reserves for itself, so

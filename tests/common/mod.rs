@@ -16,10 +16,13 @@ pub fn cordon() -> &'static str {
 /// scripts/test empties it before a run (the files are append-only: `chattr -R -a` first).
 pub const TEST_TRACE_DIR: &str = "/tmp/cordon-test-traces";
 
-/// The cordon binary, with default traces going to `TEST_TRACE_DIR`.
+/// The cordon binary, with default traces going to `TEST_TRACE_DIR`, and a lingerer that
+/// leaves 2 s after the last sandbox (the tests look at the host's probe state between runs;
+/// `tests/events.rs` tests the keep-warm hold itself).
 pub fn cordon_command() -> Command {
     let mut c = Command::new(cordon());
     c.env("CORDON_TRACE_DIR", TEST_TRACE_DIR);
+    c.env("CORDON_KEEP_WARM", "0");
     c
 }
 
