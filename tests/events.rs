@@ -665,6 +665,7 @@ fn the_lingerer_keeps_hooks_and_code_warm_for_the_time_asked_then_cools_on_reque
     let before = syscall_link_pins();
     let mut c = run_cmd("default", s.path(), &["-q"], &["/bin/true"]);
     c.env("CORDON_KEEP_WARM", "30");
+    c.env("LINGER_TEST_API_KEY", "sk-lingerer-must-not-keep-this");
     let out = output(c);
     assert!(out.status.success(), "{}", stderr(&out));
     // The sandbox that ended started it, asked to stay 30 s.
@@ -679,7 +680,13 @@ fn the_lingerer_keeps_hooks_and_code_warm_for_the_time_asked_then_cools_on_reque
         .into_iter()
         .find(|(_, cmd)| cmd.contains("--hold 30 "))
         .unwrap();
-    // cordon's code is held in memory (a release build: ~12 MiB; this test's debug build more).
+    // It lives for minutes: it keeps none of the run's environment (an agent's keys).
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("sk-lingerer-must-not-keep-this"),
+        "the lingerer holds the run's environment"
+    );
+    // cordon's code is held in memory (a release build: ~9.5 MiB; this test's debug build more).
     assert!(
         eventually(3_000, || locked_kib(pid) > 1024),
         "the lingerer locked {} kB",

@@ -397,6 +397,8 @@ pub(crate) fn release(pin_dir: &Path) {
             .args(["probes", "linger", "--hold"])
             .arg(keep_warm().unwrap_or(KEEP_WARM).as_secs().to_string())
             .arg(pin_dir)
+            // It lives for minutes: none of the run's environment (an agent's API keys) with it.
+            .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
