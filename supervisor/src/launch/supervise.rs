@@ -61,11 +61,8 @@ pub struct Running<'a> {
 
 /// Whether the sandbox's init is the only process left in its cgroup.
 fn only_init(r: &Running) -> bool {
-    std::fs::read_to_string(r.cgroup.v2.join("cgroup.procs")).is_ok_and(|procs| {
-        procs
-            .split_whitespace()
-            .eq([r.pid.to_string()].iter().map(String::as_str))
-    })
+    std::fs::read_to_string(r.cgroup.v2.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.trim() == r.pid.to_string())
 }
 
 fn signalfd() -> io::Result<SignalFd> {
