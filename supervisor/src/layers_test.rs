@@ -40,6 +40,7 @@ const NOT_LAYERED: &[&str] = &[
     "cli_approvals.rs",
     "cli_changes.rs",
     "cli_policy",
+    "cli_run.rs",
     "layers_test.rs",
 ];
 

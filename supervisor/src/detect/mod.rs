@@ -12,7 +12,9 @@ mod finding;
 pub mod live;
 mod nested;
 pub mod offline;
+mod paths;
 pub mod pipeline;
+mod syscall;
 pub mod tally;
 mod window;
 
@@ -24,6 +26,7 @@ pub use window::fmt_ms;
 fn storm_live(limit: u64) -> i64 {
     i64::try_from(limit / 8).unwrap_or(64).clamp(2, 64)
 }
+use paths::{gitdir_of, is_directory, loader_target, set_hit};
 use window::{Throttle, Window};
 
 use std::collections::HashMap;
@@ -92,105 +95,6 @@ pub struct Detector {
     /// Reports per (rule, target) in the current second, and per rule overall.
     throttle: HashMap<(&'static str, String), Throttle>,
     rule_budget: HashMap<&'static str, Throttle>,
-}
-
-/// The gitdir a write to `path` would change, if its shape says so: `DIR/config` (and its
-/// lock, `config.worktree`), `DIR/index` (and its lock: gitlinks), `DIR/hooks/NAME`. Whether
-/// DIR is a gitdir is checked by whoever inspects it.
-fn gitdir_of(path: &str) -> Option<String> {
-    let (dir, name) = path.rsplit_once('/')?;
-    if matches!(
-        name,
-        "config" | "config.lock" | "config.worktree" | "index" | "index.lock"
-    ) {
-        return Some(dir.to_string()).filter(|d| !d.is_empty());
-    }
-    let (gitdir, hooks) = dir.rsplit_once('/')?;
-    (hooks == "hooks" && !gitdir.is_empty()).then(|| gitdir.to_string())
-}
-
-/// Credential files ordinary tools look for on every run, whether or not any exist.
-fn routinely_probed(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    name == ".netrc" || name == "_netrc"
-}
-
-/// `/proc/self/exe`, `/proc/thread-self/exe` or `/proc/PID/exe`: a process re-executing a
-/// program that is already running, whose own exec was judged when it started (tools that
-/// re-exec themselves for each subcommand do this constantly).
-fn is_own_exe(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix("/proc/") else {
-        return false;
-    };
-    let Some(who) = rest.strip_suffix("/exe") else {
-        return false;
-    };
-    who == "self" || who == "thread-self" || (!who.is_empty() && who.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The program a run of the dynamic loader (`ld-linux-x86-64.so.2 PROG`, `ld-musl-*.so.1`,
-/// `ld.so`) executes: its first argument that is not a loader option.
-fn loader_target<'a>(filename: &str, argv: &'a [String]) -> Option<&'a str> {
-    let base = filename.rsplit('/').next().unwrap_or(filename);
-    if !(base == "ld.so" || base.starts_with("ld-") && base.contains(".so")) {
-        return None;
-    }
-    /// Options of glibc's loader that take a value.
-    const WITH_VALUE: &[&str] = &[
-        "--library-path",
-        "--inhibit-rpath",
-        "--audit",
-        "--preload",
-        "--argv0",
-        "--glibc-hwcaps-prepend",
-        "--glibc-hwcaps-mask",
-    ];
-    let mut args = argv.iter().skip(1);
-    while let Some(a) = args.next() {
-        if WITH_VALUE.contains(&a.as_str()) {
-            args.next();
-        } else if a == "--" {
-            return args.next().map(String::as_str);
-        } else if !a.starts_with("--") {
-            return Some(a);
-        }
-    }
-    None
-}
-
-/// Does `set` match `path`, resolved once for its event to `abs` (None: its directory was
-/// not known)? The matching pattern and the path as resolved.
-fn set_hit(set: &glob::Set, abs: Option<&str>, path: &str) -> Option<(String, String)> {
-    if path.is_empty() {
-        return None;
-    }
-    match abs {
-        Some(a) => set.matches(a).map(|p| (p.to_string(), a.to_string())),
-        None => set
-            .matches_relative(path)
-            .map(|p| (p.to_string(), path.to_string())),
-    }
-}
-
-/// (reads, writes) of an open with these flags. Opening a directory reads no secret (listing
-/// one is not hunting yet, and `find` opens thousands): only files count as reads.
-fn open_intent(flags: u64) -> (bool, bool) {
-    let w = write_intent(flags);
-    (!w && !is_directory(flags), w)
-}
-
-/// An open of a directory (to list it, or as a base for `*at` calls).
-fn is_directory(flags: u64) -> bool {
-    #[allow(clippy::cast_possible_truncation)]
-    let dir = (flags as i32) & libc::O_DIRECTORY != 0;
-    dir
-}
-
-fn write_intent(flags: u64) -> bool {
-    // The flags are an int: the upper half of the register is not part of them.
-    #[allow(clippy::cast_possible_truncation)]
-    let flags = flags as i32;
-    flags & (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) != 0
 }
 
 impl Detector {
@@ -468,213 +372,6 @@ impl Detector {
         out.push(f);
     }
 
-    /// Does `path` match `set`? The matching pattern and the path as resolved.
-    fn path_hit(
-        cwds: &mut cwd::Cwds,
-        set: &glob::Set,
-        e: &pb::Event,
-        dirfd: i64,
-        path: &str,
-    ) -> Option<(String, String)> {
-        if path.is_empty() {
-            return None;
-        }
-        set_hit(set, cwds.absolute(e, dirfd, path).as_deref(), path)
-    }
-
-    fn syscall(&mut self, e: &pb::Event, s: &pb::Syscall, found: &mut Vec<Finding>) {
-        let t = e.time_unix_ns;
-        let failed_enoent = s.completed && s.errno == "ENOENT";
-        // The directory argument each path is resolved against: `which` 0 is `path`, 1 is
-        // `path2` (renameat/renameat2/linkat: args 0 and 2; symlinkat: arg 1 for the link).
-        let dirfd = |which: usize| {
-            use kernel::{EXECVEAT, FCHMODAT, FCHMODAT2, FCHOWNAT, LINKAT, MKDIRAT, MKNODAT};
-            use kernel::{OPENAT, OPENAT2, RENAMEAT, RENAMEAT2, SYMLINKAT, UNLINKAT};
-            let arg = match (s.nr, which) {
-                (OPENAT | OPENAT2 | UNLINKAT | EXECVEAT | MKDIRAT | MKNODAT, 0) => Some(0),
-                (FCHOWNAT | FCHMODAT | FCHMODAT2 | RENAMEAT | RENAMEAT2 | LINKAT, 0) => Some(0),
-                (RENAMEAT | RENAMEAT2 | LINKAT, 1) => Some(2),
-                (SYMLINKAT, 1) => Some(1),
-                _ => None,
-            };
-            // A dirfd is an int: AT_FDCWD arrives as its 32-bit pattern.
-            #[allow(clippy::cast_possible_truncation)]
-            arg.and_then(|i| s.args.get(i))
-                .map_or(i64::from(libc::AT_FDCWD), |&a| i64::from(a as i32))
-        };
-        let flags = match s.nr {
-            kernel::OPEN => s.args.get(1).copied(),
-            kernel::OPENAT => s.args.get(2).copied(),
-            _ => None,
-        };
-        let listing = flags.is_some_and(is_directory) && !failed_enoent;
-        let (reads, writes) = match s.nr {
-            kernel::OPEN | kernel::OPENAT => open_intent(flags.unwrap_or(0)),
-            // openat2's flags are behind a pointer the probes do not read: both.
-            kernel::OPENAT2 => (true, true),
-            n => (
-                kernel::LINKS.contains(&n) || kernel::RENAMES.contains(&n),
-                kernel::CHANGE_PATH.contains(&n)
-                    || kernel::RENAMES.contains(&n)
-                    || kernel::CREATE_SECOND.contains(&n),
-            ),
-        };
-        // The first path resolved once for the rules that read it (the hot path: every open).
-        let abs0 = if (listing || reads) && !s.path.is_empty() {
-            self.cwds.absolute(e, dirfd(0), &s.path)
-        } else {
-            None
-        };
-        if listing {
-            self.listed(e, abs0.as_deref(), &s.path, found);
-        }
-        if reads && !failed_enoent {
-            self.secret_read(e, abs0.as_deref(), &s.path, found);
-        }
-        if reads {
-            if let Some((rule, set)) = &self.read {
-                if let Some((pat, abs)) = set_hit(set, abs0.as_deref(), &s.path) {
-                    // Tools look for ~/.netrc on every request (git, curl, python
-                    // requests, pip): a lookup of one that exists nowhere reads nothing. One
-                    // the host has but the sandbox hides is still an attempt, and every other
-                    // credential file counts even when missing (a sweep is the signal).
-                    let nothing_there =
-                        s.errno == "ENOENT" && routinely_probed(&abs) && !(self.on_host)(&abs);
-                    if !nothing_there {
-                        let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
-                        found.push(self.instant(rule, e, summary).about(pat));
-                    }
-                }
-            }
-        }
-        if writes {
-            for (which, p) in [(0, &s.path), (1, &s.path2)] {
-                if p.is_empty() {
-                    continue;
-                }
-                let Some(abs) = self.cwds.absolute(e, dirfd(which), p) else {
-                    continue;
-                };
-                if self.watched.is_some_and(|w| w(&abs)) {
-                    if let Some(t) = self.touched.iter_mut().find(|(f, _)| *f == abs) {
-                        t.1 = e.seq;
-                    } else if self.touched.len() < MAX_THROTTLE_KEYS {
-                        self.touched.push((abs.clone(), e.seq));
-                    }
-                }
-                if let Some(dir) = gitdir_of(&abs) {
-                    if !self.git_touches.contains(&dir) {
-                        self.git_touches.push(dir);
-                    }
-                }
-            }
-            if let Some((rule, set)) = &self.write {
-                let second = kernel::RENAMES.contains(&s.nr) || kernel::CREATE_SECOND.contains(&s.nr);
-                let firsts = kernel::CHANGE_PATH.contains(&s.nr)
-                    || kernel::RENAMES.contains(&s.nr)
-                    || matches!(s.nr, kernel::OPEN | kernel::OPENAT | kernel::OPENAT2);
-                let candidates = [(firsts, &s.path, 0), (second, &s.path2, 1)];
-                let hit = candidates
-                    .iter()
-                    .filter(|(on, p, _)| *on && !p.is_empty())
-                    .find_map(|(_, p, which)| Self::path_hit(&mut self.cwds, set, e, dirfd(*which), p))
-                    // A directory arriving at a protected name (renamed or linked there)
-                    // writes everything beneath it.
-                    .or_else(|| {
-                        (second && !s.path2.is_empty())
-                            .then(|| self.cwds.absolute(e, dirfd(1), &s.path2))
-                            .flatten()
-                            .and_then(|abs| {
-                                set.matches_beneath(&abs).map(|p| (format!("{p} (beneath)"), abs))
-                            })
-                    });
-                if let Some((pat, abs)) = hit {
-                    let summary = format!("{} of {abs} ({}; pattern {pat})", s.name, result(s));
-                    found.push(self.instant(rule, e, summary).about(pat));
-                }
-            }
-        }
-        // Rewritten: opened with O_TRUNC, or replaced by a rename onto it.
-        if s.completed && s.ret >= 0 {
-            #[allow(clippy::cast_possible_truncation)]
-            let trunc = flags.is_some_and(|f| (f as i32) & libc::O_TRUNC != 0);
-            if trunc {
-                self.rewritten_one(e, dirfd(0), &s.path, found);
-            } else if kernel::RENAMES.contains(&s.nr) && !s.path2.is_empty() {
-                self.rewritten_one(e, dirfd(1), &s.path2, found);
-            }
-        }
-        if matches!(s.nr, kernel::UNLINK | kernel::UNLINKAT | kernel::RMDIR) && !failed_enoent {
-            if let Some(f) = self.deletions.as_mut().and_then(|w| w.push(t, e.seq, "")) {
-                found.push(f);
-            }
-            if s.completed && s.ret == 0 {
-                self.deleted_one(e, dirfd(0), &s.path, found);
-            }
-        }
-        if matches!(s.nr, kernel::EXECVE | kernel::EXECVEAT)
-            && s.completed
-            && s.ret < 0
-            && !failed_enoent
-            && s.errno != "ENOTDIR"
-        {
-            self.exec_check(e, &s.path, &format!("{} ({})", s.name, s.errno), found);
-        }
-        if let Some((rule, names)) = &self.syscalls {
-            if names.contains(&s.name) {
-                found.push(self.instant(rule, e, format!("{} ({})", s.name, result(s))));
-            }
-        }
-        if s.denied {
-            self.denied(e, &s.name, found);
-        }
-        if let Some(a) = s
-            .addr
-            .as_ref()
-            .filter(|a| a.family == "inet" || a.family == "inet6")
-        {
-            let same = self
-                .last_net
-                .remove(&e.host_tid)
-                .is_some_and(|(ip, port)| ip == a.ip && port == a.port);
-            if !same && matches!(s.name.as_str(), "connect" | "sendto" | "sendmsg") {
-                let n = pb::Network {
-                    op: if s.name == "connect" {
-                        "connect".into()
-                    } else {
-                        "sendmsg".into()
-                    },
-                    protocol: String::new(),
-                    ip: a.ip.clone(),
-                    port: a.port,
-                    // Refused or failed: it did not get out (a non-blocking connect under
-                    // way did).
-                    allowed: s.completed && (s.ret >= 0 || s.errno == "EINPROGRESS"),
-                    rule: String::new(),
-                };
-                // Its refusal is already counted above.
-                self.egress_seen(e, &n, found);
-            }
-        }
-    }
-
-    fn exec_check(&mut self, e: &pb::Event, filename: &str, what: &str, found: &mut Vec<Finding>) {
-        let Some((rule, allow)) = &self.exec else { return };
-        if filename.is_empty() || is_own_exe(filename) {
-            return;
-        }
-        let abs = self.cwds.absolute(e, i64::from(libc::AT_FDCWD), filename);
-        let allowed = match &abs {
-            Some(a) => allow.matches(a).is_some(),
-            None => false,
-        };
-        if !allowed {
-            let shown =
-                abs.unwrap_or_else(|| format!("{filename} (relative to a directory cordon could not tell)"));
-            found.push(self.instant(rule, e, format!("{what} of {shown}, outside the allowed places")));
-        }
-    }
-
     fn net(&mut self, e: &pb::Event, n: &pb::Network, found: &mut Vec<Finding>) {
         if n.op == "bind" {
             if !n.allowed {
@@ -804,16 +501,6 @@ impl Detector {
             suppressed: 0,
             target: String::new(),
         }
-    }
-}
-
-fn result(s: &pb::Syscall) -> String {
-    if !s.completed {
-        "no result".into()
-    } else if s.ret < 0 {
-        s.errno.clone()
-    } else {
-        "succeeded".into()
     }
 }
 

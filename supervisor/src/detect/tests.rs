@@ -1,5 +1,6 @@
 //! The rules on synthetic events (pure logic; the kernel side is in tests/detect.rs).
 
+use super::paths::is_own_exe;
 use super::*;
 use crate::kernel::{EXECVE, OPENAT};
 use crate::profile::monitor::Response;
