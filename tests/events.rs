@@ -530,6 +530,46 @@ impl Drop for Killed {
     }
 }
 
+/// A task's nice value (field 19 of its stat).
+fn nice_of(stat: &Path) -> i64 {
+    let text = std::fs::read_to_string(stat).unwrap();
+    let after_comm = text.rsplit_once(')').unwrap().1;
+    after_comm.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_recording_threads_run_above_the_sandbox_they_watch() {
+    require_root();
+    let _host = shared();
+    let s = Scratch::new();
+    let run = Killed(spawn_until_ready("default", s.path(), "touch ready; sleep 29.25"));
+    let pid = run.0.id();
+    let main = nice_of(Path::new(&format!("/proc/{pid}/stat")));
+    let mut seen = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap();
+        let comm = comm.trim();
+        if comm == "cordon-events" || comm == "cordon-trace" {
+            // Five nice steps above the rest of cordon: a busy agent on a saturated host
+            // cannot outrun them into the ring buffer's drops.
+            assert_eq!(nice_of(&t.path().join("stat")), (main - 5).max(-20), "{comm}");
+            seen.push(comm.to_string());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["cordon-events", "cordon-trace"]);
+    // The sandbox (init, the shell, its sleep) keeps cordon's own nice: only the recorder is
+    // favoured, never the agent.
+    let sandbox: Vec<i32> = host_pids_with("sleep 29.25")
+        .into_iter()
+        .filter(|p| *p != i32::try_from(pid).unwrap())
+        .collect();
+    assert!(sandbox.len() >= 2, "init and the agent: {sandbox:?}");
+    for p in sandbox {
+        assert_eq!(nice_of(Path::new(&format!("/proc/{p}/stat"))), main, "pid {p}");
+    }
+}
+
 #[test]
 fn unmonitored_runs_are_asked_for_and_recorded_as_such() {
     require_root();

@@ -115,9 +115,9 @@ fn alert_runs_the_hook_and_the_agent_goes_on() {
         &out,
         "alert",
         &format!(
-            "[monitor]\nhook = [\"/bin/sh\", \"-c\", \"cat > {}; echo $CORDON_RULE >> {}\"]\n\
+            "[monitor]\nhook = [\"/bin/sh\", \"-c\", \"cat > {0}; echo $CORDON_RULE >> {0}; \
+             echo nice=$(cut -d' ' -f19 /proc/$$/stat) >> {0}\"]\n\
              [monitor.sensitive_read]\nresponse = \"alert\"\n",
-            hook_out.display(),
             hook_out.display()
         ),
     );
@@ -137,11 +137,23 @@ fn alert_runs_the_hook_and_the_agent_goes_on() {
     );
     assert!(
         eventually(5000, || std::fs::read_to_string(&hook_out)
-            .is_ok_and(|t| t.contains("sensitive_read\n"))),
+            .is_ok_and(|t| t.contains("sensitive_read\n")
+                && t.ends_with('\n')
+                && t.contains("nice="))),
         "hook output: {:?}",
         std::fs::read_to_string(&hook_out)
     );
     let text = std::fs::read_to_string(&hook_out).unwrap();
+    // The hook starts at cordon's nice, not at its recording thread's (which spawned it).
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let own_nice = own
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(16)
+        .unwrap();
+    assert!(text.contains(&format!("nice={own_nice}\n")), "{text}");
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(line["detection"]["rule"], "sensitive_read");
     assert!(responses(&ev).is_empty(), "alert does not act on the sandbox");

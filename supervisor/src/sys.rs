@@ -360,6 +360,41 @@ pub fn mlock(start: usize, len: usize) -> io::Result<()> {
     }
 }
 
+/// The nice value a thread had before `raise_thread_priority` (all such threads start from
+/// the main thread's): what `restore_nice` gives the processes they spawn.
+static BASE_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Lower the calling thread's nice value by `by` (Linux's nice is per thread: setpriority(2) on
+/// its tid; nix has none). Returns the new value.
+pub fn raise_thread_priority(by: i32) -> io::Result<i32> {
+    let tid = nix::unistd::gettid().as_raw().cast_unsigned();
+    // getpriority can return -1 as a value: errno tells an error apart.
+    nix::errno::Errno::clear();
+    // SAFETY: getpriority takes plain integers and touches no memory of ours.
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+    if base == -1 && nix::errno::Errno::last_raw() != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    BASE_NICE.store(base, std::sync::atomic::Ordering::Relaxed);
+    let raised = (base - by).max(-20);
+    // SAFETY: as above.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, raised) } == 0 {
+        Ok(raised)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// For `pre_exec`: the spawned process starts at the nice its spawner's thread had before
+/// `raise_thread_priority` (nice is inherited across fork). Only setpriority, which is
+/// async-signal-safe; raising one's own nice needs no privilege. Never fails the spawn.
+pub fn restore_nice() -> io::Result<()> {
+    let base = BASE_NICE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, base) };
+    Ok(())
+}
+
 /// Give every signal (1..=64, real-time ones included) the default disposition, as the agent
 /// must start with: ignored signals survive execve. nix's `sigaction` only knows the signals
 /// of its `Signal` enum and cannot reach the real-time signals glibc reserves for itself, so

@@ -226,7 +226,10 @@ impl Actor {
             kind: Some(f.event()),
             ..Default::default()
         };
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        // SAFETY: the hook runs between fork and exec and only calls setpriority.
+        unsafe { cmd.pre_exec(crate::sys::restore_nice) };
+        let child = cmd
             .args(args)
             .env("CORDON_SANDBOX", &self.sandbox)
             .env("CORDON_RULE", f.rule)

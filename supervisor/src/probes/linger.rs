@@ -111,6 +111,8 @@ pub fn linger(
         ));
     }
     let hold = hold.max(LINGER);
+    // Started by a sandbox's recording thread, whose raised priority it need not keep.
+    let _ = crate::sys::restore_nice();
     // Asked to end: the signals arrive through a descriptor the tick waits on.
     let mut stop = SigSet::empty();
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {

@@ -133,6 +133,7 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name("cordon-events".into())
             .spawn(move || {
+                super::favour_this_recorder();
                 fuse.guard("event pipeline", move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()

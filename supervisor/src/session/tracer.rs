@@ -37,7 +37,10 @@ impl Tracer {
         let path = rec.path().to_path_buf();
         let thread = std::thread::Builder::new()
             .name("cordon-trace".into())
-            .spawn(move || fuse.guard("trace writer", move || write(rec, rx)))?;
+            .spawn(move || {
+                super::favour_this_recorder();
+                fuse.guard("trace writer", move || write(rec, rx))
+            })?;
         Ok(Tracer {
             tx: Some(tx),
             thread: Some(thread),
