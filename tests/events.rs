@@ -720,6 +720,12 @@ fn the_lingerer_keeps_hooks_and_code_warm_for_the_time_asked_then_cools_on_reque
         .into_iter()
         .find(|(_, cmd)| cmd.contains("--hold 30 "))
         .unwrap();
+    // It was spawned by the run's recording thread (5 nice steps up) but starts at the run's
+    // own nice, the test's.
+    assert_eq!(
+        nice_of(Path::new(&format!("/proc/{pid}/stat"))),
+        nice_of(Path::new("/proc/self/stat"))
+    );
     // It lives for minutes: it keeps none of the run's environment (an agent's keys).
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(

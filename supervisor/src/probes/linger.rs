@@ -59,8 +59,11 @@ pub(crate) fn release(pin_dir: &Path) {
     }
     use std::os::unix::process::CommandExt;
     let started = std::env::current_exe().and_then(|exe| {
-        std::process::Command::new(exe)
-            .args(["probes", "linger", "--hold"])
+        let mut cmd = std::process::Command::new(exe);
+        // Spawned by a sandbox's recording thread: the lingerer starts at cordon's own nice.
+        // SAFETY: the hook runs between fork and exec and only calls setpriority.
+        unsafe { cmd.pre_exec(crate::sys::restore_nice) };
+        cmd.args(["probes", "linger", "--hold"])
             .arg(keep_warm().unwrap_or(KEEP_WARM).as_secs().to_string())
             .arg(pin_dir)
             // It lives for minutes: none of the run's environment (an agent's API keys) with it.
@@ -111,8 +114,6 @@ pub fn linger(
         ));
     }
     let hold = hold.max(LINGER);
-    // Started by a sandbox's recording thread, whose raised priority it need not keep.
-    let _ = crate::sys::restore_nice();
     // Asked to end: the signals arrive through a descriptor the tick waits on.
     let mut stop = SigSet::empty();
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
