@@ -33,13 +33,12 @@ for _ in range(ROUNDS):
 # leaves 2 s after the last sandbox, as before the keep-warm hold existed).
 for _ in range(ROUNDS):
     for w in COOLED:
+        subprocess.run([CORDON, "probes", "cool"], stdout=subprocess.DEVNULL, check=True)
         if w == "cordon (keep-warm)":
             os.environ.pop("CORDON_KEEP_WARM", None)
-            subprocess.run([CORDON, "probes", "cool"], stdout=subprocess.DEVNULL, check=True)
             wrappers.once(wraps["cordon"](cmd), WS)
         else:
             os.environ["CORDON_KEEP_WARM"] = "0"
-            subprocess.run([CORDON, "probes", "cool"], stdout=subprocess.DEVNULL, check=True)
         time.sleep(IDLE)
         cold[w].append(wrappers.once(wraps["cordon"](cmd), WS))
         warm[w] += [wrappers.once(wraps["cordon"](cmd), WS) for _ in range(3)]

@@ -530,13 +530,6 @@ impl Drop for Killed {
     }
 }
 
-/// A task's nice value (field 19 of its stat).
-fn nice_of(stat: &Path) -> i64 {
-    let text = std::fs::read_to_string(stat).unwrap();
-    let after_comm = text.rsplit_once(')').unwrap().1;
-    after_comm.split_whitespace().nth(16).unwrap().parse().unwrap()
-}
-
 #[test]
 fn the_recording_threads_run_above_the_sandbox_they_watch() {
     require_root();

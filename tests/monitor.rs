@@ -145,14 +145,7 @@ fn alert_runs_the_hook_and_the_agent_goes_on() {
     );
     let text = std::fs::read_to_string(&hook_out).unwrap();
     // The hook starts at cordon's nice, not at its recording thread's (which spawned it).
-    let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let own_nice = own
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(16)
-        .unwrap();
+    let own_nice = nice_of(std::path::Path::new("/proc/self/stat"));
     assert!(text.contains(&format!("nice={own_nice}\n")), "{text}");
     let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(line["detection"]["rule"], "sensitive_read");

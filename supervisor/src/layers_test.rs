@@ -38,6 +38,7 @@ const NOT_LAYERED: &[&str] = &[
     "lib.rs",
     "main.rs",
     "cli_approvals.rs",
+    "cli_args.rs",
     "cli_changes.rs",
     "cli_policy",
     "cli_run.rs",

@@ -361,7 +361,7 @@ pub fn mlock(start: usize, len: usize) -> io::Result<()> {
 }
 
 /// The nice value a thread had before `raise_thread_priority` (all such threads start from
-/// the main thread's): what `restore_nice` gives the processes they spawn.
+/// the main thread's): what `at_base_nice` gives the processes they spawn.
 static BASE_NICE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// Lower the calling thread's nice value by `by` (Linux's nice is per thread: setpriority(2) on
@@ -385,14 +385,21 @@ pub fn raise_thread_priority(by: i32) -> io::Result<i32> {
     }
 }
 
-/// For `pre_exec`: the spawned process starts at the nice its spawner's thread had before
-/// `raise_thread_priority` (nice is inherited across fork). Only setpriority, which is
-/// async-signal-safe; raising one's own nice needs no privilege. Never fails the spawn.
-pub fn restore_nice() -> io::Result<()> {
+/// `cmd`'s process starts at the nice its spawner's thread had before `raise_thread_priority`
+/// (nice is inherited across fork): a `pre_exec` hook that only calls setpriority, which is
+/// async-signal-safe; raising one's own nice needs no privilege, and a refusal never fails the
+/// spawn. For a tokio `Command`, pass `as_std_mut()`.
+pub fn at_base_nice(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
     let base = BASE_NICE.load(std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, base) };
-    Ok(())
+    // SAFETY: the hook runs between fork and exec and only calls setpriority, which takes plain
+    // integers and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, base);
+            Ok(())
+        })
+    };
 }
 
 /// Give every signal (1..=64, real-time ones included) the default disposition, as the agent

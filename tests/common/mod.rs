@@ -221,6 +221,13 @@ pub fn host_pids_with(needle: &str) -> Vec<i32> {
     out
 }
 
+/// A task's nice value (field 19 of its stat file, e.g. `/proc/PID/stat`).
+pub fn nice_of(stat: &Path) -> i64 {
+    let text = std::fs::read_to_string(stat).unwrap();
+    let after_comm = text.rsplit_once(')').unwrap().1;
+    after_comm.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
 /// Poll `f` every 20 ms for at most `ms`; true as soon as it holds.
 pub fn eventually(ms: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + std::time::Duration::from_millis(ms);

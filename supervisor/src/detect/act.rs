@@ -227,8 +227,7 @@ impl Actor {
             ..Default::default()
         };
         let mut cmd = Command::new(program);
-        // SAFETY: the hook runs between fork and exec and only calls setpriority.
-        unsafe { cmd.pre_exec(crate::sys::restore_nice) };
+        crate::sys::at_base_nice(&mut cmd);
         let child = cmd
             .args(args)
             .env("CORDON_SANDBOX", &self.sandbox)

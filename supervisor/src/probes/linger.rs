@@ -61,8 +61,7 @@ pub(crate) fn release(pin_dir: &Path) {
     let started = std::env::current_exe().and_then(|exe| {
         let mut cmd = std::process::Command::new(exe);
         // Spawned by a sandbox's recording thread: the lingerer starts at cordon's own nice.
-        // SAFETY: the hook runs between fork and exec and only calls setpriority.
-        unsafe { cmd.pre_exec(crate::sys::restore_nice) };
+        crate::sys::at_base_nice(&mut cmd);
         cmd.args(["probes", "linger", "--hold"])
             .arg(keep_warm().unwrap_or(KEEP_WARM).as_secs().to_string())
             .arg(pin_dir)

@@ -453,8 +453,7 @@ impl Approvals {
             .uid(self.settings.hook_ids.0)
             .gid(self.settings.hook_ids.1)
             .kill_on_drop(true);
-        // SAFETY: the hook runs between fork and exec and only calls setpriority.
-        unsafe { cmd.pre_exec(crate::sys::restore_nice) };
+        crate::sys::at_base_nice(cmd.as_std_mut());
         let Ok(mut child) = cmd.spawn() else {
             return;
         };

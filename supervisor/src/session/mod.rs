@@ -47,7 +47,7 @@ pub use outputs::Output;
 /// (10 sandboxes asking 30k opens/s each on 2 cores), 10 runs each, alternated: at nice 0,
 /// 613,809 events lost in all, 3 runs of 10 without loss; raised, 42,982 and 7 of 10. They
 /// spend only what the sandbox's events cost, so the host loses nothing it would not have spent.
-/// What they spawn (hooks, the lingerer) starts at cordon's own nice (`sys::restore_nice`). A
+/// What they spawn (hooks, the lingerer) starts at cordon's own nice (`sys::at_base_nice`). A
 /// refusal leaves them where they were; drops are still counted and reported.
 const RECORDER_PRIORITY: i32 = 5;
 
