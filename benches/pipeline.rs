@@ -4,7 +4,7 @@
 //! denied syscall recorded whole at exit.
 
 use cordon::events::{decode::Decoder, pb};
-use cordon_probe_common::{kind, ExitRecord, Header, SyscallRecord, AUX_LEN, PATH_LEN};
+use cordon_probe_common::{kind, ExitRecord, Header, SyscallHead, SyscallRecord, AUX_LEN, PATH_LEN};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 
@@ -27,23 +27,24 @@ fn records(n: usize) -> Vec<Vec<u8>> {
             time_ns: i as u64,
         };
         let mut r = SyscallRecord {
-            hdr: hdr(kind::SYS_ENTER),
-            nr: 257,
-            flags: 0,
-            path_len: 24,
-            aux_len: 0,
-            ret: 0,
-            args: [0; 6],
-            path: [0; PATH_LEN],
-            aux: [0; AUX_LEN],
+            head: SyscallHead {
+                hdr: hdr(kind::SYS_ENTER),
+                nr: 257,
+                flags: 0,
+                path_len: 24,
+                aux_len: 0,
+                ret: 0,
+                args: [0; 6],
+            },
+            data: [0; PATH_LEN + AUX_LEN],
         };
-        r.path[..23].copy_from_slice(b"/usr/lib/python3/os.pyc");
+        r.data[..23].copy_from_slice(b"/usr/lib/python3/os.pyc");
         if i % 10 == 9 {
-            r.hdr.kind = kind::SYS_EXIT;
-            r.ret = -13;
-            out.push(bytes(&r));
+            r.head.hdr.kind = kind::SYS_EXIT;
+            r.head.ret = -13;
+            out.push(r.used().to_vec());
         } else {
-            out.push(bytes(&r));
+            out.push(r.used().to_vec());
             out.push(bytes(&ExitRecord {
                 hdr: hdr(kind::SYS_EXIT),
                 nr: 257,

@@ -128,7 +128,12 @@ fn benign_request_bodies_raise_no_false_alarm() {
     }];
     let s = Scanner::new(&canaries, vec!["api.anthropic.com".into()]);
     let mut bodies: Vec<(std::path::PathBuf, &str)> = Vec::new();
-    let mut walk = vec![std::path::PathBuf::from("/opt/cordon-test-agents/node_modules")];
+    // The agents' own packages and the MCP server's, which npx keeps in its cache (the agents
+    // ship bundled: their node_modules hold ~20 manifests, the cached server ~140).
+    let mut walk = vec![
+        std::path::PathBuf::from("/opt/cordon-test-agents/node_modules"),
+        std::path::PathBuf::from("/opt/cordon-test-agents/npm-cache/_npx"),
+    ];
     while let Some(dir) = walk.pop() {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let p = e.path();

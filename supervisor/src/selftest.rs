@@ -35,11 +35,34 @@ pub struct Setup {
     pub host_token: String,
     /// Directories the profile promises are never written (invariants).
     pub never_write: Vec<PathBuf>,
-    /// The home, and how many entries its ~/.ssh has on the host.
+    /// The home, and what its ~/.ssh holds on the host (names and content hashes: the
+    /// battery tells the host's keys from the canaries cordon plants in their place).
     pub home: PathBuf,
-    pub ssh_entries_on_host: usize,
+    pub ssh_on_host: Vec<Entry>,
     /// The profile's process limit, if any.
     pub pids: Option<u32>,
+}
+
+/// An entry of a directory: its name and, for a readable file, the BLAKE3 of its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub hash: Option<String>,
+}
+
+/// The entries of `dir` (none if it cannot be read).
+pub fn entries(dir: &Path) -> Vec<Entry> {
+    let Ok(d) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    d.flatten()
+        .map(|e| Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            hash: std::fs::read(e.path())
+                .ok()
+                .map(|b| blake3::hash(&b).to_hex().to_string()),
+        })
+        .collect()
 }
 
 fn errno() -> i32 {
@@ -323,21 +346,27 @@ fn filesystem(setup: &Setup, out: &mut Vec<Attempt>) {
             },
         });
     }
+    // What the sandbox shows of ~/.ssh may be cordon's own canaries (decoy keys planted where
+    // the real ones are hidden): a leak is an entry of the host's, same name and content.
     let ssh = setup.home.join(".ssh");
-    let inside = std::fs::read_dir(&ssh).map(|d| d.count()).unwrap_or(0);
+    let inside = entries(&ssh);
+    let leaked = inside.iter().filter(|e| setup.ssh_on_host.contains(e)).count();
     out.push(Attempt {
         family: "secrets".into(),
         what: format!(
             "list {} ({} entries on the host)",
             ssh.display(),
-            setup.ssh_entries_on_host
+            setup.ssh_on_host.len()
         ),
         layer: "mounts (hidden)".into(),
-        blocked: inside == 0,
-        detail: if setup.ssh_entries_on_host == 0 {
+        blocked: leaked == 0,
+        detail: if setup.ssh_on_host.is_empty() {
             "nothing there on the host to hide".into()
         } else {
-            format!("{inside} entries seen")
+            format!(
+                "{leaked} of the host's seen ({} entries shown, canaries included)",
+                inside.len()
+            )
         },
     });
     // A program planted in /tmp and run.

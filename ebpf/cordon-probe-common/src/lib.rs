@@ -109,19 +109,50 @@ pub mod sysflag {
 
 /// A security-relevant syscall at entry (arguments, strings read from the caller's memory at
 /// entry) or a denied syscall at exit (arguments and result).
+///
+/// The probes put only the bytes used in the ring: the head, then `path_len` bytes of path and
+/// right after them `aux_len` bytes of aux, [`SyscallRecord::used`] in all (an open of
+/// `/dev/null` takes 128 bytes of the ring with the ring's own header, not the 624 of the whole
+/// record, so a ring holds ~4× more of them before a busy sandbox outruns its reader).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SyscallRecord {
+    pub head: SyscallHead,
+    /// The path (`head.path_len` bytes, its NUL included), then the aux bytes (`head.aux_len`).
+    pub data: [u8; PATH_LEN + AUX_LEN],
+}
+
+/// What every [`SyscallRecord`] carries before its strings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallHead {
     pub hdr: Header,
     pub nr: u32,
     pub flags: u32,
+    /// Bytes of path at the start of `data` (at most `PATH_LEN`).
     pub path_len: u32,
+    /// Bytes of aux right after the path (at most `AUX_LEN`): a second path, a socket address
+    /// or NUL-separated argv (`sysflag`).
     pub aux_len: u32,
     /// Return value at exit (`SYS_EXIT`); 0 at entry.
     pub ret: i64,
     pub args: [u64; 6],
-    pub path: [u8; PATH_LEN],
-    pub aux: [u8; AUX_LEN],
+}
+
+/// Bytes of a [`SyscallRecord`] before its strings; a ring record shorter than this is an
+/// [`ExitRecord`].
+pub const SYSCALL_HEAD: usize = core::mem::size_of::<SyscallHead>();
+
+impl SyscallRecord {
+    /// The bytes the probes put in the ring for this record: the head and the strings used.
+    pub fn used(&self) -> &[u8] {
+        let n = SYSCALL_HEAD
+            + (self.head.path_len as usize).min(PATH_LEN)
+            + (self.head.aux_len as usize).min(AUX_LEN);
+        // SAFETY: `n` is at most the record's size; the record is plain data without padding
+        // (the sizes are asserted below).
+        unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), n) }
+    }
 }
 
 /// The result of a syscall whose entry was recorded.
@@ -441,7 +472,9 @@ pub mod nr {
 
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 32);
-    assert!(core::mem::size_of::<SyscallRecord>() == 32 + 24 + 48 + PATH_LEN + AUX_LEN);
+    assert!(SYSCALL_HEAD == 32 + 24 + 48);
+    assert!(core::mem::size_of::<SyscallRecord>() == SYSCALL_HEAD + PATH_LEN + AUX_LEN);
+    assert!(SYSCALL_HEAD > core::mem::size_of::<ExitRecord>());
     assert!(core::mem::size_of::<ExitRecord>() == 48);
     assert!(core::mem::size_of::<ProcRecord>() == 32 + 16 + 16 + 8 + PATH_LEN + AUX_LEN);
     assert!(core::mem::size_of::<NetRecord>() == 32 + 16 + 16 + 8);
@@ -478,6 +511,8 @@ mod pod {
     unsafe impl aya::Pod for super::Header {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SyscallRecord {}
+    // SAFETY: plain `repr(C)` data without padding; every bit pattern is valid.
+    unsafe impl aya::Pod for super::SyscallHead {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ExitRecord {}
     // SAFETY: as above.

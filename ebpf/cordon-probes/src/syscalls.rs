@@ -2,14 +2,15 @@
 //! with their arguments at entry and their result at exit, and record every syscall that
 //! failed with EPERM or EACCES (seccomp, landlock, DAC, read-only mounts) at exit.
 
+use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
 use aya_ebpf::{
     helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use cordon_probe_common::{
-    kind, sbflag, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallRecord, ARGV_MAX, AUX_LEN,
-    PATH_LEN,
+    kind, sbflag, spec, syscall_spec, sysflag, ExitRecord, Sandbox, SyscallHead, SyscallRecord, ARGV_MAX,
+    AUX_LEN, PATH_LEN, SYSCALL_HEAD,
 };
 
 use crate::shared::{count_drop, count_syscall, count_written, current_sandbox, header, ring, submit_flags};
@@ -136,7 +137,7 @@ fn user_str(src: u64, dst: *mut u8, cap: usize) -> (u32, bool) {
     if src == 0 {
         return (0, false);
     }
-    // SAFETY: `dst` points at `cap` writable bytes of a reserved ring-buffer record.
+    // SAFETY: `dst` points at `cap` writable bytes of this CPU's scratch record.
     let n = unsafe { bpf_probe_read_user_str(dst.cast(), cap as u32, src as *const _) };
     if n <= 0 {
         return (0, false);
@@ -144,33 +145,32 @@ fn user_str(src: u64, dst: *mut u8, cap: usize) -> (u32, bool) {
     (n as u32, n as usize >= cap)
 }
 
+/// Where a full record is put together before the bytes used are copied to the ring (a
+/// ring reservation must have a size the verifier knows; the used size is not known until
+/// the strings are read). One per CPU: the syscall programs run with preemption off.
+#[btf_map]
+static SCRATCH: PerCpuArray<SyscallRecord, 1> = PerCpuArray::new();
+
 #[inline(always)]
 fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], sp: u32) {
     let Some(ring) = ring(sandbox) else { return };
-    let Some(mut entry) = ring.reserve(0) else {
-        count_drop(sandbox.slot);
-        return;
-    };
-    let rec: *mut SyscallRecord = entry.as_mut_ptr();
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
     // Fields are written through raw pointers, never through references to uninitialised
     // memory.
-    // SAFETY: `rec` is a reserved, exclusively owned record of the right size.
-    unsafe {
-        (*rec).hdr = header(kind, sandbox);
-        (*rec).nr = nr;
-        (*rec).ret = ret;
-        (*rec).args = *args;
+    // SAFETY: `rec` is this CPU's scratch record, which nothing else uses while this program
+    // runs; every helper writes inside its `data` (offsets and sizes bounded below).
+    let used = unsafe {
+        let data = (*rec).data.as_mut_ptr();
         let mut flags = 0;
-        let (len, cut) = user_str(
-            arg_at(args, spec::arg(sp, spec::PATH_SHIFT)),
-            (*rec).path.as_mut_ptr(),
-            PATH_LEN,
-        );
+        let (len, cut) = user_str(arg_at(args, spec::arg(sp, spec::PATH_SHIFT)), data, PATH_LEN);
         if cut {
             flags |= sysflag::PATH_CUT;
         }
-        (*rec).path_len = len;
-        let aux = (*rec).aux.as_mut_ptr();
+        let mut path_len = len as usize;
+        if path_len > PATH_LEN {
+            path_len = PATH_LEN;
+        }
+        let aux = data.wrapping_add(path_len);
         let mut aux_len = 0u32;
         let path2 = spec::arg(sp, spec::PATH2_SHIFT);
         let sockaddr = spec::arg(sp, spec::SOCKADDR_SHIFT);
@@ -194,10 +194,29 @@ fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], s
             aux_len = len;
             flags |= sysflag::AUX_ARGV | if cut { sysflag::AUX_CUT } else { 0 };
         }
-        (*rec).aux_len = aux_len;
-        (*rec).flags = flags;
+        let mut aux_used = aux_len as usize;
+        if aux_used > AUX_LEN {
+            aux_used = AUX_LEN;
+        }
+        (*rec).head = SyscallHead {
+            hdr: header(kind, sandbox),
+            nr,
+            flags,
+            path_len: path_len as u32,
+            aux_len: aux_used as u32,
+            ret,
+            args: *args,
+        };
+        SYSCALL_HEAD + path_len + aux_used
+    };
+    // SAFETY: `used` is at most the size of the record `rec` points at.
+    let bytes = unsafe { core::slice::from_raw_parts(rec.cast::<u8>().cast_const(), used) };
+    if ring
+        .output_untyped(bytes, submit_flags(ring, sandbox.slot))
+        .is_err()
+    {
+        count_drop(sandbox.slot);
     }
-    entry.submit(submit_flags(ring, sandbox.slot));
 }
 
 /// Copies argv strings NUL-separated into `aux`: each cut to `ARGV_PIECE` bytes, at most

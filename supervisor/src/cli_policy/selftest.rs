@@ -88,7 +88,7 @@ pub fn selftest_cmd(
         host_token,
         never_write,
         home: pol.context.home.clone(),
-        ssh_entries_on_host: std::fs::read_dir(pol.context.home.join(".ssh")).map_or(0, |d| d.count()),
+        ssh_on_host: cordon::selftest::entries(&pol.context.home.join(".ssh")),
         pids: p.limits.pids,
     };
     let scratch = ws.join(".profile");

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use cordon_probe_common::{
-    kind, netop, netrule, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallRecord, Traffic,
-    TrafficKey, MAX_SYSCALL,
+    kind, netop, netrule, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallHead, Traffic,
+    TrafficKey, MAX_SYSCALL, SYSCALL_HEAD,
 };
 
 use super::names::{ip_text, protocol_name, sockaddr};
@@ -142,23 +142,24 @@ impl Decoder {
         let Some(h) = read::<Header>(bytes) else { return };
         match h.kind {
             kind::SYS_ENTER => {
-                let Some(r) = read::<SyscallRecord>(bytes) else {
+                let Some(r) = read::<SyscallHead>(bytes) else {
                     return;
                 };
                 if let Some(old) = self.pending.remove(&h.tid) {
                     self.emit(old, out);
                 }
-                let e = self.syscall(&r);
+                let e = self.syscall(&r, &bytes[SYSCALL_HEAD..]);
                 self.pending.insert(h.tid, e);
             }
-            kind::SYS_EXIT if bytes.len() >= std::mem::size_of::<SyscallRecord>() => {
-                let Some(r) = read::<SyscallRecord>(bytes) else {
+            // A full record at exit (a denial), longer than an `ExitRecord`.
+            kind::SYS_EXIT if bytes.len() >= SYSCALL_HEAD => {
+                let Some(r) = read::<SyscallHead>(bytes) else {
                     return;
                 };
                 let e = match self.pending.remove(&h.tid) {
                     Some(e) => finish(e, r.nr, r.ret),
                     None => {
-                        let e = self.syscall(&r);
+                        let e = self.syscall(&r, &bytes[SYSCALL_HEAD..]);
                         finish(e, r.nr, r.ret)
                     }
                 };
@@ -199,13 +200,17 @@ impl Decoder {
         }
     }
 
-    fn syscall(&mut self, r: &SyscallRecord) -> pb::Event {
-        let aux = &r.aux[..(r.aux_len as usize).min(r.aux.len())];
+    /// A syscall event from a record's head and its strings (`data`: the path, then the aux
+    /// bytes right after it, as many as the ring record holds).
+    fn syscall(&mut self, r: &SyscallHead, data: &[u8]) -> pb::Event {
+        let path = &data[..(r.path_len as usize).min(data.len())];
+        let rest = &data[path.len()..];
+        let aux = &rest[..(r.aux_len as usize).min(rest.len())];
         let mut s = pb::Syscall {
             nr: r.nr,
             name: self.name(r.nr),
             args: r.args.to_vec(),
-            path: cstr(&r.path, r.path_len),
+            path: cstr(path, r.path_len),
             truncated: r.flags & (sysflag::PATH_CUT | sysflag::AUX_CUT) != 0,
             ..Default::default()
         };
@@ -463,7 +468,7 @@ fn finish(mut e: pb::Event, nr: u32, ret: i64) -> pb::Event {
 mod tests {
     use super::*;
     use crate::kernel::OPENAT;
-    use cordon_probe_common::{AUX_LEN, PATH_LEN};
+    use cordon_probe_common::{SyscallRecord, AUX_LEN, PATH_LEN};
 
     fn bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data record.
@@ -484,17 +489,18 @@ mod tests {
 
     fn open_record(kind: u32, ret: i64) -> SyscallRecord {
         let mut r = SyscallRecord {
-            hdr: hdr(kind, 1002, 1002),
-            nr: OPENAT,
-            flags: 0,
-            path_len: 12,
-            aux_len: 0,
-            ret,
-            args: [0; 6],
-            path: [0; PATH_LEN],
-            aux: [0; AUX_LEN],
+            head: SyscallHead {
+                hdr: hdr(kind, 1002, 1002),
+                nr: OPENAT,
+                flags: 0,
+                path_len: 12,
+                aux_len: 0,
+                ret,
+                args: [0; 6],
+            },
+            data: [0; PATH_LEN + AUX_LEN],
         };
-        r.path[..11].copy_from_slice(b"/etc/shadow");
+        r.data[..11].copy_from_slice(b"/etc/shadow");
         r
     }
 
@@ -511,7 +517,7 @@ mod tests {
     fn enter_and_exit_join_into_one_denied_syscall() {
         let mut d = decoder();
         let mut out = vec![];
-        d.record(&bytes(&open_record(kind::SYS_ENTER, 0)), &mut out);
+        d.record(open_record(kind::SYS_ENTER, 0).used(), &mut out);
         assert!(out.is_empty(), "waits for the result");
         let exit = ExitRecord {
             hdr: hdr(kind::SYS_EXIT, 1002, 1002),
@@ -538,7 +544,7 @@ mod tests {
     fn denial_without_entry_is_one_full_record() {
         let mut d = decoder();
         let mut out = vec![];
-        d.record(&bytes(&open_record(kind::SYS_EXIT, -1)), &mut out);
+        d.record(open_record(kind::SYS_EXIT, -1).used(), &mut out);
         let Some(Kind::Syscall(s)) = &out[0].kind else {
             panic!()
         };
@@ -630,6 +636,31 @@ mod tests {
                 ("203.0.113.7", false, ""),
             ]
         );
+    }
+
+    /// The probes put a record's aux bytes right after its path and only the bytes used in
+    /// the ring; the decoder finds both, and a record cut short loses only what is missing.
+    #[test]
+    fn aux_follows_the_path_in_a_record_of_the_bytes_used() {
+        let mut r = open_record(kind::SYS_EXIT, -1);
+        r.head.path_len = 5;
+        r.head.aux_len = 5;
+        r.head.flags = sysflag::AUX_PATH;
+        r.data[..10].copy_from_slice(b"/a/b\0/c/d\0");
+        let used = r.used();
+        assert_eq!(used.len(), SYSCALL_HEAD + 10);
+        let mut d = decoder();
+        let mut out = vec![];
+        d.record(used, &mut out);
+        d.record(&used[..SYSCALL_HEAD + 7], &mut out);
+        let got: Vec<(&str, &str)> = out
+            .iter()
+            .map(|e| match &e.kind {
+                Some(Kind::Syscall(s)) => (s.path.as_str(), s.path2.as_str()),
+                k => panic!("{k:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec![("/a/b", "/c/d"), ("/a/b", "/c")]);
     }
 
     #[test]
