@@ -161,6 +161,11 @@ try:
     print("chmod ok")
 except OSError as e:
     print("chmod errno", e.errno)
+os.rename("known.txt", "moved.txt")
+try:
+    open("d" * 300)
+except OSError as e:
+    print("long errno", e.errno)
 "#;
 
 #[test]
@@ -270,6 +275,32 @@ fn known_actions_give_exactly_the_expected_events() {
         (Some("EPERM"), Some(true))
     );
     assert_eq!(chmods[0]["pid"].as_u64(), Some(pid));
+
+    // A record holds only the bytes it uses (the second path right after the first): the
+    // rename has both; a path longer than the record's 256 bytes is cut there and said so.
+    assert!(so.contains("long errno 36\n"), "{so}");
+    let renames: Vec<_> = of_kind(&events, "syscall")
+        .into_iter()
+        .filter(|e| kind(e).1["name"].as_str().unwrap().starts_with("rename"))
+        .map(|e| {
+            let s = kind(e).1;
+            (s["path"].as_str(), s["path2"].as_str(), s["truncated"].as_bool())
+        })
+        .collect();
+    assert_eq!(renames, vec![(Some("known.txt"), Some("moved.txt"), Some(false))]);
+    let long: Vec<_> = of_kind(&events, "syscall")
+        .into_iter()
+        .filter(|e| kind(e).1["path"].as_str().unwrap().starts_with("ddd"))
+        .map(|e| {
+            let s = kind(e).1;
+            (
+                s["path"].as_str().unwrap().len(),
+                s["truncated"].as_bool(),
+                s["errno"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(long, vec![(255, Some(true), Some("ENAMETOOLONG"))]);
 
     // Every process event comes from inside the sandbox's pid namespace.
     assert!(events
