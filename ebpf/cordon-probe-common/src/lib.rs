@@ -165,10 +165,20 @@ pub struct ExitRecord {
     pub ret: i64,
 }
 
-/// fork/clone (`FORK`), a successful exec (`EXEC`), or a thread/process end (`EXIT`).
+/// A successful exec (`EXEC`): its head and the strings. A fork or an exit puts only its
+/// [`ProcHead`] in the ring (72 bytes, not the 584 of the whole record).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ProcRecord {
+    pub head: ProcHead,
+    pub filename: [u8; PATH_LEN],
+    pub argv: [u8; AUX_LEN],
+}
+
+/// fork/clone (`FORK`), a successful exec (`EXEC`), or a thread/process end (`EXIT`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcHead {
     pub hdr: Header,
     /// FORK: the child's host tid and tgid (equal for a new process, not for a new thread).
     pub child_tid: u32,
@@ -182,8 +192,6 @@ pub struct ProcRecord {
     /// EXEC of a sandbox without syscall records (`sbflag::NO_SYSCALLS`): the new program's
     /// argv as its memory holds it, NUL-separated, cut at `AUX_LEN` (0: not read).
     pub argv_len: u32,
-    pub filename: [u8; PATH_LEN],
-    pub argv: [u8; AUX_LEN],
 }
 
 /// Socket operations seen by the cgroup hooks (`NetRecord::op`).
@@ -476,7 +484,8 @@ const _: () = {
     assert!(core::mem::size_of::<SyscallRecord>() == SYSCALL_HEAD + PATH_LEN + AUX_LEN);
     assert!(SYSCALL_HEAD > core::mem::size_of::<ExitRecord>());
     assert!(core::mem::size_of::<ExitRecord>() == 48);
-    assert!(core::mem::size_of::<ProcRecord>() == 32 + 16 + 16 + 8 + PATH_LEN + AUX_LEN);
+    assert!(core::mem::size_of::<ProcHead>() == 32 + 16 + 16 + 8);
+    assert!(core::mem::size_of::<ProcRecord>() == core::mem::size_of::<ProcHead>() + PATH_LEN + AUX_LEN);
     assert!(core::mem::size_of::<NetRecord>() == 32 + 16 + 16 + 8);
     assert!(core::mem::size_of::<Sandbox>() == 32);
     assert!(core::mem::size_of::<NetRule>() == 32);
@@ -517,6 +526,8 @@ mod pod {
     unsafe impl aya::Pod for super::ExitRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ProcRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcHead {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NetRecord {}
 }

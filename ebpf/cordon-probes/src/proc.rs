@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use cordon_probe_common::{kind, sbflag, KernelOffsets, ProcRecord, Sandbox, AUX_LEN, PATH_LEN};
+use cordon_probe_common::{kind, sbflag, KernelOffsets, ProcHead, ProcRecord, Sandbox, AUX_LEN, PATH_LEN};
 
 use crate::shared::{count_drop, current_sandbox, header, offsets, ring, submit_flags};
 
@@ -58,24 +58,28 @@ fn read_argv(off: &KernelOffsets, dst: *mut u8) -> u32 {
     n as u32
 }
 
+/// Puts a process record in the ring: a `ProcHead` (fork, exit) or a whole `ProcRecord`
+/// (exec), whose first field is its head.
 #[inline(always)]
-fn emit(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut ProcRecord)) {
+fn emit<T: 'static>(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut T)) {
     let Some(ring) = ring(sandbox) else { return };
-    let Some(mut entry) = ring.reserve_untyped::<ProcRecord>(0) else {
+    let Some(mut entry) = ring.reserve_untyped::<T>(0) else {
         count_drop(sandbox.slot);
         return;
     };
-    let rec: *mut ProcRecord = entry.as_mut_ptr();
-    // SAFETY: `rec` is a reserved, exclusively owned record; written field by field.
+    let rec: *mut T = entry.as_mut_ptr();
+    let head = rec.cast::<ProcHead>();
+    // SAFETY: `rec` is a reserved, exclusively owned record that starts with a `ProcHead`
+    // (`T` is `ProcHead` or `ProcRecord`); written field by field.
     unsafe {
-        (*rec).hdr = header(kind, sandbox);
-        (*rec).child_tid = 0;
-        (*rec).child_tgid = 0;
-        (*rec).exit_code = 0;
-        (*rec).group_dead = 0;
-        (*rec).filename_len = 0;
-        (*rec).argv_len = 0;
-        (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*head).hdr = header(kind, sandbox);
+        (*head).child_tid = 0;
+        (*head).child_tgid = 0;
+        (*head).exit_code = 0;
+        (*head).group_dead = 0;
+        (*head).filename_len = 0;
+        (*head).argv_len = 0;
+        (*head).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     fill(rec);
     entry.submit(submit_flags(ring, sandbox.slot));
@@ -93,7 +97,7 @@ pub fn sched_fork(ctx: RawTracePointContext) -> i32 {
         read_at::<u32>(child, off.task_pid),
         read_at::<u32>(child, off.task_tgid),
     );
-    emit(sandbox, kind::FORK, |rec| {
+    emit(sandbox, kind::FORK, |rec: *mut ProcHead| {
         // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {
             (*rec).child_tid = tid;
@@ -120,7 +124,7 @@ pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
             bprm.wrapping_add(off.binprm_filename as usize).cast(),
         )
     };
-    emit(sandbox, kind::EXEC, |rec| {
+    emit(sandbox, kind::EXEC, |rec: *mut ProcRecord| {
         // SAFETY: `rec` is the reserved record `emit` owns until submit; the helper writes at most PATH_LEN bytes into its `filename` array and faults safely on a bad source.
         unsafe {
             let n = bpf_probe_read_kernel_str(
@@ -128,10 +132,10 @@ pub fn sched_exec(ctx: RawTracePointContext) -> i32 {
                 PATH_LEN as u32,
                 filename as *const _,
             );
-            (*rec).filename_len = if n > 0 { n as u32 } else { 0 };
+            (*rec).head.filename_len = if n > 0 { n as u32 } else { 0 };
             // Without syscall records there is no execve entry to take argv from.
             if sandbox.flags & sbflag::NO_SYSCALLS != 0 {
-                (*rec).argv_len = read_argv(off, (*rec).argv.as_mut_ptr());
+                (*rec).head.argv_len = read_argv(off, (*rec).argv.as_mut_ptr());
             }
         }
     });
@@ -148,7 +152,7 @@ pub fn sched_exit(ctx: RawTracePointContext) -> i32 {
     let task = ctx.arg::<*const u8>(0);
     let group_dead = ctx.arg::<u64>(1) as u32 & 1;
     let code = read_at::<u32>(task, off.task_exit_code);
-    emit(sandbox, kind::EXIT, |rec| {
+    emit(sandbox, kind::EXIT, |rec: *mut ProcHead| {
         // SAFETY: `emit` passes a reserved ring-buffer record that only this program writes until it submits it; these are plain stores into its fields.
         unsafe {
             (*rec).exit_code = code;

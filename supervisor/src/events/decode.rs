@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use cordon_probe_common::{
-    kind, netop, netrule, sysflag, ExitRecord, Header, NetRecord, ProcRecord, SyscallHead, Traffic,
+    kind, netop, netrule, sysflag, ExitRecord, Header, NetRecord, ProcHead, ProcRecord, SyscallHead, Traffic,
     TrafficKey, MAX_SYSCALL, SYSCALL_HEAD,
 };
 
@@ -187,8 +187,8 @@ impl Decoder {
                 self.emit(e, out);
             }
             kind::FORK | kind::EXEC | kind::EXIT => {
-                if let Some(r) = read::<ProcRecord>(bytes) {
-                    self.proc(&r, out);
+                if let Some(r) = read::<ProcHead>(bytes) {
+                    self.proc(&r, bytes, out);
                 }
             }
             kind::NET => {
@@ -224,7 +224,8 @@ impl Decoder {
         self.envelope(&r.hdr, Kind::Syscall(s))
     }
 
-    fn proc(&mut self, r: &ProcRecord, out: &mut Vec<pb::Event>) {
+    /// A process record: its head, and for an exec the whole record's `bytes` (its strings).
+    fn proc(&mut self, r: &ProcHead, bytes: &[u8], out: &mut Vec<pb::Event>) {
         let h = r.hdr;
         let comm = cstr(&r.comm, 16);
         self.procs.entry(h.tgid).or_default().comm = comm;
@@ -257,14 +258,20 @@ impl Decoder {
                 self.emit(e, out);
             }
             kind::EXEC => {
+                let whole = read::<ProcRecord>(bytes);
+                let whole = whole.as_ref();
                 // The execve that led here is still pending (it completes in the new program).
                 let argv = match self.pending.get(&h.tid).and_then(|p| p.kind.as_ref()) {
                     Some(Kind::Syscall(s)) => s.argv.clone(),
                     // A sandbox without syscall records: the probes read argv from the new
                     // program's memory.
-                    _ => argv_of(&r.argv[..(r.argv_len as usize).min(r.argv.len())]),
+                    _ => whole
+                        .map(|w| argv_of(&w.argv[..(r.argv_len as usize).min(w.argv.len())]))
+                        .unwrap_or_default(),
                 };
-                let filename = cstr(&r.filename, r.filename_len);
+                let filename = whole
+                    .map(|w| cstr(&w.filename, r.filename_len))
+                    .unwrap_or_default();
                 let e = self.envelope(&h, Kind::Exec(pb::ProcessExec { filename, argv }));
                 self.emit(e, out);
             }
@@ -555,8 +562,8 @@ mod tests {
     }
 
     /// A process record of `sh` (host pid `tgid`): `child` for forks, `code` for exits.
-    fn proc_rec(kind: u32, tgid: u32, child: u32, code: u32) -> ProcRecord {
-        ProcRecord {
+    fn proc_rec(kind: u32, tgid: u32, child: u32, code: u32) -> ProcHead {
+        ProcHead {
             hdr: hdr(kind, tgid, tgid),
             child_tid: child,
             child_tgid: child,
@@ -565,8 +572,6 @@ mod tests {
             comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             filename_len: 0,
             argv_len: 0,
-            filename: [0; PATH_LEN],
-            argv: [0; cordon_probe_common::AUX_LEN],
         }
     }
 
@@ -574,12 +579,16 @@ mod tests {
     fn an_exec_without_its_execve_takes_argv_from_the_record() {
         let mut d = decoder();
         let mut out = vec![];
-        let mut rec = proc_rec(kind::EXEC, 1001, 0, 0);
-        rec.filename_len = 13;
+        let mut rec = ProcRecord {
+            head: proc_rec(kind::EXEC, 1001, 0, 0),
+            filename: [0; PATH_LEN],
+            argv: [0; AUX_LEN],
+        };
+        rec.head.filename_len = 13;
         rec.filename[..13].copy_from_slice(b"/usr/bin/cat\0");
         let args = b"cat\0/etc/hostname\0";
         rec.argv[..args.len()].copy_from_slice(args);
-        rec.argv_len = u32::try_from(args.len()).unwrap();
+        rec.head.argv_len = u32::try_from(args.len()).unwrap();
         d.record(&bytes(&rec), &mut out);
         let Some(Kind::Exec(x)) = &out.last().unwrap().kind else {
             panic!()
