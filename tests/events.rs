@@ -162,6 +162,7 @@ try:
 except OSError as e:
     print("chmod errno", e.errno)
 os.rename("known.txt", "moved.txt")
+subprocess.run(["/bin/echo", "a" * 200], stdout=subprocess.DEVNULL)
 try:
     open("d" * 300)
 except OSError as e:
@@ -301,6 +302,16 @@ fn known_actions_give_exactly_the_expected_events() {
         })
         .collect();
     assert_eq!(long, vec![(255, Some(true), Some("ENAMETOOLONG"))]);
+    // An argument longer than its 128-byte piece is cut there, and the event says so.
+    let echo: Vec<_> = of_kind(&events, "syscall")
+        .into_iter()
+        .filter(|e| kind(e).1["name"] == "execve" && kind(e).1["path"] == "/bin/echo")
+        .map(|e| {
+            let s = kind(e).1;
+            (s["argv"][1].as_str().map(str::len), s["truncated"].as_bool())
+        })
+        .collect();
+    assert_eq!(echo, vec![(Some(127), Some(true))]);
 
     // Every process event comes from inside the sandbox's pid namespace.
     assert!(events

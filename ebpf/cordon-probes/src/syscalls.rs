@@ -220,13 +220,15 @@ fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], s
 }
 
 /// Copies argv strings NUL-separated into `aux`: each cut to `ARGV_PIECE` bytes, at most
-/// `ARGV_MAX` of them, stopping once the second half of the buffer is reached.
+/// `ARGV_MAX` of them, stopping once the second half of the buffer is reached. Cut: any string
+/// was cut, or not all of them were copied.
 #[inline(always)]
 fn copy_argv(argv: u64, aux: *mut u8) -> (u32, bool) {
     if argv == 0 {
         return (0, false);
     }
     let mut off: usize = 0;
+    let mut cut_one = false;
     for i in 0..ARGV_MAX {
         let mut ptr: u64 = 0;
         // SAFETY: reads one pointer of the user's argv array through the helper.
@@ -238,13 +240,14 @@ fn copy_argv(argv: u64, aux: *mut u8) -> (u32, bool) {
             )
         };
         if r != 0 || ptr == 0 {
-            return (off as u32, false);
+            return (off as u32, cut_one);
         }
         if off >= ARGV_PIECE {
             return (off as u32, true);
         }
         let at = off & (ARGV_PIECE - 1);
-        let (n, _) = user_str(ptr, aux.wrapping_add(at), ARGV_PIECE);
+        let (n, cut) = user_str(ptr, aux.wrapping_add(at), ARGV_PIECE);
+        cut_one |= cut;
         off = at + n as usize;
     }
     (off as u32, true)
