@@ -392,8 +392,8 @@ pub fn raise_thread_priority(by: i32) -> io::Result<i32> {
 pub fn at_base_nice(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt as _;
     let base = BASE_NICE.load(std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: the hook runs between fork and exec and only calls setpriority, which takes plain
-    // integers and touches no memory of ours.
+    // The hook runs between fork and exec.
+    // SAFETY: it only calls setpriority: plain integers, no memory of ours, async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             libc::setpriority(libc::PRIO_PROCESS, 0, base);

@@ -69,8 +69,8 @@ fn emit<T: 'static>(sandbox: &Sandbox, kind: u32, fill: impl FnOnce(*mut T)) {
     };
     let rec: *mut T = entry.as_mut_ptr();
     let head = rec.cast::<ProcHead>();
-    // SAFETY: `rec` is a reserved, exclusively owned record that starts with a `ProcHead`
-    // (`T` is `ProcHead` or `ProcRecord`); written field by field.
+    // `T` is `ProcHead` or `ProcRecord`, whose first field is a `ProcHead`.
+    // SAFETY: `rec` is a reserved, exclusively owned record starting with a head; field stores.
     unsafe {
         (*head).hdr = header(kind, sandbox);
         (*head).child_tid = 0;

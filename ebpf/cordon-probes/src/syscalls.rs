@@ -154,11 +154,13 @@ static SCRATCH: PerCpuArray<SyscallRecord, 1> = PerCpuArray::new();
 #[inline(always)]
 fn emit_full(sandbox: &Sandbox, kind: u32, nr: u32, ret: i64, args: &[u64; 6], sp: u32) {
     let Some(ring) = ring(sandbox) else { return };
-    let Some(rec) = SCRATCH.get_ptr_mut(0) else { return };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        count_drop(sandbox.slot);
+        return;
+    };
     // Fields are written through raw pointers, never through references to uninitialised
-    // memory.
-    // SAFETY: `rec` is this CPU's scratch record, which nothing else uses while this program
-    // runs; every helper writes inside its `data` (offsets and sizes bounded below).
+    // memory; this CPU's scratch record is used by nothing else while this program runs.
+    // SAFETY: `rec` is valid and ours; every helper writes inside `data` (bounds below).
     let used = unsafe {
         let data = (*rec).data.as_mut_ptr();
         let mut flags = 0;
