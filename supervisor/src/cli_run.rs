@@ -284,10 +284,17 @@ pub(crate) fn run(
         None => (None, None),
     };
     text::milestone("agent exited");
+    // The sandbox's init, if it was still exiting: reaped and its cgroups removed while the
+    // session ends (nothing of it is recorded any more), before cordon exits.
+    let teardown = outcome
+        .teardown
+        .take()
+        .map(|t| std::thread::spawn(move || drop(t)));
     let report = session.finish(&sealed);
     text::milestone("session finished (trace sealed)");
-    // The sandbox's init, if it was still exiting: reaped, its cgroups removed.
-    drop(outcome.teardown.take());
+    if let Some(t) = teardown {
+        let _ = t.join();
+    }
     if let Some(r) = removing {
         let _ = r.join();
     }

@@ -629,6 +629,183 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
     })
 }
 
+/// A process in a new user namespace that only waits until it is released, for setting up
+/// that namespace through `/proc/PID/…` (idmapped mounts). It shares this process's memory
+/// (`CLONE_VM`): a fork copied the supervisor's page tables while its other threads ran
+/// (TLB shootdowns on every CPU) and tore them down again at the helper's exit, ~0.3 ms of
+/// the launch path. Dropping it releases the process and reaps it.
+pub struct UsernsHolder {
+    pid: libc::pid_t,
+    release: Option<OwnedFd>,
+    _stack: Vec<u8>,
+}
+
+impl UsernsHolder {
+    pub fn start() -> io::Result<UsernsHolder> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let fd = |f: &OwnedFd| {
+            usize::try_from(f.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
+        };
+        let arg = fd(&r)? | (fd(&w)? << 32);
+        let mut stack = vec![0u8; 64 * 1024];
+        let top = stack.as_mut_ptr_range().end;
+        let top = top.wrapping_sub(top as usize % 16);
+        // The child runs `hold` on `stack`, which lives until it has been reaped (Drop), and
+        // makes raw system calls only: no allocation, no lock and no errno (it shares this
+        // thread's thread-local storage); glibc's clone ends it with the exit system call.
+        // SAFETY: `top` is the 16-byte aligned end of a live buffer that outlives the child;
+        // `hold` takes its argument as two descriptor numbers.
+        let pid = unsafe {
+            libc::clone(
+                hold,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
+                arg as *mut libc::c_void,
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UsernsHolder {
+            pid,
+            release: Some(w),
+            _stack: stack,
+        })
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
+
+impl Drop for UsernsHolder {
+    fn drop(&mut self) {
+        // Closing the write end ends the child's read; the stack is freed only once it is gone.
+        drop(self.release.take());
+        let _ = waitpid(self.pid, false);
+    }
+}
+
+/// The body of `UsernsHolder`'s child: close its copy of the pipe's write end, wait for the
+/// parent's to close, return (and exit).
+extern "C" fn hold(arg: *mut libc::c_void) -> libc::c_int {
+    let fds = arg as usize;
+    let (read_end, write_end) = (fds & 0xffff_ffff, fds >> 32);
+    let mut byte = 0u8;
+    // SAFETY: system calls on descriptors of this child's own table (a copy: no CLONE_FILES)
+    // and one byte of its own stack.
+    unsafe {
+        raw_syscall3(libc::SYS_close, write_end, 0, 0);
+        while raw_syscall3(libc::SYS_read, read_end, std::ptr::addr_of_mut!(byte) as usize, 1)
+            == -i64::from(libc::EINTR)
+        {}
+    }
+    0
+}
+
+/// A system call without libc's wrapper (which writes errno): for a `CLONE_VM` child.
+///
+/// # Safety
+/// The arguments must be what the call `nr` expects.
+unsafe fn raw_syscall3(nr: libc::c_long, a: usize, b: usize, c: usize) -> i64 {
+    let ret: i64;
+    // SAFETY: the x86_64 system call convention: number in rax, arguments in rdi, rsi, rdx;
+    // the kernel clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") a,
+            in("rsi") b,
+            in("rdx") c,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack)
+        );
+    }
+    ret
+}
+
+/// A program with its argv and environment and the null-terminated pointer arrays execve(2)
+/// takes, made ahead: `execve` then allocates nothing (it runs in a vfork child).
+pub struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into the heap buffers of the CStrings this value owns and never
+// mutates; moving or sharing the value leaves them valid.
+unsafe impl Send for Exec {}
+// SAFETY: as above: nothing is mutated through a shared reference.
+unsafe impl Sync for Exec {}
+
+impl Exec {
+    pub fn new(program: CString, argv: Vec<CString>, envp: Vec<CString>) -> Exec {
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Exec {
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            program,
+            argv,
+            envp,
+        }
+    }
+
+    pub fn program(&self) -> &CString {
+        &self.program
+    }
+
+    pub fn argv(&self) -> &[CString] {
+        &self.argv
+    }
+
+    pub fn envp(&self) -> &[CString] {
+        &self.envp
+    }
+
+    /// execve(2); returns only when it failed, with its errno.
+    pub fn execve(&self) -> nix::errno::Errno {
+        // SAFETY: program is a C string; both arrays are null-terminated and point at C
+        // strings this value owns, alive across the call.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            )
+        };
+        nix::errno::Errno::last()
+    }
+}
+
+/// Start a child that shares this process's memory (`CLONE_VM | CLONE_VFORK`, like
+/// posix_spawn) and runs `op`, which ends in execve or returns the child's exit status
+/// (0..=255). This thread is suspended until the child has exec'd or exited: no page table is
+/// copied for a child that only execs, and none torn down at its execve. `op` must only make
+/// system calls: it runs on its own stack but in this process's memory, while other threads
+/// of the process (if any) keep running.
+pub fn vfork_start(op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<nix::unistd::Pid> {
+    let mut stack = vec![0u8; 256 * 1024];
+    let cb = Box::new(move || -> isize { isize::try_from(op().clamp(0, 255)).unwrap_or(1) });
+    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
+    // The child runs `cb` on its own stack and ends with execve or the exit system call; `cb`
+    // only makes system calls. CLONE_VFORK is what makes sharing memory sound: nix keeps `cb`
+    // in its own frame and `stack` is freed when this returns, so the child must have left
+    // this memory by then (a CLONE_VM child without it once outlived that frame, faulted, and
+    // left std's thread-info lock held: the next thread exit in cordon hung).
+    // SAFETY: a private stack and a callback that outlive the child's use of this memory
+    // (vfork); syscalls only.
+    Ok(unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?)
+}
+
 /// Run `op` in a child that shares cordon's memory but not its filesystem context
 /// (`CLONE_VM | CLONE_VFORK`, no `CLONE_FS`): it starts in microseconds, where a fork copies the
 /// supervisor's page tables and a new process of cordon's binary takes milliseconds. The
@@ -636,16 +813,7 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
 /// allocation, no locks: other threads keep running). `op` returns 0 or an errno, which
 /// becomes the child's exit status and the error.
 fn vfork_child(what: &str, op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<()> {
-    let mut stack = vec![0u8; 256 * 1024];
-    let cb = Box::new(move || -> isize { isize::try_from(op().clamp(0, 255)).unwrap_or(1) });
-    let flags = nix::sched::CloneFlags::CLONE_VM | nix::sched::CloneFlags::CLONE_VFORK;
-    // The child runs `cb` on its own stack and ends with the exit system call; `cb` only makes
-    // system calls. CLONE_VFORK is what makes sharing memory sound: nix keeps `cb` in its own
-    // frame and frees it when `clone` returns, so the child must be gone by then (a CLONE_VM
-    // child without it once outlived that frame, faulted, and left std's thread-info lock held:
-    // the next thread exit in cordon hung). This thread is suspended until the child exits.
-    // SAFETY: a private stack and a callback that outlive the child (vfork); syscalls only.
-    let child = unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?;
+    let child = vfork_start(op)?;
     let status = loop {
         match nix::sys::wait::waitpid(child, None) {
             Err(nix::errno::Errno::EINTR) => continue,

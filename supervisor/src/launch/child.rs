@@ -13,16 +13,15 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{Gid, Pid, Uid};
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 pub struct ChildPlan<'a> {
     pub policy: &'a Policy,
     pub trees: &'a [Tree],
     pub seccomp_bpf: &'a [u8],
-    pub program: CString,
-    pub argv: Vec<CString>,
-    pub envp: Vec<CString>,
+    /// The agent's program, argv and environment.
+    pub exec: &'a sys::Exec,
     /// Give the agent a pty of its own (the supervisor relays it to the user's terminal).
     pub interactive: bool,
     /// Hybrid hosts: `tasks` files of the v1 leaves (memory, pids, cpu), opened by the parent.
@@ -75,8 +74,9 @@ pub fn main(ch: &Channel, plan: &ChildPlan) -> ! {
             sys::exit_now(exit::CORDON_ERROR)
         }
     };
+    crate::text::milestone("child: starting agent");
     let agent = spawn_agent(ch, plan, pty_slave.as_ref());
-    crate::text::milestone("child: agent forked");
+    crate::text::milestone("child: agent exec'd");
     let status = reap_until(agent);
     crate::text::milestone("child: agent reaped");
     let _ = ch.send(&Msg::AgentExited { status });
@@ -183,26 +183,33 @@ fn setup(ch: &Channel, plan: &ChildPlan) -> Result<Option<OwnedFd>, StepError> {
 }
 
 fn spawn_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> Pid {
-    // SAFETY: init is single-threaded (a clone3 child without CLONE_VM has only the thread
-    // that called it), so the forked agent may run anything init could, allocation included.
-    match unsafe { nix::unistd::fork() } {
+    // The agent shares init's memory until its execve (vfork): nothing of init's is copied
+    // for a process that replaces itself at once. It leaves its execve's errno here.
+    let exec_errno = AtomicI32::new(0);
+    let started = sys::vfork_start(&mut || exec_agent(plan, pty_slave, &exec_errno));
+    let agent = match started {
         Err(e) => {
             let _ = ch.send(&Msg::SetupFailed {
-                step: "fork agent".into(),
-                errno: e as i32,
+                step: "start agent".into(),
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
                 detail: String::new(),
             });
             sys::exit_now(exit::CORDON_ERROR)
         }
-        Ok(nix::unistd::ForkResult::Parent { child }) => {
-            if pty_slave.is_some() {
-                // init keeps nothing of the user's terminal.
-                quiet_stdio();
-            }
-            child
-        }
-        Ok(nix::unistd::ForkResult::Child) => exec_agent(ch, plan, pty_slave),
+        Ok(agent) => agent,
+    };
+    let errno = exec_errno.load(Ordering::Acquire);
+    if errno != 0 {
+        let _ = ch.send(&Msg::ExecFailed {
+            errno,
+            program: plan.exec.program().to_string_lossy().into_owned(),
+        });
     }
+    if pty_slave.is_some() {
+        // init keeps nothing of the user's terminal.
+        quiet_stdio();
+    }
+    agent
 }
 
 fn quiet_stdio() {
@@ -217,11 +224,13 @@ fn quiet_stdio() {
     }
 }
 
-/// In the freshly forked agent process, up to execve.
-fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! {
+/// The agent process, up to execve: system calls only (it runs in init's memory, init
+/// suspended). Returns its exit status only if execve failed, with the errno in `exec_errno`.
+fn exec_agent(plan: &ChildPlan, pty_slave: Option<&OwnedFd>, exec_errno: &AtomicI32) -> i32 {
     // The Rust runtime ignores SIGPIPE, callers may ignore more, and ignored signals survive
     // execve: give the agent default dispositions for every signal (else `yes | head` reports
-    // EPIPE instead of dying quietly).
+    // EPIPE instead of dying quietly). The agent has its own copy of the dispositions (no
+    // CLONE_SIGHAND), its own signal mask and its own descriptor table (no CLONE_FILES).
     sys::reset_signal_dispositions();
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&signal_set(&[libc::SIGCHLD])), None);
     let _ = nix::unistd::setsid();
@@ -233,20 +242,13 @@ fn exec_agent(ch: &Channel, plan: &ChildPlan, pty_slave: Option<&OwnedFd>) -> ! 
     }
     // Nothing but stdio crosses execve.
     let _ = sys::close_range_cloexec(3);
-    crate::text::milestone("agent: execve");
-    let e = match nix::unistd::execve(&plan.program, &plan.argv, &plan.envp) {
-        Err(e) => e,
-        Ok(never) => match never {},
-    };
-    let _ = ch.send(&Msg::ExecFailed {
-        errno: e as i32,
-        program: plan.program.to_string_lossy().into_owned(),
-    });
-    sys::exit_now(if e == Errno::ENOENT {
+    let e = plan.exec.execve();
+    exec_errno.store(e as i32, Ordering::Release);
+    if e == Errno::ENOENT {
         exit::NOT_FOUND
     } else {
         exit::CANNOT_EXECUTE
-    })
+    }
 }
 
 /// Reap every child (init adopts orphans); forward signals to the agent; return the agent's

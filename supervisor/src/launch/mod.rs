@@ -294,7 +294,7 @@ pub struct Prepared<'p> {
     policy: &'p Policy,
     opts: Options,
     /// The program, its argv and environment, as the agent's execve takes them.
-    exec: (CString, Vec<CString>, Vec<CString>),
+    exec: sys::Exec,
     /// Protected paths absent at the start (see `created_protected`).
     absent: Vec<PathBuf>,
     /// The seccomp filter, the cgroups, the detached mount trees.
@@ -332,6 +332,7 @@ pub fn prepare(policy: &Policy, opts: Options) -> Result<Prepared<'_>, LaunchErr
     let program = cstring(&program.to_string_lossy())?;
 
     let absent = absent_protected(policy);
+    crate::text::milestone("launch: checked (landlock, program, protected paths)");
     // 2. Compile the seccomp filter here (the child only loads it), on a thread: libseccomp's
     //    ~0.3 ms of CPU overlap the kernel work of steps 3 and 4. Its error comes first.
     let made = std::thread::scope(|s| -> Result<_, LaunchError> {
@@ -359,7 +360,7 @@ pub fn prepare(policy: &Policy, opts: Options) -> Result<Prepared<'_>, LaunchErr
     Ok(Prepared {
         policy,
         opts,
-        exec: (program, argv, envp),
+        exec: sys::Exec::new(program, argv, envp),
         absent,
         made,
     })
@@ -376,7 +377,7 @@ impl Prepared<'_> {
         let Prepared {
             policy,
             opts,
-            exec: (program, argv, envp),
+            exec,
             absent,
             made: (seccomp_bpf, cgroup, trees),
         } = self;
@@ -409,9 +410,7 @@ impl Prepared<'_> {
                     policy,
                     trees: &trees,
                     seccomp_bpf: &seccomp_bpf,
-                    program,
-                    argv,
-                    envp,
+                    exec: &exec,
                     interactive: opts.interactive,
                     v1_join: &v1_join,
                     // init closes these once the root is built: the sandbox keeps no host handles.

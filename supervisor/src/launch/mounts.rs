@@ -640,33 +640,16 @@ fn build_proc(root: &Path) -> Result<(), StepError> {
 /// A user namespace whose only mapping is `owner -> agent`, for idmapped mounts. It is held
 /// by a short-lived helper process that exits as soon as the namespace fd is open.
 pub fn idmap_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, StepError> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| StepError::errno("identity: idmap pipe", e as i32, ""))?;
-    let forked = sys::clone3(libc::CLONE_NEWUSER as u64, None);
-    match forked {
-        Ok(sys::Forked::Child) => {
-            // The helper only waits for the parent to close the pipe, then exits.
-            drop(w);
-            let mut b = [0u8; 1];
-            let _ = nix::unistd::read(&r, &mut b);
-            sys::exit_now(0)
-        }
-        // Dropping the pipe's ends closes them.
-        Err(e) => Err(StepError::io("identity: idmap user namespace", &e, "")),
-        Ok(sys::Forked::Parent { pid, pidfd: _pidfd }) => {
-            // Our read end is not needed in the parent.
-            drop(r);
-            let base = PathBuf::from(format!("/proc/{pid}"));
-            let res = (|| -> io::Result<OwnedFd> {
-                fs::write(base.join("uid_map"), uid_map)?;
-                fs::write(base.join("setgroups"), "deny")?;
-                fs::write(base.join("gid_map"), gid_map)?;
-                Ok(fs::File::open(base.join("ns/user"))?.into())
-            })();
-            // Closing the write end releases the helper; then reap it.
-            drop(w);
-            let _ = sys::waitpid(pid, false);
-            res.map_err(|e| StepError::io("identity: idmap user namespace", &e, ""))
-        }
-    }
+    let failed = |e: io::Error| StepError::io("identity: idmap user namespace", &e, "");
+    let holder = sys::UsernsHolder::start().map_err(failed)?;
+    let base = PathBuf::from(format!("/proc/{}", holder.pid()));
+    let res = (|| -> io::Result<OwnedFd> {
+        fs::write(base.join("uid_map"), uid_map)?;
+        fs::write(base.join("setgroups"), "deny")?;
+        fs::write(base.join("gid_map"), gid_map)?;
+        Ok(fs::File::open(base.join("ns/user"))?.into())
+    })();
+    // Released and reaped.
+    drop(holder);
+    res.map_err(failed)
 }

@@ -247,6 +247,7 @@ pub fn run(r: Running) -> Result<(Outcome, bool), LaunchError> {
                 && only_init(&r)
                 && (r.quiet)()
             {
+                crate::text::milestone("supervise: agent ended, only init left");
                 init_left = true;
                 break;
             }
@@ -280,6 +281,7 @@ pub fn run(r: Running) -> Result<(Outcome, bool), LaunchError> {
             }
         }
         if revents[1].contains(PollFlags::POLLIN) {
+            crate::text::milestone("supervise: init gone");
             break;
         }
     }
