@@ -116,34 +116,50 @@ impl Watch {
         mark(&lock, &format!("in use {index}"));
 
         crate::text::milestone("probes: slot claimed");
-        let mut ring = slot_ring(&mut probes, slot)?;
-        // Records a previous owner of the slot left unread (it was killed) are not ours.
-        while ring.next().is_some() {}
-        probes
-            .net
-            .set(slot, &rules.policy, 0)
-            .map_err(|e| kerr("NET", &e))?;
-
-        // ORDER: the egress hooks are attached before the agent is released, so its first
-        // connect is already judged; a failure here stops the run (fail closed).
-        let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
-        crate::text::milestone("probes: ring and egress policy set");
-        let mut egress = probes.sock_addr_programs(proxy)?;
-        if syscalls {
-            probes.attach_syscalls()?;
-        }
-        for p in &mut egress {
-            p.attach(&cgroup_dir, CgroupAttachMode::Single)
-                .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
-        }
-        crate::text::milestone("probes: egress hooks attached");
-        clear_traffic(&mut probes, slot);
-        let mut skb = probes.skb_programs()?;
-        for (p, ty) in &mut skb {
-            p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
-                .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
-        }
-        crate::text::milestone("probes: traffic counters attached");
+        let rings_dir = probes.pin_dir.join("rings");
+        let (ring, egress, skb) = std::thread::scope(|s| -> Result<_, ProbeError> {
+            // The ring is mapped on a thread of its own, beside the hooks' attach: the kernel
+            // maps all of a ring's pages at mmap (~1 ms for a `full` slot's 4 MiB). Nothing
+            // writes to it before the sandbox is registered below.
+            let mapping = s.spawn(|| -> Result<RingBuf<MapData>, ProbeError> {
+                let mut ring = map_ring(&rings_dir, slot)?;
+                // Records a previous owner of the slot left unread (it was killed) are not ours.
+                while ring.next().is_some() {}
+                Ok(ring)
+            });
+            probes
+                .net
+                .set(slot, &rules.policy, 0)
+                .map_err(|e| kerr("NET", &e))?;
+            // ORDER: the egress hooks are attached before the agent is released, so its first
+            // connect is already judged; a failure here stops the run (fail closed).
+            let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
+            crate::text::milestone("probes: egress policy set");
+            let mut egress = probes.sock_addr_programs(proxy)?;
+            if syscalls {
+                probes.attach_syscalls()?;
+            }
+            for p in &mut egress {
+                p.attach(&cgroup_dir, CgroupAttachMode::Single)
+                    .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
+            }
+            crate::text::milestone("probes: egress hooks attached");
+            clear_traffic(&mut probes, slot);
+            let mut skb = probes.skb_programs()?;
+            for (p, ty) in &mut skb {
+                p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
+                    .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
+            }
+            crate::text::milestone("probes: traffic counters attached");
+            let ring = mapping.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            crate::text::milestone("probes: ring mapped");
+            // A slot's ring goes into RINGS once: replacing an entry waits for an RCU grace
+            // period.
+            if probes.rings.get(&slot, 0).is_err() {
+                probes.rings.set(slot, &ring, 0).map_err(|e| kerr("RINGS", &e))?;
+            }
+            Ok((ring, egress, skb))
+        })?;
         let sandbox = Sandbox {
             cgroup_id,
             slot,
@@ -285,8 +301,8 @@ impl Watch {
 /// The slot's ring buffer. Created and put in `RINGS` by the first sandbox that uses the slot,
 /// pinned, and reused by later ones: replacing an entry of a map-of-maps waits for an RCU
 /// grace period (~10 ms here, measured), which a launch must not pay.
-fn slot_ring(probes: &mut Probes, slot: u32) -> Result<RingBuf<MapData>, ProbeError> {
-    let dir = probes.pin_dir.join("rings");
+/// The slot's ring buffer (pinned under `rings/`, made at its first use), mapped.
+fn map_ring(dir: &std::path::Path, slot: u32) -> Result<RingBuf<MapData>, ProbeError> {
     let pin = dir.join(slot.to_string());
     let data = match MapData::from_pin(&pin) {
         Ok(d) => d,
@@ -307,19 +323,15 @@ fn slot_ring(probes: &mut Probes, slot: u32) -> Result<RingBuf<MapData>, ProbeEr
                 None,
             )
             .map_err(|e| kerr("ring buffer", &e))?;
-            std::fs::create_dir_all(&dir).map_err(|e| err("bpffs", e))?;
+            std::fs::create_dir_all(dir).map_err(|e| err("bpffs", e))?;
             d.pin(&pin).map_err(|e| kerr("ring buffer pin", &e))?;
             d
         }
     };
-    let ring: RingBuf<MapData> = Map::from_map_data(data)
+    Map::from_map_data(data)
         .map_err(|e| kerr("ring buffer", &e))?
         .try_into()
-        .map_err(|e| kerr("ring buffer", &e))?;
-    if probes.rings.get(&slot, 0).is_err() {
-        probes.rings.set(slot, &ring, 0).map_err(|e| kerr("RINGS", &e))?;
-    }
-    Ok(ring)
+        .map_err(|e| kerr("ring buffer", &e))
 }
 
 /// Bytes a slot file's state is padded to: rewritten in place, never truncated (on a disk
