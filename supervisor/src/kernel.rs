@@ -51,6 +51,7 @@ pub const FSOPEN: u32 = 430;
 pub const FSCONFIG: u32 = 431;
 pub const FSMOUNT: u32 = 432;
 pub const CLONE3: u32 = 435;
+pub const BPF: u32 = 321;
 pub const CLOSE_RANGE: u32 = 436;
 pub const OPENAT2: u32 = 437;
 pub const MOUNT_SETATTR: u32 = 442;

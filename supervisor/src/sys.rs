@@ -629,6 +629,56 @@ pub fn in_mount_ns(ns: &std::fs::File, op: &mut (dyn FnMut() -> io::Result<()> +
     })
 }
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+
+/// `union bpf_attr` as the BPF_MAP_*_ELEM commands read it.
+#[repr(C)]
+struct MapElemAttr {
+    map_fd: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+fn map_elem(cmd: libc::c_long, map: BorrowedFd<'_>, key: &u32, value: *mut u32) -> io::Result<()> {
+    let attr = MapElemAttr {
+        map_fd: u32::try_from(map.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        key: std::ptr::from_ref(key) as u64,
+        value: value as u64,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a bpf_attr prefix of the size passed; its key and value point at u32s
+    // that live across the call (the value is written only by a lookup).
+    check(unsafe {
+        libc::syscall(
+            kernel::BPF.into(),
+            cmd,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// The id of the inner map at `index` of the map of maps `map`, or None where the entry is
+/// empty. (aya's `ArrayOfMaps::get` opens the inner map to say it: for a ring buffer that maps
+/// its every page, ~0.6 ms for 4 MiB, and unmaps them again.)
+pub fn map_of_maps_id(map: BorrowedFd<'_>, index: u32) -> io::Result<Option<u32>> {
+    let mut id = 0u32;
+    match map_elem(BPF_MAP_LOOKUP_ELEM, map, &index, &mut id) {
+        Ok(()) => Ok(Some(id)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Put the map `inner` at `index` of the map of maps `map`.
+pub fn map_of_maps_set(map: BorrowedFd<'_>, index: u32, inner: BorrowedFd<'_>) -> io::Result<()> {
+    let mut fd = u32::try_from(inner.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    map_elem(BPF_MAP_UPDATE_ELEM, map, &index, &mut fd)
+}
+
 /// A process in a new user namespace that only waits until it is released, for setting up
 /// that namespace through `/proc/PID/…` (idmapped mounts). It shares this process's memory
 /// (`CLONE_VM`): a fork copied the supervisor's page tables while its other threads ran

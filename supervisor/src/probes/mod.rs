@@ -17,7 +17,7 @@ pub use linger::{cool, keep_warm, linger, lingerer, Lingerer, KEEP_WARM, KEEP_WA
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{
     CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockAddrAttachType, RawTracePoint,
 };
@@ -121,7 +121,8 @@ pub(crate) fn kerr(what: &str, e: &(dyn std::error::Error + 'static)) -> ProbeEr
 /// Handles on the shared, pinned probe set.
 pub struct Probes {
     pub(crate) sandboxes: Array<MapData, Sandbox>,
-    pub(crate) rings: ArrayOfMaps<MapData, RingBuf<MapData>>,
+    /// `RINGS`, a map of maps: each slot's ring (`sys::map_of_maps_id`, `sys::map_of_maps_set`).
+    pub(crate) rings: MapData,
     pub(crate) counts: PerCpuArray<MapData, SlotCounts>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
     pub(crate) net: Array<MapData, NetPolicy>,
@@ -203,7 +204,7 @@ impl Probes {
         };
         Ok(Self {
             sandboxes: pinned_map(&dir, "SANDBOXES")?,
-            rings: pinned_map(&dir, "RINGS")?,
+            rings: MapData::from_pin(dir.join("maps").join("RINGS")).map_err(|e| kerr("RINGS", &e))?,
             counts: pinned_map(&dir, "COUNTS")?,
             drops: pinned_map(&dir, "DROPS")?,
             net: pinned_map(&dir, "NET")?,

@@ -155,9 +155,14 @@ impl Watch {
             crate::text::milestone("probes: ring mapped");
             // A slot's ring goes into RINGS once: replacing an entry waits for an RCU grace
             // period.
-            if probes.rings.get(&slot, 0).is_err() {
-                probes.rings.set(slot, &ring, 0).map_err(|e| kerr("RINGS", &e))?;
+            let rings = probes.rings.fd().as_fd();
+            if crate::sys::map_of_maps_id(rings, slot)
+                .map_err(|e| err("RINGS", e))?
+                .is_none()
+            {
+                crate::sys::map_of_maps_set(rings, slot, ring.as_fd()).map_err(|e| err("RINGS", e))?;
             }
+            crate::text::milestone("probes: ring registered");
             Ok((ring, egress, skb))
         })?;
         let sandbox = Sandbox {
@@ -171,6 +176,7 @@ impl Watch {
             .sandboxes
             .set(index, &sandbox, 0)
             .map_err(|e| kerr("SANDBOXES", &e))?;
+        crate::text::milestone("probes: sandbox registered");
         Ok(Self {
             slot,
             cgroup_id,

@@ -242,6 +242,7 @@ impl Session {
 
     fn start(&mut self, sb: &Sandbox<'_>, probes: Probes) -> Result<(), SessionError> {
         let mut watch = watch(probes, sb, self.net_rules.clone(), self.policy_monitor.visibility)?;
+        crate::text::milestone("session: watch started");
         self.quieter = Some(watch.quieter());
         crate::text::milestone("session: probes watch the sandbox");
         let fuse = Arc::new(Fuse::new(sb.cgroup.to_path_buf()));
@@ -359,6 +360,7 @@ impl Session {
             quota: self.quota.clone(),
         })
         .map_err(SessionError::Events)?;
+        crate::text::milestone("session: pipeline started");
         self.running = Some(Components {
             fuse,
             tracer,

@@ -128,6 +128,7 @@ impl Pipeline {
     pub fn start(p: Parts) -> std::io::Result<Self> {
         let socket = control::Socket::bind(&p.meta)?;
         let listener = socket.listener()?;
+        crate::text::milestone("pipeline: control socket bound");
         let (stop, stopped) = oneshot::channel();
         let fuse = p.fuse.clone();
         let thread = std::thread::Builder::new()
