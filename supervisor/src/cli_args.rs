@@ -23,53 +23,7 @@ pub(crate) enum Cmd {
         (then no agent was started).\n\nExamples:\n  sudo cordon run -- python3 agent.py\n  \
         sudo cordon run --profile offline-analyst --workspace ~/src/app -- claude\n  \
         sudo cordon run --profile ./my-profile.toml -- npx some-mcp-server")]
-    Run {
-        /// Preset name (see `cordon profile list`) or path to a profile file. Default: the
-        /// preset for a known agent (`claude`), else `default`.
-        #[arg(long, short)]
-        profile: Option<String>,
-        /// The directory the agent may work in. Default: the current directory.
-        #[arg(long, short)]
-        workspace: Option<PathBuf>,
-        /// The person or principal the agent acts for (recorded and printed at start).
-        #[arg(long, value_name = "NAME")]
-        on_behalf_of: Option<String>,
-        /// The home directory the agent sees as {home}. Default: the invoking user's.
-        #[arg(long, value_name = "DIR")]
-        home: Option<PathBuf>,
-        /// Do not print the identity line and end-of-run notes.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Stream this run's events as JSON lines to FILE ("-": standard output) while it runs.
-        #[arg(long, value_name = "FILE")]
-        events: Option<String>,
-        /// Write the run's trace to FILE (a new file) instead of
-        /// /var/lib/cordon/traces/SANDBOX.trace.
-        #[arg(long, value_name = "FILE")]
-        trace: Option<PathBuf>,
-        /// Run without the eBPF probes: nothing is recorded and network allowlists cannot be
-        /// enforced. Said so at start and in --events.
-        #[arg(long)]
-        no_probes: bool,
-        /// The agent writes into a layer (`cordon diff`, `commit`, `rollback`), not the
-        /// workspace itself. Default: the profile's filesystem.workspace.
-        #[arg(long, conflicts_with = "direct")]
-        transactional: bool,
-        /// The agent writes the workspace itself.
-        #[arg(long)]
-        direct: bool,
-        /// Transactional runs: what to do with the changes at the end. Default: the profile's
-        /// filesystem.commit (ask: on a terminal, else keep them pending).
-        #[arg(long, value_parser = ["always", "ask", "never"])]
-        commit: Option<String>,
-        /// Internal (`cordon selftest`): bind cordon's own binary and shared libraries into
-        /// the sandbox, read-only and executable, so the battery runs in any profile.
-        #[arg(long, hide = true)]
-        selftest_probe: bool,
-        /// The agent's command and its arguments, after `--`.
-        #[arg(required = true, last = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Run(RunArgs),
     /// List, show and check profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
@@ -361,4 +315,69 @@ pub(crate) enum ProfileCmd {
         #[arg(long, short)]
         workspace: Option<PathBuf>,
     },
+}
+
+// `cordon run`'s arguments (its help text is the `Run` variant's).
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// Preset name (see `cordon profile list`) or path to a profile file. Default: the
+    /// preset for a known agent (`claude`), else `default`.
+    #[arg(long, short)]
+    pub(crate) profile: Option<String>,
+    /// The directory the agent may work in. Default: the current directory.
+    #[arg(long, short)]
+    pub(crate) workspace: Option<PathBuf>,
+    /// The person or principal the agent acts for (recorded and printed at start).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) on_behalf_of: Option<String>,
+    /// The home directory the agent sees as {home}. Default: the invoking user's.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    /// Do not print the identity line and end-of-run notes.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    /// Stream this run's events as JSON lines to FILE ("-": standard output) while it runs.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) events: Option<String>,
+    /// Write the run's trace to FILE (a new file) instead of
+    /// /var/lib/cordon/traces/SANDBOX.trace.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) trace: Option<PathBuf>,
+    /// Run without the eBPF probes: nothing is recorded and network allowlists cannot be
+    /// enforced. Said so at start and in --events.
+    #[arg(long)]
+    pub(crate) no_probes: bool,
+    /// The agent writes into a layer (`cordon diff`, `commit`, `rollback`), not the
+    /// workspace itself. Default: the profile's filesystem.workspace.
+    #[arg(long, conflicts_with = "direct")]
+    pub(crate) transactional: bool,
+    /// The agent writes the workspace itself.
+    #[arg(long)]
+    pub(crate) direct: bool,
+    /// Transactional runs: what to do with the changes at the end. Default: the profile's
+    /// filesystem.commit (ask: on a terminal, else keep them pending).
+    #[arg(long, value_parser = ["always", "ask", "never"])]
+    pub(crate) commit: Option<String>,
+    /// Internal (`cordon selftest`): bind cordon's own binary and shared libraries into
+    /// the sandbox, read-only and executable, so the battery runs in any profile.
+    #[arg(long, hide = true)]
+    pub(crate) selftest_probe: bool,
+    /// The agent's command and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+}
+
+/// `cordon run …` parsed alone (issue 19): building the whole command tree (every subcommand's
+/// arguments) for each launch cost ~0.2 ms of its CPU. Only what parses cleanly is taken from
+/// here; help, `--version` and every error come from the full `Cli`, which parses again.
+#[derive(Parser)]
+#[command(name = "cordon", version, about, long_about = None)]
+pub(crate) struct RunOnly {
+    #[command(subcommand)]
+    pub(crate) cmd: RunOnlyCmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RunOnlyCmd {
+    Run(RunArgs),
 }

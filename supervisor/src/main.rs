@@ -12,17 +12,17 @@ mod cli_changes;
 mod cli_policy;
 mod cli_run;
 
-use cli_args::{Cli, Cmd, KeyCmd, NetCmd, ProbesCmd, ProfileCmd, TraceCmd};
+use cli_args::{Cli, Cmd, KeyCmd, NetCmd, ProbesCmd, ProfileCmd, RunArgs, RunOnly, RunOnlyCmd, TraceCmd};
 use cli_run::{run, RunOutput};
 
 use cordon::exit;
 
 fn main() {
     text::milestone("main");
-    let cli = Cli::parse_from(cli_approvals::argv());
+    let cli = parse(cli_approvals::argv());
     // A command that prints (`cordon profile list | head`) ends quietly when its reader goes
     // away. Not `run`: its proxy and relays write to sockets, where EPIPE is an answer.
-    if !matches!(cli.cmd, Cmd::Run { .. }) {
+    if !matches!(cli.cmd, Cmd::Run(..)) {
         // SAFETY: setting a signal's disposition to the default touches no memory.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
@@ -44,9 +44,24 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The command line: `cordon run …` by a parser that knows only `run` (a launch does not build
+/// every other subcommand's arguments); anything it does not take cleanly (help, an error) is
+/// parsed again by the whole `Cli`, which prints what it always printed.
+fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
+    if argv.get(1).is_some_and(|a| a == "run") {
+        if let Ok(RunOnly {
+            cmd: RunOnlyCmd::Run(args),
+        }) = RunOnly::try_parse_from(&argv)
+        {
+            return Cli { cmd: Cmd::Run(args) };
+        }
+    }
+    Cli::parse_from(argv)
+}
+
 fn dispatch(cmd: Cmd) -> Result<i32> {
     match cmd {
-        Cmd::Run {
+        Cmd::Run(RunArgs {
             profile,
             workspace,
             on_behalf_of,
@@ -60,7 +75,7 @@ fn dispatch(cmd: Cmd) -> Result<i32> {
             commit,
             selftest_probe,
             command,
-        } => run(
+        }) => run(
             profile.as_deref(),
             workspace,
             on_behalf_of,

@@ -28,8 +28,8 @@ pub const CHECKPOINT_MS: u32 = 1000;
 pub const SYNC_MS: u64 = 1000;
 pub const DURABILITY: &str = "the header is written before the agent starts and fdatasynced \
     with the first records (off the launch path); records are written to the file at least every \
-    10 ms; fdatasync at most once per second when something was written; the seal is fsynced \
-    with the directory";
+    10 ms; fdatasync at most once per second when something was written (the first one fsyncs the \
+    directory too); the seal is fsynced";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -215,6 +215,9 @@ pub struct TraceFile {
     pub chain: Chain,
     last_sync: Instant,
     unsynced: bool,
+    /// The directory holding the file's name was fsynced (with the first records): the seal
+    /// then fsyncs the file alone.
+    dir_synced: bool,
     /// Sealed, or abandoned after a write failed: nothing more is written.
     done: bool,
 }
@@ -260,6 +263,7 @@ impl TraceFile {
             chain: Chain::new(key, &header),
             last_sync: Instant::now(),
             unsynced: false,
+            dir_synced: false,
             done: false,
         };
         // The header is written before the agent runs: a trace that cannot start stops the run.
@@ -305,8 +309,21 @@ impl TraceFile {
 
     fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()?;
+        // The first sync (the header's, on the writer's thread while the agent runs) makes the
+        // file's name durable too: the seal, on the path to cordon's exit, fsyncs the file only.
+        if !self.dir_synced {
+            self.sync_dir()?;
+        }
         self.last_sync = Instant::now();
         self.unsynced = false;
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> std::io::Result<()> {
+        if let Some(d) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(d)?.sync_all()?;
+        }
+        self.dir_synced = true;
         Ok(())
     }
 
@@ -320,10 +337,9 @@ impl TraceFile {
         self.done = true;
         self.chain.seal(exit_code, detail);
         self.write()?;
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty());
-        let synced = self.file.sync_all().and_then(|()| match dir {
-            Some(d) => File::open(d).and_then(|d| d.sync_all()),
-            None => Ok(()),
+        let synced = self.file.sync_all().and_then(|()| match self.dir_synced {
+            true => Ok(()),
+            false => self.sync_dir(),
         });
         synced.map_err(|source| TraceError::Write {
             path: self.path.clone(),
