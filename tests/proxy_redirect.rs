@@ -114,7 +114,7 @@ fn serve(listener: TcpListener, dns: UdpSocket, mut watch: Watch, stop: Arc<Atom
         }
         while let Some(rec) = watch.ring.next() {
             idle = false;
-            decoder.record(&rec, &mut events);
+            decoder.record(rec, &mut events);
         }
         decoder.flush(&mut events);
         nets.extend(events.drain(..).filter_map(|e| match e.kind {

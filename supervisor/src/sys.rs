@@ -567,27 +567,29 @@ pub fn add_inode_flags(f: impl AsFd, add: libc::c_long) -> io::Result<()> {
 /// Write `value` to the open sysctl `file` as a process of the pid namespace `pidns`.
 /// Per-pid-namespace sysctls (`vm.memfd_noexec`) act on the *writer's* namespace, and only a
 /// writer that is root in the initial user namespace passes proc's permission check: so a
-/// helper thread joins the namespace for its children (setns) and starts one writer sharing
-/// cordon's memory (`vfork_child`: a fork of the whole supervisor copied its page tables,
-/// ~1 ms of a launch), which calls only write(2) and reports the errno as its exit status.
-pub fn write_sysctl_in_pid_ns(pidns: &OwnedFd, file: &std::fs::File, value: &[u8]) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    std::thread::scope(|s| {
-        s.spawn(|| -> io::Result<()> {
-            // Only this helper thread's children join the namespace.
-            nix::sched::setns(pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
-            vfork_child("the sysctl writer", &mut || {
-                // SAFETY: `fd` is open and `value` is a live slice of `value.len()` bytes.
-                let n = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
-                if usize::try_from(n).is_ok_and(|n| n == value.len()) {
-                    0
-                } else {
-                    nix::errno::Errno::last() as i32
-                }
-            })
+/// helper thread (started in `scope`, its result read at `join`; the caller goes on meanwhile)
+/// joins the namespace for its children (setns) and starts one writer sharing cordon's memory
+/// (`vfork_child`: a fork of the whole supervisor copied its page tables, ~1 ms of a launch),
+/// which calls only write(2) and reports the errno as its exit status.
+pub fn write_sysctl_in_pid_ns<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    pidns: OwnedFd,
+    file: std::fs::File,
+    value: &'static [u8],
+) -> std::thread::ScopedJoinHandle<'scope, io::Result<()>> {
+    scope.spawn(move || -> io::Result<()> {
+        // Only this helper thread's children join the namespace.
+        nix::sched::setns(&pidns, nix::sched::CloneFlags::CLONE_NEWPID)?;
+        let fd = file.as_raw_fd();
+        vfork_child("the sysctl writer", &mut || {
+            // SAFETY: `fd` is open and `value` is a live slice of `value.len()` bytes.
+            let n = unsafe { libc::write(fd, value.as_ptr().cast(), value.len()) };
+            if usize::try_from(n).is_ok_and(|n| n == value.len()) {
+                0
+            } else {
+                nix::errno::Errno::last() as i32
+            }
         })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
     })
 }
 

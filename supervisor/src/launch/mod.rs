@@ -242,17 +242,22 @@ fn created_protected(absent: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+const MEMFD_NOEXEC: &str = "/proc/sys/vm/memfd_noexec";
+
 /// `vm.memfd_noexec = 2` in the sandbox's pid namespace: a memfd is never executable (one
 /// created without flags is sealed non-executable, `MFD_EXEC` is refused with EACCES), so
 /// the agent cannot run a program it wrote to memory, which landlock does not see. The
 /// setting holds for the namespace and its descendants, and no process in it can lower it.
-fn memfd_noexec(pid: i32) -> Result<(), StepError> {
-    const SYSCTL: &str = "/proc/sys/vm/memfd_noexec";
-    let step = |e: &io::Error| StepError::io("memfd: vm.memfd_noexec", e, SYSCTL);
+/// Started on a thread in `scope`: the caller attaches the observer meanwhile.
+fn memfd_noexec<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    pid: i32,
+) -> Result<Written<'scope>, StepError> {
+    let step = |e: &io::Error| StepError::io("memfd: vm.memfd_noexec", e, MEMFD_NOEXEC);
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| step(&e))?;
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .open(SYSCTL)
+        .open(MEMFD_NOEXEC)
         .map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StepError::io(
@@ -264,7 +269,19 @@ fn memfd_noexec(pid: i32) -> Result<(), StepError> {
                 step(&e)
             }
         })?;
-    sys::write_sysctl_in_pid_ns(&ns.into(), &file, b"2").map_err(|e| step(&e))
+    Ok(Written(sys::write_sysctl_in_pid_ns(scope, ns.into(), file, b"2")))
+}
+
+/// The sysctl being written on its own thread: `wait` for the outcome.
+struct Written<'scope>(std::thread::ScopedJoinHandle<'scope, io::Result<()>>);
+
+impl Written<'_> {
+    fn wait(self) -> Result<(), StepError> {
+        self.0
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
+            .map_err(|e| StepError::io("memfd: vm.memfd_noexec", &e, MEMFD_NOEXEC))
+    }
 }
 
 fn is_ignored(sig: libc::c_int) -> bool {
@@ -303,10 +320,12 @@ pub struct Prepared<'p> {
 
 /// Steps 1–4 of a launch (see `Prepared`).
 pub fn prepare(policy: &Policy, opts: Options) -> Result<Prepared<'_>, LaunchError> {
+    crate::text::milestone("launch: preparing");
     // 1. Refuse what cannot be enforced, before anything is created: the kernel must offer
     // every landlock right this policy relies on; say which one is missing rather than run
     // weaker.
     confine::landlock_supported(policy)?;
+    crate::text::milestone("launch: landlock checked");
     if std::fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|v| v.trim() == "0") {
         return Err(StepError::msg(
             "namespaces",
@@ -319,6 +338,7 @@ pub fn prepare(policy: &Policy, opts: Options) -> Result<Prepared<'_>, LaunchErr
         policy.env.get("PATH").map(String::as_str),
         policy,
     )?;
+    crate::text::milestone("launch: program found");
     let argv = opts
         .command
         .iter()
@@ -443,22 +463,24 @@ impl Prepared<'_> {
         };
         let released = release().map_err(LaunchError::from);
         crate::text::milestone("launch: released");
-        // 8. Executable memfds refused in the sandbox's pid namespace, and the observer watches
-        //    the sandbox (probes, trace, monitor, proxy), while the child builds its root (the
-        //    longer branch: ~0.3-0.6 ms of the sysctl writer off the launch path). ORDER: both
-        //    before `Go`, so the agent's first memfd is already refused, its first syscall
-        //    already recorded and its first connect already judged.
+        // 8. Executable memfds refused in the sandbox's pid namespace (on a thread), and the
+        //    observer watches the sandbox (probes, trace, monitor, proxy), while the child builds
+        //    its root. ORDER: both before `Go`, so the agent's first memfd is already refused, its
+        //    first syscall already recorded and its first connect already judged.
         let started = released
-            .and_then(|()| memfd_noexec(pid).map_err(LaunchError::from))
             .and_then(|()| {
-                observer
-                    .attach(&Sandbox {
-                        id: &opts.sandbox_id,
-                        pid,
-                        cgroup: &cgroup.v2,
-                        cgroup_fd: &cg_fd,
-                    })
-                    .map_err(LaunchError::Observer)
+                std::thread::scope(|s| {
+                    let memfd = memfd_noexec(s, pid)?;
+                    let attached = observer
+                        .attach(&Sandbox {
+                            id: &opts.sandbox_id,
+                            pid,
+                            cgroup: &cgroup.v2,
+                            cgroup_fd: &cg_fd,
+                        })
+                        .map_err(LaunchError::Observer);
+                    memfd.wait().map_err(LaunchError::from).and(attached)
+                })
             })
             .and_then(|()| {
                 crate::text::milestone("launch: observer attached");

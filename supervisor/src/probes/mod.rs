@@ -9,6 +9,7 @@
 
 mod btf;
 mod linger;
+mod ring;
 mod watch;
 
 pub(crate) use linger::release;

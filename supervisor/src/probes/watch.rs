@@ -14,13 +14,14 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use aya::maps::{Map, MapData, PerCpuValues, RingBuf};
+use aya::maps::{MapData, PerCpuValues};
 use aya::programs::{links::CgroupAttachMode, CgroupSkb, CgroupSockAddr};
 use cordon_probe_common::{
     sbflag, NetPolicy, Sandbox, SlotCounts, Traffic, TrafficKey, FULL_SLOTS, MAX_SANDBOXES, MAX_SYSCALL,
     RING_BYTES, RING_BYTES_PROCESS, SANDBOX_TABLE, SANDBOX_WAYS,
 };
 
+use super::ring::Ring;
 use super::{err, kerr, FileLock, ProbeError, Probes, STATE};
 
 /// A sandbox's egress policy and the profile text of each rule (for events).
@@ -36,7 +37,7 @@ pub struct Watch {
     pub cgroup_id: u64,
     /// Where the sandbox sits in the `SANDBOXES` table.
     index: u32,
-    pub ring: RingBuf<MapData>,
+    pub ring: Ring,
     pub rules: NetRules,
     probes: Probes,
     /// Owns the cgroup links of the egress hooks: dropped, they detach.
@@ -118,13 +119,13 @@ impl Watch {
         crate::text::milestone("probes: slot claimed");
         let rings_dir = probes.pin_dir.join("rings");
         let (ring, egress, skb) = std::thread::scope(|s| -> Result<_, ProbeError> {
-            // The ring is mapped on a thread of its own, beside the hooks' attach: the kernel
-            // maps all of a ring's pages at mmap (~1 ms for a `full` slot's 4 MiB). Nothing
-            // writes to it before the sandbox is registered below.
-            let mapping = s.spawn(|| -> Result<RingBuf<MapData>, ProbeError> {
+            // The ring is opened on a thread of its own, beside the hooks' attach (its data
+            // area is mapped window by window as records arrive: `Ring`). Nothing writes to it
+            // before the sandbox is registered below.
+            let mapping = s.spawn(|| -> Result<Ring, ProbeError> {
                 let mut ring = map_ring(&rings_dir, slot)?;
                 // Records a previous owner of the slot left unread (it was killed) are not ours.
-                while ring.next().is_some() {}
+                ring.skip_unread();
                 Ok(ring)
             });
             probes
@@ -308,7 +309,7 @@ impl Watch {
 /// pinned, and reused by later ones: replacing an entry of a map-of-maps waits for an RCU
 /// grace period (~10 ms here, measured), which a launch must not pay.
 /// The slot's ring buffer (pinned under `rings/`, made at its first use), mapped.
-fn map_ring(dir: &std::path::Path, slot: u32) -> Result<RingBuf<MapData>, ProbeError> {
+fn map_ring(dir: &std::path::Path, slot: u32) -> Result<Ring, ProbeError> {
     let pin = dir.join(slot.to_string());
     let data = match MapData::from_pin(&pin) {
         Ok(d) => d,
@@ -334,10 +335,7 @@ fn map_ring(dir: &std::path::Path, slot: u32) -> Result<RingBuf<MapData>, ProbeE
             d
         }
     };
-    Map::from_map_data(data)
-        .map_err(|e| kerr("ring buffer", &e))?
-        .try_into()
-        .map_err(|e| kerr("ring buffer", &e))
+    Ring::open(data).map_err(|e| err("ring buffer: mmap", e))
 }
 
 /// Bytes a slot file's state is padded to: rewritten in place, never truncated (on a disk

@@ -596,7 +596,7 @@ async fn recv_extra(rx: &mut Option<mpsc::Receiver<Kind>>) -> Option<Kind> {
 fn drain(watch: &mut Watch, dec: &mut Decoder, events: &mut Vec<pb::Event>) -> usize {
     let mut n = 0;
     while let Some(item) = watch.ring.next() {
-        dec.record(&item, events);
+        dec.record(item, events);
         n += 1;
     }
     n
