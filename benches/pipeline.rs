@@ -73,7 +73,7 @@ fn benches(c: &mut Criterion) {
     });
     g.bench_function("decode + bus + consumer", |b| {
         let (tx, mut rx) =
-            tokio::sync::broadcast::channel::<Arc<pb::Event>>(cordon::session::pipeline::BUS_CAPACITY);
+            tokio::sync::broadcast::channel::<Arc<pb::Event>>(cordon::session::control::BUS_CAPACITY);
         b.iter(|| {
             let mut d = Decoder::new("bench", 0, |_| "openat".into(), vec![]);
             let mut out = Vec::with_capacity(4096);

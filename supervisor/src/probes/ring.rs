@@ -271,7 +271,9 @@ mod tests {
         /// Write a record at `pos` (in both copies, as the double mapping shows it); the new
         /// producer position.
         fn put(&self, pos: u64, flags: u32, body: &[u8]) -> u64 {
-            let mut rec = (u32::try_from(body.len()).unwrap() | flags).to_le_bytes().to_vec();
+            let mut rec = (u32::try_from(body.len()).unwrap() | flags)
+                .to_le_bytes()
+                .to_vec();
             rec.extend_from_slice(&[0; 4]);
             rec.extend_from_slice(body);
             let off = usize::try_from(pos).unwrap() % SIZE;

@@ -13,7 +13,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::control::{self, Control, Meta, Shared};
 use super::fuse::{injected, Fuse};
@@ -25,9 +25,6 @@ use crate::events::pb::{self, event::Kind};
 use crate::probes::Watch;
 use crate::respond::Action;
 
-/// Events the bus holds for consumers that are behind (~80 ms of 200k events/s). Its slots
-/// are allocated and zeroed when a run starts: 1 << 16 of them were ~0.5 ms of a launch.
-pub const BUS_CAPACITY: usize = 1 << 14;
 /// How often the reader drains the ring buffer when the probes have not woken it.
 const DRAIN_MS: u64 = 5;
 /// Drains that found nothing before the reader sleeps (100 ms of a quiet sandbox): then the
@@ -188,7 +185,7 @@ pub struct End {
 /// Where each batch goes: the trace writer first (lossless), then the bus and the history.
 struct Publish {
     trace: SyncSender<TraceMsg>,
-    bus: broadcast::Sender<Arc<pb::Event>>,
+    bus: Arc<control::Bus>,
     shared: Arc<Shared>,
     fuse: Arc<Fuse>,
     trace_alive: bool,
@@ -207,9 +204,7 @@ impl Publish {
             self.fuse.blow("trace writer", "it stopped taking events");
         }
         self.shared.note(&batch);
-        for e in batch {
-            let _ = self.bus.send(e);
-        }
+        self.bus.send(batch);
     }
 }
 
@@ -238,7 +233,7 @@ async fn run(
         quota,
     } = p;
     let mut quota_reached = false;
-    let (bus, _) = broadcast::channel::<Arc<pb::Event>>(BUS_CAPACITY);
+    let bus = Arc::new(control::Bus::default());
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(8);
     let asks = requests.and_then(|(l, unasked)| {
         let l = tokio::net::UnixListener::from_std(l).ok()?;
@@ -474,7 +469,8 @@ async fn run(
     crate::text::milestone("pipeline: last events out, seal sent");
     drop(watch);
     crate::text::milestone("pipeline: probes released");
-    // ORDER: the server holds a sender; stop it first so the bus closes and consumers end.
+    // ORDER: the server stops first (no consumer joins after), then the bus closes and the
+    // consumers end once they have read what it holds.
     if let Some(s) = server {
         s.abort();
         let _ = s.await;
@@ -483,6 +479,7 @@ async fn run(
         a.abort();
         let _ = a.await;
     }
+    publish.bus.close();
     drop(publish);
     let (stream_losses, stream_stuck) = match writer.map(Writer::finish) {
         Some(Some(lost)) => (lost, false),
