@@ -22,7 +22,8 @@ fn main() {
     let cli = parse(cli_approvals::argv());
     // A command that prints (`cordon profile list | head`) ends quietly when its reader goes
     // away. Not `run`: its proxy and relays write to sockets, where EPIPE is an answer.
-    if !matches!(cli.cmd, Cmd::Run(..)) {
+    let run = matches!(cli.cmd, Cmd::Run(..));
+    if !run {
         // SAFETY: setting a signal's disposition to the default touches no memory.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
@@ -41,6 +42,11 @@ fn main() {
         }
     };
     text::milestone("exit");
+    if run {
+        // The address space is torn down after cordon is gone, not before its caller's wait
+        // returns (a failure only means cordon tears it down itself).
+        let _ = cordon::sys::leave_memory_to_heir();
+    }
     std::process::exit(code);
 }
 
