@@ -118,54 +118,46 @@ impl Watch {
 
         crate::text::milestone("probes: slot claimed");
         let rings_dir = probes.pin_dir.join("rings");
-        let (ring, egress, skb) = std::thread::scope(|s| -> Result<_, ProbeError> {
-            // The ring is opened on a thread of its own, beside the hooks' attach (its data
-            // area is mapped window by window as records arrive: `Ring`). Nothing writes to it
-            // before the sandbox is registered below.
-            let mapping = s.spawn(|| -> Result<Ring, ProbeError> {
-                let mut ring = map_ring(&rings_dir, slot)?;
-                // Records a previous owner of the slot left unread (it was killed) are not ours.
-                ring.skip_unread();
-                Ok(ring)
-            });
-            probes
-                .net
-                .set(slot, &rules.policy, 0)
-                .map_err(|e| kerr("NET", &e))?;
-            // ORDER: the egress hooks are attached before the agent is released, so its first
-            // connect is already judged; a failure here stops the run (fail closed).
-            let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
-            crate::text::milestone("probes: egress policy set");
-            let mut egress = probes.sock_addr_programs(proxy)?;
-            if syscalls {
-                probes.attach_syscalls()?;
-            }
-            for p in &mut egress {
-                p.attach(&cgroup_dir, CgroupAttachMode::Single)
-                    .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
-            }
-            crate::text::milestone("probes: egress hooks attached");
-            clear_traffic(&mut probes, slot);
-            let mut skb = probes.skb_programs()?;
-            for (p, ty) in &mut skb {
-                p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
-                    .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
-            }
-            crate::text::milestone("probes: traffic counters attached");
-            let ring = mapping.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            crate::text::milestone("probes: ring mapped");
-            // A slot's ring goes into RINGS once: replacing an entry waits for an RCU grace
-            // period.
-            let rings = probes.rings.fd().as_fd();
-            if crate::sys::map_of_maps_id(rings, slot)
-                .map_err(|e| err("RINGS", e))?
-                .is_none()
-            {
-                crate::sys::map_of_maps_set(rings, slot, ring.as_fd()).map_err(|e| err("RINGS", e))?;
-            }
-            crate::text::milestone("probes: ring registered");
-            Ok((ring, egress, skb))
-        })?;
+        // The ring's data area is mapped window by window as records arrive (`Ring`): opening
+        // it maps two pages, no longer worth a thread of its own (session 7 mapped its 4 MiB on
+        // one). Nothing writes to it before the sandbox is registered below.
+        let mut ring = map_ring(&rings_dir, slot)?;
+        // Records a previous owner of the slot left unread (it was killed) are not ours.
+        ring.skip_unread();
+        crate::text::milestone("probes: ring mapped");
+        // A slot's ring goes into RINGS once: replacing an entry waits for an RCU grace period.
+        let rings = probes.rings.fd().as_fd();
+        if crate::sys::map_of_maps_id(rings, slot)
+            .map_err(|e| err("RINGS", e))?
+            .is_none()
+        {
+            crate::sys::map_of_maps_set(rings, slot, ring.as_fd()).map_err(|e| err("RINGS", e))?;
+        }
+        crate::text::milestone("probes: ring registered");
+        probes
+            .net
+            .set(slot, &rules.policy, 0)
+            .map_err(|e| kerr("NET", &e))?;
+        // ORDER: the egress hooks are attached before the agent is released, so its first
+        // connect is already judged; a failure here stops the run (fail closed).
+        let proxy = rules.policy.mode == cordon_probe_common::netmode::PROXY;
+        crate::text::milestone("probes: egress policy set");
+        let mut egress = probes.sock_addr_programs(proxy)?;
+        if syscalls {
+            probes.attach_syscalls()?;
+        }
+        for p in &mut egress {
+            p.attach(&cgroup_dir, CgroupAttachMode::Single)
+                .map_err(|e| kerr("egress hook (cgroup sock_addr attach)", &e))?;
+        }
+        crate::text::milestone("probes: egress hooks attached");
+        clear_traffic(&mut probes, slot);
+        let mut skb = probes.skb_programs()?;
+        for (p, ty) in &mut skb {
+            p.attach(&cgroup_dir, *ty, CgroupAttachMode::Single)
+                .map_err(|e| kerr("traffic counter (cgroup skb attach)", &e))?;
+        }
+        crate::text::milestone("probes: traffic counters attached");
         let sandbox = Sandbox {
             cgroup_id,
             slot,
