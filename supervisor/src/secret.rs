@@ -165,6 +165,18 @@ impl Redactor {
     }
 }
 
+/// The bytes a token prefix starts with: most word boundaries are passed over with one lookup
+/// (the trace header's profile texts are searched at every launch).
+static STARTS_A_PREFIX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < TOKEN_PREFIXES.len() {
+        t[TOKEN_PREFIXES[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// Token-shaped substrings replaced, or None when there are none.
 fn redact_tokens(s: &str) -> Option<String> {
     let mut out = String::new();
@@ -174,7 +186,7 @@ fn redact_tokens(s: &str) -> Option<String> {
     while i < s.len() {
         // A token starts at a word boundary.
         let boundary = i == 0 || !token_char(char::from(bytes[i - 1]));
-        let prefix = boundary
+        let prefix = (boundary && STARTS_A_PREFIX[usize::from(bytes[i])])
             .then(|| TOKEN_PREFIXES.iter().find(|p| s[i..].starts_with(**p)))
             .flatten();
         if let Some(p) = prefix {
