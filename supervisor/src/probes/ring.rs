@@ -142,9 +142,7 @@ impl Ring {
             }
             // Masked: an offset in the first copy, so a record read from it ends in the second.
             let off = usize::try_from(self.pos).ok()? & (self.size - 1);
-            // A window that cannot be mapped ends the reading here (and the slot's drops will
-            // say the ring filled up): it is not retried in a loop.
-            self.reach(off, off + HEADER).ok()?;
+            self.reach(off, off + HEADER).unwrap_or_else(|e| unmappable(&e));
             // SAFETY: the header's 8 bytes are mapped (just above) and 8-byte aligned (records
             // are); the kernel publishes the length with a release store.
             let word = unsafe { &*self.area.ptr.add(off).cast::<AtomicU32>() }.load(Ordering::Acquire);
@@ -158,7 +156,8 @@ impl Ring {
                 self.commit();
                 continue;
             }
-            self.reach(off + HEADER, off + HEADER + len).ok()?;
+            self.reach(off + HEADER, off + HEADER + len)
+                .unwrap_or_else(|e| unmappable(&e));
             self.taken = Some(self.pos + stride);
             // SAFETY: `len` bytes after the header are mapped (both copies follow each other,
             // and a record is shorter than the ring) and the kernel is done writing them (the
@@ -172,6 +171,13 @@ impl Ring {
     fn windows(&self) -> usize {
         self.mapped.iter().filter(|m| **m).count()
     }
+}
+
+/// A window of the ring that cannot be mapped (address space or memory exhausted) leaves its
+/// records unreadable: the reader stops with the reason, and the session's fuse freezes and
+/// kills the sandbox and seals the trace with it (fail closed, nothing lost silently).
+fn unmappable(e: &io::Error) -> ! {
+    panic!("a window of the ring buffer cannot be mapped: {e}")
 }
 
 impl AsFd for Ring {
