@@ -650,8 +650,8 @@ fn map_elem(cmd: libc::c_long, map: BorrowedFd<'_>, key: &u32, value: *mut u32) 
         value: value as u64,
         flags: 0,
     };
-    // SAFETY: `attr` is a bpf_attr prefix of the size passed; its key and value point at u32s
-    // that live across the call (the value is written only by a lookup).
+    // The value is written only by a lookup.
+    // SAFETY: `attr` is a bpf_attr prefix of the size passed; key and value outlive the call.
     check(unsafe {
         libc::syscall(
             kernel::BPF.into(),
@@ -694,33 +694,12 @@ pub struct UsernsHolder {
 
 impl UsernsHolder {
     pub fn start() -> io::Result<UsernsHolder> {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let fd = |f: &OwnedFd| {
-            usize::try_from(f.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
-        };
-        let arg = fd(&r)? | (fd(&w)? << 32);
+        // Freed only once the child has been reaped (Drop).
         let mut stack = vec![0u8; 64 * 1024];
-        let top = stack.as_mut_ptr_range().end;
-        let top = top.wrapping_sub(top as usize % 16);
-        // The child runs `hold` on `stack`, which lives until it has been reaped (Drop), and
-        // makes raw system calls only: no allocation, no lock and no errno (it shares this
-        // thread's thread-local storage); glibc's clone ends it with the exit system call.
-        // SAFETY: `top` is the 16-byte aligned end of a live buffer that outlives the child;
-        // `hold` takes its argument as two descriptor numbers.
-        let pid = unsafe {
-            libc::clone(
-                hold,
-                top.cast(),
-                libc::CLONE_VM | libc::CLONE_NEWUSER | libc::SIGCHLD,
-                arg as *mut libc::c_void,
-            )
-        };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (pid, release) = start_waiter(libc::CLONE_NEWUSER | libc::SIGCHLD, &mut stack)?;
         Ok(UsernsHolder {
             pid,
-            release: Some(w),
+            release: Some(release),
             _stack: stack,
         })
     }
@@ -738,57 +717,55 @@ impl Drop for UsernsHolder {
     }
 }
 
-/// The body of `UsernsHolder`'s child: close its copy of the pipe's write end, wait for the
-/// parent's to close, return (and exit).
-extern "C" fn hold(arg: *mut libc::c_void) -> libc::c_int {
-    let fds = arg as usize;
-    let (read_end, write_end) = (fds & 0xffff_ffff, fds >> 32);
-    let mut byte = 0u8;
-    // SAFETY: system calls on descriptors of this child's own table (a copy: no CLONE_FILES)
-    // and one byte of its own stack.
-    unsafe {
-        raw_syscall3(libc::SYS_close, write_end, 0, 0);
-        while raw_syscall3(libc::SYS_read, read_end, std::ptr::addr_of_mut!(byte) as usize, 1)
-            == -i64::from(libc::EINTR)
-        {}
-    }
-    0
-}
-
 /// Leave this process's memory to a child that outlives it by a moment, so that tearing the
 /// address space down (`exit_mmap`: every page table of the binary, the heap and the stacks,
 /// ~0.5 ms of CPU for a `cordon run`) happens after this process is gone instead of before its
-/// caller's `wait` returns. Call right before exiting. The child shares the memory
-/// (`CLONE_VM`) and nothing else: it closes every descriptor it was given but its end of a
-/// pipe (the caller's pipes see their end when this process exits, not when it does), waits
-/// for this process's end of the pipe to close (at its exit) and exits; it makes raw system
-/// calls only. It is reparented and reaped like any orphan.
+/// caller's `wait` returns. Call right before exiting. The child (`start_waiter`) keeps no
+/// descriptor of this process's (the caller's pipes see their end when this process exits)
+/// and exits when this process's end of its pipe closes, at its exit. No exit signal: nobody
+/// here waits for it; it is reparented and reaped like any orphan.
 pub fn leave_memory_to_heir() -> io::Result<()> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let read_end = usize::try_from(r.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // The stack outlives this process (the heir is what keeps the memory): never freed.
+    // The heir is what keeps the memory, its stack included: never freed.
     let stack: &'static mut [u8] = Vec::leak(vec![0u8; 16 * 1024]);
-    let top = stack.as_mut_ptr_range().end;
-    let top = top.wrapping_sub(top as usize % 16);
-    // SAFETY: `top` is the 16-byte aligned end of a buffer that is never freed; `heir` takes
-    // its argument as a descriptor number and makes raw system calls only (no allocation, no
-    // lock, no errno: it shares this thread's thread-local storage). No exit signal: nobody
-    // here waits for it.
-    let pid = unsafe { libc::clone(heir, top.cast(), libc::CLONE_VM, read_end as *mut libc::c_void) };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // Held open until this process exits; the heir holds no copy of it.
-    std::mem::forget(w);
+    let (_, release) = start_waiter(0, stack)?;
+    // Held open until this process exits.
+    std::mem::forget(release);
     Ok(())
 }
 
-/// The body of `leave_memory_to_heir`'s child.
-extern "C" fn heir(arg: *mut libc::c_void) -> libc::c_int {
+/// Start a child that shares this process's memory (`CLONE_VM | flags`) and nothing else: on
+/// `stack` it closes every descriptor it was given but the read end of a new pipe, waits for
+/// the write end (returned) to close, and exits. It makes raw system calls only: no
+/// allocation, no lock, no errno (it shares this thread's thread-local storage); glibc's clone
+/// ends it with the exit system call. `stack` must outlive the child.
+fn start_waiter(flags: libc::c_int, stack: &mut [u8]) -> io::Result<(libc::pid_t, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let read_end = usize::try_from(r.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    let top = stack.as_mut_ptr_range().end;
+    let top = top.wrapping_sub(top as usize % 16);
+    // `wait_for_release` takes its argument as a descriptor number.
+    // SAFETY: `top` is the 16-byte aligned end of a buffer the caller keeps past the child.
+    let pid = unsafe {
+        libc::clone(
+            wait_for_release,
+            top.cast(),
+            libc::CLONE_VM | flags,
+            read_end as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((pid, w))
+}
+
+/// The body of `start_waiter`'s child.
+extern "C" fn wait_for_release(arg: *mut libc::c_void) -> libc::c_int {
     let read_end = arg as usize;
     let mut byte = 0u8;
-    // SAFETY: system calls on this child's own descriptor table (a copy: no CLONE_FILES) and
-    // one byte of its own stack.
+    // Its own descriptor table is a copy (no CLONE_FILES): closing it touches nothing of the
+    // parent's.
+    // SAFETY: system calls on this child's own descriptors and one byte of its own stack.
     unsafe {
         if read_end > 0 {
             raw_syscall3(libc::SYS_close_range, 0, read_end - 1, 0);
@@ -807,8 +784,8 @@ extern "C" fn heir(arg: *mut libc::c_void) -> libc::c_int {
 /// The arguments must be what the call `nr` expects.
 unsafe fn raw_syscall3(nr: libc::c_long, a: usize, b: usize, c: usize) -> i64 {
     let ret: i64;
-    // SAFETY: the x86_64 system call convention: number in rax, arguments in rdi, rsi, rdx;
-    // the kernel clobbers rcx and r11.
+    // The x86_64 convention: number in rax, arguments in rdi, rsi, rdx.
+    // SAFETY: the caller passes what `nr` expects; the kernel clobbers only rcx and r11.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -828,14 +805,15 @@ unsafe fn raw_syscall3(nr: libc::c_long, a: usize, b: usize, c: usize) -> i64 {
 /// takes, made ahead: `execve` then allocates nothing (it runs in a vfork child).
 pub struct Exec {
     program: CString,
-    argv: Vec<CString>,
-    envp: Vec<CString>,
+    /// Owned for the pointer arrays, which point into them.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
 }
 
-// SAFETY: the pointers point into the heap buffers of the CStrings this value owns and never
-// mutates; moving or sharing the value leaves them valid.
+// The pointers point into the heap buffers of the CStrings this value owns and never mutates.
+// SAFETY: moving or sharing the value leaves those buffers, and so the pointers, valid.
 unsafe impl Send for Exec {}
 // SAFETY: as above: nothing is mutated through a shared reference.
 unsafe impl Sync for Exec {}
@@ -852,8 +830,8 @@ impl Exec {
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             program,
-            argv,
-            envp,
+            _argv: argv,
+            _envp: envp,
         }
     }
 
@@ -861,18 +839,10 @@ impl Exec {
         &self.program
     }
 
-    pub fn argv(&self) -> &[CString] {
-        &self.argv
-    }
-
-    pub fn envp(&self) -> &[CString] {
-        &self.envp
-    }
-
     /// execve(2); returns only when it failed, with its errno.
     pub fn execve(&self) -> nix::errno::Errno {
-        // SAFETY: program is a C string; both arrays are null-terminated and point at C
-        // strings this value owns, alive across the call.
+        // Both arrays are null-terminated and point at C strings this value owns.
+        // SAFETY: every pointer passed is a live C string or array for the whole call.
         unsafe {
             libc::execve(
                 self.program.as_ptr(),
@@ -899,8 +869,7 @@ pub fn vfork_start(op: &mut (dyn FnMut() -> i32 + Send)) -> io::Result<nix::unis
     // in its own frame and `stack` is freed when this returns, so the child must have left
     // this memory by then (a CLONE_VM child without it once outlived that frame, faulted, and
     // left std's thread-info lock held: the next thread exit in cordon hung).
-    // SAFETY: a private stack and a callback that outlive the child's use of this memory
-    // (vfork); syscalls only.
+    // SAFETY: a private stack and a callback that outlive the child's use of them (vfork).
     Ok(unsafe { nix::sched::clone(cb, &mut stack, flags, Some(libc::SIGCHLD)) }?)
 }
 

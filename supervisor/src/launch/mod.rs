@@ -253,8 +253,7 @@ fn memfd_noexec<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     pid: i32,
 ) -> Result<Written<'scope>, StepError> {
-    let step = |e: &io::Error| StepError::io("memfd: vm.memfd_noexec", e, MEMFD_NOEXEC);
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| step(&e))?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/pid")).map_err(|e| memfd_step(&e))?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(MEMFD_NOEXEC)
@@ -266,7 +265,7 @@ fn memfd_noexec<'scope>(
                     "this kernel has no vm.memfd_noexec (Linux 6.3+): executable memfds cannot be refused",
                 )
             } else {
-                step(&e)
+                memfd_step(&e)
             }
         })?;
     Ok(Written(sys::write_sysctl_in_pid_ns(scope, ns.into(), file, b"2")))
@@ -280,8 +279,12 @@ impl Written<'_> {
         self.0
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the sysctl writer thread panicked")))
-            .map_err(|e| StepError::io("memfd: vm.memfd_noexec", &e, MEMFD_NOEXEC))
+            .map_err(|e| memfd_step(&e))
     }
+}
+
+fn memfd_step(e: &io::Error) -> StepError {
+    StepError::io("memfd: vm.memfd_noexec", e, MEMFD_NOEXEC)
 }
 
 fn is_ignored(sig: libc::c_int) -> bool {

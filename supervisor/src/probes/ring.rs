@@ -39,8 +39,8 @@ pub struct Ring {
     taken: Option<u64>,
 }
 
-// SAFETY: the mappings are owned by the Ring and only read (or, for the consumer position,
-// written) through it; moving it to another thread moves that ownership.
+// The mappings are only read (or, for the consumer position, written) through the Ring.
+// SAFETY: the Ring owns its mappings; moving it to another thread moves that ownership.
 unsafe impl Send for Ring {}
 
 impl Ring {
@@ -53,8 +53,7 @@ impl Ring {
     }
 
     fn with_file(file: Box<dyn AsFd + Send>, size: usize) -> io::Result<Ring> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = page_size();
         if !size.is_power_of_two() || size < page {
             return Err(io::Error::other(format!("a ring buffer of {size} bytes")));
         }
@@ -78,8 +77,8 @@ impl Ring {
     }
 
     fn consumer_pos(&self) -> &AtomicU64 {
-        // SAFETY: the consumer page is mapped (read-write) for as long as `self`; the kernel
-        // keeps the position at its start, 8-byte aligned.
+        // The kernel keeps the position at the page's start, 8-byte aligned.
+        // SAFETY: the consumer page stays mapped (read-write) for as long as `self`.
         unsafe { &*self.consumer.ptr.cast::<AtomicU64>() }
     }
 
@@ -111,9 +110,9 @@ impl Ring {
             }
             let len = WINDOW.min(2 * self.size - w * WINDOW);
             let fd = self.file.as_fd().as_raw_fd();
-            // SAFETY: the target lies inside `area`, which this Ring reserved and owns;
-            // MAP_FIXED replaces only that reservation. The file range is the ring's data
-            // (both copies), which the kernel maps read-only.
+            // MAP_FIXED replaces only part of that reservation; the file range is the ring's
+            // data (both copies), which the kernel maps read-only.
+            // SAFETY: the target lies inside `area`, which this Ring reserved and owns.
             let got = unsafe {
                 libc::mmap(
                     self.area.ptr.add(w * WINDOW).cast(),
@@ -143,8 +142,8 @@ impl Ring {
             // Masked: an offset in the first copy, so a record read from it ends in the second.
             let off = usize::try_from(self.pos).ok()? & (self.size - 1);
             self.reach(off, off + HEADER).unwrap_or_else(|e| unmappable(&e));
-            // SAFETY: the header's 8 bytes are mapped (just above) and 8-byte aligned (records
-            // are); the kernel publishes the length with a release store.
+            // The kernel publishes the length with a release store.
+            // SAFETY: the header's 8 bytes are mapped (just above) and 8-byte aligned.
             let word = unsafe { &*self.area.ptr.add(off).cast::<AtomicU32>() }.load(Ordering::Acquire);
             if word & BUSY != 0 {
                 return None;
@@ -159,9 +158,9 @@ impl Ring {
             self.reach(off + HEADER, off + HEADER + len)
                 .unwrap_or_else(|e| unmappable(&e));
             self.taken = Some(self.pos + stride);
-            // SAFETY: `len` bytes after the header are mapped (both copies follow each other,
-            // and a record is shorter than the ring) and the kernel is done writing them (the
-            // busy bit is clear); they stay mapped while the returned borrow of `self` lives.
+            // Both copies follow each other and a record is shorter than the ring; the busy
+            // bit is clear, so the kernel is done writing it.
+            // SAFETY: `len` bytes after the header are mapped and stay so while `self` is borrowed.
             return Some(unsafe { std::slice::from_raw_parts(self.area.ptr.add(off + HEADER), len) });
         }
     }
@@ -192,6 +191,11 @@ impl Drop for Ring {
     }
 }
 
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 /// The map, by its descriptor.
 struct MapFile(MapData);
 
@@ -210,8 +214,7 @@ struct Mapping {
 impl Mapping {
     fn file(fd: i32, len: usize, prot: i32, offset: usize) -> io::Result<Mapping> {
         let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
-        // SAFETY: a new shared mapping of `fd` at an address the kernel picks; nothing else
-        // refers to it.
+        // SAFETY: a new shared mapping at an address the kernel picks: nothing refers to it.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, offset) };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
@@ -265,8 +268,7 @@ mod tests {
             let fd = nix::sys::memfd::memfd_create(c"ring-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                 .expect("memfd");
             let file = std::fs::File::from(fd);
-            // SAFETY: sysconf has no preconditions.
-            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+            let page = page_size();
             file.set_len((2 * page + 2 * SIZE) as u64).unwrap();
             let f = Fake { file, page };
             f.file.write_all_at(&pos.to_le_bytes(), 0).unwrap();
