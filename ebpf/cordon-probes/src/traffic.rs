@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use cordon_probe_common::{Traffic, TrafficKey};
 
-use crate::shared::{sandbox_of, TRAFFIC, UNTRACKED};
+use crate::shared::{sandbox_of, REMOTES, TRAFFIC, UNTRACKED};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -40,7 +40,12 @@ fn account(ctx: &SkBuffContext, out: bool) {
     }
     let mut t = Traffic::default();
     add(&mut t, len, out);
-    if TRAFFIC.insert(&key, &t, BPF_NOEXIST).is_err() {
+    if TRAFFIC.insert(&key, &t, BPF_NOEXIST).is_ok() {
+        if let Some(n) = REMOTES.get_ptr_mut(sandbox.slot) {
+            // SAFETY: a per-CPU array slot that only this CPU writes, with preemption off.
+            unsafe { *n += 1 };
+        }
+    } else {
         // Another CPU added the remote meanwhile (its copy for this CPU is zero), or the table
         // is full: then the packet is counted as untracked, never silently.
         match TRAFFIC.get_ptr_mut(&key) {

@@ -62,7 +62,7 @@ const SKB: [(&str, CgroupSkbAttachType); 2] = [
     ("skb_egress", CgroupSkbAttachType::Egress),
     ("skb_ingress", CgroupSkbAttachType::Ingress),
 ];
-const MAPS: [&str; 10] = [
+const MAPS: [&str; 11] = [
     "SANDBOXES",
     "ASLEEP",
     "RINGS",
@@ -72,6 +72,7 @@ const MAPS: [&str; 10] = [
     "OFFSETS",
     "TRAFFIC",
     "UNTRACKED",
+    "REMOTES",
     "WRITTEN",
 ];
 
@@ -130,6 +131,8 @@ pub struct Probes {
     pub(crate) asleep: Array<MapData, u32>,
     pub(crate) traffic: PerCpuHashMap<MapData, TrafficKey, Traffic>,
     pub(crate) untracked: PerCpuArray<MapData, u64>,
+    /// Remotes added to `traffic` per slot (see `watch::slot_traffic_keys`).
+    pub(crate) remotes: PerCpuArray<MapData, u64>,
     pub(crate) written: PerCpuArray<MapData, u64>,
     pub(crate) pin_dir: PathBuf,
     /// How long this process spent loading the programs (None: they were already loaded).
@@ -212,6 +215,7 @@ impl Probes {
             asleep: pinned_map(&dir, "ASLEEP")?,
             traffic: pinned_map(&dir, "TRAFFIC")?,
             untracked: pinned_map(&dir, "UNTRACKED")?,
+            remotes: pinned_map(&dir, "REMOTES")?,
             written: pinned_map(&dir, "WRITTEN")?,
             pin_dir: dir,
             loaded_in,

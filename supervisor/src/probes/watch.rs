@@ -367,8 +367,17 @@ fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
 }
 
 /// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a
-/// sandbox has a handful of remotes, the whole table at most `TRAFFIC_ENTRIES`.
+/// sandbox has a handful of remotes, the whole table at most `TRAFFIC_ENTRIES`. A slot whose
+/// `REMOTES` count is 0 has none, and the table is not walked: a walk visits every bucket,
+/// ~0.1 ms when it is empty.
 fn slot_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
+    if remotes_added(probes, slot) == 0 {
+        return Vec::new();
+    }
+    walk_traffic_keys(probes, slot)
+}
+
+fn walk_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
     probes
         .traffic
         .keys()
@@ -377,10 +386,39 @@ fn slot_traffic_keys(probes: &Probes, slot: u32) -> Vec<TrafficKey> {
         .collect()
 }
 
+/// Remotes the traffic hooks added to `TRAFFIC` for the slot since its count was last zeroed,
+/// summed over CPUs; unreadable counts as some (the table is then walked).
+fn remotes_added(probes: &Probes, slot: u32) -> u64 {
+    probes
+        .remotes
+        .get(&slot, 0)
+        .map(|v| v.iter().sum())
+        .unwrap_or(u64::MAX)
+}
+
 /// Forget a slot's traffic (a previous owner's, or ours at the end).
 fn clear_traffic(probes: &mut Probes, slot: u32) {
-    for k in slot_traffic_keys(probes, slot) {
-        let _ = probes.traffic.remove(&k);
+    if remotes_added(probes, slot) == 0 {
+        return;
+    }
+    let Ok(cpus) = aya::util::nr_cpus() else {
+        return;
+    };
+    let cpus = cpus.get() as usize;
+    let count = |first: u64| {
+        let mut v = vec![0u64; cpus];
+        v[0] = first;
+        PerCpuValues::try_from(v).expect("one value per cpu")
+    };
+    // ORDER: the count is zeroed before the walk, so a remote the hooks add meanwhile is
+    // either walked and removed or counted for the next owner's walk.
+    let mut cleared = probes.remotes.set(slot, count(0), 0).is_ok();
+    for k in walk_traffic_keys(probes, slot) {
+        cleared &= probes.traffic.remove(&k).is_ok();
+    }
+    if !cleared {
+        // Some are left: the next clear of the slot walks the table again.
+        let _ = probes.remotes.set(slot, count(1), 0);
     }
 }
 
