@@ -345,25 +345,35 @@ fn mark(lock: &FileLock, state: &str) {
 /// Clear a slot's counters: syscalls, ring drops, untracked packets.
 fn zero_slot(probes: &mut Probes, slot: u32) -> Result<(), ProbeError> {
     probes.asleep.set(slot, &0, 0).map_err(|e| kerr("ASLEEP", &e))?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize;
+    let cpus = nr_cpus()?;
     let counts = PerCpuValues::try_from(vec![SlotCounts::ZERO; cpus]).expect("one value per cpu");
     probes
         .counts
         .set(slot, counts, 0)
         .map_err(|e| kerr("COUNTS", &e))?;
-    let zeros = || PerCpuValues::try_from(vec![0u64; cpus]).expect("one value per cpu");
     probes
         .drops
-        .set(slot, zeros(), 0)
+        .set(slot, per_cpu_count(cpus, 0), 0)
         .map_err(|e| kerr("DROPS", &e))?;
     probes
         .untracked
-        .set(slot, zeros(), 0)
+        .set(slot, per_cpu_count(cpus, 0), 0)
         .map_err(|e| kerr("UNTRACKED", &e))?;
     probes
         .written
-        .set(slot, zeros(), 0)
+        .set(slot, per_cpu_count(cpus, 0), 0)
         .map_err(|e| kerr("WRITTEN", &e))
+}
+
+fn nr_cpus() -> Result<usize, ProbeError> {
+    Ok(aya::util::nr_cpus().map_err(|(_, e)| err("cpus", e))?.get() as usize)
+}
+
+/// A per-CPU counter's values: `n` on the first CPU, 0 on the others.
+fn per_cpu_count(cpus: usize, n: u64) -> PerCpuValues<u64> {
+    let mut v = vec![0u64; cpus];
+    v[0] = n;
+    PerCpuValues::try_from(v).expect("one value per cpu")
 }
 
 /// The `TRAFFIC` keys of one slot. The table is shared by all sandboxes of the host; a
@@ -401,24 +411,16 @@ fn clear_traffic(probes: &mut Probes, slot: u32) {
     if remotes_added(probes, slot) == 0 {
         return;
     }
-    let Ok(cpus) = aya::util::nr_cpus() else {
-        return;
-    };
-    let cpus = cpus.get() as usize;
-    let count = |first: u64| {
-        let mut v = vec![0u64; cpus];
-        v[0] = first;
-        PerCpuValues::try_from(v).expect("one value per cpu")
-    };
+    let cpus = nr_cpus().ok();
     // ORDER: the count is zeroed before the walk, so a remote the hooks add meanwhile is
     // either walked and removed or counted for the next owner's walk.
-    let mut cleared = probes.remotes.set(slot, count(0), 0).is_ok();
+    let mut cleared = cpus.is_some_and(|c| probes.remotes.set(slot, per_cpu_count(c, 0), 0).is_ok());
     for k in walk_traffic_keys(probes, slot) {
         cleared &= probes.traffic.remove(&k).is_ok();
     }
-    if !cleared {
+    if let (false, Some(c)) = (cleared, cpus) {
         // Some are left: the next clear of the slot walks the table again.
-        let _ = probes.remotes.set(slot, count(1), 0);
+        let _ = probes.remotes.set(slot, per_cpu_count(c, 1), 0);
     }
 }
 
