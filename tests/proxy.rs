@@ -185,6 +185,71 @@ fn names_reach_fixtures_through_the_proxy_and_everything_else_is_refused_and_rec
     );
 }
 
+/// A server that answers one request and then holds the connection open (it never closes
+/// first, like a keep-alive API), for up to 60 s.
+fn holding_fixture() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut c)) = l.incoming().next() {
+            let mut b = [0u8; 5];
+            if c.read_exact(&mut b).is_ok() {
+                let _ = c.write_all(b"pong\n");
+            }
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+            let mut rest = [0u8; 64];
+            while let Ok(n) = c.read(&mut rest) {
+                if n == 0 {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    });
+    port
+}
+
+/// The agent exits while its connection is open and its upstream keeps it so: the connection
+/// is still recorded (cut at the run's end), with the bytes that crossed it.
+#[test]
+fn a_connection_still_open_when_the_agent_exits_is_recorded() {
+    require_root();
+    let s = Scratch::new();
+    let port = holding_fixture();
+    let profile = log_only_profile(
+        &s,
+        "proxy",
+        "default",
+        &format!(
+            "[network]\nmode = \"proxy\"\nallow = [\"api.fixture.test:{port}\"]\n\
+             resolve = {{ \"api.fixture.test\" = \"127.0.0.1\" }}\n"
+        ),
+    );
+    let agent = format!(
+        "import socket\ns = socket.create_connection(('api.fixture.test', {port}), timeout=10)\n\
+         s.sendall(b'ping\\n')\nprint('got', s.recv(64).decode().strip(), flush=True)\n"
+    );
+    let ev = s.path().join("events.jsonl");
+    let out = output(run_cmd(
+        &profile,
+        s.path(),
+        &["--events", ev.to_str().unwrap()],
+        &["/usr/bin/python3", "-c", &agent],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "got pong");
+    let events = events_of(&ev);
+    let conns: Vec<&Value> = events.iter().filter_map(|e| e.get("connection")).collect();
+    let c = conns
+        .iter()
+        .find(|c| c["name"] == "api.fixture.test")
+        .unwrap_or_else(|| panic!("the open connection was not recorded: {conns:?}"));
+    assert_eq!(c["allowed"], true, "{c}");
+    assert_eq!(c["reason"], "open when the run ended; cut", "{c}");
+    assert_eq!(uint(&c["bytesUp"]), Some(5), "{c}");
+    assert_eq!(uint(&c["bytesDown"]), Some(5), "{c}");
+}
+
 const MANY: &str = r#"
 import socket, sys, threading, time, errno
 port, n = int(sys.argv[1]), int(sys.argv[2])

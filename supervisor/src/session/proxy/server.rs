@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use super::super::approvals::{Answer, Approvals, Question};
 use super::ask::{self, Holds, Outcome};
@@ -27,6 +28,10 @@ use crate::profile::egress::Egress;
 
 /// How long cordon waits for an upstream TCP handshake, and for its own DNS lookup.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping proxy waits for its connections and questions to record themselves
+/// once told the run has ended (each stops at once; this bounds a stuck pipeline).
+const RECORD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The sockets the proxy serves, made in the sandbox's network namespace.
 pub struct Sockets {
@@ -80,6 +85,8 @@ struct State {
     approvals: Arc<Approvals>,
     /// Credentials and TLS interception (`network.credential`).
     firewall: Option<Arc<Firewall>>,
+    /// Becomes true when the run ends: what is still open is cut and recorded.
+    ended: watch::Receiver<bool>,
 }
 
 impl State {
@@ -93,6 +100,11 @@ impl State {
         // The pipeline outlives the proxy (it is stopped first); a send can only fail after
         // the run's end, when nothing more is recorded anyway.
         let _ = self.events.send(kind).await;
+    }
+    /// Resolves once the run has ended (at once if it already has).
+    async fn run_ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
     }
 }
 
@@ -122,6 +134,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let tcp = TcpListener::from_std(sockets.tcp)?;
     let udp = Arc::new(UdpSocket::from_std(sockets.dns)?);
+    let (end, ended) = watch::channel(false);
     let state = Arc::new(State {
         rules: Mutex::new(rules),
         synth: Mutex::new(Synth::default()),
@@ -130,22 +143,26 @@ pub async fn serve(
         holds: Holds::default(),
         approvals,
         firewall,
+        ended,
     });
+    // Every connection and question in flight: none is dropped unrecorded at the end.
+    let mut tasks = JoinSet::new();
     let mut buf = vec![0u8; 4096];
     loop {
         let next_expiry = state.rules().next_expiry();
         tokio::select! {
-            _ = &mut stop => return Ok(()),
+            _ = &mut stop => break,
             accepted = tcp.accept() => {
                 if let Ok((conn, peer)) = accepted {
-                    tokio::spawn(connection(state.clone(), conn, peer));
+                    tasks.spawn(connection(state.clone(), conn, peer));
                 }
             }
             got = udp.recv_from(&mut buf) => {
                 if let Ok((n, from)) = got {
-                    tokio::spawn(question(state.clone(), udp.clone(), buf[..n].to_vec(), from));
+                    tasks.spawn(question(state.clone(), udp.clone(), buf[..n].to_vec(), from));
                 }
             }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             Some(c) = changes.recv() => change(&state, c).await,
             () = sleep_until(next_expiry) => {
                 let gone = state.rules().expire(Instant::now());
@@ -160,6 +177,16 @@ pub async fn serve(
             }
         }
     }
+    // The agent is gone: what is still open is cut, and each records itself.
+    let _ = end.send(true);
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(RECORD_TIMEOUT, all).await.is_err() {
+        return Err(std::io::Error::other(format!(
+            "{} connections or questions were not recorded within {RECORD_TIMEOUT:?} of the run's end",
+            tasks.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Apply a change to the live rules (`cordon net allow|deny`, a grant, an approval given
@@ -260,7 +287,11 @@ async fn question(state: Arc<State>, udp: Arc<UdpSocket>, datagram: Vec<u8>, fro
         };
         stand_in(&state, entry, &mut event)
     } else {
-        match upstream_for(&state, &q.name).await {
+        let looked_up = tokio::select! {
+            r = upstream_for(&state, &q.name) => r,
+            () = state.run_ended() => Err((ResponseCode::ServFail, "the run ended before the lookup answered".into())),
+        };
+        match looked_up {
             Ok(entry) => {
                 event.upstream = entry.upstream.iter().map(ToString::to_string).collect();
                 stand_in(&state, entry, &mut event)
@@ -404,13 +435,69 @@ async fn upstream_for(state: &State, name: &str) -> Result<Entry, (ResponseCode,
     })
 }
 
-/// Relay one connection of the agent, or refuse it.
+/// How one connection ended, before its event is written.
+enum Ended {
+    /// Refused before any byte was relayed (the agent's end reset); the reason is in the event.
+    Refused,
+    /// Allowed, but no upstream address answered; the reason is in the event.
+    Unreachable,
+    /// Relayed until one side closed: how, or why it was cut.
+    Relayed(Result<String, RelayError>),
+    /// Still open (or still held) when the run ended.
+    Cut,
+}
+
+/// Relay one connection of the agent, or refuse it, and record it: a `Connection` event
+/// (and the `Http` request seen on it) when it ends, or when the run ends with it open.
 async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
+    let mut event = pb::Connection::default();
+    let counts = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut seen = Seen::default();
+    let ended = tokio::select! {
+        e = follow(&state, conn, peer, &mut event, &counts, &mut seen) => e,
+        () = state.run_ended() => Ended::Cut,
+    };
+    event.sni = std::mem::take(&mut seen.sni);
+    event.http_host = seen.http.as_ref().map(|h| h.host.clone()).unwrap_or_default();
+    event.bytes_up = counts.0.load(Ordering::Relaxed);
+    event.bytes_down = counts.1.load(Ordering::Relaxed);
+    event.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match ended {
+        Ended::Refused => event.allowed = false,
+        Ended::Unreachable => {}
+        Ended::Relayed(Ok(how)) => event.reason = how,
+        Ended::Relayed(Err(refusal)) => {
+            event.allowed = false;
+            match refusal {
+                RelayError::Placeholder { .. } => crate::detect::PLACEHOLDER_RULE.clone_into(&mut event.rule),
+                RelayError::Dlp { .. } => crate::detect::DLP_RULE.clone_into(&mut event.rule),
+                _ => {}
+            }
+            event.reason = refusal.to_string();
+        }
+        Ended::Cut if event.allowed => event.reason = "open when the run ended; cut".into(),
+        Ended::Cut => event.reason = "the run ended before it was decided".into(),
+    }
+    if let Some(h) = seen.http.take() {
+        state.emit(Kind::Http(h)).await;
+    }
+    state.emit(Kind::Connection(event)).await;
+}
+
+/// Decide on one connection and relay it; what is learnt goes into `event` and `seen` as it
+/// is learnt (the run may end before this does).
+async fn follow(
+    state: &State,
+    conn: TcpStream,
+    peer: SocketAddr,
+    event: &mut pb::Connection,
+    (up_bytes, down_bytes): &(Arc<AtomicU64>, Arc<AtomicU64>),
+    seen: &mut Seen,
+) -> Ended {
     // Both legs without Nagle: the proxy re-sends what arrived at once, and a small write
     // held for an ACK the agent delays would add ~40 ms to every request/response turn.
     let _ = conn.set_nodelay(true);
-    let mut event = pb::Connection::default();
     let target = match (conn.local_addr(), peer) {
         (Ok(SocketAddr::V4(local)), SocketAddr::V4(peer)) => {
             cordon_probe_common::proxy::decode(local.ip().octets(), peer.ip().octets())
@@ -419,8 +506,7 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     };
     let Some((ip, port)) = target.map(|(ip, port)| (Ipv4Addr::from(ip), port)) else {
         event.reason = "not a connection the probes redirected".into();
-        refuse(&state, conn, event).await;
-        return;
+        return reset(conn);
     };
     event.ip = ip.to_string();
     event.port = u32::from(port);
@@ -441,11 +527,11 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     };
     let ask = state.rules().ask();
     if let Some(wait) = ask.filter(|_| verdict.unlisted) {
-        verdict = held(&state, &conn, &event.name, IpAddr::V4(ip), port, wait).await;
+        verdict = held(state, &conn, &event.name, IpAddr::V4(ip), port, wait).await;
     }
     // A name first answered while unlisted has no upstream address yet: look it up now.
     if verdict.allowed && upstream.is_empty() && !event.name.is_empty() {
-        match upstream_for(&state, &event.name).await {
+        match upstream_for(state, &event.name).await {
             Ok(entry) => {
                 upstream.clone_from(&entry.upstream);
                 state.synth().assign(entry);
@@ -453,39 +539,32 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
             Err((_, why)) => {
                 event.rule = verdict.rule;
                 event.reason = why;
-                refuse(&state, conn, event).await;
-                return;
+                return reset(conn);
             }
         }
     }
     event.rule = verdict.rule.clone();
     if !verdict.allowed {
         event.reason = verdict.rule;
-        refuse(&state, conn, event).await;
-        return;
+        return reset(conn);
     }
+    event.allowed = true;
     let up = match connect_any(&upstream, port).await {
         Ok(up) => up,
         Err(why) => {
-            event.allowed = true;
             event.reason = format!("upstream: {why}");
-            state.emit(Kind::Connection(event)).await;
-            return;
+            return Ended::Unreachable;
         }
     };
-    event.allowed = true;
     event.upstream = up.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let up_bytes = Arc::new(AtomicU64::new(0));
-    let down_bytes = Arc::new(AtomicU64::new(0));
-    let mut seen = Seen::default();
     // A credential's host: TLS ends here and each request is read (its first bytes say
     // whether it speaks TLS at all).
     let fw = state.firewall.clone().filter(|f| f.intercepts(&event.name));
     let first = match &fw {
-        Some(_) => Some(inspect(&conn, &event.name, &mut seen).await),
+        Some(_) => Some(inspect(&conn, &event.name, seen).await),
         None => None,
     };
-    let ended = match (fw, first) {
+    Ended::Relayed(match (fw, first) {
         (_, Some(Err(e))) => Err(e),
         (Some(fw), Some(Ok(first))) if matches!(sniff::opening(&first), Opening::Tls { .. }) => {
             let counts = (up_bytes.clone(), down_bytes.clone());
@@ -496,52 +575,20 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
         (_, first) => {
             let first = first.and_then(Result::ok);
             let fw = state.firewall.as_deref();
-            relay(
-                conn,
-                up,
-                first,
-                &event.name,
-                fw,
-                &up_bytes,
-                &down_bytes,
-                &mut seen,
-            )
-            .await
+            relay(conn, up, first, &event.name, fw, up_bytes, down_bytes, seen).await
         }
-    };
-    event.sni = seen.sni;
-    event.http_host = seen.http.as_ref().map(|h| h.host.clone()).unwrap_or_default();
-    event.bytes_up = up_bytes.load(Ordering::Relaxed);
-    event.bytes_down = down_bytes.load(Ordering::Relaxed);
-    event.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match ended {
-        Ok(how) => event.reason = how,
-        Err(refusal) => {
-            event.allowed = false;
-            match refusal {
-                RelayError::Placeholder { .. } => crate::detect::PLACEHOLDER_RULE.clone_into(&mut event.rule),
-                RelayError::Dlp { .. } => crate::detect::DLP_RULE.clone_into(&mut event.rule),
-                _ => {}
-            }
-            event.reason = refusal.to_string();
-        }
-    }
-    if let Some(h) = seen.http {
-        state.emit(Kind::Http(h)).await;
-    }
-    state.emit(Kind::Connection(event)).await;
+    })
 }
 
-async fn refuse(state: &State, conn: TcpStream, mut event: pb::Connection) {
-    // A reset, not a clean close: the agent's next read fails at once.
+/// Refuse with a reset, not a clean close: the agent's next read fails at once.
+fn reset(conn: TcpStream) -> Ended {
     let reset = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     let _ = nix::sys::socket::setsockopt(&conn, nix::sys::socket::sockopt::Linger, &reset);
     drop(conn);
-    event.allowed = false;
-    state.emit(Kind::Connection(event)).await;
+    Ended::Refused
 }
 
 async fn connect_any(addrs: &[IpAddr], port: u16) -> Result<TcpStream, UpstreamError> {
