@@ -205,15 +205,24 @@ pub fn owner_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().uid()
 }
 
-/// Processes on the host whose command line contains `needle`.
+/// Processes whose command line contains `needle`, except cordon's own processes on the host:
+/// the supervisor and its heir — a `CLONE_VM` child that keeps the supervisor's memory (argv
+/// included, so `cmdline` shows cordon's) for a moment after it exits (`sys::leave_memory_to_heir`).
+/// Everything of a sandbox (init included) is in a pid namespace of its own, so it is kept.
 pub fn host_pids_with(needle: &str) -> Vec<i32> {
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").ok();
+    let cordon = std::fs::canonicalize(cordon()).unwrap();
+    let supervisor = |dir: &Path| {
+        std::fs::read_link(dir.join("ns/pid")).ok() == own_ns
+            && std::fs::read_link(dir.join("exe")).is_ok_and(|e| e == cordon)
+    };
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle) {
+            if String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle) && !supervisor(&e.path()) {
                 out.push(pid);
             }
         }
