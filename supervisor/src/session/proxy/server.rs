@@ -464,8 +464,7 @@ async fn connection(state: Arc<State>, conn: TcpStream, peer: SocketAddr) {
     event.bytes_down = counts.1.load(Ordering::Relaxed);
     event.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match ended {
-        Ended::Refused => event.allowed = false,
-        Ended::Unreachable => {}
+        Ended::Refused | Ended::Unreachable => {}
         Ended::Relayed(Ok(how)) => event.reason = how,
         Ended::Relayed(Err(refusal)) => {
             event.allowed = false;
